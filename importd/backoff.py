@@ -1,0 +1,32 @@
+"""Retry timing as pure functions: when a failed attempt runs again."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with a cap and partial jitter.
+
+    Attempt n (1-based) waits ``base * 2**(n-1)``, capped at ``cap``; the last ``jitter``
+    fraction of that is randomised so that jobs that failed together do not all come back
+    together.
+    """
+
+    base: float = 1.0
+    cap: float = 600.0
+    jitter: float = 0.5
+
+    def ceiling(self, attempt: int) -> float:
+        """The delay before jitter for ``attempt``."""
+        exponent = min(max(attempt - 1, 0), 60)  # 2**60 s is far past any cap
+        return float(min(self.cap, self.base * (2.0**exponent)))
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed ``attempt`` before the next one."""
+        ceiling = self.ceiling(attempt)
+        spread = ceiling * self.jitter
+        roll = (rng or random).random()
+        return ceiling - spread + spread * roll

@@ -1,0 +1,308 @@
+"""Settings: one frozen object built from flags > environment > TOML file > defaults.
+
+Secrets (the DSNs) may also come from files: ``IMPORTD_DSN_FILE`` or, under systemd's
+``LoadCredential=``, ``$CREDENTIALS_DIRECTORY/dsn``. They are never printed unredacted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .db import redact
+
+DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it and says what to do."""
+
+
+def _positive_int(text: Any) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _positive_float(text: Any) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _non_negative_float(text: Any) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _str_list(text: Any) -> tuple[str, ...]:
+    if isinstance(text, list | tuple):
+        return tuple(str(item) for item in text)
+    return tuple(item.strip() for item in str(text).split(",") if item.strip())
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(text: Any) -> str:
+        value = str(text).lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _optional_str(text: Any) -> str | None:
+    return str(text) if text not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: its parser, default, and the line of help the CLI and README show."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return "IMPORTD_" + self.name.upper()
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("dsn", _optional_str, None, "PostgreSQL connection string (also DATABASE_URL)", True),
+    Field(
+        "listen_dsn",
+        _optional_str,
+        None,
+        "direct connection for LISTEN when the pool goes through a pooler",
+        True,
+    ),
+    Field("concurrency", _positive_int, 8, "jobs in flight at most"),
+    Field("poll_interval", _positive_float, 10.0, "seconds between polls without notifications"),
+    Field("listen", _bool, True, "LISTEN for notifications (false: poll only)"),
+    Field(
+        "shutdown_grace",
+        _non_negative_float,
+        30.0,
+        "seconds running jobs get to finish after SIGTERM",
+    ),
+    Field(
+        "lease_margin",
+        _positive_float,
+        30.0,
+        "seconds a lease outlasts the job's timeout (crash detection delay)",
+    ),
+    Field(
+        "heartbeat_interval",
+        _positive_float,
+        1.0,
+        "seconds between progress / lease writes of a running job",
+    ),
+    Field("rescue_interval", _positive_float, 5.0, "seconds between rescues of expired leases"),
+    Field(
+        "probe_interval",
+        _positive_float,
+        5.0,
+        "seconds between the listener's self-NOTIFY health probes",
+    ),
+    Field("backoff_base", _positive_float, 1.0, "first retry delay in seconds"),
+    Field("backoff_max", _positive_float, 600.0, "retry delay cap in seconds"),
+    Field(
+        "backoff_jitter",
+        _non_negative_float,
+        0.5,
+        "fraction of each retry delay that is randomised (0-1)",
+    ),
+    Field("handlers", _str_list, (), "extra modules to import for their @importd.handler kinds"),
+    Field("queues", _str_list, (), "queues to serve (empty: all)"),
+    Field(
+        "statement_cache_size",
+        int,
+        100,
+        "asyncpg prepared statement cache (0 behind a transaction-mode pooler)",
+    ),
+    Field(
+        "pool_size",
+        lambda t: _positive_int(t) if t not in (None, "", 0) else None,
+        None,
+        "database connections in the pool (default: concurrency + 4)",
+    ),
+    Field("worker_name", _optional_str, None, "this daemon's name in locked_by (default host:pid)"),
+    Field("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
+    Field(
+        "log_format",
+        _choice("auto", "json", "console"),
+        "auto",
+        "log format (auto: console on a TTY, JSON otherwise and under systemd)",
+    ),
+)
+_BY_NAME = {f.name: f for f in FIELDS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration of one importd process."""
+
+    dsn: str | None = None
+    listen_dsn: str | None = None
+    concurrency: int = 8
+    poll_interval: float = 10.0
+    listen: bool = True
+    shutdown_grace: float = 30.0
+    lease_margin: float = 30.0
+    heartbeat_interval: float = 1.0
+    rescue_interval: float = 5.0
+    probe_interval: float = 5.0
+    backoff_base: float = 1.0
+    backoff_max: float = 600.0
+    backoff_jitter: float = 0.5
+    handlers: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    statement_cache_size: int = 100
+    pool_size: int | None = None
+    worker_name: str | None = None
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    def require_dsn(self) -> str:
+        """The DSN, or a ConfigError that says how to give one."""
+        if not self.dsn:
+            raise ConfigError(
+                "no database given: pass --dsn, or set IMPORTD_DSN or DATABASE_URL "
+                "(e.g. postgresql://user@host/db)"
+            )
+        return self.dsn
+
+    @property
+    def effective_listen_dsn(self) -> str:
+        """The DSN of the LISTEN connection."""
+        return self.listen_dsn or self.require_dsn()
+
+    @property
+    def effective_pool_size(self) -> int:
+        """Connections in the pool: one per job plus a few for claims, writes, rescue."""
+        return self.pool_size or self.concurrency + 4
+
+    @property
+    def worker_id(self) -> str:
+        """The name written to ``locked_by``."""
+        return self.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting, secrets with their passwords masked."""
+        out: dict[str, Any] = {}
+        for f in FIELDS:
+            value = getattr(self, f.name)
+            if f.secret and isinstance(value, str):
+                value = redact(value)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def __repr__(self) -> str:
+        return f"Settings({self.redacted()!r})"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    section = data.get("importd", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [importd] must be a table")
+    return section
+
+
+def _read_secret_file(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} from {path}: {exc.strerror}") from exc
+
+
+def load(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_path: str | Path | None = None,
+) -> Settings:
+    """Build the settings. ``flags`` holds only what was given on the command line."""
+    env = os.environ if environ is None else environ
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+
+    path: Path | None
+    if config_path is not None:
+        path = Path(config_path)
+    elif env.get("IMPORTD_CONFIG"):
+        path = Path(env["IMPORTD_CONFIG"])
+    else:
+        path = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+    from_file = _read_file(path) if path is not None else {}
+    for key in from_file:
+        if key not in _BY_NAME:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+
+    values: dict[str, Any] = {}
+    for f in FIELDS:
+        source, raw = "default", None
+        if f.name in given:
+            source, raw = f"--{f.name.replace('_', '-')}", given[f.name]
+        elif f.env in env:
+            source, raw = f.env, env[f.env]
+        elif f.name == "dsn" and env.get("DATABASE_URL"):
+            source, raw = "DATABASE_URL", env["DATABASE_URL"]
+        elif f.secret and env.get(f.env + "_FILE"):
+            source = f.env + "_FILE"
+            raw = _read_secret_file(Path(env[f.env + "_FILE"]), f.name)
+        elif (
+            f.secret
+            and env.get("CREDENTIALS_DIRECTORY")
+            and (Path(env["CREDENTIALS_DIRECTORY"]) / f.name).is_file()
+        ):
+            source = "$CREDENTIALS_DIRECTORY/" + f.name
+            raw = _read_secret_file(Path(env["CREDENTIALS_DIRECTORY"]) / f.name, f.name)
+        elif f.name in from_file:
+            source, raw = f"{path}: {f.name}", from_file[f.name]
+        if source == "default":
+            continue
+        try:
+            values[f.name] = f.parse(raw)
+        except (TypeError, ValueError) as exc:
+            shown = "***" if f.secret else repr(raw)
+            raise ConfigError(f"{source}: bad value {shown}: {exc}") from None
+    settings = Settings(**values)
+    if settings.backoff_jitter > 1:
+        raise ConfigError("backoff_jitter: must be between 0 and 1")
+    return settings
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    """A copy of ``settings`` with ``changes`` applied."""
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,274 @@
+"""The composition root: pool, listener, worker, rescuer and supervisor in one TaskGroup.
+
+Signals are installed here and only here: the first SIGTERM/SIGINT starts a graceful
+shutdown (stop claiming, wait up to the grace, interrupt the rest and write them back to
+pending); a second one skips the wait. If any service dies, the others are stopped, the
+running jobs are written back, and the process exits non-zero for systemd to restart it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from . import db, handlers, migrate
+from .backoff import Backoff
+from .config import Settings
+from .executor import Executor, ResultWriter
+from .listener import Listener
+from .models import ExitCode, Status
+from .repository import Repository
+from .rescuer import Rescuer
+from .systemd import Notifier
+from .worker import Worker, WorkerOptions
+
+log = structlog.get_logger("importd.daemon")
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    """What ``importd drain`` runs: every runnable job of these queues / kinds."""
+
+    queues: Sequence[str] | None = None
+    kinds: Sequence[str] | None = None
+    max_jobs: int | None = None
+    timeout: float | None = None
+
+
+class StartupError(Exception):
+    """The daemon could not start; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+async def open_pool(settings: Settings, *, patience: float) -> asyncpg.Pool:
+    """The pool, retrying an unreachable database for ``patience`` seconds."""
+    dsn = settings.require_dsn()
+    try:
+        pool: asyncpg.Pool = await db.retry_transient(
+            "connect",
+            lambda: db.create_pool(
+                dsn,
+                min_size=1,
+                max_size=settings.effective_pool_size,
+                statement_cache_size=settings.statement_cache_size,
+            ),
+            give_up_after=patience,
+        )
+    except Exception as exc:
+        raise StartupError(
+            f"cannot connect to the database: {db.describe_db_error(exc)}", ExitCode.UNAVAILABLE
+        ) from exc
+    return pool
+
+
+class Daemon:
+    """One importd process's engine, for ``run`` and for ``drain``."""
+
+    def __init__(self, settings: Settings, drain: DrainOptions | None = None) -> None:
+        self.settings = settings
+        self.drain = drain
+        self.worker_id = f"{settings.worker_id}:{secrets.token_hex(3)}"
+        self.stop_event = asyncio.Event()
+        self.hurry = asyncio.Event()
+        self.notifier = Notifier()
+        self.interrupted = 0
+
+    def request_stop(self, why: str) -> None:
+        """First call: graceful shutdown. Later calls: skip the grace."""
+        if not self.stop_event.is_set():
+            log.info("shutdown_requested", reason=why, grace_s=self.settings.shutdown_grace)
+            self.stop_event.set()
+            self.notifier.stopping()
+        else:
+            log.warning("shutdown_hurried", reason=why)
+            self.hurry.set()
+
+    async def run(self) -> int:
+        """Start, serve until stopped (or drained), shut down; returns the exit code."""
+        s = self.settings
+        registry = handlers.load(s.handlers)
+        pool = await open_pool(s, patience=10.0 if self.drain else 60.0)
+        try:
+            async with pool.acquire() as conn:
+                try:
+                    await migrate.verify(conn)
+                except migrate.SchemaMismatch as exc:
+                    raise StartupError(str(exc), ExitCode.SCHEMA) from exc
+            return await self._serve(pool, registry)
+        finally:
+            await pool.close()
+
+    async def _serve(self, pool: asyncpg.Pool, registry: handlers.Registry) -> int:
+        s = self.settings
+        drain = self.drain
+        repo = Repository(pool)
+        writer = ResultWriter(repo, self.worker_id)
+        executor = Executor(
+            repo=repo,
+            registry=registry,
+            writer=writer,
+            worker_id=self.worker_id,
+            backoff=Backoff(s.backoff_base, s.backoff_max, s.backoff_jitter),
+            lease_margin=s.lease_margin,
+            heartbeat_interval=s.heartbeat_interval,
+        )
+        executor.stats.track_jobs = drain is not None
+        queues = (drain.queues if drain else None) or s.queues or None
+        worker = Worker(
+            repo,
+            executor,
+            WorkerOptions(
+                worker_id=self.worker_id,
+                capacity=s.concurrency,
+                poll_interval=s.poll_interval,
+                lease_margin=s.lease_margin,
+                queues=queues,
+                kinds=drain.kinds if drain else None,
+                drain=drain is not None,
+                max_jobs=drain.max_jobs if drain else None,
+            ),
+        )
+        listener = None
+        if s.listen and drain is None:
+            listener = Listener(
+                s.effective_listen_dsn, worker.notify, probe_interval=s.probe_interval
+            )
+        rescuer = Rescuer(repo, s.rescue_interval)
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        log.info(
+            "daemon_starting",
+            worker_id=self.worker_id,
+            mode="drain" if drain else "run",
+            concurrency=s.concurrency,
+            kinds=registry.kinds,
+            listen=listener is not None,
+        )
+        writer_task = asyncio.create_task(writer.run(), name="writer")
+        code = ExitCode.OK
+        timed_out = False
+        try:
+            async with asyncio.TaskGroup() as tg:
+                services = []
+                if listener is not None:
+                    services.append(tg.create_task(listener.run(), name="listener"))
+                if drain is None:
+                    services.append(tg.create_task(rescuer.run(), name="rescuer"))
+                    services.append(
+                        tg.create_task(self._supervise(worker, listener), name="supervisor")
+                    )
+                else:
+                    # drain rescues once up front: jobs a dead daemon held are runnable too.
+                    await rescuer.rescue_once()
+                services.append(tg.create_task(self._stop_on(worker), name="stop-watch"))
+                try:
+                    async with asyncio.timeout(drain.timeout if drain else None):
+                        await worker.run()
+                except TimeoutError:
+                    timed_out = True
+                    log.warning("drain_timeout", timeout_s=drain.timeout if drain else None)
+                except BaseException:
+                    # A service (or the loop itself) died: no grace, hand the running
+                    # jobs back at once, then let the TaskGroup report it.
+                    self.interrupted = await worker.shutdown(0, self.hurry)
+                    raise
+                self.interrupted = await worker.shutdown(
+                    s.shutdown_grace if not timed_out else 0, self.hurry
+                )
+                for task in services:
+                    task.cancel()
+        except* Exception as group:
+            for exc in group.exceptions:
+                log.error("service_crashed", error=db.describe_db_error(exc))
+            code = ExitCode.ERROR
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            writer.close()
+            await writer_task
+        stats = executor.stats
+        log.info(
+            "daemon_stopped",
+            completed=stats.completed,
+            failed=stats.failed,
+            retried=stats.retried,
+            released=stats.released,
+            lease_lost=stats.lost,
+            interrupted=self.interrupted,
+            exit_code=int(code),
+        )
+        if code is not ExitCode.OK or drain is None:
+            return code
+        return self._drain_code(executor, interrupted=timed_out or self.stop_event.is_set())
+
+    def _drain_code(self, executor: Executor, *, interrupted: bool) -> ExitCode:
+        final = executor.stats.last_status.values()
+        if any(status is Status.FAILED for status in final):
+            return ExitCode.DRAIN_FAILED
+        if interrupted:
+            return ExitCode.DRAIN_INTERRUPTED
+        if any(status is Status.PENDING for status in final):
+            return ExitCode.DRAIN_PENDING
+        return ExitCode.OK
+
+    async def _stop_on(self, worker: Worker) -> None:
+        await self.stop_event.wait()
+        worker.stop()
+
+    async def _supervise(self, worker: Worker, listener: Listener | None) -> None:
+        """READY once listening and caught up; then STATUS and WATCHDOG while healthy."""
+        if listener is not None:
+            await listener.ready.wait()
+        await worker.first_claim_done.wait()
+        self.notifier.ready(self._status_line(worker, listener))
+        log.info("daemon_ready", worker_id=self.worker_id)
+        interval = self.notifier.watchdog_interval or 5.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(interval, 5.0))
+            now = loop.time()
+            loop_alive = now - worker.last_tick < 10.0
+            listener_ok = listener is None or listener.connected or (now - listener.last_ok < 60.0)
+            if loop_alive and listener_ok:
+                self.notifier.watchdog()
+            self.notifier.status(self._status_line(worker, listener))
+
+    def _status_line(self, worker: Worker, listener: Listener | None) -> str:
+        listening = (
+            "poll only"
+            if listener is None
+            else ("listener ok" if listener.connected else "listener reconnecting")
+        )
+        return (
+            f"running {worker.in_flight}/{self.settings.concurrency}, "
+            f"{worker.claimed} claimed, {listening}"
+        )
+
+
+def run(settings: Settings, drain: DrainOptions | None = None) -> int:
+    """Run the daemon (or a drain) to completion; returns the process exit code."""
+    daemon = Daemon(settings, drain)
+    try:
+        return asyncio.run(daemon.run())
+    except StartupError as exc:
+        log.error("startup_failed", error=db.redact(str(exc)), exit_code=int(exc.code))
+        return exc.code
+    except handlers.HandlerError as exc:
+        log.error("startup_failed", error=str(exc), exit_code=int(ExitCode.CONFIG))
+        return ExitCode.CONFIG
+    except KeyboardInterrupt:  # a signal before the handlers were installed
+        with contextlib.suppress(Exception):
+            log.warning("interrupted_during_startup")
+        return ExitCode.ERROR

@@ -1,0 +1,133 @@
+"""Connections to PostgreSQL: the pool, direct connections, and which errors are transient."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+T = TypeVar("T")
+log = structlog.get_logger("importd.db")
+
+# SQLSTATE classes that mean "the server or the connection is in trouble, try again":
+# 08 connection exception, 53 insufficient resources, 57P01-57P03 shutdown / cannot connect
+# now, 40001 / 40P01 serialization failure and deadlock.
+_TRANSIENT_SQLSTATE = re.compile(r"^(08|53|57P0[123]|40001|40P01)")
+
+_PASSWORD_IN_URL = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I
+)
+_PASSWORD_KV = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.I)
+
+
+def redact(text: str) -> str:
+    """``text`` with any password of a connection string replaced by ``***``."""
+    text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<at>", text)
+    return _PASSWORD_KV.sub(r"\g<head>***", text)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is an infrastructure fault that a retry may get past."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return bool(_TRANSIENT_SQLSTATE.match(exc.sqlstate or ""))
+    return isinstance(
+        exc,
+        OSError  # refused, reset, unreachable
+        | TimeoutError
+        | asyncpg.InterfaceError  # includes ConnectionDoesNotExistError
+        | asyncpg.InternalClientError
+        | EOFError,
+    )
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
+        )
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_cache_size: int = 100,
+    connect_timeout: float = 10.0,
+) -> asyncpg.Pool:
+    """Open a pool with JSON codecs; raises the connection error as asyncpg gives it."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        statement_cache_size=statement_cache_size,
+        timeout=connect_timeout,
+        # Let PostgreSQL, not the pool, decide when a connection is too old.
+        max_inactive_connection_lifetime=300.0,
+        server_settings={"application_name": "importd"},
+    )
+    return pool
+
+
+async def connect(dsn: str, *, timeout: float = 10.0, application_name: str = "importd") -> Any:
+    """One direct connection (never pooled), with JSON codecs."""
+    conn = await asyncpg.connect(
+        dsn, timeout=timeout, server_settings={"application_name": application_name}
+    )
+    await _init_connection(conn)
+    return conn
+
+
+def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "db_retry",
+            operation=what,
+            attempt=state.attempt_number,
+            sleep_s=round(state.next_action.sleep if state.next_action else 0.0, 3),
+            error=redact(f"{type(exc).__name__}: {exc}") if exc else None,
+        )
+
+    return before_sleep
+
+
+async def retry_transient(
+    what: str,
+    call: Callable[[], Awaitable[T]],
+    *,
+    give_up_after: float | None = None,
+    max_wait: float = 5.0,
+) -> T:
+    """Run ``call`` again after transient database errors, with exponential backoff and
+    jitter, for at most ``give_up_after`` seconds (for ever when None)."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential_jitter(initial=0.05, max=max_wait),
+        stop=stop_after_delay(give_up_after) if give_up_after is not None else (lambda _s: False),
+        before_sleep=_log_retry(what),
+        reraise=True,
+        sleep=asyncio.sleep,
+    )
+    async for attempt in retrying:
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """``Type: message`` of a database error, with any password masked."""
+    return redact(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,72 @@
+"""structlog set-up: JSON lines for machines (no TTY, or journald), console for people.
+
+Every line passes a redaction step, so a DSN password or a bearer token that slips into an
+event or an exception message is masked before it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from .db import redact
+
+_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|authorization|credential|dsn)", re.I)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return _BEARER.sub(r"\1***", redact(value))
+    return value
+
+
+def redact_event(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask secrets: values under secret-sounding keys and passwords inside strings."""
+    for key, value in list(event.items()):
+        if _SECRET_KEYS.search(key) and isinstance(value, str) and key != "event":
+            event[key] = redact(value) if "://" in value or "=" in value else "***"
+        else:
+            event[key] = _scrub(value)
+    return event
+
+
+def use_json(fmt: str, stream: Any = None) -> bool:
+    """Whether ``fmt`` ('auto', 'json', 'console') means JSON on ``stream``."""
+    if fmt != "auto":
+        return fmt == "json"
+    stream = stream or sys.stderr
+    under_journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+    return under_journal or not stream.isatty()
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    """Send structlog events to stderr at ``level`` in ``fmt``."""
+    numeric = logging.getLevelName(level.upper())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if use_json(fmt):
+        renderer: list[Any] = [
+            structlog.processors.format_exc_info,
+            redact_event,
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        renderer = [redact_event, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    structlog.configure(
+        processors=[*shared, *renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

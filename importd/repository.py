@@ -1,0 +1,230 @@
+"""Every statement about jobs: enqueue, claim, heartbeat, finish, rescue.
+
+The SQL lives in ``sql/queries``; this module binds parameters and shapes results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from . import sql
+from .models import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    DEFAULT_TIMEOUT_S,
+    Job,
+    Outcome,
+)
+
+# An asyncpg connection, or a pool used like one; the caller's own transaction is kept.
+Executor = Any
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """One job to enqueue; the defaults match the table's column defaults."""
+
+    kind: str
+    payload: dict[str, Any]
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+    run_at: datetime | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: float = DEFAULT_TIMEOUT_S
+    dedup_key: str | None = None
+    tenant_id: str | None = None
+
+
+def _payload_json(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        raise TypeError(f"a job payload must be a JSON object (dict), not {type(payload).__name__}")
+    return json.dumps(payload)
+
+
+async def enqueue_many(conn: Executor, jobs: Iterable[NewJob]) -> list[int]:
+    """Insert ``jobs`` in one statement on ``conn`` (inside its transaction, if any) and
+    return their ids in order. A job whose ``dedup_key`` belongs to an unfinished job gets
+    that job's id instead of a new row."""
+    batch = list(jobs)
+    if not batch:
+        return []
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+    for job in batch:
+        values = (
+            job.kind,
+            job.queue,
+            job.tenant_id,
+            _payload_json(job.payload),
+            job.priority,
+            job.run_at,
+            job.max_attempts,
+            float(job.timeout),
+            job.dedup_key,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    # A dedup key that a concurrent, just-committed transaction took is invisible to this
+    # statement's snapshot: ask again and the next snapshot sees it.
+    for _ in range(5):
+        rows = await conn.fetch(sql.query("enqueue_jobs"), *columns)
+        ids = [row["id"] for row in rows]
+        if None not in ids:
+            return ids
+    raise RuntimeError("enqueue: a dedup key kept changing hands; try again")
+
+
+async def enqueue(
+    conn: Executor,
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = DEFAULT_PRIORITY,
+    run_at: datetime | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    dedup_key: str | None = None,
+    tenant_id: str | None = None,
+) -> int:
+    """Insert one job on ``conn`` (inside the caller's transaction, so the job and its
+    notification commit or roll back with it) and return its id."""
+    new = NewJob(
+        kind=kind,
+        payload=payload if payload is not None else {},
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        dedup_key=dedup_key,
+        tenant_id=tenant_id,
+    )
+    (job_id,) = await enqueue_many(conn, [new])
+    return job_id
+
+
+def _job(row: asyncpg.Record) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        queue=row["queue"],
+        tenant_id=row["tenant_id"],
+        payload=row["payload"],
+        priority=row["priority"],
+        run_at=row["run_at"],
+        attempt=row["attempts"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout_s"],
+        created_at=row["created_at"],
+        rows_done=row["rows_done"],
+        rows_failed=row["rows_failed"],
+        rows_total=row["rows_total"],
+    )
+
+
+class Repository:
+    """The daemon's statements, on its pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def claim(
+        self,
+        limit: int,
+        worker_id: str,
+        *,
+        queues: Sequence[str] | None,
+        kinds: Sequence[str] | None,
+        lease_margin: float,
+    ) -> list[Job]:
+        """Lease up to ``limit`` runnable jobs to ``worker_id``, in claim order."""
+        rows = await self.pool.fetch(
+            sql.query("claim_jobs"),
+            limit,
+            worker_id,
+            list(queues) if queues else None,
+            list(kinds) if kinds else None,
+            lease_margin,
+        )
+        jobs = [_job(row) for row in rows]
+        jobs.sort(key=lambda j: (j.priority, j.run_at, j.id))
+        return jobs
+
+    async def next_due_in(
+        self, *, queues: Sequence[str] | None, kinds: Sequence[str] | None
+    ) -> float | None:
+        """Seconds until the earliest pending job comes due (≤ 0: due now), or None."""
+        value: float | None = await self.pool.fetchval(
+            sql.query("next_run_at"),
+            list(queues) if queues else None,
+            list(kinds) if kinds else None,
+        )
+        return value
+
+    async def finish(
+        self, worker_id: str, runs: Sequence[tuple[Job, Outcome]], conn: Executor | None = None
+    ) -> set[int]:
+        """Write the outcomes of ``runs``; returns the ids whose lease still held (the
+        others were rescued or cancelled meanwhile and are left untouched)."""
+        if not runs:
+            return set()
+        ids, attempts, statuses, results, errors, delays, refunds = [], [], [], [], [], [], []
+        for job, outcome in runs:
+            ids.append(job.id)
+            attempts.append(job.attempt)
+            statuses.append(str(outcome.status))
+            results.append(json.dumps(outcome.result) if outcome.result is not None else None)
+            errors.append(outcome.error)
+            delays.append(float(outcome.delay))
+            refunds.append(outcome.refund)
+        target = conn if conn is not None else self.pool
+        rows = await target.fetch(
+            sql.query("finish_jobs"),
+            worker_id,
+            ids,
+            attempts,
+            statuses,
+            results,
+            errors,
+            delays,
+            refunds,
+        )
+        return {row["id"] for row in rows}
+
+    async def heartbeat(
+        self,
+        job: Job,
+        worker_id: str,
+        *,
+        lease_at_least: float,
+        rows_done: int | None = None,
+        rows_total: int | None = None,
+        rows_failed: int | None = None,
+        bytes_read: int | None = None,
+    ) -> bool:
+        """Store progress and keep the lease at least ``lease_at_least`` seconds ahead;
+        False when the lease is lost."""
+        row = await self.pool.fetchrow(
+            sql.query("heartbeat_job"),
+            job.id,
+            worker_id,
+            job.attempt,
+            lease_at_least,
+            rows_done,
+            rows_total,
+            rows_failed,
+            bytes_read,
+        )
+        return row is not None
+
+    async def rescue(self, limit: int) -> list[asyncpg.Record]:
+        """Return up to ``limit`` jobs with expired leases to pending (or failed)."""
+        rows: list[asyncpg.Record] = await self.pool.fetch(sql.query("rescue_jobs"), limit)
+        return rows

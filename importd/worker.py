@@ -1,0 +1,216 @@
+"""The worker loop: wait for a reason to look, claim at most the free slots, start them.
+
+Reasons to look: a notification for a queue we serve, the poll interval, the moment the
+earliest scheduled job comes due, a (re)connect of the listener, and a slot freeing up
+after a claim that filled every slot (there may be more waiting). Notifications that
+arrive while no slot is free or while a claim is in flight fold into one flag, so the
+number of claims follows the claimable work, not the number of notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from .db import describe_db_error, is_transient
+from .executor import Executor, StopReason
+from .repository import Repository
+
+log = structlog.get_logger("importd.worker")
+
+# The loop wakes at least this often (seconds), busy or idle, to prove it is not wedged.
+TICK = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How the loop claims."""
+
+    worker_id: str
+    capacity: int
+    poll_interval: float
+    lease_margin: float
+    queues: Sequence[str] | None = None
+    kinds: Sequence[str] | None = None
+    # drain: stop once nothing is runnable and nothing runs; max_jobs caps the claims.
+    drain: bool = False
+    max_jobs: int | None = None
+
+
+class Worker:
+    """Claims jobs and hands them to the executor, within ``capacity``."""
+
+    def __init__(self, repo: Repository, executor: Executor, options: WorkerOptions) -> None:
+        self._repo = repo
+        self._executor = executor
+        self._opts = options
+        self._kick = asyncio.Event()
+        self._notified = True  # look once at start: the catch-up claim
+        self._more = False
+        self._poll_at = 0.0
+        self._due_at = math.inf
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.claimed = 0
+        self.claims = 0
+        self.last_tick = 0.0
+        self.first_claim_done = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs started and not yet written back."""
+        return len(self._tasks)
+
+    def notify(self, queue: str | None = None) -> None:
+        """A hint that work may be waiting (None: after a reconnect, look anyway)."""
+        queues = self._opts.queues
+        if queue is not None and queues and queue not in queues:
+            return
+        self._notified = True
+        self._kick.set()
+
+    def slot_freed(self) -> None:
+        """Called by the executor when a job's task ends."""
+        self._kick.set()
+
+    def stop(self) -> None:
+        """Stop claiming; ``run`` then waits for the running jobs (see ``shutdown``)."""
+        self._stopping = True
+        self._kick.set()
+
+    async def run(self) -> None:
+        """The loop; returns after ``stop`` (or, draining, when nothing is left)."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            ready = await self._wait_for_work(loop)
+            if not ready:
+                return
+            free = self._opts.capacity - self.in_flight
+            if self._opts.max_jobs is not None:
+                free = min(free, self._opts.max_jobs - self.claimed)
+            self._notified = False
+            try:
+                jobs = await self._repo.claim(
+                    free,
+                    self._opts.worker_id,
+                    queues=self._opts.queues,
+                    kinds=self._opts.kinds,
+                    lease_margin=self._opts.lease_margin,
+                )
+                due_in = None
+                if len(jobs) < free:
+                    due_in = await self._repo.next_due_in(
+                        queues=self._opts.queues, kinds=self._opts.kinds
+                    )
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                delay = min(0.1 * 2**failures, 5.0)
+                log.warning("claim_failed", error=describe_db_error(exc), retry_in_s=delay)
+                self._notified = True
+                await self._sleep_unless_stopped(delay)
+                continue
+            failures = 0
+            self.claims += 1
+            self.claimed += len(jobs)
+            now = loop.time()
+            self.last_tick = now
+            self._poll_at = now + self._opts.poll_interval
+            self._more = len(jobs) == free
+            if not self._more:
+                self._due_at = now + max(due_in, 0.0) if due_in is not None else math.inf
+                if due_in is not None and due_in <= 0:
+                    # Due now but skipped (locked by a claim in flight elsewhere): look
+                    # again soon rather than at the next poll.
+                    self._due_at = now + 0.05
+            for job in jobs:
+                log.debug(
+                    "job_claimed",
+                    job_id=job.id,
+                    kind=job.kind,
+                    queue=job.queue,
+                    attempt=job.attempt,
+                )
+                task = self._executor.start(job)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+            self.first_claim_done.set()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job_task_crashed", error=repr(task.exception()))
+        self._kick.set()
+
+    async def _wait_for_work(self, loop: asyncio.AbstractEventLoop) -> bool:
+        while True:
+            if self._stopping:
+                return False
+            now = loop.time()
+            self.last_tick = now
+            capped = self._opts.max_jobs is not None and self.claimed >= self._opts.max_jobs
+            free = 0 if capped else self._opts.capacity - self.in_flight
+            if self._opts.drain:
+                if free > 0 and (self._more or self._notified or now >= self._due_at):
+                    return True
+                if self.in_flight == 0:
+                    return False  # drained: nothing runnable, nothing running
+                timeout: float | None = TICK
+            else:
+                wake_at = min(self._poll_at, self._due_at)
+                if free > 0 and (self._more or self._notified or now >= wake_at):
+                    return True
+                # With no free slot only a finishing job (or stop) can change anything,
+                # but tick at least every second so the watchdog sees a live loop.
+                timeout = TICK if free <= 0 else min(max(wake_at - now, 0.0), TICK)
+            self._kick.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._kick.wait()
+            except TimeoutError:
+                pass
+
+    async def _sleep_unless_stopped(self, delay: float) -> None:
+        self._kick.clear()
+        try:
+            async with asyncio.timeout(delay):
+                while not self._stopping:
+                    self._kick.clear()
+                    await self._kick.wait()
+        except TimeoutError:
+            pass
+
+    async def shutdown(self, grace: float, hurry: asyncio.Event) -> int:
+        """Wait up to ``grace`` seconds (or until ``hurry``) for running jobs, cancel the
+        rest (they are written back to pending), and wait for those writes. Returns how
+        many were interrupted."""
+        self.stop()
+        if self._tasks and grace > 0 and not hurry.is_set():
+            log.info("shutdown_waiting", running=len(self._tasks), grace_s=grace)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            hurry_wait = asyncio.create_task(hurry.wait())
+            try:
+                while self._tasks and not hurry.is_set():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    await asyncio.wait(
+                        [*self._tasks, hurry_wait],
+                        timeout=remaining,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+            finally:
+                hurry_wait.cancel()
+        interrupted = len(self._tasks)
+        if interrupted:
+            log.warning("shutdown_interrupting", running=interrupted)
+            self._executor.stop_all(StopReason.SHUTDOWN)
+            await asyncio.wait(list(self._tasks))
+        return interrupted

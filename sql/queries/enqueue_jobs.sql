@@ -1,0 +1,41 @@
+-- Insert jobs from parallel arrays in one statement and return one id per input row, in
+-- input order. A row whose dedup_key belongs to an unfinished job (in the table, or
+-- earlier in the same batch) is not inserted; the existing job's id comes back instead.
+-- Payloads arrive as JSON text so any connection works, whatever its codecs.
+-- Ids are drawn from the identity sequence first so each input row knows its own.
+WITH input AS (
+    SELECT t.*, nextval(pg_catalog.pg_get_serial_sequence('public.import_jobs', 'id')) AS new_id
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[],
+                $6::timestamptz[], $7::int[], $8::float8[], $9::text[])
+         WITH ORDINALITY
+         AS t(kind, queue, tenant_id, payload, priority, run_at, max_attempts, timeout_s,
+              dedup_key, ord)
+),
+ins AS (
+    INSERT INTO public.import_jobs
+        (id, kind, queue, tenant_id, payload, priority, run_at, max_attempts, timeout, dedup_key)
+    OVERRIDING SYSTEM VALUE
+    SELECT new_id, kind, queue, tenant_id, payload::jsonb, priority, coalesce(run_at, now()),
+           max_attempts, make_interval(secs => timeout_s), dedup_key
+    FROM input
+    ORDER BY ord
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running')
+    DO NOTHING
+    RETURNING id, dedup_key
+)
+SELECT coalesce(mine.id, sibling.id, existing.id) AS id,
+       mine.id IS NOT NULL AS created
+FROM input AS i
+LEFT JOIN ins AS mine ON mine.id = i.new_id
+LEFT JOIN LATERAL (
+    SELECT s.id FROM ins AS s
+    WHERE i.dedup_key IS NOT NULL AND s.dedup_key = i.dedup_key
+    LIMIT 1
+) AS sibling ON true
+LEFT JOIN LATERAL (
+    SELECT e.id FROM public.import_jobs AS e
+    WHERE i.dedup_key IS NOT NULL AND e.dedup_key = i.dedup_key
+      AND e.status IN ('pending', 'running')
+    LIMIT 1
+) AS existing ON true
+ORDER BY i.ord

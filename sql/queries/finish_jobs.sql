@@ -1,0 +1,29 @@
+-- End a batch of runs written by daemon $1, one row per job. Fenced: a row only changes
+-- while it is still running under this daemon's lease for the same attempt, so a job that
+-- was rescued (and perhaps claimed again) can never be ended twice.
+--   status: completed | failed | pending (retry after delay_s) | cancelled
+--   refund: 1 gives the attempt back (interrupted by shutdown, not the job's fault)
+WITH u AS (
+    SELECT *
+    FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[],
+                $7::float8[], $8::int[])
+         AS u(id, attempt, status, result, last_error, delay_s, refund)
+)
+UPDATE public.import_jobs AS j
+SET status       = u.status,
+    result       = coalesce(u.result::jsonb, j.result),
+    last_error   = CASE WHEN u.status = 'completed' THEN j.last_error ELSE u.last_error END,
+    attempts     = j.attempts - u.refund,
+    run_at       = CASE WHEN u.status = 'pending'
+                        THEN now() + make_interval(secs => u.delay_s)
+                        ELSE j.run_at END,
+    locked_by    = NULL,
+    locked_until = NULL,
+    finished_at  = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
+    updated_at   = now()
+FROM u
+WHERE j.id = u.id
+  AND j.status = 'running'
+  AND j.locked_by = $1
+  AND j.attempts = u.attempt
+RETURNING j.id

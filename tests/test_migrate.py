@@ -1,0 +1,126 @@
+"""Migrations: from empty, idempotent, concurrent, --check, and the seed design's queries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+
+from importd import db, migrate, sql
+
+from .helpers import importd_env, run_importd
+
+VERIFY_TRIGGER = """
+SELECT t.tgname, t.tgenabled, c.relname, p.proname
+FROM pg_trigger t JOIN pg_class c ON t.tgrelid = c.oid JOIN pg_proc p ON t.tgfoid = p.oid
+WHERE c.relname = 'import_jobs' AND t.tgname = 'trigger_process_import_jobs'
+"""
+VERIFY_FUNCTIONS = """
+SELECT proname, prosecdef AS security_definer, provolatile, prokind
+FROM pg_proc WHERE proname IN ('notify_process_import_jobs_async', 'trigger_import_job_processing')
+"""
+
+
+async def test_migrate_from_empty_then_noop(empty_dsn: str) -> None:
+    conn = await db.connect(empty_dsn)
+    try:
+        applied = await migrate.apply(conn)
+        assert applied == [name for _, name, _ in sql.migrations()]
+        assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 0
+        assert await migrate.apply(conn) == []
+        rows = await conn.fetch("SELECT version FROM importd_migrations ORDER BY version")
+        assert [r["version"] for r in rows] == [v for v, _, _ in sql.migrations()]
+    finally:
+        await conn.close()
+
+
+async def test_two_concurrent_migrate_processes(empty_dsn: str) -> None:
+    argv = [sys.executable, "-m", "importd", "migrate", "--dsn", empty_dsn]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=importd_env()) for _ in range(2)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    outputs = sorted(out for out, _ in results)
+    assert "already current" in outputs[0] and "applied 1 migration" in outputs[1]
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM importd_migrations") == len(
+            sql.migrations())
+    finally:
+        await conn.close()
+
+
+def test_check_before_and_after(empty_dsn: str) -> None:
+    before = run_importd("migrate", "--check", "--dsn", empty_dsn)
+    assert before.returncode == 1
+    assert "pending: 0001_import_jobs" in before.stdout
+    assert run_importd("migrate", "--dsn", empty_dsn).returncode == 0
+    after = run_importd("migrate", "--check", "--dsn", empty_dsn)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "current" in after.stdout
+
+
+async def test_verification_queries_of_the_original_design(conn: asyncpg.Connection) -> None:
+    trigger = await conn.fetch(VERIFY_TRIGGER)
+    assert [tuple(r) for r in trigger] == [
+        ("trigger_process_import_jobs", b"O", "import_jobs", "trigger_import_job_processing")]
+    functions = {r["proname"]: r for r in await conn.fetch(VERIFY_FUNCTIONS)}
+    assert set(functions) == {"notify_process_import_jobs_async", "trigger_import_job_processing"}
+    assert all(r["security_definer"] for r in functions.values())
+    configs = await conn.fetch(
+        "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY($1)", list(functions))
+    for row in configs:
+        assert any(c.startswith("search_path=") for c in row["proconfig"]), row
+
+
+async def test_daemon_refuses_a_schema_newer_than_it_knows(conn: asyncpg.Connection,
+                                                           dsn: str) -> None:
+    await conn.execute("INSERT INTO importd_migrations (version, name, checksum) "
+                       "VALUES (9999, '9999_future', 'x')")
+    state = await migrate.inspect(conn)
+    assert state.unknown == [9999] and not state.current
+    done = run_importd("run", "--dsn", dsn, timeout=60)
+    assert done.returncode == 4
+    assert "newer than this importd" in done.stderr
+
+
+def test_daemon_refuses_an_unmigrated_database(empty_dsn: str) -> None:
+    done = run_importd("drain", "--dsn", empty_dsn, timeout=60)
+    assert done.returncode == 4
+    assert "run 'importd migrate'" in done.stderr
+
+
+@pytest.mark.parametrize("env", [{}, {"DATABASE_URL": ""}])
+def test_missing_dsn_is_a_one_line_error(env: dict[str, str]) -> None:
+    done = run_importd("run", env=importd_env(**env))
+    assert done.returncode == 3
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "--dsn" in lines[0] and "IMPORTD_DSN" in lines[0] and "DATABASE_URL" in lines[0]
+
+
+def test_password_never_shown_when_connection_fails() -> None:
+    secret = "s3cr3t-Pa55"
+    done = run_importd("migrate", "--dsn",
+                       f"postgresql://someone:{secret}@127.0.0.1:1/nowhere", timeout=60)
+    assert done.returncode != 0
+    assert secret not in done.stdout + done.stderr
+    assert "cannot connect" in done.stderr
+
+
+async def test_migrations_run_each_in_one_transaction(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = [(1, "0001_import_jobs", sql.migrations()[0][2]),
+              (2, "0002_broken", "CREATE TABLE half_done (id int); SELECT 1/0;")]
+    monkeypatch.setattr(sql, "migrations", lambda: broken)
+    conn = await db.connect(empty_dsn)
+    try:
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await migrate.apply(conn)
+        assert await conn.fetchval("SELECT to_regclass('half_done')") is None
+        assert await conn.fetchval("SELECT max(version) FROM importd_migrations") == 1
+    finally:
+        await conn.close()

@@ -1,0 +1,45 @@
+"""The wheel carries its SQL: build it, install it in a fresh venv, migrate from there."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .helpers import ROOT, importd_env
+
+
+@pytest.mark.timeout(600)
+def test_wheel_installs_and_migrates(tmp_path: Path, empty_dsn: str) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist),
+                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = dist.glob("importd-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "importd/sql/migrations/0001_import_jobs.sql" in names
+    assert "importd/sql/queries/claim_jobs.sql" in names
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    env = importd_env()
+    env.pop("PYTHONPATH", None)  # only the installed wheel may be importable
+    importd = str(venv / "bin" / "importd")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([importd, *args], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=tmp_path)
+
+    located = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import importd.sql as s; print(s.root())"],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    assert str(venv) in located.stdout  # the SQL comes from the wheel, not this checkout
+    assert run("migrate", "--check", "--dsn", empty_dsn).returncode == 1
+    applied = run("migrate", "--dsn", empty_dsn)
+    assert applied.returncode == 0, applied.stderr
+    checked = run("migrate", "--check", "--dsn", empty_dsn)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
