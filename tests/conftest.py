@@ -168,3 +168,32 @@ async def conn(dsn: str) -> AsyncIterator[Any]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture
+def daemons(dsn: str, tmp_path: Any) -> Iterator[Any]:
+    """Start real importd processes on this test's database: ``daemons(*args)``.
+
+    Every process still running at the end of the test is killed."""
+    from .helpers import DaemonProcess  # noqa: PLC0415
+
+    started: list[DaemonProcess] = []
+
+    def start(*args: str, command: str = "run", env: dict[str, str] | None = None,
+              target: str | None = None) -> DaemonProcess:
+        proc = DaemonProcess(target or dsn, *args, command=command, env=env,
+                             log_path=tmp_path / f"importd-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
+async def runs_table(conn: Any) -> Any:
+    """``test_runs``: the test handlers record every run they start there."""
+    await conn.execute("CREATE TABLE test_runs (job_id bigint, attempt int, worker text, "
+                       "started_at timestamptz)")
+    return conn
