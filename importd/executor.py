@@ -52,7 +52,7 @@ class JobContext:
         self.worker_id = worker_id
         self._repo = repo
         self._progress: dict[str, int | None] = {}
-        self._dirty = False
+        self.started = asyncio.get_running_loop().time()
         self.finished_in_transaction = False
 
     @property
@@ -77,11 +77,9 @@ class JobContext:
         ):
             if value is not None:
                 self._progress[key] = value
-                self._dirty = True
 
     def take_progress(self) -> dict[str, int | None]:
-        """The progress recorded since the last call (for the heartbeat)."""
-        self._dirty = False
+        """The progress recorded so far (for the heartbeat)."""
         return dict(self._progress)
 
     async def complete_in(self, conn: asyncpg.Connection, result: Any = None) -> bool:
@@ -124,6 +122,7 @@ class ResultWriter:
         self._worker_id = worker_id
         self._max_batch = max_batch
         self._pending: list[_Item] = []
+        self._writing = 0
         self._kick = asyncio.Event()
         self._closing = False
 
@@ -150,7 +149,16 @@ class ResultWriter:
                 continue
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            await self._write(batch)
+            self._writing = len(batch)
+            try:
+                await self._write(batch)
+            finally:
+                self._writing = 0
+
+    @property
+    def backlog(self) -> int:
+        """Outcomes queued or being written: slots that will free up shortly."""
+        return len(self._pending) + self._writing
 
     async def _write(self, batch: Sequence[_Item]) -> None:
         runs = [(job, outcome) for job, outcome, _, _ in batch]
@@ -189,6 +197,7 @@ class Executor:
         self,
         *,
         repo: Repository,
+        pool: asyncpg.Pool,
         registry: Registry,
         writer: ResultWriter,
         worker_id: str,
@@ -197,6 +206,7 @@ class Executor:
         heartbeat_interval: float,
     ) -> None:
         self._repo = repo
+        self._pool = pool
         self._registry = registry
         self._writer = writer
         self._worker_id = worker_id
@@ -236,20 +246,16 @@ class Executor:
             attempt=job.attempt,
             tenant_id=job.tenant_id,
         )
-        ctx = JobContext(
-            job, self._repo.pool, bound, started + job.timeout, self._worker_id, self._repo
-        )
+        ctx = JobContext(job, self._pool, bound, started + job.timeout, self._worker_id, self._repo)
+        ctx.started = started
         task = asyncio.current_task()
         assert task is not None
         self.running[job.id] = (task, ctx)
-        heartbeat = asyncio.create_task(self._heartbeat(job, ctx), name=f"heartbeat-{job.id}")
         outcome: Outcome | None
         try:
             outcome = await self._outcome(job, ctx, bound)
         except asyncio.CancelledError:
             outcome = self._stopped(job)
-        finally:
-            heartbeat.cancel()
         if ctx.finished_in_transaction:
             outcome = None  # the handler committed the completion itself
             self._record(job, Status.COMPLETED)
@@ -349,21 +355,30 @@ class Executor:
         if stats.track_jobs:
             stats.last_status[job.id] = status
 
-    async def _heartbeat(self, job: Job, ctx: JobContext) -> None:
+    async def heartbeats(self) -> None:
+        """The heartbeat service: every interval, one statement stores the progress of
+        every job that has run for at least an interval and renews its lease; a job whose
+        lease is gone is stopped at once."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._heartbeat_interval)
-            try:
-                held = await self._repo.heartbeat(
-                    job,
-                    self._worker_id,
-                    lease_at_least=max(ctx.remaining, 0.0) + self._lease_margin,
-                    **ctx.take_progress(),
-                )
-            except Exception as exc:
-                # The lease outlasts the timeout, so a missed beat costs nothing yet.
-                ctx.log.warning("heartbeat_failed", error=describe_error(exc))
+            now = loop.time()
+            due = [
+                (ctx.job, max(ctx.remaining, 0.0) + self._lease_margin, ctx.take_progress())
+                for _, ctx in list(self.running.values())
+                if now - ctx.started >= self._heartbeat_interval
+            ]
+            if not due:
                 continue
-            if not held:
-                ctx.log.warning("job_lease_lost", during="run")
-                self.stop(job.id, StopReason.LEASE_LOST)
-                return
+            try:
+                held = await self._repo.heartbeat(self._worker_id, due)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # The lease outlasts the timeout, so a missed beat costs nothing yet.
+                log.warning("heartbeat_failed", jobs=len(due), error=describe_error(exc))
+                continue
+            for job, _, _ in due:
+                if job.id not in held and job.id in self.running:
+                    self.running[job.id][1].log.warning("job_lease_lost", during="run")
+                    self.stop(job.id, StopReason.LEASE_LOST)

@@ -199,30 +199,27 @@ class Repository:
         return {row["id"] for row in rows}
 
     async def heartbeat(
-        self,
-        job: Job,
-        worker_id: str,
-        *,
-        lease_at_least: float,
-        rows_done: int | None = None,
-        rows_total: int | None = None,
-        rows_failed: int | None = None,
-        bytes_read: int | None = None,
-    ) -> bool:
-        """Store progress and keep the lease at least ``lease_at_least`` seconds ahead;
-        False when the lease is lost."""
-        row = await self.pool.fetchrow(
-            sql.query("heartbeat_job"),
-            job.id,
-            worker_id,
-            job.attempt,
-            lease_at_least,
-            rows_done,
-            rows_total,
-            rows_failed,
-            bytes_read,
-        )
-        return row is not None
+        self, worker_id: str, beats: Sequence[tuple[Job, float, dict[str, int | None]]]
+    ) -> set[int]:
+        """For each ``(job, lease_s, progress)``: store the progress and keep the lease at
+        least ``lease_s`` seconds ahead. Returns the ids whose lease still holds."""
+        if not beats:
+            return set()
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        for job, lease_s, progress in beats:
+            values = (
+                job.id,
+                job.attempt,
+                lease_s,
+                progress.get("rows_done"),
+                progress.get("rows_total"),
+                progress.get("rows_failed"),
+                progress.get("bytes_read"),
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        rows = await self.pool.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)
+        return {row["id"] for row in rows}
 
     async def rescue(self, limit: int) -> list[asyncpg.Record]:
         """Return up to ``limit`` jobs with expired leases to pending (or failed)."""

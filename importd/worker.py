@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -44,8 +44,15 @@ class WorkerOptions:
 class Worker:
     """Claims jobs and hands them to the executor, within ``capacity``."""
 
-    def __init__(self, repo: Repository, executor: Executor, options: WorkerOptions) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        executor: Executor,
+        options: WorkerOptions,
+        backlog: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._repo = repo
+        self._backlog = backlog
         self._executor = executor
         self._opts = options
         self._kick = asyncio.Event()
@@ -102,11 +109,6 @@ class Worker:
                     kinds=self._opts.kinds,
                     lease_margin=self._opts.lease_margin,
                 )
-                due_in = None
-                if len(jobs) < free:
-                    due_in = await self._repo.next_due_in(
-                        queues=self._opts.queues, kinds=self._opts.kinds
-                    )
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -119,16 +121,6 @@ class Worker:
             failures = 0
             self.claims += 1
             self.claimed += len(jobs)
-            now = loop.time()
-            self.last_tick = now
-            self._poll_at = now + self._opts.poll_interval
-            self._more = len(jobs) == free
-            if not self._more:
-                self._due_at = now + max(due_in, 0.0) if due_in is not None else math.inf
-                if due_in is not None and due_in <= 0:
-                    # Due now but skipped (locked by a claim in flight elsewhere): look
-                    # again soon rather than at the next poll.
-                    self._due_at = now + 0.05
             for job in jobs:
                 log.debug(
                     "job_claimed",
@@ -140,7 +132,34 @@ class Worker:
                 task = self._executor.start(job)
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
+            now = loop.time()
+            self.last_tick = now
+            self._poll_at = now + self._opts.poll_interval
+            self._more = len(jobs) == free
+            if not self._more:
+                # Nothing more runnable now: when is the next scheduled job due? Asked
+                # after the claimed jobs started, so it adds nothing to their latency.
+                await self._schedule_next_due(loop)
             self.first_claim_done.set()
+
+    async def _schedule_next_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            due_in = await self._repo.next_due_in(queues=self._opts.queues, kinds=self._opts.kinds)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("next_due_failed", error=describe_db_error(exc))
+            self._due_at = loop.time() + 1.0
+            return
+        now = loop.time()
+        if due_in is None:
+            self._due_at = math.inf
+        elif due_in > 0:
+            self._due_at = now + due_in
+        else:
+            # Due already but not claimed: locked by a claim in flight elsewhere. Look
+            # again soon rather than at the next poll.
+            self._due_at = now + 0.05
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -157,14 +176,14 @@ class Worker:
             capped = self._opts.max_jobs is not None and self.claimed >= self._opts.max_jobs
             free = 0 if capped else self._opts.capacity - self.in_flight
             if self._opts.drain:
-                if free > 0 and (self._more or self._notified or now >= self._due_at):
+                if free > 0 and (self._refill(free) or self._notified or now >= self._due_at):
                     return True
                 if self.in_flight == 0:
                     return False  # drained: nothing runnable, nothing running
                 timeout: float | None = TICK
             else:
                 wake_at = min(self._poll_at, self._due_at)
-                if free > 0 and (self._more or self._notified or now >= wake_at):
+                if free > 0 and (self._refill(free) or self._notified or now >= wake_at):
                     return True
                 # With no free slot only a finishing job (or stop) can change anything,
                 # but tick at least every second so the watchdog sees a live loop.
@@ -175,6 +194,16 @@ class Worker:
                     await self._kick.wait()
             except TimeoutError:
                 pass
+
+    def _refill(self, free: int) -> bool:
+        """Whether to claim again for ``free`` slots while more work is known to wait.
+
+        Under a flood, slots free up a few at a time as result batches commit; claiming
+        for each few would mean many small claims. Wait for half the slots unless no
+        result write is under way (then nothing else will free a slot soon)."""
+        if not self._more:
+            return False
+        return free * 2 >= self._opts.capacity or self._backlog() == 0
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
         self._kick.clear()

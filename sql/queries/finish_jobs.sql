@@ -23,6 +23,7 @@ SET status       = u.status,
     updated_at   = now()
 FROM u
 WHERE j.id = u.id
+  AND j.id = ANY ($2::bigint[])  -- lets the planner fetch just these rows by key
   AND j.status = 'running'
   AND j.locked_by = $1
   AND j.attempts = u.attempt
