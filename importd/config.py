@@ -140,6 +140,28 @@ FIELDS: tuple[Field, ...] = (
     Field("handlers", _str_list, (), "extra modules to import for their @importd.handler kinds"),
     Field("queues", _str_list, (), "queues to serve (empty: all)"),
     Field(
+        "import_roots",
+        _str_list,
+        (),
+        "directories file:// sources may be read from (none: file sources are refused)",
+    ),
+    Field(
+        "url_prefixes",
+        _str_list,
+        (),
+        "URL prefixes https:// sources and http jobs may reach (none: refused)",
+    ),
+    Field(
+        "tables",
+        _str_list,
+        (),
+        "tables imports may write: schema.table or schema.* (none: every import refused)",
+    ),
+    Field("http_url", _optional_str, None, "default endpoint of http jobs without payload.url"),
+    Field("http_token", _optional_str, None, "bearer token sent by http jobs", True),
+    Field("copy_chunk_rows", _positive_int, 50_000, "rows per COPY chunk (and checkpoint)"),
+    Field("copy_chunk_bytes", _positive_int, 8 * 2**20, "bytes per COPY chunk at most"),
+    Field(
         "statement_cache_size",
         int,
         100,
@@ -182,6 +204,13 @@ class Settings:
     backoff_jitter: float = 0.5
     handlers: tuple[str, ...] = ()
     queues: tuple[str, ...] = ()
+    import_roots: tuple[str, ...] = ()
+    url_prefixes: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+    http_url: str | None = None
+    http_token: str | None = None
+    copy_chunk_rows: int = 50_000
+    copy_chunk_bytes: int = 8 * 2**20
     statement_cache_size: int = 100
     pool_size: int | None = None
     worker_name: str | None = None
@@ -218,7 +247,7 @@ class Settings:
         for f in FIELDS:
             value = getattr(self, f.name)
             if f.secret and isinstance(value, str):
-                value = redact(value)
+                value = redact(value) if "://" in value else "***"
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
+import httpx
 import structlog
 
-from . import db, handlers, migrate
+from . import __version__, db, handlers, migrate
 from .backoff import Backoff
 from .config import Settings
 from .executor import Executor, ResultWriter
@@ -125,6 +126,21 @@ class Daemon:
     async def _serve(
         self, engine: asyncpg.Pool, pool: asyncpg.Pool, registry: handlers.Registry
     ) -> int:
+        # One HTTP client for every job of this daemon: connection reuse, one set of limits.
+        async with httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=max(self.settings.concurrency, 10)),
+            headers={"User-Agent": f"importd/{__version__}"},
+        ) as http:
+            return await self._serve_with(engine, pool, registry, http)
+
+    async def _serve_with(
+        self,
+        engine: asyncpg.Pool,
+        pool: asyncpg.Pool,
+        registry: handlers.Registry,
+        http: httpx.AsyncClient,
+    ) -> int:
         s = self.settings
         drain = self.drain
         repo = Repository(engine)
@@ -138,6 +154,8 @@ class Daemon:
             backoff=Backoff(s.backoff_base, s.backoff_max, s.backoff_jitter),
             lease_margin=s.lease_margin,
             heartbeat_interval=s.heartbeat_interval,
+            settings=s,
+            http=http,
         )
         executor.stats.track_jobs = drain is not None
         queues = (drain.queues if drain else None) or s.queues or None

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import httpx
 import structlog
 
 from .backoff import Backoff
+from .config import Settings
 from .db import is_transient, redact, retry_transient
 from .handlers import Registry
-from .models import Job, Outcome, PermanentError, Status
+from .models import Job, Outcome, PermanentError, RetryLater, Status
 from .repository import Repository
 
 log = structlog.get_logger("importd.executor")
@@ -33,8 +35,8 @@ class StopReason(enum.StrEnum):
 
 
 class JobContext:
-    """What a handler gets besides its job: the pool, a bound logger, progress reporting,
-    and the deadline."""
+    """What a handler gets besides its job: a connection pool, a bound logger, progress
+    reporting, the deadline, the daemon's settings and its shared HTTP client."""
 
     def __init__(
         self,
@@ -44,6 +46,8 @@ class JobContext:
         deadline: float,
         worker_id: str,
         repo: Repository,
+        settings: Settings | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.job = job
         self.pool = pool
@@ -51,6 +55,8 @@ class JobContext:
         self.deadline = deadline  # on the event loop's clock
         self.worker_id = worker_id
         self._repo = repo
+        self.settings = settings or Settings()
+        self.http = http  # one shared client per daemon
         self._progress: dict[str, int | None] = {}
         self.started = asyncio.get_running_loop().time()
         self.finished_in_transaction = False
@@ -204,7 +210,11 @@ class Executor:
         backoff: Backoff,
         lease_margin: float,
         heartbeat_interval: float,
+        settings: Settings | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
+        self._settings = settings
+        self._http = http
         self._repo = repo
         self._pool = pool
         self._registry = registry
@@ -246,7 +256,16 @@ class Executor:
             attempt=job.attempt,
             tenant_id=job.tenant_id,
         )
-        ctx = JobContext(job, self._pool, bound, started + job.timeout, self._worker_id, self._repo)
+        ctx = JobContext(
+            job,
+            self._pool,
+            bound,
+            started + job.timeout,
+            self._worker_id,
+            self._repo,
+            self._settings,
+            self._http,
+        )
         ctx.started = started
         task = asyncio.current_task()
         assert task is not None
@@ -290,6 +309,8 @@ class Executor:
             return self._failure(job, error)
         except PermanentError as exc:
             return Outcome.failed(describe_error(exc))
+        except RetryLater as exc:
+            return self._failure(job, describe_error(exc), delay=exc.delay)
         except (TypeError, ValueError) as exc:
             if "JSON" in str(exc) or "serializable" in str(exc):
                 return Outcome.failed(f"ResultNotJSON: the handler's result: {exc}")
@@ -297,10 +318,12 @@ class Executor:
         except Exception as exc:
             return self._failure(job, describe_error(exc))
 
-    def _failure(self, job: Job, error: str) -> Outcome:
+    def _failure(self, job: Job, error: str, delay: float | None = None) -> Outcome:
         if job.last_attempt:
             return Outcome.failed(f"{error} (attempt {job.attempt}/{job.max_attempts})")
-        return Outcome.retry(error, self._backoff.delay(job.attempt))
+        if delay is None:
+            delay = self._backoff.delay(job.attempt)
+        return Outcome.retry(error, min(delay, self._backoff.cap))
 
     def _stopped(self, job: Job) -> Outcome | None:
         reason = self._reasons.get(job.id, StopReason.SHUTDOWN)

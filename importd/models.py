@@ -47,6 +47,15 @@ class InvalidPayload(PermanentError):
     """The job's payload does not describe a job this handler can run."""
 
 
+class RetryLater(Exception):
+    """Raised by a handler to retry after ``delay`` seconds (e.g. an HTTP Retry-After)
+    instead of the backoff's delay; attempts still count."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One claimed run of a job: the row's fields plus the attempt this run is."""
@@ -65,6 +74,8 @@ class Job:
     rows_done: int = 0
     rows_failed: int = 0
     rows_total: int | None = None
+    # Where an earlier, interrupted run got to (the handler's own format), or None.
+    checkpoint: dict[str, Any] | None = None
 
     @property
     def last_attempt(self) -> bool:

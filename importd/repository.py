@@ -126,7 +126,62 @@ def _job(row: asyncpg.Record) -> Job:
         rows_done=row["rows_done"],
         rows_failed=row["rows_failed"],
         rows_total=row["rows_total"],
+        checkpoint=row["checkpoint"],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RowFailure:
+    """A source record the import rejected."""
+
+    line: int | None
+    message: str
+    raw: str | None
+
+
+async def save_checkpoint(
+    conn: Executor,
+    job: Job,
+    worker_id: str,
+    checkpoint: dict[str, Any],
+    *,
+    rows_done: int,
+    rows_failed: int,
+    bytes_read: int,
+    rows_total: int | None = None,
+) -> bool:
+    """Store ``checkpoint`` and the counters in ``conn``'s transaction, fenced by the lease;
+    False when the lease is lost (the caller must roll back)."""
+    row = await conn.fetchrow(
+        sql.query("save_checkpoint"),
+        job.id,
+        worker_id,
+        job.attempt,
+        json.dumps(checkpoint),
+        rows_done,
+        rows_failed,
+        bytes_read,
+        rows_total,
+    )
+    return row is not None
+
+
+async def record_failures(conn: Executor, job: Job, failures: Sequence[RowFailure]) -> None:
+    """Insert row-level errors of ``job``."""
+    if failures:
+        await conn.execute(
+            sql.query("insert_job_errors"),
+            job.id,
+            job.attempt,
+            [f.line for f in failures],
+            [f.message for f in failures],
+            [f.raw for f in failures],
+        )
+
+
+async def forget_failures(conn: Executor, job_id: int) -> None:
+    """Delete the row-level errors of ``job_id``."""
+    await conn.execute(sql.query("delete_job_errors"), job_id)
 
 
 class Repository:

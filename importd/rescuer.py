@@ -10,6 +10,7 @@ import asyncio
 
 import structlog
 
+from . import tables
 from .db import describe_db_error, is_transient
 from .repository import Repository
 
@@ -46,6 +47,11 @@ class Rescuer:
             if len(rows) < BATCH:
                 break
         self.rescued += moved
+        # Staging tables of jobs that ended while their daemon was dead.
+        async with self._repo.pool.acquire() as conn:
+            dropped = await tables.drop_orphan_staging(conn)
+        if dropped:
+            log.info("staging_dropped", tables=dropped)
         return moved
 
     async def run(self) -> None:

@@ -1,0 +1,76 @@
+"""The ``http`` handler: call an existing function endpoint (what the pg_net trigger
+called), with the job's timeout, retries and a bearer token that never leaves memory.
+
+POSTs ``{id, kind, queue, attempt, payload}`` as JSON. 2xx completes the job with the
+response (bounded) as its result; 408, 429, 5xx and connection errors retry (honouring
+``Retry-After``); any other status fails the job with the status and the start of the body.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from ..executor import JobContext
+from ..models import InvalidPayload, Job, PermanentError
+from .sources import check_url, status_error
+
+MAX_RESPONSE = 64 * 1024
+
+
+async def call_function(job: Job, ctx: JobContext) -> Any:
+    """POST the job to ``payload.url`` (or the ``http_url`` setting)."""
+    url = job.payload.get("url", ctx.settings.http_url)
+    if not isinstance(url, str) or not url:
+        raise InvalidPayload("payload.url: required (or set http_url in the configuration)")
+    check_url(url, ctx.settings.url_prefixes, "payload.url")
+    if ctx.http is None:
+        raise PermanentError("no HTTP client in this daemon")
+    body = {
+        "id": job.id,
+        "kind": job.kind,
+        "queue": job.queue,
+        "attempt": job.attempt,
+        "payload": job.payload,
+    }
+    headers = {"Content-Type": "application/json", "Idempotency-Key": f"importd-{job.id}"}
+    if ctx.settings.http_token:
+        headers["Authorization"] = f"Bearer {ctx.settings.http_token}"
+    timeout = max(ctx.remaining, 0.1)
+    try:
+        async with ctx.http.stream(
+            "POST",
+            url,
+            content=json.dumps(body).encode(),
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+        ) as response:
+            data = b""
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_RESPONSE:
+                    data = data[:MAX_RESPONSE]
+                    break
+    except httpx.TimeoutException as exc:
+        raise TimeoutError(
+            f"the endpoint did not answer within {timeout:.0f} s ({type(exc).__name__})"
+        ) from None
+    except httpx.TransportError as exc:
+        raise ConnectionError(f"cannot reach the endpoint: {type(exc).__name__}: {exc}") from None
+    if not 200 <= response.status_code < 300:
+        raise status_error(response, "the endpoint", data)
+    ctx.log.debug("http_called", status=response.status_code, bytes=len(data))
+    return {"status": response.status_code, "body": _decode(data, response)}
+
+
+def _decode(data: bytes, response: httpx.Response) -> Any:
+    if not data:
+        return None
+    if "json" in response.headers.get("content-type", ""):
+        try:
+            return json.loads(data)
+        except ValueError:
+            pass
+    return data.decode("utf-8", "replace")

@@ -1,0 +1,236 @@
+"""Where import files come from: ``file://`` paths under the import roots, and ``https://``
+URLs under the allowed prefixes, streamed from a byte offset (resumption) with a
+fingerprint that tells whether the source changed between attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from ..models import InvalidPayload, PermanentError, RetryLater
+
+BLOCK = 1 << 20
+
+
+class SourceMissing(PermanentError):
+    """The file or URL does not exist (or may not be read)."""
+
+
+class SourceChanged(PermanentError):
+    """The source differs from the one an earlier attempt read."""
+
+
+@dataclass
+class Opened:
+    """An open source: its fingerprint and its bytes from the requested offset."""
+
+    fingerprint: dict[str, Any]
+    blocks: AsyncIterator[bytes]
+    closers: list[Any] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Release the file or the HTTP response."""
+        for closer in self.closers:
+            with contextlib.suppress(Exception):
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+
+
+def check_unchanged(before: dict[str, Any] | None, now: dict[str, Any], source: str) -> None:
+    """Raise SourceChanged when a fingerprint field both attempts know differs."""
+    if not before:
+        return
+    for key, old in before.items():
+        new = now.get(key)
+        if old is not None and new is not None and old != new:
+            raise SourceChanged(
+                f"SourceChanged: {source} changed since an earlier attempt read it "
+                f"({key} was {old!r}, now {new!r}); enqueue a new job to load the new file"
+            )
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def resolve_file(source: str, roots: tuple[str, ...]) -> str:
+    """The real path of a ``file://`` source, refused unless inside an import root."""
+    parts = urlsplit(source)
+    if parts.netloc not in ("", "localhost"):
+        raise InvalidPayload(f"payload.source: file URLs name no host ({parts.netloc!r})")
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise InvalidPayload("payload.source: a file URL needs an absolute path")
+    if "\x00" in path or any(segment == ".." for segment in path.split("/")):
+        raise InvalidPayload("payload.source: '..' and NUL bytes are not allowed in paths")
+    if not roots:
+        raise InvalidPayload(
+            "payload.source: file sources are disabled (no import_roots configured)"
+        )
+    real = os.path.realpath(path)
+    real_roots = [os.path.realpath(r) for r in roots]
+    if not any(_under(real, r) for r in real_roots):
+        raise InvalidPayload(
+            f"payload.source: {path} is outside the import roots ({', '.join(roots)})"
+        )
+    return real
+
+
+def _open_checked(
+    real: str, source: str, roots: tuple[str, ...], offset: int
+) -> tuple[int, os.stat_result]:
+    """Open ``real`` for reading at ``offset`` (blocking; run in a thread)."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SourceMissing(f"SourceMissing: {source} does not exist") from None
+    except PermissionError:
+        raise SourceMissing(f"SourceMissing: {source} is not readable by importd") from None
+    except OSError as exc:
+        raise SourceMissing(f"SourceMissing: cannot open {source}: {exc.strerror}") from None
+    try:
+        # The path was checked before opening; check what was opened too, in case a
+        # directory on the path was swapped for a symlink in between.
+        proc = f"/proc/self/fd/{fd}"
+        opened_path = os.readlink(proc) if os.path.exists(proc) else real
+        if not any(_under(opened_path, os.path.realpath(r)) for r in roots):
+            raise InvalidPayload("payload.source: the file moved outside the import roots")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidPayload(f"payload.source: {source} is not a regular file")
+        os.lseek(fd, offset, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+async def open_file(source: str, roots: tuple[str, ...], offset: int) -> Opened:
+    """Open a file source at ``offset``."""
+    real = await asyncio.to_thread(resolve_file, source, roots)
+    fd, info = await asyncio.to_thread(_open_checked, real, source, roots, offset)
+    fingerprint = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
+
+    async def blocks() -> AsyncIterator[bytes]:
+        while True:
+            block = await asyncio.to_thread(os.read, fd, BLOCK)
+            if not block:
+                return
+            yield block
+
+    return Opened(fingerprint, blocks(), [lambda: os.close(fd)])
+
+
+def check_url(url: str, prefixes: tuple[str, ...], field_name: str = "payload.source") -> None:
+    """Refuse a URL that is not under one of ``prefixes``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise InvalidPayload(f"{field_name}: expected an https:// URL")
+    if parts.username or parts.password:
+        raise InvalidPayload(f"{field_name}: credentials in URLs are not allowed")
+    if not prefixes:
+        raise InvalidPayload(f"{field_name}: URLs are disabled (no url_prefixes configured)")
+    if not any(url.startswith(prefix) for prefix in prefixes):
+        raise InvalidPayload(f"{field_name}: the URL is not under an allowed prefix")
+
+
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form), or None."""
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        from datetime import UTC, datetime  # noqa: PLC0415
+        from email.utils import parsedate_to_datetime  # noqa: PLC0415
+
+        when = parsedate_to_datetime(value)
+        return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+    return None
+
+
+def status_error(response: httpx.Response, what: str, body: bytes = b"") -> Exception:
+    """The exception for an unsuccessful HTTP status: retry for 408/429/5xx, else fail."""
+    text = body[:300].decode("utf-8", "replace").strip()
+    message = f"HTTP {response.status_code} from {what}" + (f": {text}" if text else "")
+    if response.status_code in RETRYABLE_STATUS or response.status_code >= 500:
+        delay = retry_after(response)
+        if delay is not None:
+            return RetryLater(message, delay)
+        return RuntimeError(message)
+    if response.status_code in (404, 410):
+        return SourceMissing(f"SourceMissing: {message}")
+    return PermanentError(message)
+
+
+async def open_url(
+    url: str,
+    client: httpx.AsyncClient,
+    prefixes: tuple[str, ...],
+    offset: int,
+    known: dict[str, Any] | None,
+    timeout: float,
+) -> Opened:
+    """Stream ``url`` from ``offset`` (a Range request; skipping bytes if not honoured)."""
+    check_url(url, prefixes)
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        if known and known.get("etag"):
+            headers["If-Range"] = str(known["etag"])
+    request = client.build_request(
+        "GET", url, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 30))
+    )
+    response = await client.send(request, stream=True)
+    try:
+        if response.status_code not in (200, 206):
+            body = b""
+            with contextlib.suppress(httpx.HTTPError):
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > 1000:
+                        break
+            raise status_error(response, url, body)
+        length = response.headers.get("content-length")
+        total: int | None = int(length) if length and length.isdigit() else None
+        skip = 0
+        if response.status_code == 206:
+            content_range = response.headers.get("content-range", "")
+            start, _, size = content_range.removeprefix("bytes ").partition("/")
+            if not start.startswith(f"{offset}-"):
+                raise RuntimeError(
+                    f"the server answered range {content_range!r} to 'bytes={offset}-'"
+                )
+            total = int(size) if size.isdigit() else None
+        else:
+            skip = offset  # no range support (or the resource changed): read past it
+        fingerprint = {
+            "etag": response.headers.get("etag"),
+            "size": total,
+            "last_modified": response.headers.get("last-modified"),
+        }
+    except BaseException:
+        await response.aclose()
+        raise
+
+    async def blocks() -> AsyncIterator[bytes]:
+        remaining = skip
+        async for received in response.aiter_bytes(BLOCK):
+            if remaining >= len(received):
+                remaining -= len(received)
+                continue
+            yield received[remaining:] if remaining else received
+            remaining = 0
+
+    return Opened(fingerprint, blocks(), [response.aclose])

@@ -1,0 +1,176 @@
+"""Target and staging tables of imports: catalog look-ups, COPY, and moves.
+
+Table and column names reach SQL only after two gates: the job's table passed the
+configured allowlist, and every column exists in the catalog. They are then quoted by
+PostgreSQL's ``format('%I')`` (statements built by the queries in ``sql/queries``) or by
+asyncpg's COPY, never by string formatting here.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from . import sql
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a target table."""
+
+    name: str
+    type: str
+    is_json: bool
+    writable: bool
+
+
+@dataclass(frozen=True)
+class Table:
+    """A target table and its columns, in table order."""
+
+    schema: str
+    name: str
+    columns: tuple[Column, ...]
+
+    def column(self, name: str) -> Column | None:
+        """The column called ``name``, or None."""
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def writable(self) -> list[str]:
+        """Columns a load may set."""
+        return [c.name for c in self.columns if c.writable]
+
+
+async def describe(conn: asyncpg.Connection, schema: str, name: str) -> Table | None:
+    """The table ``schema.name`` as this role sees it, or None."""
+    rows = await conn.fetch(sql.query("describe_table"), schema, name)
+    if not rows:
+        return None
+    return Table(
+        schema, name, tuple(Column(r["name"], r["type"], r["is_json"], r["writable"]) for r in rows)
+    )
+
+
+@dataclass(frozen=True)
+class CopyFormat:
+    """COPY options of one load."""
+
+    format: str  # csv | text
+    delimiter: str = ","
+    quote: str = '"'
+    escape: str = '"'
+    null: str = ""
+    encoding: str = "UTF8"
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of asyncpg's ``copy_to_table``."""
+        if self.format == "text":
+            return {"format": "text", "encoding": self.encoding}
+        return {
+            "format": "csv",
+            "delimiter": self.delimiter,
+            "quote": self.quote,
+            "escape": self.escape,
+            "null": self.null,
+            "encoding": self.encoding,
+        }
+
+
+async def copy_in(
+    conn: asyncpg.Connection,
+    schema: str,
+    table: str,
+    columns: list[str],
+    data: bytes,
+    fmt: CopyFormat,
+) -> None:
+    """COPY ``data`` into ``schema.table`` (asyncpg quotes the names)."""
+    await conn.copy_to_table(
+        table, source=io.BytesIO(data), columns=columns, schema_name=schema, **fmt.options()
+    )
+
+
+class Staging:
+    """Job ``job_id``'s staging table in ``importd_staging``."""
+
+    schema = "importd_staging"
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.name = f"job_{job_id}"
+        self._statements: asyncpg.Record | None = None
+
+    async def _stmt(self, conn: asyncpg.Connection, key: str) -> str:
+        if self._statements is None:
+            self._statements = await conn.fetchrow(sql.query("staging_state"), self.job_id)
+        assert self._statements is not None
+        return str(self._statements[key])
+
+    async def create(self, conn: asyncpg.Connection, target: Table, columns: list[str]) -> None:
+        """Create the table (columns of ``target`` plus ``importd_line``) if missing."""
+        statement = await conn.fetchval(
+            sql.query("build_staging"), self.job_id, target.schema, target.name, columns
+        )
+        await conn.execute(statement)
+
+    async def state(self, conn: asyncpg.Connection) -> str:
+        """``missing``, ``empty`` or ``filled``."""
+        self._statements = await conn.fetchrow(sql.query("staging_state"), self.job_id)
+        assert self._statements is not None
+        if not self._statements["present"]:
+            return "missing"
+        return "filled" if await conn.fetchval(self._statements["probe"]) else "empty"
+
+    async def drop(self, conn: asyncpg.Connection) -> None:
+        """Drop the table if it exists."""
+        await conn.execute(await conn.fetchval(sql.query("drop_staging"), self.job_id))
+
+    async def truncate(self, conn: asyncpg.Connection) -> None:
+        """Empty the table."""
+        await conn.execute(await self._stmt(conn, "truncate"))
+
+    async def index_lines(self, conn: asyncpg.Connection) -> None:
+        """Index ``importd_line`` (before isolating bad rows by line range)."""
+        await conn.execute(await self._stmt(conn, "index_lines"))
+
+    async def range_stats(self, conn: asyncpg.Connection, lo: int, hi: int) -> asyncpg.Record:
+        """``n``, ``lo`` and the median ``mid`` of the staged lines in ``[lo, hi)``."""
+        row: asyncpg.Record = await conn.fetchrow(await self._stmt(conn, "range_stats"), lo, hi)
+        return row
+
+    async def one_row(self, conn: asyncpg.Connection, lo: int, hi: int) -> asyncpg.Record | None:
+        """A staged row in ``[lo, hi)`` as text, with its line."""
+        row: asyncpg.Record | None = await conn.fetchrow(await self._stmt(conn, "one_row"), lo, hi)
+        return row
+
+    async def move_statement(
+        self,
+        conn: asyncpg.Connection,
+        target: Table,
+        columns: list[str],
+        on_conflict: str,
+        keys: list[str],
+    ) -> str:
+        """The INSERT … SELECT that moves lines ``[$1, $2)`` into ``target``."""
+        statement: str = await conn.fetchval(
+            sql.query("build_move"),
+            self.job_id,
+            target.schema,
+            target.name,
+            columns,
+            on_conflict,
+            keys,
+        )
+        return statement
+
+
+async def drop_orphan_staging(conn: asyncpg.Connection) -> int:
+    """Drop staging tables whose job is no longer pending or running."""
+    statements = [r["statement"] for r in await conn.fetch(sql.query("orphan_staging"))]
+    for statement in statements:
+        await conn.execute(statement)
+    return len(statements)
