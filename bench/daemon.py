@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import statistics
 import time
@@ -88,8 +89,6 @@ async def latency(dsn: str, count: int, rate: float) -> dict[str, float]:
                 "SELECT count(*) FROM import_jobs WHERE status = 'completed'") < count:
             await asyncio.sleep(0.1)
         rows = await conn.fetch("SELECT id, result FROM import_jobs")
-        import json  # noqa: PLC0415
-
         waits = sorted((json.loads(r["result"])["started"] - commits[r["id"]]) * 1000
                        for r in rows)
         return {

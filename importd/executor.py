@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,9 @@ from .models import Job, Outcome, PermanentError, RetryLater, Status
 from .repository import Repository
 
 log = structlog.get_logger("importd.executor")
+
+# A message that starts with its own error name, like "EmptySource: the file is empty".
+_TAGGED = re.compile(r"^[A-Z][A-Za-z]+: ")
 
 # How much of an error message is kept in last_error.
 MAX_ERROR_CHARS = 2000
@@ -192,7 +196,11 @@ class ResultWriter:
 
 def describe_error(exc: BaseException) -> str:
     """``Type: message`` for last_error, redacted and bounded."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    message = str(exc)
+    if _TAGGED.match(message):
+        text = message  # already says what kind of error it is ("SourceMissing: ...")
+    else:
+        text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return redact(text)[:MAX_ERROR_CHARS]
 
 

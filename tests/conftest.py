@@ -197,3 +197,16 @@ async def runs_table(conn: Any) -> Any:
     await conn.execute("CREATE TABLE test_runs (job_id bigint, attempt int, worker text, "
                        "started_at timestamptz)")
     return conn
+
+
+@pytest.fixture
+def drain(dsn: str) -> Any:
+    """Run ``importd drain`` in this process: ``await drain(**settings) -> exit code``."""
+    from importd import config, daemon  # noqa: PLC0415
+
+    async def run(**overrides: Any) -> int:
+        settings = config.Settings(**{"dsn": dsn, "concurrency": 4,
+                                      "handlers": ("tests.jobs",), **overrides})
+        return int(await daemon.Daemon(settings, daemon.DrainOptions()).run())
+
+    return run

@@ -43,7 +43,8 @@ async def test_two_concurrent_migrate_processes(empty_dsn: str) -> None:
     results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     outputs = sorted(out for out, _ in results)
-    assert "already current" in outputs[0] and "applied 1 migration" in outputs[1]
+    assert "already current" in outputs[0]
+    assert f"applied {len(sql.migrations())} migration" in outputs[1]
     conn = await asyncpg.connect(empty_dsn)
     try:
         assert await conn.fetchval("SELECT count(*) FROM importd_migrations") == len(

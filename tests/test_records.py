@@ -60,7 +60,7 @@ def test_ndjson_rows() -> None:
         rows.convert(Record(3, b'{"id": \n'))
     with pytest.raises(RowError, match="expected a JSON object"):
         rows.convert(Record(4, b"[1, 2]\n"))
-    with pytest.raises(RowError, match="'colour' matches no column"):
+    with pytest.raises(RowError, match="'colour' is not among the import's columns"):
         rows.convert(Record(5, b'{"colour": "red"}\n'))
     with pytest.raises(RowError, match="nested value"):
         rows.convert(Record(6, b'{"tags": ["a"]}\n'))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import csv
 import itertools
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -83,6 +85,17 @@ def _row_at(rows: list[tuple[Record, bytes]], line: int | None) -> int | None:
     ends = list(itertools.accumulate(data.count(b"\n") or 1 for _, data in rows))
     index = bisect.bisect_left(ends, line)
     return index if index < len(rows) else None
+
+
+def _first_keys(records: list[Record]) -> list[str]:
+    """The keys of the first record that is a JSON object."""
+    for record in records:
+        with contextlib.suppress(ValueError):
+            obj = json.loads(record.data)
+            if isinstance(obj, dict) and obj:
+                return [str(key) for key in obj]
+    raise PermanentError("NoColumns: the first lines hold no JSON object to take the "
+                         "columns from; give them with payload.columns")
 
 
 @dataclass
@@ -176,6 +189,8 @@ class Import:
             splitter = Splitter(quote, escape, first_line=cp["line"] if cp else 1)
             records = self._records(opened.blocks, splitter)
             if cp:
+                self.ctx.log.info("import_resumed", offset=start, line=cp["line"],
+                                  rows_loaded=cp["loaded"], rows_rejected=cp["failed"])
                 self.columns = list(cp["columns"])
                 self.loaded, self.failed, self.offset = cp["loaded"], cp["failed"], start
                 leftover: list[Record] = []
@@ -250,10 +265,14 @@ class Import:
             raise PermanentError(f"EmptySource: {s.source} is empty")
         assert self.target is not None
         if s.fmt == "ndjson":
-            self.columns = (
-                list(dict.fromkeys(s.mapping.values())) if s.mapping else self.target.writable
-            )
-            self._check_columns(self.columns, "payload.columns")
+            # Like a CSV header, the columns are fixed at the start: the mapped ones, or
+            # the keys of the first record. Columns outside the list keep their defaults.
+            if s.mapping:
+                self.columns = list(dict.fromkeys(s.mapping.values()))
+                self._check_columns(self.columns, "payload.columns")
+            else:
+                self.columns = _first_keys(first)
+                self._check_columns(self.columns, "first record")
             return first
         if not s.header:
             self.columns = list(s.columns) if s.columns else self.target.writable
@@ -319,14 +338,16 @@ class Import:
             size -= sum(len(r.data) for r in taken)
             return Chunk(taken, start + taken[-1].end, taken[-1].next_line)
 
+        def full() -> bool:
+            return len(pending) >= self.chunk_rows or (size >= limit_bytes and bool(pending))
+
+        while full():
+            yield cut(min(len(pending), self.chunk_rows))
         async for batch in records:
             pending.extend(batch)
             size += sum(len(r.data) for r in batch)
-            while len(pending) >= self.chunk_rows or (size >= limit_bytes and pending):
-                if len(pending) >= self.chunk_rows:
-                    yield cut(self.chunk_rows)
-                else:
-                    yield cut(len(pending))
+            while full():
+                yield cut(min(len(pending), self.chunk_rows))
         if pending:
             yield cut(len(pending))
 

@@ -144,7 +144,8 @@ class NdjsonRows:
         for key, value in obj.items():
             column = self._mapping.get(key, key if not self._mapping else None)
             if column is None or column not in self._index:
-                raise RowError(f"field {key!r} matches no column of the target table")
+                raise RowError(f"field {key!r} is not among the import's columns "
+                               f"({', '.join(self.columns)})")
             fields[self._index[column]] = self._field(key, column, value)
         return ("\t".join(fields) + "\n").encode("utf-8")
 

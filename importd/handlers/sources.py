@@ -226,7 +226,8 @@ async def open_url(
 
     async def blocks() -> AsyncIterator[bytes]:
         remaining = skip
-        async for received in response.aiter_bytes(BLOCK):
+        # As the bytes arrive: waiting for a full block would stall a slow download.
+        async for received in response.aiter_bytes():
             if remaining >= len(received):
                 remaining -= len(received)
                 continue
