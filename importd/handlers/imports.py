@@ -33,7 +33,7 @@ from ..executor import JobContext
 from ..models import Job, PermanentError
 from ..repository import RowFailure, forget_failures, record_failures, save_checkpoint
 from . import sources, spec
-from .records import NdjsonRows, Record, RowError, Splitter
+from .records import NdjsonRows, Records, RowError, Splitter
 
 ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 _COPY_LINE = re.compile(r"\bCOPY [^,]+, line (\d+)(?:, column ([^:]+))?")
@@ -77,34 +77,45 @@ def _describe(exc: asyncpg.PostgresError) -> tuple[int | None, str]:
     return (int(match.group(1)) if match else None), message
 
 
-def _row_at(rows: list[tuple[Record, bytes]], line: int | None) -> int | None:
+def _row_at(rows: list[Row], line: int | None) -> int | None:
     """The index of the row holding physical line ``line`` of a COPY's data (PostgreSQL
     counts newlines inside quoted fields too), or None."""
     if line is None or line < 1:
         return None
-    ends = list(itertools.accumulate(data.count(b"\n") or 1 for _, data in rows))
+    ends = list(itertools.accumulate(row.payload.count(b"\n") or 1 for row in rows))
     index = bisect.bisect_left(ends, line)
     return index if index < len(rows) else None
 
 
-def _first_keys(records: list[Record]) -> list[str]:
+def _first_keys(records: Records) -> list[str]:
     """The keys of the first record that is a JSON object."""
-    for record in records:
+    for data in records.datas:
         with contextlib.suppress(ValueError):
-            obj = json.loads(record.data)
+            obj = json.loads(data)
             if isinstance(obj, dict) and obj:
                 return [str(key) for key in obj]
-    raise PermanentError("NoColumns: the first lines hold no JSON object to take the "
-                         "columns from; give them with payload.columns")
+    raise PermanentError(
+        "NoColumns: the first lines hold no JSON object to take the "
+        "columns from; give them with payload.columns"
+    )
 
 
 @dataclass
 class Chunk:
     """Consecutive records of the source and where the stream stands after them."""
 
-    records: list[Record]
+    records: Records
     end_offset: int
     next_line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row on its way to COPY: its source line, its source bytes, its COPY bytes."""
+
+    line: int
+    raw: bytes
+    payload: bytes
 
 
 class Import:
@@ -189,11 +200,16 @@ class Import:
             splitter = Splitter(quote, escape, first_line=cp["line"] if cp else 1)
             records = self._records(opened.blocks, splitter)
             if cp:
-                self.ctx.log.info("import_resumed", offset=start, line=cp["line"],
-                                  rows_loaded=cp["loaded"], rows_rejected=cp["failed"])
+                self.ctx.log.info(
+                    "import_resumed",
+                    offset=start,
+                    line=cp["line"],
+                    rows_loaded=cp["loaded"],
+                    rows_rejected=cp["failed"],
+                )
                 self.columns = list(cp["columns"])
                 self.loaded, self.failed, self.offset = cp["loaded"], cp["failed"], start
-                leftover: list[Record] = []
+                leftover = Records()
             else:
                 leftover = await self._begin(records)
             self._prepare_rows()
@@ -243,7 +259,7 @@ class Import:
 
     async def _records(
         self, blocks: AsyncIterator[bytes], splitter: Splitter
-    ) -> AsyncIterator[list[Record]]:
+    ) -> AsyncIterator[Records]:
         async for block in blocks:
             found = splitter.feed(block)
             if found:
@@ -252,12 +268,12 @@ class Import:
         if last:
             yield last
 
-    async def _begin(self, records: AsyncIterator[list[Record]]) -> list[Record]:
+    async def _begin(self, records: AsyncIterator[Records]) -> Records:
         """A fresh start: forget old row errors, read the header, fix the columns."""
         async with self.ctx.pool.acquire() as conn:
             await forget_failures(conn, self.job.id)
         s = self.spec
-        first: list[Record] = []
+        first = Records()
         async for batch in records:
             first = batch
             break
@@ -278,10 +294,10 @@ class Import:
             self.columns = list(s.columns) if s.columns else self.target.writable
             self._check_columns(self.columns, "payload.columns")
             return first
-        header, rest = first[0], first[1:]
-        self.offset = header.end
+        header, rest = first.split(1)
+        self.offset = header.ends[0]
         try:
-            text = header.data.decode(s.encoding).lstrip("\ufeff").rstrip("\r\n")
+            text = header.datas[0].decode(s.encoding).lstrip("\ufeff").rstrip("\r\n")
         except UnicodeDecodeError as exc:
             raise PermanentError(
                 f"HeaderEncoding: the header line is not {s.encoding}: {exc.reason}"
@@ -326,17 +342,17 @@ class Import:
             self.ndjson = NdjsonRows(self.spec.mapping, self.columns, json_columns)
 
     async def _chunks(
-        self, leftover: list[Record], records: AsyncIterator[list[Record]], start: int
+        self, leftover: Records, records: AsyncIterator[Records], start: int
     ) -> AsyncIterator[Chunk]:
         limit_bytes = self.settings.copy_chunk_bytes
         pending = leftover
-        size = sum(len(r.data) for r in pending)
+        size = sum(map(len, pending.datas))
 
         def cut(count: int) -> Chunk:
             nonlocal pending, size
-            taken, pending = pending[:count], pending[count:]
-            size -= sum(len(r.data) for r in taken)
-            return Chunk(taken, start + taken[-1].end, taken[-1].next_line)
+            taken, pending = pending.split(count)
+            size -= sum(map(len, taken.datas))
+            return Chunk(taken, start + taken.ends[-1], taken.next_line(len(taken) - 1))
 
         def full() -> bool:
             return len(pending) >= self.chunk_rows or (size >= limit_bytes and bool(pending))
@@ -345,7 +361,7 @@ class Import:
             yield cut(min(len(pending), self.chunk_rows))
         async for batch in records:
             pending.extend(batch)
-            size += sum(len(r.data) for r in batch)
+            size += sum(map(len, batch.datas))
             while full():
                 yield cut(min(len(pending), self.chunk_rows))
         if pending:
@@ -376,41 +392,62 @@ class Import:
 
     # -- one chunk -----------------------------------------------------------------
 
-    def _rows(
-        self, records: list[Record], failures: list[RowFailure]
-    ) -> list[tuple[Record, bytes]]:
-        """The COPY rows of ``records`` (with the line appended for staging)."""
-        with_line = self.staging is not None
-        delimiter = (self.spec.delimiter if self.spec.fmt == "csv" else "\t").encode()
-        out: list[tuple[Record, bytes]] = []
-        for record in records:
-            data: bytes | None = record.data
-            if self.ndjson is not None:
-                try:
-                    data = self.ndjson.convert(record)
-                except RowError as exc:
-                    failures.append(RowFailure(record.line, str(exc), _raw(record.data, "utf_8")))
-                    continue
-                if data is None:
-                    continue
-            assert data is not None
-            if with_line:
-                data = data.rstrip(b"\r\n") + delimiter + str(record.line).encode() + b"\n"
-            out.append((record, data))
-        return out
+    def _payload(
+        self, records: Records, failures: list[RowFailure]
+    ) -> tuple[bytes, list[Row] | None]:
+        """The COPY data of ``records``, and (for NDJSON, which is converted row by row
+        anyway) the rows. CSV rows are only built when a COPY fails (``_rows``)."""
+        if self.ndjson is None:
+            if self.staging is None:
+                return b"\n".join(records.datas) + b"\n", None
+            return b"".join(self._staged(records)), None
+        rows: list[Row] = []
+        suffix = self.staging is not None
+        for line, data in zip(records.lines, records.datas, strict=True):
+            try:
+                converted = self.ndjson.convert(data)
+            except RowError as exc:
+                failures.append(RowFailure(line, str(exc), _raw(data, "utf_8")))
+                continue
+            if converted is not None:
+                if suffix:
+                    converted = converted[:-1] + b"\t%d\n" % line
+                rows.append(Row(line, data, converted))
+        return b"".join(row.payload for row in rows), rows
+
+    def _staged(self, records: Records) -> list[bytes]:
+        """CSV rows with their source line appended (the staging table's last column)."""
+        tail = self.spec.delimiter.encode() + b"%d\n"
+        return [
+            (data[:-1] if data.endswith(b"\r") else data) + tail % line
+            for line, data in zip(records.lines, records.datas, strict=True)
+        ]
+
+    def _rows(self, records: Records) -> list[Row]:
+        """One Row per record (for isolating bad rows)."""
+        if self.staging is None:
+            payloads = [data + b"\n" for data in records.datas]
+        else:
+            payloads = self._staged(records)
+        return [
+            Row(line, data, payload)
+            for line, data, payload in zip(records.lines, records.datas, payloads, strict=True)
+        ]
 
     async def _load_chunk(self, chunk: Chunk) -> None:
         s = self.spec
         failures: list[RowFailure] = []
-        rows = self._rows(chunk.records, failures)
+        payload, rows = self._payload(chunk.records, failures)
         into = (self.staging.schema, self.staging.name) if self.staging else (s.schema, s.table)
         columns = self.columns + (["importd_line"] if self.staging else [])
         async with self.ctx.pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    loaded = await self._copy_isolating(conn, into, columns, rows, failures)
+                    loaded = await self._copy_chunk(
+                        conn, into, columns, chunk.records, payload, rows, failures
+                    )
                     if self.staging is not None and not s.atomic:
-                        lines = (chunk.records[0].line, chunk.next_line)
+                        lines = (chunk.records.lines[0], chunk.next_line)
                         rejected = len(failures)
                         moved = await self._move_isolating(conn, lines, failures)
                         self.skipped += loaded - moved - (len(failures) - rejected)
@@ -462,15 +499,41 @@ class Import:
                 )
             )
 
+    async def _copy_chunk(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        records: Records,
+        payload: bytes,
+        rows: list[Row] | None,
+        failures: list[RowFailure],
+    ) -> int:
+        """COPY a chunk in one statement; only if PostgreSQL rejects a row are the rows
+        built one by one to isolate it. Returns the rows loaded."""
+        if not payload:
+            return 0
+        try:
+            async with conn.transaction():
+                await tables.copy_in(conn, into[0], into[1], columns, payload, self.copy_format)
+        except ROW_LEVEL:
+            return await self._copy_isolating(
+                conn, into, columns, rows if rows is not None else self._rows(records), failures
+            )
+        return len(rows) if rows is not None else len(records)
+
     async def _copy_isolating(
         self,
         conn: asyncpg.Connection,
         into: tuple[str, str],
         columns: list[str],
-        rows: list[tuple[Record, bytes]],
+        rows: list[Row],
         failures: list[RowFailure],
     ) -> int:
-        """COPY ``rows``; rejected rows go to ``failures``. Returns the rows loaded."""
+        """COPY ``rows``; rejected rows go to ``failures``. Returns the rows loaded.
+
+        PostgreSQL names the line of the first bad row: the rows before it load in one
+        COPY, the bad one is recorded, and the rest go on in the next round."""
         loaded = 0
         while rows:
             try:
@@ -480,7 +543,7 @@ class Import:
                         into[0],
                         into[1],
                         columns,
-                        b"".join(data for _, data in rows),
+                        b"".join(row.payload for row in rows),
                         self.copy_format,
                     )
                 return loaded + len(rows)
@@ -489,8 +552,8 @@ class Import:
                 index = _row_at(rows, line)
                 if index is None:
                     return loaded + await self._bisect_copy(conn, into, columns, rows, failures)
-                bad = rows[index][0]
-                failures.append(RowFailure(bad.line, message, _raw(bad.data, self.spec.encoding)))
+                bad = rows[index]
+                failures.append(RowFailure(bad.line, message, _raw(bad.raw, self.spec.encoding)))
                 self._check_budget(failures)
                 if index:
                     loaded += await self._copy_isolating(
@@ -504,9 +567,10 @@ class Import:
         conn: asyncpg.Connection,
         into: tuple[str, str],
         columns: list[str],
-        rows: list[tuple[Record, bytes]],
+        rows: list[Row],
         failures: list[RowFailure],
     ) -> int:
+        """Isolate bad rows by halves, when an error names no line."""
         try:
             async with conn.transaction():
                 await tables.copy_in(
@@ -514,7 +578,7 @@ class Import:
                     into[0],
                     into[1],
                     columns,
-                    b"".join(data for _, data in rows),
+                    b"".join(row.payload for row in rows),
                     self.copy_format,
                 )
             return len(rows)
@@ -522,9 +586,7 @@ class Import:
             if len(rows) == 1:
                 failures.append(
                     RowFailure(
-                        rows[0][0].line,
-                        _describe(exc)[1],
-                        _raw(rows[0][0].data, self.spec.encoding),
+                        rows[0].line, _describe(exc)[1], _raw(rows[0].raw, self.spec.encoding)
                     )
                 )
                 self._check_budget(failures)

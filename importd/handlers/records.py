@@ -1,38 +1,58 @@
 """Splitting a byte stream into records, with source line numbers, without parsing fields.
 
 A CSV record may hold quoted newlines; the splitter keeps them inside their record by
-tracking quote parity line by line (C-speed ``split`` and ``count``, one Python step per
-physical line), so records go to PostgreSQL's COPY as the bytes they were in the file.
+tracking quote parity line by line (C-speed ``split`` and ``count``), so records go to
+PostgreSQL's COPY as the bytes they were in the file.
 NDJSON lines are turned into COPY text rows here, since COPY cannot read JSON.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record: the physical line it starts on (1-based) and its bytes, newline included."""
+@dataclass(slots=True)
+class Records:
+    """Consecutive records of a stream, as parallel lists: the physical line each starts
+    on (1-based), its bytes without the final newline, and the stream offset after it.
+    Lists rather than an object per record: a million records cost a million list slots,
+    not a million objects."""
 
-    line: int
-    data: bytes
-    end: int = 0  # bytes of the stream consumed once this record is read
+    lines: list[int] = field(default_factory=list)
+    datas: list[bytes] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
 
-    @property
-    def next_line(self) -> int:
-        """The physical line number just after this record."""
-        return self.line + max(self.data.count(b"\n"), 1)
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def extend(self, other: Records) -> None:
+        """Append ``other``."""
+        self.lines.extend(other.lines)
+        self.datas.extend(other.datas)
+        self.ends.extend(other.ends)
+
+    def split(self, count: int) -> tuple[Records, Records]:
+        """The first ``count`` records and the rest."""
+        return (
+            Records(self.lines[:count], self.datas[:count], self.ends[:count]),
+            Records(self.lines[count:], self.datas[count:], self.ends[count:]),
+        )
+
+    def next_line(self, index: int) -> int:
+        """The physical line just after record ``index``."""
+        return self.lines[index] + self.datas[index].count(b"\n") + 1
 
 
 class Splitter:
     """Feeds blocks of bytes, returns the records they complete.
 
     ``quote=None`` treats every line as a record (NDJSON). ``escape`` differing from
-    ``quote`` (a backslash, say) makes ``escape + quote`` a literal quote.
+    ``quote`` (a backslash, say) makes ``escape + quote`` a literal quote. Blank lines are
+    no records (as csv readers agree), though they count as lines.
     """
 
     def __init__(
@@ -47,63 +67,77 @@ class Splitter:
         self._record_line = first_line
         self.consumed = 0  # bytes belonging to completed records
 
-    def _quotes(self, line: bytes) -> int:
-        assert self._quote is not None
-        if self._escape is not None and self._escape in line:
-            line = line.replace(self._escape + self._escape, b"").replace(
-                self._escape + self._quote, b""
-            )
-        return line.count(self._quote)
-
-    def feed(self, block: bytes) -> list[Record]:
-        """Records completed by ``block``."""
-        if not block:
-            return []
-        lines = (self._tail + block).split(b"\n")
-        self._tail = lines.pop()
-        out: list[Record] = []
+    def _odd(self, parts: list[bytes]) -> list[int]:
+        """Indexes of the lines with an odd number of (unescaped) quotes."""
         quote = self._quote
-        for raw in lines:
-            line = raw + b"\n"
+        if quote is None:
+            return []
+        if self._escape is None:
+            return [i for i, part in enumerate(parts) if part.count(quote) & 1]
+        pair, escaped = self._escape + self._escape, self._escape + quote
+        return [
+            i
+            for i, part in enumerate(parts)
+            if part.replace(pair, b"").replace(escaped, b"").count(quote) & 1
+        ]
+
+    def feed(self, block: bytes) -> Records:
+        """The records completed by ``block``."""
+        if not block:
+            return Records()
+        parts = (self._tail + block).split(b"\n")
+        self._tail = parts.pop()
+        if not parts:
+            return Records()
+        first = self.line
+        self.line += len(parts)
+        odd = self._odd(parts)
+        if not odd and not self._pieces and b"" not in parts and b"\r" not in parts:
+            # The common case: every line is a record. No Python step per line but these.
+            base = self.consumed
+            ends = [
+                base + size + i for i, size in enumerate(itertools.accumulate(map(len, parts)), 1)
+            ]
+            self.consumed = ends[-1]
+            return Records(list(range(first, first + len(parts))), parts, ends)
+        return self._general(parts, first, set(odd))
+
+    def _general(self, parts: list[bytes], first: int, odd: set[int]) -> Records:
+        out = Records()
+        for index, part in enumerate(parts):
             if not self._pieces:
-                self._record_line = self.line
-            self.line += 1
-            if quote is not None and quote in line and self._quotes(line) % 2:
+                self._record_line = first + index
+            if index in odd:
                 self._in_quote = not self._in_quote
+            self._pieces.append(part)
             if self._in_quote:
-                self._pieces.append(line)
                 continue
-            if self._pieces:
-                self._pieces.append(line)
-                line = b"".join(self._pieces)
-                self._pieces.clear()
-            self.consumed += len(line)
-            if len(line) <= 2 and not line.strip(b"\r\n"):
-                continue  # a blank line is no record (csv readers agree)
-            out.append(Record(self._record_line, line, self.consumed))
+            data = self._pieces[0] if len(self._pieces) == 1 else b"\n".join(self._pieces)
+            self._pieces.clear()
+            self.consumed += len(data) + 1
+            if data and data != b"\r":
+                out.lines.append(self._record_line)
+                out.datas.append(data)
+                out.ends.append(self.consumed)
         return out
 
-    def finish(self) -> list[Record]:
+    def finish(self) -> Records:
         """The last record when the stream does not end with a newline (or ends inside
         quotes: PostgreSQL then reports the unterminated field)."""
+        pending = sum(len(piece) + 1 for piece in self._pieces)  # each had its newline
         if self._tail:
             if not self._pieces:
                 self._record_line = self.line
             self._pieces.append(self._tail)
+            pending += len(self._tail)
             self._tail = b""
             self.line += 1
-        rest = b"".join(self._pieces)
+        self.consumed += pending
+        data = b"\n".join(self._pieces)
         self._pieces.clear()
-        self.consumed += len(rest)
-        if not rest.strip(b"\r\n"):
-            return []
-        data = rest if rest.endswith(b"\n") else rest + b"\n"
-        return [Record(self._record_line, data, self.consumed)]
-
-    @property
-    def pending(self) -> int:
-        """Bytes read but not yet part of a completed record."""
-        return len(self._tail) + sum(len(p) for p in self._pieces)
+        if not data.strip(b"\r\n"):
+            return Records()
+        return Records([self._record_line], [data], [self.consumed])
 
 
 class RowError(Exception):
@@ -127,9 +161,9 @@ class NdjsonRows:
         self._mapping = mapping
         self._json = set(json_columns)
 
-    def convert(self, record: Record) -> bytes | None:
-        """The COPY row for ``record``; None for a blank line; RowError when it is bad."""
-        text = record.data.strip()
+    def convert(self, data: bytes) -> bytes | None:
+        """The COPY row for one NDJSON record; None for a blank line; RowError when bad."""
+        text = data.strip()
         if not text:
             return None
         try:
@@ -144,8 +178,9 @@ class NdjsonRows:
         for key, value in obj.items():
             column = self._mapping.get(key, key if not self._mapping else None)
             if column is None or column not in self._index:
-                raise RowError(f"field {key!r} is not among the import's columns "
-                               f"({', '.join(self.columns)})")
+                raise RowError(
+                    f"field {key!r} is not among the import's columns ({', '.join(self.columns)})"
+                )
             fields[self._index[column]] = self._field(key, column, value)
         return ("\t".join(fields) + "\n").encode("utf-8")
 
