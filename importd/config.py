@@ -159,7 +159,7 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field("http_url", _optional_str, None, "default endpoint of http jobs without payload.url"),
     Field("http_token", _optional_str, None, "bearer token sent by http jobs", True),
-    Field("copy_chunk_rows", _positive_int, 50_000, "rows per COPY chunk (and checkpoint)"),
+    Field("copy_chunk_rows", _positive_int, 20_000, "rows per COPY chunk (and checkpoint)"),
     Field("copy_chunk_bytes", _positive_int, 8 * 2**20, "bytes per COPY chunk at most"),
     Field(
         "statement_cache_size",
@@ -209,7 +209,7 @@ class Settings:
     tables: tuple[str, ...] = ()
     http_url: str | None = None
     http_token: str | None = None
-    copy_chunk_rows: int = 50_000
+    copy_chunk_rows: int = 20_000
     copy_chunk_bytes: int = 8 * 2**20
     statement_cache_size: int = 100
     pool_size: int | None = None

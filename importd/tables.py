@@ -95,39 +95,57 @@ async def copy_in(
 
 
 class Staging:
-    """Job ``job_id``'s staging table in ``importd_staging``."""
+    """One staging table in ``importd_staging``: ``job_<id>`` or a chunk's ``job_<id>_<n>``.
+
+    Its name is built here from integers only, and quoted by ``format('%I')`` in SQL.
+    """
 
     schema = "importd_staging"
 
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, job_id: int, part: int | None = None) -> None:
         self.job_id = job_id
-        self.name = f"job_{job_id}"
+        self.name = f"job_{job_id}" if part is None else f"job_{job_id}_{part}"
         self._statements: asyncpg.Record | None = None
+
+    @classmethod
+    def named(cls, job_id: int, name: str) -> Staging:
+        """The staging table ``name`` of ``job_id`` (as listed by ``all_of``)."""
+        prefix = f"job_{job_id}"
+        part = name[len(prefix) + 1 :] if name != prefix else None
+        if not name.startswith(prefix) or (part is not None and not part.isdigit()):
+            raise ValueError(f"not a staging table of job {job_id}: {name!r}")
+        return cls(job_id, int(part) if part is not None else None)
+
+    @classmethod
+    async def all_of(cls, conn: asyncpg.Connection, job_id: int) -> list[Staging]:
+        """Every staging table of ``job_id``, in creation order."""
+        rows = await conn.fetch(sql.query("staging_tables"), job_id)
+        return [cls.named(job_id, row["name"]) for row in rows]
 
     async def _stmt(self, conn: asyncpg.Connection, key: str) -> str:
         if self._statements is None:
-            self._statements = await conn.fetchrow(sql.query("staging_state"), self.job_id)
+            self._statements = await conn.fetchrow(sql.query("staging_state"), self.name)
         assert self._statements is not None
         return str(self._statements[key])
 
     async def create(self, conn: asyncpg.Connection, target: Table, columns: list[str]) -> None:
         """Create the table (columns of ``target`` plus ``importd_line``) if missing."""
         statement = await conn.fetchval(
-            sql.query("build_staging"), self.job_id, target.schema, target.name, columns
+            sql.query("build_staging"), self.name, target.schema, target.name, columns
         )
         await conn.execute(statement)
 
-    async def state(self, conn: asyncpg.Connection) -> str:
-        """``missing``, ``empty`` or ``filled``."""
-        self._statements = await conn.fetchrow(sql.query("staging_state"), self.job_id)
+    async def filled(self, conn: asyncpg.Connection) -> bool:
+        """Whether the table exists and holds a row."""
+        self._statements = await conn.fetchrow(sql.query("staging_state"), self.name)
         assert self._statements is not None
-        if not self._statements["present"]:
-            return "missing"
-        return "filled" if await conn.fetchval(self._statements["probe"]) else "empty"
+        return bool(self._statements["present"]) and bool(
+            await conn.fetchval(self._statements["probe"])
+        )
 
     async def drop(self, conn: asyncpg.Connection) -> None:
         """Drop the table if it exists."""
-        await conn.execute(await conn.fetchval(sql.query("drop_staging"), self.job_id))
+        await conn.execute(await self._stmt(conn, "drop"))
 
     async def truncate(self, conn: asyncpg.Connection) -> None:
         """Empty the table."""
@@ -143,7 +161,7 @@ class Staging:
         return row
 
     async def one_row(self, conn: asyncpg.Connection, lo: int, hi: int) -> asyncpg.Record | None:
-        """A staged row in ``[lo, hi)`` as text, with its line."""
+        """A staged row in ``[lo, hi)`` as JSON text, with its line."""
         row: asyncpg.Record | None = await conn.fetchrow(await self._stmt(conn, "one_row"), lo, hi)
         return row
 
@@ -158,7 +176,7 @@ class Staging:
         """The INSERT … SELECT that moves lines ``[$1, $2)`` into ``target``."""
         statement: str = await conn.fetchval(
             sql.query("build_move"),
-            self.job_id,
+            self.name,
             target.schema,
             target.name,
             columns,

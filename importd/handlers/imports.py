@@ -22,7 +22,7 @@ import itertools
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,16 @@ class Chunk:
     next_line: int
 
 
+@dataclass
+class Prepared:
+    """A chunk with its COPY data, ready to load."""
+
+    chunk: Chunk
+    payload: bytes
+    rows: list[Row] | None
+    failures: list[RowFailure]
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One row on its way to COPY: its source line, its source bytes, its COPY bytes."""
@@ -133,7 +143,20 @@ class Import:
         self.offset = 0
         self.columns: list[str] = []
         self.target: tables.Table | None = None
-        self.staging: tables.Staging | None = None
+        # direct: COPY into the target. per_chunk: COPY into job_<id>, then move each chunk
+        # with the conflict rule. atomic: one staging table per chunk, moved by a Mover.
+        self.mode = (
+            "atomic"
+            if self.spec.atomic
+            else "direct"
+            if self.spec.on_conflict == "error"
+            else "per_chunk"
+        )
+        self.staging: tables.Staging | None = (
+            tables.Staging(job.id) if self.mode == "per_chunk" else None
+        )
+        self.parts = 0  # atomic: staging tables (chunks) committed so far
+        self.mover: Mover | None = None
         self.copy_format = tables.CopyFormat(
             "csv" if fmt == "csv" else "text",
             self.spec.delimiter,
@@ -156,19 +179,26 @@ class Import:
             raise PermanentError(
                 f"TableNotFound: {s.qualified} does not exist or importd's role cannot see it"
             )
-        if s.atomic or s.on_conflict != "error":
-            self.staging = tables.Staging(self.job.id)
         checkpoint = await self._usable_checkpoint()
         try:
-            result = await self._load(checkpoint)
+            return await self._load(checkpoint)
+        except TooManyErrors:
+            if self.mover is not None and self.mover.failures:
+                await self.mover.close()  # its transaction is void: keep what it found
+                async with self.ctx.pool.acquire() as conn, conn.transaction():
+                    await record_failures(conn, self.job, self.mover.failures)
+            await self._drop_staging()
+            raise
         except BaseException as exc:
-            if self.staging is not None and (
+            if self.mode != "direct" and (
                 isinstance(exc, PermanentError)
                 or (self.job.last_attempt and isinstance(exc, Exception))
             ):
                 await self._drop_staging()
             raise
-        return result
+        finally:
+            if self.mover is not None:
+                await self.mover.close()
 
     async def _usable_checkpoint(self) -> dict[str, Any] | None:
         cp = self.job.checkpoint
@@ -178,12 +208,13 @@ class Import:
             or cp.get("source") != self.spec.source
         ):
             return None
-        if self.staging is not None and self.spec.atomic and cp.get("loaded", 0) > 0:
+        if self.mode == "atomic" and cp.get("parts", 0) > 0:
             async with self.ctx.pool.acquire() as conn:
-                state = await self.staging.state(conn)
-            if state != "filled":
+                parts = await tables.Staging.all_of(conn, self.job.id)
+                filled = len(parts) == cp["parts"] and await parts[-1].filled(conn)
+            if not filled:
                 # An UNLOGGED table loses its rows in a server crash: start again.
-                self.ctx.log.warning("import_restarting", reason=f"staging table {state}")
+                self.ctx.log.warning("import_restarting", reason="staging tables lost")
                 return None
         return cp
 
@@ -209,24 +240,36 @@ class Import:
                 )
                 self.columns = list(cp["columns"])
                 self.loaded, self.failed, self.offset = cp["loaded"], cp["failed"], start
+                self.parts = cp.get("parts", 0)
                 leftover = Records()
             else:
                 leftover = await self._begin(records)
             self._prepare_rows()
-            if self.staging is not None:
-                async with self.ctx.pool.acquire() as conn:
-                    if not cp:
-                        await self.staging.drop(conn)
-                    assert self.target is not None
-                    await self.staging.create(conn, self.target, self.columns)
+            await self._prepare_staging(fresh=cp is None)
             await self._pipeline(self._chunks(leftover, records, start))
         finally:
             await opened.close()
-        if self.staging is not None and s.atomic:
-            return await self._finish_atomic()
+        if self.mover is not None:
+            return await self._finish_atomic(self.mover)
         async with self.ctx.pool.acquire() as conn:
             await self._save_totals(conn)
         return self._result()
+
+    async def _prepare_staging(self, *, fresh: bool) -> None:
+        assert self.target is not None
+        async with self.ctx.pool.acquire() as conn:
+            if fresh and self.mode != "direct":
+                for table in await tables.Staging.all_of(conn, self.job.id):
+                    await table.drop(conn)
+            if self.staging is not None:
+                await self.staging.create(conn, self.target, self.columns)
+            if self.mode == "atomic":
+                existing = await tables.Staging.all_of(conn, self.job.id)
+        if self.mode == "atomic":
+            self.mover = Mover(self)
+            await self.mover.start()
+            for table in existing:  # staged by earlier attempts: move them again
+                self.mover.add(table)
 
     async def _save_totals(self, conn: asyncpg.Connection) -> None:
         """The final counters, rows_total included (known only now)."""
@@ -368,13 +411,18 @@ class Import:
             yield cut(len(pending))
 
     async def _pipeline(self, chunks: AsyncIterator[Chunk]) -> None:
-        """Read and split the next chunk while the current one is in COPY."""
-        queue: asyncio.Queue[Chunk | Exception | None] = asyncio.Queue(maxsize=1)
+        """Read, split and encode the next chunk while the current one is in COPY. At
+        most two chunks are in memory: the producer starts on a chunk only once the
+        loader has taken the one before."""
+        queue: asyncio.Queue[Prepared | Exception | None] = asyncio.Queue(maxsize=1)
 
         async def produce() -> None:
             try:
                 async for chunk in chunks:
-                    await queue.put(chunk)
+                    failures: list[RowFailure] = []
+                    payload, rows = self._payload(chunk.records, failures)
+                    await queue.put(Prepared(chunk, payload, rows, failures))
+                    await queue.join()
             except Exception as exc:  # hand the reader's error to the loader
                 await queue.put(exc)
                 return
@@ -383,6 +431,7 @@ class Import:
         producer = asyncio.create_task(produce())
         try:
             while (item := await queue.get()) is not None:
+                queue.task_done()
                 if isinstance(item, Exception):
                     raise item
                 await self._load_chunk(item)
@@ -398,11 +447,11 @@ class Import:
         """The COPY data of ``records``, and (for NDJSON, which is converted row by row
         anyway) the rows. CSV rows are only built when a COPY fails (``_rows``)."""
         if self.ndjson is None:
-            if self.staging is None:
+            if self.mode == "direct":
                 return b"\n".join(records.datas) + b"\n", None
             return b"".join(self._staged(records)), None
         rows: list[Row] = []
-        suffix = self.staging is not None
+        suffix = self.mode != "direct"
         for line, data in zip(records.lines, records.datas, strict=True):
             try:
                 converted = self.ndjson.convert(data)
@@ -416,44 +465,57 @@ class Import:
         return b"".join(row.payload for row in rows), rows
 
     def _staged(self, records: Records) -> list[bytes]:
-        """CSV rows with their source line appended (the staging table's last column)."""
-        tail = self.spec.delimiter.encode() + b"%d\n"
-        return [
-            (data[:-1] if data.endswith(b"\r") else data) + tail % line
-            for line, data in zip(records.lines, records.datas, strict=True)
-        ]
+        """CSV rows with their source line appended (the staging table's last column),
+        as alternating pieces: row, delimiter + line + newline, row, ..."""
+        tails = map((self.spec.delimiter.encode() + b"%d\n").__mod__, records.lines)
+        datas: Iterable[bytes] = records.datas
+        if any(data.endswith(b"\r") for data in records.datas[:1] + records.datas[-1:]):
+            datas = [data[:-1] if data.endswith(b"\r") else data for data in records.datas]
+        return list(itertools.chain.from_iterable(zip(datas, tails, strict=True)))
 
     def _rows(self, records: Records) -> list[Row]:
         """One Row per record (for isolating bad rows)."""
-        if self.staging is None:
+        if self.mode == "direct":
             payloads = [data + b"\n" for data in records.datas]
         else:
-            payloads = self._staged(records)
+            pieces = self._staged(records)
+            payloads = [row + tail for row, tail in zip(pieces[::2], pieces[1::2], strict=True)]
         return [
             Row(line, data, payload)
             for line, data, payload in zip(records.lines, records.datas, payloads, strict=True)
         ]
 
-    async def _load_chunk(self, chunk: Chunk) -> None:
+    async def _load_chunk(self, prepared: Prepared) -> None:
         s = self.spec
-        failures: list[RowFailure] = []
-        payload, rows = self._payload(chunk.records, failures)
-        into = (self.staging.schema, self.staging.name) if self.staging else (s.schema, s.table)
-        columns = self.columns + (["importd_line"] if self.staging else [])
+        chunk, payload, rows, failures = (
+            prepared.chunk,
+            prepared.payload,
+            prepared.rows,
+            prepared.failures,
+        )
+        part = tables.Staging(self.job.id, self.parts) if self.mode == "atomic" else None
+        staging = part or self.staging
+        into = (staging.schema, staging.name) if staging else (s.schema, s.table)
+        columns = self.columns + (["importd_line"] if staging else [])
+        if self.mover is not None:
+            self.mover.check()  # stop early if the move already failed
         async with self.ctx.pool.acquire() as conn:
             try:
                 async with conn.transaction():
+                    if part is not None:
+                        assert self.target is not None
+                        await part.create(conn, self.target, self.columns)
                     loaded = await self._copy_chunk(
                         conn, into, columns, chunk.records, payload, rows, failures
                     )
-                    if self.staging is not None and not s.atomic:
+                    if self.staging is not None:
                         lines = (chunk.records.lines[0], chunk.next_line)
                         rejected = len(failures)
-                        moved = await self._move_isolating(conn, lines, failures)
+                        moved = await self._move_isolating(conn, self.staging, lines, failures)
                         self.skipped += loaded - moved - (len(failures) - rejected)
                         loaded = moved
                         await self.staging.truncate(conn)
-                    self._count(loaded, failures)
+                    self._count(loaded, failures, extra=self._mover_failures(failures))
                     await record_failures(conn, self.job, failures)
                     self.offset = chunk.end_offset
                     checkpoint = {
@@ -465,6 +527,7 @@ class Import:
                         "loaded": self.loaded,
                         "failed": self.failed,
                         "fingerprint": self.fingerprint,
+                        "parts": self.parts + (part is not None),
                     }
                     held = await save_checkpoint(
                         conn,
@@ -481,15 +544,18 @@ class Import:
                 async with conn.transaction():
                     await record_failures(conn, self.job, failures)
                 raise
+        if part is not None and self.mover is not None:
+            self.parts += 1
+            self.mover.add(part)
         self.ctx.progress(self.loaded, failed=self.failed, bytes_read=self.offset)
 
-    def _count(self, loaded: int, failures: list[RowFailure]) -> None:
+    def _count(self, loaded: int, failures: list[RowFailure], extra: int = 0) -> None:
         self.loaded += loaded
         self.failed += len(failures)
-        if self.failed > self.spec.max_errors:
+        if self.failed + extra > self.spec.max_errors:
             first = failures[0] if failures else None
             raise TooManyErrors(
-                f"TooManyErrors: {self.failed} rows rejected, more than max_errors="
+                f"TooManyErrors: {self.failed + extra} rows rejected, more than max_errors="
                 f"{self.spec.max_errors}"
                 + (f"; first: line {first.line}: {first.message}" if first else "")
                 + (
@@ -597,16 +663,28 @@ class Import:
         ) + await self._bisect_copy(conn, into, columns, rows[half:], failures)
 
     def _check_budget(self, failures: list[RowFailure]) -> None:
-        if self.failed + len(failures) > self.spec.max_errors:
-            self._count(0, failures)  # raises TooManyErrors
+        """Raise TooManyErrors once the rejected rows (committed, in ``failures``, and the
+        mover's) exceed max_errors."""
+        extra = self._mover_failures(failures)
+        if self.failed + len(failures) + extra > self.spec.max_errors:
+            self._count(0, failures, extra=extra)  # raises
+
+    def _mover_failures(self, failures: list[RowFailure]) -> int:
+        if self.mover is None or failures is self.mover.failures:
+            return 0
+        return len(self.mover.failures)
 
     async def _move_isolating(
-        self, conn: asyncpg.Connection, lines: tuple[int, int], failures: list[RowFailure]
+        self,
+        conn: asyncpg.Connection,
+        staging: tables.Staging,
+        lines: tuple[int, int],
+        failures: list[RowFailure],
     ) -> int:
         """Move staged rows of ``lines`` to the target; rows the target rejects (NOT NULL,
         CHECK, unique, foreign keys) are isolated by bisection. Returns rows moved."""
-        assert self.staging is not None and self.target is not None
-        statement = await self.staging.move_statement(
+        assert self.target is not None
+        statement = await staging.move_statement(
             conn, self.target, self.columns, self.spec.on_conflict, list(self.spec.conflict_columns)
         )
         indexed = False
@@ -618,15 +696,14 @@ class Import:
                     status = await conn.execute(statement, lo, hi)
                 return int(status.rsplit(" ", 1)[-1])
             except ROW_LEVEL as exc:
-                assert self.staging is not None
                 if not indexed:
-                    await self.staging.index_lines(conn)
+                    await staging.index_lines(conn)
                     indexed = True
-                stats = await self.staging.range_stats(conn, lo, hi)
+                stats = await staging.range_stats(conn, lo, hi)
                 if stats["n"] == 0:
                     return 0
                 if stats["n"] == 1:
-                    row = await self.staging.one_row(conn, lo, hi)
+                    row = await staging.one_row(conn, lo, hi)
                     failures.append(
                         RowFailure(
                             row["line"] if row else lo,
@@ -641,29 +718,29 @@ class Import:
 
         return await move(*lines)
 
-    async def _finish_atomic(self) -> dict[str, Any]:
-        """Move everything staged into the target and complete the job, in one
-        transaction; then the staging table is gone."""
-        assert self.staging is not None
-        async with self.ctx.pool.acquire() as conn:
-            failures: list[RowFailure] = []
-            try:
-                async with conn.transaction():
-                    staged = self.loaded
-                    self.loaded = 0
-                    moved = await self._move_isolating(conn, ALL_LINES, failures)
-                    self._count(moved, failures)
-                    self.skipped = staged - moved - len(failures)
-                    await record_failures(conn, self.job, failures)
-                    result = self._result()
-                    await self.staging.drop(conn)
-                    await self._save_totals(conn)
-                    if not await self.ctx.complete_in(conn, result):
-                        raise LeaseLost("the job's lease was lost before the final move")
-            except TooManyErrors:
-                async with conn.transaction():
-                    await record_failures(conn, self.job, failures)
-                raise
+    async def _finish_atomic(self, mover: Mover) -> dict[str, Any]:
+        """Wait for the last chunk's move, then complete the job in the mover's
+        transaction: the rows become visible exactly when the job is completed."""
+        conn = await mover.finish()
+        staged = self.loaded
+        self.loaded = 0
+        self._count(mover.moved, mover.failures)
+        self.skipped = staged - mover.moved - len(mover.failures)
+        self.ctx.log.info(
+            "import_moved",
+            rows=mover.moved,
+            staged=staged,
+            tables=mover.tables,
+            move_wait_ms=round(mover.waited * 1000),
+        )
+        await record_failures(conn, self.job, mover.failures)
+        for table in await tables.Staging.all_of(conn, self.job.id):
+            await table.drop(conn)
+        await self._save_totals(conn)
+        result = self._result()
+        if not await self.ctx.complete_in(conn, result):
+            raise LeaseLost("the job's lease was lost before the final move")
+        await mover.commit()
         return result
 
     def _result(self) -> dict[str, Any]:
@@ -680,10 +757,81 @@ class Import:
         return result
 
     async def _drop_staging(self) -> None:
-        if self.staging is None:
-            return
         try:
             async with asyncio.timeout(10), self.ctx.pool.acquire() as conn:
-                await self.staging.drop(conn)
-        except Exception as exc:  # the rescuer's sweep drops it later
+                for table in await tables.Staging.all_of(conn, self.job.id):
+                    await table.drop(conn)
+        except Exception as exc:  # the rescuer's sweep drops them later
             self.ctx.log.warning("staging_drop_failed", error=str(exc))
+
+
+class Mover:
+    """Atomic imports: moves each staged chunk into the target inside one transaction
+    that stays open until the job completes. It runs beside the loader, so the move of
+    chunk n overlaps the COPY of chunk n + 1 (two server processes at work), and the
+    rows become visible all at once, at completion. A crash rolls the moves back; the
+    staging tables stay, and the next attempt moves them again."""
+
+    def __init__(self, load: Import) -> None:
+        self._load = load
+        self._queue: asyncio.Queue[tables.Staging | None] = asyncio.Queue()
+        self._conn: Any = None
+        self._tx: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.moved = 0
+        self.failures: list[RowFailure] = []
+        self.tables = 0
+        self.waited = 0.0
+
+    async def start(self) -> None:
+        """Take a connection and open the transaction."""
+        self._conn = await self._load.ctx.pool.acquire()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        self._task = asyncio.create_task(self._run())
+
+    def add(self, table: tables.Staging) -> None:
+        """Move ``table`` once the moves before it are done."""
+        self._queue.put_nowait(table)
+
+    def check(self) -> None:
+        """Raise the mover's error, if it failed."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            self._task.result()
+
+    async def _run(self) -> None:
+        while (table := await self._queue.get()) is not None:
+            self.moved += await self._load._move_isolating(
+                self._conn, table, ALL_LINES, self.failures
+            )
+            self.tables += 1
+
+    async def finish(self) -> Any:
+        """Wait for every move; the connection, its transaction still open."""
+        assert self._task is not None
+        began = time.monotonic()
+        self._queue.put_nowait(None)
+        await self._task
+        self.waited = time.monotonic() - began
+        return self._conn
+
+    async def commit(self) -> None:
+        """Commit the moves (and the completion written in the same transaction)."""
+        await self._tx.commit()
+        self._tx = None
+
+    async def close(self) -> None:
+        """Roll back what was not committed and give the connection back."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._conn is None:
+            return
+        try:
+            if self._tx is not None:
+                with contextlib.suppress(Exception):
+                    await self._tx.rollback()
+                self._tx = None
+        finally:
+            await self._load.ctx.pool.release(self._conn)
+            self._conn = None

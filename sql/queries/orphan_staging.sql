@@ -5,7 +5,8 @@ FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = 'importd_staging'
   AND c.relkind = 'r'
-  AND c.relname ~ '^job_[0-9]+$'
+  AND c.relname ~ '^job_[0-9]+(_[0-9]+)?$'
   AND NOT EXISTS (
       SELECT 1 FROM public.import_jobs AS j
-      WHERE j.id = substr(c.relname, 5)::bigint AND j.status IN ('pending', 'running'))
+      WHERE j.id = substring(c.relname FROM '^job_([0-9]+)')::bigint
+        AND j.status IN ('pending', 'running'))
