@@ -8,7 +8,7 @@ asyncpg's COPY, never by string formatting here.
 
 from __future__ import annotations
 
-import io
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,18 +80,20 @@ class CopyFormat:
         }
 
 
-async def copy_in(
-    conn: asyncpg.Connection,
-    schema: str,
-    table: str,
-    columns: list[str],
-    data: bytes,
-    fmt: CopyFormat,
-) -> None:
+async def copy_in(conn: asyncpg.Connection, schema: str, table: str, columns: list[str],
+                  data: bytes, fmt: CopyFormat) -> None:
     """COPY ``data`` into ``schema.table`` (asyncpg quotes the names)."""
-    await conn.copy_to_table(
-        table, source=io.BytesIO(data), columns=columns, schema_name=schema, **fmt.options()
-    )
+    await conn.copy_to_table(table, source=_pieces(data), columns=columns,
+                             schema_name=schema, **fmt.options())
+
+
+async def _pieces(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
+    """``data`` in slices, without copies. (A file-like source would make asyncpg define
+    a reader class per call, whose reference cycle keeps each chunk's data alive until
+    the cyclic garbage collector runs: memory that grows with the file.)"""
+    view = memoryview(data)
+    for start in range(0, len(view), size):
+        yield view[start : start + size]
 
 
 class Staging:
