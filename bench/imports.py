@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -90,15 +92,21 @@ async def import_once(dsn: str, root: Path, path: Path, name: str, atomic: bool
         job_id = await importd.enqueue(conn, "csv", {"source": f"file://{path}",
                                                      "table": name, "atomic": atomic},
                                        timeout=3600)
-        elapsed, rss = await asyncio.to_thread(drain, dsn, root)
+        _, rss = await asyncio.to_thread(drain, dsn, root)
         row = await conn.fetchrow("SELECT status, result, last_error FROM import_jobs "
                                   "WHERE id = $1", job_id)
         if row["status"] != "completed":
             raise RuntimeError(f"import failed: {row['last_error']}")
-        import json  # noqa: PLC0415
-
         result = json.loads(row["result"])
         return result["duration_s"], rss, result
+    finally:
+        await conn.close()
+
+
+async def conn_exec(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(statement)
     finally:
         await conn.close()
 
@@ -121,9 +129,20 @@ async def main(args: Any) -> None:
         conn = await asyncpg.connect(dsn)
         await conn.execute(TABLE.format(name="via_psql"))
         await conn.close()
-        psql_s = await asyncio.to_thread(psql_copy, cluster.bindir, dsn, "via_psql", path)
-        plain_s, plain_rss, _ = await import_once(dsn, root, path, "plain_load", atomic=False)
-        atomic_s, atomic_rss, _ = await import_once(dsn, root, path, "atomic_load", atomic=True)
+        # This machine's timings wander: each figure is the median of --repeat runs,
+        # interleaved so that a slow minute hurts every contender alike.
+        psql_runs, plain_runs, atomic_runs = [], [], []
+        for _ in range(args.repeat):
+            await conn_exec(dsn, "TRUNCATE via_psql")
+            psql_runs.append(await asyncio.to_thread(psql_copy, cluster.bindir, dsn,
+                                                     "via_psql", path))
+            plain_runs.append(await import_once(dsn, root, path, "plain_load", atomic=False))
+            atomic_runs.append(await import_once(dsn, root, path, "atomic_load", atomic=True))
+        psql_s = statistics.median(psql_runs)
+        plain_s = statistics.median(r[0] for r in plain_runs)
+        plain_rss = max(r[1] for r in plain_runs)
+        atomic_s = statistics.median(r[0] for r in atomic_runs)
+        atomic_rss = max(r[1] for r in atomic_runs)
         small_s, _, small_result = await import_once(dsn, root, small, "small_load", True)
         big_rss = None
         if not args.skip_big:
@@ -136,7 +155,7 @@ async def main(args: Any) -> None:
         ("postgresql", f"{pg['version']}, fsync={pg['fsync']}, "
                        f"synchronous_commit={pg['synchronous_commit']}"),
         ("file", f"{args.rows:,} rows, {size / 2**20:.0f} MiB, 8 columns"),
-        ("psql \\copy", f"{psql_s:.2f} s"),
+        ("psql \\copy", f"{psql_s:.2f} s (median of {args.repeat})"),
         ("importd atomic: false", f"{plain_s:.2f} s ({plain_s / psql_s:.2f}x psql), "
                                   f"peak RSS {plain_rss:.0f} MiB"),
         ("importd atomic: true", f"{atomic_s:.2f} s ({atomic_s / psql_s:.2f}x psql), "
@@ -156,4 +175,5 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--big-rows", type=int, default=5_000_000)
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3)
     asyncio.run(main(parser.parse_args()))

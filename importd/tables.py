@@ -80,11 +80,18 @@ class CopyFormat:
         }
 
 
-async def copy_in(conn: asyncpg.Connection, schema: str, table: str, columns: list[str],
-                  data: bytes, fmt: CopyFormat) -> None:
+async def copy_in(
+    conn: asyncpg.Connection,
+    schema: str,
+    table: str,
+    columns: list[str],
+    data: bytes,
+    fmt: CopyFormat,
+) -> None:
     """COPY ``data`` into ``schema.table`` (asyncpg quotes the names)."""
-    await conn.copy_to_table(table, source=_pieces(data), columns=columns,
-                             schema_name=schema, **fmt.options())
+    await conn.copy_to_table(
+        table, source=_pieces(data), columns=columns, schema_name=schema, **fmt.options()
+    )
 
 
 async def _pieces(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:

@@ -7,8 +7,6 @@ import asyncio
 import signal
 from pathlib import Path
 
-import pytest
-
 import importd
 
 from .helpers import importd_env, wait_until
@@ -165,3 +163,27 @@ async def test_https_atomic_import_resumes_with_range_requests(conn, drain) -> N
         server.stop()
     counts = await conn.fetchrow("SELECT count(*) AS n, count(DISTINCT id) AS d FROM plain")
     assert counts["n"] == counts["d"] == 20_000
+
+
+async def test_progress_is_visible_while_an_import_runs(conn, daemons, tmp_path: Path) -> None:
+    await conn.execute(SLOW_TABLE.format(delay=0.0003))
+    source = csv_file(tmp_path / "p.csv", 6000)
+    job_id = await importd.enqueue(conn, "csv", {"source": source, "table": "plain",
+                                                 "atomic": False, "chunk_rows": 200})
+    env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
+    daemons("--poll-interval", "1", env=env)
+    seen = set()
+    while True:
+        row = await conn.fetchrow("SELECT status, rows_done, bytes_read FROM import_jobs "
+                                  "WHERE id = $1", job_id)
+        if row["status"] == "completed":
+            break
+        if row["status"] == "running" and row["rows_done"]:
+            seen.add((row["rows_done"], row["bytes_read"]))
+            # what the row says is loaded is loaded: progress never runs ahead of the data
+            assert await conn.fetchval("SELECT count(*) FROM plain") >= row["rows_done"]
+        await asyncio.sleep(0.1)
+    assert len(seen) >= 2, seen  # it moved while running
+    assert all(0 < done < 6000 and read > 0 for done, read in seen)
+    final = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
+    assert final["rows_done"] == final["rows_total"] == 6000

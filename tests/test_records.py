@@ -55,7 +55,7 @@ def test_backslash_escape() -> None:
 
 def test_every_line_is_a_record_without_quotes() -> None:
     records, _ = split(b'{"a": "x\\ny"}\n\n{"a": 2}\n', 3, quote=None)
-    assert list(zip(records.lines, records.datas)) == [(1, b'{"a": "x\\ny"}'), (3, b'{"a": 2}')]
+    assert list(zip(records.lines, records.datas, strict=True)) == [(1, b'{"a": "x\\ny"}'), (3, b'{"a": 2}')]
 
 
 def test_unterminated_quote_becomes_one_last_record() -> None:

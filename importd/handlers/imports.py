@@ -23,7 +23,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -40,6 +40,7 @@ _COPY_LINE = re.compile(r"\bCOPY [^,]+, line (\d+)(?:, column ([^:]+))?")
 RAW_LIMIT = 1000
 CHECKPOINT_VERSION = 1
 ALL_LINES = (0, 2**62)
+CHECKPOINT_INTERVAL = 1.0  # seconds of loading per committed checkpoint, at most
 
 
 class LeaseLost(Exception):
@@ -107,6 +108,36 @@ class Chunk:
     records: Records
     end_offset: int
     next_line: int
+
+
+@dataclass
+class Span:
+    """Chunks loaded in one open transaction, not yet committed."""
+
+    conn: Any
+    tx: Any
+    started: float
+    failures: list[RowFailure] = field(default_factory=list)
+    parts: list[tables.Staging] = field(default_factory=list)
+    next_line: int = 0
+
+    @classmethod
+    async def open(cls, pool: Any) -> Span:
+        """Take a connection and begin the transaction."""
+        conn = await pool.acquire()
+        tx = conn.transaction()
+        await tx.start()
+        return cls(conn, tx, time.monotonic())
+
+    async def close(self, pool: Any) -> None:
+        """Roll back what was not committed; give the connection back."""
+        try:
+            if self.tx is not None:
+                with contextlib.suppress(Exception):
+                    await self.tx.rollback()
+                self.tx = None
+        finally:
+            await pool.release(self.conn)
 
 
 @dataclass
@@ -429,13 +460,35 @@ class Import:
             await queue.put(None)
 
         producer = asyncio.create_task(produce())
+        # Chunks share a transaction until it is about a second old (less under a short
+        # timeout): the checkpoint, and so the job row, is written about once a second,
+        # and a crash costs at most that much work.
+        interval = min(CHECKPOINT_INTERVAL, self.job.timeout / 10)
+        span: Span | None = None
         try:
             while (item := await queue.get()) is not None:
                 queue.task_done()
                 if isinstance(item, Exception):
                     raise item
-                await self._load_chunk(item)
+                if span is None:
+                    span = await Span.open(self.ctx.pool)
+                await self._load_chunk(span, item)
+                if time.monotonic() - span.started >= interval:
+                    await self._commit(span)
+                    await span.close(self.ctx.pool)
+                    span = None
+            if span is not None:
+                await self._commit(span)
+        except TooManyErrors:
+            if span is not None:  # what the span found, whatever became of its rows
+                await span.close(self.ctx.pool)
+                async with self.ctx.pool.acquire() as conn, conn.transaction():
+                    await record_failures(conn, self.job, span.failures)
+                span = None
+            raise
         finally:
+            if span is not None:
+                await span.close(self.ctx.pool)
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
 
@@ -485,7 +538,8 @@ class Import:
             for line, data, payload in zip(records.lines, records.datas, payloads, strict=True)
         ]
 
-    async def _load_chunk(self, prepared: Prepared) -> None:
+    async def _load_chunk(self, span: Span, prepared: Prepared) -> None:
+        """Load one chunk inside ``span``'s open transaction (committed by ``_commit``)."""
         s = self.spec
         chunk, payload, rows, failures = (
             prepared.chunk,
@@ -499,54 +553,84 @@ class Import:
         columns = self.columns + (["importd_line"] if staging else [])
         if self.mover is not None:
             self.mover.check()  # stop early if the move already failed
-        async with self.ctx.pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    if part is not None:
-                        assert self.target is not None
-                        await part.create(conn, self.target, self.columns)
-                    loaded = await self._copy_chunk(
-                        conn, into, columns, chunk.records, payload, rows, failures
-                    )
-                    if self.staging is not None:
-                        lines = (chunk.records.lines[0], chunk.next_line)
-                        rejected = len(failures)
-                        moved = await self._move_isolating(conn, self.staging, lines, failures)
-                        self.skipped += loaded - moved - (len(failures) - rejected)
-                        loaded = moved
-                        await self.staging.truncate(conn)
-                    self._count(loaded, failures, extra=self._mover_failures(failures))
-                    await record_failures(conn, self.job, failures)
-                    self.offset = chunk.end_offset
-                    checkpoint = {
-                        "version": CHECKPOINT_VERSION,
-                        "source": s.source,
-                        "offset": chunk.end_offset,
-                        "line": chunk.next_line,
-                        "columns": self.columns,
-                        "loaded": self.loaded,
-                        "failed": self.failed,
-                        "fingerprint": self.fingerprint,
-                        "parts": self.parts + (part is not None),
-                    }
-                    held = await save_checkpoint(
-                        conn,
-                        self.job,
-                        self.ctx.worker_id,
-                        checkpoint,
-                        rows_done=self.loaded,
-                        rows_failed=self.failed,
-                        bytes_read=self.offset,
-                    )
-                    if not held:
-                        raise LeaseLost("the job's lease was lost; the chunk was rolled back")
-            except TooManyErrors:
-                async with conn.transaction():
-                    await record_failures(conn, self.job, failures)
-                raise
-        if part is not None and self.mover is not None:
-            self.parts += 1
-            self.mover.add(part)
+        conn = span.conn
+        before = (
+            self.loaded,
+            self.offset,
+            span.next_line,
+            self.parts,
+            len(span.parts),
+            self.skipped,
+        )
+        span.failures.extend(failures)  # NDJSON rows rejected before COPY
+        failures = span.failures
+        savepoint = conn.transaction()
+        await savepoint.start()
+        try:
+            if part is not None:
+                assert self.target is not None
+                await part.create(conn, self.target, self.columns)
+                span.parts.append(part)
+                self.parts += 1
+            loaded = await self._copy_chunk(
+                conn, into, columns, chunk.records, payload, rows, failures
+            )
+            if self.staging is not None:
+                lines = (chunk.records.lines[0], chunk.next_line)
+                rejected = len(failures)
+                moved = await self._move_isolating(conn, self.staging, lines, failures)
+                self.skipped += loaded - moved - (len(failures) - rejected)
+                loaded = moved
+                await self.staging.truncate(conn)
+            self.loaded += loaded
+            self.offset = chunk.end_offset
+            span.next_line = chunk.next_line
+            self._check_budget(failures)
+        except TooManyErrors:
+            # Undo this chunk only; with atomic: false the chunks before it stay loaded.
+            await savepoint.rollback()
+            self.loaded, self.offset, span.next_line, self.parts, kept, self.skipped = before
+            del span.parts[kept:]
+            if self.mode != "atomic" and span.next_line:
+                found, span.failures = span.failures, []
+                await self._commit(span)
+                span.failures = found  # recorded by the caller, once
+            raise
+        await savepoint.commit()
+
+    async def _commit(self, span: Span) -> None:
+        """Record the span's rejected rows and the checkpoint that accounts for its
+        chunks, fenced by the lease, and commit them with the rows."""
+        conn = span.conn
+        await record_failures(conn, self.job, span.failures)
+        self.failed += len(span.failures)
+        checkpoint = {
+            "version": CHECKPOINT_VERSION,
+            "source": self.spec.source,
+            "offset": self.offset,
+            "line": span.next_line,
+            "columns": self.columns,
+            "loaded": self.loaded,
+            "failed": self.failed,
+            "fingerprint": self.fingerprint,
+            "parts": self.parts,
+        }
+        held = await save_checkpoint(
+            conn,
+            self.job,
+            self.ctx.worker_id,
+            checkpoint,
+            rows_done=self.loaded,
+            rows_failed=self.failed,
+            bytes_read=self.offset,
+        )
+        if not held:
+            raise LeaseLost("the job's lease was lost; the uncommitted chunks were rolled back")
+        await span.tx.commit()
+        span.tx = None
+        if self.mover is not None:
+            for part in span.parts:
+                self.mover.add(part)
         self.ctx.progress(self.loaded, failed=self.failed, bytes_read=self.offset)
 
     def _count(self, loaded: int, failures: list[RowFailure], extra: int = 0) -> None:
