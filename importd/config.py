@@ -162,6 +162,12 @@ FIELDS: tuple[Field, ...] = (
     Field("copy_chunk_rows", _positive_int, 20_000, "rows per COPY chunk (and checkpoint)"),
     Field("copy_chunk_bytes", _positive_int, 8 * 2**20, "bytes per COPY chunk at most"),
     Field(
+        "metrics_address",
+        _optional_str,
+        None,
+        "host:port for /metrics, /healthz and /readyz (off when unset)",
+    ),
+    Field(
         "statement_cache_size",
         int,
         100,
@@ -211,6 +217,7 @@ class Settings:
     http_token: str | None = None
     copy_chunk_rows: int = 20_000
     copy_chunk_bytes: int = 8 * 2**20
+    metrics_address: str | None = None
     statement_cache_size: int = 100
     pool_size: int | None = None
     worker_name: str | None = None

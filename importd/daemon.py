@@ -24,11 +24,12 @@ from .backoff import Backoff
 from .config import Settings
 from .executor import Executor, ResultWriter
 from .listener import Listener
+from .metrics import HealthServer, Metrics
 from .models import ExitCode, Status
 from .repository import Repository
 from .rescuer import Rescuer
 from .systemd import Notifier
-from .worker import Worker, WorkerOptions
+from .worker import TICK, Worker, WorkerOptions
 
 log = structlog.get_logger("importd.daemon")
 
@@ -56,6 +57,10 @@ class StartupError(Exception):
 # session state, and the saved round trip is a third of a claim's cost. Handlers get a
 # separate, ordinary pool that opens connections only when a handler asks for one.
 ENGINE_POOL_SIZE = 4
+SAMPLE_INTERVAL = 5.0  # seconds between samples of the job-count gauges
+# How long the listener may stay disconnected before the watchdog pings stop (systemd
+# then restarts the daemon).
+LISTENER_BUDGET = 60.0
 
 
 async def open_pool(settings: Settings, *, patience: float, engine: bool = False) -> asyncpg.Pool:
@@ -92,6 +97,7 @@ class Daemon:
         self.hurry = asyncio.Event()
         self.notifier = Notifier()
         self.interrupted = 0
+        self.schema_current = True  # verified at start; the sampler keeps checking
 
     def request_stop(self, why: str) -> None:
         """First call: graceful shutdown. Later calls: skip the grace."""
@@ -179,7 +185,8 @@ class Daemon:
             listener = Listener(
                 s.effective_listen_dsn, worker.notify, probe_interval=s.probe_interval
             )
-        rescuer = Rescuer(repo, s.rescue_interval)
+        rescuer = Rescuer(repo, s.rescue_interval, executor.metrics)
+        self._wire_gauges(executor, worker, listener)
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -204,12 +211,27 @@ class Daemon:
                 if drain is None:
                     services.append(tg.create_task(rescuer.run(), name="rescuer"))
                     services.append(
-                        tg.create_task(self._supervise(worker, listener), name="supervisor")
+                        tg.create_task(
+                            self._supervise(worker, executor, listener), name="supervisor"
+                        )
                     )
                 else:
                     # drain rescues once up front: jobs a dead daemon held are runnable too.
                     await rescuer.rescue_once()
                 services.append(tg.create_task(self._stop_on(worker), name="stop-watch"))
+                if s.metrics_address and drain is None:
+                    health = HealthServer(
+                        s.metrics_address,
+                        executor.metrics,
+                        alive=lambda: self._loop_alive(worker),
+                        ready=lambda: (
+                            self.schema_current and (listener is None or listener.connected)
+                        ),
+                    )
+                    services.append(tg.create_task(health.run(), name="metrics"))
+                    services.append(
+                        tg.create_task(self._sample(repo, executor.metrics), name="sampler")
+                    )
                 try:
                     async with asyncio.timeout(drain.timeout if drain else None):
                         await worker.run()
@@ -260,29 +282,72 @@ class Daemon:
             return ExitCode.DRAIN_PENDING
         return ExitCode.OK
 
+    def _wire_gauges(self, executor: Executor, worker: Worker, listener: Listener | None) -> None:
+        m = executor.metrics
+        m.in_flight.set_function(lambda: worker.in_flight)
+        m.listener_up.set_function(lambda: 1 if listener is None or listener.connected else 0)
+        loop = asyncio.get_running_loop()
+        m.since_wake.set_function(
+            lambda: loop.time() - worker.last_wake if worker.last_wake else 0.0
+        )
+
+    def _loop_alive(self, worker: Worker) -> bool:
+        """Whether the worker loop ticked lately (it ticks at least every second)."""
+        return asyncio.get_running_loop().time() - worker.last_tick < 10.0
+
+    async def _sample(self, repo: Repository, metrics: Metrics) -> None:
+        """Every few seconds: job counts by queue and status, and whether the schema is
+        still the one this code knows (readiness)."""
+        seen: set[tuple[str, str]] = set()
+        while True:
+            try:
+                rows = await repo.count_jobs()
+                current = {(r["queue"], r["status"]): r["n"] for r in rows}
+                for key in seen - set(current):
+                    metrics.jobs.labels(*key).set(0)
+                for key, n in current.items():
+                    metrics.jobs.labels(*key).set(n)
+                seen |= set(current)
+                async with repo.pool.acquire() as conn:
+                    self.schema_current = (await migrate.inspect(conn)).current
+            except Exception as exc:
+                if not db.is_transient(exc):
+                    raise
+                log.warning("sample_failed", error=db.describe_db_error(exc))
+            await asyncio.sleep(SAMPLE_INTERVAL)
+
     async def _stop_on(self, worker: Worker) -> None:
         await self.stop_event.wait()
         worker.stop()
 
-    async def _supervise(self, worker: Worker, listener: Listener | None) -> None:
-        """READY once listening and caught up; then STATUS and WATCHDOG while healthy."""
+    async def _supervise(
+        self, worker: Worker, executor: Executor, listener: Listener | None
+    ) -> None:
+        """READY once listening and caught up; then STATUS, and WATCHDOG while the worker
+        loop ticks and the listener is up (or has been down less than its budget)."""
         if listener is not None:
             await listener.ready.wait()
         await worker.first_claim_done.wait()
-        self.notifier.ready(self._status_line(worker, listener))
+        self.notifier.ready(self._status_line(worker, executor, listener))
         log.info("daemon_ready", worker_id=self.worker_id)
         interval = self.notifier.watchdog_interval or 5.0
+        # A loop that missed three ticks (it ticks every second) is wedged.
+        stale = max(3 * TICK, interval)
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(min(interval, 5.0))
+            await asyncio.sleep(interval)
             now = loop.time()
-            loop_alive = now - worker.last_tick < 10.0
-            listener_ok = listener is None or listener.connected or (now - listener.last_ok < 60.0)
+            loop_alive = now - worker.last_tick < stale
+            listener_ok = (
+                listener is None or listener.connected or now - listener.last_ok < LISTENER_BUDGET
+            )
             if loop_alive and listener_ok:
                 self.notifier.watchdog()
-            self.notifier.status(self._status_line(worker, listener))
+            elif self.notifier.enabled:
+                log.error("watchdog_withheld", loop_alive=loop_alive, listener_ok=listener_ok)
+            self.notifier.status(self._status_line(worker, executor, listener))
 
-    def _status_line(self, worker: Worker, listener: Listener | None) -> str:
+    def _status_line(self, worker: Worker, executor: Executor, listener: Listener | None) -> str:
         listening = (
             "poll only"
             if listener is None
@@ -290,7 +355,7 @@ class Daemon:
         )
         return (
             f"running {worker.in_flight}/{self.settings.concurrency}, "
-            f"{worker.claimed} claimed, {listening}"
+            f"{executor.stats.completed:,} done, {listening}"
         )
 
 

@@ -18,6 +18,7 @@ from .backoff import Backoff
 from .config import Settings
 from .db import is_transient, redact, retry_transient
 from .handlers import Registry
+from .metrics import Metrics
 from .models import Job, Outcome, PermanentError, RetryLater, Status
 from .repository import Repository
 
@@ -52,8 +53,11 @@ class JobContext:
         repo: Repository,
         settings: Settings | None = None,
         http: httpx.AsyncClient | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.job = job
+        self._metrics = metrics
+        self._rows_seen = (job.rows_done, job.rows_failed)  # an earlier attempt's count
         self.pool = pool
         self.log = logger
         self.deadline = deadline  # on the event loop's clock
@@ -87,6 +91,14 @@ class JobContext:
         ):
             if value is not None:
                 self._progress[key] = value
+        if self._metrics is not None and (done is not None or failed is not None):
+            seen_done, seen_failed = self._rows_seen
+            new_done = done if done is not None else seen_done
+            new_failed = failed if failed is not None else seen_failed
+            self._metrics.rows_progress(
+                self.job.kind, new_done - seen_done, new_failed - seen_failed
+            )
+            self._rows_seen = (new_done, new_failed)
 
     def take_progress(self) -> dict[str, int | None]:
         """The progress recorded so far (for the heartbeat)."""
@@ -220,9 +232,11 @@ class Executor:
         heartbeat_interval: float,
         settings: Settings | None = None,
         http: httpx.AsyncClient | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._http = http
+        self.metrics = metrics or Metrics()
         self._repo = repo
         self._pool = pool
         self._registry = registry
@@ -273,6 +287,7 @@ class Executor:
             self._repo,
             self._settings,
             self._http,
+            self.metrics,
         )
         ctx.started = started
         task = asyncio.current_task()
@@ -285,7 +300,7 @@ class Executor:
             outcome = self._stopped(job)
         if ctx.finished_in_transaction:
             outcome = None  # the handler committed the completion itself
-            self._record(job, Status.COMPLETED)
+            self._record(job, Status.COMPLETED, duration=loop.time() - started)
             bound.info("job_completed", duration_ms=round((loop.time() - started) * 1000, 1))
         try:
             if outcome is not None:
@@ -369,20 +384,27 @@ class Executor:
                 delay_s=round(outcome.delay, 3),
                 duration_ms=duration_ms,
             )
-        self._record(job, status, released=bool(outcome.refund))
+        self._record(job, status, released=bool(outcome.refund), duration=elapsed)
 
-    def _record(self, job: Job, status: Status, released: bool = False) -> None:
-        stats = self.stats
+    def _record(
+        self, job: Job, status: Status, released: bool = False, duration: float | None = None
+    ) -> None:
+        stats, m = self.stats, self.metrics
         if status is Status.COMPLETED:
             stats.completed += 1
+            m.count(m.completed, job.kind, job.queue)
         elif status is Status.FAILED:
             stats.failed += 1
+            m.count(m.failed, job.kind, job.queue)
         elif status is Status.CANCELLED:
             stats.cancelled += 1
         elif released:
             stats.released += 1
         else:
             stats.retried += 1
+            m.count(m.retried, job.kind, job.queue)
+        if duration is not None and not released:
+            m.observe(m.duration, duration, job.kind, job.queue)
         if stats.track_jobs:
             stats.last_status[job.id] = status
 

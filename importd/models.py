@@ -76,6 +76,8 @@ class Job:
     rows_total: int | None = None
     # Where an earlier, interrupted run got to (the handler's own format), or None.
     checkpoint: dict[str, Any] | None = None
+    # Seconds from the moment the job was due to its claim (by the database's clock).
+    waited: float = 0.0
 
     @property
     def last_attempt(self) -> bool:

@@ -127,6 +127,7 @@ def _job(row: asyncpg.Record) -> Job:
         rows_failed=row["rows_failed"],
         rows_total=row["rows_total"],
         checkpoint=row["checkpoint"],
+        waited=max(row["waited_s"], 0.0),
     )
 
 
@@ -275,6 +276,11 @@ class Repository:
                 column.append(value)
         rows = await self.pool.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)
         return {row["id"] for row in rows}
+
+    async def count_jobs(self) -> list[asyncpg.Record]:
+        """Pending and running jobs by queue and status."""
+        rows: list[asyncpg.Record] = await self.pool.fetch(sql.query("count_jobs"))
+        return rows
 
     async def rescue(self, limit: int) -> list[asyncpg.Record]:
         """Return up to ``limit`` jobs with expired leases to pending (or failed)."""

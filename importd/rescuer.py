@@ -12,6 +12,7 @@ import structlog
 
 from . import tables
 from .db import describe_db_error, is_transient
+from .metrics import Metrics
 from .repository import Repository
 
 log = structlog.get_logger("importd.rescuer")
@@ -22,8 +23,9 @@ BATCH = 500
 class Rescuer:
     """Returns expired leases to pending (or failed) every ``interval`` seconds."""
 
-    def __init__(self, repo: Repository, interval: float) -> None:
+    def __init__(self, repo: Repository, interval: float, metrics: Metrics | None = None) -> None:
         self._repo = repo
+        self._metrics = metrics
         self._interval = interval
         self.rescued = 0
 
@@ -33,6 +35,8 @@ class Rescuer:
         while True:
             rows = await self._repo.rescue(BATCH)
             for row in rows:
+                if self._metrics is not None:
+                    self._metrics.count(self._metrics.rescued, row["kind"], row["queue"])
                 log.warning(
                     "job_rescued",
                     job_id=row["id"],

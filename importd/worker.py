@@ -65,6 +65,7 @@ class Worker:
         self.claimed = 0
         self.claims = 0
         self.last_tick = 0.0
+        self.last_wake = 0.0  # loop time of the last notification or poll
         self.first_claim_done = asyncio.Event()
 
     @property
@@ -78,6 +79,7 @@ class Worker:
         if queue is not None and queues and queue not in queues:
             return
         self._notified = True
+        self.last_wake = asyncio.get_running_loop().time()
         self._kick.set()
 
     def slot_freed(self) -> None:
@@ -121,7 +123,10 @@ class Worker:
             failures = 0
             self.claims += 1
             self.claimed += len(jobs)
+            metrics = self._executor.metrics
             for job in jobs:
+                metrics.count(metrics.claimed, job.kind, job.queue)
+                metrics.observe(metrics.start_latency, job.waited, job.queue)
                 log.debug(
                     "job_claimed",
                     job_id=job.id,
@@ -134,6 +139,8 @@ class Worker:
                 task.add_done_callback(self._task_done)
             now = loop.time()
             self.last_tick = now
+            if now >= self._poll_at:
+                self.last_wake = now
             self._poll_at = now + self._opts.poll_interval
             self._more = len(jobs) == free
             if not self._more:

@@ -91,7 +91,7 @@ async def test_survives_postgresql_stop_and_start(pg_server, dsn, runs_table, da
         assert proc.proc.poll() is None, "the daemon must ride out the outage"
         completions = Counter(e["job_id"] for e in proc.events() if e["event"] == "job_completed")
         assert len(completions) == 400 and set(completions.values()) == {1}
-        assert proc.saw("listener_reconnected")
+        await proc.wait_for_event("listener_reconnected", timeout=40)
     finally:
         await conn.close()
 

@@ -25,4 +25,4 @@ WHERE j.id = next.id
 RETURNING j.id, j.kind, j.queue, j.tenant_id, j.payload, j.priority, j.run_at, j.attempts,
           j.max_attempts, extract(epoch FROM j.timeout)::float8 AS timeout_s,
           j.locked_until, j.rows_done, j.rows_failed, j.rows_total, j.created_at,
-          j.checkpoint
+          j.checkpoint, extract(epoch FROM now() - j.run_at)::float8 AS waited_s
