@@ -33,6 +33,7 @@ _DAEMON_FIELDS = (
     "statement_cache_size",
     "pool_size",
     "worker_name",
+    "metrics_address",
 )
 
 
@@ -146,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "config",
+        help="print the effective configuration (secrets masked)",
+        formatter_class=_Formatter,
+        epilog="example:\n  IMPORTD_CONCURRENCY=16 importd config --json",
+    )
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="as JSON instead of TOML")
+
+    p = sub.add_parser(
         "enqueue",
         help="add one job and print its id",
         formatter_class=_Formatter,
@@ -229,6 +239,19 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _render_config(settings: config.Settings, *, as_json: bool) -> str:
+    values = settings.redacted()
+    if as_json:
+        return json.dumps(values, indent=2)
+    lines = ["[importd]"]
+    for key, value in values.items():
+        if value is None:
+            lines.append(f"# {key} = (unset)")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``importd`` console script."""
     args = build_parser().parse_args(argv)
@@ -253,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_migrate(settings, args.check))
         if args.command == "enqueue":
             return asyncio.run(_enqueue(settings, args))
+        if args.command == "config":
+            print(_render_config(settings, as_json=args.json))
+            return 0
     except config.ConfigError as exc:
         return _fail(str(exc), ExitCode.CONFIG)
     except (OSError, TimeoutError) as exc:

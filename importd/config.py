@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from .db import redact
+from .db import redact, register_secret
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
 
@@ -262,6 +263,15 @@ class Settings:
         return f"Settings({self.redacted()!r})"
 
 
+def _url_password(dsn: str | None) -> str | None:
+    if not dsn or "://" not in dsn:
+        return None
+    try:
+        return urlsplit(dsn).password
+    except ValueError:
+        return None
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -334,6 +344,11 @@ def load(
             shown = "***" if f.secret else repr(raw)
             raise ConfigError(f"{source}: bad value {shown}: {exc}") from None
     settings = Settings(**values)
+    for f in FIELDS:
+        if f.secret:
+            value = getattr(settings, f.name)
+            register_secret(value)
+            register_secret(_url_password(value))
     if settings.backoff_jitter > 1:
         raise ConfigError("backoff_jitter: must be between 0 and 1")
     return settings

@@ -32,10 +32,40 @@ _PASSWORD_IN_URL = re.compile(
 _PASSWORD_KV = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.I)
 
 
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+
+# Secret values this process knows (passwords, tokens): masked wherever they appear.
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` in every redacted text from now on (short values are ignored: they
+    would mask innocent words)."""
+    if value and len(value) >= 6:
+        _SECRETS.add(value)
+
+
 def redact(text: str) -> str:
-    """``text`` with any password of a connection string replaced by ``***``."""
+    """``text`` with connection-string passwords, bearer tokens and every registered
+    secret replaced by ``***``; for log lines, error messages and job rows alike."""
     text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<at>", text)
-    return _PASSWORD_KV.sub(r"\g<head>***", text)
+    text = _PASSWORD_KV.sub(r"\g<head>***", text)
+    text = _BEARER.sub(r"\1***", text)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` with ``redact`` applied to every string inside it."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [redact_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    return value
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -15,16 +15,9 @@ from typing import Any
 
 import structlog
 
-from .db import redact
+from .db import redact, redact_value
 
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|authorization|credential|dsn)", re.I)
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return _BEARER.sub(r"\1***", redact(value))
-    return value
 
 
 def redact_event(
@@ -35,7 +28,7 @@ def redact_event(
         if _SECRET_KEYS.search(key) and isinstance(value, str) and key != "event":
             event[key] = redact(value) if "://" in value or "=" in value else "***"
         else:
-            event[key] = _scrub(value)
+            event[key] = redact_value(value)
     return event
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from ..db import redact_value
 from ..executor import JobContext
 from ..models import InvalidPayload, Job, PermanentError
 from .sources import check_url, status_error
@@ -62,7 +63,8 @@ async def call_function(job: Job, ctx: JobContext) -> Any:
     if not 200 <= response.status_code < 300:
         raise status_error(response, "the endpoint", data)
     ctx.log.debug("http_called", status=response.status_code, bytes=len(data))
-    return {"status": response.status_code, "body": _decode(data, response)}
+    # An endpoint that echoes the request would put the token in the job row: mask it.
+    return {"status": response.status_code, "body": redact_value(_decode(data, response))}
 
 
 def _decode(data: bytes, response: httpx.Response) -> Any:

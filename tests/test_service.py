@@ -1,0 +1,260 @@
+"""Running as a service: sd_notify and the watchdog, structured logs without secrets,
+metrics and health endpoints, the systemd unit, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import importd
+from importd import config
+
+from .helpers import ROOT, importd_env, run_importd, wait_until
+from .httpserver import Reply, Server
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket; each message is
+    stamped when it arrives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[tuple[float, str]] = []
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._receive)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def drain(self) -> list[tuple[float, str]]:
+        return self.messages
+
+    def kinds(self) -> list[str]:
+        return [m.split("\n")[0].split("=")[0] for _, m in self.messages]
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+async def test_sd_notify_ready_status_watchdog_stopping(conn, daemons, tmp_path) -> None:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        env = importd_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
+        proc = daemons("--poll-interval", "1", env=env)
+        await wait_until(lambda: asyncio.sleep(0, "READY" in notify.kinds()), timeout=15,
+                         what="READY=1")
+        first = notify.drain()[0][1]
+        assert first.startswith("READY=1\nSTATUS=running 0/8, 0 done, listener ok")
+        assert proc.saw("daemon_ready") and proc.saw("listener_connected")
+        await importd.enqueue(conn, "noop", {})
+        await asyncio.sleep(2.2)
+        pings = [t for t, m in notify.drain() if m == "WATCHDOG=1"]
+        assert len(pings) >= 3  # every half of WATCHDOG_USEC
+        assert max(b - a for a, b in zip(pings, pings[1:], strict=False)) < 0.9
+        statuses = [m for _, m in notify.drain() if m.startswith("STATUS=")]
+        assert statuses[-1] == "STATUS=running 0/8, 1 done, listener ok"
+
+        # Wedge the worker loop: its next claim waits on a table lock. The event loop is
+        # fine, the worker is not: the pings must stop, so systemd would restart us.
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("LOCK TABLE import_jobs IN EXCLUSIVE MODE")
+        wedged_at = time.monotonic()
+        await asyncio.sleep(5)
+        late = [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > wedged_at + 4]
+        assert late == []
+        assert proc.saw("watchdog_withheld")
+        await tx.rollback()
+        released = time.monotonic()
+        await asyncio.sleep(2)
+        assert [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > released]
+
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait_exit() == 0
+        kinds = notify.kinds()
+        assert kinds[-1] == "STOPPING" and kinds[0] == "READY"
+    finally:
+        notify.close()
+
+
+async def test_json_logs_carry_job_fields_and_never_a_secret(conn, dsn, daemons, tmp_path) -> None:
+    token = "tok-very-secret-" + "x" * 20
+    password = "pa55-w0rd-secret"
+    await conn.execute(f"ALTER ROLE CURRENT_USER PASSWORD '{password}'")
+    server = Server().start()
+    try:
+        # An endpoint that echoes what it got (headers included) in a 401 and a 200.
+        denied = server.route("/denied", Reply(401, f"bad token: Bearer {token}".encode()))
+        echo = server.route("/echo", Reply(200, json.dumps({"auth": f"Bearer {token}",
+                                                            "raw": token}).encode(),
+                                           {"Content-Type": "application/json"}))
+        secret_dsn = dsn.replace("postgres@", f"postgres:{password}@")
+        env = importd_env(IMPORTD_HTTP_TOKEN=token, IMPORTD_URL_PREFIXES=server.url + "/")
+        proc = daemons("--poll-interval", "1", env=env, target=secret_dsn)
+        jobs = [await importd.enqueue(conn, "http", {"url": url}, tenant_id="acme",
+                                      queue="hooks") for url in (denied, echo)]
+        await wait_until(lambda: conn.fetchval(
+            "SELECT count(*) = 2 FROM import_jobs WHERE status IN ('completed', 'failed')"))
+        assert server.hits("/echo")[0].headers["Authorization"] == f"Bearer {token}"
+        proc.signal(signal.SIGTERM)
+        await proc.wait_exit()
+    finally:
+        server.stop()
+        await conn.execute("ALTER ROLE CURRENT_USER PASSWORD NULL")
+    text = proc.text()
+    assert token not in text and password not in text
+    rows = await conn.fetch("SELECT * FROM import_jobs WHERE id = ANY($1)", jobs)
+    assert all(token not in json.dumps({k: str(v) for k, v in dict(r).items()}) for r in rows)
+    events = proc.events()
+    assert all("event" in e and "timestamp" in e and "level" in e for e in events)
+    ended = [e for e in events if e["event"] in ("job_completed", "job_failed")]
+    assert {e["job_id"] for e in ended} == set(jobs)
+    for event in ended:
+        assert event["kind"] == "http" and event["queue"] == "hooks"
+        assert event["tenant_id"] == "acme" and event["attempt"] == 1
+        assert isinstance(event["duration_ms"], float)
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+async def test_metrics_and_health_endpoints(conn, daemons) -> None:
+    proc = daemons("--poll-interval", "1", "--metrics-address", "127.0.0.1:0",
+                   "--concurrency", "4")
+    await proc.wait_for_event("metrics_listening")
+    port = int(next(e for e in proc.events()
+                    if e["event"] == "metrics_listening")["address"].rsplit(":", 1)[1])
+    await proc.wait_for_event("daemon_ready")
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    before = scrape(port)
+    assert before['importd_listener_connected'] == 1
+    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue="q1") for _ in range(30)]
+                               + [importd.NewJob("sleep", {"seconds": 3}, queue="q2")]
+                               + [importd.NewJob("permanent", {}, queue="q1")])
+    await asyncio.sleep(1.5)
+    during = scrape(port)
+    assert during['importd_jobs_in_flight'] == 1  # the sleeper
+    await asyncio.sleep(5.5)  # a sample of the job gauges
+    after = scrape(port)
+    assert after['importd_jobs_claimed_total{kind="noop",queue="q1"}'] == 30
+    assert after['importd_jobs_completed_total{kind="noop",queue="q1"}'] == 30
+    assert after['importd_jobs_completed_total{kind="sleep",queue="q2"}'] == 1
+    assert after['importd_jobs_failed_total{kind="permanent",queue="q1"}'] == 1
+    assert after['importd_job_duration_seconds_count{kind="noop",queue="q1"}'] == 30
+    assert after['importd_job_duration_seconds_sum{kind="sleep",queue="q2"}'] >= 3
+    assert after['importd_job_start_latency_seconds_count{queue="q1"}'] == 31
+    assert after['importd_jobs_in_flight'] == 0
+    assert after.get('importd_jobs{queue="q2",status="running"}', 0) == 0
+    assert after['importd_seconds_since_last_wake'] < 5
+    # readiness follows the schema: a migration this code does not know makes it 503
+    await conn.execute("INSERT INTO importd_migrations (version, name, checksum) "
+                       "VALUES (9999, '9999_future', 'x')")
+    await wait_until(lambda: asyncio.sleep(0, httpx.get(
+        f"http://127.0.0.1:{port}/readyz").status_code == 503), timeout=15, what="503")
+    # liveness follows the worker loop: wedge it on a table lock
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("LOCK TABLE import_jobs IN EXCLUSIVE MODE")
+    await wait_until(lambda: asyncio.sleep(0, httpx.get(
+        f"http://127.0.0.1:{port}/healthz").status_code == 503), timeout=20, what="503")
+    await tx.rollback()
+    await wait_until(lambda: asyncio.sleep(0, httpx.get(
+        f"http://127.0.0.1:{port}/healthz").status_code == 200), timeout=10, what="200")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed on this machine")
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    unit = (ROOT / "systemd" / "importd.service").read_text()
+    assert "Type=notify" in unit and "WatchdogSec=" in unit and "RestartPreventExitStatus=3 4" in unit
+    executable = str(Path(sys.executable).parent / "importd")  # the venv's console script
+    local = tmp_path / "importd.service"
+    local.write_text(unit.replace("/opt/importd/venv/bin/importd", executable))
+    done = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_configuration_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "importd.toml"
+    path.write_text('[importd]\nconcurrency = 3\npoll_interval = 7\nqueues = ["a", "b"]\n'
+                    'log_level = "debug"\n')
+    env = {"IMPORTD_POLL_INTERVAL": "5", "IMPORTD_LOG_LEVEL": "warning"}
+    settings = config.load({"log_level": "error"}, environ=env, config_path=path)
+    assert settings.concurrency == 3          # file
+    assert settings.poll_interval == 5.0      # environment beats file
+    assert settings.log_level == "error"      # flag beats environment
+    assert settings.queues == ("a", "b")
+    assert settings.shutdown_grace == 30.0    # default
+
+
+def test_secrets_come_from_files_and_credentials(tmp_path: Path) -> None:
+    (tmp_path / "dsn").write_text("postgresql://app:from-creds@db/app\n")
+    (tmp_path / "token").write_text("file-token-123\n")
+    settings = config.load({}, environ={"CREDENTIALS_DIRECTORY": str(tmp_path),
+                                        "IMPORTD_HTTP_TOKEN_FILE": str(tmp_path / "token")})
+    assert settings.dsn == "postgresql://app:from-creds@db/app"
+    assert settings.http_token == "file-token-123"
+    shown = repr(settings)
+    assert "from-creds" not in shown and "file-token-123" not in shown
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("[importd]\nconcurency = 3\n", "unknown setting 'concurency'"),
+     ("[importd]\nconcurrency = 0\n", "concurrency: bad value 0: must be at least 1"),
+     ("[importd]\nconcurrency = 'many'\n", "concurrency: bad value 'many'"),
+     ("concurrency = [", "is not valid TOML")],
+)
+def test_bad_configuration_is_one_line_with_the_config_exit_code(tmp_path, content,
+                                                                 message) -> None:
+    path = tmp_path / "importd.toml"
+    path.write_text(content)
+    done = run_importd("config", "--config", str(path))
+    assert done.returncode == 3
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_importd_config_prints_the_effective_settings_redacted(tmp_path) -> None:
+    done = run_importd("config", "--json", "--dsn", "postgresql://app:hunter22@db/app",
+                       env=importd_env(IMPORTD_CONCURRENCY="12",
+                                       IMPORTD_HTTP_TOKEN="tok-abcdef-123"))
+    assert done.returncode == 0
+    shown = json.loads(done.stdout)
+    assert shown["concurrency"] == 12 and shown["dsn"] == "postgresql://app:***@db/app"
+    assert shown["http_token"] == "***"
+    assert "hunter22" not in done.stdout and "tok-abcdef-123" not in done.stdout
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [f.name for f in config.FIELDS if f"`{f.name}`" not in readme
+               or f"`{f.env}`" not in readme]
+    assert missing == []
