@@ -178,7 +178,7 @@ FIELDS: tuple[Field, ...] = (
         "pool_size",
         lambda t: _positive_int(t) if t not in (None, "", 0) else None,
         None,
-        "database connections in the pool (default: concurrency + 4)",
+        "connections for handlers (default: 2 x concurrency + 2; an atomic import uses two)",
     ),
     Field("worker_name", _optional_str, None, "this daemon's name in locked_by (default host:pid)"),
     Field("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
@@ -241,8 +241,9 @@ class Settings:
 
     @property
     def effective_pool_size(self) -> int:
-        """Connections in the pool: one per job plus a few for claims, writes, rescue."""
-        return self.pool_size or self.concurrency + 4
+        """Connections of the handlers' pool: an atomic import holds two (its loader and
+        its mover), plus a couple for the rest."""
+        return self.pool_size or 2 * self.concurrency + 2
 
     @property
     def worker_id(self) -> str:
