@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 
-from . import config, daemon, db, logs, migrate
+from . import config, daemon, db, doctor, logs, migrate, ops
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -17,7 +17,8 @@ from .models import (
     DEFAULT_TIMEOUT_S,
     ExitCode,
 )
-from .repository import enqueue
+from .progress import Progress
+from .repository import NewJob, enqueue, enqueue_many
 
 _DAEMON_FIELDS = (
     "concurrency",
@@ -147,6 +148,87 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
+        "status",
+        help="what is queued, running and failing",
+        formatter_class=_Formatter,
+        epilog="example:\n  importd status --watch 2",
+    )
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="for scripts")
+    p.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh in place every SECONDS (default 2)",
+    )
+
+    p = sub.add_parser(
+        "show",
+        help="every field of one job and its rejected rows",
+        formatter_class=_Formatter,
+        epilog="example:\n  importd show 42\n  importd show 42 --errors > rejected.csv",
+    )
+    _add_common(p)
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true", help="for scripts")
+    p.add_argument(
+        "--errors", action="store_true", help="list every rejected row (CSV, or JSON with --json)"
+    )
+
+    p = sub.add_parser(
+        "retry",
+        help="failed or cancelled jobs back to pending, attempts reset",
+        formatter_class=_Formatter,
+        epilog="examples:\n  importd retry 42 43\n  importd retry --failed --kind csv --since 2h",
+    )
+    _add_common(p)
+    p.add_argument("ids", type=int, nargs="*", metavar="ID")
+    p.add_argument("--failed", action="store_true", help="every failed job (with the filters)")
+    p.add_argument("--kind")
+    p.add_argument("--queue")
+    p.add_argument("--since", metavar="AGE", help="failed within AGE (90s, 15m, 2h, 7d)")
+
+    p = sub.add_parser(
+        "cancel",
+        help="cancel pending or running jobs",
+        formatter_class=_Formatter,
+        epilog="example:\n  importd cancel 42",
+    )
+    _add_common(p)
+    p.add_argument("ids", type=int, nargs="+", metavar="ID")
+
+    p = sub.add_parser(
+        "prune",
+        help="delete old finished jobs, in small batches",
+        formatter_class=_Formatter,
+        epilog="example:\n  importd prune --older-than 7d --failed-older-than 30d",
+    )
+    _add_common(p)
+    p.add_argument(
+        "--older-than",
+        default="7d",
+        metavar="AGE",
+        help="completed jobs finished longer ago than AGE (default 7d)",
+    )
+    p.add_argument(
+        "--failed-older-than",
+        metavar="AGE",
+        help="failed and cancelled jobs (default: --older-than)",
+    )
+    p.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
+
+    p = sub.add_parser(
+        "doctor",
+        help="check the database, schema, trigger, LISTEN/NOTIFY and table health",
+        formatter_class=_Formatter,
+        epilog="example:\n  importd doctor   # exit 1 when any check is an error",
+    )
+    _add_common(p)
+    p.add_argument("--listen-dsn", help="the LISTEN connection to check (default --dsn)")
+
+    p = sub.add_parser(
         "config",
         help="print the effective configuration (secrets masked)",
         formatter_class=_Formatter,
@@ -165,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("kind")
     p.add_argument("--payload", default="{}", help="the job's JSON object (default {})")
+    p.add_argument(
+        "--payloads",
+        metavar="FILE",
+        help="one job per line of FILE (NDJSON payloads; - for stdin), in "
+        "batches of 1,000; prints how many",
+    )
     p.add_argument("--queue", default=DEFAULT_QUEUE)
     p.add_argument("--priority", type=int, default=DEFAULT_PRIORITY, help="smaller runs first")
     p.add_argument("--run-at", help="ISO 8601 time to run at (default: now)")
@@ -204,21 +292,78 @@ async def _migrate(settings: config.Settings, check: bool) -> int:
         await conn.close()
 
 
+def _run_at(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--run-at {text!r} is not an ISO 8601 time") from None
+    return when if when.tzinfo is not None else when.astimezone()  # naive: local time
+
+
+async def _enqueue_many(
+    settings: config.Settings, args: argparse.Namespace, run_at: datetime | None
+) -> int:
+    # A CLI reading its own input: blocking reads are fine here.
+    stream = sys.stdin if args.payloads == "-" else open(args.payloads, encoding="utf-8")  # noqa: SIM115, ASYNC230
+    bar = Progress("enqueue", 0)
+    conn = await db.connect(settings.require_dsn())
+    count = 0
+    try:
+        batch: list[NewJob] = []
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                payload = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return _fail(f"{args.payloads}:{number}: not JSON: {exc}", ExitCode.USAGE)
+            if not isinstance(payload, dict):
+                return _fail(
+                    f"{args.payloads}:{number}: a payload must be a JSON object", ExitCode.USAGE
+                )
+            batch.append(
+                NewJob(
+                    args.kind,
+                    payload,
+                    queue=args.queue,
+                    priority=args.priority,
+                    run_at=run_at,
+                    max_attempts=args.max_attempts,
+                    timeout=args.timeout,
+                    tenant_id=args.tenant_id,
+                )
+            )
+            if len(batch) == 1000:
+                count += len(await enqueue_many(conn, batch))
+                batch = []
+                bar.update(count, count)
+        if batch:
+            count += len(await enqueue_many(conn, batch))
+        bar.update(count, count)
+        bar.finish()
+    finally:
+        await conn.close()
+        if stream is not sys.stdin:
+            stream.close()
+    print(f"enqueued {count} job(s)")
+    return 0
+
+
 async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
+    try:
+        run_at = _run_at(args.run_at)
+    except ValueError as exc:
+        return _fail(str(exc), ExitCode.USAGE)
+    if args.payloads:
+        return await _enqueue_many(settings, args, run_at)
     try:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
         return _fail(f"--payload is not valid JSON: {exc}", ExitCode.USAGE)
     if not isinstance(payload, dict):
         return _fail('--payload must be a JSON object, e.g. \'{"table": "users"}\'', ExitCode.USAGE)
-    run_at = None
-    if args.run_at:
-        try:
-            run_at = datetime.fromisoformat(args.run_at)
-        except ValueError:
-            return _fail(f"--run-at {args.run_at!r} is not an ISO 8601 time", ExitCode.USAGE)
-        if run_at.tzinfo is None:
-            run_at = run_at.astimezone()  # a naive time is local time
     conn = await db.connect(settings.require_dsn())
     try:
         job_id = await enqueue(
@@ -237,6 +382,52 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
         await conn.close()
     print(job_id)
     return 0
+
+
+async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
+    conn = await db.connect(settings.require_dsn())
+    try:
+        if args.command == "status":
+            while True:
+                text = await ops.status(conn, as_json=args.json)
+                if not args.watch:
+                    print(text)
+                    return 0
+                # Clear the screen and draw again, like watch(1).
+                print("\x1b[H\x1b[2J" + text, flush=True)
+                await asyncio.sleep(args.watch)
+        if args.command == "show":
+            if args.errors:
+                print(await ops.errors(conn, args.id, as_json=args.json))
+            else:
+                print(await ops.show(conn, args.id, as_json=args.json))
+        elif args.command == "retry":
+            if not args.ids and not args.failed:
+                return _fail(
+                    "retry: give job ids, or --failed (with --kind, --queue, --since)",
+                    ExitCode.USAGE,
+                )
+            print(
+                await ops.retry(
+                    conn, args.ids or None, kind=args.kind, queue=args.queue, since=args.since
+                )
+            )
+        elif args.command == "cancel":
+            print(await ops.cancel(conn, args.ids))
+        elif args.command == "prune":
+            completed = config.parse_duration(args.older_than)
+            failed = config.parse_duration(args.failed_older_than or args.older_than)
+            deleted, batches = await ops.prune(
+                conn, completed_after=completed, failed_after=failed, batch=args.batch_size
+            )
+            print(f"deleted {deleted} job(s) in {batches} batch(es)")
+        return 0
+    except LookupError as exc:
+        return _fail(str(exc.args[0]), ExitCode.USAGE)
+    except ValueError as exc:
+        return _fail(str(exc), ExitCode.USAGE)
+    finally:
+        await conn.close()
 
 
 def _render_config(settings: config.Settings, *, as_json: bool) -> str:
@@ -265,13 +456,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.require_dsn()
             drain = None
             if args.command == "drain":
+                bar = Progress("drain", 0)
                 drain = daemon.DrainOptions(
+                    on_progress=bar.update,
                     queues=args.queues,
                     kinds=args.kinds,
                     max_jobs=args.max_jobs,
                     timeout=args.timeout,
                 )
-            return daemon.run(settings, drain)
+            code = daemon.run(settings, drain)
+            if drain is not None:
+                bar.finish(exit_code=code)
+            return code
         if args.command == "migrate":
             return asyncio.run(_migrate(settings, args.check))
         if args.command == "enqueue":
@@ -279,6 +475,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             print(_render_config(settings, as_json=args.json))
             return 0
+        if args.command == "doctor":
+            checks = asyncio.run(doctor.run(settings))
+            print(doctor.render(checks))
+            return 1 if any(c.level == doctor.ERROR for c in checks) else 0
+        if args.command in ("status", "show", "retry", "cancel", "prune"):
+            return asyncio.run(_operate(settings, args))
     except config.ConfigError as exc:
         return _fail(str(exc), ExitCode.CONFIG)
     except (OSError, TimeoutError) as exc:

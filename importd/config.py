@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -61,6 +62,18 @@ def _str_list(text: Any) -> tuple[str, ...]:
     if isinstance(text, list | tuple):
         return tuple(str(item) for item in text)
     return tuple(item.strip() for item in str(text).split(",") if item.strip())
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: Any) -> float:
+    """Seconds in ``90``, ``90s``, ``15m``, ``12h``, ``7d`` or ``2w``."""
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (like 90s, 15m, 12h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -163,6 +176,18 @@ FIELDS: tuple[Field, ...] = (
     Field("copy_chunk_rows", _positive_int, 20_000, "rows per COPY chunk (and checkpoint)"),
     Field("copy_chunk_bytes", _positive_int, 8 * 2**20, "bytes per COPY chunk at most"),
     Field(
+        "retention_completed",
+        parse_duration,
+        7 * 86400.0,
+        "completed jobs older than this are pruned by the daemon (7d, 12h, ...)",
+    ),
+    Field(
+        "retention_failed",
+        parse_duration,
+        30 * 86400.0,
+        "failed and cancelled jobs older than this are pruned by the daemon",
+    ),
+    Field(
         "metrics_address",
         _optional_str,
         None,
@@ -218,6 +243,8 @@ class Settings:
     http_token: str | None = None
     copy_chunk_rows: int = 20_000
     copy_chunk_bytes: int = 8 * 2**20
+    retention_completed: float = 7 * 86400.0
+    retention_failed: float = 30 * 86400.0
     metrics_address: str | None = None
     statement_cache_size: int = 100
     pool_size: int | None = None

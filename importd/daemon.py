@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import secrets
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -42,6 +42,8 @@ class DrainOptions:
     kinds: Sequence[str] | None = None
     max_jobs: int | None = None
     timeout: float | None = None
+    # Called with (jobs ended, jobs to go through) while draining, for a progress bar.
+    on_progress: Callable[[int, int], None] | None = None
 
 
 class StartupError(Exception):
@@ -183,9 +185,17 @@ class Daemon:
         listener = None
         if s.listen and drain is None:
             listener = Listener(
-                s.effective_listen_dsn, worker.notify, probe_interval=s.probe_interval
+                s.effective_listen_dsn,
+                worker.notify,
+                on_control=executor.control,
+                probe_interval=s.probe_interval,
             )
-        rescuer = Rescuer(repo, s.rescue_interval, executor.metrics)
+        rescuer = Rescuer(
+            repo,
+            s.rescue_interval,
+            executor.metrics,
+            retention=(s.retention_completed, s.retention_failed),
+        )
         self._wire_gauges(executor, worker, listener)
 
         loop = asyncio.get_running_loop()
@@ -218,6 +228,13 @@ class Daemon:
                 else:
                     # drain rescues once up front: jobs a dead daemon held are runnable too.
                     await rescuer.rescue_once()
+                    if drain.on_progress is not None:
+                        services.append(
+                            tg.create_task(
+                                self._report(repo, executor, worker, drain.on_progress),
+                                name="progress",
+                            )
+                        )
                 services.append(tg.create_task(self._stop_on(worker), name="stop-watch"))
                 if s.metrics_address and drain is None:
                     health = HealthServer(
@@ -315,6 +332,26 @@ class Daemon:
                     raise
                 log.warning("sample_failed", error=db.describe_db_error(exc))
             await asyncio.sleep(SAMPLE_INTERVAL)
+
+    async def _report(
+        self,
+        repo: Repository,
+        executor: Executor,
+        worker: Worker,
+        report: Callable[[int, int], None],
+    ) -> None:
+        """Drain progress: runs ended so far, of those runnable at the start plus any
+        claimed since."""
+        async with repo.pool.acquire() as conn:
+            runnable = await conn.fetchval(
+                "SELECT count(*) FROM public.import_jobs "
+                "WHERE status = 'pending' AND run_at <= now()"
+            )
+        while True:
+            stats = executor.stats
+            ended = stats.completed + stats.failed + stats.retried + stats.cancelled
+            report(ended, max(runnable, ended + worker.in_flight))
+            await asyncio.sleep(0.2)
 
     async def _stop_on(self, worker: Worker) -> None:
         await self.stop_event.wait()

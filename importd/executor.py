@@ -263,6 +263,12 @@ class Executor:
         entry[0].cancel()
         return True
 
+    def control(self, message: str) -> None:
+        """A message from the control channel: ``cancel <job id>``."""
+        verb, _, arg = message.partition(" ")
+        if verb == "cancel" and arg.isdigit() and self.stop(int(arg), StopReason.CANCELLED):
+            log.info("job_cancel_requested", job_id=int(arg))
+
     def stop_all(self, reason: StopReason) -> None:
         """Cancel every running job for ``reason``."""
         for job_id in list(self.running):
@@ -365,6 +371,11 @@ class Executor:
             bound.error("job_write_failed", error=describe_error(exc), outcome=str(outcome.status))
             return
         if not applied:
+            if outcome.status is Status.CANCELLED:
+                # The operator's cancel already ended the row; stopping was our part.
+                bound.info("job_cancelled", duration_ms=duration_ms)
+                self._record(job, Status.CANCELLED)
+                return
             self.stats.lost += 1
             bound.warning("job_lease_lost", outcome=str(outcome.status), duration_ms=duration_ms)
             return

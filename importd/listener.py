@@ -22,6 +22,8 @@ from . import db
 log = structlog.get_logger("importd.listener")
 
 CHANNEL = "importd"
+# Operators' messages to every daemon, e.g. "cancel 42" (importd cancel).
+CONTROL_CHANNEL = "importd_control"
 # Probe payloads start with a character a queue name cannot (see the queue CHECK), so
 # other daemons ignore them.
 _PROBE_PREFIX = "!probe:"
@@ -39,6 +41,7 @@ class Listener:
         self,
         dsn: str,
         on_wake: Callable[[str | None], None],
+        on_control: Callable[[str], None] = lambda _message: None,
         *,
         probe_interval: float = 5.0,
         probe_timeout: float = 3.0,
@@ -46,6 +49,7 @@ class Listener:
     ) -> None:
         self._dsn = dsn
         self._on_wake = on_wake
+        self._on_control = on_control
         self._probe_interval = probe_interval
         self._probe_timeout = probe_timeout
         self._max_backoff = max_backoff
@@ -107,6 +111,9 @@ class Listener:
         self._lost.clear()
         conn.add_termination_listener(lambda _c: self._lost.set())
         await conn.add_listener(CHANNEL, self._on_notification)
+        await conn.add_listener(
+            CONTROL_CHANNEL, lambda _c, _p, _ch, payload: self._on_control(payload)
+        )
         self.connects += 1
         self.connected = True
         self.last_ok = loop.time()

@@ -277,6 +277,11 @@ class Repository:
         rows = await self.pool.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)
         return {row["id"] for row in rows}
 
+    async def count_runnable(self) -> int:
+        """Pending jobs due now."""
+        count: int = await self.pool.fetchval(sql.query("count_runnable"))
+        return count
+
     async def count_jobs(self) -> list[asyncpg.Record]:
         """Pending and running jobs by queue and status."""
         rows: list[asyncpg.Record] = await self.pool.fetch(sql.query("count_jobs"))
@@ -286,3 +291,56 @@ class Repository:
         """Return up to ``limit`` jobs with expired leases to pending (or failed)."""
         rows: list[asyncpg.Record] = await self.pool.fetch(sql.query("rescue_jobs"), limit)
         return rows
+
+
+# -- operators' statements (importd status / show / retry / cancel / prune) ----------------
+
+
+async def status(conn: Executor, running_limit: int = 20) -> dict[str, Any]:
+    """Counts by queue, kind and status; the oldest runnable job; running jobs."""
+    counts = await conn.fetch(sql.query("status_counts"))
+    summary = await conn.fetchrow(sql.query("status_summary"))
+    running = await conn.fetch(sql.query("status_running"), running_limit)
+    return {
+        "counts": [dict(r) for r in counts],
+        "summary": dict(summary),
+        "running": [dict(r) for r in running],
+    }
+
+
+async def job_details(conn: Executor, job_id: int) -> dict[str, Any] | None:
+    """Every field of one job, with its row-error count."""
+    row = await conn.fetchrow(sql.query("show_job"), job_id)
+    return dict(row) if row is not None else None
+
+
+async def job_errors(conn: Executor, job_id: int, limit: int | None) -> list[dict[str, Any]]:
+    """Row-level errors of one job, by line."""
+    return [dict(r) for r in await conn.fetch(sql.query("job_errors"), job_id, limit)]
+
+
+async def retry_jobs(
+    conn: Executor,
+    ids: Sequence[int] | None,
+    *,
+    kind: str | None = None,
+    queue: str | None = None,
+    since: datetime | None = None,
+) -> tuple[int, int]:
+    """Failed or cancelled jobs back to pending, in one statement: (retried, skipped)."""
+    row = await conn.fetchrow(
+        sql.query("retry_jobs"), list(ids) if ids else None, kind, queue, since
+    )
+    return int(row["retried"]), int(row["skipped"])
+
+
+async def cancel_jobs(conn: Executor, ids: Sequence[int]) -> list[tuple[int, str]]:
+    """Cancel pending or running jobs; (id, status it had) of each one cancelled."""
+    rows = await conn.fetch(sql.query("cancel_jobs"), list(ids))
+    return [(r["id"], r["was"]) for r in rows]
+
+
+async def prune_jobs(conn: Executor, status: str, older_than: float, batch: int) -> int:
+    """Delete one batch of old finished jobs; how many went."""
+    done = await conn.execute(sql.query("prune_jobs"), status, older_than, batch)
+    return int(done.rsplit(" ", 1)[-1])

@@ -10,7 +10,7 @@ import asyncio
 
 import structlog
 
-from . import tables
+from . import ops, tables
 from .db import describe_db_error, is_transient
 from .metrics import Metrics
 from .repository import Repository
@@ -18,15 +18,26 @@ from .repository import Repository
 log = structlog.get_logger("importd.rescuer")
 
 BATCH = 500
+PRUNE_INTERVAL = 600.0  # seconds between prunes of old finished jobs
+PRUNE_BATCH = 1000
 
 
 class Rescuer:
     """Returns expired leases to pending (or failed) every ``interval`` seconds."""
 
-    def __init__(self, repo: Repository, interval: float, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        interval: float,
+        metrics: Metrics | None = None,
+        retention: tuple[float, float] | None = None,
+    ) -> None:
         self._repo = repo
         self._metrics = metrics
         self._interval = interval
+        # (completed, failed and cancelled) retention in seconds; None: no pruning.
+        self._retention = retention
+        self._next_prune = 0.0
         self.rescued = 0
 
     async def rescue_once(self) -> int:
@@ -58,11 +69,27 @@ class Rescuer:
             log.info("staging_dropped", tables=dropped)
         return moved
 
+    async def prune_once(self) -> int:
+        """Delete finished jobs past their retention, in small batches."""
+        assert self._retention is not None
+        completed, failed = self._retention
+        async with self._repo.pool.acquire() as conn:
+            deleted, batches = await ops.prune(
+                conn, completed_after=completed, failed_after=failed, batch=PRUNE_BATCH
+            )
+        if deleted:
+            log.info("jobs_pruned", deleted=deleted, batches=batches)
+        return deleted
+
     async def run(self) -> None:
         """The rescuer service: runs until cancelled."""
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.rescue_once()
+                if self._retention is not None and loop.time() >= self._next_prune:
+                    self._next_prune = loop.time() + PRUNE_INTERVAL
+                    await self.prune_once()
             except Exception as exc:
                 if not is_transient(exc):
                     raise

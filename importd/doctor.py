@@ -1,0 +1,196 @@
+"""``importd doctor``: checks of the database, the schema, the trigger, LISTEN/NOTIFY,
+clocks and table health, each ok / warning / error with what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import db, migrate, sql
+from .config import Settings
+
+OK, WARNING, ERROR = "ok", "warning", "error"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding."""
+
+    name: str
+    level: str
+    detail: str
+
+
+async def run(settings: Settings) -> list[Check]:
+    """Every check, in order; stops after the connection check if that fails."""
+    checks: list[Check] = []
+    try:
+        conn = await db.connect(settings.require_dsn(), timeout=10)
+    except Exception as exc:
+        return [
+            Check(
+                "connection",
+                ERROR,
+                f"{db.describe_db_error(exc)}: check the DSN, the network and pg_hba.conf",
+            )
+        ]
+    try:
+        checks.append(Check("connection", OK, "connected"))
+        state = await migrate.inspect(conn)
+        checks.append(_schema(state))
+        version = await conn.fetchrow(
+            "SELECT current_setting('server_version_num')::int AS n, "
+            "current_setting('server_version') AS v"
+        )
+        checks.append(_version(version["n"], version["v"]))
+        if state.applied:
+            checks.append(await _trigger(conn))
+            checks.extend(await _health(conn))
+        checks.append(await _pooler(conn))
+    finally:
+        await conn.close()
+    checks.append(await _listen(settings.effective_listen_dsn))
+    return checks
+
+
+def _schema(state: migrate.SchemaState) -> Check:
+    if state.current:
+        return Check("schema", OK, state.describe())
+    return Check("schema", ERROR, state.describe())
+
+
+def _version(num: int, text: str) -> Check:
+    if num < 110000:
+        return Check("server version", ERROR, f"PostgreSQL {text}: importd needs 11 or newer")
+    if num < 130000:
+        return Check("server version", WARNING, f"PostgreSQL {text}: 13 or newer is advised")
+    return Check("server version", OK, f"PostgreSQL {text}")
+
+
+async def _trigger(conn: Any) -> Check:
+    row = await conn.fetchrow(sql.query("doctor_trigger"))
+    functions = row["functions"]
+    problems = []
+    if row["trigger_enabled"] is None:
+        problems.append("trigger trigger_process_import_jobs is missing (run importd migrate)")
+    elif row["trigger_enabled"] == "D":
+        problems.append(
+            "trigger trigger_process_import_jobs is disabled: ALTER TABLE "
+            "import_jobs ENABLE TRIGGER trigger_process_import_jobs (until then "
+            "daemons only poll)"
+        )
+    for name in ("notify_process_import_jobs_async", "trigger_import_job_processing"):
+        info = functions.get(name)
+        if info is None:
+            problems.append(f"function {name} is missing (run importd migrate)")
+        elif not info["security_definer"] or not info["search_path"]:
+            problems.append(f"function {name} must be SECURITY DEFINER with a pinned search_path")
+    if problems:
+        return Check("trigger", ERROR, "; ".join(problems))
+    return Check("trigger", OK, "enabled; both functions SECURITY DEFINER, search_path pinned")
+
+
+async def _health(conn: Any) -> list[Check]:
+    sent = time.time()
+    row = await conn.fetchrow(sql.query("doctor_health"))
+    received = time.time()
+    out = []
+    usage = row["queue_usage"]
+    level = ERROR if usage > 0.9 else WARNING if usage > 0.5 else OK
+    out.append(
+        Check(
+            "notify queue",
+            level,
+            f"{usage:.1%} used"
+            + (
+                ": a session is holding notifications (a long transaction that ran LISTEN?)"
+                if level != OK
+                else ""
+            ),
+        )
+    )
+    skew = row["server_epoch"] - (sent + received) / 2
+    level = WARNING if abs(skew) > 2 else OK
+    out.append(
+        Check(
+            "clock skew",
+            level,
+            f"{skew:+.2f} s between this host and the server"
+            + (": sync the clocks (NTP); leases use the server's" if level != OK else ""),
+        )
+    )
+    stuck = row["stuck"]
+    out.append(
+        Check(
+            "stuck jobs",
+            WARNING if stuck else OK,
+            f"{stuck} running job(s) past their lease: is any importd running? "
+            "A running daemon rescues them"
+            if stuck
+            else "none",
+        )
+    )
+    dead, live = row["dead"], row["live"]
+    ratio = dead / max(dead + live, 1)
+    level = WARNING if dead > 10_000 and ratio > 0.2 else OK
+    out.append(
+        Check(
+            "dead tuples",
+            level,
+            f"{dead:,} dead / {live:,} live in import_jobs"
+            + (": VACUUM (ANALYZE) import_jobs, and check autovacuum" if level != OK else ""),
+        )
+    )
+    return out
+
+
+async def _pooler(conn: Any) -> Check:
+    pids = {await conn.fetchval("SELECT pg_backend_pid()") for _ in range(3)}
+    if len(pids) > 1:
+        return Check(
+            "pooler",
+            WARNING,
+            "the DSN goes through a transaction-mode pooler: set "
+            "listen_dsn to a direct connection and statement_cache_size = 0",
+        )
+    return Check("pooler", OK, "one server session per connection")
+
+
+async def _listen(dsn: str) -> Check:
+    channel = f"importd_doctor_{secrets.token_hex(4)}"
+    got = asyncio.Event()
+    try:
+        conn = await db.connect(dsn, timeout=10)
+    except Exception as exc:
+        return Check(
+            "listen", ERROR, f"cannot open the LISTEN connection: {db.describe_db_error(exc)}"
+        )
+    try:
+        await conn.add_listener(channel, lambda *_: got.set())
+        await conn.execute("SELECT pg_notify($1, 'ping')", channel)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(3):
+                await got.wait()
+        except TimeoutError:
+            return Check(
+                "listen",
+                ERROR,
+                "no NOTIFY came back within 3 s: LISTEN does not "
+                "work on this connection (a pooler?); set listen_dsn, or run the "
+                "daemons with --no-listen",
+            )
+        return Check(
+            "listen", OK, f"NOTIFY round trip in {(time.monotonic() - started) * 1000:.1f} ms"
+        )
+    finally:
+        await conn.close()
+
+
+def render(checks: list[Check]) -> str:
+    """A line per check."""
+    width = max(len(c.name) for c in checks)
+    return "\n".join(f"{c.level.upper():<8} {c.name.ljust(width)}  {c.detail}" for c in checks)

@@ -1,0 +1,238 @@
+"""The operators' commands: status, show, retry, cancel, prune. Each takes a connection
+and arguments and returns the text (or JSON) to print; tables fit 80 columns."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from . import repository
+from .config import parse_duration
+from .db import redact_value
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c).replace("\n", "\\n") for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(out)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _progress(row: dict[str, Any]) -> str:
+    done, total = row["rows_done"], row["rows_total"]
+    if total:
+        return f"{done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)"
+    return f"{done:,}" if done else "-"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """JSON for scripts."""
+    return json.dumps(value, default=_json_default, indent=2, sort_keys=True)
+
+
+async def status(conn: Any, *, as_json: bool = False) -> str:
+    """What is queued, what runs, what failed lately."""
+    data = await repository.status(conn)
+    by_group: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in data["counts"]:
+        key = row["status"] + ("_1h" if row["recent"] else "")
+        by_group[(row["queue"], row["kind"])][key] += row["n"]
+    summary = data["summary"]
+    failures_1h = sum(g.get("failed_1h", 0) for g in by_group.values())
+    if as_json:
+        return dumps(
+            {
+                "queues": [
+                    {"queue": q, "kind": k, **dict(v)} for (q, k), v in sorted(by_group.items())
+                ],
+                "oldest_runnable_s": summary["oldest_runnable_s"],
+                "estimated_rows": summary["estimated_rows"],
+                "running": redact_value(data["running"]),
+                "failed_last_hour": failures_1h,
+                "at": summary["at"],
+            }
+        )
+    rows = [
+        [
+            q,
+            k,
+            v.get("pending", 0),
+            v.get("running", 0),
+            v.get("completed_1h", 0),
+            v.get("failed_1h", 0),
+            v.get("cancelled_1h", 0),
+        ]
+        for (q, k), v in sorted(by_group.items())
+    ]
+    parts = [
+        _table(["queue", "kind", "pending", "running", "done 1h", "failed 1h", "cancel 1h"], rows)
+        if rows
+        else "no jobs pending, running or ended in the last hour"
+    ]
+    parts.append(
+        f"oldest runnable job waits: {_age(summary['oldest_runnable_s'])}   "
+        f"failures in the last hour: {failures_1h}   "
+        f"jobs in table: ~{max(summary['estimated_rows'] or 0, 0):,}"
+    )
+    if data["running"]:
+        running = [
+            [
+                r["id"],
+                r["kind"][:12],
+                r["queue"][:12],
+                _progress(r),
+                _age(r["elapsed_s"]),
+                f"{r['attempts']}/{r['max_attempts']}",
+                (r["locked_by"] or "")[:22],
+            ]
+            for r in data["running"]
+        ]
+        parts.append(
+            "running now:\n"
+            + _table(["id", "kind", "queue", "progress", "for", "try", "daemon"], running)
+        )
+    return "\n\n".join(parts)
+
+
+_SHOWN = [
+    "id",
+    "kind",
+    "queue",
+    "tenant_id",
+    "status",
+    "priority",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "timeout_s",
+    "dedup_key",
+    "locked_by",
+    "locked_until",
+    "rows_total",
+    "rows_done",
+    "rows_failed",
+    "bytes_read",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+]
+
+
+async def show(conn: Any, job_id: int, *, as_json: bool = False, first_errors: int = 5) -> str:
+    """Every field of a job, its last error, and its first row-level errors."""
+    job = await repository.job_details(conn, job_id)
+    if job is None:
+        raise LookupError(f"no job {job_id}")
+    errors = await repository.job_errors(conn, job_id, first_errors)
+    job = redact_value(job)
+    if as_json:
+        job.pop("timeout", None)
+        return dumps({**job, "errors": errors})
+    width = max(len(k) for k in _SHOWN)
+    lines = [f"{key.ljust(width)}  {job[key] if job[key] is not None else '-'}" for key in _SHOWN]
+    lines.append(f"{'payload'.ljust(width)}  {json.dumps(job['payload'])}")
+    if job["result"] is not None:
+        lines.append(f"{'result'.ljust(width)}  {json.dumps(job['result'])}")
+    if job["last_error"]:
+        lines.append(f"{'last_error'.ljust(width)}  {job['last_error']}")
+    if job["error_count"]:
+        lines.append(f"\n{job['error_count']} rejected row(s); first {len(errors)}:")
+        lines.append(
+            _table(
+                ["line", "message", "record"],
+                [
+                    [e["line_number"] or "-", e["message"][:44], (e["raw_record"] or "")[:24]]
+                    for e in errors
+                ],
+            )
+        )
+        lines.append(f"all of them: importd show {job_id} --errors [--json]")
+    return "\n".join(lines)
+
+
+async def errors(conn: Any, job_id: int, *, as_json: bool = False) -> str:
+    """Every rejected row of a job: CSV (line, message, record) or JSON."""
+    if await repository.job_details(conn, job_id) is None:
+        raise LookupError(f"no job {job_id}")
+    rows = await repository.job_errors(conn, job_id, None)
+    if as_json:
+        return dumps(rows)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["line", "message", "record"])
+    for row in rows:
+        writer.writerow([row["line_number"], row["message"], row["raw_record"]])
+    return out.getvalue().rstrip("\n")
+
+
+async def retry(
+    conn: Any, ids: list[int] | None, *, kind: str | None, queue: str | None, since: str | None
+) -> str:
+    """Failed (or cancelled, by id) jobs back to pending, attempts reset."""
+    after = datetime.now(UTC) - timedelta(seconds=parse_duration(since)) if since else None
+    retried, skipped = await repository.retry_jobs(conn, ids, kind=kind, queue=queue, since=after)
+    text = f"{retried} job(s) back to pending"
+    if skipped:
+        text += f"; {skipped} skipped: an unfinished job holds the same dedup_key"
+    return text
+
+
+async def cancel(conn: Any, ids: list[int]) -> str:
+    """Cancel pending or running jobs."""
+    done = await repository.cancel_jobs(conn, ids)
+    running = [job_id for job_id, was in done if was == "running"]
+    text = f"{len(done)} job(s) cancelled"
+    if running:
+        text += f" ({len(running)} running: their daemons stop them within seconds)"
+    missing = sorted(set(ids) - {job_id for job_id, _ in done})
+    if missing:
+        text += f"; not pending or running: {', '.join(map(str, missing))}"
+    return text
+
+
+async def prune(
+    conn: Any, *, completed_after: float, failed_after: float, batch: int = 1000
+) -> tuple[int, int]:
+    """Delete finished jobs older than their retention, in batches: (deleted, batches)."""
+    deleted = batches = 0
+    for status, age in (
+        ("completed", completed_after),
+        ("failed", failed_after),
+        ("cancelled", failed_after),
+    ):
+        while True:
+            count = await repository.prune_jobs(conn, status, age, batch)
+            if count:
+                batches += 1
+                deleted += count
+            if count < batch:
+                break
+    return deleted, batches
