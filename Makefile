@@ -7,7 +7,7 @@ EXTRAS ?= dev
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint typecheck test check bench clean
+.PHONY: help venv lint typecheck test demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,8 +29,12 @@ typecheck: venv ## mypy --strict on importd/
 test: lint typecheck ## the README's test command: lint, types, then the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+demo: venv ## the first five minutes: a throwaway PostgreSQL, three imports, status, errors
+	$(BIN)/python -m importd.demo
+
 bench: venv ## the benchmarks in bench/ (prints figures; takes a few minutes)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.daemon
+	$(BIN)/python -m bench.imports
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build

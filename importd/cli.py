@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from . import config, daemon, db, doctor, logs, migrate, ops
 from .models import (
@@ -104,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     _add_daemon(p)
     p.add_argument("--listen-dsn", help="direct connection for LISTEN (when --dsn is a pooler)")
+    p.add_argument(
+        "--embedded",
+        nargs="?",
+        const="",
+        metavar="DATA_DIR",
+        help="run on a local PostgreSQL that importd manages in DATA_DIR "
+        "(default ~/.local/share/importd/postgres), for trying importd out",
+    )
     p.add_argument(
         "--no-listen",
         dest="listen",
@@ -452,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), ExitCode.CONFIG)
     logs.configure(settings.log_level, settings.log_format)
     try:
+        if args.command == "run" and args.embedded is not None:
+            return daemon.run_embedded(settings, Path(args.embedded) if args.embedded else None)
         if args.command in ("run", "drain"):
             settings.require_dsn()
             drain = None

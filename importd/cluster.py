@@ -135,6 +135,12 @@ class Cluster:
         """Create the cluster if the data directory is empty."""
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.user is not None:
+            for parent in self.directory.resolve().parents:
+                if not os.stat(parent).st_mode & 0o001:
+                    raise ClusterError(
+                        f"PostgreSQL runs as user {self.user!r} here (not as root), who "
+                        f"cannot enter {parent}; choose a data directory under a "
+                        "world-accessible one, e.g. /var/lib/importd")
             shutil.chown(self.directory, self.user)
         if not (self.datadir / "PG_VERSION").exists():
             self._run(
@@ -202,3 +208,19 @@ class Cluster:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def persistent(directory: Path) -> Cluster:
+    """The cluster kept in ``directory`` (created on first use), started on the port it
+    used before, so its URL stays the same from one run to the next."""
+    directory = directory.expanduser()
+    port_file = directory / "importd-port"
+    port = int(port_file.read_text()) if port_file.is_file() else None
+    cluster = Cluster(directory=directory, port=port)
+    cluster.init()
+    if port is None:
+        port_file.write_text(str(cluster.port))
+    pid_file = cluster.datadir / "postmaster.pid"
+    if pid_file.exists():  # left by a crash: pg_ctl refuses to start over a live one only
+        cluster.stop("immediate")
+    return cluster.start()

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -21,6 +24,7 @@ import structlog
 
 from . import __version__, db, handlers, migrate
 from .backoff import Backoff
+from .cluster import ClusterError, persistent
 from .config import Settings
 from .executor import Executor, ResultWriter
 from .listener import Listener
@@ -99,7 +103,8 @@ class Daemon:
         self.hurry = asyncio.Event()
         self.notifier = Notifier()
         self.interrupted = 0
-        self.schema_current = True  # verified at start; the sampler keeps checking
+        self.schema_current = True
+        self.progress_total = 0  # verified at start; the sampler keeps checking
 
     def request_stop(self, why: str) -> None:
         """First call: graceful shutdown. Later calls: skip the grace."""
@@ -275,6 +280,9 @@ class Daemon:
             writer.close()
             await writer_task
         stats = executor.stats
+        if drain is not None and drain.on_progress is not None:
+            ended = self._ended(executor)
+            drain.on_progress(ended, max(self.progress_total, ended))
         log.info(
             "daemon_stopped",
             completed=stats.completed,
@@ -347,11 +355,17 @@ class Daemon:
                 "SELECT count(*) FROM public.import_jobs "
                 "WHERE status = 'pending' AND run_at <= now()"
             )
+        self.progress_total = runnable
         while True:
-            stats = executor.stats
-            ended = stats.completed + stats.failed + stats.retried + stats.cancelled
-            report(ended, max(runnable, ended + worker.in_flight))
+            ended = self._ended(executor)
+            self.progress_total = max(runnable, ended + worker.in_flight)
+            report(ended, self.progress_total)
             await asyncio.sleep(0.2)
+
+    @staticmethod
+    def _ended(executor: Executor) -> int:
+        stats = executor.stats
+        return stats.completed + stats.failed + stats.retried + stats.cancelled
 
     async def _stop_on(self, worker: Worker) -> None:
         await self.stop_event.wait()
@@ -394,6 +408,45 @@ class Daemon:
             f"running {worker.in_flight}/{self.settings.concurrency}, "
             f"{executor.stats.completed:,} done, {listening}"
         )
+
+
+EMBEDDED_DIR = Path("~/.local/share/importd/postgres")
+
+
+def run_embedded(settings: Settings, directory: Path | None) -> int:
+    """``importd run --embedded``: the daemon on a local PostgreSQL it manages in
+    ``directory``, for trying importd without a server."""
+    try:
+        cluster = persistent(directory or EMBEDDED_DIR)
+    except ClusterError as exc:
+        log.error("startup_failed", error=str(exc), exit_code=int(ExitCode.CONFIG))
+        return ExitCode.CONFIG
+    try:
+        dsn = cluster.dsn_for("importd")
+        asyncio.run(_create_database(cluster.dsn, "importd", dsn))
+        log.info("embedded_postgres", dsn=dsn, data_dir=str(cluster.directory))
+        print(
+            f"importd: embedded PostgreSQL at {dsn} (data in {cluster.directory})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return run(dataclasses.replace(settings, dsn=dsn, listen_dsn=None))
+    finally:
+        cluster.stop()
+
+
+async def _create_database(admin_dsn: str, name: str, dsn: str) -> None:
+    admin = await db.connect(admin_dsn)
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}"')  # a constant name
+    finally:
+        await admin.close()
+    conn = await db.connect(dsn)
+    try:
+        await migrate.apply(conn)
+    finally:
+        await conn.close()
 
 
 def run(settings: Settings, drain: DrainOptions | None = None) -> int:
