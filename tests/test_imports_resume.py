@@ -33,7 +33,7 @@ async def test_sigkill_mid_import_is_rescued_and_finishes_exactly_once(
     source = csv_file(tmp_path / "big.csv", 8000, bad=(500, 5000, 7999))
     job_id = await importd.enqueue(conn, "csv", {
         "source": source, "table": "plain", "atomic": False, "max_errors": 10,
-        "chunk_rows": 500}, timeout=3, max_attempts=10)
+        "chunk_rows": 500}, timeout=3, max_attempts=25)
     env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
     flags = ("--lease-margin", "1", "--rescue-interval", "0.5", "--backoff-base", "0.1",
              "--poll-interval", "1")
@@ -43,9 +43,13 @@ async def test_sigkill_mid_import_is_rescued_and_finishes_exactly_once(
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait()
     second = daemons(*flags, env=env)
-    await wait_until(lambda: conn.fetchval(
-        "SELECT status = 'completed' FROM import_jobs WHERE id = $1", job_id), timeout=90,
-        what="the import to complete")
+    try:
+        await wait_until(lambda: conn.fetchval(
+            "SELECT status = 'completed' FROM import_jobs WHERE id = $1", job_id),
+            timeout=120, what="the import to complete")
+    except AssertionError:
+        row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
+        raise AssertionError(f"{dict(row)}\n{second.text()[-4000:]}") from None
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
     assert row["attempts"] >= 2
     assert row["result"]["rows_loaded"] == 7997 and row["result"]["rows_rejected"] == 3
