@@ -6,7 +6,7 @@ import asyncio
 import enum
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,6 +237,9 @@ class Executor:
         self._settings = settings
         self._http = http
         self.metrics = metrics or Metrics()
+        # Handlers running now (a run's result write may still be queued after that).
+        self.active = 0
+        self.on_handler_done: Callable[[], None] = lambda: None
         self._repo = repo
         self._pool = pool
         self._registry = registry
@@ -246,16 +249,24 @@ class Executor:
         self._lease_margin = lease_margin
         self._heartbeat_interval = heartbeat_interval
         self.running: dict[int, tuple[asyncio.Task[None], JobContext]] = {}
+        self._starting: set[int] = set()  # started, but their task has not run yet
         self._reasons: dict[int, StopReason] = {}
         self.stats = RunStats()
 
     def start(self, job: Job) -> asyncio.Task[None]:
         """Run ``job`` in a task of its own."""
+        self.active += 1  # counted now, not when the task first runs: the slot is taken
+        self._starting.add(job.id)
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         return task
 
     def stop(self, job_id: int, reason: StopReason) -> bool:
         """Cancel the running job ``job_id`` for ``reason``; False if it is not running."""
+        if job_id in self._starting:
+            # Its task has not run yet: a cancel now would skip the write-back, so leave
+            # the reason for the task to find when it starts.
+            self._reasons.setdefault(job_id, reason)
+            return True
         entry = self.running.get(job_id)
         if entry is None:
             return False
@@ -271,7 +282,7 @@ class Executor:
 
     def stop_all(self, reason: StopReason) -> None:
         """Cancel every running job for ``reason``."""
-        for job_id in list(self.running):
+        for job_id in [*self.running, *self._starting]:
             self.stop(job_id, reason)
 
     async def _run(self, job: Job) -> None:
@@ -299,11 +310,16 @@ class Executor:
         task = asyncio.current_task()
         assert task is not None
         self.running[job.id] = (task, ctx)
+        self._starting.discard(job.id)
         outcome: Outcome | None
         try:
+            if job.id in self._reasons:  # stopped before it started
+                raise asyncio.CancelledError
             outcome = await self._outcome(job, ctx, bound)
         except asyncio.CancelledError:
             outcome = self._stopped(job)
+        self.active -= 1
+        self.on_handler_done()
         if ctx.finished_in_transaction:
             outcome = None  # the handler committed the completion itself
             self._record(job, Status.COMPLETED, duration=loop.time() - started)

@@ -54,6 +54,7 @@ class Worker:
         self._repo = repo
         self._backlog = backlog
         self._executor = executor
+        executor.on_handler_done = self.slot_freed
         self._opts = options
         self._kick = asyncio.Event()
         self._notified = True  # look once at start: the catch-up claim
@@ -72,6 +73,16 @@ class Worker:
     def in_flight(self) -> int:
         """Jobs started and not yet written back."""
         return len(self._tasks)
+
+    def _free(self) -> int:
+        """Slots for new jobs: ``capacity`` bounds the handlers running at once. A run
+        whose handler returned holds no slot while its result waits for the next batched
+        write (as River's completer does), so claims overlap result writes; claims stop
+        while twice ``capacity`` results wait, which bounds memory and how far claims may
+        run ahead of the writes."""
+        if self._backlog() >= 2 * self._opts.capacity:
+            return 0
+        return self._opts.capacity - self._executor.active
 
     def notify(self, queue: str | None = None) -> None:
         """A hint that work may be waiting (None: after a reconnect, look anyway)."""
@@ -99,7 +110,7 @@ class Worker:
             ready = await self._wait_for_work(loop)
             if not ready:
                 return
-            free = self._opts.capacity - self.in_flight
+            free = self._free()
             if self._opts.max_jobs is not None:
                 free = min(free, self._opts.max_jobs - self.claimed)
             self._notified = False
@@ -181,7 +192,7 @@ class Worker:
             now = loop.time()
             self.last_tick = now
             capped = self._opts.max_jobs is not None and self.claimed >= self._opts.max_jobs
-            free = 0 if capped else self._opts.capacity - self.in_flight
+            free = 0 if capped else self._free()
             if self._opts.drain:
                 if free > 0 and (self._refill(free) or self._notified or now >= self._due_at):
                     return True

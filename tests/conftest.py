@@ -195,7 +195,7 @@ def daemons(dsn: str, tmp_path: Any) -> Iterator[Any]:
 async def runs_table(conn: Any) -> Any:
     """``test_runs``: the test handlers record every run they start there."""
     await conn.execute("CREATE TABLE test_runs (job_id bigint, attempt int, worker text, "
-                       "started_at timestamptz)")
+                       "started_at timestamptz, ended_at timestamptz)")
     return conn
 
 

@@ -16,6 +16,9 @@ async def sleep(job: importd.Job, ctx: importd.JobContext) -> Any:
     """Sleep ``payload.seconds``; record the run in ``test_runs`` when that table exists."""
     await _record(job, ctx)
     await asyncio.sleep(float(job.payload.get("seconds", 0)))
+    with contextlib.suppress(asyncpg.UndefinedTableError):
+        await ctx.pool.execute("UPDATE test_runs SET ended_at = clock_timestamp() "
+                               "WHERE job_id = $1 AND attempt = $2", job.id, job.attempt)
     return {"slept": job.payload.get("seconds", 0)}
 
 

@@ -252,3 +252,19 @@ async def test_lease_is_fenced_in_process(conn) -> None:
     assert await repo.finish("A", [(first, Outcome.completed())]) == set()
     assert await repo.finish("B", [(second, Outcome.completed({"ok": 1}))]) == {second.id}
     assert await repo.finish("B", [(second, Outcome.completed())]) == set()  # only once
+
+
+async def test_concurrency_bounds_the_handlers_running_at_once(runs_table, daemons) -> None:
+    conn = runs_table
+    await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 0.3})
+                                      for _ in range(12)])
+    daemons("--concurrency", "3", *FAST)
+    await wait_until(lambda: all_done(conn, 12), timeout=30, what="12 completions")
+    runs = await conn.fetch("SELECT started_at, ended_at FROM test_runs")
+    events = sorted([(r["started_at"], 1) for r in runs] + [(r["ended_at"], -1) for r in runs],
+                    key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak == 3  # used every slot, never more
