@@ -140,7 +140,8 @@ class Cluster:
                     raise ClusterError(
                         f"PostgreSQL runs as user {self.user!r} here (not as root), who "
                         f"cannot enter {parent}; choose a data directory under a "
-                        "world-accessible one, e.g. /var/lib/importd")
+                        "world-accessible one, e.g. /var/lib/importd"
+                    )
             shutil.chown(self.directory, self.user)
         if not (self.datadir / "PG_VERSION").exists():
             self._run(

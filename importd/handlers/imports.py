@@ -687,30 +687,39 @@ class Import:
         loaded = 0
         while rows:
             try:
-                async with conn.transaction():
-                    await tables.copy_in(
-                        conn,
-                        into[0],
-                        into[1],
-                        columns,
-                        b"".join(row.payload for row in rows),
-                        self.copy_format,
-                    )
+                await self._copy_rows(conn, into, columns, rows)
                 return loaded + len(rows)
             except ROW_LEVEL as exc:
                 line, message = _describe(exc)
                 index = _row_at(rows, line)
                 if index is None:
                     return loaded + await self._bisect_copy(conn, into, columns, rows, failures)
-                bad = rows[index]
-                failures.append(RowFailure(bad.line, message, _raw(bad.raw, self.spec.encoding)))
-                self._check_budget(failures)
+                self._reject(failures, rows[index], message)
                 if index:
                     loaded += await self._copy_isolating(
                         conn, into, columns, rows[:index], failures
                     )
                 rows = rows[index + 1 :]
         return loaded
+
+    async def _copy_rows(
+        self, conn: asyncpg.Connection, into: tuple[str, str], columns: list[str], rows: list[Row]
+    ) -> None:
+        """COPY ``rows`` in a savepoint of their own (a failure undoes just them)."""
+        async with conn.transaction():
+            await tables.copy_in(
+                conn,
+                into[0],
+                into[1],
+                columns,
+                b"".join(row.payload for row in rows),
+                self.copy_format,
+            )
+
+    def _reject(self, failures: list[RowFailure], row: Row, message: str) -> None:
+        """Record ``row`` as rejected; TooManyErrors past max_errors."""
+        failures.append(RowFailure(row.line, message, _raw(row.raw, self.spec.encoding)))
+        self._check_budget(failures)
 
     async def _bisect_copy(
         self,
@@ -722,24 +731,11 @@ class Import:
     ) -> int:
         """Isolate bad rows by halves, when an error names no line."""
         try:
-            async with conn.transaction():
-                await tables.copy_in(
-                    conn,
-                    into[0],
-                    into[1],
-                    columns,
-                    b"".join(row.payload for row in rows),
-                    self.copy_format,
-                )
+            await self._copy_rows(conn, into, columns, rows)
             return len(rows)
         except ROW_LEVEL as exc:
             if len(rows) == 1:
-                failures.append(
-                    RowFailure(
-                        rows[0].line, _describe(exc)[1], _raw(rows[0].raw, self.spec.encoding)
-                    )
-                )
-                self._check_budget(failures)
+                self._reject(failures, rows[0], _describe(exc)[1])
                 return 0
         half = len(rows) // 2
         return await self._bisect_copy(
