@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 from . import config, daemon, db, doctor, logs, migrate, ops
 from .models import (
@@ -43,6 +44,13 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line per error, saying where the help is (argparse prints the usage too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(int(ExitCode.USAGE), f"importd: {message} (see '{self.prog} --help')\n")
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dsn", help="PostgreSQL URL (else IMPORTD_DSN, else DATABASE_URL)")
     parser.add_argument(
@@ -74,13 +82,15 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="importd",
         description="importd: a PostgreSQL import-job daemon.",
         formatter_class=_Formatter,
         epilog="Run 'importd COMMAND --help' for the options and an example of each command.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     p = sub.add_parser(
         "migrate",

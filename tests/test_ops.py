@@ -235,3 +235,15 @@ async def test_run_embedded_manages_its_own_postgresql() -> None:
         if proc.poll() is None:
             proc.kill()
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_every_command_has_help_with_an_example_and_one_line_errors() -> None:
+    commands = ["migrate", "run", "drain", "status", "show", "retry", "cancel", "prune",
+                "doctor", "config", "enqueue"]
+    for command in commands:
+        done = run_importd(command, "--help")
+        assert done.returncode == 0 and "example" in done.stdout, command
+    bad = run_importd("show", "not-a-number")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "importd: argument id: invalid int value: 'not-a-number' (see 'importd show --help')"]
