@@ -92,6 +92,8 @@ class Cluster:
         settings: dict[str, str] | None = None,
     ) -> None:
         found = bindir or find_bindir()
+        if found is not None and not _has_server(found):
+            raise ClusterError(f"{found} holds no initdb, pg_ctl and postgres")
         if found is None:
             raise ClusterError(
                 "no PostgreSQL server binaries found (install postgresql, set "
@@ -130,6 +132,8 @@ class Cluster:
             raise ClusterError(
                 f"{args[0]} failed: {exc.stderr.strip() or exc.stdout.strip()}"
             ) from exc
+        except OSError as exc:
+            raise ClusterError(f"cannot run {args[0]}: {exc.strerror}") from exc
 
     def init(self) -> Cluster:
         """Create the cluster if the data directory is empty."""
