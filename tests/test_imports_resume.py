@@ -172,8 +172,10 @@ async def test_https_atomic_import_resumes_with_range_requests(conn, drain) -> N
 async def test_progress_is_visible_while_an_import_runs(conn, daemons, tmp_path: Path) -> None:
     await conn.execute(SLOW_TABLE.format(delay=0.0003))
     source = csv_file(tmp_path / "p.csv", 10_000)
+    # A 5 s timeout makes checkpoints come every half second (a tenth of the timeout).
     job_id = await importd.enqueue(conn, "csv", {"source": source, "table": "plain",
-                                                 "atomic": False, "chunk_rows": 200})
+                                                 "atomic": False, "chunk_rows": 200},
+                                   timeout=5, max_attempts=10)
     env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
     daemons("--poll-interval", "1", env=env)
     seen = set()

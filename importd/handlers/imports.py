@@ -187,6 +187,7 @@ class Import:
             tables.Staging(job.id) if self.mode == "per_chunk" else None
         )
         self.parts = 0  # atomic: staging tables (chunks) committed so far
+        self.committed: dict[str, Any] | None = None  # the last checkpoint committed
         self.mover: Mover | None = None
         self.copy_format = tables.CopyFormat(
             "csv" if fmt == "csv" else "text",
@@ -272,6 +273,7 @@ class Import:
                 self.columns = list(cp["columns"])
                 self.loaded, self.failed, self.offset = cp["loaded"], cp["failed"], start
                 self.parts = cp.get("parts", 0)
+                self.committed = cp
                 leftover = Records()
             else:
                 leftover = await self._begin(records)
@@ -303,9 +305,17 @@ class Import:
                 self.mover.add(table)
 
     async def _save_totals(self, conn: asyncpg.Connection) -> None:
-        """The final counters, rows_total included (known only now)."""
-        checkpoint = self.job.checkpoint or {}
-        await save_checkpoint(
+        """The final counters, rows_total included (known only now), beside the last
+        committed checkpoint (a retry must resume from what is really loaded)."""
+        await self._store(
+            conn, self.committed or {}, total=self.loaded + self.failed + self.skipped
+        )
+
+    async def _store(
+        self, conn: asyncpg.Connection, checkpoint: dict[str, Any], total: int | None = None
+    ) -> bool:
+        """Write ``checkpoint`` and the counters, fenced by the lease."""
+        return await save_checkpoint(
             conn,
             self.job,
             self.ctx.worker_id,
@@ -313,7 +323,7 @@ class Import:
             rows_done=self.loaded,
             rows_failed=self.failed,
             bytes_read=self.offset,
-            rows_total=self.loaded + self.failed + self.skipped,
+            rows_total=total,
         )
 
     async def _open(self, offset: int, known: dict[str, Any] | None) -> sources.Opened:
@@ -615,19 +625,12 @@ class Import:
             "fingerprint": self.fingerprint,
             "parts": self.parts,
         }
-        held = await save_checkpoint(
-            conn,
-            self.job,
-            self.ctx.worker_id,
-            checkpoint,
-            rows_done=self.loaded,
-            rows_failed=self.failed,
-            bytes_read=self.offset,
-        )
+        held = await self._store(conn, checkpoint)
         if not held:
             raise LeaseLost("the job's lease was lost; the uncommitted chunks were rolled back")
         await span.tx.commit()
         span.tx = None
+        self.committed = checkpoint
         if self.mover is not None:
             for part in span.parts:
                 self.mover.add(part)
