@@ -171,11 +171,11 @@ async def test_https_atomic_import_resumes_with_range_requests(conn, drain) -> N
 
 async def test_progress_is_visible_while_an_import_runs(conn, daemons, tmp_path: Path) -> None:
     await conn.execute(SLOW_TABLE.format(delay=0.0003))
-    source = csv_file(tmp_path / "p.csv", 10_000)
-    # A 5 s timeout makes checkpoints come every half second (a tenth of the timeout).
+    source = csv_file(tmp_path / "p.csv", 4000)
+    # A 6 s timeout makes checkpoints come every 0.6 s (a tenth of the timeout).
     job_id = await importd.enqueue(conn, "csv", {"source": source, "table": "plain",
                                                  "atomic": False, "chunk_rows": 200},
-                                   timeout=5, max_attempts=10)
+                                   timeout=6, max_attempts=10)
     env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
     daemons("--poll-interval", "1", env=env)
     seen = set()
@@ -190,6 +190,6 @@ async def test_progress_is_visible_while_an_import_runs(conn, daemons, tmp_path:
             assert await conn.fetchval("SELECT count(*) FROM plain") >= row["rows_done"]
         await asyncio.sleep(0.1)
     assert len(seen) >= 2, seen  # it moved while running
-    assert all(0 < done <= 10_000 and read > 0 for done, read in seen)
+    assert all(0 < done <= 4000 and read > 0 for done, read in seen)
     final = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
-    assert final["rows_done"] == final["rows_total"] == 10_000
+    assert final["rows_done"] == final["rows_total"] == 4000
