@@ -224,14 +224,18 @@ class Worker:
         return free * 2 >= self._opts.capacity or self._backlog() == 0
 
     async def _sleep_unless_stopped(self, delay: float) -> None:
-        self._kick.clear()
-        try:
-            async with asyncio.timeout(delay):
-                while not self._stopping:
-                    self._kick.clear()
+        """Back off after a failed claim, still ticking every second: a loop that waits
+        for the database to come back is alive, not wedged."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + delay
+        while not self._stopping and (left := end - loop.time()) > 0:
+            self.last_tick = loop.time()
+            self._kick.clear()
+            try:
+                async with asyncio.timeout(min(left, TICK)):
                     await self._kick.wait()
-        except TimeoutError:
-            pass
+            except TimeoutError:
+                pass
 
     async def shutdown(self, grace: float, hurry: asyncio.Event) -> int:
         """Wait up to ``grace`` seconds (or until ``hurry``) for running jobs, cancel the
