@@ -259,3 +259,28 @@ def test_readme_documents_every_setting() -> None:
     missing = [f.name for f in config.FIELDS if f"`{f.name}`" not in readme
                or f"`{f.env}`" not in readme]
     assert missing == []
+
+
+async def test_watchdog_keeps_pinging_while_the_database_is_away(pg_server, daemons,
+                                                                 tmp_path) -> None:
+    if pg_server.cluster is None:
+        pytest.skip(f"the server ({pg_server.how}) is not the suite's to stop and start")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    try:
+        env = importd_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
+        proc = daemons("--poll-interval", "1", "--probe-interval", "0.5", env=env)
+        await wait_until(lambda: asyncio.sleep(0, "READY" in notify.kinds()), timeout=15,
+                         what="READY=1")
+        await asyncio.to_thread(pg_server.cluster.stop, "fast")
+        stopped = time.monotonic()
+        # Long enough for the claim backoff to reach its 5 s cap.
+        await asyncio.sleep(14)
+        await asyncio.to_thread(pg_server.cluster.start)
+        pings = [t for t, m in notify.messages if m == "WATCHDOG=1" and t > stopped]
+        # Failed claims back off, the listener reconnects: alive, not wedged.
+        assert len(pings) >= 20, len(pings)
+        assert max(b - a for a, b in itertools.pairwise([stopped, *pings])) < 1.6
+        await proc.wait_for_event("listener_reconnected", timeout=40)
+        assert proc.proc.poll() is None
+    finally:
+        notify.close()
