@@ -78,6 +78,27 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE",
         help="import MODULE for its @importd.handler kinds (repeatable)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        dest="rate_limits",
+        action="append",
+        metavar="LIMIT",
+        help="at most this many job starts over every daemon: QUEUE=10/s, "
+        "kind:KIND=600/min, optional :BURST (repeatable)",
+    )
+    parser.add_argument(
+        "--tenant-concurrency",
+        dest="tenant_concurrency",
+        metavar="K",
+        help="running jobs per tenant at most, over every daemon (default: no cap)",
+    )
+    parser.add_argument(
+        "--no-fair",
+        dest="fair",
+        action="store_const",
+        const=False,
+        help="claim in priority, run_at, id order instead of round-robin across tenants",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,8 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue",
         dest="queues",
         action="append",
-        metavar="NAME",
-        help="serve only this queue (repeatable; default: all)",
+        metavar="NAME[=SLOTS]",
+        help="serve this queue, with SLOTS of its own (repeatable; default: every queue, "
+        "sharing --concurrency)",
     )
 
     p = sub.add_parser(
@@ -152,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue",
         dest="queues",
         action="append",
-        metavar="NAME",
-        help="only this queue (repeatable)",
+        metavar="NAME[=SLOTS]",
+        help="only this queue, with SLOTS of its own (repeatable)",
     )
     p.add_argument(
         "--kind", dest="kinds", action="append", metavar="KIND", help="only this kind (repeatable)"

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .db import redact, register_secret
+from .lanes import QueueSlots, RateLimit
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
 
@@ -74,6 +75,28 @@ def parse_duration(text: Any) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a duration (like 90s, 15m, 12h, 7d)")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _optional_positive_int(text: Any) -> int | None:
+    if text in (None, "", 0, "0", "off", "none"):
+        return None
+    return _positive_int(text)
+
+
+def _queue_list(text: Any) -> tuple[str, ...]:
+    items = _str_list(text)
+    names = [QueueSlots.parse(item).name for item in items]
+    if len(set(names)) != len(names):
+        raise ValueError("a queue is named twice")
+    return items
+
+
+def _rate_list(text: Any) -> tuple[str, ...]:
+    items = _str_list(text)
+    keys = [RateLimit.parse(item).key for item in items]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two rate limits for the same queue or kind")
+    return items
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -152,7 +175,31 @@ FIELDS: tuple[Field, ...] = (
         "fraction of each retry delay that is randomised (0-1)",
     ),
     Field("handlers", _str_list, (), "extra modules to import for their @importd.handler kinds"),
-    Field("queues", _str_list, (), "queues to serve (empty: all)"),
+    Field(
+        "queues",
+        _queue_list,
+        (),
+        "queues to serve, each NAME or NAME=SLOTS with slots of its own (empty: every "
+        "queue, sharing concurrency)",
+    ),
+    Field(
+        "fair",
+        _bool,
+        True,
+        "claim round-robin across tenants within a priority (false: priority, run_at, id)",
+    ),
+    Field(
+        "tenant_concurrency",
+        _optional_positive_int,
+        None,
+        "running jobs per tenant at most, over every daemon (default: no cap)",
+    ),
+    Field(
+        "rate_limits",
+        _rate_list,
+        (),
+        "job starts per second over every daemon: QUEUE=10/s, kind:KIND=600/min, optional :BURST",
+    ),
     Field(
         "import_roots",
         _str_list,
@@ -236,6 +283,9 @@ class Settings:
     backoff_jitter: float = 0.5
     handlers: tuple[str, ...] = ()
     queues: tuple[str, ...] = ()
+    fair: bool = True
+    tenant_concurrency: int | None = None
+    rate_limits: tuple[str, ...] = ()
     import_roots: tuple[str, ...] = ()
     url_prefixes: tuple[str, ...] = ()
     tables: tuple[str, ...] = ()
@@ -270,7 +320,25 @@ class Settings:
     def effective_pool_size(self) -> int:
         """Connections of the handlers' pool: an atomic import holds two (its loader and
         its mover), plus a couple for the rest."""
-        return self.pool_size or 2 * self.concurrency + 2
+        return self.pool_size or 2 * self.total_slots + 2
+
+    @property
+    def total_slots(self) -> int:
+        """Handlers this daemon may run at once, over all its queues."""
+        specs = self.queue_slots
+        if not specs:
+            return self.concurrency
+        return sum(q.slots or self.concurrency for q in specs)
+
+    @property
+    def queue_slots(self) -> tuple[QueueSlots, ...]:
+        """The queues to serve with their slots (empty: every queue)."""
+        return tuple(QueueSlots.parse(item) for item in self.queues)
+
+    @property
+    def parsed_rate_limits(self) -> tuple[RateLimit, ...]:
+        """The rate limits, parsed."""
+        return tuple(RateLimit.parse(item) for item in self.rate_limits)
 
     @property
     def worker_id(self) -> str:

@@ -27,13 +27,14 @@ from .backoff import Backoff
 from .cluster import ClusterError, persistent
 from .config import Settings
 from .executor import Executor, ResultWriter
+from .lanes import QueueSlots
 from .listener import Listener
 from .metrics import HealthServer, Metrics
 from .models import ExitCode, Status
 from .repository import Repository
 from .rescuer import Rescuer
 from .systemd import Notifier
-from .worker import TICK, Worker, WorkerOptions
+from .worker import TICK, Worker, WorkerOptions, Workers
 
 log = structlog.get_logger("importd.daemon")
 
@@ -142,7 +143,7 @@ class Daemon:
         # One HTTP client for every job of this daemon: connection reuse, one set of limits.
         async with httpx.AsyncClient(
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=max(self.settings.concurrency, 10)),
+            limits=httpx.Limits(max_connections=max(self.settings.total_slots, 10)),
             headers={"User-Agent": f"importd/{__version__}"},
         ) as http:
             return await self._serve_with(engine, pool, registry, http)
@@ -171,27 +172,13 @@ class Daemon:
             http=http,
         )
         executor.stats.track_jobs = drain is not None
-        queues = (drain.queues if drain else None) or s.queues or None
-        worker = Worker(
-            repo,
-            executor,
-            WorkerOptions(
-                worker_id=self.worker_id,
-                capacity=s.concurrency,
-                poll_interval=s.poll_interval,
-                lease_margin=s.lease_margin,
-                queues=queues,
-                kinds=drain.kinds if drain else None,
-                drain=drain is not None,
-                max_jobs=drain.max_jobs if drain else None,
-            ),
-            backlog=lambda: writer.backlog,
-        )
+        workers = self._workers(repo, executor, writer)
+        await repo.ensure_rate_limits([r.key for r in s.parsed_rate_limits])
         listener = None
         if s.listen and drain is None:
             listener = Listener(
                 s.effective_listen_dsn,
-                worker.notify,
+                workers.notify,
                 on_control=executor.control,
                 probe_interval=s.probe_interval,
             )
@@ -201,7 +188,7 @@ class Daemon:
             executor.metrics,
             retention=(s.retention_completed, s.retention_failed),
         )
-        self._wire_gauges(executor, worker, listener)
+        self._wire_gauges(executor, workers, listener)
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -227,7 +214,7 @@ class Daemon:
                     services.append(tg.create_task(rescuer.run(), name="rescuer"))
                     services.append(
                         tg.create_task(
-                            self._supervise(worker, executor, listener), name="supervisor"
+                            self._supervise(workers, executor, listener), name="supervisor"
                         )
                     )
                 else:
@@ -236,16 +223,16 @@ class Daemon:
                     if drain.on_progress is not None:
                         services.append(
                             tg.create_task(
-                                self._report(repo, executor, worker, drain.on_progress),
+                                self._report(repo, executor, workers, drain.on_progress),
                                 name="progress",
                             )
                         )
-                services.append(tg.create_task(self._stop_on(worker), name="stop-watch"))
+                services.append(tg.create_task(self._stop_on(workers), name="stop-watch"))
                 if s.metrics_address and drain is None:
                     health = HealthServer(
                         s.metrics_address,
                         executor.metrics,
-                        alive=lambda: self._loop_alive(worker),
+                        alive=lambda: self._loop_alive(workers),
                         ready=lambda: (
                             self.schema_current and (listener is None or listener.connected)
                         ),
@@ -256,16 +243,16 @@ class Daemon:
                     )
                 try:
                     async with asyncio.timeout(drain.timeout if drain else None):
-                        await worker.run()
+                        await workers.run()
                 except TimeoutError:
                     timed_out = True
                     log.warning("drain_timeout", timeout_s=drain.timeout if drain else None)
                 except BaseException:
                     # A service (or the loop itself) died: no grace, hand the running
                     # jobs back at once, then let the TaskGroup report it.
-                    self.interrupted = await worker.shutdown(0, self.hurry)
+                    self.interrupted = await workers.shutdown(0, self.hurry)
                     raise
-                self.interrupted = await worker.shutdown(
+                self.interrupted = await workers.shutdown(
                     s.shutdown_grace if not timed_out else 0, self.hurry
                 )
                 for task in services:
@@ -297,6 +284,34 @@ class Daemon:
             return code
         return self._drain_code(executor, interrupted=timed_out or self.stop_event.is_set())
 
+    def _workers(self, repo: Repository, executor: Executor, writer: ResultWriter) -> Workers:
+        """One worker per served queue with its own slots, or one for every queue."""
+        s = self.settings
+        drain = self.drain
+        specs = s.queue_slots
+        if drain is not None and drain.queues:
+            specs = tuple(QueueSlots.parse(q) for q in drain.queues)
+        base = WorkerOptions(
+            worker_id=self.worker_id,
+            capacity=s.concurrency,
+            poll_interval=s.poll_interval,
+            lease_margin=s.lease_margin,
+            kinds=drain.kinds if drain else None,
+            drain=drain is not None,
+            max_jobs=drain.max_jobs if drain else None,
+            fair=s.fair,
+            tenant_cap=s.tenant_concurrency,
+            rate_limits=s.parsed_rate_limits,
+            backlog_limit=2 * s.total_slots,
+        )
+        options = [
+            dataclasses.replace(
+                base, capacity=spec.slots or s.concurrency, queues=(spec.name,), name=spec.name
+            )
+            for spec in specs
+        ] or [base]
+        return Workers([Worker(repo, executor, o, backlog=lambda: writer.backlog) for o in options])
+
     def _drain_code(self, executor: Executor, *, interrupted: bool) -> ExitCode:
         final = executor.stats.last_status.values()
         if any(status is Status.FAILED for status in final):
@@ -307,18 +322,18 @@ class Daemon:
             return ExitCode.DRAIN_PENDING
         return ExitCode.OK
 
-    def _wire_gauges(self, executor: Executor, worker: Worker, listener: Listener | None) -> None:
+    def _wire_gauges(self, executor: Executor, workers: Workers, listener: Listener | None) -> None:
         m = executor.metrics
-        m.in_flight.set_function(lambda: worker.in_flight)
+        m.in_flight.set_function(lambda: workers.in_flight)
         m.listener_up.set_function(lambda: 1 if listener is None or listener.connected else 0)
         loop = asyncio.get_running_loop()
         m.since_wake.set_function(
-            lambda: loop.time() - worker.last_wake if worker.last_wake else 0.0
+            lambda: loop.time() - workers.last_wake if workers.last_wake else 0.0
         )
 
-    def _loop_alive(self, worker: Worker) -> bool:
+    def _loop_alive(self, workers: Workers) -> bool:
         """Whether the worker loop ticked lately (it ticks at least every second)."""
-        return asyncio.get_running_loop().time() - worker.last_tick < 10.0
+        return asyncio.get_running_loop().time() - workers.last_tick < 10.0
 
     async def _sample(self, repo: Repository, metrics: Metrics) -> None:
         """Every few seconds: job counts by queue and status, and whether the schema is
@@ -345,7 +360,7 @@ class Daemon:
         self,
         repo: Repository,
         executor: Executor,
-        worker: Worker,
+        workers: Workers,
         report: Callable[[int, int], None],
     ) -> None:
         """Drain progress: runs ended so far, of those runnable at the start plus any
@@ -358,7 +373,7 @@ class Daemon:
         self.progress_total = runnable
         while True:
             ended = self._ended(executor)
-            self.progress_total = max(runnable, ended + worker.in_flight)
+            self.progress_total = max(runnable, ended + workers.in_flight)
             report(ended, self.progress_total)
             await asyncio.sleep(0.2)
 
@@ -367,19 +382,19 @@ class Daemon:
         stats = executor.stats
         return stats.completed + stats.failed + stats.retried + stats.cancelled
 
-    async def _stop_on(self, worker: Worker) -> None:
+    async def _stop_on(self, workers: Workers) -> None:
         await self.stop_event.wait()
-        worker.stop()
+        workers.stop()
 
     async def _supervise(
-        self, worker: Worker, executor: Executor, listener: Listener | None
+        self, workers: Workers, executor: Executor, listener: Listener | None
     ) -> None:
         """READY once listening and caught up; then STATUS, and WATCHDOG while the worker
         loop ticks and the listener is up (or has been down less than its budget)."""
         if listener is not None:
             await listener.ready.wait()
-        await worker.first_claim_done.wait()
-        self.notifier.ready(self._status_line(worker, executor, listener))
+        await workers.first_claim_done.wait()
+        self.notifier.ready(self._status_line(workers, executor, listener))
         log.info("daemon_ready", worker_id=self.worker_id)
         interval = self.notifier.watchdog_interval or 5.0
         # A loop that missed three ticks (it ticks every second) is wedged.
@@ -388,7 +403,7 @@ class Daemon:
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
-            loop_alive = now - worker.last_tick < stale
+            loop_alive = now - workers.last_tick < stale
             listener_ok = (
                 listener is None or listener.connected or now - listener.last_ok < LISTENER_BUDGET
             )
@@ -396,16 +411,16 @@ class Daemon:
                 self.notifier.watchdog()
             elif self.notifier.enabled:
                 log.error("watchdog_withheld", loop_alive=loop_alive, listener_ok=listener_ok)
-            self.notifier.status(self._status_line(worker, executor, listener))
+            self.notifier.status(self._status_line(workers, executor, listener))
 
-    def _status_line(self, worker: Worker, executor: Executor, listener: Listener | None) -> str:
+    def _status_line(self, workers: Workers, executor: Executor, listener: Listener | None) -> str:
         listening = (
             "poll only"
             if listener is None
             else ("listener ok" if listener.connected else "listener reconnecting")
         )
         return (
-            f"running {worker.in_flight}/{self.settings.concurrency}, "
+            f"running {workers.in_flight}/{self.settings.total_slots}, "
             f"{executor.stats.completed:,} done, {listening}"
         )
 

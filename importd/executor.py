@@ -253,11 +253,14 @@ class Executor:
         self._reasons: dict[int, StopReason] = {}
         self.stats = RunStats()
 
-    def start(self, job: Job) -> asyncio.Task[None]:
-        """Run ``job`` in a task of its own."""
+    def start(
+        self, job: Job, on_handler_done: Callable[[], None] | None = None
+    ) -> asyncio.Task[None]:
+        """Run ``job`` in a task of its own; ``on_handler_done`` is called when its
+        handler has returned (its slot is free), before the result is written."""
         self.active += 1  # counted now, not when the task first runs: the slot is taken
         self._starting.add(job.id)
-        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        task = asyncio.create_task(self._run(job, on_handler_done), name=f"job-{job.id}")
         return task
 
     def stop(self, job_id: int, reason: StopReason) -> bool:
@@ -285,7 +288,7 @@ class Executor:
         for job_id in [*self.running, *self._starting]:
             self.stop(job_id, reason)
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, on_handler_done: Callable[[], None] | None) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         bound = log.bind(
@@ -319,6 +322,8 @@ class Executor:
         except asyncio.CancelledError:
             outcome = self._stopped(job)
         self.active -= 1
+        if on_handler_done is not None:
+            on_handler_done()
         self.on_handler_done()
         if ctx.finished_in_transaction:
             outcome = None  # the handler committed the completion itself

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from . import sql
+from .lanes import Lane
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -201,26 +202,110 @@ class Repository:
         lease_margin: float,
     ) -> list[Job]:
         """Lease up to ``limit`` runnable jobs to ``worker_id``, in claim order."""
-        rows = await self.pool.fetch(
-            sql.query("claim_jobs"),
-            limit,
-            worker_id,
-            list(queues) if queues else None,
-            list(kinds) if kinds else None,
-            lease_margin,
-        )
-        jobs = [_job(row) for row in rows]
-        jobs.sort(key=lambda j: (j.priority, j.run_at, j.id))
+        lane = Lane(tuple(queues) if queues else None, tuple(kinds) if kinds else None)
+        jobs, _ = await self.claim_lane(lane, limit, worker_id, lease_margin=lease_margin)
         return jobs
 
+    async def claim_lane(
+        self,
+        lane: Lane,
+        limit: int,
+        worker_id: str,
+        *,
+        lease_margin: float,
+        fair: bool = False,
+        tenant_cap: int | None = None,
+    ) -> tuple[list[Job], float | None]:
+        """Lease up to ``limit`` runnable jobs of ``lane`` to ``worker_id``, in the order
+        they were picked. The second value is set when the lane's rate limit held jobs
+        back: the seconds until it allows the next start."""
+        if lane.rate is None:
+            return await self._claim(
+                self.pool, lane, limit, worker_id, lease_margin, fair, tenant_cap
+            ), None
+        rate = lane.rate
+        async with self.pool.acquire() as conn, conn.transaction():
+            taken = await conn.fetchrow(sql.query("rate_take"), rate.key, rate.interval, rate.burst)
+            if taken is None:  # the row is made at start-up; a new limit made meanwhile
+                await conn.execute(sql.query("rate_ensure"), [rate.key])
+                taken = await conn.fetchrow(
+                    sql.query("rate_take"), rate.key, rate.interval, rate.burst
+                )
+            allowed = min(limit, taken["allowed"])
+            jobs: list[Job] = []
+            if allowed > 0:
+                jobs = await self._claim(
+                    conn, lane, allowed, worker_id, lease_margin, fair, tenant_cap
+                )
+            next_in = await conn.fetchval(
+                sql.query("rate_spend"), rate.key, taken["at"], rate.interval, len(jobs), rate.burst
+            )
+        # Held back only if the limit, not a lack of jobs, stopped the claim.
+        held = allowed < limit and len(jobs) == allowed
+        return jobs, (max(next_in, 0.0) if held else None)
+
+    async def _claim(
+        self,
+        conn: Executor,
+        lane: Lane,
+        limit: int,
+        worker_id: str,
+        lease_margin: float,
+        fair: bool,
+        tenant_cap: int | None,
+    ) -> list[Job]:
+        filters = (
+            list(lane.queues) if lane.queues is not None else None,
+            list(lane.kinds) if lane.kinds is not None else None,
+        )
+        skips = (
+            list(lane.skip_queues) if lane.skip_queues else None,
+            list(lane.skip_kinds) if lane.skip_kinds else None,
+        )
+        if not fair and tenant_cap is None:
+            rows = await conn.fetch(
+                sql.query("claim_jobs"), limit, worker_id, *filters, lease_margin, *skips
+            )
+            jobs = [_job(row) for row in rows]
+            jobs.sort(key=lambda j: (j.priority, j.run_at, j.id))
+            return jobs
+        after_queue, after_tenant = lane.cursor or (None, None)
+        rows = await conn.fetch(
+            sql.query("claim_fair"),
+            limit,
+            worker_id,
+            lease_margin,
+            *filters,
+            *skips,
+            tenant_cap,
+            after_queue,
+            after_tenant,
+        )
+        jobs = [_job(row) for row in rows]
+        if jobs:
+            lane.cursor = (jobs[-1].queue, jobs[-1].tenant_id or "")
+        return jobs
+
+    async def ensure_rate_limits(self, keys: Sequence[str]) -> None:
+        """Create the shared rows of these rate limits (idle) if they do not exist."""
+        if keys:
+            await self.pool.execute(sql.query("rate_ensure"), list(keys))
+
     async def next_due_in(
-        self, *, queues: Sequence[str] | None, kinds: Sequence[str] | None
+        self,
+        *,
+        queues: Sequence[str] | None,
+        kinds: Sequence[str] | None,
+        skip_queues: Sequence[str] | None = None,
+        skip_kinds: Sequence[str] | None = None,
     ) -> float | None:
         """Seconds until the earliest pending job comes due (≤ 0: due now), or None."""
         value: float | None = await self.pool.fetchval(
             sql.query("next_run_at"),
-            list(queues) if queues else None,
-            list(kinds) if kinds else None,
+            list(queues) if queues is not None else None,
+            list(kinds) if kinds is not None else None,
+            list(skip_queues) if skip_queues else None,
+            list(skip_kinds) if skip_kinds else None,
         )
         return value
 

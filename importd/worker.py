@@ -18,6 +18,8 @@ import structlog
 
 from .db import describe_db_error, is_transient
 from .executor import Executor, StopReason
+from .lanes import Lane, RateLimit, plan_lanes
+from .models import Job
 from .repository import Repository
 
 log = structlog.get_logger("importd.worker")
@@ -39,6 +41,14 @@ class WorkerOptions:
     # drain: stop once nothing is runnable and nothing runs; max_jobs caps the claims.
     drain: bool = False
     max_jobs: int | None = None
+    # Round-robin across tenants; the per-tenant cap over every daemon (None: none).
+    fair: bool = False
+    tenant_cap: int | None = None
+    # Rate limits in this worker's scope (each claimed in a lane of its own).
+    rate_limits: Sequence[RateLimit] = ()
+    # Results waiting for the writer beyond which claims pause (None: 2 x capacity).
+    backlog_limit: int | None = None
+    name: str = "all"  # the queue(s) served, for logs
 
 
 class Worker:
@@ -54,8 +64,11 @@ class Worker:
         self._repo = repo
         self._backlog = backlog
         self._executor = executor
-        executor.on_handler_done = self.slot_freed
         self._opts = options
+        self._lanes = plan_lanes(options.queues, options.kinds, options.rate_limits)
+        self._turn = 0  # which lane claims first: rotates, so no lane starves another
+        self._backlog_limit = options.backlog_limit or 2 * options.capacity
+        self.active = 0  # this worker's handlers running now
         self._kick = asyncio.Event()
         self._notified = True  # look once at start: the catch-up claim
         self._more = False
@@ -74,15 +87,19 @@ class Worker:
         """Jobs started and not yet written back."""
         return len(self._tasks)
 
+    @property
+    def name(self) -> str:
+        return self._opts.name
+
     def _free(self) -> int:
         """Slots for new jobs: ``capacity`` bounds the handlers running at once. A run
         whose handler returned holds no slot while its result waits for the next batched
         write (as River's completer does), so claims overlap result writes; claims stop
         while twice ``capacity`` results wait, which bounds memory and how far claims may
         run ahead of the writes."""
-        if self._backlog() >= 2 * self._opts.capacity:
+        if self._backlog() >= self._backlog_limit:
             return 0
-        return self._opts.capacity - self._executor.active
+        return self._opts.capacity - self.active
 
     def notify(self, queue: str | None = None) -> None:
         """A hint that work may be waiting (None: after a reconnect, look anyway)."""
@@ -94,7 +111,8 @@ class Worker:
         self._kick.set()
 
     def slot_freed(self) -> None:
-        """Called by the executor when a job's task ends."""
+        """Called by the executor when one of this worker's handlers has returned."""
+        self.active -= 1
         self._kick.set()
 
     def stop(self) -> None:
@@ -115,13 +133,7 @@ class Worker:
                 free = min(free, self._opts.max_jobs - self.claimed)
             self._notified = False
             try:
-                jobs = await self._repo.claim(
-                    free,
-                    self._opts.worker_id,
-                    queues=self._opts.queues,
-                    kinds=self._opts.kinds,
-                    lease_margin=self._opts.lease_margin,
-                )
+                jobs, held = await self._claim(free)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -145,7 +157,8 @@ class Worker:
                     queue=job.queue,
                     attempt=job.attempt,
                 )
-                task = self._executor.start(job)
+                self.active += 1
+                task = self._executor.start(job, self.slot_freed)
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
             now = loop.time()
@@ -157,12 +170,46 @@ class Worker:
             if not self._more:
                 # Nothing more runnable now: when is the next scheduled job due? Asked
                 # after the claimed jobs started, so it adds nothing to their latency.
-                await self._schedule_next_due(loop)
+                await self._schedule_next_due(loop, held)
             self.first_claim_done.set()
 
-    async def _schedule_next_due(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _claim(self, free: int) -> tuple[list[Job], dict[str, float]]:
+        """Claim up to ``free`` jobs over the lanes, the first lane changing each time.
+        Returns the jobs and, per lane a rate limit held back, when it allows more."""
+        jobs: list[Job] = []
+        held: dict[str, float] = {}
+        lanes = self._lanes
+        first = self._turn % len(lanes)
+        self._turn += 1
+        for lane in lanes[first:] + lanes[:first]:
+            want = free - len(jobs)
+            if want <= 0:
+                break
+            got, wait = await self._repo.claim_lane(
+                lane,
+                want,
+                self._opts.worker_id,
+                lease_margin=self._opts.lease_margin,
+                fair=self._opts.fair,
+                tenant_cap=self._opts.tenant_cap,
+            )
+            jobs.extend(got)
+            if wait is not None:
+                held[lane.name] = wait
+        return jobs, held
+
+    async def _schedule_next_due(
+        self, loop: asyncio.AbstractEventLoop, held: dict[str, float]
+    ) -> None:
+        due: float | None = None
         try:
-            due_in = await self._repo.next_due_in(queues=self._opts.queues, kinds=self._opts.kinds)
+            for lane in self._lanes:
+                if lane.name in held:
+                    lane_due: float | None = held[lane.name]
+                else:
+                    lane_due = await self._next_due(lane)
+                if lane_due is not None:
+                    due = lane_due if due is None else min(due, lane_due)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -170,19 +217,35 @@ class Worker:
             self._due_at = loop.time() + 1.0
             return
         now = loop.time()
-        if due_in is None:
+        if due is None:
             self._due_at = math.inf
-        elif due_in > 0:
-            self._due_at = now + due_in
+        elif due > 0:
+            self._due_at = now + due
+        elif self._opts.tenant_cap is not None:
+            # Due but not claimed: most likely its tenant is at the cap. Our own
+            # completions look again at once (see _task_done); other daemons' within a
+            # second.
+            self._due_at = now + TICK
         else:
             # Due already but not claimed: locked by a claim in flight elsewhere. Look
             # again soon rather than at the next poll.
             self._due_at = now + 0.05
 
+    async def _next_due(self, lane: Lane) -> float | None:
+        return await self._repo.next_due_in(
+            queues=lane.queues,
+            kinds=lane.kinds,
+            skip_queues=lane.skip_queues,
+            skip_kinds=lane.skip_kinds,
+        )
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("job_task_crashed", error=repr(task.exception()))
+        if self._opts.tenant_cap is not None:
+            # Its result is written: its tenant may be under the cap again.
+            self._notified = True
         self._kick.set()
 
     async def _wait_for_work(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -265,3 +328,56 @@ class Worker:
             self._executor.stop_all(StopReason.SHUTDOWN)
             await asyncio.wait(list(self._tasks))
         return interrupted
+
+
+class Workers:
+    """The workers of one daemon, one per served queue (or one for every queue), seen
+    from the daemon as one: notifications fan out, stop and shutdown reach all."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.members = list(workers)
+        self.first_claim_done = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(w.in_flight for w in self.members)
+
+    @property
+    def claims(self) -> int:
+        return sum(w.claims for w in self.members)
+
+    @property
+    def last_tick(self) -> float:
+        """The stalest worker's last tick: the daemon is alive only if all are."""
+        return min(w.last_tick for w in self.members)
+
+    @property
+    def last_wake(self) -> float:
+        return max(w.last_wake for w in self.members)
+
+    def notify(self, queue: str | None = None) -> None:
+        for w in self.members:
+            w.notify(queue)
+
+    def stop(self) -> None:
+        for w in self.members:
+            w.stop()
+
+    async def run(self) -> None:
+        """Run every worker; returns when all have returned (stopped, or drained)."""
+
+        async def first_claims() -> None:
+            await asyncio.gather(*(w.first_claim_done.wait() for w in self.members))
+            self.first_claim_done.set()
+
+        waiter = asyncio.create_task(first_claims())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for w in self.members:
+                    tg.create_task(w.run(), name=f"worker-{w.name}")
+        finally:
+            waiter.cancel()
+
+    async def shutdown(self, grace: float, hurry: asyncio.Event) -> int:
+        counts = await asyncio.gather(*(w.shutdown(grace, hurry) for w in self.members))
+        return sum(counts)

@@ -77,7 +77,7 @@ async def test_sd_notify_ready_status_watchdog_stopping(conn, daemons, tmp_path)
         # fine, the worker is not: the pings must stop, so systemd would restart us.
         tx = conn.transaction()
         await tx.start()
-        await conn.execute("LOCK TABLE import_jobs IN EXCLUSIVE MODE")
+        await conn.execute("LOCK TABLE import_jobs IN ACCESS EXCLUSIVE MODE")
         wedged_at = time.monotonic()
         await asyncio.sleep(5)
         late = [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > wedged_at + 4]
@@ -181,7 +181,7 @@ async def test_metrics_and_health_endpoints(conn, daemons) -> None:
     # liveness follows the worker loop: wedge it on a table lock
     tx = conn.transaction()
     await tx.start()
-    await conn.execute("LOCK TABLE import_jobs IN EXCLUSIVE MODE")
+    await conn.execute("LOCK TABLE import_jobs IN ACCESS EXCLUSIVE MODE")
     await wait_until(lambda: asyncio.sleep(0, httpx.get(
         f"http://127.0.0.1:{port}/healthz").status_code == 503), timeout=20, what="503")
     await tx.rollback()

@@ -1,7 +1,8 @@
 -- Claim up to $1 runnable jobs for daemon $2 in one statement: lock them (skipping rows
 -- other daemons hold), move them to running, count the attempt and lease them until the
 -- job's timeout plus a margin ($5 seconds) has passed, so a lease never ends while the
--- job may still legitimately run. $3 / $4 restrict the queues / kinds (NULL: all).
+-- job may still legitimately run. $3 / $4 restrict the queues / kinds (NULL: all); $6 / $7
+-- leave out queues / kinds that are claimed under a rate limit of their own (NULL: none).
 WITH next AS (
     SELECT id
     FROM public.import_jobs
@@ -9,6 +10,8 @@ WITH next AS (
       AND run_at <= now()
       AND ($3::text[] IS NULL OR queue = ANY ($3::text[]))
       AND ($4::text[] IS NULL OR kind = ANY ($4::text[]))
+      AND ($6::text[] IS NULL OR queue <> ALL ($6::text[]))
+      AND ($7::text[] IS NULL OR kind <> ALL ($7::text[]))
     ORDER BY priority, run_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
