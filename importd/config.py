@@ -122,6 +122,12 @@ class Field:
     default: Any
     help: str
     secret: bool = False
+    flag: str | None = None  # the command-line flag, when not --<name>
+
+    @property
+    def option(self) -> str:
+        """The command-line flag that sets it."""
+        return self.flag or "--" + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
@@ -181,6 +187,7 @@ FIELDS: tuple[Field, ...] = (
         (),
         "queues to serve, each NAME or NAME=SLOTS with slots of its own (empty: every "
         "queue, sharing concurrency)",
+        flag="--queue",
     ),
     Field(
         "fair",
@@ -199,6 +206,7 @@ FIELDS: tuple[Field, ...] = (
         _rate_list,
         (),
         "job starts per second over every daemon: QUEUE=10/s, kind:KIND=600/min, optional :BURST",
+        flag="--rate-limit",
     ),
     Field(
         "import_roots",
@@ -415,7 +423,7 @@ def load(
     for f in FIELDS:
         source, raw = "default", None
         if f.name in given:
-            source, raw = f"--{f.name.replace('_', '-')}", given[f.name]
+            source, raw = f.option, given[f.name]
         elif f.env in env:
             source, raw = f.env, env[f.env]
         elif f.name == "dsn" and env.get("DATABASE_URL"):

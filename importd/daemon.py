@@ -104,6 +104,7 @@ class Daemon:
         self.hurry = asyncio.Event()
         self.notifier = Notifier()
         self.interrupted = 0
+        self.notifications = 0
         self.schema_current = True
         self.progress_total = 0  # verified at start; the sampler keeps checking
 
@@ -178,7 +179,7 @@ class Daemon:
         if s.listen and drain is None:
             listener = Listener(
                 s.effective_listen_dsn,
-                workers.notify,
+                self._counting(workers.notify, executor.metrics),
                 on_control=executor.control,
                 probe_interval=s.probe_interval,
             )
@@ -278,11 +279,26 @@ class Daemon:
             released=stats.released,
             lease_lost=stats.lost,
             interrupted=self.interrupted,
+            claim_statements=workers.claims,
+            notifications=self.notifications,
             exit_code=int(code),
         )
         if code is not ExitCode.OK or drain is None:
             return code
         return self._drain_code(executor, interrupted=timed_out or self.stop_event.is_set())
+
+    def _counting(
+        self, notify: Callable[[str | None], None], metrics: Metrics
+    ) -> Callable[[str | None], None]:
+        """``notify``, counting the notifications (the catch-up wake is not one)."""
+
+        def wake(queue: str | None) -> None:
+            if queue is not None:
+                self.notifications += 1
+                metrics.notifications.inc()
+            notify(queue)
+
+        return wake
 
     def _workers(self, repo: Repository, executor: Executor, writer: ResultWriter) -> Workers:
         """One worker per served queue with its own slots, or one for every queue."""

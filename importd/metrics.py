@@ -72,6 +72,15 @@ class Metrics:
             "Seconds since the last notification or poll",
             registry=r,
         )
+        self.claims = Counter(
+            "importd_claim_statements",
+            "Claim statements run, by whether they found jobs",
+            ["found"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "importd_notifications", "Job notifications received", registry=r
+        )
         self.rows = Counter(
             "importd_rows", "Rows imported or rejected by imports", ["kind", "outcome"], registry=r
         )

@@ -144,7 +144,6 @@ class Worker:
                 await self._sleep_unless_stopped(delay)
                 continue
             failures = 0
-            self.claims += 1
             self.claimed += len(jobs)
             metrics = self._executor.metrics
             for job in jobs:
@@ -194,6 +193,8 @@ class Worker:
                 tenant_cap=self._opts.tenant_cap,
             )
             jobs.extend(got)
+            self.claims += 1
+            self._executor.metrics.claims.labels("yes" if got else "no").inc()
             if wait is not None:
                 held[lane.name] = wait
         return jobs, held

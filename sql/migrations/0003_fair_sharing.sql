@@ -60,6 +60,7 @@ AS $$
 DECLARE
     picked     bigint[] := '{}';
     level      integer;
+    top_level  integer;
     cur_q      text := coalesce(p_after_queue, '');
     cur_t      text := coalesce(p_after_tenant, '');
     start_q    text;
@@ -71,6 +72,7 @@ DECLARE
     got        integer;
     round_got  integer;
     pairs_fed  integer;
+    more       boolean;  -- some pair filled its share this round: it may hold more
     room       integer;
     cap_names  text[] := '{}';
     cap_counts integer[] := '{}';
@@ -91,21 +93,28 @@ BEGIN
                  GROUP BY j.tenant_id) AS r;
     END IF;
 
+    -- The first priority level with runnable work, and the last level with any pending
+    -- work at all (an upper bound that spares a probe when the levels run out).
+    SELECT (SELECT min(j.priority)
+              FROM public.import_jobs AS j
+             WHERE j.status = 'pending'
+               AND j.run_at <= now()
+               AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+               AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
+               AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues))
+               AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))),
+           (SELECT max(j.priority)
+              FROM public.import_jobs AS j
+             WHERE j.status = 'pending'
+               AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+               AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues)))
+      INTO level, top_level;
+    IF level IS NULL THEN
+        RETURN;
+    END IF;
+
     <<levels>>
     LOOP
-        -- The next priority level with runnable work.
-        SELECT j.priority INTO level
-          FROM public.import_jobs AS j
-         WHERE j.status = 'pending'
-           AND j.run_at <= now()
-           AND (level IS NULL OR j.priority > level)
-           AND (p_queues IS NULL OR j.queue = ANY (p_queues))
-           AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
-           AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues))
-           AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))
-         ORDER BY j.priority
-         LIMIT 1;
-        EXIT levels WHEN NOT FOUND;
         per_pair := 1;
 
         <<rounds>>
@@ -115,6 +124,7 @@ BEGIN
             wrapped := false;
             round_got := 0;
             pairs_fed := 0;
+            more := false;
 
             <<pairs>>
             LOOP
@@ -141,6 +151,11 @@ BEGIN
                 cur_t := nt;
 
                 room := least(per_pair, p_limit - cardinality(picked));
+                IF wrapped AND nq = start_q AND nt = start_t AND round_got = 0 THEN
+                    -- Round the whole walk and back without another pair: this pair is
+                    -- the only one with work, so it may fill every remaining slot.
+                    room := p_limit - cardinality(picked);
+                END IF;
                 IF p_tenant_cap IS NOT NULL AND nt <> '' THEN
                     pos := array_position(cap_names, nt);
                     room := least(room, p_tenant_cap - coalesce(cap_counts[pos], 0));
@@ -165,6 +180,7 @@ BEGIN
                         picked := picked || jid;
                         got := got + 1;
                     END LOOP;
+                    more := more OR got = room;
                     IF got > 0 THEN
                         round_got := round_got + got;
                         pairs_fed := pairs_fed + 1;
@@ -181,11 +197,27 @@ BEGIN
                 EXIT levels WHEN cardinality(picked) >= p_limit;
             END LOOP pairs;
 
-            -- A round that found nothing more: this level is exhausted (or capped).
-            EXIT rounds WHEN round_got = 0;
+            -- A round in which no pair filled its share: this level is exhausted (or
+            -- capped).
+            EXIT rounds WHEN NOT more;
             -- Share the remaining slots among the pairs that still had work.
             per_pair := greatest(1, (p_limit - cardinality(picked)) / pairs_fed);
         END LOOP rounds;
+
+        EXIT levels WHEN level >= top_level;
+        -- The next priority level with runnable work.
+        SELECT j.priority INTO level
+          FROM public.import_jobs AS j
+         WHERE j.status = 'pending'
+           AND j.run_at <= now()
+           AND j.priority > level
+           AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+           AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
+           AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues))
+           AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))
+         ORDER BY j.priority
+         LIMIT 1;
+        EXIT levels WHEN NOT FOUND;
     END LOOP levels;
 
     IF cardinality(picked) = 0 THEN
