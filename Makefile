@@ -36,6 +36,7 @@ demo: venv ## the first five minutes: a throwaway PostgreSQL, three imports, sta
 bench: venv ## the benchmarks in bench/ (prints figures; takes a few minutes)
 	$(BIN)/python -m bench.daemon
 	$(BIN)/python -m bench.imports
+	$(BIN)/python -m bench.sharing
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build

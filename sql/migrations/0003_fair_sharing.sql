@@ -73,6 +73,7 @@ DECLARE
     round_got  integer;
     pairs_fed  integer;
     more       boolean;  -- some pair filled its share this round: it may hold more
+    lone       boolean;  -- the pair served is the only one with work
     room       integer;
     cap_names  text[] := '{}';
     cap_counts integer[] := '{}';
@@ -128,16 +129,23 @@ BEGIN
 
             <<pairs>>
             LOOP
-                -- The next pair after the cursor with a pending job of this level.
-                SELECT j.queue, coalesce(j.tenant_id, '') INTO nq, nt
+                -- The first runnable job of this level after the cursor, in index order:
+                -- the oldest job of the next pair that has one. One probe finds the pair
+                -- and its job together.
+                SELECT j.id, j.queue, coalesce(j.tenant_id, '') INTO jid, nq, nt
                   FROM public.import_jobs AS j
                  WHERE j.status = 'pending'
                    AND (j.queue, coalesce(j.tenant_id, '')) > (cur_q, cur_t)
                    AND j.priority = level
+                   AND j.run_at <= now()
+                   AND j.id <> ALL (picked)  -- ours already: locked by us, still pending
                    AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+                   AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
                    AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues))
-                 ORDER BY j.queue, coalesce(j.tenant_id, '')
-                 LIMIT 1;
+                   AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))
+                 ORDER BY j.queue, coalesce(j.tenant_id, ''), j.priority, j.run_at, j.id
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED;
                 IF NOT FOUND THEN
                     EXIT pairs WHEN wrapped OR (start_q = '' AND start_t = '');
                     wrapped := true;  -- past the last pair: go on from the first
@@ -145,13 +153,15 @@ BEGIN
                     cur_t := '';
                     CONTINUE pairs;
                 END IF;
-                -- Once round: back at (or past) where this round started.
+                -- Once round: back past where this round started. (The row just locked
+                -- stays pending; it is released when the claim commits.)
                 EXIT pairs WHEN wrapped AND (nq, nt) > (start_q, start_t);
                 cur_q := nq;
                 cur_t := nt;
 
                 room := least(per_pair, p_limit - cardinality(picked));
-                IF wrapped AND nq = start_q AND nt = start_t AND round_got = 0 THEN
+                lone := wrapped AND nq = start_q AND nt = start_t AND round_got = 0;
+                IF lone THEN
                     -- Round the whole walk and back without another pair: this pair is
                     -- the only one with work, so it may fill every remaining slot.
                     room := p_limit - cardinality(picked);
@@ -160,8 +170,11 @@ BEGIN
                     pos := array_position(cap_names, nt);
                     room := least(room, p_tenant_cap - coalesce(cap_counts[pos], 0));
                 END IF;
-                IF room > 0 THEN
-                    got := 0;
+                CONTINUE pairs WHEN room <= 0;  -- at its cap: on to the next pair
+
+                picked := picked || jid;
+                got := 1;
+                IF room > 1 THEN
                     FOR jid IN
                         SELECT j.id
                           FROM public.import_jobs AS j
@@ -170,30 +183,29 @@ BEGIN
                            AND coalesce(j.tenant_id, '') = nt
                            AND j.priority = level
                            AND j.run_at <= now()
-                           AND j.id <> ALL (picked)  -- ours already: locked, still pending
+                           AND j.id <> ALL (picked)
                            AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
                            AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))
                          ORDER BY j.priority, j.run_at, j.id
-                         LIMIT room
+                         LIMIT room - 1
                          FOR UPDATE SKIP LOCKED
                     LOOP
                         picked := picked || jid;
                         got := got + 1;
                     END LOOP;
-                    more := more OR got = room;
-                    IF got > 0 THEN
-                        round_got := round_got + got;
-                        pairs_fed := pairs_fed + 1;
-                        IF p_tenant_cap IS NOT NULL AND nt <> '' THEN
-                            IF pos IS NULL THEN
-                                cap_names := cap_names || nt;
-                                cap_counts := cap_counts || got;
-                            ELSE
-                                cap_counts[pos] := cap_counts[pos] + got;
-                            END IF;
-                        END IF;
+                END IF;
+                more := more OR got = room;
+                round_got := round_got + got;
+                pairs_fed := pairs_fed + 1;
+                IF p_tenant_cap IS NOT NULL AND nt <> '' THEN
+                    IF pos IS NULL THEN
+                        cap_names := cap_names || nt;
+                        cap_counts := cap_counts || got;
+                    ELSE
+                        cap_counts[pos] := cap_counts[pos] + got;
                     END IF;
                 END IF;
+                EXIT pairs WHEN lone;  -- nothing else to visit
                 EXIT levels WHEN cardinality(picked) >= p_limit;
             END LOOP pairs;
 
