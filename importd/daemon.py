@@ -326,7 +326,16 @@ class Daemon:
             )
             for spec in specs
         ] or [base]
-        return Workers([Worker(repo, executor, o, backlog=lambda: writer.backlog) for o in options])
+        members: list[Worker] = []
+
+        def claimed_so_far() -> int:  # --max-jobs counts the claims of every worker
+            return sum(w.claimed for w in members)
+
+        members.extend(
+            Worker(repo, executor, o, backlog=lambda: writer.backlog, claimed_so_far=claimed_so_far)
+            for o in options
+        )
+        return Workers(members)
 
     def _drain_code(self, executor: Executor, *, interrupted: bool) -> ExitCode:
         final = executor.stats.last_status.values()

@@ -90,6 +90,14 @@ async def _trigger(conn: Any) -> Check:
             problems.append(f"function {name} must be SECURITY DEFINER with a pinned search_path")
     if problems:
         return Check("trigger", ERROR, "; ".join(problems))
+    if row["notify_setting"] == "off":
+        return Check(
+            "trigger",
+            WARNING,
+            "importd.notify is off for this database or role: inserts send no notification, "
+            "so daemons must poll (run them with --no-listen --poll-interval 1), or "
+            "ALTER DATABASE … RESET importd.notify",
+        )
     return Check("trigger", OK, "enabled; both functions SECURITY DEFINER, search_path pinned")
 
 

@@ -60,6 +60,7 @@ class Worker:
         executor: Executor,
         options: WorkerOptions,
         backlog: Callable[[], int] = lambda: 0,
+        claimed_so_far: Callable[[], int] | None = None,
     ) -> None:
         self._repo = repo
         self._backlog = backlog
@@ -71,12 +72,18 @@ class Worker:
         self.active = 0  # this worker's handlers running now
         self._kick = asyncio.Event()
         self._notified = True  # look once at start: the catch-up claim
+        # After claims that found nothing (another daemon was quicker), notifications wait
+        # a little, 2 ms doubling to 50 ms, so that several fold into one claim.
+        self._empty_streak = 0
+        self._quiet_until = 0.0
         self._more = False
         self._poll_at = 0.0
         self._due_at = math.inf
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.claimed = 0
+        # What counts against max_jobs: this worker's claims, or all workers' of a daemon.
+        self._claimed_so_far = claimed_so_far or (lambda: self.claimed)
         self.claims = 0
         self.last_tick = 0.0
         self.last_wake = 0.0  # loop time of the last notification or poll
@@ -130,11 +137,15 @@ class Worker:
                 return
             free = self._free()
             if self._opts.max_jobs is not None:
-                free = min(free, self._opts.max_jobs - self.claimed)
+                free = min(free, self._opts.max_jobs - self._claimed_so_far())
+                if free <= 0:  # another worker of this drain took the rest
+                    continue
             self._notified = False
+            self.claimed += free  # reserved while the claim runs (max_jobs is shared)
             try:
                 jobs, held = await self._claim(free)
             except Exception as exc:
+                self.claimed -= free
                 if not is_transient(exc):
                     raise
                 failures += 1
@@ -144,7 +155,14 @@ class Worker:
                 await self._sleep_unless_stopped(delay)
                 continue
             failures = 0
-            self.claimed += len(jobs)
+            self.claimed -= free - len(jobs)
+            if jobs:
+                self._empty_streak = 0
+                self._quiet_until = 0.0
+            else:
+                self._empty_streak += 1
+                pause = min(0.001 * 2**self._empty_streak, 0.05)
+                self._quiet_until = loop.time() + pause
             metrics = self._executor.metrics
             for job in jobs:
                 metrics.count(metrics.claimed, job.kind, job.queue)
@@ -255,7 +273,9 @@ class Worker:
                 return False
             now = loop.time()
             self.last_tick = now
-            capped = self._opts.max_jobs is not None and self.claimed >= self._opts.max_jobs
+            capped = (
+                self._opts.max_jobs is not None and self._claimed_so_far() >= self._opts.max_jobs
+            )
             free = 0 if capped else self._free()
             if self._opts.drain:
                 if free > 0 and (self._refill(free) or self._notified or now >= self._due_at):
@@ -265,7 +285,9 @@ class Worker:
                 timeout: float | None = TICK
             else:
                 wake_at = min(self._poll_at, self._due_at)
-                if free > 0 and (self._refill(free) or self._notified or now >= wake_at):
+                if self._notified:
+                    wake_at = min(wake_at, self._quiet_until)
+                if free > 0 and (self._refill(free) or now >= wake_at):
                     return True
                 # With no free slot only a finishing job (or stop) can change anything,
                 # but tick at least every second so the watchdog sees a live loop.

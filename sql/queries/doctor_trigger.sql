@@ -1,6 +1,8 @@
 -- The original design's verification queries, in one: the trigger on import_jobs with its
--- state and function, and both functions with SECURITY DEFINER and their settings.
-SELECT (SELECT t.tgenabled::text
+-- state and function, and both functions with SECURITY DEFINER and their settings; and
+-- importd.notify as this session sees it (database and role defaults included).
+SELECT current_setting('importd.notify', true) AS notify_setting,
+       (SELECT t.tgenabled::text
         FROM pg_catalog.pg_trigger AS t
         JOIN pg_catalog.pg_class AS c ON t.tgrelid = c.oid
         JOIN pg_catalog.pg_proc AS p ON t.tgfoid = p.oid
