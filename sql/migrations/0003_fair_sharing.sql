@@ -79,6 +79,12 @@ DECLARE
     cap_counts integer[] := '{}';
     pos        integer;
     jid        bigint;
+    -- No kind filter, no exclusions, every queue or one: the hot statements below then
+    -- come in variants without optional filters, whose plans PostgreSQL caches for the
+    -- session (an "x IS NULL OR ..." filter makes it plan the statement on every call).
+    simple     boolean := p_kinds IS NULL AND p_skip_queues IS NULL AND p_skip_kinds IS NULL
+                          AND (p_queues IS NULL OR cardinality(p_queues) = 1);
+    one_q      text := p_queues[1];
 BEGIN
     IF p_limit IS NULL OR p_limit <= 0 THEN
         RETURN;
@@ -96,20 +102,34 @@ BEGIN
 
     -- The first priority level with runnable work, and the last level with any pending
     -- work at all (an upper bound that spares a probe when the levels run out).
-    SELECT (SELECT min(j.priority)
-              FROM public.import_jobs AS j
-             WHERE j.status = 'pending'
-               AND j.run_at <= now()
-               AND (p_queues IS NULL OR j.queue = ANY (p_queues))
-               AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
-               AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues))
-               AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))),
-           (SELECT max(j.priority)
-              FROM public.import_jobs AS j
-             WHERE j.status = 'pending'
-               AND (p_queues IS NULL OR j.queue = ANY (p_queues))
-               AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues)))
-      INTO level, top_level;
+    IF simple AND p_queues IS NULL THEN
+        SELECT (SELECT min(j.priority) FROM public.import_jobs AS j
+                 WHERE j.status = 'pending' AND j.run_at <= now()),
+               (SELECT max(j.priority) FROM public.import_jobs AS j
+                 WHERE j.status = 'pending')
+          INTO level, top_level;
+    ELSIF simple THEN
+        SELECT (SELECT min(j.priority) FROM public.import_jobs AS j
+                 WHERE j.status = 'pending' AND j.run_at <= now() AND j.queue = one_q),
+               (SELECT max(j.priority) FROM public.import_jobs AS j
+                 WHERE j.status = 'pending' AND j.queue = one_q)
+          INTO level, top_level;
+    ELSE
+        SELECT (SELECT min(j.priority)
+                  FROM public.import_jobs AS j
+                 WHERE j.status = 'pending'
+                   AND j.run_at <= now()
+                   AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+                   AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
+                   AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues))
+                   AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))),
+               (SELECT max(j.priority)
+                  FROM public.import_jobs AS j
+                 WHERE j.status = 'pending'
+                   AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+                   AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues)))
+          INTO level, top_level;
+    END IF;
     IF level IS NULL THEN
         RETURN;
     END IF;
@@ -132,20 +152,45 @@ BEGIN
                 -- The first runnable job of this level after the cursor, in index order:
                 -- the oldest job of the next pair that has one. One probe finds the pair
                 -- and its job together.
-                SELECT j.id, j.queue, coalesce(j.tenant_id, '') INTO jid, nq, nt
-                  FROM public.import_jobs AS j
-                 WHERE j.status = 'pending'
-                   AND (j.queue, coalesce(j.tenant_id, '')) > (cur_q, cur_t)
-                   AND j.priority = level
-                   AND j.run_at <= now()
-                   AND j.id <> ALL (picked)  -- ours already: locked by us, still pending
-                   AND (p_queues IS NULL OR j.queue = ANY (p_queues))
-                   AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
-                   AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues))
-                   AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))
-                 ORDER BY j.queue, coalesce(j.tenant_id, ''), j.priority, j.run_at, j.id
-                 LIMIT 1
-                 FOR UPDATE SKIP LOCKED;
+                IF simple AND p_queues IS NULL THEN
+                    SELECT j.id, j.queue, coalesce(j.tenant_id, '') INTO jid, nq, nt
+                      FROM public.import_jobs AS j
+                     WHERE j.status = 'pending'
+                       AND (j.queue, coalesce(j.tenant_id, '')) > (cur_q, cur_t)
+                       AND j.priority = level
+                       AND j.run_at <= now()
+                       AND j.id <> ALL (picked)  -- ours already: locked, still pending
+                     ORDER BY j.queue, coalesce(j.tenant_id, ''), j.priority, j.run_at, j.id
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED;
+                ELSIF simple THEN
+                    SELECT j.id, j.queue, coalesce(j.tenant_id, '') INTO jid, nq, nt
+                      FROM public.import_jobs AS j
+                     WHERE j.status = 'pending'
+                       AND j.queue = one_q
+                       AND (j.queue, coalesce(j.tenant_id, '')) > (cur_q, cur_t)
+                       AND j.priority = level
+                       AND j.run_at <= now()
+                       AND j.id <> ALL (picked)
+                     ORDER BY j.queue, coalesce(j.tenant_id, ''), j.priority, j.run_at, j.id
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED;
+                ELSE
+                    SELECT j.id, j.queue, coalesce(j.tenant_id, '') INTO jid, nq, nt
+                      FROM public.import_jobs AS j
+                     WHERE j.status = 'pending'
+                       AND (j.queue, coalesce(j.tenant_id, '')) > (cur_q, cur_t)
+                       AND j.priority = level
+                       AND j.run_at <= now()
+                       AND j.id <> ALL (picked)
+                       AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+                       AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
+                       AND (p_skip_queues IS NULL OR j.queue <> ALL (p_skip_queues))
+                       AND (p_skip_kinds IS NULL OR j.kind <> ALL (p_skip_kinds))
+                     ORDER BY j.queue, coalesce(j.tenant_id, ''), j.priority, j.run_at, j.id
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED;
+                END IF;
                 IF NOT FOUND THEN
                     EXIT pairs WHEN wrapped OR (start_q = '' AND start_t = '');
                     wrapped := true;  -- past the last pair: go on from the first
@@ -174,7 +219,24 @@ BEGIN
 
                 picked := picked || jid;
                 got := 1;
-                IF room > 1 THEN
+                IF room > 1 AND simple THEN
+                    FOR jid IN
+                        SELECT j.id
+                          FROM public.import_jobs AS j
+                         WHERE j.status = 'pending'
+                           AND j.queue = nq
+                           AND coalesce(j.tenant_id, '') = nt
+                           AND j.priority = level
+                           AND j.run_at <= now()
+                           AND j.id <> ALL (picked)
+                         ORDER BY j.priority, j.run_at, j.id
+                         LIMIT room - 1
+                         FOR UPDATE SKIP LOCKED
+                    LOOP
+                        picked := picked || jid;
+                        got := got + 1;
+                    END LOOP;
+                ELSIF room > 1 THEN
                     FOR jid IN
                         SELECT j.id
                           FROM public.import_jobs AS j
