@@ -48,8 +48,9 @@ class RateLimit:
     """At most ``per_s`` job starts a second for a queue or a kind, over every daemon.
 
     ``burst`` is how many may start back to back after an idle spell (default 1: starts
-    are spaced by 1/rate). In any window of W seconds at most ``per_s * W + burst`` jobs
-    start. Written ``webhooks=10/s``, ``kind:http=600/min`` or ``webhooks=10/s:5``.
+    are spaced by 1/rate, each allowed up to half an interval early so that late wake-ups
+    are not lost). In any window of W seconds at most ``per_s * W + burst`` jobs start.
+    Written ``webhooks=10/s``, ``kind:http=600/min`` or ``webhooks=10/s:5``.
     """
 
     scope: str  # "queue" or "kind"
