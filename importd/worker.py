@@ -2,9 +2,14 @@
 
 Reasons to look: a notification for a queue we serve, the poll interval, the moment the
 earliest scheduled job comes due, a (re)connect of the listener, and a slot freeing up
-after a claim that filled every slot (there may be more waiting). Notifications that
-arrive while no slot is free or while a claim is in flight fold into one flag, so the
-number of claims follows the claimable work, not the number of notifications.
+after a claim that filled every slot (there may be more waiting), the moment a rate
+limit allows the next start. Notifications that arrive while no slot is free or while a
+claim is in flight fold into one flag, so the number of claims follows the claimable
+work, not the number of notifications; after a claim that found nothing they also wait a
+little (another daemon is taking the work), so that several fold into one.
+
+A daemon runs one worker per queue it gives slots of its own (``Workers``); a worker
+claims over its lanes (``lanes.py``): the main one, and one per rate limit in its scope.
 """
 
 from __future__ import annotations
