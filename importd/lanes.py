@@ -49,7 +49,8 @@ class RateLimit:
 
     ``burst`` is how many may start back to back after an idle spell (default 1: starts
     are spaced by 1/rate, each allowed up to half an interval early so that late wake-ups
-    are not lost). In any window of W seconds at most ``per_s * W + burst`` jobs start.
+    are not lost). In any window of W seconds at most ``per_s * W + burst`` jobs start
+    (rounded half up).
     Written ``webhooks=10/s``, ``kind:http=600/min`` or ``webhooks=10/s:5``.
     """
 

@@ -80,6 +80,7 @@ class Worker:
         # After claims that found nothing (another daemon was quicker), notifications wait
         # a little, 2 ms doubling to 50 ms, so that several fold into one claim.
         self._empty_streak = 0
+        self._rate_held = False  # the last claim left jobs to a rate limit's next turn
         self._quiet_until = 0.0
         self._more = False
         self._poll_at = 0.0
@@ -189,6 +190,7 @@ class Worker:
                 self.last_wake = now
             self._poll_at = now + self._opts.poll_interval
             self._more = len(jobs) == free
+            self._rate_held = bool(held)
             if not self._more:
                 # Nothing more runnable now: when is the next scheduled job due? Asked
                 # after the claimed jobs started, so it adds nothing to their latency.
@@ -285,9 +287,10 @@ class Worker:
             if self._opts.drain:
                 if free > 0 and (self._refill(free) or self._notified or now >= self._due_at):
                     return True
-                if self.in_flight == 0:
+                if self.in_flight == 0 and not self._rate_held:
                     return False  # drained: nothing runnable, nothing running
-                timeout: float | None = TICK
+                # Jobs a rate limit holds back are runnable: wait for their turn.
+                timeout: float | None = min(TICK, max(self._due_at - now, 0.0))
             else:
                 wake_at = min(self._poll_at, self._due_at)
                 if self._notified:

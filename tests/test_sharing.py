@@ -334,3 +334,22 @@ def test_sharing_settings_from_the_config_file_and_environment(tmp_path) -> None
     assert settings.total_slots == 7  # a takes --concurrency
     with pytest.raises(config.ConfigError, match="IMPORTD_TENANT_CONCURRENCY"):
         config.load({}, environ={"IMPORTD_TENANT_CONCURRENCY": "-1"})
+
+
+async def test_a_kind_limit_holds_back_only_its_kind(runs_table, drain) -> None:
+    conn = runs_table
+    await importd.enqueue_many(conn, [importd.NewJob("record", {}) for _ in range(6)]
+                               + [importd.NewJob("sleep", {"seconds": 0}) for _ in range(30)])
+    began = time.monotonic()
+    assert await drain(rate_limits=("kind:record=5/s",), concurrency=4) == 0
+    # 6 starts at 5/s: at 0, then (each allowed half an interval early) 0.1, 0.3 ... 0.9 s
+    assert time.monotonic() - began >= 0.85
+    starts = await conn.fetch(
+        "SELECT j.kind, extract(epoch FROM r.started_at)::float8 AS t FROM test_runs r "
+        "JOIN import_jobs j ON j.id = r.job_id ORDER BY r.started_at")
+    records = [r["t"] for r in starts if r["kind"] == "record"]
+    sleeps = [r["t"] for r in starts if r["kind"] == "sleep"]
+    assert len(records) == 6 and len(sleeps) == 30
+    assert records[-1] - records[0] >= 0.85
+    # the other kind was not queued behind the limited one
+    assert max(sleeps) < records[-1]
