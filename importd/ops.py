@@ -76,6 +76,8 @@ async def status(conn: Any, *, as_json: bool = False) -> str:
                 "estimated_rows": summary["estimated_rows"],
                 "running": redact_value(data["running"]),
                 "failed_last_hour": failures_1h,
+                "tenants_running": data["tenants_running"],
+                "rate_limits_ahead_s": data["rate_limits"],
                 "at": summary["at"],
             }
         )
@@ -101,6 +103,22 @@ async def status(conn: Any, *, as_json: bool = False) -> str:
         f"failures in the last hour: {failures_1h}   "
         f"jobs in table: ~{max(summary['estimated_rows'] or 0, 0):,}"
     )
+    tenants = data["tenants_running"]
+    if tenants:
+        top = sorted(tenants.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+        parts.append(
+            "tenants with the most running jobs: "
+            + ", ".join(f"{name} {n}" for name, n in top)
+            + (f" (and {len(tenants) - len(top)} more)" if len(tenants) > len(top) else "")
+        )
+    if data["rate_limits"]:
+        parts.append(
+            "rate limits: "
+            + ", ".join(
+                f"{key} " + (f"booked {ahead:.1f} s ahead" if ahead > 0 else "idle")
+                for key, ahead in sorted(data["rate_limits"].items())
+            )
+        )
     if data["running"]:
         running = [
             [

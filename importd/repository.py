@@ -386,10 +386,13 @@ async def status(conn: Executor, running_limit: int = 20) -> dict[str, Any]:
     counts = await conn.fetch(sql.query("status_counts"))
     summary = await conn.fetchrow(sql.query("status_summary"))
     running = await conn.fetch(sql.query("status_running"), running_limit)
+    sharing = await conn.fetch(sql.query("status_sharing"))
     return {
         "counts": [dict(r) for r in counts],
         "summary": dict(summary),
         "running": [dict(r) for r in running],
+        "tenants_running": {r["name"]: int(r["value"]) for r in sharing if r["what"] == "tenant"},
+        "rate_limits": {r["name"]: r["value"] for r in sharing if r["what"] == "rate_limit"},
     }
 
 

@@ -41,7 +41,7 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert set(data) == {"queues", "oldest_runnable_s", "estimated_rows", "running",
-                         "failed_last_hour", "at"}
+                         "failed_last_hour", "tenants_running", "rate_limits_ahead_s", "at"}
     imports = next(q for q in data["queues"] if q["queue"] == "imports" and q["kind"] == "csv")
     assert imports["pending"] == 3 and imports["failed_1h"] == 1
     assert data["failed_last_hour"] == 1 and data["oldest_runnable_s"] >= 0
@@ -52,6 +52,23 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
+async def test_status_shows_tenants_running_and_rate_limits(conn, dsn) -> None:
+    jobs = [importd.NewJob("csv", {}, tenant_id=t) for t in ("acme", "acme", "globex")]
+    ids = await importd.enqueue_many(conn, jobs)
+    await conn.execute("UPDATE import_jobs SET status = 'running', attempts = 1, "
+                       "locked_by = 'host:1:abc', locked_until = now() + interval '1 min' "
+                       "WHERE id = ANY ($1)", ids)
+    await conn.execute("INSERT INTO importd_rate_limits (key, tat) VALUES "
+                       "('queue:hooks', now() + interval '5 s'), ('kind:http', now())")
+    data = json.loads(run_importd("status", "--json", "--dsn", dsn).stdout)
+    assert data["tenants_running"] == {"acme": 2, "globex": 1}
+    assert 3 < data["rate_limits_ahead_s"]["queue:hooks"] <= 5
+    assert data["rate_limits_ahead_s"]["kind:http"] <= 0
+    text = run_importd("status", "--dsn", dsn).stdout
+    assert "tenants with the most running jobs: acme 2, globex 1" in text
+    assert "queue:hooks booked" in text and "kind:http idle" in text
+
+
 async def test_status_queries_use_the_indexes_on_a_big_history(conn) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at, created_at) "
@@ -59,7 +76,7 @@ async def test_status_queries_use_the_indexes_on_a_big_history(conn) -> None:
         "FROM generate_series(1, 200000) AS i")
     await importd.enqueue_many(conn, [importd.NewJob("csv", {}) for _ in range(10)])
     await conn.execute("ANALYZE import_jobs")
-    for name in ("status_counts", "status_summary", "status_running"):
+    for name in ("status_counts", "status_summary", "status_running", "status_sharing"):
         text = sql.query(name)
         params = [20] if "$1" in text else []
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + text, *params))
