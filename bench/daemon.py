@@ -46,14 +46,15 @@ async def enqueue_rate(dsn: str, batches: int = 50, size: int = 1000) -> float:
         await conn.close()
 
 
-async def throughput(dsn: str, jobs: int, concurrency: int) -> dict[str, float]:
+async def throughput(dsn: str, jobs: int, concurrency: int, *extra: str) -> dict[str, float]:
     conn = await asyncpg.connect(dsn)
     try:
         for start in range(0, jobs, 1000):
             await importd.enqueue_many(
                 conn, [importd.NewJob("noop", {}) for _ in range(min(1000, jobs - start))])
         await conn.execute("VACUUM ANALYZE import_jobs")
-        proc = start_daemon(dsn, "--concurrency", str(concurrency), log_path=OUT / "tp.log")
+        proc = start_daemon(dsn, "--concurrency", str(concurrency), *extra,
+                            log_path=OUT / "tp.log")
         try:
             while await conn.fetchval(
                     "SELECT count(*) FROM import_jobs WHERE status = 'completed'") < jobs:
@@ -126,6 +127,10 @@ async def main(args: Any) -> None:
         pg = await server_settings(dsn)
         rate = await enqueue_rate(dsn)
         tp = await throughput(dsn, args.jobs, args.concurrency)
+        # The same over the Unix socket, as a daemon on the database's host would connect.
+        socket_dsn = f"postgresql://postgres@/bench_daemon?host={cluster.directory}&port={cluster.port}"
+        tp_socket = await throughput(socket_dsn, args.jobs, args.concurrency)
+        tp_plain = await throughput(dsn, args.jobs, args.concurrency, "--no-fair")
         lat = await latency(dsn, args.latency_jobs, args.rate)
         idle = await idle_cpu(dsn, args.idle)
     finally:
@@ -139,6 +144,8 @@ async def main(args: Any) -> None:
         ("enqueue_many (batches of 1,000)", f"{rate:,.0f} jobs/s"),
         (f"throughput ({tp['jobs']:,} noop, --concurrency {args.concurrency})",
          f"{tp['jobs_per_s']:,.0f} jobs/s ({tp['seconds']:.2f} s)"),
+        ("  the same over the Unix socket", f"{tp_socket['jobs_per_s']:,.0f} jobs/s"),
+        ("  the same with --no-fair (TCP)", f"{tp_plain['jobs_per_s']:,.0f} jobs/s"),
         (f"latency commit→start ({args.latency_jobs} at {args.rate:g}/s)",
          f"p50 {lat['p50_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, "
          f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms"),
