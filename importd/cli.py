@@ -70,7 +70,9 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
                 f"--{field.name.replace('_', '-')}",
                 dest=field.name,
                 metavar=field.name.split("_")[-1].upper(),
-                help=f"{field.help} (default {field.default})",
+                help=field.help
+                if field.default is None
+                else f"{field.help} (default {field.default})",
             )
     parser.add_argument(
         "--handlers",
@@ -131,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the daemon until SIGTERM",
         formatter_class=_Formatter,
-        epilog="example:\n  importd run --concurrency 16 --handlers myapp.jobs",
+        epilog="examples:\n  importd run --concurrency 16 --handlers myapp.jobs\n"
+        "  importd run --queue imports=6 --queue webhooks=2 --rate-limit webhooks=10/s "
+        "--tenant-concurrency 2",
     )
     _add_common(p)
     _add_daemon(p)

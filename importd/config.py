@@ -144,7 +144,12 @@ FIELDS: tuple[Field, ...] = (
         "direct connection for LISTEN when the pool goes through a pooler",
         True,
     ),
-    Field("concurrency", _positive_int, 8, "jobs in flight at most"),
+    Field(
+        "concurrency",
+        _positive_int,
+        8,
+        "handlers running at once (also the slots of each --queue given without =SLOTS)",
+    ),
     Field("poll_interval", _positive_float, 10.0, "seconds between polls without notifications"),
     Field("listen", _bool, True, "LISTEN for notifications (false: poll only)"),
     Field(
