@@ -98,6 +98,10 @@ class Metrics:
         """Add ``value`` to a counter labelled by kind and queue."""
         self._child(metric, kind, queue).inc(value)
 
+    def claim(self, found: bool) -> None:
+        """Count one claim statement."""
+        self._child(self.claims, "yes" if found else "no").inc()
+
     def observe(self, metric: Any, value: float, *labels: str) -> None:
         """Observe ``value`` in a histogram."""
         self._child(metric, *labels).observe(value)

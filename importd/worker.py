@@ -219,7 +219,7 @@ class Worker:
             )
             jobs.extend(got)
             self.claims += 1
-            self._executor.metrics.claims.labels("yes" if got else "no").inc()
+            self._executor.metrics.claim(bool(got))
             if wait is not None:
                 held[lane.name] = wait
         return jobs, held
