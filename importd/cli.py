@@ -475,6 +475,17 @@ async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
         await conn.close()
 
 
+def _say_unserved(left: dict[str, int]) -> None:
+    """drain's closing line on the jobs it left pending for want of a handler."""
+    if left:
+        kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(left.items()))
+        print(
+            f"drain: left {sum(left.values()):,} pending job(s) of kinds no handler here "
+            f"serves ({kinds}); add --handlers, or let a daemon that serves them run them",
+            file=sys.stderr,
+        )
+
+
 def _render_config(settings: config.Settings, *, as_json: bool) -> str:
     values = settings.redacted()
     if as_json:
@@ -506,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bar = Progress("drain", 0)
                 drain = daemon.DrainOptions(
                     on_progress=bar.update,
+                    on_unserved=_say_unserved,
                     queues=args.queues,
                     kinds=args.kinds,
                     max_jobs=args.max_jobs,

@@ -27,6 +27,7 @@ from .backoff import Backoff
 from .cluster import ClusterError, persistent
 from .config import Settings
 from .executor import Executor, ResultWriter
+from .fleet import Registration
 from .lanes import QueueSlots
 from .listener import Listener
 from .metrics import HealthServer, Metrics
@@ -49,6 +50,9 @@ class DrainOptions:
     timeout: float | None = None
     # Called with (jobs ended, jobs to go through) while draining, for a progress bar.
     on_progress: Callable[[int, int], None] | None = None
+    # Called at the end with the pending jobs, by kind, that this drain left because it
+    # has no handler for their kind.
+    on_unserved: Callable[[dict[str, int]], None] | None = None
 
 
 class StartupError(Exception):
@@ -107,6 +111,10 @@ class Daemon:
         self.notifications = 0
         self.schema_current = True
         self.progress_total = 0  # verified at start; the sampler keeps checking
+        # The kinds this daemon claims: those it has handlers for (a drain's --kind
+        # narrows them), and the queues (None: every queue). Set once handlers load.
+        self.kinds: list[str] = []
+        self.queues: list[str] | None = None
 
     def request_stop(self, why: str) -> None:
         """First call: graceful shutdown. Later calls: skip the grace."""
@@ -158,6 +166,7 @@ class Daemon:
     ) -> int:
         s = self.settings
         drain = self.drain
+        self._scope(registry)
         repo = Repository(engine)
         writer = ResultWriter(repo, self.worker_id)
         executor = Executor(
@@ -190,6 +199,8 @@ class Daemon:
             retention=(s.retention_completed, s.retention_failed),
         )
         self._wire_gauges(executor, workers, listener)
+        registration = Registration(repo, self.worker_id, self.kinds, self.queues)
+        await registration.join()
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -199,7 +210,8 @@ class Daemon:
             worker_id=self.worker_id,
             mode="drain" if drain else "run",
             concurrency=s.concurrency,
-            kinds=registry.kinds,
+            kinds=self.kinds,
+            queues=self.queues,
             listen=listener is not None,
         )
         writer_task = asyncio.create_task(writer.run(), name="writer")
@@ -211,6 +223,7 @@ class Daemon:
                 if listener is not None:
                     services.append(tg.create_task(listener.run(), name="listener"))
                 services.append(tg.create_task(executor.heartbeats(), name="heartbeats"))
+                services.append(tg.create_task(registration.run(), name="registration"))
                 if drain is None:
                     services.append(tg.create_task(rescuer.run(), name="rescuer"))
                     services.append(
@@ -267,6 +280,9 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             writer.close()
             await writer_task
+            await registration.leave()
+        if drain is not None and code is ExitCode.OK:
+            await self._left_unserved(repo, registry)
         stats = executor.stats
         if drain is not None and drain.on_progress is not None:
             ended = self._ended(executor)
@@ -300,6 +316,42 @@ class Daemon:
 
         return wake
 
+    def _scope(self, registry: handlers.Registry) -> None:
+        """What this daemon claims: the kinds it has handlers for (within a drain's
+        --kind), from its queues. A job of any other kind stays pending for a daemon that
+        serves it; it never fails here for want of a handler."""
+        served = registry.kinds
+        drain = self.drain
+        if drain is not None and drain.kinds:
+            missing = sorted(set(drain.kinds) - set(served))
+            if missing:
+                log.warning("drain_kinds_not_served", kinds=missing, served=served)
+            served = [k for k in served if k in drain.kinds]
+        self.kinds = served
+        if drain is not None and drain.queues:
+            self.queues = [QueueSlots.parse(q).name for q in drain.queues]
+        elif self.settings.queue_slots:
+            self.queues = [spec.name for spec in self.settings.queue_slots]
+        else:
+            self.queues = None
+
+    async def _left_unserved(self, repo: Repository, registry: handlers.Registry) -> None:
+        """After a drain: say how many pending jobs it left because no handler here
+        serves their kind."""
+        drain = self.drain
+        assert drain is not None
+        try:
+            left = await repo.count_unserved(self.queues, drain.kinds or None, registry.kinds)
+        except Exception as exc:
+            if not db.is_transient(exc):
+                raise
+            log.warning("count_unserved_failed", error=db.describe_db_error(exc))
+            return
+        if left:
+            log.warning("drain_left_unserved", pending=sum(left.values()), kinds=left)
+        if drain.on_unserved is not None:
+            drain.on_unserved(left)
+
     def _workers(self, repo: Repository, executor: Executor, writer: ResultWriter) -> Workers:
         """One worker per served queue with its own slots, or one for every queue."""
         s = self.settings
@@ -312,7 +364,7 @@ class Daemon:
             capacity=s.concurrency,
             poll_interval=s.poll_interval,
             lease_margin=s.lease_margin,
-            kinds=drain.kinds if drain else None,
+            kinds=self.kinds,
             drain=drain is not None,
             max_jobs=drain.max_jobs if drain else None,
             fair=s.fair,
@@ -390,11 +442,7 @@ class Daemon:
     ) -> None:
         """Drain progress: runs ended so far, of those runnable at the start plus any
         claimed since."""
-        async with repo.pool.acquire() as conn:
-            runnable = await conn.fetchval(
-                "SELECT count(*) FROM public.import_jobs "
-                "WHERE status = 'pending' AND run_at <= now()"
-            )
+        runnable = await repo.count_runnable(self.queues, self.kinds)
         self.progress_total = runnable
         while True:
             ended = self._ended(executor)

@@ -339,9 +339,13 @@ class Executor:
     async def _outcome(self, job: Job, ctx: JobContext, bound: Any) -> Outcome:
         fn = self._registry.get(job.kind)
         if fn is None:
-            return Outcome.failed(
-                f"UnknownKind: no handler for kind {job.kind!r} in this daemon "
-                f"(known: {', '.join(self._registry.kinds) or 'none'})"
+            # Claims take only the kinds this daemon serves, so this cannot happen; if it
+            # did, the job goes back to pending, attempt refunded, for a daemon that has
+            # the handler: a missing handler is never the job's fault.
+            bound.warning("job_kind_not_served", served=self._registry.kinds)
+            return Outcome.released(
+                f"NotServed: daemon {self._worker_id} has no handler for kind {job.kind!r}; "
+                "handed back"
             )
         bound.debug("job_started")
         timer = asyncio.timeout(job.timeout)

@@ -362,15 +362,64 @@ class Repository:
         rows = await self.pool.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)
         return {row["id"] for row in rows}
 
-    async def count_runnable(self) -> int:
-        """Pending jobs due now."""
-        count: int = await self.pool.fetchval(sql.query("count_runnable"))
+    async def count_runnable(
+        self, queues: Sequence[str] | None = None, kinds: Sequence[str] | None = None
+    ) -> int:
+        """Pending jobs due now, of ``queues`` and ``kinds`` (None: every one)."""
+        count: int = await self.pool.fetchval(
+            sql.query("count_runnable"),
+            list(queues) if queues is not None else None,
+            list(kinds) if kinds is not None else None,
+        )
         return count
+
+    async def count_unserved(
+        self, queues: Sequence[str] | None, kinds: Sequence[str] | None, served: Sequence[str]
+    ) -> dict[str, int]:
+        """Pending jobs by kind, of ``queues`` and ``kinds`` (None: every one), whose kind
+        is not in ``served``."""
+        rows = await self.pool.fetch(
+            sql.query("count_unserved"),
+            list(queues) if queues is not None else None,
+            list(kinds) if kinds is not None else None,
+            list(served),
+        )
+        return {row["kind"]: row["n"] for row in rows}
 
     async def count_jobs(self) -> list[asyncpg.Record]:
         """Pending and running jobs by queue and status."""
         rows: list[asyncpg.Record] = await self.pool.fetch(sql.query("count_jobs"))
         return rows
+
+    async def register_daemon(
+        self,
+        name: str,
+        *,
+        host: str,
+        pid: int,
+        version: str,
+        kinds: Sequence[str],
+        queues: Sequence[str] | None,
+    ) -> None:
+        """Add daemon ``name`` to ``importd_daemons``, or refresh its last_seen."""
+        await self.pool.execute(
+            sql.query("register_daemon"),
+            name,
+            host,
+            pid,
+            version,
+            list(kinds),
+            list(queues) if queues is not None else None,
+        )
+
+    async def remove_daemon(self, name: str) -> None:
+        """Delete daemon ``name``'s row (a clean exit)."""
+        await self.pool.execute(sql.query("remove_daemon"), name)
+
+    async def prune_daemons(self, stale_after: float) -> list[str]:
+        """Delete the rows of daemons not seen for ``stale_after`` seconds; their names."""
+        rows = await self.pool.fetch(sql.query("prune_daemons"), stale_after)
+        return [row["name"] for row in rows]
 
     async def rescue(self, limit: int) -> list[asyncpg.Record]:
         """Return up to ``limit`` jobs with expired leases to pending (or failed)."""
@@ -394,6 +443,18 @@ async def status(conn: Executor, running_limit: int = 20) -> dict[str, Any]:
         "tenants_running": {r["name"]: int(r["value"]) for r in sharing if r["what"] == "tenant"},
         "rate_limits": {r["name"]: r["value"] for r in sharing if r["what"] == "rate_limit"},
     }
+
+
+async def live_daemons(conn: Executor, seen_within: float) -> list[dict[str, Any]]:
+    """The daemons seen in the last ``seen_within`` seconds, by name."""
+    rows = await conn.fetch(sql.query("status_daemons"), seen_within)
+    return [dict(r) for r in rows]
+
+
+async def pending_kinds(conn: Executor) -> list[tuple[str, str, int]]:
+    """Pending jobs as ``(queue, kind, count)``."""
+    rows = await conn.fetch(sql.query("pending_kinds"))
+    return [(r["queue"], r["kind"], r["n"]) for r in rows]
 
 
 async def job_details(conn: Executor, job_id: int) -> dict[str, Any] | None:

@@ -9,10 +9,11 @@ WITH target AS (
 ),
 cancelled AS (
     UPDATE public.import_jobs AS j
-    SET status = 'cancelled', finished_at = now(), locked_by = NULL, locked_until = NULL,
+    SET status = 'cancelled', finished_at = clock_timestamp(),
+        locked_by = NULL, locked_until = NULL,
         last_error = 'Cancelled: by an operator' ||
                      CASE WHEN target.was = 'running' THEN ' while running' ELSE '' END,
-        updated_at = now()
+        updated_at = clock_timestamp()
     FROM target
     WHERE j.id = target.id
     RETURNING j.id, target.was

@@ -3,6 +3,8 @@
 -- was rescued (and perhaps claimed again) can never be ended twice.
 --   status: completed | failed | pending (retry after delay_s) | cancelled
 --   refund: 1 gives the attempt back (interrupted by shutdown, not the job's fault)
+-- Times are the moment of the write (clock_timestamp()), not the start of the
+-- transaction: an atomic import completes in its own, long transaction.
 WITH u AS (
     SELECT *
     FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[],
@@ -15,12 +17,12 @@ SET status       = u.status,
     last_error   = CASE WHEN u.status = 'completed' THEN j.last_error ELSE u.last_error END,
     attempts     = j.attempts - u.refund,
     run_at       = CASE WHEN u.status = 'pending'
-                        THEN now() + make_interval(secs => u.delay_s)
+                        THEN clock_timestamp() + make_interval(secs => u.delay_s)
                         ELSE j.run_at END,
     locked_by    = NULL,
     locked_until = NULL,
-    finished_at  = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
-    updated_at   = now()
+    finished_at  = CASE WHEN u.status = 'pending' THEN NULL ELSE clock_timestamp() END,
+    updated_at   = clock_timestamp()
 FROM u
 WHERE j.id = u.id
   AND j.id = ANY ($2::bigint[])  -- lets the planner fetch just these rows by key

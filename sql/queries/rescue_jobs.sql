@@ -13,13 +13,13 @@ WITH expired AS (
 )
 UPDATE public.import_jobs AS j
 SET status       = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'pending' END,
-    run_at       = now(),
+    run_at       = clock_timestamp(),
     last_error   = format('LeaseExpired: daemon %s stopped renewing the lease of attempt %s/%s',
                           expired.lost_by, j.attempts, j.max_attempts),
     locked_by    = NULL,
     locked_until = NULL,
-    finished_at  = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-    updated_at   = now()
+    finished_at  = CASE WHEN j.attempts >= j.max_attempts THEN clock_timestamp() END,
+    updated_at   = clock_timestamp()
 FROM expired
 WHERE j.id = expired.id
 RETURNING j.id, j.kind, j.queue, j.tenant_id, j.attempts, j.status, expired.lost_by
