@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from importd import sql
+from importd import handlers, sql
 
 from .common import fresh_database, machine, server_settings, start_cluster, start_daemon, table
 
@@ -59,6 +59,7 @@ async def _rolled_back(conn: asyncpg.Connection, fair: bool, rounds: int, tenant
                        cap: int | None = None) -> dict[str, float]:
     plain = sql.query("claim_jobs")
     fair_sql = sql.query("claim_fair")
+    kinds = handlers.load().kinds  # a daemon claims only the kinds it has handlers for
     times = []
     for i in range(rounds + 10):
         cursor_tenant = f"t{(i * 37) % tenants:05d}"
@@ -66,10 +67,10 @@ async def _rolled_back(conn: asyncpg.Connection, fair: bool, rounds: int, tenant
         await tx.start()
         began = time.perf_counter()
         if fair:
-            rows = await conn.fetch(fair_sql, CLAIM, "bench", 30.0, None, None, None, None,
+            rows = await conn.fetch(fair_sql, CLAIM, "bench", 30.0, None, kinds, None, None,
                                     cap, "default", cursor_tenant)
         else:
-            rows = await conn.fetch(plain, CLAIM, "bench", None, None, 30.0, None, None)
+            rows = await conn.fetch(plain, CLAIM, "bench", None, kinds, 30.0, None, None)
         elapsed = time.perf_counter() - began
         await tx.rollback()
         if len(rows) != CLAIM:

@@ -432,6 +432,7 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
 async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
     conn = await db.connect(settings.require_dsn())
     try:
+        await db.readable_timestamps(conn)
         if args.command == "status":
             while True:
                 text = await ops.status(conn, as_json=args.json)

@@ -27,7 +27,7 @@ from .backoff import Backoff
 from .cluster import ClusterError, persistent
 from .config import Settings
 from .executor import Executor, ResultWriter
-from .fleet import Registration
+from .fleet import REFRESH_INTERVAL, Registration
 from .lanes import QueueSlots
 from .listener import Listener
 from .metrics import HealthServer, Metrics
@@ -199,7 +199,13 @@ class Daemon:
             retention=(s.retention_completed, s.retention_failed),
         )
         self._wire_gauges(executor, workers, listener)
-        registration = Registration(repo, self.worker_id, self.kinds, self.queues)
+        registration = Registration(
+            repo,
+            self.worker_id,
+            self.kinds,
+            self.queues,
+            interval=min(max(s.heartbeat_interval, 1.0), REFRESH_INTERVAL),
+        )
         await registration.join()
 
         loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -130,6 +131,33 @@ async def connect(dsn: str, *, timeout: float = 10.0, application_name: str = "i
     )
     await _init_connection(conn)
     return conn
+
+
+def _timestamp_out(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _timestamp_in(text: str) -> datetime | str:
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        return text  # a year Python cannot hold (20000, 100 BC): as PostgreSQL wrote it
+
+
+async def readable_timestamps(conn: Any) -> None:
+    """Let ``conn`` read every timestamptz a row may hold: a datetime (in UTC) where
+    Python can hold it, PostgreSQL's own text otherwise (asyncpg's codec raises on a year
+    after 9999 or before 1, and an operator's command must not)."""
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=_timestamp_out,
+        decoder=_timestamp_in,
+        format="text",
+    )
+    await conn.execute("SET DateStyle = 'ISO, YMD'")
 
 
 def _log_failure(what: str, attempt: int, sleep: float, exc: BaseException | None) -> None:

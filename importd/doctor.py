@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import db, migrate, sql
+from . import db, fleet, migrate, repository, sql
 from .config import Settings
 
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -49,6 +49,8 @@ async def run(settings: Settings) -> list[Check]:
         if state.applied:
             checks.append(await _trigger(conn))
             checks.extend(await _health(conn))
+        if FLEET_VERSION in state.applied:
+            checks.append(await _fleet(conn))
         checks.append(await _pooler(conn))
     finally:
         await conn.close()
@@ -153,6 +155,25 @@ async def _health(conn: Any) -> list[Check]:
         )
     )
     return out
+
+
+# The schema version that brought the daemon registry (importd_daemons).
+FLEET_VERSION = 4
+
+
+async def _fleet(conn: Any) -> Check:
+    """The live daemons, and the pending kinds none of them serves."""
+    daemons = await repository.live_daemons(conn, fleet.STALE_AFTER)
+    missing = fleet.unserved(await repository.pending_kinds(conn), daemons)
+    live = f"{len(daemons)} live daemon(s)"
+    if missing:
+        return Check(
+            "daemons",
+            WARNING,
+            f"{live}; " + "; ".join(u.text for u in missing)
+            + ": those jobs wait until a daemon with their --handlers runs",
+        )
+    return Check("daemons", OK, f"{live}; every pending kind has a daemon that serves it")
 
 
 async def _pooler(conn: Any) -> Check:

@@ -25,7 +25,8 @@ from .repository import Repository
 
 log = structlog.get_logger("importd.fleet")
 
-# Seconds between refreshes of a daemon's row.
+# Seconds between refreshes of a daemon's row, at most (a daemon refreshes it every
+# heartbeat interval, at least a second apart, at most this far apart).
 REFRESH_INTERVAL = 5.0
 # A daemon not seen for this long is not live: status and doctor leave it out, and the
 # other daemons delete its row.
@@ -97,16 +98,19 @@ class Registration:
 
 @dataclass(frozen=True)
 class Unserved:
-    """Pending jobs of a kind that no live daemon claims (in ``queues``)."""
+    """Pending jobs of a kind that no live daemon claims: ``pending`` of them, in
+    ``queues`` (``everywhere``: in every queue that has pending jobs of the kind)."""
 
     kind: str
     pending: int
     queues: tuple[str, ...]
+    everywhere: bool
 
-    def describe(self, all_queues_of_kind: bool) -> str:
-        """``thumbnail: 40 pending, no daemon serves it`` (and where, if only in some
-        queues)."""
-        where = "" if all_queues_of_kind else f" in queue {', '.join(self.queues)}"
+    @property
+    def text(self) -> str:
+        """``thumbnail: 40 pending, no daemon serves it`` (naming the queues when the
+        kind is served in others)."""
+        where = "" if self.everywhere else f" in queue {', '.join(self.queues)}"
         return f"{self.kind}: {self.pending:,} pending{where}, no daemon serves it"
 
 
@@ -118,18 +122,24 @@ def serves(daemon: dict[str, Any], queue: str, kind: str) -> bool:
 
 def unserved(
     pending: Iterable[tuple[str, str, int]], daemons: Sequence[dict[str, Any]]
-) -> list[str]:
-    """One line per kind with pending jobs (``(queue, kind, count)``) that no daemon in
+) -> list[Unserved]:
+    """The kinds with pending jobs (``(queue, kind, count)``) that no daemon of
     ``daemons`` serves, in kind order."""
     missing: dict[str, dict[str, int]] = {}
     queues_of_kind: dict[str, set[str]] = {}
     for queue, kind, n in pending:
+        if not n:
+            continue
         queues_of_kind.setdefault(kind, set()).add(queue)
-        if n and not any(serves(d, queue, kind) for d in daemons):
-            missing.setdefault(kind, {})[queue] = missing.get(kind, {}).get(queue, 0) + n
-    lines = []
-    for kind in sorted(missing):
-        by_queue = missing[kind]
-        item = Unserved(kind, sum(by_queue.values()), tuple(sorted(by_queue)))
-        lines.append(item.describe(set(by_queue) == queues_of_kind[kind]))
-    return lines
+        if not any(serves(d, queue, kind) for d in daemons):
+            by_queue = missing.setdefault(kind, {})
+            by_queue[queue] = by_queue.get(queue, 0) + n
+    return [
+        Unserved(
+            kind,
+            sum(by_queue.values()),
+            tuple(sorted(by_queue)),
+            set(by_queue) == queues_of_kind[kind],
+        )
+        for kind, by_queue in sorted(missing.items())
+    ]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import textwrap
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import repository
+from . import fleet, repository
 from .config import parse_duration
 from .db import redact_value
 
@@ -59,13 +60,20 @@ def dumps(value: Any) -> str:
 
 async def status(conn: Any, *, as_json: bool = False) -> str:
     """What is queued, what runs, what failed lately."""
-    data = await repository.status(conn)
+    data = await repository.status(conn, daemons_seen_within=fleet.STALE_AFTER)
     by_group: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in data["counts"]:
         key = row["status"] + ("_1h" if row["recent"] else "")
         by_group[(row["queue"], row["kind"])][key] += row["n"]
     summary = data["summary"]
     failures_1h = sum(g.get("failed_1h", 0) for g in by_group.values())
+    daemons = data["daemons"]
+    pending = [
+        (r["queue"], r["kind"], r["n"])
+        for r in data["counts"]
+        if r["status"] == "pending" and not r["recent"]
+    ]
+    unserved = fleet.unserved(pending, daemons)
     if as_json:
         return dumps(
             {
@@ -78,6 +86,11 @@ async def status(conn: Any, *, as_json: bool = False) -> str:
                 "failed_last_hour": failures_1h,
                 "tenants_running": data["tenants_running"],
                 "rate_limits_ahead_s": data["rate_limits"],
+                "daemons": daemons,
+                "unserved": [
+                    {"kind": u.kind, "pending": u.pending, "queues": list(u.queues)}
+                    for u in unserved
+                ],
                 "at": summary["at"],
             }
         )
@@ -103,6 +116,12 @@ async def status(conn: Any, *, as_json: bool = False) -> str:
         f"failures in the last hour: {failures_1h}   "
         f"jobs in table: ~{max(summary['estimated_rows'] or 0, 0):,}"
     )
+    parts.append(_daemons(daemons))
+    if unserved:
+        parts.append(
+            "pending kinds that no live daemon serves (they wait; start a daemon with "
+            "their --handlers):\n" + "\n".join(f"  {u.text}" for u in unserved)
+        )
     tenants = data["tenants_running"]
     if tenants:
         top = sorted(tenants.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
@@ -137,6 +156,22 @@ async def status(conn: Any, *, as_json: bool = False) -> str:
             + _table(["id", "kind", "queue", "progress", "for", "try", "daemon"], running)
         )
     return "\n\n".join(parts)
+
+
+def _daemons(daemons: list[dict[str, Any]]) -> str:
+    """Two lines or more per live daemon: who and where, then what it serves."""
+    if not daemons:
+        return f"no live daemon (none seen in the last {fleet.STALE_AFTER:g} s)"
+    lines = [f"live daemons: {len(daemons)}"]
+    for d in daemons:
+        lines.append(
+            f"  {d['name']}  host {d['host']}  pid {d['pid']}  version {d['version']}  "
+            f"seen {_age(d['seen_s'])} ago"
+        )
+        queues = "every queue" if d["queues"] is None else ", ".join(d["queues"]) or "none"
+        served = f"kinds: {', '.join(d['kinds']) or 'none'}; queues: {queues}"
+        lines.extend(textwrap.wrap(served, 78, initial_indent="    ", subsequent_indent="      "))
+    return "\n".join(lines)
 
 
 _SHOWN = [

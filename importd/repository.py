@@ -430,13 +430,18 @@ class Repository:
 # -- operators' statements (importd status / show / retry / cancel / prune) ----------------
 
 
-async def status(conn: Executor, running_limit: int = 20) -> dict[str, Any]:
-    """Counts by queue, kind and status; the oldest runnable job; running jobs."""
+async def status(
+    conn: Executor, running_limit: int = 20, daemons_seen_within: float = 30.0
+) -> dict[str, Any]:
+    """Counts by queue, kind and status; the oldest runnable job; running jobs; the
+    daemons seen in the last ``daemons_seen_within`` seconds."""
     counts = await conn.fetch(sql.query("status_counts"))
     summary = await conn.fetchrow(sql.query("status_summary"))
     running = await conn.fetch(sql.query("status_running"), running_limit)
     sharing = await conn.fetch(sql.query("status_sharing"))
+    daemons = await live_daemons(conn, daemons_seen_within)
     return {
+        "daemons": daemons,
         "counts": [dict(r) for r in counts],
         "summary": dict(summary),
         "running": [dict(r) for r in running],
