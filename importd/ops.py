@@ -119,8 +119,8 @@ async def status(conn: Any, *, as_json: bool = False) -> str:
     parts.append(_daemons(daemons))
     if unserved:
         parts.append(
-            "pending kinds that no live daemon serves (they wait; start a daemon with "
-            "their --handlers):\n" + "\n".join(f"  {u.text}" for u in unserved)
+            "pending kinds no live daemon serves (their jobs wait for one):\n"
+            + "\n".join(f"  {u.text}" for u in unserved)
         )
     tenants = data["tenants_running"]
     if tenants:
@@ -164,10 +164,8 @@ def _daemons(daemons: list[dict[str, Any]]) -> str:
         return f"no live daemon (none seen in the last {fleet.STALE_AFTER:g} s)"
     lines = [f"live daemons: {len(daemons)}"]
     for d in daemons:
-        lines.append(
-            f"  {d['name']}  host {d['host']}  pid {d['pid']}  version {d['version']}  "
-            f"seen {_age(d['seen_s'])} ago"
-        )
+        lines.append(f"  {d['name']}  version {d['version']}  seen {_age(d['seen_s'])} ago")
+        lines.append(f"    host {d['host']}  pid {d['pid']}  up {_age(d['up_s'])}")
         queues = "every queue" if d["queues"] is None else ", ".join(d["queues"]) or "none"
         served = f"kinds: {', '.join(d['kinds']) or 'none'}; queues: {queues}"
         lines.extend(textwrap.wrap(served, 78, initial_indent="    ", subsequent_indent="      "))

@@ -151,7 +151,9 @@ async def test_registry_rows_refresh_prune_and_leave(conn, dsn, daemons) -> None
         "SELECT locked_by FROM import_jobs WHERE id = $1", job), what="the claim")
     assert await conn.fetchval("SELECT locked_by FROM import_jobs WHERE id = $1", job) == row["name"]
     status = await asyncio.to_thread(run_importd, "status", "--dsn", dsn)
-    assert f"{row['name']}  host {row['host']}  pid {proc.proc.pid}" in status.stdout
+    assert f"    host {row['host']}  pid {proc.proc.pid}  up " in status.stdout
+    assert f"  {row['name']}  version {importd.__version__}  seen " in status.stdout
+    assert max(len(line) for line in status.stdout.splitlines()) <= 80
     assert "queues: a, b" in " ".join(status.stdout.split()), status.stdout
     assert "gone" not in status.stdout
     proc.signal(signal.SIGTERM)

@@ -41,7 +41,8 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert set(data) == {"queues", "oldest_runnable_s", "estimated_rows", "running",
-                         "failed_last_hour", "tenants_running", "rate_limits_ahead_s", "at"}
+                         "failed_last_hour", "tenants_running", "rate_limits_ahead_s", "at",
+                         "daemons", "unserved"}
     imports = next(q for q in data["queues"] if q["queue"] == "imports" and q["kind"] == "csv")
     assert imports["pending"] == 3 and imports["failed_1h"] == 1
     assert data["failed_last_hour"] == 1 and data["oldest_runnable_s"] >= 0
