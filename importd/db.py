@@ -157,7 +157,7 @@ async def readable_timestamps(conn: Any) -> None:
         decoder=_timestamp_in,
         format="text",
     )
-    await conn.execute("SET DateStyle = 'ISO, YMD'")
+    await conn.execute("SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'")
 
 
 def _log_failure(what: str, attempt: int, sleep: float, exc: BaseException | None) -> None:

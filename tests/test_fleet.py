@@ -192,10 +192,10 @@ async def test_migration_mends_infinite_rows_of_an_older_schema(empty_dsn) -> No
         await conn.execute("INSERT INTO importd_rate_limits VALUES ('queue:q', 'infinity')")
         assert "0004_fleet" in await migrate.apply(conn)
         rows = {r["id"]: r for r in await conn.fetch(
-            "SELECT id, run_at::text, locked_until <= now() AS expired, started_at "
-            "FROM import_jobs")}
-        assert rows[early]["run_at"] == "2026-01-01 00:00:00+00"
-        assert rows[never]["run_at"] == "9999-12-31 23:59:59+00"
+            "SELECT id, run_at = created_at AS at_creation, "
+            "run_at = '9999-12-31 23:59:59+00' AS last_moment, "
+            "locked_until <= now() AS expired, started_at FROM import_jobs")}
+        assert rows[early]["at_creation"] and rows[never]["last_moment"]
         assert rows[held]["expired"] and rows[held]["started_at"] is None  # rescued soon
         assert await conn.fetchval(
             "SELECT tat = '-infinity' FROM importd_rate_limits WHERE key = 'queue:q'")
@@ -205,7 +205,7 @@ async def test_migration_mends_infinite_rows_of_an_older_schema(empty_dsn) -> No
 
 async def test_rows_python_cannot_read_leave_daemons_running(dsn, conn, daemons) -> None:
     far = await conn.fetchval("INSERT INTO import_jobs (kind, run_at) "
-                              "VALUES ('noop', '20000-01-01') RETURNING id")
+                              "VALUES ('noop', '20000-01-01 00:00:00+00') RETURNING id")
     ancient = await conn.fetchval("INSERT INTO import_jobs (kind, run_at) "
                                   "VALUES ('noop', '0100-06-01 BC') RETURNING id")
     future_born = await conn.fetchval("INSERT INTO import_jobs (kind, created_at) "
