@@ -132,7 +132,7 @@ async def test_registry_rows_refresh_prune_and_leave(conn, dsn, daemons) -> None
     await conn.execute(
         "INSERT INTO importd_daemons (name, host, pid, version, kinds, queues, last_seen) "
         "VALUES ('gone:1:abc', 'gone', 1, '0.0.1', '{noop}', NULL, now() - interval '1 hour')")
-    proc = daemons("--queue", "a", "--queue", "b=2", *FAST)
+    proc = daemons("--queue", "a", "--queue", "b=2", "--shutdown-grace", "0", *FAST)
     await proc.wait_for_event("daemon_ready")
     row = await conn.fetchrow("SELECT * FROM importd_daemons WHERE pid = $1", proc.proc.pid)
     assert row["name"].startswith(row["host"] + f":{proc.proc.pid}:")
