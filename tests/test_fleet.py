@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 import importd
-from importd import db, migrate, sql
+from importd import db, fleet, migrate, sql
 from importd.lanes import Lane, RateLimit
 from importd.repository import Repository
 
@@ -267,3 +267,16 @@ async def test_job_inserted_after_an_outage_starts_within_seconds(pg_server, dsn
         assert proc.proc.poll() is None
     finally:
         await fresh.close()
+
+
+def test_unserved_kinds_name_the_queues_nobody_serves() -> None:
+    daemons = [{"kinds": ["noop", "thumbnail"], "queues": ["media"]},
+               {"kinds": ["noop"], "queues": None}]
+    pending = [("media", "thumbnail", 5), ("bulk", "thumbnail", 7), ("bulk", "noop", 3),
+               ("default", "csv", 2), ("default", "http", 0)]
+    assert [u.text for u in fleet.unserved(pending, daemons)] == [
+        "csv: 2 pending, no daemon serves it",
+        "thumbnail: 7 pending in queue bulk, no daemon serves it",
+    ]
+    assert [u.text for u in fleet.unserved(pending, [])][-1] == (
+        "thumbnail: 12 pending, no daemon serves it")
