@@ -349,9 +349,12 @@ class Daemon:
         try:
             left = await repo.count_unserved(self.queues, drain.kinds or None, registry.kinds)
         except Exception as exc:
-            if not db.is_transient(exc):
-                raise
-            log.warning("count_unserved_failed", error=db.describe_db_error(exc))
+            # Only a closing report: the drain's work and exit code stand either way.
+            log.warning(
+                "count_unserved_failed",
+                error=db.describe_db_error(exc),
+                exc_info=not db.is_transient(exc),
+            )
             return
         if left:
             log.warning("drain_left_unserved", pending=sum(left.values()), kinds=left)
