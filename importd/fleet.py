@@ -93,7 +93,11 @@ class Registration:
             async with asyncio.timeout(timeout):
                 await self._repo.remove_daemon(self.name)
         except Exception as exc:
-            log.warning("daemon_unregister_failed", error=describe_db_error(exc))
+            log.warning(
+                "daemon_unregister_failed",
+                error=describe_db_error(exc),
+                exc_info=not is_transient(exc),
+            )
 
 
 @dataclass(frozen=True)
