@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from .db import redact, register_secret
+from . import urls
+from .db import redact, register_secret, secrets_in
 from .lanes import QueueSlots, RateLimit
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
@@ -96,6 +96,16 @@ def _rate_list(text: Any) -> tuple[str, ...]:
     keys = [RateLimit.parse(item).key for item in items]
     if len(set(keys)) != len(keys):
         raise ValueError("two rate limits for the same queue or kind")
+    return items
+
+
+def _url_prefix_list(text: Any) -> tuple[str, ...]:
+    items = _str_list(text)
+    for item in items:
+        try:
+            urls.parse_prefix(item)
+        except ValueError as exc:
+            raise ValueError(f"{item!r}: {exc}") from None
     return items
 
 
@@ -221,9 +231,10 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field(
         "url_prefixes",
-        _str_list,
+        _url_prefix_list,
         (),
-        "URL prefixes https:// sources and http jobs may reach (none: refused)",
+        "URL prefixes https:// sources and http jobs may reach, compared by scheme, host, "
+        "port and whole path segments (none: refused)",
     ),
     Field(
         "tables",
@@ -364,21 +375,14 @@ class Settings:
         for f in FIELDS:
             value = getattr(self, f.name)
             if f.secret and isinstance(value, str):
-                value = redact(value) if "://" in value else "***"
+                # A DSN shows its host and database with every password masked; any
+                # other secret (the bearer token) is masked whole.
+                value = redact(value) if f.name in ("dsn", "listen_dsn") else "***"
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()!r})"
-
-
-def _url_password(dsn: str | None) -> str | None:
-    if not dsn or "://" not in dsn:
-        return None
-    try:
-        return urlsplit(dsn).password
-    except ValueError:
-        return None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -456,8 +460,13 @@ def load(
     for f in FIELDS:
         if f.secret:
             value = getattr(settings, f.name)
-            register_secret(value)
-            register_secret(_url_password(value))
+            if value and f.name in ("dsn", "listen_dsn"):
+                # Its passwords, not the whole string: `importd config` and logs still
+                # show which host and database are meant.
+                for secret in secrets_in(value):
+                    register_secret(secret)
+            else:
+                register_secret(value)
     if settings.backoff_jitter > 1:
         raise ConfigError("backoff_jitter: must be between 0 and 1")
     return settings

@@ -424,16 +424,10 @@ class Daemon:
     async def _sample(self, repo: Repository, metrics: Metrics) -> None:
         """Every few seconds: job counts by queue and status, and whether the schema is
         still the one this code knows (readiness)."""
-        seen: set[tuple[str, str]] = set()
         while True:
             try:
                 rows = await repo.count_jobs()
-                current = {(r["queue"], r["status"]): r["n"] for r in rows}
-                for key in seen - set(current):
-                    metrics.jobs.labels(*key).set(0)
-                for key, n in current.items():
-                    metrics.jobs.labels(*key).set(n)
-                seen |= set(current)
+                metrics.set_job_counts((r["queue"], r["status"], r["n"]) for r in rows)
                 async with repo.pool.acquire() as conn:
                     self.schema_current = (await migrate.inspect(conn)).current
             except Exception as exc:

@@ -27,45 +27,145 @@ log = structlog.get_logger("importd.db")
 # now, 40001 / 40P01 serialization failure and deadlock.
 _TRANSIENT_SQLSTATE = re.compile(r"^(08|53|57P0[123]|40001|40P01)")
 
-_PASSWORD_IN_URL = re.compile(
-    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I
+# Redaction. Every pattern is linear in the text and starts with a literal or a small
+# set of letters, so the regex engine skips ahead at C speed: no unbounded run is
+# followed by something that can fail and make the engine retry the run from the next
+# character (the scheme of a URL is not matched at all: "://" is where a match starts),
+# and the scans run only when a cheap ``in`` test says they can match.
+#
+# A URL's password: from "://user:" to the last "@" before the host (the authority ends
+# at the first "/", "?", "#" or whitespace, as asyncpg and urllib read it), so a raw "@"
+# inside the password is masked too.
+_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?P<pw>[^/?#\s]*)(?P<at>@)")
+# Values of sensitive keys, in libpq's "key=value" form and in URL query strings. A key
+# that ends in one of these counts (csrftoken=, db_password=): masking too much is the
+# safe side.
+SENSITIVE_KEYS = (
+    "password",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-goog-signature",
 )
-_PASSWORD_KV = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'[^']*'|\S+)", re.I)
+_SENSITIVE_NAMES = frozenset((*SENSITIVE_KEYS, "authorization", "dsn"))
 
 
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+def _anycase(word: str) -> str:
+    # Character classes rather than re.IGNORECASE: the engine then scans for the first
+    # character at C speed instead of trying every position.
+    return "".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+# Keys that end in another key are covered by it (a key that ends in "token" counts).
+_KEY_SUFFIXES = sorted(
+    {k for k in SENSITIVE_KEYS if not any(k != o and k.endswith(o) for o in SENSITIVE_KEYS)}
+)
+# A match starts at "=", a literal the engine finds fast, and looks back for the key.
+_SENSITIVE_KV = re.compile(
+    r"(?P<head>=(?:"
+    + "|".join(f"(?<={_anycase(k)}{space}=)" for k in _KEY_SUFFIXES for space in ("", " "))
+    + r")[ \t]*+)(?P<pw>'(?:[^'\\]|\\.)*+'?|[^\s&'\"]++)"
+)
+# "Bearer <token>": everything up to whitespace, a quote or a delimiter is the token.
+_BEARER = re.compile(r"(?P<head>" + _anycase("bearer") + r"[ \t]++)[^\s\"'<>,;]++")
+MASK = "***"
 
 # Secret values this process knows (passwords, tokens): masked wherever they appear.
 _SECRETS: set[str] = set()
+_ALTERNATIONS: dict[tuple[str, ...], re.Pattern[str]] = {}
 
 
 def register_secret(value: str | None) -> None:
-    """Mask ``value`` in every redacted text from now on (short values are ignored: they
-    would mask innocent words)."""
-    if value and len(value) >= 6:
-        _SECRETS.add(value)
+    """Mask ``value`` in every redacted text from now on, also percent-encoded and as
+    escaped inside a JSON string (short values are ignored: they would mask innocent
+    words)."""
+    if not value or len(value) < 6:
+        return
+    from urllib.parse import quote, unquote  # noqa: PLC0415
+
+    for form in (value, unquote(value), quote(value, safe=""), json.dumps(value)[1:-1]):
+        if len(form) >= 6:
+            _SECRETS.add(form)
+    _ALTERNATIONS.clear()
+
+
+def secrets_in(dsn: str) -> list[str]:
+    """The passwords in a connection string: the URL's password (percent-decoded too)
+    and the values of sensitive keys, in URL or ``key=value`` form."""
+    from urllib.parse import unquote  # noqa: PLC0415
+
+    found = [m["pw"] for m in _PASSWORD_IN_URL.finditer(dsn)]
+    # libpq's key=value form: the value may be quoted with backslash escapes.
+    for match in _SENSITIVE_KV.finditer(dsn):
+        value = match["pw"]
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:].removesuffix("'"))
+        found.append(value)
+    return [form for value in found for form in (value, unquote(value)) if form]
+
+
+def _mask_secrets(text: str) -> str:
+    # One pass of one alternation, longest first, over the secrets that occur at all
+    # (the ``in`` tests are C-speed; most texts hold none). A match is replaced whole
+    # and the scan resumes after it, so no secret survives in the output: any occurrence
+    # left would lie in a stretch the scan tried position by position.
+    present = tuple(sorted((s for s in _SECRETS if s in text), key=lambda s: (-len(s), s)))
+    if not present:
+        return text
+    if len(present) == 1:
+        return text.replace(present[0], MASK)
+    pattern = _ALTERNATIONS.get(present)
+    if pattern is None:
+        if len(_ALTERNATIONS) > 64:
+            _ALTERNATIONS.clear()
+        pattern = _ALTERNATIONS[present] = re.compile("|".join(map(re.escape, present)))
+    return pattern.sub(MASK, text)
 
 
 def redact(text: str) -> str:
-    """``text`` with connection-string passwords, bearer tokens and every registered
-    secret replaced by ``***``; for log lines, error messages and job rows alike."""
-    text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<at>", text)
-    text = _PASSWORD_KV.sub(r"\g<head>***", text)
-    text = _BEARER.sub(r"\1***", text)
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
+    """``text`` with every registered secret, connection-string passwords, values of
+    sensitive keys (``SENSITIVE_KEYS``) and bearer tokens replaced by ``***``; for log
+    lines, error messages and job rows alike. Linear in the length of ``text``."""
+    text = _mask_secrets(text)
+    if "://" in text:
+        text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<at>", text)
+    if "=" in text or "earer" in text or "EARER" in text:
+        lowered = text.lower()  # only to tell whether a scan can match
+        if "=" in text and any(key in lowered for key in _KEY_SUFFIXES):
+            text = _SENSITIVE_KV.sub(r"\g<head>***", text)
+        if "bearer" in lowered:
+            text = _BEARER.sub(r"\g<head>***", text)
     return text
 
 
 def redact_value(value: Any) -> Any:
-    """``value`` with ``redact`` applied to every string inside it."""
+    """``value`` with ``redact`` applied to every string inside it, keys of objects
+    included."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, list | tuple):
         return [redact_value(item) for item in value]
     if isinstance(value, dict):
-        return {key: redact_value(item) for key, item in value.items()}
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            masked = redact(key) if isinstance(key, str) else key
+            while masked in out:  # two keys masked alike: keep both values
+                masked = f"{masked}#"
+            sensitive = isinstance(key, str) and key.lower() in _SENSITIVE_NAMES
+            out[masked] = MASK if sensitive and isinstance(item, str) else redact_value(item)
+        return out
     return value
 
 

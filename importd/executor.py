@@ -236,7 +236,10 @@ class Executor:
     ) -> None:
         self._settings = settings
         self._http = http
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(
+            kinds=registry.kinds,
+            queues=[q.name for q in settings.queue_slots] if settings is not None else (),
+        )
         # Handlers running now (a run's result write may still be queued after that).
         self.active = 0
         self.on_handler_done: Callable[[], None] = lambda: None
@@ -363,6 +366,16 @@ class Executor:
             return self._failure(job, error)
         except PermanentError as exc:
             return Outcome.failed(describe_error(exc))
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            # A URL httpx cannot send: the same URL fails the same way on every attempt.
+            return Outcome.failed(
+                describe_error(
+                    PermanentError(
+                        f"InvalidURL: {exc} (URLs must be https:// and lie under the "
+                        "url_prefixes setting)"
+                    )
+                )
+            )
         except RetryLater as exc:
             return self._failure(job, describe_error(exc), delay=exc.delay)
         except (TypeError, ValueError) as exc:

@@ -8,61 +8,104 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 log = structlog.get_logger("importd.metrics")
+_M = TypeVar("_M", Counter, Gauge, Histogram)
 
 _DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300)
 
 
-class Metrics:
-    """Every metric importd exports, in a registry of its own."""
+# Label values are bounded: a kind is labelled by name only when this daemon has a
+# handler for it, a queue only when it is configured (or, when the daemon serves every
+# queue, while it holds one of MAX_QUEUE_LABELS slots); everything else is "other". A slot
+# goes back to the pool when its queue has had no jobs for IDLE_AFTER seconds and a new
+# queue needs it, so /metrics stays small whatever kinds and queues producers invent.
+OTHER = "other"
+MAX_QUEUE_LABELS = 20
+IDLE_AFTER = 60.0
 
-    def __init__(self) -> None:
+
+class Metrics:
+    """Every metric importd exports, in a registry of its own, with bounded labels.
+
+    ``kinds``: the kinds with a handler (None: any kind gets its own label, for callers
+    that only ever see a few); ``queues``: the configured queues (empty: every queue, up
+    to ``max_queues`` labels at a time)."""
+
+    def __init__(
+        self,
+        kinds: Iterable[str] | None = None,
+        queues: Iterable[str] = (),
+        *,
+        max_queues: int = MAX_QUEUE_LABELS,
+        idle_after: float = IDLE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._kinds = frozenset(kinds) if kinds is not None else None
+        self._configured = frozenset(queues)
+        self._max_queues = max_queues
+        self._idle_after = idle_after
+        self._clock = clock
+        self._queue_used: dict[str, float] = {}  # labelled queue -> last use
+        self._busy: frozenset[str] = frozenset()  # queues with jobs at the last sample
+        self._layout: dict[int, tuple[str, ...]] = {}
         r = self.registry = CollectorRegistry()
         labels = ["kind", "queue"]
-        self.claimed = Counter("importd_jobs_claimed", "Jobs claimed", labels, registry=r)
-        self.completed = Counter(
-            "importd_jobs_completed", "Runs that completed the job", labels, registry=r
+        self.claimed = self._add(
+            Counter("importd_jobs_claimed", "Jobs claimed", labels, registry=r)
         )
-        self.failed = Counter(
-            "importd_jobs_failed", "Runs that failed the job for good", labels, registry=r
+        self.completed = self._add(
+            Counter("importd_jobs_completed", "Runs that completed the job", labels, registry=r)
         )
-        self.retried = Counter(
-            "importd_jobs_retried", "Runs that scheduled a retry", labels, registry=r
+        self.failed = self._add(
+            Counter("importd_jobs_failed", "Runs that failed the job for good", labels, registry=r)
         )
-        self.rescued = Counter(
-            "importd_jobs_rescued",
-            "Jobs this daemon rescued from an expired lease",
-            labels,
-            registry=r,
+        self.retried = self._add(
+            Counter("importd_jobs_retried", "Runs that scheduled a retry", labels, registry=r)
         )
-        self.duration = Histogram(
-            "importd_job_duration_seconds",
-            "Run time of a job",
-            labels,
-            buckets=_DURATION_BUCKETS,
-            registry=r,
+        self.rescued = self._add(
+            Counter(
+                "importd_jobs_rescued",
+                "Jobs this daemon rescued from an expired lease",
+                labels,
+                registry=r,
+            )
         )
-        self.start_latency = Histogram(
-            "importd_job_start_latency_seconds",
-            "From the time a job was due to its claim",
-            ["queue"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.duration = self._add(
+            Histogram(
+                "importd_job_duration_seconds",
+                "Run time of a job",
+                labels,
+                buckets=_DURATION_BUCKETS,
+                registry=r,
+            )
+        )
+        self.start_latency = self._add(
+            Histogram(
+                "importd_job_start_latency_seconds",
+                "From the time a job was due to its claim",
+                ["queue"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            )
         )
         self.in_flight = Gauge("importd_jobs_in_flight", "Jobs this daemon is running", registry=r)
-        self.jobs = Gauge(
-            "importd_jobs",
-            "Pending and running jobs in the table (sampled)",
-            ["queue", "status"],
-            registry=r,
+        self.jobs = self._add(
+            Gauge(
+                "importd_jobs",
+                "Pending and running jobs in the table (sampled)",
+                ["queue", "status"],
+                registry=r,
+            )
         )
         self.listener_up = Gauge(
             "importd_listener_connected", "1 while the LISTEN connection is up", registry=r
@@ -72,27 +115,87 @@ class Metrics:
             "Seconds since the last notification or poll",
             registry=r,
         )
-        self.claims = Counter(
-            "importd_claim_statements",
-            "Claim statements run, by whether they found jobs",
-            ["found"],
-            registry=r,
+        self.claims = self._add(
+            Counter(
+                "importd_claim_statements",
+                "Claim statements run, by whether they found jobs",
+                ["found"],
+                registry=r,
+            )
         )
         self.notifications = Counter(
             "importd_notifications", "Job notifications received", registry=r
         )
-        self.rows = Counter(
-            "importd_rows", "Rows imported or rejected by imports", ["kind", "outcome"], registry=r
+        self.rows = self._add(
+            Counter(
+                "importd_rows",
+                "Rows imported or rejected by imports",
+                ["kind", "outcome"],
+                registry=r,
+            )
         )
         self._children: dict[tuple[Any, ...], Any] = {}
 
+    def _add(self, metric: _M) -> _M:
+        self._layout[id(metric)] = tuple(metric._labelnames)
+        return metric
+
+    def kind_label(self, kind: str) -> str:
+        """The ``kind`` label of ``kind``: itself when a handler serves it, else other."""
+        if self._kinds is None or kind in self._kinds:
+            return kind
+        return OTHER
+
+    def queue_label(self, queue: str) -> str:
+        """The ``queue`` label of ``queue`` (see MAX_QUEUE_LABELS)."""
+        if queue in self._configured:
+            return queue
+        if self._configured:
+            return OTHER  # a queue this daemon does not serve (seen by the sampler)
+        now = self._clock()
+        if queue in self._queue_used:
+            self._queue_used[queue] = now
+            return queue
+        if len(self._queue_used) >= self._max_queues and not self._free_a_slot(now):
+            return OTHER
+        self._queue_used[queue] = now
+        return queue
+
+    def _free_a_slot(self, now: float) -> bool:
+        idle = [
+            (used, queue)
+            for queue, used in self._queue_used.items()
+            if queue not in self._busy and now - used >= self._idle_after
+        ]
+        if not idle:
+            return False
+        self.forget_queue(min(idle)[1])
+        return True
+
+    def forget_queue(self, queue: str) -> None:
+        """Drop every series labelled with ``queue`` (its slot is free again)."""
+        self._queue_used.pop(queue, None)
+        for key in list(self._children):
+            metric_id, *values = key
+            names = self._layout.get(metric_id, ())
+            if "queue" in names and values[names.index("queue")] == queue:
+                metric = self._children.pop(key)[0]
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
+
     def _child(self, metric: Any, *values: str) -> Any:
         # labels() looks the child up under a lock on every call; cache it.
+        names = self._layout.get(id(metric), ())
+        if names:
+            values = tuple(
+                self.kind_label(v) if n == "kind" else self.queue_label(v) if n == "queue" else v
+                for n, v in zip(names, values, strict=True)
+            )
         key = (id(metric), *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
+        entry = self._children.get(key)
+        if entry is None:
+            entry = self._children[key] = (metric, metric.labels(*values))
+        return entry[1]
 
     def count(self, metric: Any, kind: str, queue: str, value: float = 1.0) -> None:
         """Add ``value`` to a counter labelled by kind and queue."""
@@ -112,6 +215,34 @@ class Metrics:
             self._child(self.rows, kind, "loaded").inc(loaded)
         if rejected > 0:
             self._child(self.rows, kind, "rejected").inc(rejected)
+
+    def set_job_counts(self, counts: Iterable[tuple[str, str, int]]) -> None:
+        """The sampled ``(queue, status, n)`` of pending and running jobs: the biggest
+        queues by their label, the rest summed as other, and series of queues that have
+        no jobs any more dropped."""
+        rows = sorted(counts, key=lambda row: -row[2])
+        self._busy = frozenset(queue for queue, _, n in rows if n)
+        totals: dict[tuple[str, str], int] = {}
+        full = False  # once a queue found no slot, none of the smaller ones will
+        for queue, status, n in rows:
+            if full and queue not in self._queue_used and queue not in self._configured:
+                label = OTHER
+            else:
+                label = self.queue_label(queue)
+                full = label == OTHER
+            key = (label, status)
+            totals[key] = totals.get(key, 0) + n
+        for stale in [k for k in self._children if k[0] == id(self.jobs)]:
+            if tuple(stale[1:]) not in totals:
+                self._children.pop(stale)
+                with contextlib.suppress(KeyError):
+                    self.jobs.remove(*stale[1:])
+        for (queue, status), n in totals.items():
+            child = (id(self.jobs), queue, status)
+            entry = self._children.get(child)
+            if entry is None:
+                entry = self._children[child] = (self.jobs, self.jobs.labels(queue, status))
+            entry[1].set(n)
 
     def render(self) -> bytes:
         """The exposition text."""

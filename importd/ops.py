@@ -202,7 +202,7 @@ async def show(conn: Any, job_id: int, *, as_json: bool = False, first_errors: i
     job = await repository.job_details(conn, job_id)
     if job is None:
         raise LookupError(f"no job {job_id}")
-    errors = await repository.job_errors(conn, job_id, first_errors)
+    errors = redact_value(await repository.job_errors(conn, job_id, first_errors))
     job = redact_value(job)
     if as_json:
         job.pop("timeout", None)
@@ -233,7 +233,7 @@ async def errors(conn: Any, job_id: int, *, as_json: bool = False) -> str:
     """Every rejected row of a job: CSV (line, message, record) or JSON."""
     if await repository.job_details(conn, job_id) is None:
         raise LookupError(f"no job {job_id}")
-    rows = await repository.job_errors(conn, job_id, None)
+    rows = redact_value(await repository.job_errors(conn, job_id, None))
     if as_json:
         return dumps(rows)
     out = io.StringIO()

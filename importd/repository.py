@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from . import sql
+from .db import redact, redact_value
 from .lanes import Lane
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
@@ -321,8 +322,12 @@ class Repository:
             ids.append(job.id)
             attempts.append(job.attempt)
             statuses.append(str(outcome.status))
-            results.append(json.dumps(outcome.result) if outcome.result is not None else None)
-            errors.append(outcome.error)
+            # Every result and error reaches the row through redaction, whatever the
+            # handler put in it (an endpoint's echo of the token, a DSN in a message).
+            results.append(
+                json.dumps(redact_value(outcome.result)) if outcome.result is not None else None
+            )
+            errors.append(redact(outcome.error) if outcome.error is not None else None)
             delays.append(float(outcome.delay))
             refunds.append(outcome.refund)
         target = conn if conn is not None else self.pool

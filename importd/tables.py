@@ -15,6 +15,37 @@ from typing import Any
 import asyncpg
 
 from . import sql
+from .models import InvalidPayload
+
+# importd's own tables: the job queue, its row errors, and every importd_* table
+# (importd_migrations, importd_rate_limits, and any a later version adds), in any schema,
+# and anything in a schema of importd's (importd_staging). Never an import's target: a
+# CSV loaded into import_jobs would forge jobs, one into importd_rate_limits rewrite a
+# limit.
+OWN_TABLES = frozenset({"import_jobs", "import_job_errors"})
+OWN_PREFIX = "importd_"
+
+
+def is_own_table(schema: str, name: str) -> bool:
+    """Whether ``schema.name`` is (or could be) one of importd's own tables. Compared
+    without regard to case, so a quoted ``"Import_Jobs"`` is refused too."""
+    schema, name = schema.lower(), name.lower()
+    return (
+        name in OWN_TABLES
+        or name.startswith(OWN_PREFIX)
+        or schema == "importd"
+        or schema.startswith(OWN_PREFIX)
+    )
+
+
+def refuse_own_table(schema: str, name: str) -> None:
+    """Raise InvalidPayload (a permanent error) when ``schema.name`` is importd's own."""
+    if is_own_table(schema, name):
+        raise InvalidPayload(
+            f"payload.table: {schema}.{name} is one of importd's own tables (import_jobs, "
+            "import_job_errors, importd_*, the importd_staging schema): they are never "
+            "import targets, whatever the 'tables' setting allows"
+        )
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ async def call_function(job: Job, ctx: JobContext) -> Any:
     url = job.payload.get("url", ctx.settings.http_url)
     if not isinstance(url, str) or not url:
         raise InvalidPayload("payload.url: required (or set http_url in the configuration)")
-    check_url(url, ctx.settings.url_prefixes, "payload.url")
+    where = "payload.url" if "url" in job.payload else "http_url"
+    target = check_url(url, ctx.settings.url_prefixes, where)
     if ctx.http is None:
         raise PermanentError("no HTTP client in this daemon")
     body = {
@@ -43,7 +44,7 @@ async def call_function(job: Job, ctx: JobContext) -> Any:
     try:
         async with ctx.http.stream(
             "POST",
-            url,
+            target,
             content=json.dumps(body).encode(),
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from .. import urls
 from ..models import InvalidPayload, PermanentError, RetryLater
 
 BLOCK = 1 << 20
@@ -130,17 +131,12 @@ async def open_file(source: str, roots: tuple[str, ...], offset: int) -> Opened:
     return Opened(fingerprint, blocks(), [lambda: os.close(fd)])
 
 
-def check_url(url: str, prefixes: tuple[str, ...], field_name: str = "payload.source") -> None:
-    """Refuse a URL that is not under one of ``prefixes``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise InvalidPayload(f"{field_name}: expected an https:// URL")
-    if parts.username or parts.password:
-        raise InvalidPayload(f"{field_name}: credentials in URLs are not allowed")
-    if not prefixes:
-        raise InvalidPayload(f"{field_name}: URLs are disabled (no url_prefixes configured)")
-    if not any(url.startswith(prefix) for prefix in prefixes):
-        raise InvalidPayload(f"{field_name}: the URL is not under an allowed prefix")
+def check_url(
+    url: str, prefixes: tuple[str, ...], field_name: str = "payload.source"
+) -> httpx.URL:
+    """The URL to fetch for ``url``: normalised and under one of ``prefixes`` (compared
+    by parts, see importd.urls), or an InvalidURL error."""
+    return urls.allowed(url, prefixes, field_name)
 
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -183,14 +179,14 @@ async def open_url(
     timeout: float,
 ) -> Opened:
     """Stream ``url`` from ``offset`` (a Range request; skipping bytes if not honoured)."""
-    check_url(url, prefixes)
+    target = check_url(url, prefixes)
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
         if known and known.get("etag"):
             headers["If-Range"] = str(known["etag"])
     request = client.build_request(
-        "GET", url, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 30))
+        "GET", target, headers=headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 30))
     )
     response = await client.send(request, stream=True)
     try:
@@ -201,7 +197,7 @@ async def open_url(
                     body += chunk
                     if len(body) > 1000:
                         break
-            raise status_error(response, url, body)
+            raise status_error(response, str(target), body)
         length = response.headers.get("content-length")
         total: int | None = int(length) if length and length.isdigit() else None
         skip = 0

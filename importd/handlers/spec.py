@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import tables
 from ..models import InvalidPayload
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
@@ -141,6 +142,7 @@ def parse(payload: dict[str, Any], fmt: str, allowed_tables: tuple[str, ...]) ->
     if not raw_table:
         raise InvalidPayload("payload.table: required")
     schema, table = table_name(raw_table)
+    tables.refuse_own_table(schema, table)
     if not table_allowed(schema, table, allowed_tables):
         raise InvalidPayload(
             f"payload.table: {schema}.{table} is not in importd's table allowlist "
