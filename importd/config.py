@@ -326,6 +326,21 @@ class Settings:
     log_level: str = "info"
     log_format: str = "auto"
 
+    def __post_init__(self) -> None:
+        # Whoever builds settings (the CLI, a test, an embedding program), their secrets
+        # are masked in every redacted text from then on.
+        for f in FIELDS:
+            value = getattr(self, f.name)
+            if not f.secret or not isinstance(value, str):
+                continue
+            if f.name in ("dsn", "listen_dsn"):
+                # Its passwords, not the whole string: `importd config` and logs still
+                # show which host and database are meant.
+                for secret in secrets_in(value):
+                    register_secret(secret)
+            else:
+                register_secret(value)
+
     def require_dsn(self) -> str:
         """The DSN, or a ConfigError that says how to give one."""
         if not self.dsn:
@@ -457,16 +472,6 @@ def load(
             shown = "***" if f.secret else repr(raw)
             raise ConfigError(f"{source}: bad value {shown}: {exc}") from None
     settings = Settings(**values)
-    for f in FIELDS:
-        if f.secret:
-            value = getattr(settings, f.name)
-            if value and f.name in ("dsn", "listen_dsn"):
-                # Its passwords, not the whole string: `importd config` and logs still
-                # show which host and database are meant.
-                for secret in secrets_in(value):
-                    register_secret(secret)
-            else:
-                register_secret(value)
     if settings.backoff_jitter > 1:
         raise ConfigError("backoff_jitter: must be between 0 and 1")
     return settings

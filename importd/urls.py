@@ -198,7 +198,7 @@ def normalise(url: str) -> NormalURL:
         raise ValueError("expected an https:// URL")
     scheme = scheme_match.group(0).lower()
     if scheme not in DEFAULT_PORTS:
-        raise ValueError(f"the scheme {scheme!r} (only https, or http where a prefix says so)")
+        raise ValueError(f"expected an https:// URL, not {scheme}://")
     rest = url[scheme_match.end() + 3 :]
     rest = rest.split("#", 1)[0]
     end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
@@ -231,7 +231,7 @@ def normalise(url: str) -> NormalURL:
 def parse_prefix(text: str) -> NormalURL:
     """A ``url_prefixes`` entry, normalised; ValueError when it is not a usable prefix."""
     if "?" in text or "#" in text:
-        raise ValueError(f"{text!r}: a URL prefix has no query or fragment")
+        raise ValueError("a URL prefix has no query or fragment")
     return normalise(text)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -34,7 +37,7 @@ class Seen:
 class Server:
     """Routes a path to a list of replies, served in turn (the last one repeats)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: Path | None = None) -> None:
         self.routes: dict[str, list[Reply]] = {}
         self.seen: list[Seen] = []
         outer = self
@@ -79,9 +82,14 @@ class Server:
 
             do_GET = do_POST = _serve
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.port = self.httpd.server_address[1]
+        if tls is not None:  # a certificate made by self_signed()
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls / "cert.pem", tls / "key.pem")
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def route(self, path: str, *replies: Reply) -> str:
@@ -98,6 +106,18 @@ class Server:
 
     def hits(self, path: str) -> list[Seen]:
         return [s for s in self.seen if s.path.split("?")[0] == path]
+
+
+def self_signed(folder: Path) -> Path:
+    """A certificate for 127.0.0.1 in ``folder`` (cert.pem, key.pem), made by openssl;
+    trust it with SSL_CERT_FILE=folder/cert.pem."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+        check=True, capture_output=True,
+    )
+    return folder
 
 
 def when(check: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -53,3 +53,12 @@ async def _record(job: importd.Job, ctx: importd.JobContext) -> None:
             "VALUES ($1, $2, $3, clock_timestamp())",
             job.id, job.attempt, ctx.worker_id,
         )
+
+
+@importd.handler("fetch")
+async def fetch(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """GET ``payload.url`` with the daemon's client, unchecked (an invalid URL raises
+    httpx.InvalidURL inside the handler)."""
+    assert ctx.http is not None
+    response = await ctx.http.get(job.payload["url"])
+    return {"status": response.status_code}
