@@ -1,0 +1,95 @@
+"""/metrics stays small whatever kinds and queues producers invent."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+import importd
+from importd.metrics import MAX_QUEUE_LABELS, Metrics
+
+from .helpers import wait_until
+
+
+def series(text: str) -> dict[str, float]:
+    return {name: float(value) for name, _, value in
+            (line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#")}
+
+
+async def test_twenty_thousand_queues_and_kinds_keep_metrics_small(conn: Any, daemons: Any) -> None:
+    # 20,000 pending jobs, each with a kind and a queue of its own (due tomorrow, so only
+    # the sampler sees them), and 300 runnable ones in 300 queues of their own.
+    await conn.execute("""
+        INSERT INTO import_jobs (kind, queue, payload, run_at)
+        SELECT 'kind_' || i, 'queue_' || i, '{}', now() + interval '1 day'
+        FROM generate_series(1, 20000) AS i""")
+    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue=f"run_{i}")
+                                      for i in range(300)])
+    proc = daemons("--metrics-address", "127.0.0.1:0", "--poll-interval", "1")
+    await proc.wait_for_event("metrics_listening")
+    port = int(next(e for e in proc.events()
+                    if e["event"] == "metrics_listening")["address"].rsplit(":", 1)[1])
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    async def settled() -> str | None:
+        text = httpx.get(url, timeout=10).text
+        values = series(text)
+        claimed = sum(v for k, v in values.items() if k.startswith("importd_jobs_claimed_total"))
+        pending = sum(v for k, v in values.items() if k.startswith('importd_jobs{')
+                      and 'status="pending"' in k)
+        return text if claimed == 300 and pending >= 20000 else None
+
+    text = await wait_until(settled, timeout=60, what="300 claims and a sample of 20,000 jobs")
+    assert len(text.encode()) < 100_000, len(text.encode())
+    values = series(text)
+    queues = {m for k in values for m in re.findall(r'queue="([^"]*)"', k)}
+    assert len(queues) <= MAX_QUEUE_LABELS + 1 and "other" in queues
+    assert values['importd_jobs{queue="other",status="pending"}'] > 19_000
+    assert not any(k for k in values if "kind_" in k)  # no kind without a handler
+    # The 20,000 go away: their series go with them at the next sample.
+    await conn.execute("DELETE FROM import_jobs WHERE kind LIKE 'kind\\_%'")
+
+    async def emptied() -> str | None:
+        text = httpx.get(url, timeout=10).text
+        return text if not any(k.startswith("importd_jobs{") for k in series(text)) else None
+
+    await wait_until(emptied, timeout=30, what="the job gauges to drop their series")
+
+
+def test_labels_are_known_kinds_configured_queues_and_other() -> None:
+    m = Metrics(kinds=["csv", "noop"], queues=["imports"])
+    for i in range(5000):
+        m.count(m.claimed, f"kind_{i}", f"queue_{i}")
+        m.count(m.completed, "noop", "imports")
+        m.observe(m.duration, 0.1, f"kind_{i}", "imports")
+        m.observe(m.start_latency, 0.1, f"queue_{i}")
+    values = series(m.render().decode())
+    assert values['importd_jobs_claimed_total{kind="other",queue="other"}'] == 5000
+    assert values['importd_jobs_completed_total{kind="noop",queue="imports"}'] == 5000
+    assert values['importd_job_duration_seconds_count{kind="other",queue="imports"}'] == 5000
+    assert values['importd_job_start_latency_seconds_count{queue="other"}'] == 5000
+    assert len(m.render()) < 20_000
+
+
+def test_queue_slots_are_reused_once_a_queue_has_been_idle() -> None:
+    now = [0.0]
+    m = Metrics(kinds=["noop"], max_queues=3, idle_after=60, clock=lambda: now[0])
+    for queue in ("a", "b", "c", "d"):
+        m.count(m.completed, "noop", queue)
+    values = series(m.render().decode())
+    assert {k for k in values if k.startswith("importd_jobs_completed_total")} == {
+        f'importd_jobs_completed_total{{kind="noop",queue="{q}"}}' for q in ("a", "b", "c", "other")
+    }
+    m.set_job_counts([("b", "pending", 4), ("zzz", "pending", 7)])  # a and c have no jobs
+    now[0] = 61.0
+    m.count(m.completed, "noop", "e")  # takes the slot of the queue idle the longest: a
+    values = series(m.render().decode())
+    assert 'importd_jobs_completed_total{kind="noop",queue="a"}' not in values
+    assert values['importd_jobs_completed_total{kind="noop",queue="e"}'] == 1
+    assert values['importd_jobs_completed_total{kind="noop",queue="b"}'] == 1
+    assert values['importd_jobs{queue="b",status="pending"}'] == 4
+    assert values['importd_jobs{queue="other",status="pending"}'] == 7
+    m.set_job_counts([])
+    assert not any(k.startswith("importd_jobs{") for k in series(m.render().decode()))
