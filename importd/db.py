@@ -36,7 +36,10 @@ _TRANSIENT_SQLSTATE = re.compile(r"^(08|53|57P0[123]|40001|40P01)")
 # A URL's password: from "://user:" to the last "@" before the host (the authority ends
 # at the first "/", "?", "#" or whitespace, as asyncpg and urllib read it), so a raw "@"
 # inside the password is masked too.
-_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?P<pw>[^/?#\s]*)(?P<at>@)")
+# (A password already masked as a registered secret is skipped: no Python work per match.)
+_PASSWORD_IN_URL = re.compile(
+    r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#\s]*)(?P<at>@)"
+)
 # Values of sensitive keys, in libpq's "key=value" form and in URL query strings. A key
 # that ends in one of these counts (csrftoken=, db_password=): masking too much is the
 # safe side.
@@ -72,19 +75,28 @@ def _anycase(word: str) -> str:
 _KEY_SUFFIXES = sorted(
     {k for k in SENSITIVE_KEYS if not any(k != o and k.endswith(o) for o in SENSITIVE_KEYS)}
 )
-# A match starts at "=", a literal the engine finds fast, and looks back for the key.
+# A match starts at "=", a literal the engine finds fast, and looks back for the key; it
+# is replaced by the constant "=***" (a replacement without group references stays in
+# C: a template costs a Python call per match on Python 3.11).
 _SENSITIVE_KV = re.compile(
-    r"(?P<head>=(?:"
+    r"=(?:"
     + "|".join(f"(?<={_anycase(k)}{space}=)" for k in _KEY_SUFFIXES for space in ("", " "))
-    + r")[ \t]*+)(?P<pw>'(?:[^'\\]|\\.)*+'?|[^\s&'\"]++)"
+    + r")[ \t]*+(?P<pw>'(?:[^'\\]|\\.)*+'?|[^\s&'\"]++)"
 )
-# "Bearer <token>": everything up to whitespace, a quote or a delimiter is the token.
-_BEARER = re.compile(r"(?P<head>" + _anycase("bearer") + r"[ \t]++)[^\s\"'<>,;]++")
+# "Bearer <token>": everything up to whitespace, a quote or a delimiter is the token. The
+# usual spellings are each replaced by a pattern that starts with a literal (found at C
+# speed, and the constant replacement stays in C); any other spelling is found in an
+# ASCII-lower-cased copy of the text.
+_CREDENTIAL_RE_TAIL = r"[ \t]++(?!\*\*\*(?:[\s\"'<>,;]|$))(?P<pw>[^\s\"'<>,;]++)"
+_BEARER = re.compile("bearer" + _CREDENTIAL_RE_TAIL)
+_BEARER_SPELLINGS = {
+    word: re.compile(word + _CREDENTIAL_RE_TAIL) for word in ("Bearer", "bearer", "BEARER")
+}
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 MASK = "***"
 
 # Secret values this process knows (passwords, tokens): masked wherever they appear.
 _SECRETS: set[str] = set()
-_ALTERNATIONS: dict[tuple[str, ...], re.Pattern[str]] = {}
 
 
 def register_secret(value: str | None) -> None:
@@ -98,7 +110,6 @@ def register_secret(value: str | None) -> None:
     for form in (value, unquote(value), quote(value, safe=""), json.dumps(value)[1:-1]):
         if len(form) >= 6:
             _SECRETS.add(form)
-    _ALTERNATIONS.clear()
 
 
 def secrets_in(dsn: str) -> list[str]:
@@ -117,21 +128,37 @@ def secrets_in(dsn: str) -> list[str]:
 
 
 def _mask_secrets(text: str) -> str:
-    # One pass of one alternation, longest first, over the secrets that occur at all
-    # (the ``in`` tests are C-speed; most texts hold none). A match is replaced whole
-    # and the scan resumes after it, so no secret survives in the output: any occurrence
-    # left would lie in a stretch the scan tried position by position.
-    present = tuple(sorted((s for s in _SECRETS if s in text), key=lambda s: (-len(s), s)))
-    if not present:
-        return text
-    if len(present) == 1:
-        return text.replace(present[0], MASK)
-    pattern = _ALTERNATIONS.get(present)
-    if pattern is None:
-        if len(_ALTERNATIONS) > 64:
-            _ALTERNATIONS.clear()
-        pattern = _ALTERNATIONS[present] = re.compile("|".join(map(re.escape, present)))
-    return pattern.sub(MASK, text)
+    # Each secret that occurs at all (the ``in`` tests run at C speed; most texts hold
+    # none), longest first, replaced by str.replace: linear, and total: a replacement
+    # only inserts "***", so it cannot make a secret (one without "*") appear, and an
+    # occurrence left whole after a pass would have been replaced by it.
+    present = sorted((s for s in _SECRETS if s in text), key=lambda s: (-len(s), s))
+    for secret in present:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _ascii_lower(text: str) -> str:
+    """``text`` with A-Z lower-cased, every character where it was."""
+    lowered = text.lower()
+    if len(lowered) == len(text) and (lowered.isascii() or not any(
+        a != b and not ("A" <= a <= "Z") for a, b in zip(text, lowered, strict=True)
+    )):
+        return lowered
+    return text.translate(_ASCII_LOWER)  # rare: lower() moved or changed other letters
+
+
+def _mask_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    out: list[str] = []
+    done = 0
+    for start, end in sorted(spans):
+        if end <= done:
+            continue
+        out.append(text[done : max(start, done)])
+        out.append(MASK)
+        done = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 def redact(text: str) -> str:
@@ -140,13 +167,20 @@ def redact(text: str) -> str:
     lines, error messages and job rows alike. Linear in the length of ``text``."""
     text = _mask_secrets(text)
     if "://" in text:
-        text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<at>", text)
-    if "=" in text or "earer" in text or "EARER" in text:
-        lowered = text.lower()  # only to tell whether a scan can match
-        if "=" in text and any(key in lowered for key in _KEY_SUFFIXES):
-            text = _SENSITIVE_KV.sub(r"\g<head>***", text)
-        if "bearer" in lowered:
-            text = _BEARER.sub(r"\g<head>***", text)
+        spans = [m.span("pw") for m in _PASSWORD_IN_URL.finditer(text)]
+        if spans:
+            text = _mask_spans(text, spans)
+    if "earer" in text or "EARER" in text:
+        seen = 0
+        for word, pattern in _BEARER_SPELLINGS.items():
+            if word in text:
+                text = pattern.sub(word + " ***", text)
+                seen += text.count(word)
+        lowered = _ascii_lower(text)
+        if lowered.count("bearer") > seen:  # a rarer spelling (BeArEr) is there too
+            text = _mask_spans(text, [m.span("pw") for m in _BEARER.finditer(lowered)])
+    if "=" in text:
+        text = _SENSITIVE_KV.sub("=***", text)
     return text
 
 

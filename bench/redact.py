@@ -1,0 +1,90 @@
+"""Redaction benchmark: ``importd.db.redact`` over 1 MiB of several kinds of text, against
+``json.dumps`` of the same text (what storing it costs anyway) measured in the same run,
+and the ratio of 2 MiB to 1 MiB (about 2 when linear; quadratic code would show 4).
+
+    python -m bench.redact [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import string
+import time
+from collections.abc import Callable
+
+from importd import db
+
+from .common import machine, table
+
+MIB = 1 << 20
+TOKEN = "tok:Tail-" + "Zq7@x" * 5
+PASSWORD = "Pa@ss:w0rd-42"
+
+
+def _fill(piece: str, size: int) -> str:
+    return (piece * (size // len(piece) + 1))[:size]
+
+
+def texts(size: int) -> dict[str, str]:
+    """The texts, ``size`` characters each."""
+    rng = random.Random(size)
+    log = "".join(
+        json.dumps({"event": "job_failed", "job_id": i, "error": rng.choice([
+            f"HTTP 401 from the endpoint: Bearer {TOKEN} rejected",
+            f"cannot connect to postgresql://app:{PASSWORD}@db.example/app",
+            "HeaderMismatch: header field 'nme' is not a column of public.people",
+            "RuntimeError: the upstream answered 502 Bad Gateway",
+        ])}) + "\n"
+        for i in range(size // 60)
+    )
+    answer = json.dumps(
+        {f"key{i}": rng.choice(["value", TOKEN, "x" * 40]) for i in range(size // 40)}
+        | {f"{TOKEN}{i}": i for i in range(size // 400)}
+    )
+    return {
+        "log lines, secrets in 1 of 2": _fill(log, size),
+        "JSON answer, token as keys and values": _fill(answer, size),
+        "random printable": "".join(rng.choices(string.printable, k=size)),
+        "letters (the issue's quadratic case)": _fill("aB3+.-", size),
+        "dense 'password=' pairs": _fill("password=x ", size),
+        "dense 'Bearer x' tokens": _fill("Bearer x ", size),
+        "dense '://u:' URL heads": _fill("a://u:", size),
+        "dense registered secrets": _fill(TOKEN + " " + PASSWORD + " ", size),
+    }
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    """The median of ``repeat`` timings of ``fn``, in seconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    for secret in (TOKEN, PASSWORD, "another-secret-1", "and:another@2", "a-third-one-3"):
+        db.register_secret(secret)
+    one, two = texts(MIB), texts(2 * MIB)
+    rows = []
+    for name, text in one.items():
+        redacted = db.redact(text)
+        assert TOKEN not in redacted and PASSWORD not in redacted
+        spent = best(lambda t=text: db.redact(t), args.repeat)
+        reference = best(lambda t=text: json.dumps(t), args.repeat)
+        doubled = best(lambda t=two[name]: db.redact(t), args.repeat)
+        rows.append((name, f"{spent * 1000:6.2f} ms   {spent / reference:5.2f} x json.dumps   "
+                           f"2 MiB / 1 MiB {doubled / spent:4.2f}"))
+    print(machine())
+    print(table(f"redact() of 1 MiB (median of {args.repeat})", rows))
+
+
+if __name__ == "__main__":
+    main()
