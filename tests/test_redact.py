@@ -34,7 +34,7 @@ def only_secrets(*values: str) -> Iterator[None]:
     finally:
         db._SECRETS.clear()
         db._SECRETS.update(saved)
-    
+
 
 # A secret never contains "*" (the mask is "***", so a secret made of stars could
 # reappear around a mask); anything else goes, ':' '@' '"' whitespace and non-ASCII too.

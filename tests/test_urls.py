@@ -217,6 +217,7 @@ def test_urls_built_inside_a_prefix_pass_and_built_outside_fail(prefix: str, ins
         ("https://host/api/..;/private.csv", "https://host/api/", "dot segment with parameters"),
         ("https://host/../../x", "https://host/", "climbs above the root"),
         ("https://0x7f.0.0.1/x", "https://127.0.0.1/", "four decimal numbers"),
+        ("https://127.1/x", "https://127.0.0.1/", "four decimal numbers"),
         ("https://host\\@evil.net/x", "https://host/", "backslash"),
         ("ftp://host/x.csv", "https://host/", "expected an https:// URL, not ftp://"),
     ],
