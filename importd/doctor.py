@@ -222,4 +222,6 @@ async def _listen(dsn: str) -> Check:
 def render(checks: list[Check]) -> str:
     """A line per check."""
     width = max(len(c.name) for c in checks)
-    return "\n".join(f"{c.level.upper():<8} {c.name.ljust(width)}  {c.detail}" for c in checks)
+    return "\n".join(
+        f"{c.level.upper():<8} {c.name.ljust(width)}  {db.redact(c.detail)}" for c in checks
+    )

@@ -56,7 +56,13 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.JSONRenderer(),
         ]
     else:
-        renderer = [redact_event, structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        # The traceback is rendered to text before redaction, so that a secret in an
+        # exception's message is masked on a terminal too.
+        renderer = [
+            structlog.processors.format_exc_info,
+            redact_event,
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ]
     structlog.configure(
         processors=[*shared, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

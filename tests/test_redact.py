@@ -5,6 +5,8 @@ masked, and every path to a job row, the log and the CLI goes through it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -177,3 +179,21 @@ async def test_importd_show_of_a_huge_payload_prints_promptly(conn: Any, dsn: st
     done = run_importd("show", str(job_id), "--dsn", dsn, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "A1+.-A1+.-" in done.stdout
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_secret_in_a_logged_traceback_is_masked(fmt: str) -> None:
+    script = f"""
+import structlog
+from importd import config, logs
+config.Settings(http_token={TOKEN!r})
+logs.configure("info", {fmt!r})
+try:
+    raise RuntimeError("the endpoint refused " + {TOKEN!r})
+except RuntimeError:
+    structlog.get_logger("t").exception("handler_crashed")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env=importd_env())
+    assert "handler_crashed" in done.stderr and "RuntimeError: the endpoint refused ***" in done.stderr
+    assert TOKEN not in done.stderr and "Tail-" not in done.stderr
