@@ -77,10 +77,19 @@ class Table:
 
 
 async def describe(conn: asyncpg.Connection, schema: str, name: str) -> Table | None:
-    """The table ``schema.name`` as this role sees it, or None."""
+    """The target table ``schema.name`` as this role sees it, or None. Raises
+    InvalidPayload when it is a view that reaches one of importd's own tables (an
+    updatable view on import_jobs would forge jobs as surely as the table itself)."""
     rows = await conn.fetch(sql.query("describe_table"), schema, name)
     if not rows:
         return None
+    own = await conn.fetchval(sql.query("find_own_table"), schema, name)
+    if own is not None:
+        raise InvalidPayload(
+            f"payload.table: {schema}.{name} reads or writes importd's own table {own} "
+            "(through a view): importd's own tables are never import targets, whatever "
+            "the 'tables' setting allows"
+        )
     return Table(
         schema, name, tuple(Column(r["name"], r["type"], r["is_json"], r["writable"]) for r in rows)
     )

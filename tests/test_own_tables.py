@@ -62,6 +62,31 @@ async def test_imports_into_importd_tables_fail_and_change_nothing(conn: Any, dr
     assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE dedup_key = 'forged'") == 0
 
 
+async def test_a_view_on_importds_tables_is_refused_too(conn: Any, drain: Any,
+                                                       tmp_path: Path) -> None:
+    await conn.execute("CREATE VIEW job_feed AS SELECT kind, status, payload, dedup_key, "
+                       "finished_at FROM import_jobs")
+    await conn.execute("CREATE VIEW job_feed_2 AS SELECT * FROM job_feed")
+    await conn.execute("CREATE TABLE people (id int, name text)")
+    source = tmp_path / "forged.csv"
+    source.write_text("kind,status,payload,dedup_key,finished_at\n"
+                      "noop,completed,{},forged,2026-01-01T00:00:00Z\n")
+    people = tmp_path / "people.csv"
+    people.write_text("id,name\n1,Ann\n")
+    jobs = [await importd.enqueue(conn, "csv", {"source": f"file://{path}", "table": table})
+            for path, table in ((source, "job_feed"), (source, "job_feed_2"),
+                                (people, "people"))]
+    assert await drain(import_roots=(str(tmp_path),), tables=("public.*",)) == 10
+    rows = await conn.fetch("SELECT id, status, attempts, last_error FROM import_jobs "
+                            "WHERE id = ANY($1) ORDER BY id", jobs)
+    for refused in rows[:2]:
+        assert refused["status"] == "failed" and refused["attempts"] == 1
+        assert "reads or writes importd's own table public.import_jobs (through a view)" \
+            in refused["last_error"]
+    assert rows[2]["status"] == "completed"  # an ordinary table under public.* still loads
+    assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE dedup_key = 'forged'") == 0
+
+
 @pytest.mark.parametrize(("schema", "name", "own"), [
     ("public", "import_jobs", True), ("app", "import_jobs", True),
     ("public", "importd_anything_later", True), ("importd_staging", "job_7", True),
