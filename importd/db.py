@@ -139,13 +139,9 @@ def _mask_secrets(text: str) -> str:
 
 
 def _ascii_lower(text: str) -> str:
-    """``text`` with A-Z lower-cased, every character where it was."""
-    lowered = text.lower()
-    if len(lowered) == len(text) and (lowered.isascii() or not any(
-        a != b and not ("A" <= a <= "Z") for a, b in zip(text, lowered, strict=True)
-    )):
-        return lowered
-    return text.translate(_ASCII_LOWER)  # rare: lower() moved or changed other letters
+    """``text`` with A-Z lower-cased, every character where it was (str.lower() may
+    change the length of non-ASCII text)."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
 def _mask_spans(text: str, spans: list[tuple[int, int]]) -> str:

@@ -240,14 +240,14 @@ def allowed(url: str, prefixes: tuple[str, ...], field_name: str) -> httpx.URL:
     exactly what was checked. Raises InvalidURL (a permanent error) otherwise."""
     if not isinstance(url, str) or not url:
         raise InvalidURL(f"InvalidURL: {field_name}: expected an https:// URL")
-    if not prefixes:
-        raise InvalidURL(
-            f"InvalidURL: {field_name}: URLs are disabled (the url_prefixes setting is empty)"
-        )
     try:
         normal = normalise(url)
     except ValueError as exc:
         raise InvalidURL(f"InvalidURL: {field_name}: {exc}") from None
+    if not prefixes:
+        raise InvalidURL(
+            f"InvalidURL: {field_name}: URLs are disabled (the url_prefixes setting is empty)"
+        )
     parsed = [parse_prefix(p) for p in prefixes]
     if not any(normal.under(p) for p in parsed):
         hint = ""
