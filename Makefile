@@ -37,6 +37,7 @@ bench: venv ## the benchmarks in bench/ (prints figures; takes a few minutes)
 	$(BIN)/python -m bench.daemon
 	$(BIN)/python -m bench.imports
 	$(BIN)/python -m bench.sharing
+	$(BIN)/python -m bench.redact
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build
