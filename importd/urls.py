@@ -243,7 +243,10 @@ def allowed(url: str, prefixes: tuple[str, ...], field_name: str) -> httpx.URL:
     try:
         normal = normalise(url)
     except ValueError as exc:
-        raise InvalidURL(f"InvalidURL: {field_name}: {exc}") from None
+        raise InvalidURL(
+            f"InvalidURL: {field_name}: {exc}; a URL must be https:// (http:// only where a "
+            "prefix says so) and lie under the url_prefixes setting"
+        ) from None
     if not prefixes:
         raise InvalidURL(
             f"InvalidURL: {field_name}: URLs are disabled (the url_prefixes setting is empty)"
