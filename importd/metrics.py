@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -27,11 +26,13 @@ _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 15, 
 # Label values are bounded: a kind is labelled by name only when this daemon has a
 # handler for it, a queue only when it is configured (or, when the daemon serves every
 # queue, while it holds one of MAX_QUEUE_LABELS slots); everything else is "other". A slot
-# goes back to the pool when its queue has had no jobs for IDLE_AFTER seconds and a new
-# queue needs it, so /metrics stays small whatever kinds and queues producers invent.
+# goes back to the pool when a new queue needs it and its queue has been idle for
+# IDLE_SAMPLES samples of the job gauges (no pending or running job at the last sample,
+# no claim or completion counted since), so /metrics stays small whatever kinds and
+# queues producers invent.
 OTHER = "other"
 MAX_QUEUE_LABELS = 20
-IDLE_AFTER = 60.0
+IDLE_SAMPLES = 12  # a minute, at the daemon's sample interval of 5 s
 
 
 class Metrics:
@@ -47,15 +48,16 @@ class Metrics:
         queues: Iterable[str] = (),
         *,
         max_queues: int = MAX_QUEUE_LABELS,
-        idle_after: float = IDLE_AFTER,
-        clock: Callable[[], float] = time.monotonic,
+        idle_samples: int = IDLE_SAMPLES,
     ) -> None:
         self._kinds = frozenset(kinds) if kinds is not None else None
         self._configured = frozenset(queues)
         self._max_queues = max_queues
-        self._idle_after = idle_after
-        self._clock = clock
-        self._queue_used: dict[str, float] = {}  # labelled queue -> last use
+        self._idle_samples = idle_samples
+        # A sample's number, counted by set_job_counts: the clock of slot use (a plain
+        # assignment on the hot path, no clock call).
+        self._generation = 0
+        self._queue_used: dict[str, int] = {}  # labelled queue -> generation of last use
         self._busy: frozenset[str] = frozenset()  # queues with jobs at the last sample
         self._layout: dict[int, tuple[str, ...]] = {}
         r = self.registry = CollectorRegistry()
@@ -134,7 +136,8 @@ class Metrics:
                 registry=r,
             )
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}  # by label values
+        self._resolved: dict[tuple[Any, ...], tuple[Any, str | None]] = {}  # by raw values
 
     def _add(self, metric: _M) -> _M:
         self._layout[id(metric)] = tuple(metric._labelnames)
@@ -152,7 +155,7 @@ class Metrics:
             return queue
         if self._configured:
             return OTHER  # a queue this daemon does not serve (seen by the sampler)
-        now = self._clock()
+        now = self._generation
         if queue in self._queue_used:
             self._queue_used[queue] = now
             return queue
@@ -161,11 +164,11 @@ class Metrics:
         self._queue_used[queue] = now
         return queue
 
-    def _free_a_slot(self, now: float) -> bool:
+    def _free_a_slot(self, now: int) -> bool:
         idle = [
             (used, queue)
             for queue, used in self._queue_used.items()
-            if queue not in self._busy and now - used >= self._idle_after
+            if queue not in self._busy and now - used >= self._idle_samples
         ]
         if not idle:
             return False
@@ -175,6 +178,7 @@ class Metrics:
     def forget_queue(self, queue: str) -> None:
         """Drop every series labelled with ``queue`` (its slot is free again)."""
         self._queue_used.pop(queue, None)
+        self._resolved.clear()  # a queue counted as other may get the slot now
         for key in list(self._children):
             metric_id, *values = key
             names = self._layout.get(metric_id, ())
@@ -184,18 +188,30 @@ class Metrics:
                     metric.remove(*values)
 
     def _child(self, metric: Any, *values: str) -> Any:
-        # labels() looks the child up under a lock on every call; cache it.
+        # The hot path (every claim and completion): one look-up by the raw values.
+        # labels() would look the child up under a lock on every call.
+        key = (id(metric), *values)
+        entry = self._resolved.get(key)
+        if entry is not None:
+            if entry[1] is not None:
+                self._queue_used[entry[1]] = self._generation  # the slot is in use
+            return entry[0]
         names = self._layout.get(id(metric), ())
+        labels = values
         if names:
-            values = tuple(
+            labels = tuple(
                 self.kind_label(v) if n == "kind" else self.queue_label(v) if n == "queue" else v
                 for n, v in zip(names, values, strict=True)
             )
-        key = (id(metric), *values)
-        entry = self._children.get(key)
-        if entry is None:
-            entry = self._children[key] = (metric, metric.labels(*values))
-        return entry[1]
+        labelled = (id(metric), *labels)
+        found = self._children.get(labelled)
+        if found is None:
+            found = self._children[labelled] = (metric, metric.labels(*labels))
+        queue = labels[names.index("queue")] if "queue" in names else None
+        if len(self._resolved) >= 10_000:  # raw names are unbounded: so is not this
+            self._resolved.clear()
+        self._resolved[key] = (found[1], queue if queue in self._queue_used else None)
+        return found[1]
 
     def count(self, metric: Any, kind: str, queue: str, value: float = 1.0) -> None:
         """Add ``value`` to a counter labelled by kind and queue."""
@@ -220,6 +236,8 @@ class Metrics:
         """The sampled ``(queue, status, n)`` of pending and running jobs: the biggest
         queues by their label, the rest summed as other, and series of queues that have
         no jobs any more dropped."""
+        self._generation += 1
+        self._resolved.clear()  # a queue counted as other may get a slot now
         rows = sorted(counts, key=lambda row: -row[2])
         self._busy = frozenset(queue for queue, _, n in rows if n)
         totals: dict[tuple[str, str], int] = {}

@@ -74,8 +74,7 @@ def test_labels_are_known_kinds_configured_queues_and_other() -> None:
 
 
 def test_queue_slots_are_reused_once_a_queue_has_been_idle() -> None:
-    now = [0.0]
-    m = Metrics(kinds=["noop"], max_queues=3, idle_after=60, clock=lambda: now[0])
+    m = Metrics(kinds=["noop"], max_queues=3, idle_samples=2)
     for queue in ("a", "b", "c", "d"):
         m.count(m.completed, "noop", queue)
     values = series(m.render().decode())
@@ -83,13 +82,18 @@ def test_queue_slots_are_reused_once_a_queue_has_been_idle() -> None:
         f'importd_jobs_completed_total{{kind="noop",queue="{q}"}}' for q in ("a", "b", "c", "other")
     }
     m.set_job_counts([("b", "pending", 4), ("zzz", "pending", 7)])  # a and c have no jobs
-    now[0] = 61.0
+    m.count(m.completed, "noop", "e")  # not idle for 2 samples yet: other
+    assert series(m.render().decode())['importd_jobs_completed_total{kind="noop",queue="other"}'] == 2
+    assert series(m.render().decode())['importd_jobs{queue="other",status="pending"}'] == 7
+    m.count(m.completed, "noop", "c")  # c is used again
+    m.set_job_counts([("b", "pending", 4)])  # zzz's jobs are gone: its series too
     m.count(m.completed, "noop", "e")  # takes the slot of the queue idle the longest: a
     values = series(m.render().decode())
     assert 'importd_jobs_completed_total{kind="noop",queue="a"}' not in values
     assert values['importd_jobs_completed_total{kind="noop",queue="e"}'] == 1
     assert values['importd_jobs_completed_total{kind="noop",queue="b"}'] == 1
+    assert values['importd_jobs_completed_total{kind="noop",queue="c"}'] == 2
     assert values['importd_jobs{queue="b",status="pending"}'] == 4
-    assert values['importd_jobs{queue="other",status="pending"}'] == 7
+    assert 'importd_jobs{queue="other",status="pending"}' not in values
     m.set_job_counts([])
     assert not any(k.startswith("importd_jobs{") for k in series(m.render().decode()))
