@@ -301,6 +301,7 @@ async def test_lookalike_urls_never_reach_a_server_nor_get_the_token(
     server.route("/private.csv", Reply(200, b"id,name\n1,secret\n"))
     server.route("/api/ok.csv", reply)
     neighbour.route("/hook", reply)
+    server.route("/api/moved", Reply(302, b"", {"Location": f"{neighbour.url}/hook"}))
     # The prefix names port P // 10 (nothing listens there): port P starts with its digits.
     short_port = tls_server.port // 10
     assert str(tls_server.port).startswith(str(short_port))
@@ -317,6 +318,7 @@ async def test_lookalike_urls_never_reach_a_server_nor_get_the_token(
     }
     jobs = {name: await importd.enqueue(conn, "http", {"url": url}) for name, url in bad.items()}
     good = await importd.enqueue(conn, "http", {"url": f"https://127.0.0.1:{tls_server.port}/api/data.csv"})
+    moved = await importd.enqueue(conn, "http", {"url": f"{server.url}/api/moved"})
     code = await drain(url_prefixes=prefixes, http_token=TOKEN)
     assert code == 10
     for name, job_id in jobs.items():
@@ -325,9 +327,11 @@ async def test_lookalike_urls_never_reach_a_server_nor_get_the_token(
         assert failed["last_error"].startswith("InvalidURL: payload.url: "), failed["last_error"]
         assert "the url_prefixes setting" in failed["last_error"], failed["last_error"]
     assert (await row(conn, good))["status"] == "completed"  # TLS itself works
+    redirected = await row(conn, moved)  # a redirect is never followed
+    assert redirected["status"] == "failed" and "HTTP 302" in redirected["last_error"]
     assert [hit.path for hit in tls_server.seen] == ["/api/data.csv"]
     assert tls_server.seen[0].headers["Authorization"] == f"Bearer {TOKEN}"
-    assert server.seen == [] and neighbour.seen == []
+    assert [hit.path for hit in server.seen] == ["/api/moved"] and neighbour.seen == []
 
 
 async def test_csv_sources_are_fetched_exactly_where_they_were_checked(
