@@ -75,6 +75,29 @@ def test_text_without_secrets_is_unchanged(text: str, secrets: list[tuple[str, s
         assert db.redact_value({text: [text]}) == {text: [text]}
 
 
+# A URL's password may hold anything but the characters that end the authority (and
+# whitespace); a query value anything but "&", quotes and whitespace.
+url_password = st.text(st.characters(blacklist_characters="/?#", blacklist_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]),
+                       min_size=1, max_size=30)
+query_value = st.text(st.characters(blacklist_characters="&'\"", blacklist_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]),
+                      min_size=1, max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=url_password, key_password=query_value,
+       key=st.sampled_from(["password", "sslpassword", "PASSWORD", "access_token"]))
+def test_a_dsns_passwords_are_masked_whatever_they_hold(password: str, key_password: str,
+                                                        key: str) -> None:
+    dsn = f"postgresql://app:{password}@db.example:5432/app?{key}={key_password}&sslmode=require"
+    with only_secrets():  # nothing registered: the patterns alone
+        assert db.redact(dsn) == (
+            f"postgresql://app:***@db.example:5432/app?{key}=***&sslmode=require"
+        )
+        assert db.redact(f"error: {dsn} refused") == (
+            f"error: postgresql://app:***@db.example:5432/app?{key}=***&sslmode=require refused"
+        )
+
+
 @pytest.mark.parametrize(
     ("text", "shown", "hidden"),
     [
