@@ -363,7 +363,7 @@ async def test_an_invalid_url_inside_a_handler_fails_at_once(conn: Any, drain: A
 
 
 # The fetched URL, as the server saw it, always lies under the prefix.
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.lists(st.sampled_from(["api", "..", ".", "%2e%2e", "%2E", "x.csv", "%41", ""]),
                      max_size=5))
 def test_what_the_server_is_asked_for_lies_under_the_prefix(server: Server, path: list[str]) -> None:
