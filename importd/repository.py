@@ -498,3 +498,80 @@ async def prune_jobs(conn: Executor, status: str, older_than: float, batch: int)
     """Delete one batch of old finished jobs; how many went."""
     done = await conn.execute(sql.query("prune_jobs"), status, older_than, batch)
     return int(done.rsplit(" ", 1)[-1])
+
+
+# -- importd web's reads -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """The job list's filters; None is no filter. ``search`` is an id or a dedup key."""
+
+    status: str | None = None
+    kind: str | None = None
+    queue: str | None = None
+    tenant: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    search: str | None = None
+
+    def params(self) -> list[Any]:
+        """The filter parameters $2..$9 of ``web_jobs`` and ``web_jobs_newer``."""
+        by_id = None
+        if self.search is not None and self.search.isdigit() and len(self.search) < 19:
+            by_id = int(self.search)
+        return [
+            self.status,
+            self.kind,
+            self.queue,
+            self.tenant,
+            self.created_from,
+            self.created_to,
+            by_id,
+            self.search,
+        ]
+
+
+async def list_jobs(
+    conn: Executor, filters: JobFilter, *, older_than: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` jobs matching ``filters``, newest first, older than the cursor."""
+    rows = await conn.fetch(sql.query("web_jobs"), older_than, *filters.params(), limit)
+    return [dict(r) for r in rows]
+
+
+async def newer_cursor(
+    conn: Executor, filters: JobFilter, *, newer_than: int, limit: int
+) -> int | None:
+    """The cursor of the page just before the one starting after ``newer_than``: None
+    when that page is the first."""
+    rows = await conn.fetch(sql.query("web_jobs_newer"), newer_than, *filters.params(), limit + 1)
+    if len(rows) <= limit:
+        return None
+    return int(rows[limit - 1]["id"]) + 1
+
+
+async def job_errors_page(
+    conn: Executor, job_id: int, *, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """One page of a job's rejected rows, by source line."""
+    rows = await conn.fetch(sql.query("web_job_errors"), job_id, limit, offset)
+    return [dict(r) for r in rows]
+
+
+async def throughput(conn: Executor) -> list[dict[str, Any]]:
+    """Jobs completed and failed per minute over the last hour."""
+    return [dict(r) for r in await conn.fetch(sql.query("web_throughput"))]
+
+
+async def daemons(conn: Executor) -> list[dict[str, Any]] | None:
+    """The daemon registry's rows; None where this schema has no registry."""
+    if not await conn.fetchval(sql.query("web_daemons_present")):
+        return None
+    return [dict(r) for r in await conn.fetch(sql.query("web_daemons"))]
+
+
+async def live(conn: Executor, job_id: int | None) -> dict[str, Any]:
+    """What an open dashboard page updates: running jobs, counts, a job."""
+    row = await conn.fetchrow(sql.query("web_live"), job_id)
+    return dict(row)

@@ -53,3 +53,15 @@ async def _record(job: importd.Job, ctx: importd.JobContext) -> None:
             "VALUES ($1, $2, $3, clock_timestamp())",
             job.id, job.attempt, ctx.worker_id,
         )
+
+
+@importd.handler("steps")
+async def steps(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Report progress through ``payload.total`` rows, one more every ``payload.pause``
+    seconds, like an import reading a file."""
+    total = int(job.payload.get("total", 100))
+    pause = float(job.payload.get("pause", 0.1))
+    for done in range(total + 1):
+        ctx.progress(done, total, bytes_read=done * 100)
+        await asyncio.sleep(pause)
+    return {"rows": total}
