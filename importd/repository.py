@@ -5,6 +5,7 @@ The SQL lives in ``sql/queries``; this module binds parameters and shapes result
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -515,8 +516,13 @@ class JobFilter:
     created_to: datetime | None = None
     search: str | None = None
 
+    @property
+    def narrows(self) -> bool:
+        """Whether any filter is set (then a page scans a bounded window of ids)."""
+        return any(value is not None for value in dataclasses.astuple(self))
+
     def params(self) -> list[Any]:
-        """The filter parameters $2..$9 of ``web_jobs`` and ``web_jobs_newer``."""
+        """The filter parameters $2..$9 of ``web_jobs``."""
         by_id = None
         if self.search is not None and self.search.isdigit() and len(self.search) < 19:
             by_id = int(self.search)
@@ -533,22 +539,20 @@ class JobFilter:
 
 
 async def list_jobs(
-    conn: Executor, filters: JobFilter, *, older_than: int | None, limit: int
-) -> list[dict[str, Any]]:
-    """Up to ``limit`` jobs matching ``filters``, newest first, older than the cursor."""
-    rows = await conn.fetch(sql.query("web_jobs"), older_than, *filters.params(), limit)
-    return [dict(r) for r in rows]
+    conn: Executor, filters: JobFilter, *, older_than: int | None, limit: int, window: int | None
+) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``limit`` jobs matching ``filters``, newest first, with ids below the cursor
+    ``older_than`` (None: from the newest) and at most ``window`` ids below it (None: no
+    bound). Also the lowest id searched."""
+    top = older_than if older_than is not None else await conn.fetchval(sql.query("web_jobs_top"))
+    floor = max(top - window, 0) if window is not None else 0
+    rows = await conn.fetch(sql.query("web_jobs"), top, *filters.params(), limit, floor)
+    return [dict(r) for r in rows], floor
 
 
-async def newer_cursor(
-    conn: Executor, filters: JobFilter, *, newer_than: int, limit: int
-) -> int | None:
-    """The cursor of the page just before the one starting after ``newer_than``: None
-    when that page is the first."""
-    rows = await conn.fetch(sql.query("web_jobs_newer"), newer_than, *filters.params(), limit + 1)
-    if len(rows) <= limit:
-        return None
-    return int(rows[limit - 1]["id"]) + 1
+async def job_exists(conn: Executor, job_id: int) -> bool:
+    """Whether job ``job_id`` exists."""
+    return bool(await conn.fetchval(sql.query("web_job_exists"), job_id))
 
 
 async def job_errors_page(

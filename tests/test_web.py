@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -94,6 +95,7 @@ class WebProcess:
     def __init__(self, dsn: str, log_path: Path, *args: str, token: str | None = TOKEN,
                  host: str = "127.0.0.1") -> None:
         self.port = _free_port()
+        self.dsn = dsn
         self.url = f"http://127.0.0.1:{self.port}"
         env = importd_env(**({"IMPORTD_WEB_TOKEN": token} if token else {}))
         self.log_path = log_path
@@ -146,10 +148,16 @@ def web(dsn: str, tmp_path: Path) -> Iterator[Any]:
 def shot(driver: webdriver.Chrome, name: str, docs: str | None = None) -> None:
     """Save the page as artifacts/web/NAME.png (and docs/DOCS when asked for)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
-    if docs and os.environ.get("IMPORTD_WEB_DOCS"):
-        (ROOT / "docs").mkdir(exist_ok=True)
-        driver.save_screenshot(str(ROOT / "docs" / docs))
+    # The whole page, not just the window.
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(int(height) + 140, 600), 4000))
+    try:
+        driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+        if docs and os.environ.get("IMPORTD_WEB_DOCS"):
+            (ROOT / "docs").mkdir(exist_ok=True)
+            driver.save_screenshot(str(ROOT / "docs" / docs))
+    finally:
+        driver.set_window_size(1280, 1000)
 
 
 async def open_page(driver: webdriver.Chrome, url: str) -> None:
@@ -306,7 +314,8 @@ async def test_script_in_payload_error_and_row_is_inert(conn, drain, web, browse
     await drain()
     server = await web()
     await sign_in(browser, server)
-    for url in (f"/jobs/{job_id}", "/jobs?status=failed", f"/jobs?q={job_id}"):
+    for url in (f"/jobs/{job_id}", "/jobs?status=failed", f"/jobs?q={job_id}",
+                "/jobs?" + urlencode({"q": XSS})):
         await open_page(browser, server.url + url)
         page = browser.find_element(By.TAG_NAME, "main").text
         assert "<script>window.__pwned = 1</script>" in page, url  # shown, as text
@@ -362,11 +371,22 @@ async def test_retry_and_cancel_buttons_change_jobs(conn, web, browser) -> None:
                                others[0]) == "cancelled"
 
 
-async def test_jobs_keyset_paging_and_filters(conn, web) -> None:
+async def test_jobs_keyset_paging_filters_and_search(conn, web, monkeypatch) -> None:
     await conn.execute(
-        "INSERT INTO import_jobs (kind, queue, status, finished_at, attempts) "
-        "SELECT 'csv', 'q' || (i % 3), 'completed', now(), 1 FROM generate_series(1, 230) i")
+        "INSERT INTO import_jobs (kind, queue, status, finished_at, attempts, dedup_key) "
+        "SELECT 'csv', 'q' || (i % 3), 'completed', now(), 1, 'up-' || i "
+        "FROM generate_series(1, 230) i")
     server = await web(token=None)
+
+    def ids_of(page: str) -> list[int]:
+        return [int(part.split('"')[0]) for part in page.split('data-job="')[1:]]
+
+    def link(page: str, anchor: str) -> str:
+        if f'id="{anchor}"' not in page:
+            return ""
+        return page.split(f'id="{anchor}"', maxsplit=1)[0].rsplit('href="', 1)[1].split('"', maxsplit=1)[0] \
+            .replace("&amp;", "&")
+
     async with httpx.AsyncClient(base_url=server.url) as client:
         seen: list[int] = []
         url = "/jobs?queue=q1"
@@ -374,23 +394,38 @@ async def test_jobs_keyset_paging_and_filters(conn, web) -> None:
         while url:
             page = (await client.get(url)).text
             pages += 1
-            ids = [int(part.split('"')[0]) for part in page.split('data-job="')[1:]]
+            ids = ids_of(page)
             assert ids == sorted(ids, reverse=True)
             seen += ids
-            older = page.split('id="page-older"')[0].rsplit('href="', 1)
-            url = older[1].split('"')[0].replace("&amp;", "&") if 'id="page-older"' in page \
-                else ""
+            url = link(page, "page-older")
         expected = await conn.fetch("SELECT id FROM import_jobs WHERE queue = 'q1' "
                                     "ORDER BY id DESC")
         assert seen == [r["id"] for r in expected] and pages == 2
-        # Paging back from the last page comes to the first.
-        newer = page.split('id="page-newer"')[0].rsplit('href="', 1)[1].split('"')[0]
-        first = (await client.get(newer.replace("&amp;", "&"))).text
-        assert f'data-job="{seen[0]}"' in first
+        first = (await client.get(link(page, "page-first"))).text
+        assert ids_of(first) == seen[:50]
+        found = (await client.get("/jobs?q=up-17")).text
+        assert ids_of(found) == [17]
+        jump = await client.get("/jobs?q=42", follow_redirects=False)
+        assert jump.status_code == 303 and jump.headers["location"] == "/jobs/42"
         bad = (await client.get("/jobs?from=yesterday")).text
         assert "is not a date or time" in bad
         # No web_token: the page is open to this machine, but offers no action.
         assert 'id="select-all"' not in first and "view only" in first
+
+    # A filter that matches little pages back through history in bounded windows.
+    from starlette.testclient import TestClient  # noqa: PLC0415
+
+    import importd.web  # noqa: PLC0415
+
+    monkeypatch.setattr(importd.web, "SCAN_WINDOW", 100)
+    with TestClient(create_app(config.Settings(dsn=server.dsn)),
+                    base_url="http://127.0.0.1", client=("127.0.0.1", 5000)) as local:
+        page = local.get("/jobs?q=up-17").text
+        assert ids_of(page) == [] and "searched back to job 131" in page
+        page = local.get(link(page, "page-search-older")).text
+        assert ids_of(page) == [] and "searched back to job 31" in page
+        page = local.get(link(page, "page-search-older")).text
+        assert ids_of(page) == [17] and 'id="page-search-older"' not in page
 
 
 async def test_refused_without_the_token(dsn, web, tmp_path) -> None:

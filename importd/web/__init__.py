@@ -43,6 +43,9 @@ log = structlog.get_logger("importd.web")
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
 ERRORS_PAGE_SIZE = 50
+# Ids a filtered job-list page scans at most (about 40 ms on 1M jobs): a filter that matches little
+# pages back through history in steps instead of reading it whole in one request.
+SCAN_WINDOW = 50_000
 _STATUSES = [str(s) for s in Status]
 _FINISHED = ("completed", "failed", "cancelled")
 
@@ -162,6 +165,7 @@ class Web:
             max_size=4,
             statement_cache_size=self.settings.statement_cache_size,
             application_name="importd-web",
+            reset_sessions=False,  # single statements only: nothing to reset
             server_settings={"plan_cache_mode": "force_custom_plan"},
         )
         self.hub = Hub(self.pool, self.settings.listen_dsn or dsn)
@@ -278,17 +282,16 @@ class Web:
         filters, given, problem = self._filters(request)
         cursor_text = request.query_params.get("before", "")
         cursor = int(cursor_text) if cursor_text.isdigit() and len(cursor_text) < 19 else None
+        window = SCAN_WINDOW if filters.narrows else None
+        search = filters.search or ""
         async with self.pool.acquire() as conn:
-            rows = await repository.list_jobs(
-                conn, filters, older_than=cursor, limit=PAGE_SIZE + 1
+            # A job id: straight to the job, like River UI and Oban Web.
+            is_id = search.isdigit() and len(search) < 19 and len(given) == 1
+            if is_id and await repository.job_exists(conn, int(search)):
+                return RedirectResponse(f"/jobs/{int(search)}", status_code=303)
+            rows, floor = await repository.list_jobs(
+                conn, filters, older_than=cursor, limit=PAGE_SIZE + 1, window=window
             )
-            newer: int | None = None
-            has_newer = False
-            if cursor is not None and rows:
-                has_newer = True
-                newer = await repository.newer_cursor(
-                    conn, filters, newer_than=rows[0]["id"], limit=PAGE_SIZE
-                )
         more = len(rows) > PAGE_SIZE
         rows = redact_value(rows[:PAGE_SIZE])
         base = dict(given)
@@ -297,6 +300,12 @@ class Web:
             query = {**base, **({"before": str(before)} if before is not None else {})}
             return "/jobs" + ("?" + urlencode(query) if query else "")
 
+        older_link = search_link = None
+        if more:
+            older_link = link(rows[-1]["id"])
+        elif floor > 1:
+            # The window ran out before the page filled: offer to look further back.
+            search_link = link(floor)
         return self.render(
             request,
             "jobs.html",
@@ -305,8 +314,9 @@ class Web:
             given=given,
             problem=problem,
             statuses=_STATUSES,
-            older_link=link(rows[-1]["id"]) if more else None,
-            newer_link=link(newer) if has_newer else None,
+            older_link=older_link,
+            search_link=search_link,
+            floor=floor,
             first_link=link(None) if cursor is not None else None,
             back=urlencode({**base, **({"before": cursor_text} if cursor else {})}),
         )
@@ -484,6 +494,8 @@ def _chart(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
     failed = dict.fromkeys(minutes, 0)
     for row in rows:
         minute = int(row["minute"])
+        if row["status"] not in ("completed", "failed"):
+            continue
         target = done if row["status"] == "completed" else failed
         if minute in target:
             target[minute] += row["n"]
