@@ -543,11 +543,26 @@ async def list_jobs(
 ) -> tuple[list[dict[str, Any]], int]:
     """Up to ``limit`` jobs matching ``filters``, newest first, with ids below the cursor
     ``older_than`` (None: from the newest) and at most ``window`` ids below it (None: no
-    bound). Also the lowest id searched."""
+    bound). Also the lowest id searched.
+
+    A bounded search walks back in slices of ids that double in size (2,000, 4,000, ...):
+    a filter that matches often fills the page from the first slice, one that matches
+    rarely reads at most ``window`` rows, and neither depends on the planner guessing
+    right how many rows the filters keep."""
     top = older_than if older_than is not None else await conn.fetchval(sql.query("web_jobs_top"))
-    floor = max(top - window, 0) if window is not None else 0
-    rows = await conn.fetch(sql.query("web_jobs"), top, *filters.params(), limit, floor)
-    return [dict(r) for r in rows], floor
+    if window is None:
+        rows = await conn.fetch(sql.query("web_jobs"), top, *filters.params(), limit, 0)
+        return [dict(r) for r in rows], 0
+    params = filters.params()
+    bottom = max(top - window, 0)
+    found: list[dict[str, Any]] = []
+    step = 2000
+    while top > bottom and len(found) < limit:
+        floor = max(top - step, bottom)
+        rows = await conn.fetch(sql.query("web_jobs"), top, *params, limit - len(found), floor)
+        found += [dict(r) for r in rows]
+        top, step = floor, step * 2
+    return found, top
 
 
 async def job_exists(conn: Executor, job_id: int) -> bool:

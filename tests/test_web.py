@@ -246,8 +246,9 @@ async def test_running_progress_bar_moves_while_the_job_runs(conn, web, browser,
     bar = f'tr[data-job="{job_id}"] progress'
 
     def value(d: Any) -> float:
-        found = d.find_elements(By.CSS_SELECTOR, bar)
-        return float(found[0].get_attribute("value") or 0) if found else 0.0
+        # Read in the page: the live updates replace the rows under Selenium's feet.
+        return float(d.execute_script(
+            "var e = document.querySelector(arguments[0]); return e ? e.value : 0", bar))
 
     first = await until(browser, lambda d: value(d) > 0 and value(d), "the job's progress")
     browser.execute_script("window.__same_page = true")
@@ -255,14 +256,17 @@ async def test_running_progress_bar_moves_while_the_job_runs(conn, web, browser,
                         "the progress bar to move")
     assert later > first
     assert browser.execute_script("return window.__same_page") is True  # no reload
-    row = text(browser, f'tr[data-job="{job_id}"]')
+    row = browser.execute_script("return document.querySelector(arguments[0]).innerText",
+                                 f'tr[data-job="{job_id}"]')
     assert "/ 400" in row and "steps" in row and "1 / 5" in row
     shot(browser, "running")
     await open_page(browser, f"{server.url}/jobs/{job_id}")
-    before = float(browser.find_element(By.ID, "job-progress").get_attribute("value") or 0)
-    await until(browser, lambda d: float(
-        d.find_element(By.ID, "job-progress").get_attribute("value") or 0) > before,
-        "the job page's progress bar to move")
+    job_bar = "#job-progress"
+    before = float(browser.execute_script(
+        "return document.querySelector(arguments[0]).value", job_bar))
+    await until(browser, lambda d: float(d.execute_script(
+        "var e = document.querySelector(arguments[0]); return e ? e.value : 0", job_bar))
+        > before, "the job page's progress bar to move")
     daemon.kill()
 
 
@@ -452,5 +456,9 @@ async def test_refused_without_the_token(dsn, web, tmp_path) -> None:
     # Read-only: the actions are refused even with the token.
     read_only = TestClient(create_app(config.Settings(dsn=dsn, web_token=TOKEN,
                                                       web_read_only=True)))
-    refused = read_only.post("/jobs/1/retry", headers={"authorization": f"Bearer {TOKEN}"})
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    refused = read_only.post("/jobs/1/retry", headers=bearer)
     assert refused.status_code == 403 and "read-only" in refused.text
+    with read_only:  # and it offers none
+        page = read_only.get("/jobs", headers=bearer).text
+    assert "read-only" in page and 'id="select-all"' not in page and 'id="bulk-retry"' not in page

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 import structlog
 import uvicorn
@@ -183,7 +183,7 @@ class Web:
         self, request: Request, template: str, status: int = 200, **context: Any
     ) -> Response:
         csrf, new = security.csrf_token(request)
-        flash = request.cookies.get("importd_flash")
+        flash = unquote(request.cookies.get("importd_flash", "")) or None
         body = self.env.get_template(template).render(
             csrf=csrf,
             can_act=self.can_act,
@@ -408,7 +408,7 @@ class Web:
     def _done(self, request: Request, location: str, text: str) -> Response:
         response = RedirectResponse(location, status_code=303)
         response.set_cookie(
-            "importd_flash", text[:300], max_age=60, **security.cookie_args(request)
+            "importd_flash", quote(text[:300]), max_age=60, **security.cookie_args(request)
         )
         return response
 
