@@ -565,6 +565,11 @@ async def list_jobs(
     return found, top
 
 
+async def running_jobs(conn: Executor, limit: int) -> list[dict[str, Any]]:
+    """The running jobs with their progress, the longest-running first (at most ``limit``)."""
+    return [dict(r) for r in await conn.fetch(sql.query("status_running"), limit)]
+
+
 async def job_exists(conn: Executor, job_id: int) -> bool:
     """Whether job ``job_id`` exists."""
     return bool(await conn.fetchval(sql.query("web_job_exists"), job_id))
@@ -578,9 +583,25 @@ async def job_errors_page(
     return [dict(r) for r in rows]
 
 
-async def throughput(conn: Executor) -> list[dict[str, Any]]:
-    """Jobs completed and failed per minute over the last hour."""
-    return [dict(r) for r in await conn.fetch(sql.query("web_throughput"))]
+async def recent(conn: Executor) -> list[dict[str, Any]]:
+    """Jobs finished in the last hour by minute, queue and status."""
+    return [dict(r) for r in await conn.fetch(sql.query("web_recent"))]
+
+
+async def overview(conn: Executor) -> dict[str, Any]:
+    """What the dashboard's overview shows, in five small statements: unfinished jobs by
+    queue and status, the last hour by minute, queue and status, the oldest runnable
+    job's wait, the busiest tenants and the rate limits."""
+    live_row = await conn.fetchrow(sql.query("web_live"), None)
+    summary = await conn.fetchrow(sql.query("status_summary"))
+    sharing = await conn.fetch(sql.query("status_sharing"))
+    return {
+        "counts": live_row["counts"],
+        "recent": await recent(conn),
+        "summary": dict(summary),
+        "tenants_running": {r["name"]: int(r["value"]) for r in sharing if r["what"] == "tenant"},
+        "rate_limits": {r["name"]: r["value"] for r in sharing if r["what"] == "rate_limit"},
+    }
 
 
 async def daemons(conn: Executor) -> list[dict[str, Any]] | None:

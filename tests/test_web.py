@@ -311,7 +311,8 @@ async def test_failed_import_shows_and_downloads_rejected_rows(conn, drain, web,
 
 
 async def test_script_in_payload_error_and_row_is_inert(conn, drain, web, browser) -> None:
-    job_id = await importd.enqueue(conn, "fail", {"message": XSS, "note": XSS},
+    job_id = await importd.enqueue(conn, "fail", {"message": XSS, "note": XSS,
+                                                  "leak": f"token={TOKEN}"},
                                    max_attempts=1, dedup_key=XSS)
     await conn.execute("INSERT INTO import_job_errors (job_id, attempt, line_number, message, "
                        "raw_record) VALUES ($1, 1, 7, $2, $2)", job_id, XSS)
@@ -328,6 +329,8 @@ async def test_script_in_payload_error_and_row_is_inert(conn, drain, web, browse
     await open_page(browser, f"{server.url}/jobs/{job_id}")
     assert '"note": "<script>window.__pwned = 1</script><img src=\\"x\\"' in text(browser, "#payload")
     assert XSS in text(browser, "#last-error")
+    # Secrets are masked as everywhere else (the web token is one).
+    assert '"leak": "token=***"' in text(browser, "#payload") and TOKEN not in browser.page_source
     shot(browser, "job-script-payload")
     async with httpx.AsyncClient(headers={"authorization": f"Bearer {TOKEN}"}) as client:
         answer = await client.get(f"{server.url}/jobs/{job_id}")

@@ -218,13 +218,15 @@ class Web:
 
     async def overview(self, request: Request) -> Response:
         async with self.pool.acquire() as conn:
-            data = await repository.status(conn, running_limit=10)
-            per_minute = await repository.throughput(conn)
+            data = await repository.overview(conn)
             daemons = await repository.daemons(conn)
         queues: dict[str, dict[str, int]] = {}
         for row in data["counts"]:
-            key = row["status"] + ("_1h" if row["recent"] else "")
             cell = queues.setdefault(row["queue"], {})
+            cell[row["status"]] = cell.get(row["status"], 0) + row["n"]
+        for row in data["recent"]:
+            cell = queues.setdefault(row["queue"], {})
+            key = row["status"] + "_1h"
             cell[key] = cell.get(key, 0) + row["n"]
         return self.render(
             request,
@@ -232,19 +234,16 @@ class Web:
             page="overview",
             queues=sorted(queues.items()),
             summary=data["summary"],
-            chart=_chart(per_minute, data["summary"]["at"]),
+            chart=_chart(data["recent"], data["summary"]["at"]),
             tenants=sorted(data["tenants_running"].items(), key=lambda kv: (-kv[1], kv[0]))[:10],
             rate_limits=sorted(data["rate_limits"].items()),
             daemons=daemons,
-            running=redact_value(data["running"]),
         )
 
     async def running(self, request: Request) -> Response:
         async with self.pool.acquire() as conn:
-            data = await repository.status(conn, running_limit=200)
-        return self.render(
-            request, "running.html", page="running", running=redact_value(data["running"])
-        )
+            running = await repository.running_jobs(conn, 200)
+        return self.render(request, "running.html", page="running", running=redact_value(running))
 
     def _filters(self, request: Request) -> tuple[repository.JobFilter, dict[str, str], str]:
         q = request.query_params
