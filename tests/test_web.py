@@ -31,7 +31,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import importd
 from importd import config
-from importd.web import create_app
+from importd.web import check_settings, create_app
 
 from .helpers import ROOT, importd_env, run_importd, wait_until
 
@@ -369,6 +369,18 @@ async def test_retry_and_cancel_buttons_change_jobs(conn, web, browser) -> None:
     browser.find_element(By.ID, "select-all").click()
     browser.find_element(By.ID, "bulk-cancel").click()
     await until(browser, lambda d: "2 job(s) cancelled" in text(d, "#flash"), "the bulk cancel")
+    # "Retry every failed job" of the filtered queue: the CLI's `retry --failed --queue`.
+    again = [await make_job(conn, "csv", "failed", queue="bulk2", error="boom")
+             for _ in range(2)]
+    elsewhere = await make_job(conn, "csv", "failed", queue="other", error="boom")
+    await open_page(browser, f"{server.url}/jobs?status=failed&queue=bulk2")
+    browser.find_element(By.ID, "retry-all-failed").click()
+    await until(browser, lambda d: "2 job(s) back to pending" in text(d, "#flash"),
+                "retry every failed job of queue bulk2")
+    statuses = await conn.fetch("SELECT id, status FROM import_jobs WHERE id = ANY ($1)",
+                                [*again, elsewhere])
+    assert {r["id"]: r["status"] for r in statuses} == {
+        again[0]: "pending", again[1]: "pending", elsewhere: "failed"}
     # A form without the page's CSRF token changes nothing.
     async with httpx.AsyncClient(headers={"authorization": f"Bearer {TOKEN}"}) as client:
         forged = await client.post(f"{server.url}/jobs/{others[0]}/retry", data={"csrf": "x"},
@@ -439,6 +451,8 @@ async def test_refused_without_the_token(dsn, web, tmp_path) -> None:
     # Off loopback, importd web does not start without a token.
     done = run_importd("web", "--dsn", dsn, "--listen", f"0.0.0.0:{_free_port()}")
     assert done.returncode == 3 and "set web_token" in done.stderr
+    with pytest.raises(config.ConfigError, match="at least 16 characters"):
+        check_settings(config.Settings(dsn=dsn, web_token="short-token"))
     # Listening everywhere with a token: a request without it is refused.
     server = await web(host="0.0.0.0")
     async with httpx.AsyncClient() as client:
