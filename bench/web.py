@@ -215,7 +215,8 @@ async def main() -> None:
             "jobs ?queue=q3&kind=csv": "/jobs?queue=q3&kind=csv",
             "jobs ?tenant=t17": "/jobs?tenant=t17",
             "jobs ?q=<dedup key>": f"/jobs?q=upload-{args.finished // 3}",
-            "jobs ?q=<dedup key>, 950,000 ids back": f"/jobs?q=upload-1&before={ids['top'] - 950_000}",
+            "jobs ?q=<dedup key>, 950,000 ids back":
+                f"/jobs?q=upload-1&before={ids['top'] - 950_000}",
             "jobs ?q=<id> (303 to the job)": f"/jobs?q={args.finished // 3}",
             "jobs, created in a day": "/jobs?from=2000-01-01&to=2100-01-01",
             "job (10,000 rejected)": f"/jobs/{ids['bad']}",

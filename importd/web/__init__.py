@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from .. import __version__, db, ops, repository
+from .. import __version__, db, fleet, ops, repository
 from ..config import ConfigError, Settings
 from ..db import redact, redact_value
 from ..models import Status
@@ -238,6 +238,7 @@ class Web:
             tenants=sorted(data["tenants_running"].items(), key=lambda kv: (-kv[1], kv[0]))[:10],
             rate_limits=sorted(data["rate_limits"].items()),
             daemons=daemons,
+            stale_after=fleet.STALE_AFTER,
         )
 
     async def running(self, request: Request) -> Response:
