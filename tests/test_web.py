@@ -382,9 +382,9 @@ async def test_retry_and_cancel_buttons_change_jobs(conn, web, browser) -> None:
     assert {r["id"]: r["status"] for r in statuses} == {
         again[0]: "pending", again[1]: "pending", elsewhere: "failed"}
     # A form without the page's CSRF token changes nothing.
-    async with httpx.AsyncClient(headers={"authorization": f"Bearer {TOKEN}"}) as client:
-        forged = await client.post(f"{server.url}/jobs/{others[0]}/retry", data={"csrf": "x"},
-                                   cookies={"importd_csrf": "y" * 43})
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {TOKEN}"},
+                                 cookies={"importd_csrf": "y" * 43}) as client:
+        forged = await client.post(f"{server.url}/jobs/{others[0]}/retry", data={"csrf": "x"})
     assert forged.status_code == 403
     assert await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1",
                                others[0]) == "cancelled"
