@@ -7,7 +7,7 @@ EXTRAS ?= dev
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lint typecheck test demo bench clean
+.PHONY: help venv lint typecheck test demo bench web web-shots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,13 @@ bench: venv ## the benchmarks in bench/ (prints figures; takes a few minutes)
 	$(BIN)/python -m bench.imports
 	$(BIN)/python -m bench.sharing
 	$(BIN)/python -m bench.redact
+	$(BIN)/python -m bench.web
+
+web: venv ## the dashboard on http://127.0.0.1:8080/ (IMPORTD_DSN or DATABASE_URL names the database)
+	$(BIN)/importd web
+
+web-shots: venv ## the README's dashboard screenshots (docs/*.png), taken by the browser tests
+	IMPORTD_WEB_DOCS=1 $(BIN)/pytest tests/test_web.py -k "overview or failed_import"
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build

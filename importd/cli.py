@@ -283,6 +283,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="as JSON instead of TOML")
 
     p = sub.add_parser(
+        "web",
+        help="the dashboard: a web page over the same database (needs importd[web])",
+        formatter_class=_Formatter,
+        epilog="examples:\n  importd web   # http://127.0.0.1:8080/\n"
+        "  IMPORTD_WEB_TOKEN_FILE=/etc/importd/web_token importd web --listen 0.0.0.0:8080\n\n"
+        "Off loopback, and for retry / cancel, it asks for web_token (IMPORTD_WEB_TOKEN).",
+    )
+    _add_common(p)
+    p.add_argument(
+        "--listen",
+        dest="web_listen",
+        metavar="HOST:PORT",
+        help="where to listen (default 127.0.0.1:8080; other addresses need web_token)",
+    )
+    p.add_argument(
+        "--read-only",
+        dest="web_read_only",
+        action="store_const",
+        const=True,
+        help="show no retry / cancel buttons, refuse those requests",
+    )
+
+    p = sub.add_parser(
         "enqueue",
         help="add one job and print its id",
         formatter_class=_Formatter,
@@ -500,6 +523,17 @@ def _render_config(settings: config.Settings, *, as_json: bool) -> str:
     return "\n".join(lines)
 
 
+def _web(settings: config.Settings) -> int:
+    try:
+        from . import web  # noqa: PLC0415 - an optional extra
+    except ImportError as exc:
+        return _fail(
+            f"importd web needs the web extra: pip install 'importd[web]' ({exc})",
+            ExitCode.CONFIG,
+        )
+    return web.serve(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``importd`` console script."""
     args = build_parser().parse_args(argv)
@@ -541,6 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1 if any(c.level == doctor.ERROR for c in checks) else 0
         if args.command in ("status", "show", "retry", "cancel", "prune"):
             return asyncio.run(_operate(settings, args))
+        if args.command == "web":
+            return _web(settings)
     except config.ConfigError as exc:
         return _fail(str(exc), ExitCode.CONFIG)
     except (OSError, TimeoutError) as exc:

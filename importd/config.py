@@ -284,6 +284,22 @@ FIELDS: tuple[Field, ...] = (
         "auto",
         "log format (auto: console on a TTY, JSON otherwise and under systemd)",
     ),
+    # importd web: the dashboard.
+    Field(
+        "web_listen",
+        _optional_str,
+        "127.0.0.1:8080",
+        "host:port of importd web (any address but loopback needs web_token)",
+        flag="--listen",
+    ),
+    Field(
+        "web_token",
+        _optional_str,
+        None,
+        "token importd web asks for (needed off loopback, and for retry / cancel)",
+        True,
+    ),
+    Field("web_read_only", _bool, False, "importd web without retry / cancel", flag="--read-only"),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -325,6 +341,9 @@ class Settings:
     worker_name: str | None = None
     log_level: str = "info"
     log_format: str = "auto"
+    web_listen: str | None = "127.0.0.1:8080"
+    web_token: str | None = None
+    web_read_only: bool = False
 
     def __post_init__(self) -> None:
         # Whoever builds settings (the CLI, a test, an embedding program), their secrets

@@ -236,12 +236,13 @@ async def create_pool(
     connect_timeout: float = 10.0,
     reset_sessions: bool = True,
     application_name: str = "importd",
+    server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
     """Open a pool with JSON codecs; raises the connection error as asyncpg gives it.
 
     ``reset_sessions=False`` saves the round trip of asyncpg's reset query on every
     release; only for pools whose users leave no session state behind (importd's own
-    single-statement queries)."""
+    single-statement queries). ``server_settings`` are more session settings."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -251,7 +252,7 @@ async def create_pool(
         timeout=connect_timeout,
         max_inactive_connection_lifetime=300.0,
         reset=None if reset_sessions else _keep_session,
-        server_settings={"application_name": application_name},
+        server_settings={"application_name": application_name, **(server_settings or {})},
     )
     return pool
 

@@ -5,6 +5,7 @@ The SQL lives in ``sql/queries``; this module binds parameters and shapes result
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -503,3 +504,119 @@ async def prune_jobs(conn: Executor, status: str, older_than: float, batch: int)
     """Delete one batch of old finished jobs; how many went."""
     done = await conn.execute(sql.query("prune_jobs"), status, older_than, batch)
     return int(done.rsplit(" ", 1)[-1])
+
+
+# -- importd web's reads -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """The job list's filters; None is no filter. ``search`` is an id or a dedup key."""
+
+    status: str | None = None
+    kind: str | None = None
+    queue: str | None = None
+    tenant: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    search: str | None = None
+
+    @property
+    def narrows(self) -> bool:
+        """Whether any filter is set (then a page scans a bounded window of ids)."""
+        return any(value is not None for value in dataclasses.astuple(self))
+
+    def params(self) -> list[Any]:
+        """The filter parameters $2..$9 of ``web_jobs``."""
+        by_id = None
+        if self.search is not None and self.search.isdigit() and len(self.search) < 19:
+            by_id = int(self.search)
+        return [
+            self.status,
+            self.kind,
+            self.queue,
+            self.tenant,
+            self.created_from,
+            self.created_to,
+            by_id,
+            self.search,
+        ]
+
+
+async def list_jobs(
+    conn: Executor, filters: JobFilter, *, older_than: int | None, limit: int, window: int | None
+) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``limit`` jobs matching ``filters``, newest first, with ids below the cursor
+    ``older_than`` (None: from the newest) and at most ``window`` ids below it (None: no
+    bound). Also the lowest id searched.
+
+    A bounded search walks back in slices of ids that double in size (2,000, 4,000, ...):
+    a filter that matches often fills the page from the first slice, one that matches
+    rarely reads at most ``window`` rows, and neither depends on the planner guessing
+    right how many rows the filters keep."""
+    top = older_than if older_than is not None else await conn.fetchval(sql.query("web_jobs_top"))
+    if window is None:
+        rows = await conn.fetch(sql.query("web_jobs"), top, *filters.params(), limit, 0)
+        return [dict(r) for r in rows], 0
+    params = filters.params()
+    bottom = max(top - window, 0)
+    found: list[dict[str, Any]] = []
+    step = 2000
+    while top > bottom and len(found) < limit:
+        floor = max(top - step, bottom)
+        rows = await conn.fetch(sql.query("web_jobs"), top, *params, limit - len(found), floor)
+        found += [dict(r) for r in rows]
+        top, step = floor, step * 2
+    return found, top
+
+
+async def running_jobs(conn: Executor, limit: int) -> list[dict[str, Any]]:
+    """The running jobs with their progress, the longest-running first (at most ``limit``)."""
+    return [dict(r) for r in await conn.fetch(sql.query("status_running"), limit)]
+
+
+async def job_exists(conn: Executor, job_id: int) -> bool:
+    """Whether job ``job_id`` exists."""
+    return bool(await conn.fetchval(sql.query("web_job_exists"), job_id))
+
+
+async def job_errors_page(
+    conn: Executor, job_id: int, *, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """One page of a job's rejected rows, by source line."""
+    rows = await conn.fetch(sql.query("web_job_errors"), job_id, limit, offset)
+    return [dict(r) for r in rows]
+
+
+async def recent(conn: Executor) -> list[dict[str, Any]]:
+    """Jobs finished in the last hour by minute, queue and status."""
+    return [dict(r) for r in await conn.fetch(sql.query("web_recent"))]
+
+
+async def overview(conn: Executor) -> dict[str, Any]:
+    """What the dashboard's overview shows, in five small statements: unfinished jobs by
+    queue and status, the last hour by minute, queue and status, the oldest runnable
+    job's wait, the busiest tenants and the rate limits."""
+    live_row = await conn.fetchrow(sql.query("web_live"), None)
+    summary = await conn.fetchrow(sql.query("status_summary"))
+    sharing = await conn.fetch(sql.query("status_sharing"))
+    return {
+        "counts": live_row["counts"],
+        "recent": await recent(conn),
+        "summary": dict(summary),
+        "tenants_running": {r["name"]: int(r["value"]) for r in sharing if r["what"] == "tenant"},
+        "rate_limits": {r["name"]: r["value"] for r in sharing if r["what"] == "rate_limit"},
+    }
+
+
+async def daemons(conn: Executor) -> list[dict[str, Any]] | None:
+    """The daemon registry's rows; None where this schema has no registry."""
+    if not await conn.fetchval(sql.query("web_daemons_present")):
+        return None
+    return [dict(r) for r in await conn.fetch(sql.query("web_daemons"))]
+
+
+async def live(conn: Executor, job_id: int | None) -> dict[str, Any]:
+    """What an open dashboard page updates: running jobs, counts, a job."""
+    row = await conn.fetchrow(sql.query("web_live"), job_id)
+    return dict(row)

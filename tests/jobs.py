@@ -62,3 +62,14 @@ async def fetch(job: importd.Job, ctx: importd.JobContext) -> Any:
     assert ctx.http is not None
     response = await ctx.http.get(job.payload["url"])
     return {"status": response.status_code}
+
+@importd.handler("steps")
+async def steps(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Report progress through ``payload.total`` rows, one more every ``payload.pause``
+    seconds, like an import reading a file."""
+    total = int(job.payload.get("total", 100))
+    pause = float(job.payload.get("pause", 0.1))
+    for done in range(total + 1):
+        ctx.progress(done, total, bytes_read=done * 100)
+        await asyncio.sleep(pause)
+    return {"rows": total}

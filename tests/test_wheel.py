@@ -21,6 +21,10 @@ def test_wheel_installs_and_migrates(tmp_path: Path, empty_dsn: str) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "importd/sql/migrations/0001_import_jobs.sql" in names
     assert "importd/sql/queries/claim_jobs.sql" in names
+    # importd web's templates and assets ship in the package: nothing comes from a CDN.
+    for asset in ("templates/base.html", "templates/job.html", "static/app.js",
+                  "static/app.css"):
+        assert f"importd/web/{asset}" in names, asset
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
