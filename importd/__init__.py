@@ -6,6 +6,8 @@ handlers are async functions registered with :func:`handler`.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from .executor import JobContext
 from .handlers import handler
 from .models import InvalidPayload, Job, Outcome, PermanentError, Status
@@ -23,4 +25,7 @@ __all__ = [
     "enqueue_many",
     "handler",
 ]
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml only
+    __version__ = _metadata.version("importd")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

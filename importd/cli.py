@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from . import config, daemon, db, doctor, logs, migrate, ops
+import asyncpg
+
+from . import __version__, config, daemon, db, doctor, logs, migrate, ops
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -44,11 +47,50 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+class CliError(Exception):
+    """A command cannot go on; ``code`` is the exit code, the message says why."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class _Parser(argparse.ArgumentParser):
-    """One line per error, saying where the help is (argparse prints the usage too)."""
+    """One line per error, saying where the help is (argparse prints the usage too), and
+    the closest flag or command for a typo."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("argument COMMAND: invalid choice:"):
+            given = message.split("'")[1] if "'" in message else ""
+            message += _did_you_mean(given, list(_commands(self)))
         self.exit(int(ExitCode.USAGE), f"importd: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> argparse.Namespace:
+        parsed: argparse.Namespace
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = _commands(self).get(getattr(parsed, "command", None) or "", self)
+            options = [o for a in sub._actions for o in a.option_strings]
+            unknown = [e for e in extras if e.startswith("-")] or extras
+            hint = "".join(
+                _did_you_mean(e.split("=", 1)[0], options) for e in unknown if e.startswith("-")
+            )
+            sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _did_you_mean(given: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="Run 'importd COMMAND --help' for the options and an example of each command.",
     )
+    parser.add_argument("--version", action="version", version=f"importd {__version__}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -268,10 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check the database, schema, trigger, LISTEN/NOTIFY and table health",
         formatter_class=_Formatter,
-        epilog="example:\n  importd doctor   # exit 1 when any check is an error",
+        epilog="example:\n  importd doctor   # exit 1 when any check is an error, "
+        "4 when the schema is behind",
     )
     _add_common(p)
     p.add_argument("--listen-dsn", help="the LISTEN connection to check (default --dsn)")
+    p.add_argument(
+        "--no-listen",
+        dest="listen",
+        action="store_const",
+        const=False,
+        help="check a poll-only setup (the daemons run with --no-listen)",
+    )
 
     p = sub.add_parser(
         "config",
@@ -318,8 +369,30 @@ def _fail(message: str, code: ExitCode) -> int:
     return int(code)
 
 
+async def _connect(settings: config.Settings, *, schema: bool = True) -> Any:
+    """A connection for one command; exit 5 when the database cannot be reached (refused,
+    unknown host, wrong password, no such database), 4 when its schema is behind."""
+    dsn = settings.require_dsn()
+    try:
+        conn = await db.connect(dsn, statement_cache_size=0)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise CliError(
+            f"cannot connect to the database: {db.describe_db_error(exc)}", ExitCode.UNAVAILABLE
+        ) from exc
+    if schema:
+        try:
+            state = await migrate.inspect(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        if state.pending:
+            await conn.close()
+            raise CliError(state.describe(), ExitCode.SCHEMA)
+    return conn
+
+
 async def _migrate(settings: config.Settings, check: bool) -> int:
-    conn = await db.connect(settings.require_dsn())
+    conn = await _connect(settings, schema=False)
     try:
         if check:
             state = await migrate.inspect(conn)
@@ -351,9 +424,17 @@ async def _enqueue_many(
     settings: config.Settings, args: argparse.Namespace, run_at: datetime | None
 ) -> int:
     # A CLI reading its own input: blocking reads are fine here.
-    stream = sys.stdin if args.payloads == "-" else open(args.payloads, encoding="utf-8")  # noqa: SIM115, ASYNC230
+    try:
+        stream = sys.stdin if args.payloads == "-" else open(args.payloads, encoding="utf-8")  # noqa: SIM115, ASYNC230
+    except OSError as exc:
+        return _fail(f"--payloads: cannot read {args.payloads}: {exc.strerror}", ExitCode.USAGE)
     bar = Progress("enqueue", 0)
-    conn = await db.connect(settings.require_dsn())
+    try:
+        conn = await _connect(settings)
+    except BaseException:
+        if stream is not sys.stdin:
+            stream.close()
+        raise
     count = 0
     try:
         batch: list[NewJob] = []
@@ -386,7 +467,7 @@ async def _enqueue_many(
                 bar.update(count, count)
         if batch:
             count += len(await enqueue_many(conn, batch))
-        bar.update(count, count)
+        bar.done = bar.total = count  # finish() reports it, once
         bar.finish()
     finally:
         await conn.close()
@@ -409,7 +490,7 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
         return _fail(f"--payload is not valid JSON: {exc}", ExitCode.USAGE)
     if not isinstance(payload, dict):
         return _fail('--payload must be a JSON object, e.g. \'{"table": "users"}\'', ExitCode.USAGE)
-    conn = await db.connect(settings.require_dsn())
+    conn = await _connect(settings)
     try:
         job_id = await enqueue(
             conn,
@@ -430,7 +511,7 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
 
 
 async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
-    conn = await db.connect(settings.require_dsn())
+    conn = await _connect(settings)
     try:
         await db.readable_timestamps(conn)
         if args.command == "status":
@@ -453,13 +534,17 @@ async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
                     "retry: give job ids, or --failed (with --kind, --queue, --since)",
                     ExitCode.USAGE,
                 )
-            print(
-                await ops.retry(
-                    conn, args.ids or None, kind=args.kind, queue=args.queue, since=args.since
-                )
+            text, problems = await ops.retry(
+                conn, args.ids or None, kind=args.kind, queue=args.queue, since=args.since
             )
+            print(text)
+            if problems:
+                return _fail("retry: " + "; ".join(problems), ExitCode.USAGE)
         elif args.command == "cancel":
-            print(await ops.cancel(conn, args.ids))
+            text, problems = await ops.cancel(conn, args.ids)
+            print(text)
+            if problems:
+                return _fail("cancel: " + "; ".join(problems), ExitCode.USAGE)
         elif args.command == "prune":
             completed = config.parse_duration(args.older_than)
             failed = config.parse_duration(args.failed_older_than or args.older_than)
@@ -507,7 +592,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
     except config.ConfigError as exc:
         return _fail(str(exc), ExitCode.CONFIG)
-    logs.configure(settings.log_level, settings.log_format)
+    quiet_per_job = args.command == "drain" and not sys.stderr.isatty()
+    logs.configure(
+        settings.log_level,
+        settings.log_format,
+        per_job=frozenset({"job_completed"}) if quiet_per_job else frozenset(),
+    )
     try:
         if args.command == "run" and args.embedded is not None:
             return daemon.run_embedded(settings, Path(args.embedded) if args.embedded else None)
@@ -538,17 +628,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             checks = asyncio.run(doctor.run(settings))
             print(doctor.render(checks))
-            return 1 if any(c.level == doctor.ERROR for c in checks) else 0
+            return doctor.exit_code(checks)
         if args.command in ("status", "show", "retry", "cancel", "prune"):
             return asyncio.run(_operate(settings, args))
     except config.ConfigError as exc:
         return _fail(str(exc), ExitCode.CONFIG)
-    except (OSError, TimeoutError) as exc:
-        return _fail(f"cannot connect to the database: {exc}", ExitCode.UNAVAILABLE)
-    except Exception as exc:
-        if type(exc).__module__.startswith("asyncpg"):
-            return _fail(f"database error: {db.describe_db_error(exc)}", ExitCode.ERROR)
-        raise
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except migrate.SchemaMismatch as exc:
+        return _fail(str(exc), ExitCode.SCHEMA)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return _fail(f"database error: {db.describe_db_error(exc)}", ExitCode.ERROR)
     return _fail(f"unknown command {args.command}", ExitCode.USAGE)
 
 

@@ -27,8 +27,9 @@ class Check:
 async def run(settings: Settings) -> list[Check]:
     """Every check, in order; stops after the connection check if that fails."""
     checks: list[Check] = []
+    dsn = settings.require_dsn()  # no DSN is a configuration error (exit 3), not a check
     try:
-        conn = await db.connect(settings.require_dsn(), timeout=10)
+        conn = await db.connect(dsn, timeout=10, statement_cache_size=0)
     except Exception as exc:
         return [
             Check(
@@ -51,10 +52,10 @@ async def run(settings: Settings) -> list[Check]:
             checks.extend(await _health(conn))
         if FLEET_VERSION in state.applied:
             checks.append(await _fleet(conn))
-        checks.append(await _pooler(conn))
+        checks.append(await _pooler(conn, settings))
+        checks.append(await _listen(settings, conn))
     finally:
         await conn.close()
-    checks.append(await _listen(settings.effective_listen_dsn))
     return checks
 
 
@@ -176,47 +177,109 @@ async def _fleet(conn: Any) -> Check:
     return Check("daemons", OK, f"{live}; every pending kind has a daemon that serves it")
 
 
-async def _pooler(conn: Any) -> Check:
-    pids = {await conn.fetchval("SELECT pg_backend_pid()") for _ in range(3)}
-    if len(pids) > 1:
+async def _pooler(conn: Any, settings: Settings) -> Check:
+    """Whether ``dsn`` goes through a pooler, and in which mode.
+
+    A pooler announces a backend key of its own at connect, so its process id differs from
+    ``pg_backend_pid()``. In transaction mode a server session serves whichever client has
+    a transaction: a second connection's statement lands on the session the first one just
+    used (pgbouncer hands out the most recently freed one), or one connection's successive
+    transactions land on different sessions."""
+    if not await db.behind_pooler(conn):
+        return Check("pooler", OK, "none: the DSN reaches PostgreSQL directly")
+    other = await db.connect(settings.require_dsn(), timeout=10, statement_cache_size=0)
+    try:
+        mine = {await conn.fetchval("SELECT pg_backend_pid()") for _ in range(3)}
+        theirs = await other.fetchval("SELECT pg_backend_pid()")
+    finally:
+        await other.close()
+    if len(mine) == 1 and theirs not in mine:
         return Check(
             "pooler",
-            WARNING,
-            "the DSN goes through a transaction-mode pooler: set "
-            "listen_dsn to a direct connection and statement_cache_size = 0",
+            OK,
+            "the DSN goes through a pooler that kept one server session per connection "
+            "(session mode): LISTEN and prepared statements work through it",
         )
-    return Check("pooler", OK, "one server session per connection")
+    problems = []
+    if settings.listen and not settings.listen_dsn:
+        problems.append("set listen_dsn to a direct connection (or run with --no-listen)")
+    if settings.statement_cache_size:
+        problems.append(
+            "set statement_cache_size = 0 (the daemon uses 0 by itself when it sees the pooler)"
+        )
+    what = "the DSN goes through a transaction-mode pooler (server sessions are shared)"
+    if problems:
+        return Check("pooler", WARNING, f"{what}: {'; '.join(problems)}")
+    return Check(
+        "pooler",
+        OK,
+        f"{what}; statement_cache_size is 0"
+        + ("; LISTEN uses listen_dsn" if settings.listen else "; poll only (listen off)"),
+    )
 
 
-async def _listen(dsn: str) -> Check:
+async def _listen(settings: Settings, sender: Any) -> Check:
+    """A NOTIFY sent over the DSN (as a producer's would be), heard on the LISTEN
+    connection; timed from before the NOTIFY to its arrival."""
+    if not settings.listen:
+        return Check(
+            "listen", OK, "off (poll only): jobs start within poll_interval of their commit"
+        )
     channel = f"importd_doctor_{secrets.token_hex(4)}"
     got = asyncio.Event()
     try:
-        conn = await db.connect(dsn, timeout=10)
+        conn = await db.connect(settings.effective_listen_dsn, timeout=10, statement_cache_size=0)
     except Exception as exc:
         return Check(
             "listen", ERROR, f"cannot open the LISTEN connection: {db.describe_db_error(exc)}"
         )
     try:
+        pooled = await db.behind_pooler(conn)
         await conn.add_listener(channel, lambda *_: got.set())
-        await conn.execute("SELECT pg_notify($1, 'ping')", channel)
         started = time.monotonic()
+        await sender.execute("SELECT pg_notify($1, 'ping')", channel)
         try:
             async with asyncio.timeout(3):
                 await got.wait()
         except TimeoutError:
+            if pooled:
+                return Check(
+                    "listen",
+                    ERROR,
+                    "no NOTIFY came back within 3 s: the LISTEN connection goes through a "
+                    "pooler, and a LISTEN through a transaction-mode pooler never hears a "
+                    "NOTIFY; set listen_dsn to a direct connection, or run the daemons "
+                    "with --no-listen",
+                )
             return Check(
                 "listen",
                 ERROR,
-                "no NOTIFY came back within 3 s: LISTEN does not "
-                "work on this connection (a pooler?); set listen_dsn, or run the "
-                "daemons with --no-listen",
+                "no NOTIFY came back within 3 s: LISTEN does not work on this "
+                "connection; set listen_dsn, or run the daemons with --no-listen",
             )
+        elapsed = (time.monotonic() - started) * 1000
         return Check(
-            "listen", OK, f"NOTIFY round trip in {(time.monotonic() - started) * 1000:.1f} ms"
+            "listen",
+            WARNING if pooled else OK,
+            f"NOTIFY round trip in {elapsed:.1f} ms"
+            + (
+                " (through a pooler in session mode: a direct listen_dsn is safer)"
+                if pooled
+                else ""
+            ),
         )
     finally:
         await conn.close()
+
+
+def exit_code(checks: list[Check]) -> int:
+    """5 when the database cannot be reached and 4 when the schema is behind or ahead (like
+    every other command), 1 when any other check is an error, else 0."""
+    if any(c.name == "connection" and c.level == ERROR for c in checks):
+        return 5
+    if any(c.name == "schema" and c.level == ERROR for c in checks):
+        return 4
+    return 1 if any(c.level == ERROR for c in checks) else 0
 
 
 def render(checks: list[Check]) -> str:

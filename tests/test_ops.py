@@ -40,9 +40,10 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
     done = run_importd("status", "--json", "--dsn", dsn)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    assert set(data) == {"queues", "oldest_runnable_s", "estimated_rows", "running",
+    assert set(data) == {"queues", "oldest_runnable_s", "estimated_rows", "rows", "running",
                          "failed_last_hour", "tenants_running", "rate_limits_ahead_s", "at",
                          "daemons", "unserved"}
+    assert data["rows"] == 5  # counted exactly: the table is small (and never analyzed)
     imports = next(q for q in data["queues"] if q["queue"] == "imports" and q["kind"] == "csv")
     assert imports["pending"] == 3 and imports["failed_1h"] == 1
     assert data["failed_last_hour"] == 1 and data["oldest_runnable_s"] >= 0
@@ -50,6 +51,7 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
     assert run["id"] == running and run["rows_done"] == 50 and run["locked_by"] == "host:1:abc"
     text = run_importd("status", "--dsn", dsn).stdout
     assert "imports" in text and "50/200 (25%)" in text and "failures in the last hour: 1" in text
+    assert "jobs in table: 5" in text
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
@@ -168,7 +170,7 @@ async def test_doctor_finds_a_disabled_trigger_and_a_stuck_job(conn, dsn) -> Non
     assert lines["trigger"].startswith("ERROR") and "disabled" in lines["trigger"]
     assert lines["stuck"].startswith("WARNING") and "1 running job(s)" in lines["stuck"]
     gone = run_importd("doctor", "--dsn", "postgresql://nobody@127.0.0.1:1/none")
-    assert gone.returncode == 1 and gone.stdout.startswith("ERROR    connection")
+    assert gone.returncode == 5 and gone.stdout.startswith("ERROR    connection")
 
 
 async def test_prune_in_batches(conn, dsn) -> None:
