@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import itertools
 import signal
 import time
@@ -222,6 +223,13 @@ async def test_drain_exit_codes(conn, dsn, jobs, code) -> None:
     done = await asyncio.to_thread(run_importd, "drain", "--dsn", dsn, "--handlers",
                                    "tests.jobs", "--backoff-base", "30")
     assert done.returncode == code, done.stderr
+    # Off a TTY: JSON lines, a summary that logs the exit code it exits with, and no line
+    # per completed job (those come at --log-level debug).
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    (stopped,) = [e for e in events if e["event"] == "daemon_stopped"]
+    assert stopped["exit_code"] == code
+    assert stopped["completed"] == sum(1 for kind, *_ in jobs if kind == "noop")
+    assert not [e for e in events if e["event"] == "job_completed"]
     assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE status = 'running'") == 0
 
 
