@@ -14,13 +14,14 @@ from typing import Any, NoReturn
 
 import asyncpg
 
-from . import __version__, config, daemon, db, doctor, logs, migrate, ops
+from . import __version__, config, daemon, db, doctor, logs, migrate, ops, payloads
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     DEFAULT_TIMEOUT_S,
     ExitCode,
+    InvalidPayload,
 )
 from .progress import Progress
 from .repository import NewJob, enqueue, enqueue_many
@@ -137,6 +138,27 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
         help="running jobs per tenant at most, over every daemon (default: no cap)",
     )
     parser.add_argument(
+        "--import-root",
+        dest="import_roots",
+        action="append",
+        metavar="DIR",
+        help="file:// sources may be read from under DIR, an absolute path (repeatable)",
+    )
+    parser.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        metavar="NAME",
+        help="imports may write this table: table, schema.table or schema.* (repeatable)",
+    )
+    parser.add_argument(
+        "--url-prefix",
+        dest="url_prefixes",
+        action="append",
+        metavar="URL",
+        help="https:// sources and http jobs may reach URLs starting with URL (repeatable)",
+    )
+    parser.add_argument(
         "--no-fair",
         dest="fair",
         action="store_const",
@@ -176,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the daemon until SIGTERM",
         formatter_class=_Formatter,
-        epilog="examples:\n  importd run --concurrency 16 --handlers myapp.jobs\n"
+        epilog="examples:\n  importd run --import-root /srv/uploads --table public.customers\n"
+        "  importd run --concurrency 16 --handlers myapp.jobs\n"
         "  importd run --queue imports=6 --queue webhooks=2 --rate-limit webhooks=10/s "
         "--tenant-concurrency 2",
     )
@@ -323,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
         const=False,
         help="check a poll-only setup (the daemons run with --no-listen)",
     )
+    for flag, dest, what in (
+        ("--import-root", "import_roots", "DIR"),
+        ("--table", "tables", "NAME"),
+        ("--url-prefix", "url_prefixes", "URL"),
+    ):
+        p.add_argument(flag, dest=dest, action="append", metavar=what, help="as for run")
 
     p = sub.add_parser(
         "config",
@@ -356,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt")
     p.add_argument("--dedup-key", help="no second unfinished job with this key")
     p.add_argument("--tenant", dest="tenant_id")
+    p.add_argument(
+        "--no-validate",
+        dest="validate",
+        action="store_false",
+        help="skip checking csv, ndjson and http payloads against their handler's rules",
+    )
     return parser
 
 
@@ -449,6 +484,11 @@ async def _enqueue_many(
                 return _fail(
                     f"{args.payloads}:{number}: a payload must be a JSON object", ExitCode.USAGE
                 )
+            if args.validate:
+                try:
+                    payloads.check(args.kind, payload, settings)
+                except InvalidPayload as exc:
+                    return _fail(f"{args.payloads}:{number}: {exc}", ExitCode.USAGE)
             batch.append(
                 NewJob(
                     args.kind,
@@ -490,6 +530,11 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
         return _fail(f"--payload is not valid JSON: {exc}", ExitCode.USAGE)
     if not isinstance(payload, dict):
         return _fail('--payload must be a JSON object, e.g. \'{"table": "users"}\'', ExitCode.USAGE)
+    if args.validate:
+        try:
+            payloads.check(args.kind, payload, settings)
+        except InvalidPayload as exc:
+            return _fail(f"{exc} (--no-validate enqueues it anyway)", ExitCode.USAGE)
     conn = await _connect(settings)
     try:
         job_id = await enqueue(

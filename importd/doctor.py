@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import db, fleet, migrate, repository, sql
-from .config import Settings
+from .config import Settings, how_to_set
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
@@ -52,6 +52,7 @@ async def run(settings: Settings) -> list[Check]:
             checks.extend(await _health(conn))
         if FLEET_VERSION in state.applied:
             checks.append(await _fleet(conn))
+        checks.append(_imports(settings))
         checks.append(await _pooler(conn, settings))
         checks.append(await _listen(settings, conn))
     finally:
@@ -171,10 +172,32 @@ async def _fleet(conn: Any) -> Check:
         return Check(
             "daemons",
             WARNING,
-            f"{live}; " + "; ".join(u.text for u in missing)
+            f"{live}; "
+            + "; ".join(u.text for u in missing)
             + ": those jobs wait until a daemon with their --handlers runs",
         )
     return Check("daemons", OK, f"{live}; every pending kind has a daemon that serves it")
+
+
+def _imports(settings: Settings) -> Check:
+    """Whether csv / ndjson jobs can load anything with these settings (the daemon's
+    settings: run doctor with the same configuration)."""
+    problems = []
+    if not settings.tables:
+        problems.append(
+            "no tables allowed: every csv / ndjson job fails; allow one with "
+            + how_to_set("tables", "public.customers")
+        )
+    if not settings.import_roots and not settings.url_prefixes:
+        problems.append(
+            "no import_roots and no url_prefixes: every source is refused; allow a "
+            "directory with " + how_to_set("import_roots", "/srv/uploads")
+        )
+    if problems:
+        return Check("imports", WARNING, "; ".join(problems))
+    where = [f"files under {', '.join(settings.import_roots)}"] if settings.import_roots else []
+    where += [f"URLs under {', '.join(settings.url_prefixes)}"] if settings.url_prefixes else []
+    return Check("imports", OK, f"into {', '.join(settings.tables)}; from {' and '.join(where)}")
 
 
 async def _pooler(conn: Any, settings: Settings) -> Check:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import itertools
+import json
 import signal
 import time
 from collections import Counter

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from ..config import how_to_set
 from ..models import InvalidPayload, PermanentError, RetryLater
 
 BLOCK = 1 << 20
@@ -74,13 +75,17 @@ def resolve_file(source: str, roots: tuple[str, ...]) -> str:
         raise InvalidPayload("payload.source: '..' and NUL bytes are not allowed in paths")
     if not roots:
         raise InvalidPayload(
-            "payload.source: file sources are disabled (no import_roots configured)"
+            "payload.source: file sources are disabled (no import_roots configured); "
+            f"allow a directory with {how_to_set('import_roots', os.path.dirname(path))}"
         )
     real = os.path.realpath(path)
     real_roots = [os.path.realpath(r) for r in roots]
     if not any(_under(real, r) for r in real_roots):
+        target = f" (a symlink to {real})" if real != os.path.abspath(path) else ""
         raise InvalidPayload(
-            f"payload.source: {path} is outside the import roots ({', '.join(roots)})"
+            f"payload.source: {path}{target} is outside the import roots "
+            f"({', '.join(roots)}); allow its directory with "
+            f"{how_to_set('import_roots', os.path.dirname(real))}"
         )
     return real
 
@@ -134,13 +139,25 @@ def check_url(url: str, prefixes: tuple[str, ...], field_name: str = "payload.so
     """Refuse a URL that is not under one of ``prefixes``."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise InvalidPayload(f"{field_name}: expected an https:// URL")
+        accepted = (
+            "a file:///path or an https:// URL"
+            if field_name == "payload.source"
+            else ("an https:// URL")
+        )
+        raise InvalidPayload(f"{field_name}: expected {accepted}")
     if parts.username or parts.password:
         raise InvalidPayload(f"{field_name}: credentials in URLs are not allowed")
+    origin = f"{parts.scheme}://{parts.netloc}/"
     if not prefixes:
-        raise InvalidPayload(f"{field_name}: URLs are disabled (no url_prefixes configured)")
+        raise InvalidPayload(
+            f"{field_name}: URLs are disabled (no url_prefixes configured); allow them with "
+            f"{how_to_set('url_prefixes', origin)}"
+        )
     if not any(url.startswith(prefix) for prefix in prefixes):
-        raise InvalidPayload(f"{field_name}: the URL is not under an allowed prefix")
+        raise InvalidPayload(
+            f"{field_name}: the URL is not under an allowed prefix (url_prefixes: "
+            f"{', '.join(prefixes)}); add one with {how_to_set('url_prefixes', origin)}"
+        )
 
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
