@@ -106,6 +106,16 @@ async def apply(conn: asyncpg.Connection) -> list[str]:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
         await conn.execute(_BOOTSTRAP)
+        found = await conn.fetchrow(sql.query("find_pg_net_design"))
+        if found["functions"]:
+            # The trigger that called pg_net goes in the same transaction as the
+            # functions: from the commit on, no insert calls pg_net.
+            await conn.execute(sql.query("replace_pg_net_design"))
+            log.info(
+                "pg_net_design_replaced",
+                dropped=list(found["functions"]),
+                renamed={t: f"{t}_pg_net" for t in found["tables"]},
+            )
     for version, name, text in sql.migrations():
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
