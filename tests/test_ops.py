@@ -200,17 +200,17 @@ async def test_bulk_enqueue_and_drain_report_progress(conn, dsn, tmp_path: Path)
     assert "progress" in done.stderr  # not a TTY: log lines, not a bar
     finals = [line for line in done.stderr.splitlines() if '"done": 2500' in line]
     assert len(finals) == 1, done.stderr  # the last progress line, once
-    small = tmp_path / "few.ndjson"
-    small.write_text('{"n": 1}\n{"n": 2}\n{"n": 3}\n')
-    few = run_importd("enqueue", "noop", "--payloads", str(small), "--dsn", dsn)
-    assert few.returncode == 0
-    assert few.stderr.count('"done": 3') == 1, few.stderr  # printed twice before
     assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE queue = 'bulk'") == 2500
     drained = run_importd("drain", "--dsn", dsn, "--log-format", "json")
     assert drained.returncode == 0
     last = [json.loads(line) for line in drained.stderr.splitlines()
             if '"progress"' in line][-1]
     assert last["task"] == "drain" and last["done"] == last["total"] == 2500
+    small = tmp_path / "few.ndjson"
+    small.write_text('{"n": 1}\n{"n": 2}\n{"n": 3}\n')
+    few = run_importd("enqueue", "noop", "--payloads", str(small), "--dsn", dsn)
+    assert few.returncode == 0
+    assert few.stderr.count('"done": 3') == 1, few.stderr  # printed twice before
 
 
 def test_make_demo_end_to_end() -> None:
