@@ -684,6 +684,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), ExitCode.SCHEMA)
     except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         return _fail(f"database error: {db.describe_db_error(exc)}", ExitCode.ERROR)
+    except (OSError, TimeoutError) as exc:  # the connection broke after it was made
+        return _fail(f"lost the database connection: {type(exc).__name__}: {exc}", ExitCode.ERROR)
     return _fail(f"unknown command {args.command}", ExitCode.USAGE)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import db, fleet, migrate, repository, sql
 from .config import Settings, how_to_set
+from .models import ExitCode
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
@@ -299,10 +300,10 @@ def exit_code(checks: list[Check]) -> int:
     """5 when the database cannot be reached and 4 when the schema is behind or ahead (like
     every other command), 1 when any other check is an error, else 0."""
     if any(c.name == "connection" and c.level == ERROR for c in checks):
-        return 5
+        return int(ExitCode.UNAVAILABLE)
     if any(c.name == "schema" and c.level == ERROR for c in checks):
-        return 4
-    return 1 if any(c.level == ERROR for c in checks) else 0
+        return int(ExitCode.SCHEMA)
+    return int(ExitCode.ERROR) if any(c.level == ERROR for c in checks) else int(ExitCode.OK)
 
 
 def render(checks: list[Check]) -> str:
