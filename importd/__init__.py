@@ -6,8 +6,6 @@ handlers are async functions registered with :func:`handler`.
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
 from .executor import JobContext
 from .handlers import handler
 from .models import InvalidPayload, Job, Outcome, PermanentError, Status
@@ -25,7 +23,13 @@ __all__ = [
     "enqueue_many",
     "handler",
 ]
-try:  # the version lives in pyproject.toml only
-    __version__ = _metadata.version("importd")
-except _metadata.PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+
+
+def __getattr__(name: str) -> str:
+    # ``importd.__version__``, read from the installed metadata only when asked for:
+    # importlib.metadata costs tens of milliseconds of every command's start-up.
+    if name == "__version__":
+        from ._version import version  # noqa: PLC0415
+
+        return version()
+    raise AttributeError(f"module 'importd' has no attribute {name!r}")

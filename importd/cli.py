@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import asyncpg
 
-from . import __version__, config, daemon, db, doctor, logs, migrate, ops, payloads
+from . import config, daemon, db, doctor, logs, migrate, ops, payloads
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -80,6 +80,16 @@ class _Parser(argparse.ArgumentParser):
             )
             sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return parsed
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the metadata only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kw: Any) -> None:
+        from ._version import version  # noqa: PLC0415
+
+        print(f"importd {version()}")
+        parser.exit(0)
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -175,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="Run 'importd COMMAND --help' for the options and an example of each command.",
     )
-    parser.add_argument("--version", action="version", version=f"importd {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )

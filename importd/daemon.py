@@ -22,7 +22,8 @@ import asyncpg
 import httpx
 import structlog
 
-from . import __version__, db, handlers, migrate
+from . import db, handlers, migrate
+from ._version import version
 from .backoff import Backoff
 from .cluster import ClusterError, persistent
 from .config import Settings
@@ -178,7 +179,7 @@ class Daemon:
         async with httpx.AsyncClient(
             follow_redirects=False,
             limits=httpx.Limits(max_connections=max(self.settings.total_slots, 10)),
-            headers={"User-Agent": f"importd/{__version__}"},
+            headers={"User-Agent": f"importd/{version()}"},
         ) as http:
             return await self._serve_with(engine, pool, registry, http)
 

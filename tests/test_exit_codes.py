@@ -9,7 +9,7 @@ from typing import Any
 
 import importd
 
-from .helpers import importd_env, run_importd
+from .helpers import importd_env, run_importd, run_importd_batch
 
 COMMANDS_WITH_A_DATABASE = [
     ["status"], ["show", "1"], ["retry", "1"], ["cancel", "1"], ["prune"], ["doctor"],
@@ -17,9 +17,19 @@ COMMANDS_WITH_A_DATABASE = [
 ]
 
 
+DAEMONS = ("run", "drain")  # they log through loggers cached per process: one each
+
+
 async def _run_all(argvs: list[list[str]], env: dict[str, str] | None = None) -> list[Any]:
-    return await asyncio.gather(*(asyncio.to_thread(run_importd, *argv, env=env)
-                                  for argv in argvs))
+    """Every command of ``argvs``; those that need no process of their own in one child."""
+    batched = [a for a in argvs if a[0] not in DAEMONS]
+    alone = [a for a in argvs if a[0] in DAEMONS]
+    results = await asyncio.gather(
+        asyncio.to_thread(run_importd_batch, batched, env),
+        *(asyncio.to_thread(run_importd, *argv, env=env) for argv in alone))
+    by_argv = dict(zip(map(tuple, batched), results[0], strict=True))
+    by_argv.update(zip(map(tuple, alone), results[1:], strict=True))
+    return [by_argv[tuple(argv)] for argv in argvs]
 
 
 async def test_bad_arguments_exit_2_with_a_reason(conn: Any, dsn: str) -> None:
@@ -64,7 +74,9 @@ def test_version_comes_from_the_package_metadata() -> None:
 
 
 async def test_no_database_given_exits_3_for_every_command() -> None:
-    results = await _run_all(COMMANDS_WITH_A_DATABASE, env=importd_env())
+    # No DSN stops every command before it logs: all of them in one child.
+    results = await asyncio.to_thread(run_importd_batch, COMMANDS_WITH_A_DATABASE,
+                                      importd_env())
     for argv, done in zip(COMMANDS_WITH_A_DATABASE, results, strict=True):
         assert done.returncode == 3, (argv, done.stdout, done.stderr)
         assert "no database given: pass --dsn, or set IMPORTD_DSN" in done.stderr, argv

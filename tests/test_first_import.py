@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 import importd
-from importd import config
+from importd import config, repository
 from importd.handlers import sources
 from importd.models import InvalidPayload
 
-from .helpers import importd_env, run_importd
+from .helpers import run_importd, run_importd_batch
 
 
 async def _job(conn: Any, job_id: int) -> Any:
@@ -29,11 +29,8 @@ async def test_first_import_from_the_quick_start(conn: Any, dsn: str, drain: Any
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     (uploads / "c.csv").write_text("id,name\n1,Ada\n2,Grace\n")
-    payload = json.dumps({"source": f"file://{uploads}/c.csv", "table": "customers"})
-    added = await asyncio.to_thread(run_importd, "enqueue", "csv", "--payload", payload,
-                                    "--dsn", dsn)
-    assert added.returncode == 0, added.stderr
-    job_id = int(added.stdout)
+    job_id = await importd.enqueue(conn, "csv", {"source": f"file://{uploads}/c.csv",
+                                                 "table": "customers"})
 
     # What a new user runs first: no allowlist. The refusal says how to give one.
     assert await drain() == 10
@@ -42,8 +39,7 @@ async def test_first_import_from_the_quick_start(conn: Any, dsn: str, drain: Any
                 "IMPORTD_TABLES=public.customers", 'tables = ["public.customers"]'):
         assert way in error, error
     # With the table but no roots: the refusal names the roots' flag, variable and key.
-    assert (await asyncio.to_thread(run_importd, "retry", str(job_id), "--dsn", dsn)
-            ).returncode == 0
+    assert await repository.retry_jobs(conn, [job_id]) == (1, 0)
     assert await drain(tables=("customers",)) == 10
     error = (await _job(conn, job_id))["last_error"]
     for way in ("the 'import_roots' setting", f"--import-root {uploads}",
@@ -51,8 +47,7 @@ async def test_first_import_from_the_quick_start(conn: Any, dsn: str, drain: Any
         assert way in error, error
 
     # The flags on the command line, as the README's quick start says.
-    assert (await asyncio.to_thread(run_importd, "retry", str(job_id), "--dsn", dsn)
-            ).returncode == 0
+    assert await repository.retry_jobs(conn, [job_id]) == (1, 0)
     done = await asyncio.to_thread(run_importd, "drain", "--dsn", dsn, "--table", "customers",
                                    "--import-root", str(uploads))
     assert done.returncode == 0, done.stderr
@@ -92,10 +87,9 @@ def test_a_symlink_out_of_a_root_names_its_target(tmp_path: Path) -> None:
 
 
 async def test_doctor_warns_when_nothing_can_be_imported(dsn: str, tmp_path: Path) -> None:
-    bare, ready = await asyncio.gather(
-        asyncio.to_thread(run_importd, "doctor", "--dsn", dsn),
-        asyncio.to_thread(run_importd, "doctor", "--dsn", dsn, "--table", "public.customers",
-                          "--import-root", str(tmp_path)))
+    bare, ready = await asyncio.to_thread(run_importd_batch, [
+        ["doctor", "--dsn", dsn],
+        ["doctor", "--dsn", dsn, "--table", "public.customers", "--import-root", str(tmp_path)]])
     (line,) = [x for x in bare.stdout.splitlines() if x.split()[1] == "imports"]
     assert line.startswith("WARNING") and "no tables allowed" in line
     assert "--table public.customers" in line and "IMPORTD_IMPORT_ROOTS=/srv/uploads" in line
@@ -114,19 +108,18 @@ async def test_enqueue_checks_payloads_against_the_handlers_rules(conn: Any, dsn
          "payload.header: a CSV option, not for NDJSON"),
         ("http", {"url": "ftp://example.com/hook"}, "payload.url: expected an https:// URL"),
     ]
-    runs = [asyncio.to_thread(run_importd, "enqueue", kind, "--payload", json.dumps(payload),
-                              "--dsn", dsn) for kind, payload, _ in cases]
+    calls: list[tuple[list[str], dict[str, str]]] = [
+        (["enqueue", kind, "--payload", json.dumps(payload), "--dsn", dsn], {})
+        for kind, payload, _ in cases]
     lines = tmp_path / "jobs.ndjson"
     lines.write_text('{"source": "file:///srv/a.csv", "table": "t"}\n{"source": "file:///x"}\n')
-    runs.append(asyncio.to_thread(run_importd, "enqueue", "csv", "--payloads", str(lines),
-                                  "--dsn", dsn))
-    runs.append(asyncio.to_thread(
-        run_importd, "enqueue", "csv", "--payload", json.dumps({"source": "file:///a.csv",
-                                                               "table": "other"}),
-        "--dsn", dsn, env=importd_env(IMPORTD_TABLES="public.customers")))
-    runs.append(asyncio.to_thread(run_importd, "enqueue", "csv", "--no-validate", "--payload",
-                                  '{"anything": 1}', "--dsn", dsn))
-    *refused, from_file, not_allowed, forced = await asyncio.gather(*runs)
+    calls.append((["enqueue", "csv", "--payloads", str(lines), "--dsn", dsn], {}))
+    calls.append((["enqueue", "csv", "--payload", json.dumps({"source": "file:///a.csv",
+                                                              "table": "other"}),
+                   "--dsn", dsn], {"IMPORTD_TABLES": "public.customers"}))
+    calls.append((["enqueue", "csv", "--no-validate", "--payload", '{"anything": 1}',
+                   "--dsn", dsn], {}))
+    *refused, from_file, not_allowed, forced = await asyncio.to_thread(run_importd_batch, calls)
     for (kind, _, reason), done in zip(cases, refused, strict=True):
         assert done.returncode == 2, (kind, done.stderr)
         assert reason in done.stderr and "--no-validate" in done.stderr, (kind, done.stderr)

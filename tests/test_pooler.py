@@ -9,7 +9,7 @@ from typing import Any
 import importd
 from importd import db
 
-from .helpers import importd_env, run_importd, wait_until
+from .helpers import importd_env, run_importd, run_importd_batch, wait_until
 
 
 def _lines(stdout: str) -> dict[str, str]:
@@ -22,21 +22,21 @@ async def _status(conn: Any, job_id: int) -> str:
 
 async def test_doctor_tells_a_transaction_pooler_from_a_direct_connection(
         dsn: str, pooled_dsn: str) -> None:
-    direct = await asyncio.to_thread(run_importd, "doctor", "--dsn", dsn)
+    direct, naive, right = await asyncio.to_thread(run_importd_batch, [
+        (["doctor", "--dsn", dsn], {}),
+        (["doctor", "--dsn", pooled_dsn], {}),
+        (["doctor", "--dsn", pooled_dsn, "--listen-dsn", dsn],
+         {"IMPORTD_STATEMENT_CACHE_SIZE": "0"})])
     assert direct.returncode == 0, direct.stdout
     assert _lines(direct.stdout)["pooler"].startswith("OK") and "directly" in direct.stdout
 
     # Through the pooler with no listen_dsn: the heuristic of old said "OK" twice here.
-    naive = await asyncio.to_thread(run_importd, "doctor", "--dsn", pooled_dsn)
     lines = _lines(naive.stdout)
     assert naive.returncode == 1, naive.stdout
     assert lines["pooler"].startswith("WARNING") and "transaction-mode pooler" in lines["pooler"]
     assert "listen_dsn" in lines["pooler"] and "statement_cache_size = 0" in lines["pooler"]
     assert lines["listen"].startswith("ERROR") and "through a pooler" in lines["listen"]
 
-    right = await asyncio.to_thread(
-        run_importd, "doctor", "--dsn", pooled_dsn, "--listen-dsn", dsn,
-        env=importd_env(IMPORTD_STATEMENT_CACHE_SIZE="0"))
     lines = _lines(right.stdout)
     assert right.returncode == 0, right.stdout
     assert lines["pooler"].startswith("OK") and "transaction-mode pooler" in lines["pooler"]
