@@ -30,7 +30,7 @@ class PgBouncer:
     """One pgbouncer process in ``pool_mode`` in front of the server at ``server_dsn``."""
 
     def __init__(self, server_dsn: str, *, pool_mode: str = "transaction",
-                 pool_size: int = 4) -> None:
+                 pool_size: int = 8) -> None:
         url = urlsplit(server_dsn)
         self.server_host = url.hostname or "127.0.0.1"
         self.server_port = url.port or 5432

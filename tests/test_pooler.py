@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import importd
@@ -45,14 +46,16 @@ async def test_doctor_tells_a_transaction_pooler_from_a_direct_connection(
 
 
 async def test_dsn_through_pgbouncer_and_a_direct_listen_dsn(
-        conn: Any, dsn: str, pooled_dsn: str, daemons: Any) -> None:
+        conn: Any, dsn: str, pooled_dsn: str, daemons: Any, tmp_path: Path) -> None:
     # Migrate through the pooler (transaction-level locks only), twice.
     for _ in range(2):
         done = await asyncio.to_thread(run_importd, "migrate", "--dsn", pooled_dsn)
         assert done.returncode == 0 and "already current" in done.stdout, done.stderr
     # The daemon hears jobs only through LISTEN here (a minute between polls).
+    await conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)")
+    (tmp_path / "c.csv").write_text("id,name\n1,Ada\n2,Grace\n3,Edsger\n")
     proc = daemons("--listen-dsn", dsn, "--poll-interval", "60", "--concurrency", "4",
-                   target=pooled_dsn)
+                   "--import-root", str(tmp_path), "--table", "customers", target=pooled_dsn)
     await proc.wait_for_event("daemon_ready", timeout=30)
     assert proc.saw("pooler_detected", statement_cache_size=0)
     added = await asyncio.to_thread(run_importd, "enqueue", "noop", "--dsn", pooled_dsn)
@@ -69,6 +72,15 @@ async def test_dsn_through_pgbouncer_and_a_direct_listen_dsn(
     await wait_until(lambda: conn.fetchval(
         "SELECT count(*) = $2 FROM import_jobs WHERE id = ANY ($1) AND status = 'completed'",
         ids, len(ids)), 30, what="200 jobs to complete")
+
+    # An import (staging, COPY, the move in the completing transaction) through the pooler.
+    for atomic in (True, False):
+        await conn.execute("TRUNCATE customers")
+        csv_job = await importd.enqueue(conn, "csv", {"source": f"file://{tmp_path}/c.csv",
+                                                      "table": "customers", "atomic": atomic})
+        await wait_until(lambda j=csv_job: _equal(_status(conn, j), "completed"), 20,
+                         what="the import through the pooler")
+        assert await conn.fetchval("SELECT count(*) FROM customers") == 3
 
     slow = await importd.enqueue(conn, "noop", {"sleep": 60})
     await wait_until(lambda: _equal(_status(conn, slow), "running"), 20, what="running")
