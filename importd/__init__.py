@@ -23,4 +23,13 @@ __all__ = [
     "enqueue_many",
     "handler",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> str:
+    # ``importd.__version__``, read from the installed metadata only when asked for:
+    # importlib.metadata costs tens of milliseconds of every command's start-up.
+    if name == "__version__":
+        from ._version import version  # noqa: PLC0415
+
+        return version()
+    raise AttributeError(f"module 'importd' has no attribute {name!r}")

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from . import config, daemon, db, doctor, logs, migrate, ops
+import asyncpg
+
+from . import config, daemon, db, doctor, logs, migrate, ops, payloads
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     DEFAULT_TIMEOUT_S,
     ExitCode,
+    InvalidPayload,
 )
 from .progress import Progress
 from .repository import NewJob, enqueue, enqueue_many
@@ -44,11 +48,60 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+class CliError(Exception):
+    """A command cannot go on; ``code`` is the exit code, the message says why."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class _Parser(argparse.ArgumentParser):
-    """One line per error, saying where the help is (argparse prints the usage too)."""
+    """One line per error, saying where the help is (argparse prints the usage too), and
+    the closest flag or command for a typo."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("argument COMMAND: invalid choice:"):
+            given = message.split("'")[1] if "'" in message else ""
+            message += _did_you_mean(given, list(_commands(self)))
         self.exit(int(ExitCode.USAGE), f"importd: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> argparse.Namespace:
+        parsed: argparse.Namespace
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = _commands(self).get(getattr(parsed, "command", None) or "", self)
+            options = [o for a in sub._actions for o in a.option_strings]
+            unknown = [e for e in extras if e.startswith("-")] or extras
+            hint = "".join(
+                _did_you_mean(e.split("=", 1)[0], options) for e in unknown if e.startswith("-")
+            )
+            sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+
+class _Version(argparse.Action):
+    """``--version``, reading the metadata only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kw: Any) -> None:
+        from ._version import version  # noqa: PLC0415
+
+        print(f"importd {version()}")
+        parser.exit(0)
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _did_you_mean(given: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -95,6 +148,27 @@ def _add_daemon(parser: argparse.ArgumentParser) -> None:
         help="running jobs per tenant at most, over every daemon (default: no cap)",
     )
     parser.add_argument(
+        "--import-root",
+        dest="import_roots",
+        action="append",
+        metavar="DIR",
+        help="file:// sources may be read from under DIR, an absolute path (repeatable)",
+    )
+    parser.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        metavar="NAME",
+        help="imports may write this table: table, schema.table or schema.* (repeatable)",
+    )
+    parser.add_argument(
+        "--url-prefix",
+        dest="url_prefixes",
+        action="append",
+        metavar="URL",
+        help="https:// sources and http jobs may reach URLs starting with URL (repeatable)",
+    )
+    parser.add_argument(
         "--no-fair",
         dest="fair",
         action="store_const",
@@ -111,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="Run 'importd COMMAND --help' for the options and an example of each command.",
     )
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -133,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the daemon until SIGTERM",
         formatter_class=_Formatter,
-        epilog="examples:\n  importd run --concurrency 16 --handlers myapp.jobs\n"
+        epilog="examples:\n  importd run --import-root /srv/uploads --table public.customers\n"
+        "  importd run --concurrency 16 --handlers myapp.jobs\n"
         "  importd run --queue imports=6 --queue webhooks=2 --rate-limit webhooks=10/s "
         "--tenant-concurrency 2",
     )
@@ -268,10 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check the database, schema, trigger, LISTEN/NOTIFY and table health",
         formatter_class=_Formatter,
-        epilog="example:\n  importd doctor   # exit 1 when any check is an error",
+        epilog="example:\n  importd doctor   # exit 1 when any check is an error, "
+        "4 when the schema is behind",
     )
     _add_common(p)
     p.add_argument("--listen-dsn", help="the LISTEN connection to check (default --dsn)")
+    p.add_argument(
+        "--no-listen",
+        dest="listen",
+        action="store_const",
+        const=False,
+        help="check a poll-only setup (the daemons run with --no-listen)",
+    )
+    for flag, dest, what in (
+        ("--import-root", "import_roots", "DIR"),
+        ("--table", "tables", "NAME"),
+        ("--url-prefix", "url_prefixes", "URL"),
+    ):
+        p.add_argument(flag, dest=dest, action="append", metavar=what, help="as for run")
 
     p = sub.add_parser(
         "config",
@@ -328,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per attempt")
     p.add_argument("--dedup-key", help="no second unfinished job with this key")
     p.add_argument("--tenant", dest="tenant_id")
+    p.add_argument(
+        "--no-validate",
+        dest="validate",
+        action="store_false",
+        help="skip checking csv, ndjson and http payloads against their handler's rules",
+    )
     return parser
 
 
@@ -341,8 +437,30 @@ def _fail(message: str, code: ExitCode) -> int:
     return int(code)
 
 
+async def _connect(settings: config.Settings, *, schema: bool = True) -> Any:
+    """A connection for one command; exit 5 when the database cannot be reached (refused,
+    unknown host, wrong password, no such database), 4 when its schema is behind."""
+    dsn = settings.require_dsn()
+    try:
+        conn = await db.connect(dsn, statement_cache_size=0)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise CliError(
+            f"cannot connect to the database: {db.describe_db_error(exc)}", ExitCode.UNAVAILABLE
+        ) from exc
+    if schema:
+        try:
+            state = await migrate.inspect(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        if state.pending:
+            await conn.close()
+            raise CliError(state.describe(), ExitCode.SCHEMA)
+    return conn
+
+
 async def _migrate(settings: config.Settings, check: bool) -> int:
-    conn = await db.connect(settings.require_dsn())
+    conn = await _connect(settings, schema=False)
     try:
         if check:
             state = await migrate.inspect(conn)
@@ -374,9 +492,17 @@ async def _enqueue_many(
     settings: config.Settings, args: argparse.Namespace, run_at: datetime | None
 ) -> int:
     # A CLI reading its own input: blocking reads are fine here.
-    stream = sys.stdin if args.payloads == "-" else open(args.payloads, encoding="utf-8")  # noqa: SIM115, ASYNC230
+    try:
+        stream = sys.stdin if args.payloads == "-" else open(args.payloads, encoding="utf-8")  # noqa: SIM115, ASYNC230
+    except OSError as exc:
+        return _fail(f"--payloads: cannot read {args.payloads}: {exc.strerror}", ExitCode.USAGE)
     bar = Progress("enqueue", 0)
-    conn = await db.connect(settings.require_dsn())
+    try:
+        conn = await _connect(settings)
+    except BaseException:
+        if stream is not sys.stdin:
+            stream.close()
+        raise
     count = 0
     try:
         batch: list[NewJob] = []
@@ -391,6 +517,11 @@ async def _enqueue_many(
                 return _fail(
                     f"{args.payloads}:{number}: a payload must be a JSON object", ExitCode.USAGE
                 )
+            if args.validate:
+                try:
+                    payloads.check(args.kind, payload, settings)
+                except InvalidPayload as exc:
+                    return _fail(f"{args.payloads}:{number}: {exc}", ExitCode.USAGE)
             batch.append(
                 NewJob(
                     args.kind,
@@ -409,7 +540,7 @@ async def _enqueue_many(
                 bar.update(count, count)
         if batch:
             count += len(await enqueue_many(conn, batch))
-        bar.update(count, count)
+        bar.done = bar.total = count  # finish() reports it, once
         bar.finish()
     finally:
         await conn.close()
@@ -432,7 +563,12 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
         return _fail(f"--payload is not valid JSON: {exc}", ExitCode.USAGE)
     if not isinstance(payload, dict):
         return _fail('--payload must be a JSON object, e.g. \'{"table": "users"}\'', ExitCode.USAGE)
-    conn = await db.connect(settings.require_dsn())
+    if args.validate:
+        try:
+            payloads.check(args.kind, payload, settings)
+        except InvalidPayload as exc:
+            return _fail(f"{exc} (--no-validate enqueues it anyway)", ExitCode.USAGE)
+    conn = await _connect(settings)
     try:
         job_id = await enqueue(
             conn,
@@ -453,7 +589,7 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
 
 
 async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
-    conn = await db.connect(settings.require_dsn())
+    conn = await _connect(settings)
     try:
         await db.readable_timestamps(conn)
         if args.command == "status":
@@ -476,13 +612,17 @@ async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
                     "retry: give job ids, or --failed (with --kind, --queue, --since)",
                     ExitCode.USAGE,
                 )
-            print(
-                await ops.retry(
-                    conn, args.ids or None, kind=args.kind, queue=args.queue, since=args.since
-                )
+            text, problems = await ops.retry(
+                conn, args.ids or None, kind=args.kind, queue=args.queue, since=args.since
             )
+            print(text)
+            if problems:
+                return _fail("retry: " + "; ".join(problems), ExitCode.USAGE)
         elif args.command == "cancel":
-            print(await ops.cancel(conn, args.ids))
+            text, problems = await ops.cancel(conn, args.ids)
+            print(text)
+            if problems:
+                return _fail("cancel: " + "; ".join(problems), ExitCode.USAGE)
         elif args.command == "prune":
             completed = config.parse_duration(args.older_than)
             failed = config.parse_duration(args.failed_older_than or args.older_than)
@@ -541,7 +681,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
     except config.ConfigError as exc:
         return _fail(str(exc), ExitCode.CONFIG)
-    logs.configure(settings.log_level, settings.log_format)
+    quiet_per_job = args.command == "drain" and not sys.stderr.isatty()
+    logs.configure(
+        settings.log_level,
+        settings.log_format,
+        per_job=frozenset({"job_completed"}) if quiet_per_job else frozenset(),
+    )
     try:
         if args.command == "run" and args.embedded is not None:
             return daemon.run_embedded(settings, Path(args.embedded) if args.embedded else None)
@@ -572,19 +717,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             checks = asyncio.run(doctor.run(settings))
             print(doctor.render(checks))
-            return 1 if any(c.level == doctor.ERROR for c in checks) else 0
+            return doctor.exit_code(checks)
         if args.command in ("status", "show", "retry", "cancel", "prune"):
             return asyncio.run(_operate(settings, args))
         if args.command == "web":
             return _web(settings)
     except config.ConfigError as exc:
         return _fail(str(exc), ExitCode.CONFIG)
-    except (OSError, TimeoutError) as exc:
-        return _fail(f"cannot connect to the database: {exc}", ExitCode.UNAVAILABLE)
-    except Exception as exc:
-        if type(exc).__module__.startswith("asyncpg"):
-            return _fail(f"database error: {db.describe_db_error(exc)}", ExitCode.ERROR)
-        raise
+    except CliError as exc:
+        return _fail(str(exc), exc.code)
+    except migrate.SchemaMismatch as exc:
+        return _fail(str(exc), ExitCode.SCHEMA)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return _fail(f"database error: {db.describe_db_error(exc)}", ExitCode.ERROR)
+    except (OSError, TimeoutError) as exc:  # the connection broke after it was made
+        return _fail(f"lost the database connection: {type(exc).__name__}: {exc}", ExitCode.ERROR)
     return _fail(f"unknown command {args.command}", ExitCode.USAGE)
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import re
 import socket
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,6 +108,32 @@ def _url_prefix_list(text: Any) -> tuple[str, ...]:
         except ValueError as exc:
             raise ValueError(f"{item!r}: {exc}") from None
     return items
+
+
+def _root_list(text: Any) -> tuple[str, ...]:
+    roots = _str_list(text)
+    for root in roots:
+        if not os.path.isabs(root):
+            raise ValueError(f"{root!r} is a relative path: give the directory's absolute path")
+        try:
+            info = os.stat(root)
+        except FileNotFoundError:
+            raise ValueError(f"{root} does not exist") from None
+        except OSError as exc:
+            raise ValueError(f"{root}: {exc.strerror}") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise ValueError(f"{root} is not a directory")
+    return roots
+
+
+def how_to_set(name: str, example: str) -> str:
+    """How to add ``example`` to the list setting ``name``: its flag, its environment
+    variable and its key in the config file, for refusals that point at the setting."""
+    f = _BY_NAME[name]
+    return (
+        f"the '{name}' setting: {f.option} {example}, {f.env}={example}, or "
+        f'{name} = ["{example}"] in the config file'
+    )
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -225,9 +252,10 @@ FIELDS: tuple[Field, ...] = (
     ),
     Field(
         "import_roots",
-        _str_list,
+        _root_list,
         (),
-        "directories file:// sources may be read from (none: file sources are refused)",
+        "directories file:// sources may be read from (repeatable; none: file sources are refused)",
+        flag="--import-root",
     ),
     Field(
         "url_prefixes",
@@ -235,12 +263,15 @@ FIELDS: tuple[Field, ...] = (
         (),
         "URL prefixes https:// sources and http jobs may reach, compared by scheme, host, "
         "port and whole path segments (none: refused)",
+        flag="--url-prefix",
     ),
     Field(
         "tables",
         _str_list,
         (),
-        "tables imports may write: schema.table or schema.* (none: every import refused)",
+        "a table imports may write: table, schema.table or schema.* (repeatable; none: "
+        "every import refused)",
+        flag="--table",
     ),
     Field("http_url", _optional_str, None, "default endpoint of http jobs without payload.url"),
     Field("http_token", _optional_str, None, "bearer token sent by http jobs", True),

@@ -22,7 +22,8 @@ import asyncpg
 import httpx
 import structlog
 
-from . import __version__, db, handlers, migrate
+from . import db, handlers, migrate
+from ._version import version
 from .backoff import Backoff
 from .cluster import ClusterError, persistent
 from .config import Settings
@@ -97,6 +98,31 @@ async def open_pool(settings: Settings, *, patience: float, engine: bool = False
     return pool
 
 
+async def _cache_for_pooler(settings: Settings) -> Settings:
+    """``settings`` with ``statement_cache_size`` 0 when the DSN goes through a pooler:
+    named prepared statements do not survive a transaction-mode pooler, and a session-mode
+    one gains little from them. An unreachable database is left to ``open_pool``."""
+    if settings.statement_cache_size == 0:
+        return settings
+    try:
+        conn = await db.connect(settings.require_dsn(), timeout=3, statement_cache_size=0)
+    except Exception:
+        return settings  # open_pool retries and reports it
+    try:
+        pooled = await db.behind_pooler(conn)
+    finally:
+        await conn.close()
+    if not pooled:
+        return settings
+    log.warning(
+        "pooler_detected",
+        detail="the DSN goes through a pooler: prepared statements off "
+        "(set statement_cache_size = 0 to say so); LISTEN needs a direct listen_dsn",
+        statement_cache_size=0,
+    )
+    return dataclasses.replace(settings, statement_cache_size=0)
+
+
 class Daemon:
     """One importd process's engine, for ``run`` and for ``drain``."""
 
@@ -128,7 +154,7 @@ class Daemon:
 
     async def run(self) -> int:
         """Start, serve until stopped (or drained), shut down; returns the exit code."""
-        s = self.settings
+        s = self.settings = await _cache_for_pooler(self.settings)
         registry = handlers.load(s.handlers)
         patience = 10.0 if self.drain else 60.0
         engine = await open_pool(s, patience=patience, engine=True)
@@ -153,7 +179,7 @@ class Daemon:
         async with httpx.AsyncClient(
             follow_redirects=False,
             limits=httpx.Limits(max_connections=max(self.settings.total_slots, 10)),
-            headers={"User-Agent": f"importd/{__version__}"},
+            headers={"User-Agent": f"importd/{version()}"},
         ) as http:
             return await self._serve_with(engine, pool, registry, http)
 
@@ -293,6 +319,8 @@ class Daemon:
         if drain is not None and drain.on_progress is not None:
             ended = self._ended(executor)
             drain.on_progress(ended, max(self.progress_total, ended))
+        if code is ExitCode.OK and drain is not None:
+            code = self._drain_code(executor, interrupted=timed_out or self.stop_event.is_set())
         log.info(
             "daemon_stopped",
             completed=stats.completed,
@@ -305,9 +333,7 @@ class Daemon:
             notifications=self.notifications,
             exit_code=int(code),
         )
-        if code is not ExitCode.OK or drain is None:
-            return code
-        return self._drain_code(executor, interrupted=timed_out or self.stop_event.is_set())
+        return code
 
     def _counting(
         self, notify: Callable[[str | None], None], metrics: Metrics

@@ -257,10 +257,22 @@ async def create_pool(
     return pool
 
 
-async def connect(dsn: str, *, timeout: float = 10.0, application_name: str = "importd") -> Any:
-    """One direct connection (never pooled), with JSON codecs."""
+async def connect(
+    dsn: str,
+    *,
+    timeout: float = 10.0,
+    application_name: str = "importd",
+    statement_cache_size: int = 100,
+) -> Any:
+    """One connection of its own (not from an asyncpg pool), with JSON codecs.
+
+    ``statement_cache_size=0`` for one-shot commands: they gain nothing from named
+    prepared statements, and a transaction-mode pooler cannot keep them."""
     conn = await asyncpg.connect(
-        dsn, timeout=timeout, server_settings={"application_name": application_name}
+        dsn,
+        timeout=timeout,
+        statement_cache_size=statement_cache_size,
+        server_settings={"application_name": application_name},
     )
     await _init_connection(conn)
     return conn
@@ -291,6 +303,15 @@ async def readable_timestamps(conn: Any) -> None:
         format="text",
     )
     await conn.execute("SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'")
+
+
+async def behind_pooler(conn: Any) -> bool:
+    """Whether ``conn`` reaches PostgreSQL through a pooler: the backend key a pooler
+    (pgbouncer, Supavisor, pgcat) announces at connect is its own, so the process id in it
+    is not the server session's ``pg_backend_pid()``."""
+    announced = conn.get_server_pid()
+    actual = await conn.fetchval("SELECT pg_backend_pid()")
+    return bool(announced != actual)
 
 
 def _log_failure(what: str, attempt: int, sleep: float, exc: BaseException | None) -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import db, fleet, migrate, repository, sql
-from .config import Settings
+from .config import Settings, how_to_set
+from .models import ExitCode
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
@@ -27,8 +28,9 @@ class Check:
 async def run(settings: Settings) -> list[Check]:
     """Every check, in order; stops after the connection check if that fails."""
     checks: list[Check] = []
+    dsn = settings.require_dsn()  # no DSN is a configuration error (exit 3), not a check
     try:
-        conn = await db.connect(settings.require_dsn(), timeout=10)
+        conn = await db.connect(dsn, timeout=10, statement_cache_size=0)
     except Exception as exc:
         return [
             Check(
@@ -51,10 +53,11 @@ async def run(settings: Settings) -> list[Check]:
             checks.extend(await _health(conn))
         if FLEET_VERSION in state.applied:
             checks.append(await _fleet(conn))
-        checks.append(await _pooler(conn))
+        checks.append(_imports(settings))
+        checks.append(await _pooler(conn, settings))
+        checks.append(await _listen(settings, conn))
     finally:
         await conn.close()
-    checks.append(await _listen(settings.effective_listen_dsn))
     return checks
 
 
@@ -170,53 +173,137 @@ async def _fleet(conn: Any) -> Check:
         return Check(
             "daemons",
             WARNING,
-            f"{live}; " + "; ".join(u.text for u in missing)
+            f"{live}; "
+            + "; ".join(u.text for u in missing)
             + ": those jobs wait until a daemon with their --handlers runs",
         )
     return Check("daemons", OK, f"{live}; every pending kind has a daemon that serves it")
 
 
-async def _pooler(conn: Any) -> Check:
-    pids = {await conn.fetchval("SELECT pg_backend_pid()") for _ in range(3)}
-    if len(pids) > 1:
+def _imports(settings: Settings) -> Check:
+    """Whether csv / ndjson jobs can load anything with these settings (the daemon's
+    settings: run doctor with the same configuration)."""
+    problems = []
+    if not settings.tables:
+        problems.append(
+            "no tables allowed: every csv / ndjson job fails; allow one with "
+            + how_to_set("tables", "public.customers")
+        )
+    if not settings.import_roots and not settings.url_prefixes:
+        problems.append(
+            "no import_roots and no url_prefixes: every source is refused; allow a "
+            "directory with " + how_to_set("import_roots", "/srv/uploads")
+        )
+    if problems:
+        return Check("imports", WARNING, "; ".join(problems))
+    where = [f"files under {', '.join(settings.import_roots)}"] if settings.import_roots else []
+    where += [f"URLs under {', '.join(settings.url_prefixes)}"] if settings.url_prefixes else []
+    return Check("imports", OK, f"into {', '.join(settings.tables)}; from {' and '.join(where)}")
+
+
+async def _pooler(conn: Any, settings: Settings) -> Check:
+    """Whether ``dsn`` goes through a pooler, and in which mode.
+
+    A pooler announces a backend key of its own at connect, so its process id differs from
+    ``pg_backend_pid()``. In transaction mode a server session serves whichever client has
+    a transaction: a second connection's statement lands on the session the first one just
+    used (pgbouncer hands out the most recently freed one), or one connection's successive
+    transactions land on different sessions."""
+    if not await db.behind_pooler(conn):
+        return Check("pooler", OK, "none: the DSN reaches PostgreSQL directly")
+    other = await db.connect(settings.require_dsn(), timeout=10, statement_cache_size=0)
+    try:
+        mine = {await conn.fetchval("SELECT pg_backend_pid()") for _ in range(3)}
+        theirs = await other.fetchval("SELECT pg_backend_pid()")
+    finally:
+        await other.close()
+    if len(mine) == 1 and theirs not in mine:
         return Check(
             "pooler",
-            WARNING,
-            "the DSN goes through a transaction-mode pooler: set "
-            "listen_dsn to a direct connection and statement_cache_size = 0",
+            OK,
+            "the DSN goes through a pooler that kept one server session per connection "
+            "(session mode): LISTEN and prepared statements work through it",
         )
-    return Check("pooler", OK, "one server session per connection")
+    problems = []
+    if settings.listen and not settings.listen_dsn:
+        problems.append("set listen_dsn to a direct connection (or run with --no-listen)")
+    if settings.statement_cache_size:
+        problems.append(
+            "set statement_cache_size = 0 (the daemon uses 0 by itself when it sees the pooler)"
+        )
+    what = "the DSN goes through a transaction-mode pooler (server sessions are shared)"
+    if problems:
+        return Check("pooler", WARNING, f"{what}: {'; '.join(problems)}")
+    return Check(
+        "pooler",
+        OK,
+        f"{what}; statement_cache_size is 0"
+        + ("; LISTEN uses listen_dsn" if settings.listen else "; poll only (listen off)"),
+    )
 
 
-async def _listen(dsn: str) -> Check:
+async def _listen(settings: Settings, sender: Any) -> Check:
+    """A NOTIFY sent over the DSN (as a producer's would be), heard on the LISTEN
+    connection; timed from before the NOTIFY to its arrival."""
+    if not settings.listen:
+        return Check(
+            "listen", OK, "off (poll only): jobs start within poll_interval of their commit"
+        )
     channel = f"importd_doctor_{secrets.token_hex(4)}"
     got = asyncio.Event()
     try:
-        conn = await db.connect(dsn, timeout=10)
+        conn = await db.connect(settings.effective_listen_dsn, timeout=10, statement_cache_size=0)
     except Exception as exc:
         return Check(
             "listen", ERROR, f"cannot open the LISTEN connection: {db.describe_db_error(exc)}"
         )
     try:
+        pooled = await db.behind_pooler(conn)
         await conn.add_listener(channel, lambda *_: got.set())
-        await conn.execute("SELECT pg_notify($1, 'ping')", channel)
         started = time.monotonic()
+        await sender.execute("SELECT pg_notify($1, 'ping')", channel)
         try:
             async with asyncio.timeout(3):
                 await got.wait()
         except TimeoutError:
+            if pooled:
+                return Check(
+                    "listen",
+                    ERROR,
+                    "no NOTIFY came back within 3 s: the LISTEN connection goes through a "
+                    "pooler, and a LISTEN through a transaction-mode pooler never hears a "
+                    "NOTIFY; set listen_dsn to a direct connection, or run the daemons "
+                    "with --no-listen",
+                )
             return Check(
                 "listen",
                 ERROR,
-                "no NOTIFY came back within 3 s: LISTEN does not "
-                "work on this connection (a pooler?); set listen_dsn, or run the "
-                "daemons with --no-listen",
+                "no NOTIFY came back within 3 s: LISTEN does not work on this "
+                "connection; set listen_dsn, or run the daemons with --no-listen",
             )
+        elapsed = (time.monotonic() - started) * 1000
         return Check(
-            "listen", OK, f"NOTIFY round trip in {(time.monotonic() - started) * 1000:.1f} ms"
+            "listen",
+            WARNING if pooled else OK,
+            f"NOTIFY round trip in {elapsed:.1f} ms"
+            + (
+                " (through a pooler in session mode: a direct listen_dsn is safer)"
+                if pooled
+                else ""
+            ),
         )
     finally:
         await conn.close()
+
+
+def exit_code(checks: list[Check]) -> int:
+    """5 when the database cannot be reached and 4 when the schema is behind or ahead (like
+    every other command), 1 when any other check is an error, else 0."""
+    if any(c.name == "connection" and c.level == ERROR for c in checks):
+        return int(ExitCode.UNAVAILABLE)
+    if any(c.name == "schema" and c.level == ERROR for c in checks):
+        return int(ExitCode.SCHEMA)
+    return int(ExitCode.ERROR) if any(c.level == ERROR for c in checks) else int(ExitCode.OK)
 
 
 def render(checks: list[Check]) -> str:

@@ -41,10 +41,25 @@ def use_json(fmt: str, stream: Any = None) -> bool:
     return under_journal or not stream.isatty()
 
 
-def configure(level: str = "info", fmt: str = "auto") -> None:
-    """Send structlog events to stderr at ``level`` in ``fmt``."""
+def _dropping(events: frozenset[str]) -> Any:
+    def drop(
+        _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if event.get("event") in events:
+            raise structlog.DropEvent
+        return event
+
+    return drop
+
+
+def configure(
+    level: str = "info", fmt: str = "auto", *, per_job: frozenset[str] = frozenset()
+) -> None:
+    """Send structlog events to stderr at ``level`` in ``fmt``; the ``per_job`` events
+    only at level debug (``drain`` off a TTY: a summary, not a line per job)."""
     numeric = logging.getLevelName(level.upper())
     shared: list[Any] = [
+        *([_dropping(per_job)] if per_job and numeric > logging.DEBUG else []),
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

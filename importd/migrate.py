@@ -1,6 +1,6 @@
 """Applying and checking the schema migrations in ``sql/migrations``.
 
-Each migration runs in its own transaction, under a session advisory lock so that any
+Each migration runs in its own transaction, under a transaction-level advisory lock so that any
 number of ``importd migrate`` started at once apply each migration exactly once.
 """
 
@@ -96,28 +96,42 @@ async def verify(conn: asyncpg.Connection) -> SchemaState:
 
 
 async def apply(conn: asyncpg.Connection) -> list[str]:
-    """Apply every pending migration on ``conn``; returns the names applied."""
+    """Apply every pending migration on ``conn``; returns the names applied.
+
+    Each migration's transaction first takes a transaction-level advisory lock and looks
+    again at what is applied, so concurrent ``importd migrate`` runs apply each migration
+    once; no session state outlives a transaction, so this works through a
+    transaction-mode pooler too."""
     done: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
-    try:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
         await conn.execute(_BOOTSTRAP)
-        state = await inspect(conn)
-        if state.unknown:
-            raise SchemaMismatch(state.describe())
-        for version, name, text in sql.migrations():
+        found = await conn.fetchrow(sql.query("find_pg_net_design"))
+        if found["functions"]:
+            # The trigger that called pg_net goes in the same transaction as the
+            # functions: from the commit on, no insert calls pg_net.
+            await conn.execute(sql.query("replace_pg_net_design"))
+            log.info(
+                "pg_net_design_replaced",
+                dropped=list(found["functions"]),
+                renamed={t: f"{t}_pg_net" for t in found["tables"]},
+            )
+    for version, name, text in sql.migrations():
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
+            state = await inspect(conn)
+            if state.unknown:
+                raise SchemaMismatch(state.describe())
             if version in state.applied:
                 continue
-            async with conn.transaction():
-                await conn.execute(text)
-                await conn.execute(
-                    "INSERT INTO public.importd_migrations (version, name, checksum) "
-                    "VALUES ($1, $2, $3)",
-                    version,
-                    name,
-                    _checksum(text),
-                )
-            log.info("migration_applied", version=version, migration=name)
-            done.append(name)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+            await conn.execute(text)
+            await conn.execute(
+                "INSERT INTO public.importd_migrations (version, name, checksum) "
+                "VALUES ($1, $2, $3)",
+                version,
+                name,
+                _checksum(text),
+            )
+        log.info("migration_applied", version=version, migration=name)
+        done.append(name)
     return done

@@ -82,6 +82,7 @@ async def status(conn: Any, *, as_json: bool = False) -> str:
                 ],
                 "oldest_runnable_s": summary["oldest_runnable_s"],
                 "estimated_rows": summary["estimated_rows"],
+                "rows": summary.get("exact_rows"),
                 "running": redact_value(data["running"]),
                 "failed_last_hour": failures_1h,
                 "tenants_running": data["tenants_running"],
@@ -114,7 +115,11 @@ async def status(conn: Any, *, as_json: bool = False) -> str:
     parts.append(
         f"oldest runnable job waits: {_age(summary['oldest_runnable_s'])}   "
         f"failures in the last hour: {failures_1h}   "
-        f"jobs in table: ~{max(summary['estimated_rows'] or 0, 0):,}"
+        + (
+            f"jobs in table: {summary['exact_rows']:,}"
+            if summary.get("exact_rows") is not None
+            else f"jobs in table: about {max(summary['estimated_rows'] or 0, 0):,}"
+        )
     )
     parts.append(_daemons(daemons))
     if unserved:
@@ -244,29 +249,62 @@ async def errors(conn: Any, job_id: int, *, as_json: bool = False) -> str:
     return out.getvalue().rstrip("\n")
 
 
+_NOT_RETRIED = {
+    "completed": "is completed: only failed or cancelled jobs are retried",
+    "pending": "is pending: it runs when its turn comes; nothing to retry",
+    "running": "is running: nothing to retry (cancel it first to run it again)",
+}
+_NOT_CANCELLED = {
+    "completed": "is completed: too late to cancel",
+    "failed": "has failed: nothing to cancel",
+    "cancelled": "is cancelled already",
+}
+
+
 async def retry(
     conn: Any, ids: list[int] | None, *, kind: str | None, queue: str | None, since: str | None
-) -> str:
-    """Failed (or cancelled, by id) jobs back to pending, attempts reset."""
+) -> tuple[str, list[str]]:
+    """Failed (or cancelled, by id) jobs back to pending, attempts reset: (what was done,
+    a reason for each given id that was not retried)."""
     after = datetime.now(UTC) - timedelta(seconds=parse_duration(since)) if since else None
+    problems: list[str] = []
+    if ids:
+        states = await repository.job_states(conn, ids)
+        for job_id in sorted(set(ids)):
+            state = states.get(job_id)
+            if state is None:
+                problems.append(f"no job {job_id}")
+            elif state in _NOT_RETRIED:
+                problems.append(f"job {job_id} {_NOT_RETRIED[state]}")
     retried, skipped = await repository.retry_jobs(conn, ids, kind=kind, queue=queue, since=after)
     text = f"{retried} job(s) back to pending"
     if skipped:
         text += f"; {skipped} skipped: an unfinished job holds the same dedup_key"
-    return text
+        if ids:
+            problems.append(f"{skipped} job(s) not retried: an unfinished job holds its dedup_key")
+    return text, problems
 
 
-async def cancel(conn: Any, ids: list[int]) -> str:
-    """Cancel pending or running jobs."""
+async def cancel(conn: Any, ids: list[int]) -> tuple[str, list[str]]:
+    """Cancel pending or running jobs: (what was done, a reason for each id that was not
+    cancelled)."""
     done = await repository.cancel_jobs(conn, ids)
     running = [job_id for job_id, was in done if was == "running"]
     text = f"{len(done)} job(s) cancelled"
     if running:
         text += f" ({len(running)} running: their daemons stop them within seconds)"
     missing = sorted(set(ids) - {job_id for job_id, _ in done})
+    problems: list[str] = []
     if missing:
-        text += f"; not pending or running: {', '.join(map(str, missing))}"
-    return text
+        states = await repository.job_states(conn, missing)
+        for job_id in missing:
+            state = states.get(job_id)
+            problems.append(
+                f"no job {job_id}"
+                if state is None
+                else f"job {job_id} {_NOT_CANCELLED.get(state, f'is {state}')}"
+            )
+    return text, problems
 
 
 async def prune(

@@ -210,3 +210,27 @@ def drain(dsn: str) -> Any:
         return int(await daemon.Daemon(settings, daemon.DrainOptions()).run())
 
     return run
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: Server) -> Iterator[Any]:
+    """A real pgbouncer in transaction mode in front of the session's server (fails, never
+    skips, when it cannot be started)."""
+    from .pgbouncer import PgBouncer, PgBouncerError  # noqa: PLC0415
+
+    bouncer = PgBouncer(pg_server.admin_dsn)
+    try:
+        bouncer.start()
+    except PgBouncerError as exc:
+        bouncer.stop()
+        pytest.fail(f"could not start pgbouncer: {exc}")
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture
+def pooled_dsn(dsn: str, pgbouncer: Any) -> str:
+    """This test's database through pgbouncer (transaction mode)."""
+    return str(pgbouncer.dsn_for(dsn.rpartition("/")[2]))

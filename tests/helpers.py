@@ -133,3 +133,41 @@ class DaemonProcess:
 
     def text(self) -> str:
         return self.log_path.read_text()
+
+
+_BATCH = r"""
+import contextlib, io, json, os, sys
+from importd import cli
+calls = json.load(sys.stdin)
+results = []
+for argv, extra_env in calls:
+    saved = dict(os.environ)
+    os.environ.update(extra_env)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    os.environ.clear()
+    os.environ.update(saved)
+    results.append([code, out.getvalue(), err.getvalue()])
+json.dump(results, sys.__stdout__)
+"""
+
+
+def run_importd_batch(calls: list[tuple[list[str], dict[str, str]]] | list[list[str]],
+                      env: dict[str, str] | None = None, timeout: float = 120,
+                      ) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``importd ARGS`` for each of ``calls`` (an argv, or an argv and extra
+    environment) one after another in a single child process: the commands' own code
+    paths without a Python start-up each. Not for run or drain (their loggers are cached
+    process-wide)."""
+    normal = [(c, {}) if isinstance(c, list) else c for c in calls]
+    done = subprocess.run([sys.executable, "-c", _BATCH], input=json.dumps(normal),
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env or importd_env())
+    assert done.returncode == 0, done.stderr
+    return [subprocess.CompletedProcess(argv, code, out, err)
+            for (argv, _), (code, out, err) in zip(normal, json.loads(done.stdout),
+                                                   strict=True)]

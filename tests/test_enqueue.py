@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -77,14 +78,15 @@ async def test_enqueue_rejects_a_payload_that_is_not_an_object(conn) -> None:
 
 
 async def test_cli_enqueue_prints_the_id(conn, dsn) -> None:
-    done = run_importd("enqueue", "csv", "--dsn", dsn, "--payload", '{"table": "users"}',
+    payload = {"source": "file:///srv/uploads/u.csv", "table": "users"}
+    done = run_importd("enqueue", "csv", "--dsn", dsn, "--payload", json.dumps(payload),
                        "--queue", "imports", "--priority", "5", "--max-attempts", "2",
                        "--timeout", "60", "--run-at", "2030-01-01T00:00:00+00:00",
                        "--tenant", "t1", "--dedup-key", "u1")
     assert done.returncode == 0, done.stderr
     job_id = int(done.stdout.strip())
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
-    assert row["payload"] == {"table": "users"} and row["queue"] == "imports"
+    assert row["payload"] == payload and row["queue"] == "imports"
     assert row["priority"] == 5 and row["max_attempts"] == 2 and row["tenant_id"] == "t1"
     assert row["run_at"] == datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import importd
-from importd import sql
+from importd import ops, sql
 
 from .helpers import ROOT, importd_env, run_importd, wait_until
 
@@ -40,9 +40,10 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
     done = run_importd("status", "--json", "--dsn", dsn)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    assert set(data) == {"queues", "oldest_runnable_s", "estimated_rows", "running",
+    assert set(data) == {"queues", "oldest_runnable_s", "estimated_rows", "rows", "running",
                          "failed_last_hour", "tenants_running", "rate_limits_ahead_s", "at",
                          "daemons", "unserved"}
+    assert data["rows"] == 5  # counted exactly: the table is small (and never analyzed)
     imports = next(q for q in data["queues"] if q["queue"] == "imports" and q["kind"] == "csv")
     assert imports["pending"] == 3 and imports["failed_1h"] == 1
     assert data["failed_last_hour"] == 1 and data["oldest_runnable_s"] >= 0
@@ -50,6 +51,7 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
     assert run["id"] == running and run["rows_done"] == 50 and run["locked_by"] == "host:1:abc"
     text = run_importd("status", "--dsn", dsn).stdout
     assert "imports" in text and "50/200 (25%)" in text and "failures in the last hour: 1" in text
+    assert "jobs in table: 5" in text
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
@@ -60,7 +62,8 @@ async def test_status_shows_tenants_running_and_rate_limits(conn, dsn) -> None:
                        "locked_by = 'host:1:abc', locked_until = now() + interval '1 min' "
                        "WHERE id = ANY ($1)", ids)
     await conn.execute("INSERT INTO importd_rate_limits (key, tat) VALUES "
-                       "('queue:hooks', now() + interval '5 s'), ('kind:http', now())")
+                       "('queue:hooks', now() + interval '5 s'), ('kind:http', now()), "
+                       "('queue:once', now() - interval '2 hours')")
     data = json.loads(run_importd("status", "--json", "--dsn", dsn).stdout)
     assert data["tenants_running"] == {"acme": 2, "globex": 1}
     assert 3 < data["rate_limits_ahead_s"]["queue:hooks"] <= 5
@@ -68,6 +71,7 @@ async def test_status_shows_tenants_running_and_rate_limits(conn, dsn) -> None:
     text = run_importd("status", "--dsn", dsn).stdout
     assert "tenants with the most running jobs: acme 2, globex 1" in text
     assert "queue:hooks booked" in text and "kind:http idle" in text
+    assert "queue:once" not in text  # a limit not used for an hour leaves status
 
 
 async def test_status_queries_use_the_indexes_on_a_big_history(conn) -> None:
@@ -82,6 +86,9 @@ async def test_status_queries_use_the_indexes_on_a_big_history(conn) -> None:
         params = [20] if "$1" in text else []
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + text, *params))
         assert "Seq Scan on import_jobs" not in plan, (name, plan)
+    # Too big to count on every status: an estimate, and said to be one.
+    text = await ops.status(conn)
+    assert "jobs in table: about 200,0" in text, text
 
 
 async def test_show_and_errors(conn, dsn) -> None:
@@ -168,7 +175,7 @@ async def test_doctor_finds_a_disabled_trigger_and_a_stuck_job(conn, dsn) -> Non
     assert lines["trigger"].startswith("ERROR") and "disabled" in lines["trigger"]
     assert lines["stuck"].startswith("WARNING") and "1 running job(s)" in lines["stuck"]
     gone = run_importd("doctor", "--dsn", "postgresql://nobody@127.0.0.1:1/none")
-    assert gone.returncode == 1 and gone.stdout.startswith("ERROR    connection")
+    assert gone.returncode == 5 and gone.stdout.startswith("ERROR    connection")
 
 
 async def test_prune_in_batches(conn, dsn) -> None:
@@ -196,12 +203,19 @@ async def test_bulk_enqueue_and_drain_report_progress(conn, dsn, tmp_path: Path)
                        "--dsn", dsn)
     assert done.returncode == 0 and done.stdout.strip() == "enqueued 2500 job(s)"
     assert "progress" in done.stderr  # not a TTY: log lines, not a bar
+    finals = [line for line in done.stderr.splitlines() if '"done": 2500' in line]
+    assert len(finals) == 1, done.stderr  # the last progress line, once
     assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE queue = 'bulk'") == 2500
     drained = run_importd("drain", "--dsn", dsn, "--log-format", "json")
     assert drained.returncode == 0
     last = [json.loads(line) for line in drained.stderr.splitlines()
             if '"progress"' in line][-1]
     assert last["task"] == "drain" and last["done"] == last["total"] == 2500
+    small = tmp_path / "few.ndjson"
+    small.write_text('{"n": 1}\n{"n": 2}\n{"n": 3}\n')
+    few = run_importd("enqueue", "noop", "--payloads", str(small), "--dsn", dsn)
+    assert few.returncode == 0
+    assert few.stderr.count('"done": 3') == 1, few.stderr  # printed twice before
 
 
 def test_make_demo_end_to_end() -> None:

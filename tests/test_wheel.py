@@ -25,6 +25,10 @@ def test_wheel_installs_and_migrates(tmp_path: Path, empty_dsn: str) -> None:
     for asset in ("templates/base.html", "templates/job.html", "static/app.js",
                   "static/app.css"):
         assert f"importd/web/{asset}" in names, asset
+    data = next(n.split("/data/")[0] for n in names if "/data/" in n)
+    for shared in ("share/doc/importd/README.md", "share/importd/importd.service",
+                   "share/importd/importd.toml", "share/importd/uploads.conf"):
+        assert f"{data}/data/{shared}" in names, names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -42,6 +46,11 @@ def test_wheel_installs_and_migrates(tmp_path: Path, empty_dsn: str) -> None:
                               "import importd.sql as s; print(s.root())"],
                              capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
     assert str(venv) in located.stdout  # the SQL comes from the wheel, not this checkout
+    # The unit's Documentation= names a file the venv has.
+    unit = (venv / "share" / "importd" / "importd.service").read_text()
+    doc = next(line for line in unit.splitlines() if line.startswith("Documentation="))
+    assert doc == "Documentation=file:///opt/importd/venv/share/doc/importd/README.md"
+    assert (venv / "share" / "doc" / "importd" / "README.md").is_file()
     assert run("migrate", "--check", "--dsn", empty_dsn).returncode == 1
     applied = run("migrate", "--dsn", empty_dsn)
     assert applied.returncode == 0, applied.stderr

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from .. import urls
+from ..config import how_to_set
 from ..models import InvalidPayload, PermanentError, RetryLater
 
 BLOCK = 1 << 20
@@ -75,13 +76,17 @@ def resolve_file(source: str, roots: tuple[str, ...]) -> str:
         raise InvalidPayload("payload.source: '..' and NUL bytes are not allowed in paths")
     if not roots:
         raise InvalidPayload(
-            "payload.source: file sources are disabled (no import_roots configured)"
+            "payload.source: file sources are disabled (no import_roots configured); "
+            f"allow a directory with {how_to_set('import_roots', os.path.dirname(path))}"
         )
     real = os.path.realpath(path)
     real_roots = [os.path.realpath(r) for r in roots]
     if not any(_under(real, r) for r in real_roots):
+        target = f" (a symlink to {real})" if real != os.path.abspath(path) else ""
         raise InvalidPayload(
-            f"payload.source: {path} is outside the import roots ({', '.join(roots)})"
+            f"payload.source: {path}{target} is outside the import roots "
+            f"({', '.join(roots)}); allow its directory with "
+            f"{how_to_set('import_roots', os.path.dirname(real))}"
         )
     return real
 
@@ -136,7 +141,28 @@ def check_url(
 ) -> httpx.URL:
     """The URL to fetch for ``url``: normalised and under one of ``prefixes`` (compared
     by parts, see importd.urls), or an InvalidURL error."""
-    return urls.allowed(url, prefixes, field_name)
+    try:
+        return urls.allowed(url, prefixes, field_name)
+    except urls.InvalidURL as exc:
+        raise urls.InvalidURL(_with_hint(str(exc), url, field_name)) from None
+
+
+def _with_hint(message: str, url: str, field_name: str) -> str:
+    """A refusal that also says how to allow the URL (the setting's flag, environment
+    variable and file key) and, for a source, that file:// paths are accepted too."""
+    if field_name == "payload.source" and "expected an https:// URL" in message:
+        message = message.replace(
+            "expected an https:// URL", "expected a file:///path or an https:// URL", 1
+        )
+    if "url_prefixes setting" not in message:
+        return message
+    try:
+        normal = urls.normalise(url)
+    except ValueError:
+        return message
+    default = urls.DEFAULT_PORTS[normal.scheme]
+    port = "" if normal.port == default else f":{normal.port}"
+    return f"{message}; add one with {how_to_set('url_prefixes', f'{normal.scheme}://{normal.host}{port}/')}"
 
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}

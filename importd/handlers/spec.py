@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import tables
+from ..config import how_to_set
 from ..models import InvalidPayload
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
@@ -124,8 +125,9 @@ KNOWN = {
 CSV_ONLY = {"delimiter", "quote", "escape", "header", "encoding", "null"}
 
 
-def parse(payload: dict[str, Any], fmt: str, allowed_tables: tuple[str, ...]) -> ImportSpec:
-    """Validate ``payload`` of a ``csv`` or ``ndjson`` job."""
+def parse(payload: dict[str, Any], fmt: str, allowed_tables: tuple[str, ...] | None) -> ImportSpec:
+    """Validate ``payload`` of a ``csv`` or ``ndjson`` job (``allowed_tables=None``: every
+    field but the table allowlist, for producers that do not know it)."""
     unknown = sorted(set(payload) - KNOWN - ({"format"}))
     if unknown:
         raise InvalidPayload(
@@ -138,15 +140,23 @@ def parse(payload: dict[str, Any], fmt: str, allowed_tables: tuple[str, ...]) ->
     source = _get(payload, "source", str, None)
     if not source:
         raise InvalidPayload("payload.source: required (file:///path or https://...)")
+    scheme = source.partition(":")[0].lower() if ":" in source else ""
+    if scheme not in ("file", "https", "http"):
+        hint = f" (did you mean file://{source}?)" if source.startswith("/") else ""
+        raise InvalidPayload(
+            f"payload.source: {source[:200]!r} is neither a file:///path (under import_roots) "
+            f"nor an https:// URL (under url_prefixes){hint}"
+        )
     raw_table = _get(payload, "table", str, None)
     if not raw_table:
         raise InvalidPayload("payload.table: required")
     schema, table = table_name(raw_table)
     tables.refuse_own_table(schema, table)
-    if not table_allowed(schema, table, allowed_tables):
+    if allowed_tables is not None and not table_allowed(schema, table, allowed_tables):
         raise InvalidPayload(
             f"payload.table: {schema}.{table} is not in importd's table allowlist "
-            f"(the 'tables' setting{': none configured' if not allowed_tables else ''})"
+            f"({'none configured' if not allowed_tables else ', '.join(allowed_tables)}); "
+            f"add it with {how_to_set('tables', f'{schema}.{table}')}"
         )
 
     mapping: dict[str, str] = {}

@@ -137,6 +137,12 @@ def _environment() -> Environment:
 # -- the application -------------------------------------------------------------------
 
 
+
+def _said(outcome: tuple[str, list[str]]) -> str:
+    """One flash line from what a CLI operation did and why some ids were not done."""
+    text, problems = outcome
+    return "; ".join([text, *problems])
+
 class Web:
     """The dashboard's state: settings, templates, the pool and the live hub."""
 
@@ -423,9 +429,9 @@ class Web:
             return Response("no such action", status_code=404, media_type="text/plain")
         async with self.pool.acquire() as conn:
             if action == "retry":
-                text = await ops.retry(conn, [job_id], kind=None, queue=None, since=None)
+                text = _said(await ops.retry(conn, [job_id], kind=None, queue=None, since=None))
             else:
-                text = await ops.cancel(conn, [job_id])
+                text = _said(await ops.cancel(conn, [job_id]))
         log.info("web_action", action=action, ids=[job_id], outcome=text)
         return self._done(request, f"/jobs/{job_id}", f"job {job_id}: {text}")
 
@@ -442,13 +448,13 @@ class Web:
         )
         async with self.pool.acquire() as conn:
             if action == "retry" and ids:
-                text = await ops.retry(conn, ids, kind=None, queue=None, since=None)
+                text = _said(await ops.retry(conn, ids, kind=None, queue=None, since=None))
             elif action == "cancel" and ids:
-                text = await ops.cancel(conn, ids)
+                text = _said(await ops.cancel(conn, ids))
             elif action == "retry-failed":
                 kind = self._field(form, "kind") or None
                 queue = self._field(form, "queue") or None
-                text = await ops.retry(conn, None, kind=kind, queue=queue, since=None)
+                text = _said(await ops.retry(conn, None, kind=kind, queue=queue, since=None))
             else:
                 return self._done(request, back, "nothing selected")
         log.info("web_action", action=action, ids=ids, outcome=text)

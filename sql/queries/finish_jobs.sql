@@ -5,6 +5,7 @@
 --   refund: 1 gives the attempt back (interrupted by shutdown, not the job's fault)
 -- Times are the moment of the write (clock_timestamp()), not the start of the
 -- transaction: an atomic import completes in its own, long transaction.
+-- A completed job keeps no error: an earlier attempt's last_error is cleared.
 WITH u AS (
     SELECT *
     FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[],
@@ -14,7 +15,7 @@ WITH u AS (
 UPDATE public.import_jobs AS j
 SET status       = u.status,
     result       = coalesce(u.result::jsonb, j.result),
-    last_error   = CASE WHEN u.status = 'completed' THEN j.last_error ELSE u.last_error END,
+    last_error   = CASE WHEN u.status = 'completed' THEN NULL ELSE u.last_error END,
     attempts     = j.attempts - u.refund,
     run_at       = CASE WHEN u.status = 'pending'
                         THEN clock_timestamp() + make_interval(secs => u.delay_s)
