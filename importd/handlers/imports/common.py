@@ -13,6 +13,7 @@ from ...models import PermanentError
 from ...repository import RowFailure
 
 if TYPE_CHECKING:
+    from .copying import Batch
     from .reading import Chunk
 
 ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -42,8 +43,7 @@ class Prepared:
     """A chunk with its COPY data, ready to load."""
 
     chunk: Chunk
-    payload: bytes
-    rows: list[Row] | None
+    batch: Batch
     failures: list[RowFailure]
 
 
@@ -102,3 +102,28 @@ class Budget:
                     else f"; {self.loaded} rows of earlier chunks stay loaded"
                 )
             )
+
+
+def classify(exc: asyncpg.PostgresError, table: str, on_conflict: str) -> PermanentError | None:
+    """The permanent error that ``exc`` is, with what to change, or None when a retry may
+    get past it (a lost connection, a deadlock, a server shutting down)."""
+    state = exc.sqlstate or ""
+    detail = f" ({exc.detail})" if exc.detail else ""
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        need = "INSERT" + (", SELECT and UPDATE" if on_conflict == "update" else "")
+        return PermanentError(
+            f"PermissionDenied: {exc.message}{detail}; grant importd's role {need} on "
+            f"{table} and USAGE on its schema"
+        )
+    if isinstance(exc, asyncpg.InvalidColumnReferenceError) or state == "42P10":
+        return PermanentError(
+            f"payload.conflict_columns: {exc.message}; name the columns of a unique index "
+            f"or constraint of {table}"
+        )
+    if state.startswith("0A") or state == "22023":
+        return PermanentError(
+            f"CopyOptions: {exc.message}{detail}; change payload.delimiter, quote, escape or null"
+        )
+    if state.startswith("42"):
+        return PermanentError(f"{type(exc).__name__}: {exc.message}{detail} (on {table})")
+    return None

@@ -17,9 +17,9 @@ from ...executor import JobContext
 from ...models import Job, PermanentError
 from ...repository import RowFailure, forget_failures, record_failures, save_checkpoint
 from .. import sources, spec
-from ..records import NdjsonRows, Records, Splitter
+from ..records import NdjsonRows, Records
 from . import reading
-from .common import Budget, LeaseLost, Prepared, TooManyErrors
+from .common import Budget, LeaseLost, Prepared, TooManyErrors, classify
 from .copying import Copier
 from .moving import Move, Mover
 from .reading import Chunk
@@ -102,6 +102,7 @@ class Import:
         )
         self.started = time.monotonic()
         self.fingerprint: dict[str, Any] = {}
+        self.reader: reading.Reader | None = None
 
     @property
     def loaded(self) -> int:
@@ -126,7 +127,13 @@ class Import:
             )
         checkpoint = await self._usable_checkpoint()
         try:
-            return await self._load(checkpoint)
+            try:
+                return await self._load(checkpoint)
+            except asyncpg.PostgresError as exc:
+                permanent = classify(exc, s.qualified, s.on_conflict)
+                if permanent is None:
+                    raise
+                raise permanent from exc
         except TooManyErrors:
             if self.mover is not None and self.mover.failures:
                 await self.mover.close()  # its transaction is void: keep what it found
@@ -180,8 +187,17 @@ class Import:
             self.fingerprint = opened.fingerprint
             quote = s.quote.encode() if s.fmt == "csv" else None
             escape = s.escape.encode() if s.fmt == "csv" else None
-            splitter = Splitter(quote, escape, first_line=cp["line"] if cp else 1)
-            batches = reading.records(opened.blocks, splitter)
+            reader = reading.Reader(
+                quote,
+                escape,
+                cp["line"] if cp else 1,
+                cp.get("newline", "\n").encode() if cp else None,
+                self.settings.max_record_bytes,
+                at_start=start == 0,
+                utf8=s.encoding == "utf_8",
+            )
+            self.reader = reader
+            batches = reader.records(opened.blocks)
             if cp:
                 self.ctx.log.info(
                     "import_resumed",
@@ -241,6 +257,11 @@ class Import:
             return first
         header, rest = first.split(1)
         self.offset = header.ends[0]
+        if not header.datas[0]:
+            raise PermanentError(
+                f"HeaderTooLong: the header line is longer than max_record_bytes="
+                f"{self.settings.max_record_bytes:,}"
+            )
         fields = reading.header_fields(header.datas[0], s)
         self.columns = [s.mapping.get(f, f) for f in fields]
         self._check_columns(self.columns, "header")
@@ -248,14 +269,17 @@ class Import:
 
     def _check_columns(self, columns: list[str], where: str) -> None:
         assert self.target is not None
-        if len(set(columns)) != len(columns):
-            dup = next(c for c in columns if columns.count(c) > 1)
-            raise PermanentError(f"HeaderMismatch: {where} names column {dup!r} twice")
+        seen: set[str] = set()
         for name in columns:
-            column = self.target.column(name)
+            if name in seen:
+                raise PermanentError(f"HeaderMismatch: {where} names column {_short(name)!r} twice")
+            seen.add(name)
+        by_name = {c.name: c for c in self.target.columns}
+        for name in columns:
+            column = by_name.get(name)
             if column is None:
                 raise PermanentError(
-                    f"HeaderMismatch: {where} field {name!r} is not a column of "
+                    f"HeaderMismatch: {where} field {_short(name)!r} is not a column of "
                     f"{self.spec.qualified} (columns: {', '.join(self.target.writable)}); "
                     "map it with payload.columns"
                 )
@@ -279,8 +303,10 @@ class Import:
             self.copy_format,
             self.spec.encoding,
             self.spec.delimiter,
+            self.spec.quote,
             self.mode != "direct",
             ndjson,
+            self.settings.max_record_bytes,
             self.budget.check,
         )
         self.move = Move(
@@ -342,8 +368,9 @@ class Import:
             try:
                 async for chunk in chunks:
                     failures: list[RowFailure] = []
-                    payload, rows = copier.payload(chunk.records, failures)
-                    await queue.put(Prepared(chunk, payload, rows, failures))
+                    # Off the event loop: converting NDJSON is CPU work.
+                    batch = await asyncio.to_thread(copier.prepare, chunk.records, failures)
+                    await queue.put(Prepared(chunk, batch, failures))
                     await queue.join()
             except Exception as exc:  # hand the reader's error to the loader
                 await queue.put(exc)
@@ -389,16 +416,11 @@ class Import:
         """Load one chunk inside ``span``'s open transaction (committed by ``_commit``)."""
         assert self.copier is not None and self.move is not None
         s = self.spec
-        chunk, payload, rows, failures = (
-            prepared.chunk,
-            prepared.payload,
-            prepared.rows,
-            prepared.failures,
-        )
+        chunk, batch, failures = prepared.chunk, prepared.batch, prepared.failures
         part = tables.Staging(self.job.id, self.parts) if self.mode == "atomic" else None
         staging = part or self.staging
         into = (staging.schema, staging.name) if staging else (s.schema, s.table)
-        columns = self.columns + (["importd_line"] if staging else [])
+        columns = self.copier.columns(self.columns)
         if self.mover is not None:
             self.mover.check()  # stop early if the move already failed
         conn = span.conn
@@ -420,9 +442,7 @@ class Import:
                 await part.create(conn, self.target, self.columns)
                 span.parts.append(part)
                 self.parts += 1
-            loaded = await self.copier.copy_chunk(
-                conn, into, columns, chunk.records, payload, rows, failures
-            )
+            loaded = await self.copier.copy_chunk(conn, into, columns, batch, failures)
             if self.staging is not None:
                 lines = (chunk.records.lines[0], chunk.next_line)
                 rejected = len(failures)
@@ -462,6 +482,7 @@ class Import:
             "failed": self.failed,
             "fingerprint": self.fingerprint,
             "parts": self.parts,
+            "newline": (self.reader.newline or b"\n").decode() if self.reader else "\n",
         }
         held = await self._store(conn, checkpoint)
         if not held:
@@ -520,3 +541,8 @@ class Import:
                     await table.drop(conn)
         except Exception as exc:  # the rescuer's sweep drops them later
             self.ctx.log.warning("staging_drop_failed", error=str(exc))
+
+
+def _short(name: str) -> str:
+    """A name from the file, cut for a message."""
+    return name if len(name) <= 100 else name[:100] + "…"

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from ...models import PermanentError
 from .. import sources
-from ..records import Records, Splitter
+from ..records import Records, Splitter, loads
 
 
 @dataclass
@@ -42,15 +41,72 @@ async def open_source(
     )
 
 
-async def records(blocks: AsyncIterator[bytes], splitter: Splitter) -> AsyncIterator[Records]:
-    """The records of ``blocks``, a batch per block."""
-    async for block in blocks:
-        found = splitter.feed(block)
-        if found:
-            yield found
-    last = splitter.finish()
-    if last:
-        yield last
+BOM = b"\xef\xbb\xbf"
+_HEAD = 1 << 16  # bytes looked at before the first record: the BOM and the line end
+
+
+class Reader:
+    """Turns the source's blocks into records: drops a UTF-8 byte order mark at the start
+    of the file, finds the line end (LF, CRLF or CR) there, and splits.
+
+    ``newline``: the line end an earlier attempt found (resuming), or None to look."""
+
+    def __init__(
+        self,
+        quote: bytes | None,
+        escape: bytes | None,
+        first_line: int,
+        newline: bytes | None,
+        limit: int,
+        *,
+        at_start: bool,
+        utf8: bool,
+    ) -> None:
+        self._args = (quote, escape, first_line)
+        self.newline = newline
+        self._limit = limit
+        self._at_start = at_start
+        self._utf8 = utf8
+        self.splitter: Splitter | None = None
+
+    def _start(self, head: bytes) -> bytes:
+        skip = 0
+        if self._at_start and self._utf8 and head.startswith(BOM):
+            skip = len(BOM)
+        head = head[skip:]
+        if self.newline is None:
+            cr, lf = head.find(b"\r"), head.find(b"\n")
+            bare_cr = cr >= 0 and (lf < 0 or cr < lf) and head[cr + 1 : cr + 2] != b"\n"
+            self.newline = b"\r" if bare_cr else b"\n"
+        quote, escape, first_line = self._args
+        self.splitter = Splitter(
+            quote, escape, first_line, newline=self.newline, limit=self._limit, offset=skip
+        )
+        return head
+
+    async def records(self, blocks: AsyncIterator[bytes]) -> AsyncIterator[Records]:
+        """The records of ``blocks``, a batch per block."""
+        head = b""
+        async for received in blocks:
+            block = received
+            if self.splitter is None:
+                head += block
+                if len(head) < _HEAD:
+                    continue
+                block, head = self._start(head), b""
+            assert self.splitter is not None
+            found = self.splitter.feed(block)
+            if found:
+                yield found
+        if self.splitter is None:  # a file shorter than the head
+            rest = self._start(head)
+            assert self.splitter is not None
+            found = self.splitter.feed(rest)
+            if found:
+                yield found
+        last = self.splitter.finish()
+        if last:
+            yield last
 
 
 async def chunks(
@@ -87,8 +143,8 @@ async def chunks(
 def first_keys(first: Records) -> list[str]:
     """The keys of the first record that is a JSON object (NDJSON without a mapping)."""
     for data in first.datas:
-        with contextlib.suppress(ValueError):
-            obj = json.loads(data)
+        with contextlib.suppress(ValueError, RecursionError):
+            obj = loads(data) if data else None
             if isinstance(obj, dict) and obj:
                 return [str(key) for key in obj]
     raise PermanentError(
