@@ -25,13 +25,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ... import tables
+from ... import sql, tables
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
 from .common import ROW_LEVEL, Row, describe, raw_text
 
 MIN_WINDOW = 16
 _TRY = "importd_try"
+_CHECK = "importd_check"
 
 
 @dataclass
@@ -47,6 +48,13 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def joined(self) -> bytes:
+        """The COPY data of the rows, each with its line prefix."""
+        heads = map(self.prefix.__mod__, self.lines)
+        return b"".join(
+            itertools.chain.from_iterable(zip(heads, self.bodies, itertools.repeat(b"\n")))
+        )
 
     def rows(self) -> list[Row]:
         """One Row per record (for isolating bad rows)."""
@@ -100,6 +108,9 @@ class Copier:
         self.ndjson = ndjson
         self.max_record = max_record
         self._check = check
+        self._delimiter = delimiter.encode()
+        self.names: list[str] = []
+        self.types: list[str] | None = None  # the import's columns and their types
         self._csv = ndjson is None
         self._prefix = (b"%d" + (delimiter.encode() if self._csv else b"\t")) if staged else b""
         self._dot = quote.encode() + b"\\." + quote.encode()
@@ -191,9 +202,59 @@ class Copier:
         if error is None:
             await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
             return len(batch)
-        loaded = await self._isolate(conn, into, columns, batch.rows(), failures, error)
+        loaded = await self._checked(conn, into, batch, failures)
+        if loaded is None:
+            loaded = await self._isolate(conn, into, columns, batch.rows(), failures, error)
         await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
         return loaded
+
+    async def _checked(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        batch: Batch,
+        failures: list[RowFailure],
+    ) -> int | None:
+        """Load a failing chunk set-based (see ``sql/queries/build_check.sql``): a few
+        statements whatever the number of bad rows. None when that cannot be done (a row
+        COPY cannot even split into fields, or the target refuses a converted row): the
+        caller then isolates bad rows COPY by COPY."""
+        if self.types is None or any("$" in name for name in self.names):
+            return None
+        statements = await conn.fetchrow(
+            sql.query("build_check"),
+            _CHECK,
+            self.names,
+            self.types,
+            into[0],
+            into[1],
+            self.staged,
+        )
+        payload = batch.payload
+        if not self.staged:
+            prefix = b"%d" + (self._delimiter if self._csv else b"\t")
+            payload = Batch(batch.lines, batch.raws, batch.bodies, b"", prefix).joined()
+        try:
+            await conn.execute(statements["create"])
+            await tables.copy_in(
+                conn,
+                "pg_temp",
+                _CHECK,
+                ["importd_line", *self.names],
+                payload,
+                self.copy_format,
+            )
+            await conn.execute(statements["check"])
+            status = await conn.execute(statements["insert"])
+            bad = await conn.fetch(statements["errors"])
+            await conn.execute(statements["drop"])
+        except ROW_LEVEL:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            return None
+        raws = dict(zip(batch.lines, batch.raws, strict=True))
+        for row in bad:
+            self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
+        return int(status.rsplit(" ", 1)[-1])
 
     async def _try(
         self, conn: asyncpg.Connection, into: tuple[str, str], columns: list[str], payload: bytes

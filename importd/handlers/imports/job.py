@@ -309,6 +309,10 @@ class Import:
             self.settings.max_record_bytes,
             self.budget.check,
         )
+        by_name = {c.name: c for c in self.target.columns}
+        self.copier.names = list(self.columns)
+        if all(name in by_name for name in self.columns):  # (a resumed run: maybe not)
+            self.copier.types = [by_name[name].type for name in self.columns]
         self.move = Move(
             self.target,
             self.columns,
