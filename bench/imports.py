@@ -63,20 +63,29 @@ def generate(path: Path, rows: int, seed: int = 1) -> int:
 
 def spoil(clean: Path, spoiled: Path, bad: int) -> int:
     """``clean`` with ``bad`` records spread evenly through it made bad (the integer
-    column ``account`` holds a word); the count of records spoiled."""
+    column ``account`` holds a word); the count of records spoiled. Streamed, so that this
+    process stays small (a child's peak RSS starts from its parent's at fork)."""
+
+    def candidate(line: bytes) -> bool:
+        # Records that are one line each (every 50th has a quoted newline).
+        return line[:1].isdigit() and line.count(b",") == 7
+
     with clean.open("rb") as src:
-        lines = src.read().split(b"\n")
-    # Records that are one line each (every 50th has a quoted newline): pick among those.
-    starts = [i for i in range(1, len(lines) - 1) if lines[i][:1].isdigit() and
-              lines[i].count(b",") == 7]
-    step = len(starts) / bad
-    for k in range(bad):
-        i = starts[int(k * step)]
-        fields = lines[i].split(b",")
-        fields[1] = b"acct" + fields[1]
-        lines[i] = b",".join(fields)
-    spoiled.write_bytes(b"\n".join(lines))
-    return bad
+        count = sum(1 for line in src if candidate(line))
+    step = count / bad
+    picks = {int(k * step) for k in range(bad)}
+    seen = 0
+    with clean.open("rb") as src, spoiled.open("wb") as out:
+        out.write(src.readline())
+        for line in src:
+            if candidate(line):
+                if seen in picks:
+                    fields = line.split(b",")
+                    fields[1] = b"acct" + fields[1]
+                    line = b",".join(fields)  # noqa: PLW2901
+                seen += 1
+            out.write(line)
+    return len(picks)
 
 
 def big_record(path: Path, megabytes: int) -> None:

@@ -248,7 +248,9 @@ class Copier:
             status = await conn.execute(statements["insert"])
             bad = await conn.fetch(statements["errors"])
             await conn.execute(statements["drop"])
-        except ROW_LEVEL:
+        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
+            # A row that does not split into fields, a row the target refuses, or no
+            # right to create temporary tables: COPY by COPY then.
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
         raws = dict(zip(batch.lines, batch.raws, strict=True))

@@ -3,6 +3,7 @@ source lines, cut into chunks of rows for COPY; and the columns a file's start f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 from collections.abc import AsyncIterator
@@ -95,7 +96,9 @@ class Reader:
                     continue
                 block, head = self._start(head), b""
             assert self.splitter is not None
-            found = self.splitter.feed(block)
+            # Off the event loop: a block of many lines that open or close quotes takes a
+            # Python step per such line.
+            found = await asyncio.to_thread(self.splitter.feed, block)
             if found:
                 yield found
         if self.splitter is None:  # a file shorter than the head
