@@ -219,8 +219,8 @@ class Copier:
         statements whatever the number of bad rows. None when that cannot be done (a row
         COPY cannot even split into fields, or the target refuses a converted row): the
         caller then isolates bad rows COPY by COPY."""
-        if self.types is None or any("$" in name for name in self.names):
-            return None
+        if self.types is None or any("$" in name for name in [*self.names, *self.types]):
+            return None  # (no dollar sign may end the DO block's quoting early)
         statements = await conn.fetchrow(
             sql.query("build_check"),
             _CHECK,
