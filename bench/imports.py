@@ -1,7 +1,10 @@
 """Import benchmarks: importd's csv handler against psql's \\copy on the same file and
-server, and the daemon's peak memory for 1M and 5M rows.
+server, and the daemon's peak memory for 1M and 5M rows; hostile files: 20,000 bad rows
+in 1M against the same file without them, peak memory under a 200 MB record, and a
+100,000-column header.
 
     python -m bench.imports [--rows 1000000] [--big-rows 5000000] [--skip-big]
+    python -m bench.imports --only-hostile [--bad-rows 20000] [--record-mb 200]
 """
 
 from __future__ import annotations
@@ -58,6 +61,98 @@ def generate(path: Path, rows: int, seed: int = 1) -> int:
     return path.stat().st_size
 
 
+def spoil(clean: Path, spoiled: Path, bad: int) -> int:
+    """``clean`` with ``bad`` records spread evenly through it made bad (the integer
+    column ``account`` holds a word); the count of records spoiled. Streamed, so that this
+    process stays small (a child's peak RSS starts from its parent's at fork)."""
+
+    def candidate(line: bytes) -> bool:
+        # Records that are one line each (every 50th has a quoted newline).
+        return line[:1].isdigit() and line.count(b",") == 7
+
+    with clean.open("rb") as src:
+        count = sum(1 for line in src if candidate(line))
+    step = count / bad
+    picks = {int(k * step) for k in range(bad)}
+    seen = 0
+    with clean.open("rb") as src, spoiled.open("wb") as out:
+        out.write(src.readline())
+        for line in src:
+            if candidate(line):
+                if seen in picks:
+                    fields = line.split(b",")
+                    fields[1] = b"acct" + fields[1]
+                    line = b",".join(fields)  # noqa: PLW2901
+                seen += 1
+            out.write(line)
+    return len(picks)
+
+
+def big_record(path: Path, megabytes: int) -> None:
+    """A CSV whose second record is one field of ``megabytes`` MB."""
+    chunk = b"y" * (1 << 20)
+    with path.open("wb") as fh:
+        fh.write(b"id,account,title,body,created,amount,ratio,note\n1,1,ok,")
+        for _ in range(megabytes):
+            fh.write(chunk)
+        fh.write(b",2024-01-01,1,0.5,\n2,2,fine,body,2024-01-01,1,0.5,\n")
+
+
+def wide_header(path: Path, columns: int) -> None:
+    """A CSV whose header names ``columns`` columns (the last one twice)."""
+    names = [f"c{i}" for i in range(columns)] + [f"c{columns - 1}"]
+    path.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n")
+
+
+async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
+    """The hostile-input figures (see the module docstring)."""
+    clean = root / "clean.csv"
+    generate(clean, args.rows, seed=2)
+    spoiled = root / "spoiled.csv"
+    spoil(clean, spoiled, args.bad_rows)
+    rows: list[tuple[str, str]] = []
+    for atomic in (True, False):
+        clean_runs, bad_runs = [], []
+        for _ in range(args.repeat):
+            clean_runs.append((await import_once(dsn, root, clean, "clean_load", atomic))[0])
+            bad_runs.append((await import_once(dsn, root, spoiled, "bad_load", atomic,
+                                              max_errors=args.bad_rows))[0])
+        clean_s, bad_s = statistics.median(clean_runs), statistics.median(bad_runs)
+        rows.append((f"{args.rows:,} rows, {args.bad_rows:,} bad (atomic: {str(atomic).lower()})",
+                     f"{bad_s:.2f} s vs {clean_s:.2f} s without them: {bad_s / clean_s:.2f}x "
+                     f"(medians of {args.repeat}; runs {', '.join(f'{x:.2f}' for x in bad_runs)}"
+                     f" vs {', '.join(f'{x:.2f}' for x in clean_runs)})"))
+    big = root / "record.csv"
+    big_record(big, args.record_mb)
+    _, rss, result = await import_once(dsn, root, big, "big_record", True, max_errors=1)
+    conn = await asyncpg.connect(dsn)
+    try:
+        message = await conn.fetchval("SELECT message FROM import_job_errors ORDER BY id DESC "
+                                      "LIMIT 1")
+    finally:
+        await conn.close()
+    rows.append((f"one {args.record_mb} MB record (max_record_bytes 4 MiB)",
+                 f"peak RSS of importd drain {rss:.0f} MiB; rows_loaded "
+                 f"{result['rows_loaded']}, rejected {result['rows_rejected']}: "
+                 f"{(message or '')[:60]}"))
+    wide = root / "wide.csv"
+    wide_header(wide, args.columns)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE IF EXISTS wide_load; " + TABLE.format(name="wide_load"))
+        job_id = await importd.enqueue(conn, "csv", {"source": f"file://{wide}",
+                                                     "table": "wide_load"})
+        await asyncio.to_thread(drain, dsn, root, False)
+        row = await conn.fetchrow("SELECT status, last_error, finished_at - started_at AS took "
+                                  "FROM import_jobs WHERE id = $1", job_id)
+    finally:
+        await conn.close()
+    rows.append((f"a {args.columns:,}-column header",
+                 f"{row['status']} after {row['took'].total_seconds() * 1000:.0f} ms: "
+                 f"{row['last_error'][:70]}"))
+    return rows
+
+
 def psql_copy(cluster_bin: Path, dsn: str, table_name: str, path: Path) -> float:
     psql = cluster_bin / "psql"
     if not psql.exists():
@@ -69,7 +164,7 @@ def psql_copy(cluster_bin: Path, dsn: str, table_name: str, path: Path) -> float
     return time.perf_counter() - began
 
 
-def drain(dsn: str, root: Path) -> tuple[float, float]:
+def drain(dsn: str, root: Path, check: bool = True) -> tuple[float, float]:
     """Run ``importd drain``; its wall time and its peak RSS in MiB."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), IMPORTD_IMPORT_ROOTS=str(root),
                IMPORTD_TABLES="public.*")
@@ -78,19 +173,20 @@ def drain(dsn: str, root: Path) -> tuple[float, float]:
                              "--log-level", "warning"], env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - began
-    if os.waitstatus_to_exitcode(status) != 0:
+    if check and os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"importd drain exited with {os.waitstatus_to_exitcode(status)}")
     return elapsed, usage.ru_maxrss / 1024
 
 
-async def import_once(dsn: str, root: Path, path: Path, name: str, atomic: bool
-                      ) -> tuple[float, float, dict[str, Any]]:
+async def import_once(dsn: str, root: Path, path: Path, name: str, atomic: bool,
+                      max_errors: int = 0) -> tuple[float, float, dict[str, Any]]:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {name}; " + TABLE.format(name=name))
         await conn.execute("CHECKPOINT")
         job_id = await importd.enqueue(conn, "csv", {"source": f"file://{path}",
-                                                     "table": name, "atomic": atomic},
+                                                     "table": name, "atomic": atomic,
+                                                     "max_errors": max_errors},
                                        timeout=3600)
         _, rss = await asyncio.to_thread(drain, dsn, root)
         row = await conn.fetchrow("SELECT status, result, last_error FROM import_jobs "
@@ -115,6 +211,19 @@ async def main(args: Any) -> None:
     OUT.mkdir(exist_ok=True)
     root = OUT / "files"
     root.mkdir(exist_ok=True)
+    if args.only_hostile:
+        cluster = await asyncio.to_thread(start_cluster)
+        try:
+            dsn = await fresh_database(cluster, "bench_hostile")
+            pg = await server_settings(dsn)
+            rows = await hostile(dsn, root, args)
+        finally:
+            await asyncio.to_thread(cluster.destroy)
+        facts = machine()
+        print(table("importd hostile-input benchmark", [
+            ("machine", f"{facts['cores']} cores, {facts['cpu']}, Python {facts['python']}"),
+            ("postgresql", f"{pg['version']}, fsync={pg['fsync']}"), *rows]))
+        return
     small = root / "small.csv"
     generate(small, 10_000)
     path = root / "bench.csv"
@@ -176,4 +285,10 @@ if __name__ == "__main__":
     parser.add_argument("--big-rows", type=int, default=5_000_000)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only-hostile", action="store_true",
+                        help="only the hostile-input figures (bad rows, a huge record, a "
+                             "wide header)")
+    parser.add_argument("--bad-rows", type=int, default=20_000)
+    parser.add_argument("--record-mb", type=int, default=200)
+    parser.add_argument("--columns", type=int, default=100_000)
     asyncio.run(main(parser.parse_args()))

@@ -41,6 +41,7 @@ _DAEMON_FIELDS = (
     "pool_size",
     "worker_name",
     "metrics_address",
+    "max_record_bytes",
 )
 
 

@@ -278,6 +278,12 @@ FIELDS: tuple[Field, ...] = (
     Field("copy_chunk_rows", _positive_int, 20_000, "rows per COPY chunk (and checkpoint)"),
     Field("copy_chunk_bytes", _positive_int, 8 * 2**20, "bytes per COPY chunk at most"),
     Field(
+        "max_record_bytes",
+        _positive_int,
+        4 * 2**20,
+        "longest CSV/NDJSON record accepted; a longer one is a row error (memory stays flat)",
+    ),
+    Field(
         "retention_completed",
         parse_duration,
         7 * 86400.0,
@@ -364,6 +370,7 @@ class Settings:
     http_token: str | None = None
     copy_chunk_rows: int = 20_000
     copy_chunk_bytes: int = 8 * 2**20
+    max_record_bytes: int = 4 * 2**20
     retention_completed: float = 7 * 86400.0
     retention_failed: float = 30 * 86400.0
     metrics_address: str | None = None

@@ -83,3 +83,50 @@ def test_ndjson_rows() -> None:
         rows.convert(b'{"name": "\xff"}')
     mapped = NdjsonRows({"Name": "name"}, ["name"], json_columns=[])
     assert mapped.convert(b'{"Name": true}') == b"true\n"
+
+
+# -- properties: the splitter against Python's csv module ---------------------------------
+
+import csv  # noqa: E402
+import io  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FIELD = st.text(alphabet=st.sampled_from(list('ab,"\n é')), max_size=6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.lists(st.lists(FIELD, min_size=1, max_size=3), min_size=1, max_size=30),
+       newline=st.sampled_from(["\n", "\r\n", "\r"]), block=st.integers(1, 50),
+       limit=st.integers(4, 40))
+def test_splitter_finds_the_records_and_lines_csv_finds(rows, newline: str, block: int,
+                                                        limit: int) -> None:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator=newline)
+    for row in rows:
+        writer.writerow([f.replace("\n", newline) for f in row])
+    text = out.getvalue()
+    data = text.encode()
+    expected = []  # (start line, record text) per non-blank record
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    for record in reader:
+        if record:
+            expected.append((start, record))
+        start = reader.line_num + 1
+    splitter = Splitter(newline=b"\r" if newline == "\r" else b"\n", limit=limit)
+    got = Records()
+    for i in range(0, len(data), block):
+        got.extend(splitter.feed(data[i:i + block]))
+    got.extend(splitter.finish())
+    assert got.lines == [line for line, _ in expected]
+    for index, (data_, (line, record)) in enumerate(zip(got.datas, expected, strict=True)):
+        if data_:  # kept whole (the loader rejects it still if it is over the limit)
+            source = data_.removesuffix(b"\r").decode()
+            assert next(csv.reader(io.StringIO(source, newline=""))) == record
+        else:  # too long: skipped to its end, its size and extent kept
+            size, after = got.too_long[line]
+            assert size > limit
+            assert after == (expected[index + 1][0] if index + 1 < len(expected) else after)
+    assert splitter.consumed == len(data)

@@ -21,11 +21,16 @@ class Records:
     """Consecutive records of a stream, as parallel lists: the physical line each starts
     on (1-based), its bytes without the final newline, and the stream offset after it.
     Lists rather than an object per record: a million records cost a million list slots,
-    not a million objects."""
+    not a million objects.
+
+    A record longer than the splitter's limit is kept as ``b""`` (real records are never
+    empty: blank lines are no records), its size in ``too_long`` by its line."""
 
     lines: list[int] = field(default_factory=list)
     datas: list[bytes] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
+    too_long: dict[int, tuple[int, int]] = field(default_factory=dict)  # line: size, next
+    newline: bytes = b"\n"
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -35,17 +40,35 @@ class Records:
         self.lines.extend(other.lines)
         self.datas.extend(other.datas)
         self.ends.extend(other.ends)
+        if other.too_long:
+            self.too_long.update(other.too_long)
+        self.newline = other.newline
 
     def split(self, count: int) -> tuple[Records, Records]:
         """The first ``count`` records and the rest."""
         return (
-            Records(self.lines[:count], self.datas[:count], self.ends[:count]),
-            Records(self.lines[count:], self.datas[count:], self.ends[count:]),
+            Records(
+                self.lines[:count],
+                self.datas[:count],
+                self.ends[:count],
+                self.too_long,
+                self.newline,
+            ),
+            Records(
+                self.lines[count:],
+                self.datas[count:],
+                self.ends[count:],
+                self.too_long,
+                self.newline,
+            ),
         )
 
     def next_line(self, index: int) -> int:
         """The physical line just after record ``index``."""
-        return self.lines[index] + self.datas[index].count(b"\n") + 1
+        data = self.datas[index]
+        if not data:
+            return self.too_long[self.lines[index]][1]
+        return self.lines[index] + data.count(self.newline) + 1
 
 
 class Splitter:
@@ -53,23 +76,42 @@ class Splitter:
 
     ``quote=None`` treats every line as a record (NDJSON). ``escape`` differing from
     ``quote`` (a backslash, say) makes ``escape + quote`` a literal quote. Blank lines are
-    no records (as csv readers agree), though they count as lines.
+    no records (as csv readers agree), though they count as lines. ``newline`` is the
+    byte that ends a line (``\\n``, also for CRLF files, whose records keep their ``\\r``;
+    ``\\r`` for old Mac files).
+
+    A record longer than ``limit`` bytes is not kept: the splitter skips to its end
+    (still tracking quotes and lines) and returns it as ``b""``, its size and extent in
+    ``Records.too_long``. Memory stays within about ``limit`` plus a block.
 
     Work per block is C-speed (``split``, ``count``, ``accumulate``) except for one
     step per line with an odd number of quotes, where a quoted field opens or closes.
     """
 
     def __init__(
-        self, quote: bytes | None = b'"', escape: bytes | None = None, first_line: int = 1
+        self,
+        quote: bytes | None = b'"',
+        escape: bytes | None = None,
+        first_line: int = 1,
+        *,
+        newline: bytes = b"\n",
+        limit: int = 1 << 62,
+        offset: int = 0,
     ) -> None:
         self._quote = quote
         self._escape = escape if escape and escape != quote else None
+        self._nl = newline
+        self._limit = limit
         self._pieces: list[bytes] = []  # lines of a record still inside quotes
+        self._pieces_size = 0
         self._record_line = first_line  # where that record starts
         self._tail = b""  # the unfinished last line of the previous block
-        self._line_offset = 0  # stream offset just after the last complete line
+        self._line_offset = offset  # stream offset just after the last complete line
+        self._skipping = False  # inside a record longer than the limit
+        self._skip_open = False  # whether a quote is open where the skipped bytes end
+        self._skip_size = 0
         self.line = first_line  # physical line number of the next line to read
-        self.consumed = 0  # bytes belonging to completed records (a resume point)
+        self.consumed = offset  # bytes belonging to completed records (a resume point)
 
     def _odd(self, parts: list[bytes]) -> list[int]:
         """Indexes of the lines with an odd number of (unescaped) quotes."""
@@ -93,12 +135,24 @@ class Splitter:
 
     def feed(self, block: bytes) -> Records:
         """The records completed by ``block``."""
+        out = Records(newline=self._nl)
         if not block:
-            return Records()
-        parts = (self._tail + block).split(b"\n")
+            return out
+        if self._skipping:
+            rest = self._skip(block, out)
+            if rest is None:
+                return out
+            block = rest
+            if not block:
+                return out
+        parts = (self._tail + block).split(self._nl)
         self._tail = parts.pop()
-        if not parts:
-            return Records()
+        if parts:
+            self._lines(parts, out)
+        self._bound()
+        return out
+
+    def _lines(self, parts: list[bytes], out: Records) -> None:
         first, base = self.line, self._line_offset
         # ends[i]: the stream offset just after line i of this block.
         ends = list(
@@ -106,30 +160,76 @@ class Splitter:
         )
         self.line += len(parts)
         self._line_offset = ends[-1]
-        out = Records()
         odd = self._odd(parts)
         pos = 0
         if self._pieces:  # a quoted field is open since an earlier block
             if not odd:
-                self._pieces.extend(parts)
-                return out
+                self._add_pieces(parts)
+                return
             close = odd.pop(0)
-            self._pieces.extend(parts[: close + 1])
-            self._emit(out, self._record_line, b"\n".join(self._pieces), ends[close])
-            self._pieces = []
+            self._add_pieces(parts[: close + 1])
+            self._emit(out, self._record_line, self._nl.join(self._pieces), ends[close])
+            self._pieces, self._pieces_size = [], 0
             pos = close + 1
         for k in range(0, len(odd), 2):
             opening = odd[k]
             self._bulk(out, parts, ends, first, pos, opening)
             if k + 1 == len(odd):  # opens here, closes in a later block
-                self._pieces = parts[opening:]
                 self._record_line = first + opening
-                return out
+                self._add_pieces(parts[opening:])
+                return
             close = odd[k + 1]
-            self._emit(out, first + opening, b"\n".join(parts[opening : close + 1]), ends[close])
+            self._emit(out, first + opening, self._nl.join(parts[opening : close + 1]), ends[close])
             pos = close + 1
         self._bulk(out, parts, ends, first, pos, len(parts))
-        return out
+
+    def _add_pieces(self, parts: list[bytes]) -> None:
+        self._pieces.extend(parts)
+        self._pieces_size += sum(map(len, parts)) + len(parts)
+
+    def _bound(self) -> None:
+        """Start skipping when the open record (quoted lines and the unfinished line)
+        outgrows the limit."""
+        if self._pieces_size + len(self._tail) <= self._limit:
+            return
+        if not self._pieces:
+            self._record_line = self.line
+        self._skip_open = bool(self._pieces) ^ bool(self._odd([self._tail]))
+        self._skip_size = self._pieces_size + len(self._tail)
+        self._line_offset += len(self._tail)
+        self._pieces, self._pieces_size, self._tail = [], 0, b""
+        self._skipping = True
+
+    def _skip(self, block: bytes, out: Records) -> bytes | None:
+        """Consume ``block`` while skipping a long record: the bytes after the record's
+        end, or None when it goes on past this block."""
+        parts = block.split(self._nl)
+        last = parts.pop()  # the unfinished line (maybe empty)
+        odd = self._odd(parts)
+        end: int | None
+        if not self._skip_open:
+            # Closed where the skipped bytes stop: the line ends the record, unless it
+            # opens a quote; then the line that closes it does.
+            end = 0 if parts and (not odd or odd[0] != 0) else (odd[1] if len(odd) > 1 else None)
+        else:
+            end = odd[0] if odd else None
+        if end is None:
+            self._skip_open ^= bool(len(odd) & 1) ^ bool(self._odd([last]))
+            self._skip_size += len(block)
+            self._line_offset += len(block)
+            self.line += len(parts)
+            return None
+        used = sum(map(len, parts[: end + 1])) + end + 1
+        self._skip_size += used - 1
+        self._line_offset += used
+        self.line += end + 1
+        self.consumed = self._line_offset
+        out.lines.append(self._record_line)
+        out.datas.append(b"")
+        out.ends.append(self._line_offset)
+        out.too_long[self._record_line] = (self._skip_size, self.line)
+        self._skipping, self._skip_size, self._skip_open = False, 0, False
+        return block[used:]
 
     def _emit(self, out: Records, line: int, data: bytes, end: int) -> None:
         self.consumed = end
@@ -159,7 +259,16 @@ class Splitter:
     def finish(self) -> Records:
         """The last record when the stream does not end with a newline (or ends inside
         quotes: PostgreSQL then reports the unterminated field)."""
-        out = Records()
+        out = Records(newline=self._nl)
+        if self._skipping:
+            self.line += 1
+            out.lines.append(self._record_line)
+            out.datas.append(b"")
+            out.ends.append(self._line_offset)
+            out.too_long[self._record_line] = (self._skip_size, self.line)
+            self._skipping = False
+            self.consumed = self._line_offset
+            return out
         if self._tail:
             if not self._pieces:
                 self._record_line = self.line
@@ -168,8 +277,8 @@ class Splitter:
             self._tail = b""
             self.line += 1
         if self._pieces:
-            data = b"\n".join(self._pieces)
-            self._pieces = []
+            data = self._nl.join(self._pieces)
+            self._pieces, self._pieces_size = [], 0
             if data.strip(b"\r\n"):
                 self._emit(out, self._record_line, data, self._line_offset)
         self.consumed = self._line_offset
@@ -184,6 +293,35 @@ def _copy_text(value: str) -> str:
     return (
         value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     )
+
+
+class Number(str):
+    """A JSON number as its source text: never through a float, so ``numeric`` gets it
+    exactly, ``jsonb`` as written and ``text`` as written (``1E5`` stays ``1E5``)."""
+
+    __slots__ = ()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _dump(value: Any) -> str:
+    """``value`` (from ``json.loads`` with ``Number``) as JSON text, numbers as written."""
+    if isinstance(value, Number):
+        return str.__str__(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_dump(k)}: {_dump(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_dump, value)) + "]"
+    return json.dumps(value)  # true, false, null
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON with numbers kept as their text (``Number``); NaN and Infinity refused."""
+    return json.loads(data, parse_float=Number, parse_int=Number, parse_constant=_no_constant)
 
 
 class NdjsonRows:
@@ -203,13 +341,17 @@ class NdjsonRows:
         if not text:
             return None
         try:
-            obj = json.loads(text)
+            obj = loads(text)
         except UnicodeDecodeError as exc:
             raise RowError(f"not UTF-8: {exc.reason} at byte {exc.start}") from None
         except json.JSONDecodeError as exc:
             raise RowError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except ValueError as exc:
+            raise RowError(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise RowError("invalid JSON: nested too deeply") from None
         if not isinstance(obj, dict):
-            raise RowError(f"expected a JSON object, got {type(obj).__name__}")
+            raise RowError(f"expected a JSON object, got {_kind(obj)}")
         fields: list[str] = ["\\N"] * len(self.columns)
         for key, value in obj.items():
             column = self._mapping.get(key, key if not self._mapping else None)
@@ -218,17 +360,34 @@ class NdjsonRows:
                     f"field {key!r} is not among the import's columns ({', '.join(self.columns)})"
                 )
             fields[self._index[column]] = self._field(key, column, value)
-        return ("\t".join(fields) + "\n").encode("utf-8")
+        try:
+            return ("\t".join(fields) + "\n").encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode()
+            raise RowError(
+                f"a string holds a lone surrogate ({bad}), which is not valid Unicode text"
+            ) from None
 
     def _field(self, key: str, column: str, value: Any) -> str:
         if value is None:
             return "\\N"
         if column in self._json:
-            return _copy_text(json.dumps(value, ensure_ascii=False))
+            try:
+                return _copy_text(_dump(value))
+            except RecursionError:
+                raise RowError(f"field {key!r} is nested too deeply") from None
         if isinstance(value, dict | list):
             raise RowError(
                 f"field {key!r} holds a nested value but column {column!r} is not json or jsonb"
             )
         if isinstance(value, bool):
             return "true" if value else "false"
-        return _copy_text(str(value))
+        return _copy_text(str.__str__(value))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Number):
+        return "number"
+    return {str: "string", list: "array", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )

@@ -127,13 +127,40 @@ async def open_file(source: str, roots: tuple[str, ...], offset: int) -> Opened:
     fingerprint = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
 
     async def blocks() -> AsyncIterator[bytes]:
+        position = offset
         while True:
             block = await asyncio.to_thread(os.read, fd, BLOCK)
             if not block:
-                return
+                break
+            position += len(block)
             yield block
+        await asyncio.to_thread(_check_whole, fd, real, info, position, source)
 
     return Opened(fingerprint, blocks(), [lambda: os.close(fd)])
+
+
+def _check_whole(fd: int, real: str, opened: os.stat_result, end: int, source: str) -> None:
+    """At the end of the file: raise SourceChanged unless exactly the file that was opened
+    was read, all of it (truncated, grown, rewritten or replaced while it was read)."""
+    now = os.fstat(fd)
+    why = None
+    if end != opened.st_size:
+        why = f"{end:,} bytes were read of the {opened.st_size:,} it had when it was opened"
+    elif now.st_size != opened.st_size or now.st_mtime_ns != opened.st_mtime_ns:
+        why = "it was written to while it was read"
+    else:
+        try:
+            replaced = os.stat(real).st_ino != opened.st_ino
+        except OSError:
+            replaced = True
+        if replaced:
+            why = "another file took its place while it was read"
+    if why:
+        raise SourceChanged(
+            f"SourceChanged: {source} changed while it was read ({why}); "
+            "nothing past the last checkpoint was kept; enqueue a new job once the file "
+            "is complete"
+        )
 
 
 def check_url(
@@ -248,12 +275,19 @@ async def open_url(
 
     async def blocks() -> AsyncIterator[bytes]:
         remaining = skip
+        position = offset - skip
         # As the bytes arrive: waiting for a full block would stall a slow download.
         async for received in response.aiter_bytes():
+            position += len(received)
             if remaining >= len(received):
                 remaining -= len(received)
                 continue
             yield received[remaining:] if remaining else received
             remaining = 0
+        if total is not None and position != total:
+            raise SourceChanged(
+                f"SourceChanged: {url} ended after {position:,} of its {total:,} bytes; "
+                "enqueue a new job once the file is complete"
+            )
 
     return Opened(fingerprint, blocks(), [response.aclose])

@@ -78,8 +78,11 @@ def _get(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], defau
 
 def _char(payload: dict[str, Any], key: str, default: str) -> str:
     value: str = _get(payload, key, str, default)
-    if len(value) != 1 or value in "\r\n":
-        raise InvalidPayload(f"payload.{key}: must be one character (not a newline)")
+    if len(value) != 1 or value in "\r\n" or not value.isascii():
+        raise InvalidPayload(
+            f"payload.{key}: must be one ASCII character, not a newline "
+            f"(PostgreSQL's COPY takes one byte), got {value[:10]!r}"
+        )
     return value
 
 
@@ -128,7 +131,7 @@ CSV_ONLY = {"delimiter", "quote", "escape", "header", "encoding", "null"}
 def parse(payload: dict[str, Any], fmt: str, allowed_tables: tuple[str, ...] | None) -> ImportSpec:
     """Validate ``payload`` of a ``csv`` or ``ndjson`` job (``allowed_tables=None``: every
     field but the table allowlist, for producers that do not know it)."""
-    unknown = sorted(set(payload) - KNOWN - ({"format"}))
+    unknown = sorted(set(payload) - KNOWN)
     if unknown:
         raise InvalidPayload(
             f"payload.{unknown[0]}: unknown field (known: {', '.join(sorted(KNOWN))})"
@@ -217,6 +220,18 @@ def parse(payload: dict[str, Any], fmt: str, allowed_tables: tuple[str, ...] | N
     null = _get(payload, "null", str, "")
     if "\n" in null or "\r" in null:
         raise InvalidPayload("payload.null: must not contain a newline")
+    if fmt == "csv":
+        if escape == delimiter:
+            raise InvalidPayload(
+                "payload.escape: must differ from payload.delimiter (the escape character "
+                "only escapes the quote inside quoted fields; usually it is the quote itself)"
+            )
+        for key, char in (("delimiter", delimiter), ("quote", quote)):
+            if char in null:
+                raise InvalidPayload(
+                    f"payload.null: must not contain the {key} {char!r} "
+                    "(a field holding it could not be told from NULL)"
+                )
     return ImportSpec(
         source=source,
         schema=schema,

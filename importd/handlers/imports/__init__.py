@@ -1,0 +1,39 @@
+"""The ``csv`` and ``ndjson`` handlers: stream a file into a table with COPY.
+
+One pipeline, each stage in its own module:
+
+- ``reading``: source → records → chunks (the bytes, split into records with their
+  source lines, cut into chunks of rows);
+- ``copying``: records → COPY data, loaded in one statement per chunk, bad rows isolated
+  by the lines PostgreSQL names;
+- ``moving``: staging → target (the per-chunk and atomic strategies, with the conflict
+  rule), bad rows isolated by bisection on their source lines;
+- ``job``: the run — checkpoints, strategies side by side, the result.
+
+Exactly once, whatever crashes: every chunk of rows commits in one transaction with the
+checkpoint that accounts for it (source offset, line, counters), and that transaction
+only commits while this run still holds the job's lease. A retry resumes after the last
+committed chunk. With ``atomic: true`` the rows go to an UNLOGGED per-job staging table
+and move to the target in the transaction that marks the job completed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...executor import JobContext
+from ...models import Job
+from .common import LeaseLost, TooManyErrors
+from .job import Import
+
+__all__ = ["Import", "LeaseLost", "TooManyErrors", "import_csv", "import_ndjson"]
+
+
+async def import_csv(job: Job, ctx: JobContext) -> Any:
+    """Load a CSV file into a table (see the package docstring)."""
+    return await Import(job, ctx, "csv").run()
+
+
+async def import_ndjson(job: Job, ctx: JobContext) -> Any:
+    """Load an NDJSON file (one JSON object per line) into a table."""
+    return await Import(job, ctx, "ndjson").run()

@@ -1,0 +1,129 @@
+"""What the stages of an import share: its errors, the rows on their way to COPY, and
+the budget of rejected rows (``max_errors``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from ...models import PermanentError
+from ...repository import RowFailure
+
+if TYPE_CHECKING:
+    from .copying import Batch
+    from .reading import Chunk
+
+ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+_COPY_LINE = re.compile(r"\bCOPY [^,]+, line (\d+)(?:, column ([^:]+))?")
+RAW_LIMIT = 1000
+
+
+class LeaseLost(Exception):
+    """The job's lease went to someone else mid-import; the chunk was rolled back."""
+
+
+class TooManyErrors(PermanentError):
+    """More rows were rejected than ``max_errors`` allows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row on its way to COPY: its source line, its source bytes, its COPY bytes."""
+
+    line: int
+    raw: bytes
+    payload: bytes
+
+
+@dataclass
+class Prepared:
+    """A chunk with its COPY data, ready to load."""
+
+    chunk: Chunk
+    batch: Batch
+    failures: list[RowFailure]
+
+
+def raw_text(data: bytes, encoding: str) -> str:
+    """A rejected record as stored in ``import_job_errors.raw_record`` (cut to a limit)."""
+    text = data.decode(encoding if encoding != "ascii" else "latin_1", "replace")
+    return text.replace("\x00", "\\0").rstrip("\r\n")[:RAW_LIMIT]
+
+
+def describe(exc: asyncpg.PostgresError) -> tuple[int | None, str]:
+    """The COPY line (1-based within the statement) an error names, and a message."""
+    context = getattr(exc, "context", None) or ""
+    match = _COPY_LINE.search(context)
+    message = exc.message
+    if match and match.group(2):
+        message = f"column {match.group(2)}: {message}"
+    if exc.detail:
+        message += f" ({exc.detail})"
+    return (int(match.group(1)) if match else None), message
+
+
+class Budget:
+    """Counts rejected rows against ``max_errors``: those committed (``failed``), those of
+    the open transaction, and those the atomic mover found."""
+
+    def __init__(self, max_errors: int, atomic: bool) -> None:
+        self.max_errors = max_errors
+        self.atomic = atomic
+        self.failed = 0  # committed rejected rows
+        self.loaded = 0
+        self.elsewhere: list[RowFailure] | None = None  # the mover's failures
+
+    def check(self, failures: list[RowFailure]) -> None:
+        """Raise TooManyErrors once the rejected rows exceed max_errors."""
+        extra = (
+            len(self.elsewhere)
+            if self.elsewhere is not None and failures is not self.elsewhere
+            else 0
+        )
+        if self.failed + len(failures) + extra > self.max_errors:
+            self.count(0, failures, extra=extra)  # raises
+
+    def count(self, loaded: int, failures: list[RowFailure], extra: int = 0) -> None:
+        """Add ``loaded`` rows and ``failures``; TooManyErrors past max_errors."""
+        self.loaded += loaded
+        self.failed += len(failures)
+        if self.failed + extra > self.max_errors:
+            first = failures[0] if failures else None
+            raise TooManyErrors(
+                f"TooManyErrors: {self.failed + extra} rows rejected, more than max_errors="
+                f"{self.max_errors}"
+                + (f"; first: line {first.line}: {first.message}" if first else "")
+                + (
+                    "; nothing was loaded"
+                    if self.atomic
+                    else f"; {self.loaded} rows of earlier chunks stay loaded"
+                )
+            )
+
+
+def classify(exc: asyncpg.PostgresError, table: str, on_conflict: str) -> PermanentError | None:
+    """The permanent error that ``exc`` is, with what to change, or None when a retry may
+    get past it (a lost connection, a deadlock, a server shutting down)."""
+    state = exc.sqlstate or ""
+    detail = f" ({exc.detail})" if exc.detail else ""
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        need = "INSERT" + (", SELECT and UPDATE" if on_conflict == "update" else "")
+        return PermanentError(
+            f"PermissionDenied: {exc.message}{detail}; grant importd's role {need} on "
+            f"{table} and USAGE on its schema"
+        )
+    if isinstance(exc, asyncpg.InvalidColumnReferenceError) or state == "42P10":
+        return PermanentError(
+            f"payload.conflict_columns: {exc.message}; name the columns of a unique index "
+            f"or constraint of {table}"
+        )
+    if state.startswith("0A") or state == "22023":
+        return PermanentError(
+            f"CopyOptions: {exc.message}{detail}; change payload.delimiter, quote, escape or null"
+        )
+    if state.startswith("42"):
+        return PermanentError(f"{type(exc).__name__}: {exc.message}{detail} (on {table})")
+    return None

@@ -1,0 +1,371 @@
+"""Records → COPY: the COPY data of a chunk, loaded in one statement; only when
+PostgreSQL rejects a row are the rows built one by one to isolate it.
+
+Isolating bad rows costs about one failed COPY per bad row, whatever their number: a
+COPY error names its line, the rows before it are known good and travel with the next
+window, the bad one is recorded, and the window after it is sized by the gap between
+bad rows (doubling while COPYs succeed). No row is sent more than a few times, so
+20,000 bad rows in a million cost about 20,000 short statements, not 20,000 re-sends of
+the rest of the chunk.
+
+Line numbers: PostgreSQL counts the lines of a COPY its own way (newlines inside quoted
+fields count, but in the first record only carriage returns do), so the failing row is
+found by that same rule; where a multi-line record makes the count doubtful, the row is
+checked alone before it is rejected. In staging tables every row carries its source
+line in ``importd_line``, written first in the row, so a short row names the user's
+missing column, never the internal one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from ... import sql, tables
+from ...repository import RowFailure
+from ..records import NdjsonRows, Records, RowError
+from .common import ROW_LEVEL, Row, describe, raw_text
+
+MIN_WINDOW = 16
+_TRY = "importd_try"
+_CHECK = "importd_check"
+
+
+@dataclass
+class Batch:
+    """The rows of a chunk that go to COPY: source lines, source bytes, COPY bodies
+    (without the line prefix and the newline), and the COPY data of them all."""
+
+    lines: list[int]
+    raws: list[bytes]
+    bodies: list[bytes]
+    payload: bytes
+    prefix: bytes  # b"%d," : the source line, first in a staged row; b"" when direct
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def joined(self) -> bytes:
+        """The COPY data of the rows, each with its line prefix."""
+        heads = map(self.prefix.__mod__, self.lines)
+        return b"".join(
+            itertools.chain.from_iterable(zip(heads, self.bodies, itertools.repeat(b"\n")))
+        )
+
+    def rows(self) -> list[Row]:
+        """One Row per record (for isolating bad rows)."""
+        if self.prefix:
+            heads = [self.prefix % line for line in self.lines]
+            return [
+                Row(line, raw, head + body + b"\n")
+                for line, raw, head, body in zip(
+                    self.lines, self.raws, heads, self.bodies, strict=True
+                )
+            ]
+        return [
+            Row(line, raw, body + b"\n")
+            for line, raw, body in zip(self.lines, self.raws, self.bodies, strict=True)
+        ]
+
+
+def locate(rows: list[Row], line: int | None, csv: bool) -> int | None:
+    """The index of the row PostgreSQL means by COPY line ``line``, or None."""
+    if line is None or line < 1:
+        return None
+    if not csv:
+        index = line - 1
+    else:
+        weights = [1 + rows[0].payload.count(b"\r")] if rows else []
+        weights.extend(row.payload.count(b"\n") for row in rows[1:])
+        index = bisect.bisect_left(list(itertools.accumulate(weights)), line)
+    return index if index < len(rows) else None
+
+
+class Copier:
+    """Builds and loads the COPY data of chunks, for one import.
+
+    ``staged``: the rows go to a staging table, each with its source line first (the
+    table's ``importd_line`` column)."""
+
+    def __init__(
+        self,
+        copy_format: tables.CopyFormat,
+        encoding: str,
+        delimiter: str,
+        quote: str,
+        staged: bool,
+        ndjson: NdjsonRows | None,
+        max_record: int,
+        check: Callable[[list[RowFailure]], None],
+    ) -> None:
+        self.copy_format = copy_format
+        self.encoding = encoding
+        self.staged = staged
+        self.ndjson = ndjson
+        self.max_record = max_record
+        self._check = check
+        self._delimiter = delimiter.encode()
+        self.names: list[str] = []
+        self.types: list[str] | None = None  # the import's columns and their types
+        self._csv = ndjson is None
+        self._prefix = (b"%d" + (delimiter.encode() if self._csv else b"\t")) if staged else b""
+        self._dot = quote.encode() + b"\\." + quote.encode()
+        # PostgreSQL's count of lines is followed exactly (``locate``) when the escape is
+        # the quote; with another escape its quote tracking may differ from the
+        # splitter's, so a row found through a multi-line record is checked alone.
+        self._doubt = self._csv and copy_format.escape != copy_format.quote
+
+    # -- COPY data -----------------------------------------------------------------
+
+    def columns(self, columns: list[str]) -> list[str]:
+        """The COPY column list for the import's columns."""
+        return ["importd_line", *columns] if self.staged else columns
+
+    def _too_long(self, line: int, size: int, raw: bytes | None) -> RowFailure:
+        return RowFailure(
+            line,
+            f"RecordTooLong: the record is {size:,} bytes, more than max_record_bytes="
+            f"{self.max_record:,}; split it, or raise max_record_bytes",
+            raw_text(raw[:1000], self.encoding) if raw else None,
+        )
+
+    def prepare(self, records: Records, failures: list[RowFailure]) -> Batch:
+        """The rows of ``records`` for COPY; records rejected before COPY (too long,
+        NDJSON that does not convert) go to ``failures``. CPU-bound: run it in a
+        thread."""
+        lines, datas = records.lines, records.datas
+        if datas and (b"" in datas or max(map(len, datas)) > self.max_record):
+            kept_lines, kept = [], []
+            for line, data in zip(lines, datas, strict=True):
+                if not data:
+                    failures.append(self._too_long(line, records.too_long[line][0], None))
+                elif len(data) > self.max_record:
+                    failures.append(self._too_long(line, len(data), data))
+                else:
+                    kept_lines.append(line)
+                    kept.append(data)
+            lines, datas = kept_lines, kept
+        if self.ndjson is not None:
+            return self._ndjson(lines, datas, failures)
+        raws = datas
+        if any(data.endswith(b"\r") for data in datas):
+            # CRLF: PostgreSQL gets LF line ends only (its count of lines relies on it).
+            datas = [data[:-1] if data.endswith(b"\r") else data for data in datas]
+        if not self.staged and b"\\." in datas:
+            # A line "\." alone would end the COPY; quoted, it is the value it is in CSV.
+            datas = [self._dot if data == b"\\." else data for data in datas]
+        return Batch(lines, raws, datas, self._join(lines, datas), self._prefix)
+
+    def _ndjson(self, lines: list[int], datas: list[bytes], failures: list[RowFailure]) -> Batch:
+        assert self.ndjson is not None
+        kept_lines, raws, bodies = [], [], []
+        for line, data in zip(lines, datas, strict=True):
+            try:
+                converted = self.ndjson.convert(data)
+            except RowError as exc:
+                failures.append(RowFailure(line, str(exc), raw_text(data, "utf_8")))
+                continue
+            if converted is not None:
+                kept_lines.append(line)
+                raws.append(data)
+                bodies.append(converted[:-1])
+        return Batch(kept_lines, raws, bodies, self._join(kept_lines, bodies), self._prefix)
+
+    def _join(self, lines: list[int], bodies: list[bytes]) -> bytes:
+        if not bodies:
+            return b""
+        if not self._prefix:
+            return b"\n".join(bodies) + b"\n"
+        heads = map(self._prefix.__mod__, lines)
+        return b"".join(itertools.chain.from_iterable(zip(heads, bodies, itertools.repeat(b"\n"))))
+
+    # -- loading -------------------------------------------------------------------
+
+    async def copy_chunk(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        batch: Batch,
+        failures: list[RowFailure],
+    ) -> int:
+        """COPY a chunk in one statement; rejected rows go to ``failures``. Returns the
+        rows loaded."""
+        if not batch.payload:
+            return 0
+        await conn.execute(f"SAVEPOINT {_TRY}")
+        error = await self._try(conn, into, columns, batch.payload)
+        if error is None:
+            await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+            return len(batch)
+        loaded = await self._checked(conn, into, batch, failures)
+        if loaded is None:
+            loaded = await self._isolate(conn, into, columns, batch.rows(), failures, error)
+        await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+        return loaded
+
+    async def _checked(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        batch: Batch,
+        failures: list[RowFailure],
+    ) -> int | None:
+        """Load a failing chunk set-based (see ``sql/queries/build_check.sql``): a few
+        statements whatever the number of bad rows. None when that cannot be done (a row
+        COPY cannot even split into fields, or the target refuses a converted row): the
+        caller then isolates bad rows COPY by COPY."""
+        if self.types is None or any("$" in name for name in [*self.names, *self.types]):
+            return None  # (no dollar sign may end the DO block's quoting early)
+        statements = await conn.fetchrow(
+            sql.query("build_check"),
+            _CHECK,
+            self.names,
+            self.types,
+            into[0],
+            into[1],
+            self.staged,
+        )
+        payload = batch.payload
+        if not self.staged:
+            prefix = b"%d" + (self._delimiter if self._csv else b"\t")
+            payload = Batch(batch.lines, batch.raws, batch.bodies, b"", prefix).joined()
+        try:
+            await conn.execute(statements["create"])
+            await tables.copy_in(
+                conn,
+                "pg_temp",
+                _CHECK,
+                ["importd_line", *self.names],
+                payload,
+                self.copy_format,
+            )
+            await conn.execute(statements["check"])
+            status = await conn.execute(statements["insert"])
+            bad = await conn.fetch(statements["errors"])
+            await conn.execute(statements["drop"])
+        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
+            # A row that does not split into fields, a row the target refuses, or no
+            # right to create temporary tables: COPY by COPY then.
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            return None
+        raws = dict(zip(batch.lines, batch.raws, strict=True))
+        for row in bad:
+            self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def _try(
+        self, conn: asyncpg.Connection, into: tuple[str, str], columns: list[str], payload: bytes
+    ) -> asyncpg.PostgresError | None:
+        """COPY ``payload`` after savepoint ``importd_try``; on a row-level error, roll
+        back to it (it stays) and return the error."""
+        try:
+            await tables.copy_in(conn, into[0], into[1], columns, payload, self.copy_format)
+        except ROW_LEVEL as exc:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            return exc
+        return None
+
+    async def _settle(
+        self, conn: asyncpg.Connection, into: tuple[str, str], columns: list[str], rows: list[Row]
+    ) -> asyncpg.PostgresError | None:
+        """COPY ``rows``; on success keep them (a new savepoint after them)."""
+        error = await self._try(conn, into, columns, b"".join(row.payload for row in rows))
+        if error is None:
+            await conn.execute(f"RELEASE SAVEPOINT {_TRY}; SAVEPOINT {_TRY}")
+        return error
+
+    async def _isolate(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        rows: list[Row],
+        failures: list[RowFailure],
+        error: asyncpg.PostgresError,
+    ) -> int:
+        """Load ``rows`` whose COPY failed with ``error``; rejected rows go to
+        ``failures``. Returns the rows loaded (see the module docstring)."""
+        loaded = 0
+        carried: list[Row] = []  # known good rows, sent with the next window
+        start, size = 0, len(rows)  # the window: rows[start:start + size]
+        while True:
+            # Here: the COPY of carried + rows[start:start + size] failed with ``error``.
+            batch = carried + rows[start : start + size]
+            line, message = describe(error)
+            index = locate(batch, line, self._csv)
+            if index is not None and index >= len(carried) and self._doubt:
+                doubtful = any(
+                    row.payload.count(b"\n") > 1 or b"\r" in row.payload
+                    for row in batch[: index + 1]
+                )
+                if doubtful:
+                    alone = await self._try(conn, into, columns, batch[index].payload)
+                    if alone is None:  # it loads: the count was off; go by halves
+                        await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+                        index = None
+                    else:
+                        message = describe(alone)[1]
+            if index is None or index < len(carried):
+                loaded += await self._bisect(conn, into, columns, batch, failures)
+                carried, start, size = [], start + size, MIN_WINDOW
+            else:
+                self.reject(failures, batch[index], message)
+                gap = index + 1 - len(carried)
+                carried, start = batch[:index], start + gap
+                size = max(MIN_WINDOW, 2 * gap)
+            # Windows that load double; the first that fails goes round again.
+            while True:
+                if len(carried) > max(4 * MIN_WINDOW, 2 * size):
+                    # Good rows pile up when every window fails: load them on their own
+                    # rather than send them again with each window.
+                    if await self._settle(conn, into, columns, carried) is None:
+                        loaded += len(carried)
+                    else:
+                        loaded += await self._bisect(conn, into, columns, carried, failures)
+                    carried = []
+                window = rows[start : start + size]
+                if not window:
+                    if carried:
+                        error_left = await self._settle(conn, into, columns, carried)
+                        if error_left is not None:
+                            loaded += await self._bisect(conn, into, columns, carried, failures)
+                        else:
+                            loaded += len(carried)
+                    return loaded
+                failed = await self._settle(conn, into, columns, carried + window)
+                if failed is not None:
+                    error, size = failed, len(window)
+                    break
+                loaded += len(carried) + len(window)
+                carried, start, size = [], start + len(window), size * 2
+
+    def reject(self, failures: list[RowFailure], row: Row, message: str) -> None:
+        """Record ``row`` as rejected; TooManyErrors past max_errors."""
+        failures.append(RowFailure(row.line, message, raw_text(row.raw, self.encoding)))
+        self._check(failures)
+
+    async def _bisect(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        rows: list[Row],
+        failures: list[RowFailure],
+    ) -> int:
+        """Isolate bad rows by halves, when an error names no line (or not the one
+        PostgreSQL meant)."""
+        error = await self._settle(conn, into, columns, rows)
+        if error is None:
+            return len(rows)
+        if len(rows) == 1:
+            self.reject(failures, rows[0], describe(error)[1])
+            return 0
+        half = len(rows) // 2
+        return await self._bisect(conn, into, columns, rows[:half], failures) + await self._bisect(
+            conn, into, columns, rows[half:], failures
+        )

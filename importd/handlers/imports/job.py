@@ -1,0 +1,552 @@
+"""One run of an import job: the pipeline source → records → COPY → checkpoint, with
+the direct, per-chunk and atomic strategies side by side (see the package docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from ... import tables
+from ...executor import JobContext
+from ...models import Job, PermanentError
+from ...repository import RowFailure, forget_failures, record_failures, save_checkpoint
+from .. import sources, spec
+from ..records import NdjsonRows, Records
+from . import reading
+from .common import Budget, LeaseLost, Prepared, TooManyErrors, classify
+from .copying import Copier
+from .moving import Move, Mover
+from .reading import Chunk
+
+CHECKPOINT_VERSION = 1
+CHECKPOINT_INTERVAL = 1.0  # seconds of loading per committed checkpoint, at most
+
+
+@dataclass
+class Span:
+    """Chunks loaded in one open transaction, not yet committed."""
+
+    conn: Any
+    tx: Any
+    started: float
+    failures: list[RowFailure] = field(default_factory=list)
+    parts: list[tables.Staging] = field(default_factory=list)
+    next_line: int = 0
+
+    @classmethod
+    async def open(cls, pool: Any) -> Span:
+        """Take a connection and begin the transaction."""
+        conn = await pool.acquire()
+        tx = conn.transaction()
+        await tx.start()
+        return cls(conn, tx, time.monotonic())
+
+    async def close(self, pool: Any) -> None:
+        """Roll back what was not committed; give the connection back."""
+        try:
+            if self.tx is not None:
+                with contextlib.suppress(Exception):
+                    await self.tx.rollback()
+                self.tx = None
+        finally:
+            await pool.release(self.conn)
+
+
+class Import:
+    """One run of an import job.
+
+    Strategies: ``direct`` COPYs into the target; ``per_chunk`` COPYs into ``job_<id>``
+    and moves each chunk with the conflict rule; ``atomic`` COPYs each chunk into a
+    staging table of its own, moved by a ``Mover`` in the transaction that completes
+    the job."""
+
+    def __init__(self, job: Job, ctx: JobContext, fmt: str) -> None:
+        self.job = job
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.spec = spec.parse(job.payload, fmt, self.settings.tables)
+        self.chunk_rows = self.spec.chunk_rows or self.settings.copy_chunk_rows
+        self.budget = Budget(self.spec.max_errors, self.spec.atomic)
+        self.skipped = 0  # rows ON CONFLICT DO NOTHING left out
+        self.offset = 0
+        self.columns: list[str] = []
+        self.target: tables.Table | None = None
+        self.mode = (
+            "atomic"
+            if self.spec.atomic
+            else "direct"
+            if self.spec.on_conflict == "error"
+            else "per_chunk"
+        )
+        self.staging: tables.Staging | None = (
+            tables.Staging(job.id) if self.mode == "per_chunk" else None
+        )
+        self.parts = 0  # atomic: staging tables (chunks) committed so far
+        self.committed: dict[str, Any] | None = None  # the last checkpoint committed
+        self.mover: Mover | None = None
+        self.copier: Copier | None = None
+        self.move: Move | None = None
+        self.copy_format = tables.CopyFormat(
+            "csv" if fmt == "csv" else "text",
+            self.spec.delimiter,
+            self.spec.quote,
+            self.spec.escape,
+            self.spec.null,
+            self.spec.pg_encoding,
+        )
+        self.started = time.monotonic()
+        self.fingerprint: dict[str, Any] = {}
+        self.reader: reading.Reader | None = None
+
+    @property
+    def loaded(self) -> int:
+        """Rows loaded so far (committed or in the open span)."""
+        return self.budget.loaded
+
+    @property
+    def failed(self) -> int:
+        """Rows rejected and committed so far."""
+        return self.budget.failed
+
+    # -- the run ---------------------------------------------------------------------
+
+    async def run(self) -> Any:
+        """Load the file; the job's result."""
+        s = self.spec
+        async with self.ctx.pool.acquire() as conn:
+            self.target = await tables.describe(conn, s.schema, s.table)
+        if self.target is None:
+            raise PermanentError(
+                f"TableNotFound: {s.qualified} does not exist or importd's role cannot see it"
+            )
+        checkpoint = await self._usable_checkpoint()
+        try:
+            try:
+                return await self._load(checkpoint)
+            except asyncpg.PostgresError as exc:
+                permanent = classify(exc, s.qualified, s.on_conflict)
+                if permanent is None:
+                    raise
+                raise permanent from exc
+        except TooManyErrors:
+            if self.mover is not None and self.mover.failures:
+                await self.mover.close()  # its transaction is void: keep what it found
+                async with self.ctx.pool.acquire() as conn, conn.transaction():
+                    await record_failures(conn, self.job, self.mover.failures)
+            await self._drop_staging()
+            raise
+        except BaseException as exc:
+            if self.mode != "direct" and (
+                isinstance(exc, PermanentError)
+                or (self.job.last_attempt and isinstance(exc, Exception))
+            ):
+                await self._drop_staging()
+            raise
+        finally:
+            if self.mover is not None:
+                await self.mover.close()
+
+    async def _usable_checkpoint(self) -> dict[str, Any] | None:
+        cp = self.job.checkpoint
+        if (
+            not cp
+            or cp.get("version") != CHECKPOINT_VERSION
+            or cp.get("source") != self.spec.source
+        ):
+            return None
+        if self.mode == "atomic" and cp.get("parts", 0) > 0:
+            async with self.ctx.pool.acquire() as conn:
+                parts = await tables.Staging.all_of(conn, self.job.id)
+                filled = len(parts) == cp["parts"] and await parts[-1].filled(conn)
+            if not filled:
+                # An UNLOGGED table loses its rows in a server crash: start again.
+                self.ctx.log.warning("import_restarting", reason="staging tables lost")
+                return None
+        return cp
+
+    async def _load(self, cp: dict[str, Any] | None) -> dict[str, Any]:
+        s = self.spec
+        start = cp["offset"] if cp else 0
+        opened = await reading.open_source(
+            s.source,
+            self.settings,
+            self.ctx.http,
+            self.ctx.remaining,
+            start,
+            cp["fingerprint"] if cp else None,
+        )
+        try:
+            if cp:
+                sources.check_unchanged(cp["fingerprint"], opened.fingerprint, s.source)
+            self.fingerprint = opened.fingerprint
+            quote = s.quote.encode() if s.fmt == "csv" else None
+            escape = s.escape.encode() if s.fmt == "csv" else None
+            reader = reading.Reader(
+                quote,
+                escape,
+                cp["line"] if cp else 1,
+                cp.get("newline", "\n").encode() if cp else None,
+                self.settings.max_record_bytes,
+                at_start=start == 0,
+                utf8=s.encoding == "utf_8",
+            )
+            self.reader = reader
+            batches = reader.records(opened.blocks)
+            if cp:
+                self.ctx.log.info(
+                    "import_resumed",
+                    offset=start,
+                    line=cp["line"],
+                    rows_loaded=cp["loaded"],
+                    rows_rejected=cp["failed"],
+                )
+                self.columns = list(cp["columns"])
+                self.budget.loaded, self.budget.failed = cp["loaded"], cp["failed"]
+                self.offset = start
+                self.parts = cp.get("parts", 0)
+                self.committed = cp
+                leftover = Records()
+            else:
+                leftover = await self._begin(batches)
+            self._prepare_copier()
+            await self._prepare_staging(fresh=cp is None)
+            await self._pipeline(
+                reading.chunks(
+                    leftover, batches, start, self.chunk_rows, self.settings.copy_chunk_bytes
+                )
+            )
+        finally:
+            await opened.close()
+        if self.mover is not None:
+            return await self._finish_atomic(self.mover)
+        async with self.ctx.pool.acquire() as conn:
+            await self._save_totals(conn)
+        return self._result()
+
+    async def _begin(self, batches: AsyncIterator[Records]) -> Records:
+        """A fresh start: forget old row errors, read the header, fix the columns."""
+        async with self.ctx.pool.acquire() as conn:
+            await forget_failures(conn, self.job.id)
+        s = self.spec
+        first = Records()
+        async for batch in batches:
+            first = batch
+            break
+        if not first:
+            raise PermanentError(f"EmptySource: {s.source} is empty")
+        assert self.target is not None
+        if s.fmt == "ndjson":
+            # Like a CSV header, the columns are fixed at the start: the mapped ones, or
+            # the keys of the first record. Columns outside the list keep their defaults.
+            if s.mapping:
+                self.columns = list(dict.fromkeys(s.mapping.values()))
+                self._check_columns(self.columns, "payload.columns")
+            else:
+                self.columns = reading.first_keys(first)
+                self._check_columns(self.columns, "first record")
+            return first
+        if not s.header:
+            self.columns = list(s.columns) if s.columns else self.target.writable
+            self._check_columns(self.columns, "payload.columns")
+            return first
+        header, rest = first.split(1)
+        self.offset = header.ends[0]
+        if not header.datas[0]:
+            raise PermanentError(
+                f"HeaderTooLong: the header line is longer than max_record_bytes="
+                f"{self.settings.max_record_bytes:,}"
+            )
+        fields = reading.header_fields(header.datas[0], s)
+        self.columns = [s.mapping.get(f, f) for f in fields]
+        self._check_columns(self.columns, "header")
+        return rest
+
+    def _check_columns(self, columns: list[str], where: str) -> None:
+        assert self.target is not None
+        seen: set[str] = set()
+        for name in columns:
+            if name in seen:
+                raise PermanentError(f"HeaderMismatch: {where} names column {_short(name)!r} twice")
+            seen.add(name)
+        by_name = {c.name: c for c in self.target.columns}
+        for name in columns:
+            column = by_name.get(name)
+            if column is None:
+                raise PermanentError(
+                    f"HeaderMismatch: {where} field {_short(name)!r} is not a column of "
+                    f"{self.spec.qualified} (columns: {', '.join(self.target.writable)}); "
+                    "map it with payload.columns"
+                )
+            if not column.writable:
+                raise PermanentError(
+                    f"HeaderMismatch: column {name!r} of {self.spec.qualified} is generated"
+                )
+        for key in self.spec.conflict_columns:
+            if self.target.column(key) is None:
+                raise PermanentError(
+                    f"payload.conflict_columns: {key!r} is not a column of {self.spec.qualified}"
+                )
+
+    def _prepare_copier(self) -> None:
+        assert self.target is not None
+        ndjson = None
+        if self.spec.fmt == "ndjson":
+            json_columns = [c.name for c in self.target.columns if c.is_json]
+            ndjson = NdjsonRows(self.spec.mapping, self.columns, json_columns)
+        self.copier = Copier(
+            self.copy_format,
+            self.spec.encoding,
+            self.spec.delimiter,
+            self.spec.quote,
+            self.mode != "direct",
+            ndjson,
+            self.settings.max_record_bytes,
+            self.budget.check,
+        )
+        by_name = {c.name: c for c in self.target.columns}
+        self.copier.names = list(self.columns)
+        if all(name in by_name for name in self.columns):  # (a resumed run: maybe not)
+            self.copier.types = [by_name[name].type for name in self.columns]
+        self.move = Move(
+            self.target,
+            self.columns,
+            self.spec.on_conflict,
+            list(self.spec.conflict_columns),
+            self.budget.check,
+        )
+
+    async def _prepare_staging(self, *, fresh: bool) -> None:
+        assert self.target is not None and self.move is not None
+        async with self.ctx.pool.acquire() as conn:
+            if fresh and self.mode != "direct":
+                for table in await tables.Staging.all_of(conn, self.job.id):
+                    await table.drop(conn)
+            if self.staging is not None:
+                await self.staging.create(conn, self.target, self.columns)
+            if self.mode == "atomic":
+                existing = await tables.Staging.all_of(conn, self.job.id)
+        if self.mode == "atomic":
+            self.mover = Mover(self.ctx.pool, self.move)
+            self.budget.elsewhere = self.mover.failures
+            await self.mover.start()
+            for table in existing:  # staged by earlier attempts: move them again
+                self.mover.add(table)
+
+    async def _save_totals(self, conn: asyncpg.Connection) -> None:
+        """The final counters, rows_total included (known only now), beside the last
+        committed checkpoint (a retry must resume from what is really loaded)."""
+        await self._store(
+            conn, self.committed or {}, total=self.loaded + self.failed + self.skipped
+        )
+
+    async def _store(
+        self, conn: asyncpg.Connection, checkpoint: dict[str, Any], total: int | None = None
+    ) -> bool:
+        """Write ``checkpoint`` and the counters, fenced by the lease."""
+        return await save_checkpoint(
+            conn,
+            self.job,
+            self.ctx.worker_id,
+            checkpoint,
+            rows_done=self.loaded,
+            rows_failed=self.failed,
+            bytes_read=self.offset,
+            rows_total=total,
+        )
+
+    async def _pipeline(self, chunks: AsyncIterator[Chunk]) -> None:
+        """Read, split and encode the next chunk while the current one is in COPY. At
+        most two chunks are in memory: the producer starts on a chunk only once the
+        loader has taken the one before."""
+        assert self.copier is not None
+        copier = self.copier
+        queue: asyncio.Queue[Prepared | Exception | None] = asyncio.Queue(maxsize=1)
+
+        async def produce() -> None:
+            try:
+                async for chunk in chunks:
+                    failures: list[RowFailure] = []
+                    # Off the event loop: converting NDJSON is CPU work.
+                    batch = await asyncio.to_thread(copier.prepare, chunk.records, failures)
+                    await queue.put(Prepared(chunk, batch, failures))
+                    await queue.join()
+            except Exception as exc:  # hand the reader's error to the loader
+                await queue.put(exc)
+                return
+            await queue.put(None)
+
+        producer = asyncio.create_task(produce())
+        # Chunks share a transaction until it is about a second old (less under a short
+        # timeout): the checkpoint, and so the job row, is written about once a second,
+        # and a crash costs at most that much work.
+        interval = min(CHECKPOINT_INTERVAL, self.job.timeout / 10)
+        span: Span | None = None
+        try:
+            while (item := await queue.get()) is not None:
+                queue.task_done()
+                if isinstance(item, Exception):
+                    raise item
+                if span is None:
+                    span = await Span.open(self.ctx.pool)
+                await self._load_chunk(span, item)
+                if time.monotonic() - span.started >= interval:
+                    await self._commit(span)
+                    await span.close(self.ctx.pool)
+                    span = None
+            if span is not None:
+                await self._commit(span)
+        except TooManyErrors:
+            if span is not None:  # what the span found, whatever became of its rows
+                await span.close(self.ctx.pool)
+                async with self.ctx.pool.acquire() as conn, conn.transaction():
+                    await record_failures(conn, self.job, span.failures)
+                span = None
+            raise
+        finally:
+            if span is not None:
+                await span.close(self.ctx.pool)
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    # -- one chunk -----------------------------------------------------------------
+
+    async def _load_chunk(self, span: Span, prepared: Prepared) -> None:
+        """Load one chunk inside ``span``'s open transaction (committed by ``_commit``)."""
+        assert self.copier is not None and self.move is not None
+        s = self.spec
+        chunk, batch, failures = prepared.chunk, prepared.batch, prepared.failures
+        part = tables.Staging(self.job.id, self.parts) if self.mode == "atomic" else None
+        staging = part or self.staging
+        into = (staging.schema, staging.name) if staging else (s.schema, s.table)
+        columns = self.copier.columns(self.columns)
+        if self.mover is not None:
+            self.mover.check()  # stop early if the move already failed
+        conn = span.conn
+        before = (
+            self.budget.loaded,
+            self.offset,
+            span.next_line,
+            self.parts,
+            len(span.parts),
+            self.skipped,
+        )
+        span.failures.extend(failures)  # NDJSON rows rejected before COPY
+        failures = span.failures
+        savepoint = conn.transaction()
+        await savepoint.start()
+        try:
+            if part is not None:
+                assert self.target is not None
+                await part.create(conn, self.target, self.columns)
+                span.parts.append(part)
+                self.parts += 1
+            loaded = await self.copier.copy_chunk(conn, into, columns, batch, failures)
+            if self.staging is not None:
+                lines = (chunk.records.lines[0], chunk.next_line)
+                rejected = len(failures)
+                moved = await self.move.isolating(conn, self.staging, lines, failures)
+                self.skipped += loaded - moved - (len(failures) - rejected)
+                loaded = moved
+                await self.staging.truncate(conn)
+            self.budget.loaded += loaded
+            self.offset = chunk.end_offset
+            span.next_line = chunk.next_line
+            self.budget.check(failures)
+        except TooManyErrors:
+            # Undo this chunk only; with atomic: false the chunks before it stay loaded.
+            await savepoint.rollback()
+            self.budget.loaded, self.offset, span.next_line, self.parts, kept, self.skipped = before
+            del span.parts[kept:]
+            if self.mode != "atomic" and span.next_line:
+                found, span.failures = span.failures, []
+                await self._commit(span)
+                span.failures = found  # recorded by the caller, once
+            raise
+        await savepoint.commit()
+
+    async def _commit(self, span: Span) -> None:
+        """Record the span's rejected rows and the checkpoint that accounts for its
+        chunks, fenced by the lease, and commit them with the rows."""
+        conn = span.conn
+        await record_failures(conn, self.job, span.failures)
+        self.budget.failed += len(span.failures)
+        checkpoint = {
+            "version": CHECKPOINT_VERSION,
+            "source": self.spec.source,
+            "offset": self.offset,
+            "line": span.next_line,
+            "columns": self.columns,
+            "loaded": self.loaded,
+            "failed": self.failed,
+            "fingerprint": self.fingerprint,
+            "parts": self.parts,
+            "newline": (self.reader.newline or b"\n").decode() if self.reader else "\n",
+        }
+        held = await self._store(conn, checkpoint)
+        if not held:
+            raise LeaseLost("the job's lease was lost; the uncommitted chunks were rolled back")
+        await span.tx.commit()
+        span.tx = None
+        self.committed = checkpoint
+        if self.mover is not None:
+            for part in span.parts:
+                self.mover.add(part)
+        self.ctx.progress(self.loaded, failed=self.failed, bytes_read=self.offset)
+
+    async def _finish_atomic(self, mover: Mover) -> dict[str, Any]:
+        """Wait for the last chunk's move, then complete the job in the mover's
+        transaction: the rows become visible exactly when the job is completed."""
+        conn = await mover.finish()
+        staged = self.loaded
+        self.budget.loaded = 0
+        self.budget.elsewhere = None
+        self.budget.count(mover.moved, mover.failures)
+        self.skipped = staged - mover.moved - len(mover.failures)
+        self.ctx.log.info(
+            "import_moved",
+            rows=mover.moved,
+            staged=staged,
+            tables=mover.tables,
+            move_wait_ms=round(mover.waited * 1000),
+        )
+        await record_failures(conn, self.job, mover.failures)
+        for table in await tables.Staging.all_of(conn, self.job.id):
+            await table.drop(conn)
+        await self._save_totals(conn)
+        result = self._result()
+        if not await self.ctx.complete_in(conn, result):
+            raise LeaseLost("the job's lease was lost before the final move")
+        await mover.commit()
+        return result
+
+    def _result(self) -> dict[str, Any]:
+        result = {
+            "table": self.spec.qualified,
+            "rows_loaded": self.loaded,
+            "rows_rejected": self.failed,
+            "bytes_read": self.offset,
+            "atomic": self.spec.atomic,
+            "duration_s": round(time.monotonic() - self.started, 3),
+        }
+        if self.spec.on_conflict != "error":
+            result["rows_skipped"] = self.skipped
+        return result
+
+    async def _drop_staging(self) -> None:
+        try:
+            async with asyncio.timeout(10), self.ctx.pool.acquire() as conn:
+                for table in await tables.Staging.all_of(conn, self.job.id):
+                    await table.drop(conn)
+        except Exception as exc:  # the rescuer's sweep drops them later
+            self.ctx.log.warning("staging_drop_failed", error=str(exc))
+
+
+def _short(name: str) -> str:
+    """A name from the file, cut for a message."""
+    return name if len(name) <= 100 else name[:100] + "…"
