@@ -45,38 +45,44 @@ class NewJob:
     tenant_id: str | None = None
 
 
-def _payload_json(payload: Any) -> str:
-    if not isinstance(payload, dict):
-        raise TypeError(f"a job payload must be a JSON object (dict), not {type(payload).__name__}")
-    return json.dumps(payload)
-
-
 async def enqueue_many(conn: Executor, jobs: Iterable[NewJob]) -> list[int]:
     """Insert ``jobs`` in one statement on ``conn`` (inside its transaction, if any) and
     return their ids in order. A job whose ``dedup_key`` belongs to an unfinished job gets
-    that job's id instead of a new row."""
+    that job's id instead of a new row.
+
+    The payloads are encoded in one call, as one JSON array, and every other column travels
+    as one typed array (no per-row parameters, no statement text that grows with the
+    batch). A batch without dedup keys
+    is a plain ``INSERT ... SELECT FROM unnest(...)``, as fast as the table takes rows; a
+    batch with one pays for the dedup lookups."""
     batch = list(jobs)
     if not batch:
         return []
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+    kinds = [job.kind for job in batch]
+    queues = [job.queue for job in batch]
+    tenants = [job.tenant_id for job in batch]
     for job in batch:
-        values = (
-            job.kind,
-            job.queue,
-            job.tenant_id,
-            _payload_json(job.payload),
-            job.priority,
-            job.run_at,
-            job.max_attempts,
-            float(job.timeout),
-            job.dedup_key,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+        if type(job.payload) is not dict and not isinstance(job.payload, dict):
+            raise TypeError(
+                "a job payload must be a JSON object (dict), "
+                f"not {type(job.payload).__name__}"
+            )
+    # One encoder call for the whole batch: a call per payload cost ten times as much.
+    payloads = json.dumps([job.payload for job in batch])
+    priorities = [job.priority for job in batch]
+    run_ats = [job.run_at for job in batch]
+    attempts = [job.max_attempts for job in batch]
+    timeouts = [float(job.timeout) for job in batch]
+    dedup_keys = [job.dedup_key for job in batch]
+    columns = (kinds, queues, tenants, payloads, priorities, run_ats, attempts, timeouts)
+    if all(key is None for key in dedup_keys):
+        rows = await conn.fetch(sql.query("insert_jobs"), *columns)
+        # Drawn from the identity sequence in input order (see insert_jobs.sql).
+        return sorted(row[0] for row in rows)
     # A dedup key that a concurrent, just-committed transaction took is invisible to this
     # statement's snapshot: ask again and the next snapshot sees it.
     for _ in range(5):
-        rows = await conn.fetch(sql.query("enqueue_jobs"), *columns)
+        rows = await conn.fetch(sql.query("enqueue_jobs"), *columns, dedup_keys)
         ids = [row["id"] for row in rows]
         if None not in ids:
             return ids

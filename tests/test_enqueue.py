@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -95,3 +96,60 @@ def test_cli_enqueue_bad_payload_is_a_clear_error(dsn) -> None:
     done = run_importd("enqueue", "csv", "--dsn", dsn, "--payload", "{not json")
     assert done.returncode == 2
     assert "--payload is not valid JSON" in done.stderr
+
+
+async def test_enqueue_many_one_notification_per_transaction_and_queue(conn, dsn) -> None:
+    notes = await Notifications().start(dsn)
+    try:
+        async with conn.transaction():
+            for _ in range(3):  # three batches of 1,000 over two queues, one transaction
+                await importd.enqueue_many(conn, [
+                    NewJob("noop", {"n": i}, queue="a" if i % 2 else "b") for i in range(1000)
+                ])
+            await importd.enqueue_many(conn, [NewJob("noop", {}, queue="a", dedup_key="d1")])
+            assert await notes.settle(0.3) == []  # nothing before commit
+        assert sorted(await notes.settle()) == ["a", "b"]
+        # Outside a transaction block, a batch is its own transaction.
+        await importd.enqueue_many(conn, [NewJob("noop", {}, queue="c") for _ in range(5)])
+        assert sorted(await notes.settle()) == ["a", "b", "c"]
+    finally:
+        await notes.close()
+
+
+async def test_enqueue_many_mixed_options_and_payloads_keep_input_order(conn) -> None:
+    later = datetime.now(UTC) + timedelta(days=1)
+    jobs = [
+        NewJob(f"k{i % 4}", {"n": i, "s": "é\u2028\"'\\", "nested": [i, {"x": None}]},
+               queue=f"q{i % 3}", priority=i % 5 - 2, tenant_id=None if i % 2 else f"t{i}",
+               run_at=later if i % 7 == 0 else None, max_attempts=1 + i % 9,
+               timeout=0.5 + i)
+        for i in range(1500)
+    ]
+    ids = await importd.enqueue_many(conn, jobs)
+    rows = {r["id"]: r for r in await conn.fetch("SELECT * FROM import_jobs")}
+    assert len(rows) == 1500
+    for job, job_id in zip(jobs, ids, strict=True):
+        row = rows[job_id]
+        assert row["payload"] == job.payload and row["kind"] == job.kind
+        assert (row["queue"], row["priority"], row["tenant_id"], row["max_attempts"]) == (
+            job.queue, job.priority, job.tenant_id, job.max_attempts)
+        assert row["timeout"] == timedelta(seconds=job.timeout)
+        assert (row["run_at"] == later) == (job.run_at is not None)
+
+
+async def test_enqueue_many_ids_stay_in_order_beside_a_concurrent_producer(conn, dsn) -> None:
+    import asyncpg  # noqa: PLC0415
+
+    other = await asyncpg.connect(dsn)
+    try:
+        async def interleave() -> None:
+            for _ in range(200):
+                await importd.enqueue(other, "noop", {"other": True})
+
+        mine = [NewJob("noop", {"n": i}) for i in range(1000)]
+        _, ids = await asyncio.gather(interleave(), importd.enqueue_many(conn, mine))
+        by_id = {r["id"]: r["payload"].get("n")
+                 for r in await conn.fetch("SELECT id, payload FROM import_jobs")}
+        assert [by_id[i] for i in ids] == list(range(1000))
+    finally:
+        await other.close()

@@ -99,3 +99,35 @@ async def test_row_errors_cascade_with_their_job(conn) -> None:
                        "VALUES ($1, 1, 7, 'bad')", job_id)
     await conn.execute("DELETE FROM import_jobs WHERE id = $1", job_id)
     assert await conn.fetchval("SELECT count(*) FROM import_job_errors") == 0
+
+
+async def test_copy_into_the_table_notifies_once_per_queue(conn, notes) -> None:
+    records = [("noop", "q1" if i % 2 else "q2") for i in range(500)]
+    await conn.copy_records_to_table("import_jobs", records=records, columns=["kind", "queue"])
+    assert sorted(await notes.settle()) == ["q1", "q2"]
+
+
+async def test_kind_and_queue_checks_agree_with_the_original_expressions(conn) -> None:
+    # Migration 0005 rewrote the two checks without bounded repetitions (slow in
+    # PostgreSQL's regex engine); the original expressions of migration 0001 are the
+    # reference.
+    alphabet = ["a", "Z", "0", "_", ".", ":", "-", " ", ";", "é", "\n", "/"]
+    names = ["", *alphabet, *(c + "x" for c in alphabet), *("x" + c for c in alphabet),
+             "ok\n", "a" * 62, "a" * 63, "a" * 64, "a" * 99, "a" * 100, "a" * 101,
+             "_" + "." * 62, "_" + "." * 63, "-" + "a" * 10, "a.b:c-d_e"]
+    rows = await conn.fetch(
+        "SELECT n, n ~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}$' AS kind_ref, "
+        "       n ~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,62}$' AS queue_ref "
+        "FROM unnest($1::text[]) AS n", names)
+    for row in rows:
+        for column, ref in (("kind", row["kind_ref"]), ("queue", row["queue_ref"])):
+            values = {"kind": "noop", "queue": "default", column: row["n"]}
+            try:
+                async with conn.transaction():
+                    await conn.execute("INSERT INTO import_jobs (kind, queue) VALUES ($1, $2)",
+                                       values["kind"], values["queue"])
+                accepted = True
+            except asyncpg.CheckViolationError as exc:
+                assert exc.constraint_name == f"import_jobs_{column}_check"
+                accepted = False
+            assert accepted == ref, (column, row["n"])

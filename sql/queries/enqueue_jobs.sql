@@ -1,12 +1,15 @@
 -- Insert jobs from parallel arrays in one statement and return one id per input row, in
 -- input order. A row whose dedup_key belongs to an unfinished job (in the table, or
 -- earlier in the same batch) is not inserted; the existing job's id comes back instead.
--- Payloads arrive as JSON text so any connection works, whatever its codecs.
+-- $4 is the batch's payloads as one JSON array, encoded once by the client and sent as
+-- text so any connection works, whatever its codecs.
 -- Ids are drawn from the identity sequence first so each input row knows its own.
 WITH input AS (
     SELECT t.*, nextval(pg_catalog.pg_get_serial_sequence('public.import_jobs', 'id')) AS new_id
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[],
-                $6::timestamptz[], $7::int[], $8::float8[], $9::text[])
+    FROM ROWS FROM (unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
+                    jsonb_array_elements($4::text::jsonb), unnest($5::smallint[]),
+                    unnest($6::timestamptz[]), unnest($7::int[]), unnest($8::float8[]),
+                    unnest($9::text[]))
          WITH ORDINALITY
          AS t(kind, queue, tenant_id, payload, priority, run_at, max_attempts, timeout_s,
               dedup_key, ord)
@@ -15,7 +18,7 @@ ins AS (
     INSERT INTO public.import_jobs
         (id, kind, queue, tenant_id, payload, priority, run_at, max_attempts, timeout, dedup_key)
     OVERRIDING SYSTEM VALUE
-    SELECT new_id, kind, queue, tenant_id, payload::jsonb, priority, coalesce(run_at, now()),
+    SELECT new_id, kind, queue, tenant_id, payload, priority, coalesce(run_at, now()),
            max_attempts, make_interval(secs => timeout_s), dedup_key
     FROM input
     ORDER BY ord
