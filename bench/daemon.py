@@ -1,6 +1,22 @@
-"""Daemon benchmarks: enqueue rate, throughput, notify-to-start latency, idle CPU.
+"""Daemon benchmarks, each figure a ratio against a reference measured in the same run.
 
-    python -m bench.daemon [--jobs 20000] [--latency-jobs 500] [--idle 30]
+    python -m bench.daemon [--jobs 20000] [--runs 2] [--finished 1000000]
+                           [--latency-jobs 500] [--rate 50] [--idle 30]
+
+- enqueue: ``enqueue_many`` in batches of 1,000 against a plain multi-row INSERT of the same
+  rows (``INSERT ... VALUES ($1, $2), ...``), interleaved.
+- drain: ``--jobs`` no-op jobs enqueued in batches of 1,000 into a fresh database, then one
+  daemon with concurrency 16 and default settings (fair claim on) until every completion
+  is persisted; the floor (bench/floor.py, a minimal LISTEN + SKIP LOCKED daemon) drains
+  the same in the same run. Three cases, the cold one first:
+    cold      a fresh table: no VACUUM, no ANALYZE (what a user who bulk-enqueues gets)
+    warm      VACUUM ANALYZE after the enqueue
+    finished  ``--finished`` finished rows in the table, analyzed while nothing was pending
+              (the statistics say no job is pending), then the enqueue: no ANALYZE after
+  Rates come by fifths of each drain, so a cliff cannot hide in an average.
+- latency: commit of a one-job transaction to the start of its handler at ``--rate`` jobs/s,
+  importd and the floor, interleaved.
+- idle CPU of a listening daemon.
 """
 
 from __future__ import annotations
@@ -8,8 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +36,10 @@ from typing import Any
 import asyncpg
 
 import importd
+from importd.cluster import Cluster
 
 from .common import (
+    ROOT,
     cpu_seconds,
     fresh_database,
     machine,
@@ -29,51 +50,178 @@ from .common import (
 )
 
 OUT = Path(__file__).resolve().parent / "out"
+BATCH = 1000
 
 
-async def enqueue_rate(dsn: str, batches: int = 50, size: int = 1000) -> float:
-    conn = await asyncpg.connect(dsn)
+def start_floor(dsn: str, concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """The floor daemon (bench/floor.py) as a process of its own, like importd."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.floor", dsn, "--concurrency", str(concurrency)],
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env,
+    )
+
+
+async def clone(cluster: Cluster, template: str, name: str) -> str:
+    """A new database ``name`` copied from ``template``; its URL."""
+    admin = await asyncpg.connect(cluster.dsn)
     try:
-        jobs = [importd.NewJob("noop", {"n": i}) for i in range(size)]
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await admin.close()
+    return cluster.dsn_for(name)
+
+
+async def drop(cluster: Cluster, name: str) -> None:
+    admin = await asyncpg.connect(cluster.dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+# -- enqueue ---------------------------------------------------------------------------
+
+
+async def enqueue_rates(dsn: str, rounds: int, batches: int) -> list[tuple[float, float]]:
+    """(enqueue_many jobs/s, plain multi-row INSERT jobs/s) per round, interleaved."""
+    conn = await asyncpg.connect(dsn)
+    values = ", ".join(f"(${2 * i + 1}, ${2 * i + 2}::jsonb)" for i in range(BATCH))
+    plain = f"INSERT INTO import_jobs (kind, payload) VALUES {values} RETURNING id"
+
+    async def api(payloads: list[dict[str, int]]) -> None:
+        await importd.enqueue_many(conn, [importd.NewJob("noop", p) for p in payloads])
+
+    async def reference(payloads: list[dict[str, int]]) -> None:
+        args: list[Any] = []
+        for p in payloads:
+            args += ["noop", json.dumps(p)]
+        await conn.fetch(plain, *args)
+
+    async def rate(fn: Any) -> float:
         began = time.perf_counter()
-        for _ in range(batches):
+        for b in range(batches):
             async with conn.transaction():
-                await importd.enqueue_many(conn, jobs)
+                await fn([{"n": b * BATCH + i} for i in range(BATCH)])
         elapsed = time.perf_counter() - began
         await conn.execute("TRUNCATE import_jobs CASCADE")
-        return batches * size / elapsed
+        return batches * BATCH / elapsed
+
+    out = []
+    try:
+        await rate(api)  # warm-up: caches, prepared statements
+        await rate(reference)
+        for r in range(rounds):
+            if r % 2:
+                ref = await rate(reference)
+                mine = await rate(api)
+            else:
+                mine = await rate(api)
+                ref = await rate(reference)
+            out.append((mine, ref))
+    finally:
+        await conn.close()
+    return out
+
+
+# -- drain -----------------------------------------------------------------------------
+
+
+async def fill_finished(dsn: str, count: int) -> None:
+    """``count`` completed rows, then VACUUM ANALYZE: statistics that say nothing pends."""
+    conn = await asyncpg.connect(dsn, server_settings={"importd.notify": "off"})
+    try:
+        await conn.execute(
+            "INSERT INTO import_jobs (kind, payload, status, attempts, started_at, finished_at, "
+            "run_at, created_at) SELECT 'noop', '{}', 'completed', 1, "
+            "now() - g * interval '1 ms', now() - g * interval '1 ms', "
+            "now() - g * interval '1 ms', now() - g * interval '1 ms' "
+            "FROM generate_series(1, $1) AS g", count)
+        await conn.execute("VACUUM ANALYZE import_jobs")
     finally:
         await conn.close()
 
 
-async def throughput(dsn: str, jobs: int, concurrency: int, *extra: str) -> dict[str, float]:
+async def enqueue_backlog(dsn: str, jobs: int, analyze: bool) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        for start in range(0, jobs, 1000):
+        for start in range(0, jobs, BATCH):
             await importd.enqueue_many(
-                conn, [importd.NewJob("noop", {}) for _ in range(min(1000, jobs - start))])
-        await conn.execute("VACUUM ANALYZE import_jobs")
-        proc = start_daemon(dsn, "--concurrency", str(concurrency), *extra,
-                            log_path=OUT / "tp.log")
-        try:
-            while await conn.fetchval(
-                    "SELECT count(*) FROM import_jobs WHERE status = 'completed'") < jobs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"importd exited with {proc.returncode}")
-                await asyncio.sleep(0.2)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        span = await conn.fetchval(
-            "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM import_jobs")
-        return {"jobs": jobs, "seconds": float(span), "jobs_per_s": jobs / float(span)}
+                conn, [importd.NewJob("noop", {}) for _ in range(min(BATCH, jobs - start))])
+        if analyze:
+            await conn.execute("VACUUM ANALYZE import_jobs")
     finally:
-        await conn.execute("TRUNCATE import_jobs CASCADE")
         await conn.close()
 
 
-async def latency(dsn: str, count: int, rate: float) -> dict[str, float]:
-    proc = start_daemon(dsn, "--concurrency", "16", log_path=OUT / "latency.log")
+async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str, Any]:
+    """Run ``system`` on the backlog in ``dsn`` until every job is completed."""
+    log_path = OUT / f"drain-{system.replace(' ', '')}.log"
+    conn = await asyncpg.connect(dsn)
+    first = await conn.fetchval("SELECT min(id) FROM import_jobs WHERE status = 'pending'")
+    if system == "floor":
+        proc = start_floor(dsn, concurrency, log_path)
+    else:
+        extra = ("--no-fair",) if system == "importd --no-fair" else ()
+        proc = start_daemon(dsn, "--concurrency", str(concurrency), *extra, log_path=log_path)
+    try:
+        while await conn.fetchval(
+                "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'pending') "
+                "OR EXISTS (SELECT FROM import_jobs WHERE status = 'running')"):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{system} exited with {proc.returncode}; see {log_path}")
+            await asyncio.sleep(0.25)
+        began = await conn.fetchval(
+            "SELECT min(started_at) FROM import_jobs WHERE id >= $1", first)
+        ends = [r[0] for r in await conn.fetch(
+            "SELECT finished_at FROM import_jobs WHERE status = 'completed' AND id >= $1 "
+            "ORDER BY finished_at", first)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 30)
+        await conn.close()
+    if len(ends) != jobs:
+        raise RuntimeError(f"{system}: {len(ends)} jobs completed, expected {jobs}")
+    span = (ends[-1] - began).total_seconds()
+    fifths = []
+    last = began
+    for k in range(1, 6):
+        edge = ends[k * jobs // 5 - 1]
+        fifths.append((jobs / 5) / max((edge - last).total_seconds(), 1e-6))
+        last = edge
+    return {"rate": jobs / span, "fifths": fifths}
+
+
+CASES = ("cold", "warm", "finished")
+
+
+async def drain_case(cluster: Cluster, case: str, args: Any, systems: list[str]
+                     ) -> dict[str, list[dict[str, Any]]]:
+    """``args.runs`` drains per system, the systems interleaved (their order alternates)."""
+    template = "bench_template"
+    if case == "finished":
+        template = "bench_template_finished"
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
+    for run in range(args.runs):
+        order = systems if run % 2 == 0 else list(reversed(systems))
+        for system in order:
+            dsn = await clone(cluster, template, "bench_drain")
+            await enqueue_backlog(dsn, args.jobs, analyze=case == "warm")
+            results[system].append(await drain(dsn, system, args.jobs, args.concurrency))
+            await drop(cluster, "bench_drain")
+    return results
+
+
+# -- latency ---------------------------------------------------------------------------
+
+
+async def latency(dsn: str, system: str, count: int, rate: float) -> dict[str, float]:
+    if system == "floor":
+        proc = start_floor(dsn, 16, OUT / "latency-floor.log")
+    else:
+        proc = start_daemon(dsn, "--concurrency", "16", log_path=OUT / "latency.log")
     conn = await asyncpg.connect(dsn)
     try:
         await asyncio.sleep(2)  # listening and idle
@@ -100,7 +248,7 @@ async def latency(dsn: str, count: int, rate: float) -> dict[str, float]:
         }
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        await asyncio.to_thread(proc.wait, 30)
         await conn.execute("TRUNCATE import_jobs CASCADE")
         await conn.close()
 
@@ -118,39 +266,100 @@ async def idle_cpu(dsn: str, seconds: float) -> float:
         proc.wait(30)
 
 
+# -- report ----------------------------------------------------------------------------
+
+
+def _span(values: list[float], fmt: str = "{:,.0f}") -> str:
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else (
+        f"{fmt.format(lo)} to {fmt.format(hi)}")
+
+
+def drain_rows(case: str, res: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
+    floor = res["floor"]
+    rows = [(f"drain, {case}: floor", f"{_span([r['rate'] for r in floor])} jobs/s; fifths "
+             + " | ".join(", ".join(f"{f:,.0f}" for f in r["fifths"]) for r in floor))]
+    for system, runs in res.items():
+        if system == "floor":
+            continue
+        ratios = [r["rate"] / f["rate"] for r, f in zip(runs, floor, strict=True)]
+        fifth_ratios = [[a / b for a, b in zip(r["fifths"], f["fifths"], strict=True)]
+                        for r, f in zip(runs, floor, strict=True)]
+        worst = min(min(fr) for fr in fifth_ratios)
+        rows.append((
+            f"drain, {case}: {system}",
+            f"{_span([r['rate'] for r in runs])} jobs/s = {_span(ratios, '{:.2f}')}x floor; "
+            f"by fifths x floor "
+            + " | ".join(", ".join(f"{x:.2f}" for x in fr) for fr in fifth_ratios)
+            + f"; worst fifth {worst:.2f}x",
+        ))
+    return rows
+
+
 async def main(args: Any) -> None:
     OUT.mkdir(exist_ok=True)
     cluster = await asyncio.to_thread(start_cluster)
+    rows: list[tuple[str, str]] = []
     try:
-        dsn = await fresh_database(cluster, "bench_daemon")
+        dsn = await fresh_database(cluster, "bench_template")
         facts = machine()
         pg = await server_settings(dsn)
-        rate = await enqueue_rate(dsn)
-        tp = await throughput(dsn, args.jobs, args.concurrency)
-        # The same over the Unix socket, as a daemon on the database's host would connect.
-        socket_dsn = f"postgresql://postgres@/bench_daemon?host={cluster.directory}&port={cluster.port}"
-        tp_socket = await throughput(socket_dsn, args.jobs, args.concurrency)
-        tp_plain = await throughput(dsn, args.jobs, args.concurrency, "--no-fair")
-        lat = await latency(dsn, args.latency_jobs, args.rate)
-        idle = await idle_cpu(dsn, args.idle)
+        rows += [
+            ("machine", f"{facts['cores']} cores, {facts['cpu']}, {facts['memory_gib']} GiB, "
+                        f"Python {facts['python']}"),
+            ("postgresql", f"{pg['version']}, fsync={pg['fsync']}, "
+                           f"synchronous_commit={pg['synchronous_commit']}, "
+                           f"wal_sync_method={pg['wal_sync_method']}"),
+        ]
+        work = await clone(cluster, "bench_template", "bench_enqueue")
+        rates = await enqueue_rates(work, args.enqueue_rounds, args.enqueue_batches)
+        rows.append(("enqueue_many, batches of 1,000",
+                     f"{_span([m for m, _ in rates])} jobs/s = "
+                     f"{_span([m / r for m, r in rates], '{:.2f}')}x a plain multi-row INSERT "
+                     f"({_span([r for _, r in rates])} jobs/s)"))
+        await drop(cluster, "bench_enqueue")
+        print(table("importd daemon benchmark (so far)", rows), flush=True)
+
+        if args.finished and "finished" in args.cases:
+            finished = await clone(cluster, "bench_template", "bench_template_finished")
+            await fill_finished(finished, args.finished)
+        for case in args.cases.split(","):
+            if case == "finished" and not args.finished:
+                continue
+            systems = ["floor", "importd"]
+            if case == "cold":
+                systems.append("importd --no-fair")
+            res = await drain_case(cluster, case, args, systems)
+            label = case if case != "finished" else f"{args.finished:,} finished rows"
+            rows += drain_rows(label, res)
+            print("\n".join(f"{k}  {v}" for k, v in drain_rows(label, res)), flush=True)
+
+        work = await clone(cluster, "bench_template", "bench_latency")
+        if not args.latency_jobs:
+            args.runs = 0
+        lat: dict[str, list[dict[str, float]]] = {"floor": [], "importd": []}
+        for run in range(args.runs):
+            for system in (("floor", "importd") if run % 2 == 0 else ("importd", "floor")):
+                lat[system].append(await latency(work, system, args.latency_jobs, args.rate))
+        for system in ("floor", "importd") if args.runs else ():
+            runs = lat[system]
+            text = (f"p50 {_span([r['p50_ms'] for r in runs], '{:.2f}')} ms, "
+                    f"p95 {_span([r['p95_ms'] for r in runs], '{:.2f}')} ms, "
+                    f"p99 {_span([r['p99_ms'] for r in runs], '{:.2f}')} ms")
+            if system == "importd":
+                text += (" = p50 " + _span([r["p50_ms"] / f["p50_ms"] for r, f in
+                                            zip(runs, lat["floor"], strict=True)], "{:.2f}")
+                         + "x, p99 " + _span([r["p99_ms"] / f["p99_ms"] for r, f in
+                                              zip(runs, lat["floor"], strict=True)], "{:.2f}")
+                         + "x floor")
+            rows.append((f"latency commit→start ({args.latency_jobs} at {args.rate:g}/s): "
+                         f"{system}", text))
+        if args.idle:
+            idle = await idle_cpu(work, args.idle)
+            rows.append((f"idle CPU ({args.idle:g} s, listening)", f"{idle:.2f} %"))
     finally:
         await asyncio.to_thread(cluster.destroy)
-    rows = [
-        ("machine", f"{facts['cores']} cores, {facts['cpu']}, {facts['memory_gib']} GiB, "
-                    f"Python {facts['python']}"),
-        ("postgresql", f"{pg['version']}, fsync={pg['fsync']}, "
-                       f"synchronous_commit={pg['synchronous_commit']}, "
-                       f"wal_sync_method={pg['wal_sync_method']}"),
-        ("enqueue_many (batches of 1,000)", f"{rate:,.0f} jobs/s"),
-        (f"throughput ({tp['jobs']:,} noop, --concurrency {args.concurrency})",
-         f"{tp['jobs_per_s']:,.0f} jobs/s ({tp['seconds']:.2f} s)"),
-        ("  the same over the Unix socket", f"{tp_socket['jobs_per_s']:,.0f} jobs/s"),
-        ("  the same with --no-fair (TCP)", f"{tp_plain['jobs_per_s']:,.0f} jobs/s"),
-        (f"latency commit→start ({args.latency_jobs} at {args.rate:g}/s)",
-         f"p50 {lat['p50_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, "
-         f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms"),
-        (f"idle CPU ({args.idle:g} s, listening)", f"{idle:.2f} %"),
-    ]
+    print()
     print(table("importd daemon benchmark", rows))
 
 
@@ -159,6 +368,13 @@ if __name__ == "__main__":
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=2, help="runs of each comparison")
+    parser.add_argument("--finished", type=int, default=1_000_000,
+                        help="finished rows for the third drain case (0: skip it)")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help="drain cases, comma-separated: " + ", ".join(CASES))
+    parser.add_argument("--enqueue-rounds", type=int, default=4)
+    parser.add_argument("--enqueue-batches", type=int, default=50)
     parser.add_argument("--latency-jobs", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--idle", type=float, default=30.0)
