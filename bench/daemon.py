@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 
 import importd
+from importd import sql
 from importd.cluster import Cluster
 
 from .common import (
@@ -218,6 +219,9 @@ async def drain_case(cluster: Cluster, case: str, args: Any, systems: list[str]
 
 
 async def latency(dsn: str, system: str, count: int, rate: float) -> dict[str, float]:
+    """Commit of a one-job transaction → handler start, and its two halves: commit → the
+    claim statement's start (started_at, set by the claim: the wake-up path) and claim
+    start → handler start (the claim statement, decoding, task start)."""
     if system == "floor":
         proc = start_floor(dsn, 16, OUT / "latency-floor.log")
     else:
@@ -237,20 +241,87 @@ async def latency(dsn: str, system: str, count: int, rate: float) -> dict[str, f
         while await conn.fetchval(
                 "SELECT count(*) FROM import_jobs WHERE status = 'completed'") < count:
             await asyncio.sleep(0.1)
-        rows = await conn.fetch("SELECT id, result FROM import_jobs")
-        waits = sorted((json.loads(r["result"])["started"] - commits[r["id"]]) * 1000
-                       for r in rows)
+        rows = await conn.fetch(
+            "SELECT id, result, extract(epoch FROM started_at)::float8 AS claimed "
+            "FROM import_jobs")
+        total, wake, start = [], [], []
+        for r in rows:
+            started = json.loads(r["result"])["started"]
+            total.append((started - commits[r["id"]]) * 1000)
+            wake.append((r["claimed"] - commits[r["id"]]) * 1000)
+            start.append((started - r["claimed"]) * 1000)
+        total.sort()
         return {
-            "p50_ms": statistics.median(waits),
-            "p95_ms": waits[int(len(waits) * 0.95) - 1],
-            "p99_ms": waits[int(len(waits) * 0.99) - 1],
-            "max_ms": waits[-1],
+            "p50_ms": statistics.median(total),
+            "p95_ms": total[int(len(total) * 0.95) - 1],
+            "p99_ms": total[int(len(total) * 0.99) - 1],
+            "max_ms": total[-1],
+            "wake_p50_ms": statistics.median(wake),
+            "start_p50_ms": statistics.median(start),
         }
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 30)
         await conn.execute("TRUNCATE import_jobs CASCADE")
         await conn.close()
+
+
+async def notify_delay(dsn: str, count: int = 200) -> float:
+    """p50 ms from the commit of a one-job transaction (as the producer sees it) to the
+    notification's arrival on another connection of the same process."""
+    listener = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn)
+    arrived: asyncio.Queue[float] = asyncio.Queue()
+    await listener.add_listener("importd", lambda *_: arrived.put_nowait(time.time()))
+    delays = []
+    try:
+        for _ in range(count):
+            async with conn.transaction():
+                await importd.enqueue(conn, "noop", {})
+            committed = time.time()
+            delays.append((await arrived.get() - committed) * 1000)
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.execute("TRUNCATE import_jobs CASCADE")
+        await conn.close()
+        await listener.close()
+    return statistics.median(delays)
+
+
+FLOOR_CLAIM = """
+UPDATE import_jobs AS j SET status = 'running', attempts = j.attempts + 1,
+       locked_by = 'floor', locked_until = now() + j.timeout, started_at = now()
+FROM (SELECT id FROM import_jobs WHERE status = 'pending' AND run_at <= now()
+      ORDER BY priority, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) AS n
+WHERE j.id = n.id RETURNING j.id, j.kind, j.payload
+"""
+
+
+async def claim_round_trips(dsn: str, count: int = 200) -> dict[str, float]:
+    """p50 ms of one claim of up to 16 that finds one pending job, by claim statement:
+    importd's fair claim (the default), its plain claim, and the floor's."""
+    conn = await asyncpg.connect(dsn, server_settings={"importd.notify": "off"})
+    claims = {
+        "fair": (sql.query("claim_fair"),
+                 (16, "bench", 30.0, None, None, None, None, None, None, None)),
+        "plain": (sql.query("claim_jobs"), (16, "bench", None, None, 30.0, None, None)),
+        "floor": (FLOOR_CLAIM, (16,)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in claims}
+    try:
+        for i in range(count + 10):
+            for name, (query, args) in claims.items():
+                await conn.execute("INSERT INTO import_jobs (kind) VALUES ('noop')")
+                began = time.perf_counter()
+                rows = await conn.fetch(query, *args)
+                elapsed = (time.perf_counter() - began) * 1000
+                assert len(rows) == 1
+                await conn.execute("DELETE FROM import_jobs")
+                if i >= 10:
+                    times[name].append(elapsed)
+    finally:
+        await conn.close()
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 async def idle_cpu(dsn: str, seconds: float) -> float:
@@ -352,8 +423,19 @@ async def main(args: Any) -> None:
                          + "x, p99 " + _span([r["p99_ms"] / f["p99_ms"] for r, f in
                                               zip(runs, lat["floor"], strict=True)], "{:.2f}")
                          + "x floor")
+            wake = _span([r["wake_p50_ms"] for r in runs], "{:.2f}")
+            start = _span([r["start_p50_ms"] for r in runs], "{:.2f}")
+            text += f"; p50 commit→claim start {wake} ms, claim start→handler {start} ms"
             rows.append((f"latency commit→start ({args.latency_jobs} at {args.rate:g}/s): "
                          f"{system}", text))
+        if args.runs and args.latency_jobs:
+            delay = await notify_delay(work)
+            trips = await claim_round_trips(work)
+            rows.append(("  where it goes: commit→notification on another connection",
+                         f"p50 {delay:.2f} ms"))
+            rows.append(("  where it goes: one claim finding 1 job (round trip p50)",
+                         f"fair {trips['fair']:.2f} ms, plain {trips['plain']:.2f} ms, "
+                         f"floor's statement {trips['floor']:.2f} ms"))
         if args.idle:
             idle = await idle_cpu(work, args.idle)
             rows.append((f"idle CPU ({args.idle:g} s, listening)", f"{idle:.2f} %"))

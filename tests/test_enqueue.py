@@ -153,3 +153,16 @@ async def test_enqueue_many_ids_stay_in_order_beside_a_concurrent_producer(conn,
         assert [by_id[i] for i in ids] == list(range(1000))
     finally:
         await other.close()
+
+
+async def test_cli_enqueue_payloads_file_in_order(conn, dsn, tmp_path) -> None:
+    lines = [f'{{"n": {i}, "s": "line {i}"}}' for i in range(2500)]
+    source = tmp_path / "jobs.ndjson"
+    source.write_text("\n".join(lines[:1200]) + "\n\n" + "\n".join(lines[1200:]) + "\n")
+    done = run_importd("enqueue", "noop", "--dsn", dsn, "--payloads", str(source),
+                       "--queue", "bulk", "--tenant", "t9")
+    assert done.returncode == 0, done.stderr
+    assert "enqueued 2500 job(s)" in done.stdout
+    rows = await conn.fetch("SELECT payload, queue, tenant_id FROM import_jobs ORDER BY id")
+    assert [r["payload"]["n"] for r in rows] == list(range(2500))
+    assert {(r["queue"], r["tenant_id"]) for r in rows} == {("bulk", "t9")}

@@ -96,14 +96,17 @@ ALTER TABLE public.import_jobs
 -- candidate: it needs the table's owner, costs a sample of the table on every new backlog,
 -- and leaves the first claims (and a backlog that grows faster than the trigger fires)
 -- unprotected.
--- The fair claim of migration 0003, with the settings and with its two level probes
--- reshaped (see "The first priority level" below); nothing else changed.
+-- The fair claim of migration 0003, with the settings, its two level probes reshaped
+-- (see "The first priority level" below), and one probe fewer per round when a level
+-- runs out (a sparse queue: 5 statements instead of 7 for a claim that finds one job);
+-- nothing else changed.
 --
 -- NOTE for whoever reconciles this with migration 0004 (kind-aware claims, which
 -- redefines this function with the same signature): keep 0004's body and apply exactly
 -- these two edits to it: (1) the SET clauses enable_seqscan / enable_bitmapscan /
 -- enable_sort / enable_incremental_sort off and jit off; (2) the level probes as
--- ORDER BY j.priority [DESC] LIMIT 1 subqueries instead of min() / max().
+-- ORDER BY j.priority [DESC] LIMIT 1 subqueries instead of min() / max(); (3) on a probe
+-- that finds nothing right after wrapping (cursor back at ''), `more := false`.
 CREATE OR REPLACE FUNCTION public.importd_claim_fair(
     p_limit        integer,
     p_worker       text,
@@ -270,6 +273,12 @@ BEGIN
                      FOR UPDATE SKIP LOCKED;
                 END IF;
                 IF NOT FOUND THEN
+                    IF wrapped AND cur_q = '' AND cur_t = '' THEN
+                        -- Wrapped, and nothing unpicked from the start of the index on:
+                        -- this level is exhausted, another round would only probe
+                        -- again (0005).
+                        more := false;
+                    END IF;
                     EXIT pairs WHEN wrapped OR (start_q = '' AND start_t = '');
                     wrapped := true;  -- past the last pair: go on from the first
                     cur_q := '';
