@@ -288,6 +288,8 @@ async def notify_delay(dsn: str, count: int = 200) -> float:
     return statistics.median(delays)
 
 
+# What a daemon with the benchmark handlers passes: the kinds it has handlers for.
+KINDS = ["csv", "http", "ndjson", "noop", "stamp"]
 FLOOR_CLAIM = """
 UPDATE import_jobs AS j SET status = 'running', attempts = j.attempts + 1,
        locked_by = 'floor', locked_until = now() + j.timeout, started_at = now()
@@ -303,8 +305,8 @@ async def claim_round_trips(dsn: str, count: int = 200) -> dict[str, float]:
     conn = await asyncpg.connect(dsn, server_settings={"importd.notify": "off"})
     claims = {
         "fair": (sql.query("claim_fair"),
-                 (16, "bench", 30.0, None, None, None, None, None, None, None)),
-        "plain": (sql.query("claim_jobs"), (16, "bench", None, None, 30.0, None, None)),
+                 (16, "bench", 30.0, None, KINDS, None, None, None, None, None)),
+        "plain": (sql.query("claim_jobs"), (16, "bench", None, KINDS, 30.0, None, None)),
         "floor": (FLOOR_CLAIM, (16,)),
     }
     times: dict[str, list[float]] = {name: [] for name in claims}

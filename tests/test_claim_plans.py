@@ -81,14 +81,17 @@ def _check(plans: list[str]) -> None:
             assert "Sort" not in plan.split("LockRows", 1)[1], plan
 
 
+# A daemon always passes the kinds it has handlers for ($4 / $5); the others are the
+# statements' variants with optional filters.
+KINDS = ["noop", "csv"]
 CLAIMS = {
-    "plain": ("claim_jobs", (16, "w", None, None, 30.0, None, None)),
-    "plain, filtered": ("claim_jobs", (16, "w", ["q1", "q2"], ["noop"], 30.0, None, ["x"])),
-    "fair": ("claim_fair", (16, "w", 30.0, None, None, None, None, None, None, None)),
-    "fair, one queue": ("claim_fair", (16, "w", 30.0, ["q1"], None, None, None, None, None,
+    "plain": ("claim_jobs", (16, "w", None, KINDS, 30.0, None, None)),
+    "plain, filtered": ("claim_jobs", (16, "w", ["q1", "q2"], None, 30.0, None, ["x"])),
+    "fair": ("claim_fair", (16, "w", 30.0, None, KINDS, None, None, None, None, None)),
+    "fair, one queue": ("claim_fair", (16, "w", 30.0, ["q1"], KINDS, None, None, None, None,
                                        None)),
-    "fair, capped": ("claim_fair", (16, "w", 30.0, None, None, None, None, 1, "q1", "t7")),
-    "fair, filtered": ("claim_fair", (16, "w", 30.0, ["q1", "q2"], ["noop"], ["z"], None, 2,
+    "fair, capped": ("claim_fair", (16, "w", 30.0, None, KINDS, None, None, 1, "q1", "t7")),
+    "fair, filtered": ("claim_fair", (16, "w", 30.0, ["q1", "q2"], None, ["z"], None, 2,
                                       None, None)),
 }
 

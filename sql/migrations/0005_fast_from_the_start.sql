@@ -96,15 +96,14 @@ ALTER TABLE public.import_jobs
 -- candidate: it needs the table's owner, costs a sample of the table on every new backlog,
 -- and leaves the first claims (and a backlog that grows faster than the trigger fires)
 -- unprotected.
--- The fair claim of migration 0003, with the settings, its two level probes reshaped
+-- The fair claim of migration 0004, with the settings, its two level probes reshaped
 -- (see "The first priority level" below), and one probe fewer per round when a level
 -- runs out (a sparse queue: 5 statements instead of 7 for a claim that finds one job);
 -- nothing else changed.
 --
--- NOTE for whoever reconciles this with migration 0004 (kind-aware claims, which
--- redefines this function with the same signature): keep 0004's body and apply exactly
--- these two edits to it: (1) the SET clauses enable_seqscan / enable_bitmapscan /
--- enable_sort / enable_incremental_sort off and jit off; (2) the level probes as
+-- The three edits, for whoever changes this function next: (1) the SET clauses
+-- enable_seqscan / enable_bitmapscan / enable_sort / enable_incremental_sort off and jit
+-- off; (2) the level probes as
 -- ORDER BY j.priority [DESC] LIMIT 1 subqueries instead of min() / max(); (3) on a probe
 -- that finds nothing right after wrapping (cursor back at ''), `more := false`.
 CREATE OR REPLACE FUNCTION public.importd_claim_fair(
@@ -151,10 +150,12 @@ DECLARE
     cap_counts integer[] := '{}';
     pos        integer;
     jid        bigint;
-    -- No kind filter, no exclusions, every queue or one: the hot statements below then
-    -- come in variants without optional filters, whose plans PostgreSQL caches for the
-    -- session (an "x IS NULL OR ..." filter makes it plan the statement on every call).
-    simple     boolean := p_kinds IS NULL AND p_skip_queues IS NULL AND p_skip_kinds IS NULL
+    -- A daemon's claim: its kinds (always given: those it has handlers for), no
+    -- exclusions, every queue or one. The hot statements below then come in variants
+    -- without optional filters, whose plans PostgreSQL caches for the session (an
+    -- "x IS NULL OR ..." filter makes it plan the statement on every call).
+    simple     boolean := p_kinds IS NOT NULL AND p_skip_queues IS NULL
+                          AND p_skip_kinds IS NULL
                           AND (p_queues IS NULL OR cardinality(p_queues) = 1);
     one_q      text := p_queues[1];
 BEGIN
@@ -175,22 +176,25 @@ BEGIN
     -- The first priority level with runnable work, and the last level with any pending
     -- work at all (an upper bound that spares a probe when the levels run out). Written
     -- as ORDER BY ... LIMIT 1 rather than min() / max(): with sorts disabled only an index
-    -- in priority order (import_jobs_claim_idx) can answer them, reading one entry; an
+    -- in priority order (import_jobs_claim_idx) can answer them, reading from one end; an
     -- aggregate could read every pending row of another index (0005).
     IF simple AND p_queues IS NULL THEN
         SELECT (SELECT j.priority FROM public.import_jobs AS j
                  WHERE j.status = 'pending' AND j.run_at <= now()
+                   AND j.kind = ANY (p_kinds)
                  ORDER BY j.priority LIMIT 1),
                (SELECT j.priority FROM public.import_jobs AS j
-                 WHERE j.status = 'pending'
+                 WHERE j.status = 'pending' AND j.kind = ANY (p_kinds)
                  ORDER BY j.priority DESC LIMIT 1)
           INTO level, top_level;
     ELSIF simple THEN
         SELECT (SELECT j.priority FROM public.import_jobs AS j
                  WHERE j.status = 'pending' AND j.run_at <= now() AND j.queue = one_q
+                   AND j.kind = ANY (p_kinds)
                  ORDER BY j.priority LIMIT 1),
                (SELECT j.priority FROM public.import_jobs AS j
                  WHERE j.status = 'pending' AND j.queue = one_q
+                   AND j.kind = ANY (p_kinds)
                  ORDER BY j.priority DESC LIMIT 1)
           INTO level, top_level;
     ELSE
@@ -241,6 +245,7 @@ BEGIN
                        AND j.priority = level
                        AND j.run_at <= now()
                        AND j.id <> ALL (picked)  -- ours already: locked, still pending
+                       AND j.kind = ANY (p_kinds)
                      ORDER BY j.queue, coalesce(j.tenant_id, ''), j.priority, j.run_at, j.id
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED;
@@ -253,6 +258,7 @@ BEGIN
                        AND j.priority = level
                        AND j.run_at <= now()
                        AND j.id <> ALL (picked)
+                       AND j.kind = ANY (p_kinds)
                      ORDER BY j.queue, coalesce(j.tenant_id, ''), j.priority, j.run_at, j.id
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED;
@@ -316,6 +322,7 @@ BEGIN
                            AND j.priority = level
                            AND j.run_at <= now()
                            AND j.id <> ALL (picked)
+                           AND j.kind = ANY (p_kinds)
                          ORDER BY j.priority, j.run_at, j.id
                          LIMIT room - 1
                          FOR UPDATE SKIP LOCKED
