@@ -167,13 +167,19 @@ async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str,
     else:
         extra = ("--no-fair",) if system == "importd --no-fair" else ()
         proc = start_daemon(dsn, "--concurrency", str(concurrency), *extra, log_path=log_path)
+    cpu_start: float | None = None  # after start-up (imports, connections)
     try:
         while await conn.fetchval(
                 "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'pending') "
                 "OR EXISTS (SELECT FROM import_jobs WHERE status = 'running')"):
             if proc.poll() is not None:
                 raise RuntimeError(f"{system} exited with {proc.returncode}; see {log_path}")
+            if cpu_start is None and await conn.fetchval(
+                    "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'running')"):
+                cpu_start = cpu_seconds(proc.pid)
             await asyncio.sleep(0.25)
+        # The daemon's own CPU per job (the server's is not in it).
+        cpu = cpu_seconds(proc.pid) - (cpu_start or 0.0)
         began = await conn.fetchval(
             "SELECT min(started_at) FROM import_jobs WHERE id >= $1", first)
         ends = [r[0] for r in await conn.fetch(
@@ -192,7 +198,7 @@ async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str,
         edge = ends[k * jobs // 5 - 1]
         fifths.append((jobs / 5) / max((edge - last).total_seconds(), 1e-6))
         last = edge
-    return {"rate": jobs / span, "fifths": fifths}
+    return {"rate": jobs / span, "fifths": fifths, "cpu_us": cpu / jobs * 1e6}
 
 
 CASES = ("cold", "warm", "finished")
@@ -350,7 +356,8 @@ def _span(values: list[float], fmt: str = "{:,.0f}") -> str:
 
 def drain_rows(case: str, res: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
     floor = res["floor"]
-    rows = [(f"drain, {case}: floor", f"{_span([r['rate'] for r in floor])} jobs/s; fifths "
+    rows = [(f"drain, {case}: floor", f"{_span([r['rate'] for r in floor])} jobs/s; "
+             f"daemon CPU {_span([r['cpu_us'] for r in floor])} µs/job; fifths "
              + " | ".join(", ".join(f"{f:,.0f}" for f in r["fifths"]) for r in floor))]
     for system, runs in res.items():
         if system == "floor":
@@ -362,6 +369,7 @@ def drain_rows(case: str, res: dict[str, list[dict[str, Any]]]) -> list[tuple[st
         rows.append((
             f"drain, {case}: {system}",
             f"{_span([r['rate'] for r in runs])} jobs/s = {_span(ratios, '{:.2f}')}x floor; "
+            f"daemon CPU {_span([r['cpu_us'] for r in runs])} µs/job; "
             f"by fifths x floor "
             + " | ".join(", ".join(f"{x:.2f}" for x in fr) for fr in fifth_ratios)
             + f"; worst fifth {worst:.2f}x",

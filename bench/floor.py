@@ -1,6 +1,10 @@
 """The floor: a minimal raw-asyncpg job daemon (LISTEN + SKIP LOCKED), the reference that
 bench/daemon.py measures importd against in the same run. No retries, leases that are
-never checked, no fairness, no logs: the least a worker on this table can do.
+never checked, no fairness, no logs: the least a worker on this table can do. Its
+connections plan with sorts, sequential and bitmap scans off, so its claim reads the
+claim index in order on a never-analyzed table too: without that, its own claim would
+read and sort the whole backlog (the cold cliff importd had), and importd would be
+measured against a floor that is not one.
 
     python -m bench.floor DSN [--concurrency 16]
 """
@@ -29,7 +33,9 @@ FROM unnest($1::bigint[], $2::text[]) AS s(id, result) WHERE import_jobs.id = s.
 
 
 async def run(dsn: str, concurrency: int) -> None:
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=3)
+    plans = {"enable_sort": "off", "enable_seqscan": "off", "enable_bitmapscan": "off",
+             "jit": "off"}
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=3, server_settings=plans)
     listener = await asyncpg.connect(dsn)
     wake, stop = asyncio.Event(), asyncio.Event()
     await listener.add_listener("importd", lambda *_: wake.set())
