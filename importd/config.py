@@ -527,8 +527,7 @@ def load(
             values[f.name] = f.parse(raw)
         except (TypeError, ValueError) as exc:
             shown = "***" if f.secret else repr(raw)
-            named = f"{source} (the {f.name!r} setting)" if source == f.option else source
-            raise ConfigError(f"{named}: bad value {shown}: {exc}") from None
+            raise ConfigError(f"{source}: bad value {shown}: {exc}") from None
     settings = Settings(**values)
     if settings.backoff_jitter > 1:
         raise ConfigError("backoff_jitter: must be between 0 and 1")

@@ -253,7 +253,7 @@ def test_accepted_urls_are_fetched_in_their_normal_form(url: str, fetched: str |
 
 def test_bad_prefixes_are_a_configuration_error() -> None:
     for bad in ["https://host/api?x=1", "https://user@host/", "ftp://host/", "https://host:99999/"]:
-        with pytest.raises(config.ConfigError, match=r"(?i)url.prefixes"):
+        with pytest.raises(config.ConfigError, match=r"(?i)url.prefix"):
             config.load({"url_prefixes": bad}, environ={})
     assert config.load({"url_prefixes": "https://Host/api/"}, environ={}).url_prefixes
 
