@@ -32,6 +32,7 @@ _DAEMON_FIELDS = (
     "shutdown_grace",
     "lease_margin",
     "heartbeat_interval",
+    "loop_block_warn",
     "rescue_interval",
     "probe_interval",
     "backoff_base",

@@ -207,6 +207,12 @@ FIELDS: tuple[Field, ...] = (
         1.0,
         "seconds between progress / lease writes of a running job",
     ),
+    Field(
+        "loop_block_warn",
+        _positive_float,
+        1.0,
+        "seconds the event loop may stall before loop_blocked is logged (a blocking handler)",
+    ),
     Field("rescue_interval", _positive_float, 5.0, "seconds between rescues of expired leases"),
     Field(
         "probe_interval",
@@ -353,6 +359,7 @@ class Settings:
     shutdown_grace: float = 30.0
     lease_margin: float = 30.0
     heartbeat_interval: float = 1.0
+    loop_block_warn: float = 1.0
     rescue_interval: float = 5.0
     probe_interval: float = 5.0
     backoff_base: float = 1.0

@@ -14,7 +14,8 @@ import dataclasses
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from ._version import version
 from .backoff import Backoff
 from .cluster import ClusterError, persistent
 from .config import Settings
-from .executor import Executor, ResultWriter
+from .executor import Executor, ResultWriter, StopReason
 from .fleet import REFRESH_INTERVAL, Registration
+from .guard import LeaseKeeper, LoopMonitor
 from .lanes import QueueSlots
 from .listener import Listener
 from .metrics import HealthServer, Metrics
@@ -141,6 +143,7 @@ class Daemon:
         # narrows them), and the queues (None: every queue). Set once handlers load.
         self.kinds: list[str] = []
         self.queues: list[str] | None = None
+        self._logged: set[int] = set()  # ids of service errors already logged
 
     def request_stop(self, why: str) -> None:
         """First call: graceful shutdown. Later calls: skip the grace."""
@@ -195,15 +198,22 @@ class Daemon:
         self._scope(registry)
         repo = Repository(engine)
         writer = ResultWriter(repo, self.worker_id)
+        keeper = LeaseKeeper(
+            s.require_dsn(),
+            self.worker_id,
+            interval=s.heartbeat_interval,
+            margin=s.lease_margin,
+            statement_cache_size=s.statement_cache_size,
+        )
         executor = Executor(
             repo=repo,
             pool=pool,
             registry=registry,
             writer=writer,
+            keeper=keeper,
             worker_id=self.worker_id,
             backoff=Backoff(s.backoff_base, s.backoff_max, s.backoff_jitter),
             lease_margin=s.lease_margin,
-            heartbeat_interval=s.heartbeat_interval,
             settings=s,
             http=http,
         )
@@ -233,6 +243,21 @@ class Daemon:
             interval=min(max(s.heartbeat_interval, 1.0), REFRESH_INTERVAL),
         )
         await registration.join()
+        watchdog = self.notifier.watchdog_interval
+        # A worker loop that missed three ticks (it ticks every second) is wedged.
+        stale = max(3 * TICK, watchdog or 0.0)
+        monitor = LoopMonitor(
+            keeper,
+            warn_after=s.loop_block_warn,
+            margin=s.lease_margin,
+            backoff=executor.retry_delay,
+            metrics=executor.metrics,
+            notifier=self.notifier,
+            healthy=lambda: self._problem(workers, listener, None, stale) is None,
+            watchdog_interval=watchdog,
+            stale_after=stale,
+        )
+        executor.metrics.loop_lag.set_function(lambda: monitor.lag)
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -247,46 +272,43 @@ class Daemon:
             listen=listener is not None,
         )
         writer_task = asyncio.create_task(writer.run(), name="writer")
+        keeper.start(executor.leases_lost)
+        monitor.start()
         code = ExitCode.OK
         timed_out = False
         try:
             async with asyncio.TaskGroup() as tg:
                 services = []
+
+                def service(name: str, work: Awaitable[None]) -> None:
+                    services.append(tg.create_task(self._guard(name, work), name=name))
+
                 if listener is not None:
-                    services.append(tg.create_task(listener.run(), name="listener"))
-                services.append(tg.create_task(executor.heartbeats(), name="heartbeats"))
-                services.append(tg.create_task(registration.run(), name="registration"))
+                    service("listener", listener.run())
+                service("registration", registration.run())
+                service("loop-beat", monitor.beat())
                 if drain is None:
-                    services.append(tg.create_task(rescuer.run(), name="rescuer"))
-                    services.append(
-                        tg.create_task(
-                            self._supervise(workers, executor, listener), name="supervisor"
-                        )
-                    )
+                    service("rescuer", rescuer.run())
+                    service("supervisor", self._supervise(workers, executor, listener, monitor))
                 else:
                     # drain rescues once up front: jobs a dead daemon held are runnable too.
                     await rescuer.rescue_once()
                     if drain.on_progress is not None:
-                        services.append(
-                            tg.create_task(
-                                self._report(repo, executor, workers, drain.on_progress),
-                                name="progress",
-                            )
+                        service(
+                            "progress", self._report(repo, executor, workers, drain.on_progress)
                         )
-                services.append(tg.create_task(self._stop_on(workers), name="stop-watch"))
+                service("stop-watch", self._stop_on(workers))
                 if s.metrics_address and drain is None:
                     health = HealthServer(
                         s.metrics_address,
                         executor.metrics,
-                        alive=lambda: self._loop_alive(workers),
+                        alive=lambda: self._problem(workers, None, monitor, 10.0),
                         ready=lambda: (
                             self.schema_current and (listener is None or listener.connected)
                         ),
                     )
-                    services.append(tg.create_task(health.run(), name="metrics"))
-                    services.append(
-                        tg.create_task(self._sample(repo, executor.metrics), name="sampler")
-                    )
+                    service("metrics", health.run())
+                    service("sampler", self._sample(repo, executor.metrics))
                 try:
                     async with asyncio.timeout(drain.timeout if drain else None):
                         await workers.run()
@@ -294,9 +316,10 @@ class Daemon:
                     timed_out = True
                     log.warning("drain_timeout", timeout_s=drain.timeout if drain else None)
                 except BaseException:
-                    # A service (or the loop itself) died: no grace, hand the running
-                    # jobs back at once, then let the TaskGroup report it.
-                    self.interrupted = await workers.shutdown(0, self.hurry)
+                    # A service (or the loop itself) died: no grace. The running jobs
+                    # end with their attempt counted (a job that crashes its daemon must
+                    # use up its attempts), then the TaskGroup reports the cause.
+                    self.interrupted = await workers.shutdown(0, self.hurry, StopReason.CRASH)
                     raise
                 self.interrupted = await workers.shutdown(
                     s.shutdown_grace if not timed_out else 0, self.hurry
@@ -304,8 +327,14 @@ class Daemon:
                 for task in services:
                     task.cancel()
         except* Exception as group:
-            for exc in group.exceptions:
-                log.error("service_crashed", error=db.describe_db_error(exc))
+            for exc in _leaves(group):
+                if id(exc) not in self._logged:
+                    log.error(
+                        "service_crashed",
+                        service="worker",
+                        error=db.describe_db_error(exc),
+                        exc_info=exc,
+                    )
             code = ExitCode.ERROR
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -313,6 +342,9 @@ class Daemon:
             writer.close()
             await writer_task
             await registration.leave()
+            monitor.stop()
+            keeper.stop()
+            executor.close()
         if drain is not None and code is ExitCode.OK:
             await self._left_unserved(repo, registry)
         stats = executor.stats
@@ -443,9 +475,42 @@ class Daemon:
             lambda: loop.time() - workers.last_wake if workers.last_wake else 0.0
         )
 
-    def _loop_alive(self, workers: Workers) -> bool:
-        """Whether the worker loop ticked lately (it ticks at least every second)."""
-        return asyncio.get_running_loop().time() - workers.last_tick < 10.0
+    async def _guard(self, name: str, work: Awaitable[None]) -> None:
+        """Run one service; an unexpected error is logged here, once, with its traceback
+        and the real cause (not the TaskGroup's wrapper), then ends the daemon."""
+        try:
+            await work
+        except Exception as exc:
+            for cause in _leaves(exc):
+                self._logged.add(id(cause))
+                log.error(
+                    "service_crashed",
+                    service=name,
+                    error=db.describe_db_error(cause),
+                    exc_info=cause,
+                )
+            self._logged.add(id(exc))
+            raise
+
+    def _problem(
+        self,
+        workers: Workers,
+        listener: Listener | None,
+        monitor: LoopMonitor | None,
+        stale: float,
+    ) -> str | None:
+        """What is wrong with this daemon, or None while it is alive; asked from threads
+        (the watchdog, /healthz), so it reads only plain attributes."""
+        now = time.monotonic()  # the event loop's clock too
+        if monitor is not None and monitor.stalled:
+            return f"event loop blocked for {monitor.lag:.1f} s"
+        if now - workers.last_tick >= stale:
+            return f"worker loop has not ticked for {now - workers.last_tick:.1f} s"
+        if listener is not None and not listener.connected and (
+            now - listener.last_ok >= LISTENER_BUDGET
+        ):
+            return f"listener down for {now - listener.last_ok:.0f} s"
+        return None
 
     async def _sample(self, repo: Repository, metrics: Metrics) -> None:
         """Every few seconds: job counts by queue and status, and whether the schema is
@@ -489,30 +554,23 @@ class Daemon:
         workers.stop()
 
     async def _supervise(
-        self, workers: Workers, executor: Executor, listener: Listener | None
+        self,
+        workers: Workers,
+        executor: Executor,
+        listener: Listener | None,
+        monitor: LoopMonitor,
     ) -> None:
-        """READY once listening and caught up; then STATUS, and WATCHDOG while the worker
-        loop ticks and the listener is up (or has been down less than its budget)."""
+        """READY once listening and caught up; then STATUS. WATCHDOG=1 is the loop
+        monitor's to send (from its thread, so that a blocked loop stops the pings)."""
         if listener is not None:
             await listener.ready.wait()
         await workers.first_claim_done.wait()
         self.notifier.ready(self._status_line(workers, executor, listener))
         log.info("daemon_ready", worker_id=self.worker_id)
+        monitor.watchdog_enabled = True
         interval = self.notifier.watchdog_interval or 5.0
-        # A loop that missed three ticks (it ticks every second) is wedged.
-        stale = max(3 * TICK, interval)
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
-            now = loop.time()
-            loop_alive = now - workers.last_tick < stale
-            listener_ok = (
-                listener is None or listener.connected or now - listener.last_ok < LISTENER_BUDGET
-            )
-            if loop_alive and listener_ok:
-                self.notifier.watchdog()
-            elif self.notifier.enabled:
-                log.error("watchdog_withheld", loop_alive=loop_alive, listener_ok=listener_ok)
             self.notifier.status(self._status_line(workers, executor, listener))
 
     def _status_line(self, workers: Workers, executor: Executor, listener: Listener | None) -> str:
@@ -525,6 +583,13 @@ class Daemon:
             f"running {workers.in_flight}/{self.settings.total_slots}, "
             f"{executor.stats.completed:,} done, {listening}"
         )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups: the causes, not their wrappers."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 EMBEDDED_DIR = Path("~/.local/share/importd/postgres")

@@ -201,6 +201,21 @@ def redact_value(value: Any) -> Any:
     return value
 
 
+# How much of an error text a job row keeps.
+MAX_STORED_ERROR = 4000
+
+
+def clean_text(text: str, limit: int = MAX_STORED_ERROR) -> str:
+    """``text`` fit for a text column and a log line: secrets masked, NUL characters
+    removed (PostgreSQL text cannot hold them), lone surrogates replaced, at most
+    ``limit`` characters (the cut marked with an ellipsis)."""
+    text = redact(text.replace("\x00", ""))
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is an infrastructure fault that a retry may get past."""
     if isinstance(exc, asyncpg.PostgresError):

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import enum
+import functools
+import inspect
 import json
+import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +22,8 @@ import structlog
 
 from .backoff import Backoff
 from .config import Settings
-from .db import is_transient, redact, retry_transient
+from .db import clean_text, describe_db_error, is_transient, retry_transient
+from .guard import LeaseKeeper
 from .handlers import Registry
 from .metrics import Metrics
 from .models import Job, Outcome, PermanentError, RetryLater, Status
@@ -37,6 +44,13 @@ class StopReason(enum.StrEnum):
     SHUTDOWN = "shutdown"
     LEASE_LOST = "lease_lost"
     CANCELLED = "cancelled"
+    # A service of the daemon died: the runs end with their attempt counted, so a job
+    # that crashes its daemon uses up its attempts instead of looping.
+    CRASH = "crash"
+
+
+# The largest value a bigint progress column holds.
+_BIGINT_MAX = 2**63 - 1
 
 
 class JobContext:
@@ -71,8 +85,8 @@ class JobContext:
 
     @property
     def remaining(self) -> float:
-        """Seconds left before the job's timeout."""
-        return self.deadline - asyncio.get_running_loop().time()
+        """Seconds left before the job's timeout (also from a synchronous handler's thread)."""
+        return self.deadline - time.monotonic()
 
     def progress(
         self,
@@ -82,13 +96,30 @@ class JobContext:
         failed: int | None = None,
         bytes_read: int | None = None,
     ) -> None:
-        """Record progress; the heartbeat writes it to the job row about once a second."""
-        for key, value in (
-            ("rows_done", done),
-            ("rows_total", total),
-            ("rows_failed", failed),
-            ("bytes_read", bytes_read),
-        ):
+        """Record progress; the heartbeat writes it to the job row about once a second.
+
+        Raises ``ValueError`` here, in the handler, for a value the job row cannot hold:
+        not an integer, negative, beyond a bigint, or ``done`` above ``total``."""
+        given = (
+            ("rows_done", "done", done),
+            ("rows_total", "total", total),
+            ("rows_failed", "failed", failed),
+            ("bytes_read", "bytes_read", bytes_read),
+        )
+        for _, name, value in given:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(
+                    f"ctx.progress: {name} must be an int, not {type(value).__name__} {value!r}"
+                )
+            if not 0 <= value <= _BIGINT_MAX:
+                raise ValueError(f"ctx.progress: {name} must be between 0 and 2**63-1, not {value}")
+        new_done = done if done is not None else self._progress.get("rows_done")
+        new_total = total if total is not None else self._progress.get("rows_total")
+        if new_done is not None and new_total is not None and new_done > new_total:
+            raise ValueError(f"ctx.progress: done ({new_done}) is more than total ({new_total})")
+        for key, _, value in given:
             if value is not None:
                 self._progress[key] = value
         if self._metrics is not None and (done is not None or failed is not None):
@@ -107,7 +138,11 @@ class JobContext:
     async def complete_in(self, conn: asyncpg.Connection, result: Any = None) -> bool:
         """Mark the job completed inside ``conn``'s open transaction, so that the
         handler's own writes and the completion commit together. False when the lease is
-        lost: the handler must then roll back (raise)."""
+        lost: the handler must then roll back (raise). A result PostgreSQL cannot store
+        raises ``ValueError``."""
+        problem = result_problem(result)
+        if problem is not None:
+            raise ValueError(f"ResultNotJSON: the job's result cannot be stored: {problem}")
         applied = await self._repo.finish(
             self.worker_id, [(self.job, Outcome.completed(result))], conn=conn
         )
@@ -207,13 +242,65 @@ class ResultWriter:
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message`` for last_error, redacted and bounded."""
+    """``Type: message`` for last_error: redacted, without NUL, bounded."""
     message = str(exc)
     if _TAGGED.match(message):
         text = message  # already says what kind of error it is ("SourceMissing: ...")
     else:
         text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return redact(text)[:MAX_ERROR_CHARS]
+    return clean_text(text, MAX_ERROR_CHARS)
+
+
+def _where(path: Sequence[Any]) -> str:
+    return "$" + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in path)
+
+
+def result_problem(result: Any) -> str | None:
+    """Why PostgreSQL's jsonb would refuse ``result``, or None when it is storable.
+
+    JSON has no NaN or Infinity, and PostgreSQL text (and so jsonb) holds neither a NUL
+    character nor half of a surrogate pair; everything else json.dumps refuses too."""
+    if result is None:
+        return None
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(result, ())]
+    seen: set[int] = set()
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{value!r} at {_where(path)} is not a JSON number"
+        if isinstance(value, str):
+            if "\x00" in value:
+                return f"the string at {_where(path)} holds a NUL character (\\u0000)"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"the string at {_where(path)} is not valid Unicode (a lone surrogate)"
+        elif isinstance(value, dict | list | tuple):
+            if id(value) in seen:
+                continue  # json.dumps below names a cycle
+            seen.add(id(value))
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(key, str) and (
+                        "\x00" in key or key.encode("utf-8", "surrogatepass") != key.encode(
+                            "utf-8", "replace"
+                        )
+                    ):
+                        return f"a key at {_where(path)} holds a NUL or lone surrogate"
+                    stack.append((item, (*path, key)))
+            else:
+                stack.extend((item, (*path, n)) for n, item in enumerate(value))
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004  (an instance with an async __call__)
+    )
 
 
 class Executor:
@@ -226,10 +313,10 @@ class Executor:
         pool: asyncpg.Pool,
         registry: Registry,
         writer: ResultWriter,
+        keeper: LeaseKeeper,
         worker_id: str,
         backoff: Backoff,
         lease_margin: float,
-        heartbeat_interval: float,
         settings: Settings | None = None,
         http: httpx.AsyncClient | None = None,
         metrics: Metrics | None = None,
@@ -247,23 +334,52 @@ class Executor:
         self._pool = pool
         self._registry = registry
         self._writer = writer
+        self._keeper = keeper
         self._worker_id = worker_id
         self._backoff = backoff
         self._lease_margin = lease_margin
-        self._heartbeat_interval = heartbeat_interval
         self.running: dict[int, tuple[asyncio.Task[None], JobContext]] = {}
         self._starting: set[int] = set()  # started, but their task has not run yet
+        self._in_handler: set[int] = set()  # their handler has not ended yet
         self._reasons: dict[int, StopReason] = {}
         self.stats = RunStats()
+        # Synchronous (plain def) handlers run here: one thread per slot at most.
+        slots = settings.total_slots if settings is not None else 8
+        self._threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(slots, 1), thread_name_prefix="importd-handler"
+        )
+
+    def close(self) -> None:
+        """Release the handler threads (each finishes what it runs)."""
+        self._threads.shutdown(wait=False)
+
+    def retry_delay(self, job: Job) -> float:
+        """The backoff delay after a failed run of ``job``."""
+        return min(self._backoff.delay(job.attempt), self._backoff.cap)
 
     def start(
-        self, job: Job, on_handler_done: Callable[[], None] | None = None
+        self,
+        job: Job,
+        on_handler_done: Callable[[], None] | None = None,
+        leased_at: float | None = None,
     ) -> asyncio.Task[None]:
         """Run ``job`` in a task of its own; ``on_handler_done`` is called when its
-        handler has returned (its slot is free), before the result is written."""
+        handler has returned (its slot is free), before the result is written.
+        ``leased_at`` (time.monotonic()) is when the claim that leased it was sent."""
         self.active += 1  # counted now, not when the task first runs: the slot is taken
         self._starting.add(job.id)
-        task = asyncio.create_task(self._run(job, on_handler_done), name=f"job-{job.id}")
+        now = time.monotonic()
+        # The lease is kept from now on, from the keeper's thread, until the run is written.
+        self._keeper.register(
+            job,
+            deadline=now + job.timeout,
+            leased_at=leased_at if leased_at is not None else now,
+            progress=lambda: {},
+        )
+        self._in_handler.add(job.id)
+        task = asyncio.create_task(
+            self._run(job, on_handler_done, now), name=f"job-{job.id}"
+        )
         return task
 
     def stop(self, job_id: int, reason: StopReason) -> bool:
@@ -274,8 +390,8 @@ class Executor:
             self._reasons.setdefault(job_id, reason)
             return True
         entry = self.running.get(job_id)
-        if entry is None:
-            return False
+        if entry is None or job_id not in self._in_handler:
+            return False  # its handler has ended: only its (fenced) write is left
         self._reasons.setdefault(job_id, reason)
         entry[0].cancel()
         return True
@@ -291,9 +407,17 @@ class Executor:
         for job_id in [*self.running, *self._starting]:
             self.stop(job_id, reason)
 
-    async def _run(self, job: Job, on_handler_done: Callable[[], None] | None) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+    def leases_lost(self, job_ids: list[int]) -> None:
+        """From the lease keeper: these jobs' leases are gone; stop their handlers."""
+        for job_id in job_ids:
+            entry = self.running.get(job_id)
+            if entry is not None and job_id in self._in_handler:
+                entry[1].log.warning("job_lease_lost", during="run")
+                self.stop(job_id, StopReason.LEASE_LOST)
+
+    async def _run(
+        self, job: Job, on_handler_done: Callable[[], None] | None, started: float
+    ) -> None:
         bound = log.bind(
             job_id=job.id,
             kind=job.kind,
@@ -317,29 +441,40 @@ class Executor:
         assert task is not None
         self.running[job.id] = (task, ctx)
         self._starting.discard(job.id)
+        self._keeper.attach(job.id, ctx.take_progress)
         outcome: Outcome | None
+        error: BaseException | None = None
         try:
-            if job.id in self._reasons:  # stopped before it started
-                raise asyncio.CancelledError
-            outcome = await self._outcome(job, ctx, bound)
-        except asyncio.CancelledError:
-            outcome = self._stopped(job)
-        self.active -= 1
-        if on_handler_done is not None:
-            on_handler_done()
-        self.on_handler_done()
-        if ctx.finished_in_transaction:
-            outcome = None  # the handler committed the completion itself
-            self._record(job, Status.COMPLETED, duration=loop.time() - started)
-            bound.info("job_completed", duration_ms=round((loop.time() - started) * 1000, 1))
-        try:
+            try:
+                if job.id in self._reasons:  # stopped before it started
+                    raise asyncio.CancelledError
+                outcome, error = await self._outcome(job, ctx, bound)
+            except asyncio.CancelledError:
+                outcome = self._stopped(job)
+            self._in_handler.discard(job.id)
+            self._keeper.handler_done(job.id)
+            self.active -= 1
+            if on_handler_done is not None:
+                on_handler_done()
+            self.on_handler_done()
+            elapsed = time.monotonic() - started
+            if ctx.finished_in_transaction:
+                outcome = None  # the handler committed the completion itself
+                self._record(job, Status.COMPLETED, duration=elapsed)
+                bound.info("job_completed", duration_ms=round(elapsed * 1000, 1))
             if outcome is not None:
-                await self._write(job, outcome, bound, loop.time() - started)
+                await self._write(job, outcome, bound, elapsed, error)
         finally:
+            self._in_handler.discard(job.id)
+            self._keeper.unregister(job.id)
             self.running.pop(job.id, None)
             self._reasons.pop(job.id, None)
 
-    async def _outcome(self, job: Job, ctx: JobContext, bound: Any) -> Outcome:
+    async def _outcome(
+        self, job: Job, ctx: JobContext, bound: Any
+    ) -> tuple[Outcome, BaseException | None]:
+        """Run the handler; how the run ended, and the exception that ended it (for the
+        log line's traceback)."""
         fn = self._registry.get(job.kind)
         if fn is None:
             # Claims take only the kinds this daemon serves, so this cannot happen; if it
@@ -349,23 +484,48 @@ class Executor:
             return Outcome.released(
                 f"NotServed: daemon {self._worker_id} has no handler for kind {job.kind!r}; "
                 "handed back"
-            )
+            ), None
         bound.debug("job_started")
         timer = asyncio.timeout(job.timeout)
+        thread: asyncio.Future[Any] | None = None
         try:
             async with timer:
-                result = await fn(job, ctx)
-            if result is not None:
-                json.dumps(result)  # fail here, with a clear message, not in the batch write
-            return Outcome.completed(result)
+                if _is_async(fn):
+                    result = await fn(job, ctx)
+                else:
+                    # A plain def runs in a worker thread, so it cannot block the loop.
+                    self._keeper.mark_thread(job.id)
+                    call = functools.partial(contextvars.copy_context().run, fn, job, ctx)
+                    thread = asyncio.get_running_loop().run_in_executor(self._threads, call)
+                    result = await asyncio.shield(thread)
+                    if inspect.isawaitable(result):
+                        result = await result
         except TimeoutError as exc:
-            if timer.expired():
-                error = f"JobTimeout: the job exceeded its timeout of {job.timeout:g} s"
-            else:
-                error = describe_error(exc)
-            return self._failure(job, error)
+            if not timer.expired():
+                return self._failure(job, describe_error(exc)), exc
+            error = f"JobTimeout: the job exceeded its timeout of {job.timeout:g} s"
+            if thread is not None and not thread.done():
+                late = await self._outlive(job, ctx, thread, bound)
+                error += (
+                    f"; its synchronous handler cannot be interrupted and returned "
+                    f"{late:.1f} s later"
+                )
+            return self._failure(job, error), None
+        except asyncio.CancelledError as exc:
+            if thread is not None and not thread.done():
+                await self._outlive(job, ctx, thread, bound)
+            current = asyncio.current_task()
+            if job.id in self._reasons or (current is not None and current.cancelling()):
+                raise  # the daemon stopped it: shutdown, cancel or lost lease
+            # Nobody here cancelled the job: the handler let a CancelledError escape (an
+            # inner task it awaited was cancelled). A failed run like any other.
+            return self._failure(
+                job,
+                "HandlerCancelled: the handler raised CancelledError although the daemon "
+                "did not cancel it (an inner task or future it awaited was cancelled?)",
+            ), exc
         except PermanentError as exc:
-            return Outcome.failed(describe_error(exc))
+            return Outcome.failed(describe_error(exc)), None
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             # A URL httpx cannot send: the same URL fails the same way on every attempt.
             return Outcome.failed(
@@ -375,15 +535,38 @@ class Executor:
                         "url_prefixes setting)"
                     )
                 )
-            )
+            ), None
         except RetryLater as exc:
-            return self._failure(job, describe_error(exc), delay=exc.delay)
-        except (TypeError, ValueError) as exc:
-            if "JSON" in str(exc) or "serializable" in str(exc):
-                return Outcome.failed(f"ResultNotJSON: the handler's result: {exc}")
-            return self._failure(job, describe_error(exc))
+            return self._failure(job, describe_error(exc), delay=exc.delay), None
         except Exception as exc:
-            return self._failure(job, describe_error(exc))
+            return self._failure(job, describe_error(exc)), exc
+        problem = result_problem(result)
+        if problem is not None:
+            # Retrying would return the same: the job fails at once, with what is wrong.
+            return Outcome.failed(
+                f"ResultNotJSON: the handler's result cannot be stored: {problem}"
+            ), None
+        return Outcome.completed(result), None
+
+    async def _outlive(
+        self, job: Job, ctx: JobContext, thread: asyncio.Future[Any], bound: Any
+    ) -> float:
+        """Wait for a synchronous handler's thread to really end: its slot and lease are
+        held till then. Returns how long after its deadline it ended."""
+        overrun = time.monotonic() - ctx.deadline
+        if overrun >= 0:
+            bound.warning("job_timeout_overrun", timeout_s=job.timeout, handler="thread")
+        while not thread.done():
+            try:
+                await asyncio.shield(thread)
+            except asyncio.CancelledError:
+                continue  # held until the thread ends, whoever asks (the stop is noted)
+            except BaseException:  # noqa: S112  (its error is the run's; read below)
+                continue
+        late = time.monotonic() - ctx.deadline
+        if late > 0:
+            bound.warning("job_thread_ended", late_s=round(late, 3))
+        return max(late, 0.0)
 
     def _failure(self, job: Job, error: str, delay: float | None = None) -> Outcome:
         if job.last_attempt:
@@ -398,16 +581,48 @@ class Executor:
             return None
         if reason is StopReason.CANCELLED:
             return Outcome.cancelled("Cancelled: cancelled by an operator while running")
+        if reason is StopReason.CRASH:
+            return self._failure(
+                job, "Interrupted: the daemon stopped on an internal error while the job ran"
+            )
         return Outcome.released("Interrupted: the daemon shut down while the job ran")
 
-    async def _write(self, job: Job, outcome: Outcome, bound: Any, elapsed: float) -> None:
+    async def _write(
+        self,
+        job: Job,
+        outcome: Outcome,
+        bound: Any,
+        elapsed: float,
+        error: BaseException | None = None,
+    ) -> None:
         duration_ms = round(elapsed * 1000, 1)
-        patience = job.timeout + self._lease_margin
         try:
-            applied = await self._writer.submit(job, outcome, patience)
+            applied = await self._submit(job, outcome, bound)
         except Exception as exc:
-            bound.error("job_write_failed", error=describe_error(exc), outcome=str(outcome.status))
-            return
+            if is_transient(exc):
+                bound.error(
+                    "job_write_failed",
+                    error=describe_error(exc),
+                    outcome=str(outcome.status),
+                    exc_info=exc,
+                )
+                return
+            # PostgreSQL refused this run's data: the job fails with its message instead
+            # of running again and again.
+            refused = Outcome.failed(
+                f"OutcomeRefused: PostgreSQL refused to store this run's outcome "
+                f"({outcome.status}): {describe_db_error(exc)}"
+            )
+            bound.error("job_outcome_refused", error=refused.error, exc_info=exc)
+            outcome, error = refused, None
+            try:
+                applied = await self._submit(job, outcome, bound)
+            except Exception as again:
+                bound.error(
+                    "job_write_failed", error=describe_error(again), outcome="failed",
+                    exc_info=again,
+                )
+                return
         if not applied:
             if outcome.status is Status.CANCELLED:
                 # The operator's cancel already ended the row; stopping was our part.
@@ -418,10 +633,11 @@ class Executor:
             bound.warning("job_lease_lost", outcome=str(outcome.status), duration_ms=duration_ms)
             return
         status = outcome.status
+        tb = {"exc_info": error} if error is not None else {}
         if status is Status.COMPLETED:
             bound.info("job_completed", duration_ms=duration_ms)
         elif status is Status.FAILED:
-            bound.error("job_failed", error=outcome.error, duration_ms=duration_ms)
+            bound.error("job_failed", error=outcome.error, duration_ms=duration_ms, **tb)
         elif status is Status.CANCELLED:
             bound.warning("job_cancelled", duration_ms=duration_ms)
         elif outcome.refund:
@@ -432,8 +648,29 @@ class Executor:
                 error=outcome.error,
                 delay_s=round(outcome.delay, 3),
                 duration_ms=duration_ms,
+                **tb,
             )
         self._record(job, status, released=bool(outcome.refund), duration=elapsed)
+
+    async def _submit(self, job: Job, outcome: Outcome, bound: Any) -> bool:
+        """Write one outcome, retried for as long as the lease surely holds; True once
+        written. A write whose reply was lost (the connection dropped after the commit)
+        is read back before the lease is called lost."""
+        patience = max(self._keeper.lease_left(job.id), 1.0)
+        applied = await self._writer.submit(job, outcome, patience)
+        if applied:
+            return True
+        try:
+            state = await retry_transient(
+                "read_run", lambda: self._repo.run_state(job.id), give_up_after=5.0
+            )
+        except Exception as exc:
+            bound.warning("run_state_unknown", error=describe_error(exc))
+            return False
+        if state is not None and _written(job, outcome, state):
+            bound.info("job_write_confirmed", outcome=str(outcome.status))
+            return True
+        return False
 
     def _record(
         self, job: Job, status: Status, released: bool = False, duration: float | None = None
@@ -457,30 +694,15 @@ class Executor:
         if stats.track_jobs:
             stats.last_status[job.id] = status
 
-    async def heartbeats(self) -> None:
-        """The heartbeat service: every interval, one statement stores the progress of
-        every job that has run for at least an interval and renews its lease; a job whose
-        lease is gone is stopped at once."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self._heartbeat_interval)
-            now = loop.time()
-            due = [
-                (ctx.job, max(ctx.remaining, 0.0) + self._lease_margin, ctx.take_progress())
-                for _, ctx in list(self.running.values())
-                if now - ctx.started >= self._heartbeat_interval
-            ]
-            if not due:
-                continue
-            try:
-                held = await self._repo.heartbeat(self._worker_id, due)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                # The lease outlasts the timeout, so a missed beat costs nothing yet.
-                log.warning("heartbeat_failed", jobs=len(due), error=describe_error(exc))
-                continue
-            for job, _, _ in due:
-                if job.id not in held and job.id in self.running:
-                    self.running[job.id][1].log.warning("job_lease_lost", during="run")
-                    self.stop(job.id, StopReason.LEASE_LOST)
+
+def _written(job: Job, outcome: Outcome, row: Any) -> bool:
+    """Whether ``row`` is in the state this run's outcome wrote (a reply lost after the
+    commit): same status, no lease, this attempt's count and, unless completed, this
+    run's error. A rescue leaves another error; a later run, another attempt count."""
+    if row["status"] != str(outcome.status) or row["locked_by"] is not None:
+        return False
+    if row["attempts"] != job.attempt - outcome.refund:
+        return False
+    if outcome.status is Status.COMPLETED:
+        return True
+    return bool(row["last_error"] == clean_text(outcome.error or ""))

@@ -1,4 +1,4 @@
-"""Prometheus metrics and the health endpoints, served by one small asyncio HTTP server.
+"""Prometheus metrics and the health endpoints, served by a small threaded HTTP server.
 
 ``/metrics`` (Prometheus text format), ``/healthz`` (200 while the worker loop ticks),
 ``/readyz`` (200 while the listener is up and the schema is current). Off unless
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import threading
 from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import structlog
@@ -135,6 +138,16 @@ class Metrics:
                 ["kind", "outcome"],
                 registry=r,
             )
+        )
+        self.loop_blocked = Counter(
+            "importd_loop_blocked",
+            "Stalls of the event loop beyond loop_block_warn (a blocking handler)",
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "importd_loop_lag_seconds",
+            "Seconds since the event loop last ran its heartbeat task",
+            registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}  # by label values
         self._resolved: dict[tuple[Any, ...], tuple[Any, str | None]] = {}  # by raw values
@@ -267,71 +280,85 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
 class HealthServer:
-    """Serves /metrics, /healthz and /readyz on ``host:port``."""
+    """Serves /metrics, /healthz and /readyz on ``host:port`` from threads of its own, so
+    a blocked event loop is reported (503) instead of leaving the probe unanswered."""
 
     def __init__(
-        self, address: str, metrics: Metrics, alive: Callable[[], bool], ready: Callable[[], bool]
+        self,
+        address: str,
+        metrics: Metrics,
+        alive: Callable[[], str | None],
+        ready: Callable[[], bool],
     ) -> None:
         host, _, port = address.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
         self._metrics = metrics
-        self._alive = alive
+        self._alive = alive  # None while alive, else what is wrong
         self._ready = ready
-        self.server: asyncio.Server | None = None
 
     async def run(self) -> None:
-        """The server service: runs until cancelled."""
-        self.server = await asyncio.start_server(self._handle, self.host, self.port)
-        sockets = list(self.server.sockets)
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        """The server service: serves from a thread until cancelled."""
+        server = self._bind()
+        self.port = server.server_address[1]
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="importd-http",
+            daemon=True,
+        )
+        thread.start()
         log.info("metrics_listening", address=f"{self.host}:{self.port}")
-        async with self.server:
-            await self.server.serve_forever()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            async with asyncio.timeout(5):
-                request = await reader.readline()
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-            method, _, rest = request.decode("latin-1").partition(" ")
-            path = rest.split(" ", 1)[0].split("?", 1)[0]
-            if method not in ("GET", "HEAD"):
-                status, body, ctype = 405, b"method not allowed\n", "text/plain"
-            elif path == "/metrics":
-                status, body, ctype = 200, self._metrics.render(), CONTENT_TYPE_LATEST
-            elif path == "/healthz":
-                ok = self._alive()
-                status, body, ctype = (
-                    (200 if ok else 503),
-                    (b"ok\n" if ok else b"wedged\n"),
-                    "text/plain",
-                )
-            elif path == "/readyz":
-                ok = self._ready()
-                status, body, ctype = (
-                    (200 if ok else 503),
-                    (b"ready\n" if ok else b"not ready\n"),
-                    "text/plain",
-                )
-            else:
-                status, body, ctype = 404, b"not found\n", "text/plain"
-            reason = {
-                200: "OK",
-                404: "Not Found",
-                405: "Method Not Allowed",
-                503: "Service Unavailable",
-            }[status]
-            head = (
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            writer.write(head + (body if method == "GET" else b""))
-            await writer.drain()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError):
-            pass
+            await asyncio.Event().wait()
         finally:
-            writer.close()
+            server.shutdown()
+            server.server_close()
+
+    def _bind(self) -> _Server:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 5
+
+            def do_GET(self) -> None:
+                self._answer(body=True)
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def _answer(self, body: bool) -> None:
+                status, text, ctype = outer.respond(self.path.split("?", 1)[0])
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(text)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if body:
+                    self.wfile.write(text)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # requests are not events worth a log line
+
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        server_class = type("HealthHTTPServer", (_Server,), {"address_family": family})
+        server: _Server = server_class((self.host, self.port), Handler)
+        return server
+
+    def respond(self, path: str) -> tuple[int, bytes, str]:
+        """Status, body and content type for a GET of ``path``."""
+        if path == "/metrics":
+            return 200, self._metrics.render(), CONTENT_TYPE_LATEST
+        if path == "/healthz":
+            problem = self._alive()
+            if problem is None:
+                return 200, b"ok\n", "text/plain"
+            return 503, f"wedged: {problem}\n".encode(), "text/plain"
+        if path == "/readyz":
+            ok = self._ready()
+            return (200 if ok else 503), (b"ready\n" if ok else b"not ready\n"), "text/plain"
+        return 404, b"not found\n", "text/plain"

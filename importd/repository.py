@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from . import sql
-from .db import redact, redact_value
+from .db import clean_text, redact_value
 from .lanes import Lane
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
@@ -330,11 +330,12 @@ class Repository:
             attempts.append(job.attempt)
             statuses.append(str(outcome.status))
             # Every result and error reaches the row through redaction, whatever the
-            # handler put in it (an endpoint's echo of the token, a DSN in a message).
+            # handler put in it (an endpoint's echo of the token, a DSN in a message);
+            # an error is also cleaned of what a text column cannot hold.
             results.append(
                 json.dumps(redact_value(outcome.result)) if outcome.result is not None else None
             )
-            errors.append(redact(outcome.error) if outcome.error is not None else None)
+            errors.append(clean_text(outcome.error) if outcome.error is not None else None)
             delays.append(float(outcome.delay))
             refunds.append(outcome.refund)
         target = conn if conn is not None else self.pool
@@ -373,6 +374,12 @@ class Repository:
                 column.append(value)
         rows = await self.pool.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)
         return {row["id"] for row in rows}
+
+    async def run_state(self, job_id: int) -> asyncpg.Record | None:
+        """The fields of one job that say how its last run ended (status, attempts,
+        lease, last error): to tell a write whose reply was lost from a lost lease."""
+        row: asyncpg.Record | None = await self.pool.fetchrow(sql.query("run_state"), job_id)
+        return row
 
     async def count_runnable(
         self, queues: Sequence[str] | None = None, kinds: Sequence[str] | None = None

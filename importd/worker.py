@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -148,6 +149,7 @@ class Worker:
                     continue
             self._notified = False
             self.claimed += free  # reserved while the claim runs (max_jobs is shared)
+            leased_at = time.monotonic()  # the leases run from the claim, not its reply
             try:
                 jobs, held = await self._claim(free)
             except Exception as exc:
@@ -181,7 +183,7 @@ class Worker:
                     attempt=job.attempt,
                 )
                 self.active += 1
-                task = self._executor.start(job, self.slot_freed)
+                task = self._executor.start(job, self.slot_freed, leased_at)
                 self._tasks.add(task)
                 task.add_done_callback(self._task_done)
             now = loop.time()
@@ -268,7 +270,8 @@ class Worker:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("job_task_crashed", error=repr(task.exception()))
+            exc = task.exception()
+            log.error("job_task_crashed", error=repr(exc), exc_info=exc)
         if self._opts.tenant_cap is not None:
             # Its result is written: its tenant may be under the cap again.
             self._notified = True
@@ -331,10 +334,12 @@ class Worker:
             except TimeoutError:
                 pass
 
-    async def shutdown(self, grace: float, hurry: asyncio.Event) -> int:
+    async def shutdown(
+        self, grace: float, hurry: asyncio.Event, reason: StopReason = StopReason.SHUTDOWN
+    ) -> int:
         """Wait up to ``grace`` seconds (or until ``hurry``) for running jobs, cancel the
-        rest (they are written back to pending), and wait for those writes. Returns how
-        many were interrupted."""
+        rest for ``reason`` (a shutdown writes them back to pending, a crash counts their
+        attempt), and wait for those writes. Returns how many were interrupted."""
         self.stop()
         if self._tasks and grace > 0 and not hurry.is_set():
             log.info("shutdown_waiting", running=len(self._tasks), grace_s=grace)
@@ -356,7 +361,7 @@ class Worker:
         interrupted = len(self._tasks)
         if interrupted:
             log.warning("shutdown_interrupting", running=interrupted)
-            self._executor.stop_all(StopReason.SHUTDOWN)
+            self._executor.stop_all(reason)
             await asyncio.wait(list(self._tasks))
         return interrupted
 
@@ -409,6 +414,10 @@ class Workers:
         finally:
             waiter.cancel()
 
-    async def shutdown(self, grace: float, hurry: asyncio.Event) -> int:
-        counts = await asyncio.gather(*(w.shutdown(grace, hurry) for w in self.members))
+    async def shutdown(
+        self, grace: float, hurry: asyncio.Event, reason: StopReason = StopReason.SHUTDOWN
+    ) -> int:
+        counts = await asyncio.gather(
+            *(w.shutdown(grace, hurry, reason) for w in self.members)
+        )
         return sum(counts)
