@@ -640,9 +640,19 @@ def run(settings: Settings, drain: DrainOptions | None = None) -> int:
         log.error("startup_failed", error=db.redact(str(exc)), exit_code=int(exc.code))
         return exc.code
     except handlers.HandlerError as exc:
-        log.error("startup_failed", error=str(exc), exit_code=int(ExitCode.CONFIG))
+        # A handler module that fails to import: its traceback says where.
+        cause = {"exc_info": exc.__cause__} if exc.__cause__ is not None else {}
+        log.error("startup_failed", error=str(exc), exit_code=int(ExitCode.CONFIG), **cause)
         return ExitCode.CONFIG
     except KeyboardInterrupt:  # a signal before the handlers were installed
         with contextlib.suppress(Exception):
             log.warning("interrupted_during_startup")
+        return ExitCode.ERROR
+    except Exception as exc:  # outside every service: still one line, with its traceback
+        log.error(
+            "daemon_crashed",
+            error=db.describe_db_error(exc),
+            exit_code=int(ExitCode.ERROR),
+            exc_info=exc,
+        )
         return ExitCode.ERROR

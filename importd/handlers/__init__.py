@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("importd.handlers")
 
-Handler = Callable[["Job", "JobContext"], Awaitable[Any]]
+# An ``async def`` runs on the event loop; a plain ``def`` runs in a worker thread.
+Handler = Callable[["Job", "JobContext"], Awaitable[Any]] | Callable[["Job", "JobContext"], Any]
 H = TypeVar("H", bound=Handler)
 
 ENTRY_POINT_GROUP = "importd.handlers"
@@ -37,7 +38,8 @@ class HandlerError(Exception):
 
 
 def handler(kind: str) -> Callable[[H], H]:
-    """Register the decorated async function as the handler of ``kind``."""
+    """Register the decorated function as the handler of ``kind``: an ``async def``
+    (run on the daemon's event loop) or a plain ``def`` (run in a worker thread)."""
     if not _KIND.match(kind):
         raise HandlerError(f"invalid job kind {kind!r}: letters, digits and _ . : - only")
 

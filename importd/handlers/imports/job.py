@@ -544,7 +544,7 @@ class Import:
                 for table in await tables.Staging.all_of(conn, self.job.id):
                     await table.drop(conn)
         except Exception as exc:  # the rescuer's sweep drops them later
-            self.ctx.log.warning("staging_drop_failed", error=str(exc))
+            self.ctx.log.warning("staging_drop_failed", error=str(exc), exc_info=exc)
 
 
 def _short(name: str) -> str:
