@@ -255,7 +255,6 @@ class Daemon:
             notifier=self.notifier,
             healthy=lambda: self._problem(workers, listener, None, stale) is None,
             watchdog_interval=watchdog,
-            stale_after=stale,
         )
         executor.metrics.loop_lag.set_function(lambda: monitor.lag)
 

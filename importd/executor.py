@@ -451,12 +451,13 @@ class Executor:
                 outcome, error = await self._outcome(job, ctx, bound)
             except asyncio.CancelledError:
                 outcome = self._stopped(job)
-            self._in_handler.discard(job.id)
-            self._keeper.handler_done(job.id)
-            self.active -= 1
-            if on_handler_done is not None:
-                on_handler_done()
-            self.on_handler_done()
+            finally:  # the slot frees whatever happened
+                self._in_handler.discard(job.id)
+                self._keeper.handler_done(job.id)
+                self.active -= 1
+                if on_handler_done is not None:
+                    on_handler_done()
+                self.on_handler_done()
             elapsed = time.monotonic() - started
             if ctx.finished_in_transaction:
                 outcome = None  # the handler committed the completion itself
@@ -540,6 +541,9 @@ class Executor:
             return self._failure(job, describe_error(exc), delay=exc.delay), None
         except Exception as exc:
             return self._failure(job, describe_error(exc)), exc
+        except SystemExit as exc:  # sys.exit() in a handler ends the run, not the daemon
+            error = f"HandlerExited: the handler called sys.exit({exc.code!r})"
+            return self._failure(job, error), exc
         problem = result_problem(result)
         if problem is not None:
             # Retrying would return the same: the job fails at once, with what is wrong.

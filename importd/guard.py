@@ -328,7 +328,6 @@ class LoopMonitor:
         notifier: Notifier,
         healthy: Callable[[], bool],
         watchdog_interval: float | None,
-        stale_after: float,
     ) -> None:
         self._keeper = keeper
         self._warn = warn_after
@@ -338,7 +337,6 @@ class LoopMonitor:
         self._notifier = notifier
         self._healthy = healthy
         self._watchdog_interval = watchdog_interval
-        self._stale = stale_after
         self._main_ident = threading.main_thread().ident
         self._last_beat = time.monotonic()
         self._stall_started: float | None = None
@@ -387,7 +385,7 @@ class LoopMonitor:
                 ):
                     next_ping = now + self._watchdog_interval
                     lag = self.lag
-                    if lag < self._stale and self._healthy():
+                    if lag <= self._warn and self._healthy():
                         self._notifier.watchdog()
                     elif now - withheld_logged >= self._watchdog_interval:
                         withheld_logged = now

@@ -95,3 +95,10 @@ async def huge_number(job: importd.Job, ctx: importd.JobContext) -> Any:
     await _record(job, ctx)
     sys.set_int_max_str_digits(0)
     return {"n": 10**140_000}
+
+
+@importd.handler("sys_exit")
+async def sys_exit(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Call sys.exit(), as a script turned handler might."""
+    await _record(job, ctx)
+    sys.exit(3)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -171,3 +172,34 @@ def run_importd_batch(calls: list[tuple[list[str], dict[str, str]]] | list[list[
     return [subprocess.CompletedProcess(argv, code, out, err)
             for (argv, _), (code, out, err) in zip(normal, json.loads(done.stdout),
                                                    strict=True)]
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket; each message is
+    stamped when it arrives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[tuple[float, str]] = []
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._receive)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def drain(self) -> list[tuple[float, str]]:
+        return self.messages
+
+    def kinds(self) -> list[str]:
+        return [m.split("\n")[0].split("=")[0] for _, m in self.messages]
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()

@@ -16,7 +16,7 @@ import structlog
 
 import importd
 
-from .helpers import DaemonProcess, wait_until
+from .helpers import DaemonProcess, NotifySocket, importd_env, wait_until
 
 # Short leases and a sensitive loop monitor, so that each scene plays in seconds.
 QUICK = ("--poll-interval", "0.5", "--heartbeat-interval", "0.3", "--lease-margin", "1.5",
@@ -59,28 +59,44 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_tabl
     conn = runs_table
     log = tmp_path / "stamps.txt"
     log.touch()
-    blocker = await importd.enqueue(conn, "block", {"seconds": 30, "log": str(log)},
-                                    timeout=1, max_attempts=2)
-    innocents = [await importd.enqueue(conn, "sleep", {"seconds": 0.5}, timeout=30)
-                 for _ in range(3)]
-    procs = [daemons(*QUICK, "--metrics-address", "127.0.0.1:0") for _ in range(2)]
+    sockets = [NotifySocket(tmp_path / f"notify-{n}.sock") for n in range(2)]
+    try:
+        procs = [daemons(*QUICK, "--metrics-address", "127.0.0.1:0",
+                         env=importd_env(NOTIFY_SOCKET=str(s.path), WATCHDOG_USEC="1000000"))
+                 for s in sockets]
+        for proc in procs:
+            await proc.wait_for_event("daemon_ready")
+        blocker = await importd.enqueue(conn, "block", {"seconds": 30, "log": str(log)},
+                                        timeout=1, max_attempts=2)
+        innocents = [await importd.enqueue(conn, "sleep", {"seconds": 0.5}, timeout=30)
+                     for _ in range(3)]
 
-    # Whichever daemon runs the blocker first says so, and so does its /healthz.
-    async def blocked() -> DaemonProcess | None:
-        return next((p for p in procs if p.saw("loop_blocked")), None)
+        # Whichever daemon runs the blocker first says so, and so does its /healthz.
+        async def blocked() -> DaemonProcess | None:
+            return next((p for p in procs if p.saw("loop_blocked")), None)
 
-    first = await wait_until(blocked, timeout=20, what="loop_blocked")
-    line = next(e for e in first.events() if e["event"] == "loop_blocked")
-    assert line["job_id"] == blocker and line["kind"] == "block"
-    assert {"job_id": blocker, "kind": "block"} in line["running"]
-    assert "time.sleep" in line["stack"] and "badjobs.py" in line["stack"]
-    health = await asyncio.to_thread(
-        httpx.get, f"http://127.0.0.1:{port_of(first)}/healthz", timeout=5)
-    assert health.status_code == 503 and "event loop blocked" in health.text
+        first = await wait_until(blocked, timeout=20, what="loop_blocked")
+        line = next(e for e in first.events() if e["event"] == "loop_blocked")
+        assert line["job_id"] == blocker and line["kind"] == "block"
+        assert {"job_id": blocker, "kind": "block"} in line["running"]
+        assert "time.sleep" in line["stack"] and "badjobs.py" in line["stack"]
+        health = await asyncio.to_thread(
+            httpx.get, f"http://127.0.0.1:{port_of(first)}/healthz", timeout=5)
+        assert health.status_code == 503 and "event loop blocked" in health.text
 
-    # Past its timeout plus the margin, each daemon that ran it hands its jobs back and
-    # exits; the second run is the last attempt.
-    codes = [await p.wait_exit(timeout=30) for p in procs]
+        # Past its timeout plus the margin, each daemon that ran it hands its jobs back
+        # and exits; the second run is the last attempt.
+        codes = [await p.wait_exit(timeout=30) for p in procs]
+        # The watchdog pinged until the stall, then stopped: systemd would restart it.
+        for notify in sockets:
+            messages = [m for _, m in notify.messages]
+            stalled = next(n for n, m in enumerate(messages)
+                           if m.startswith("STATUS=event loop blocked"))
+            assert "WATCHDOG=1" in messages[:stalled]
+            assert "WATCHDOG=1" not in messages[stalled:]
+    finally:
+        for notify in sockets:
+            notify.close()
     assert codes == [1, 1]
     row = await job_row(conn, blocker)
     assert row["status"] == "failed" and row["attempts"] == 2
@@ -108,6 +124,7 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_tabl
     rows = await conn.fetch("SELECT status, attempts FROM import_jobs WHERE id = ANY($1)",
                             innocents)
     assert [(r["status"], r["attempts"]) for r in rows] == [("completed", 1)] * 3
+    await later.wait_for_event("daemon_ready")
     later.signal(signal.SIGTERM)
     assert await later.wait_exit() == 0
 
@@ -135,7 +152,8 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons
     conn = runs_table
     ids = {kind: await importd.enqueue(conn, kind, {}, max_attempts=3)
            for kind in ("nan_result", "nul_result", "nul_error", "huge_number")}
-    ids["bad_progress"] = await importd.enqueue(conn, "bad_progress", {}, max_attempts=1)
+    for kind in ("bad_progress", "sys_exit"):
+        ids[kind] = await importd.enqueue(conn, kind, {}, max_attempts=1)
     proc = daemons(*QUICK)
     for job in ids.values():
         await wait_until(lambda job=job: ended(conn, job), timeout=20, what=f"job {job}")
@@ -156,6 +174,7 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons
         "NumericValueOutOfRangeError")
     assert errors["bad_progress"] == ("ValueError: ctx.progress: done must be between 0 and "
                                       "2**63-1, not -1 (attempt 1/1)")
+    assert errors["sys_exit"] == "HandlerExited: the handler called sys.exit(3) (attempt 1/1)"
     runs = await conn.fetch("SELECT job_id, count(*) AS n FROM test_runs GROUP BY job_id")
     assert {r["job_id"]: r["n"] for r in runs} == {job: 1 for job in ids.values()}
     # The daemon is still up and runs the next job.

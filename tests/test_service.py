@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -17,39 +16,8 @@ import pytest
 import importd
 from importd import config
 
-from .helpers import ROOT, importd_env, run_importd, wait_until
+from .helpers import ROOT, NotifySocket, importd_env, run_importd, wait_until
 from .httpserver import Reply, Server
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's notify socket; each message is
-    stamped when it arrives."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.messages: list[tuple[float, str]] = []
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._receive)
-
-    def _receive(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except BlockingIOError:
-                return
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def drain(self) -> list[tuple[float, str]]:
-        return self.messages
-
-    def kinds(self) -> list[str]:
-        return [m.split("\n")[0].split("=")[0] for _, m in self.messages]
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        self.sock.close()
 
 
 async def test_sd_notify_ready_status_watchdog_stopping(conn, daemons, tmp_path) -> None:
