@@ -37,9 +37,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("importd.guard")
 
-# How often the monitor looks at the loop, and how often the loop proves it is alive.
-MONITOR_TICK = 0.1
-BEAT_INTERVAL = 0.1
+# How often the loop proves it is alive and the monitor looks (at most; a quarter of
+# loop_block_warn when that is shorter): often enough to see a stall within a quarter of
+# the threshold, rarely enough to cost nothing while idle.
+TICK = 0.25
 # Frames of the main thread's stack kept in a loop_blocked line (the innermost ones).
 STACK_FRAMES = 25
 
@@ -331,6 +332,7 @@ class LoopMonitor:
     ) -> None:
         self._keeper = keeper
         self._warn = warn_after
+        self._tick = min(TICK, warn_after / 4)
         self._margin = margin
         self._backoff = backoff
         self._metrics = metrics
@@ -347,8 +349,9 @@ class LoopMonitor:
 
     @property
     def lag(self) -> float:
-        """Seconds since the event loop last proved it runs."""
-        return max(time.monotonic() - self._last_beat, 0.0)
+        """Seconds the event loop is late with its beat: how long it has been blocked, at
+        most one tick less than the truth."""
+        return max(time.monotonic() - self._last_beat - self._tick, 0.0)
 
     @property
     def stalled(self) -> bool:
@@ -356,12 +359,12 @@ class LoopMonitor:
         return self.lag > self._warn
 
     async def beat(self) -> None:
-        """The loop's side (a service): prove every tenth of a second that it runs."""
+        """The loop's side (a service): prove every tick that it runs."""
         loop = asyncio.get_running_loop()
         self._main_ident = threading.get_ident()
         while True:
             self._last_beat = loop.time()
-            await asyncio.sleep(BEAT_INTERVAL)
+            await asyncio.sleep(self._tick)
 
     def start(self) -> None:
         self._last_beat = time.monotonic()
@@ -376,7 +379,8 @@ class LoopMonitor:
     def _main(self) -> None:
         next_ping = time.monotonic()
         withheld_logged = 0.0
-        while not self._stopping.wait(MONITOR_TICK):
+        wait = self._tick
+        while not self._stopping.wait(wait):
             try:
                 self._watch()
                 now = time.monotonic()
@@ -390,8 +394,17 @@ class LoopMonitor:
                     elif now - withheld_logged >= self._watchdog_interval:
                         withheld_logged = now
                         log.error("watchdog_withheld", loop_lag_s=round(lag, 2))
+                # While the loop keeps its beat there is nothing to see before the
+                # moment a stall would pass the threshold (or the next ping): sleep till
+                # then, so that an idle daemon costs next to nothing.
+                wake = self._last_beat + self._tick + self._warn
+                if self._watchdog_interval is not None and self.watchdog_enabled:
+                    wake = min(wake, next_ping)
+                wait = self._tick if self._stall_started is not None else wake - now
+                wait = min(max(wait, 0.01), self._tick + self._warn)
             except Exception:
                 log.exception("monitor_failed")
+                wait = self._tick
 
     def _watch(self) -> None:
         lag = self.lag
