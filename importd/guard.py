@@ -410,7 +410,9 @@ class LoopMonitor:
         lag = self.lag
         if lag <= self._warn:
             if self._stall_started is not None and self._stall_logged:
-                log.warning("loop_unblocked", stalled_s=round(lag, 2))
+                # From the beat it missed to the beat it ran again (a lower bound).
+                stalled = self._last_beat - self._stall_started - self._tick
+                log.warning("loop_unblocked", stalled_s=round(max(stalled, 0.0), 2))
             self._stall_started = None
             self._stall_logged = False
             return

@@ -83,6 +83,9 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_tabl
         health = await asyncio.to_thread(
             httpx.get, f"http://127.0.0.1:{port_of(first)}/healthz", timeout=5)
         assert health.status_code == 503 and "event loop blocked" in health.text
+        metrics = await asyncio.to_thread(
+            httpx.get, f"http://127.0.0.1:{port_of(first)}/metrics", timeout=5)
+        assert "importd_loop_blocked_total 1.0" in metrics.text
 
         # Past its timeout plus the margin, each daemon that ran it hands its jobs back
         # and exits; the second run is the last attempt.
