@@ -22,7 +22,7 @@ import structlog
 
 from .backoff import Backoff
 from .config import Settings
-from .db import clean_text, describe_db_error, is_transient, retry_transient
+from .db import clean_text, describe_db_error, is_transient, redact_value, retry_transient
 from .guard import LeaseKeeper
 from .handlers import Registry
 from .metrics import Metrics
@@ -256,28 +256,38 @@ def _where(path: Sequence[Any]) -> str:
 
 
 def result_problem(result: Any) -> str | None:
-    """Why PostgreSQL's jsonb would refuse ``result``, or None when it is storable.
+    """Why PostgreSQL's jsonb would refuse ``result``, or None when it is storable."""
+    return encode_result(result)[1]
+
+
+def encode_result(result: Any) -> tuple[str | None, str | None]:
+    """``result`` as the JSON text to store, or why PostgreSQL's jsonb would refuse it:
+    (text, None) or (None, problem). None encodes as (None, None).
 
     JSON has no NaN or Infinity, and PostgreSQL text (and so jsonb) holds neither a NUL
     character nor half of a surrogate pair; everything else json.dumps refuses too."""
     if result is None:
-        return None
+        return None, None
     stack: list[tuple[Any, tuple[Any, ...]]] = [(result, ())]
     seen: set[int] = set()
+    shared = False
     while stack:
         value, path = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
-            return f"{value!r} at {_where(path)} is not a JSON number"
+            return None, f"{value!r} at {_where(path)} is not a JSON number"
         if isinstance(value, str):
             if "\x00" in value:
-                return f"the string at {_where(path)} holds a NUL character (\\u0000)"
+                return None, f"the string at {_where(path)} holds a NUL character (\\u0000)"
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                return f"the string at {_where(path)} is not valid Unicode (a lone surrogate)"
+                return None, (
+                    f"the string at {_where(path)} is not valid Unicode (a lone surrogate)"
+                )
         elif isinstance(value, dict | list | tuple):
             if id(value) in seen:
-                continue  # json.dumps below names a cycle
+                shared = True  # perhaps a cycle: json.dumps below names it
+                continue
             seen.add(id(value))
             if isinstance(value, dict):
                 for key, item in value.items():
@@ -286,15 +296,17 @@ def result_problem(result: Any) -> str | None:
                             "utf-8", "replace"
                         )
                     ):
-                        return f"a key at {_where(path)} holds a NUL or lone surrogate"
+                        return None, f"a key at {_where(path)} holds a NUL or lone surrogate"
                     stack.append((item, (*path, key)))
             else:
                 stack.extend((item, (*path, n)) for n, item in enumerate(value))
     try:
-        json.dumps(result, allow_nan=False)
+        if shared:
+            json.dumps(result, allow_nan=False)  # a cycle fails here, named as one
+        # What is stored is redacted, like every result (a token an endpoint echoed).
+        return json.dumps(redact_value(result), allow_nan=False), None
     except (TypeError, ValueError, RecursionError) as exc:
-        return str(exc) or type(exc).__name__
-    return None
+        return None, str(exc) or type(exc).__name__
 
 
 def _is_async(fn: Any) -> bool:
@@ -544,13 +556,14 @@ class Executor:
         except SystemExit as exc:  # sys.exit() in a handler ends the run, not the daemon
             error = f"HandlerExited: the handler called sys.exit({exc.code!r})"
             return self._failure(job, error), exc
-        problem = result_problem(result)
+        encoded, problem = encode_result(result)
         if problem is not None:
             # Retrying would return the same: the job fails at once, with what is wrong.
             return Outcome.failed(
                 f"ResultNotJSON: the handler's result cannot be stored: {problem}"
             ), None
-        return Outcome.completed(result), None
+        # Encoded once: the result write sends this text.
+        return Outcome(Status.COMPLETED, result=result, encoded=encoded), None
 
     async def _outlive(
         self, job: Job, ctx: JobContext, thread: asyncio.Future[Any], bound: Any

@@ -96,6 +96,8 @@ class Outcome:
     # 1 gives the attempt back: the run was interrupted by shutdown, not by the job.
     refund: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # The result as JSON text, when already encoded (and checked) by the executor.
+    encoded: str | None = None
 
     @classmethod
     def completed(cls, result: Any = None) -> Outcome:

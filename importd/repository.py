@@ -324,17 +324,20 @@ class Repository:
         others were rescued or cancelled meanwhile and are left untouched)."""
         if not runs:
             return set()
-        ids, attempts, statuses, results, errors, delays, refunds = [], [], [], [], [], [], []
+        ids, attempts, statuses, errors, delays, refunds = [], [], [], [], [], []
+        results: list[str | None] = []
         for job, outcome in runs:
             ids.append(job.id)
             attempts.append(job.attempt)
             statuses.append(str(outcome.status))
             # Every result and error reaches the row through redaction, whatever the
             # handler put in it (an endpoint's echo of the token, a DSN in a message);
-            # an error is also cleaned of what a text column cannot hold.
-            results.append(
-                json.dumps(redact_value(outcome.result)) if outcome.result is not None else None
-            )
+            # an error is also cleaned of what a text column cannot hold. A result the
+            # executor checked comes encoded (and redacted) already.
+            result = outcome.encoded
+            if result is None and outcome.result is not None:
+                result = json.dumps(redact_value(outcome.result))
+            results.append(result)
             errors.append(clean_text(outcome.error) if outcome.error is not None else None)
             delays.append(float(outcome.delay))
             refunds.append(outcome.refund)
