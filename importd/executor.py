@@ -556,6 +556,16 @@ class Executor:
         except SystemExit as exc:  # sys.exit() in a handler ends the run, not the daemon
             error = f"HandlerExited: the handler called sys.exit({exc.code!r})"
             return self._failure(job, error), exc
+        if timer.expired():
+            # The timeout's cancellation was swallowed and the handler went on to return:
+            # the run still exceeded its timeout, and says so.
+            late = max(time.monotonic() - ctx.deadline, 0.0)
+            bound.warning("job_timeout_overrun", timeout_s=job.timeout, handler="async")
+            return self._failure(
+                job,
+                f"JobTimeout: the job exceeded its timeout of {job.timeout:g} s; its "
+                f"handler ignored the cancellation and returned {late:.1f} s later",
+            ), None
         encoded, problem = encode_result(result)
         if problem is not None:
             # Retrying would return the same: the job fails at once, with what is wrong.

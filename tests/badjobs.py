@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import threading
@@ -75,6 +76,16 @@ async def bad_progress(job: importd.Job, ctx: importd.JobContext) -> Any:
     await _record(job, ctx)
     ctx.progress(done=job.payload.get("done", -1))
     return {"reported": True}
+
+
+@importd.handler("ignore_cancel")
+async def ignore_cancel(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Swallow the timeout's cancellation and go on for ``payload.seconds`` in all."""
+    end = time.monotonic() + float(job.payload["seconds"])
+    while (left := end - time.monotonic()) > 0:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(left)
+    return {"ignored": True}
 
 
 @importd.handler("sync_sleep")

@@ -157,6 +157,8 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons
            for kind in ("nan_result", "nul_result", "nul_error", "huge_number")}
     for kind in ("bad_progress", "sys_exit"):
         ids[kind] = await importd.enqueue(conn, kind, {}, max_attempts=1)
+    ids["ignore_cancel"] = await importd.enqueue(conn, "ignore_cancel", {"seconds": 2},
+                                                 timeout=1, max_attempts=1)
     proc = daemons(*QUICK)
     for job in ids.values():
         await wait_until(lambda job=job: ended(conn, job), timeout=20, what=f"job {job}")
@@ -178,8 +180,13 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons
     assert errors["bad_progress"] == ("ValueError: ctx.progress: done must be between 0 and "
                                       "2**63-1, not -1 (attempt 1/1)")
     assert errors["sys_exit"] == "HandlerExited: the handler called sys.exit(3) (attempt 1/1)"
+    assert errors["ignore_cancel"].startswith(
+        "JobTimeout: the job exceeded its timeout of 1 s; its handler ignored the "
+        "cancellation and returned ")
+    assert proc.saw("job_timeout_overrun", job_id=ids["ignore_cancel"], handler="async")
     runs = await conn.fetch("SELECT job_id, count(*) AS n FROM test_runs GROUP BY job_id")
-    assert {r["job_id"]: r["n"] for r in runs} == {job: 1 for job in ids.values()}
+    assert {r["job_id"]: r["n"] for r in runs} == {
+        job: 1 for kind, job in ids.items() if kind != "ignore_cancel"}
     # The daemon is still up and runs the next job.
     assert proc.proc.poll() is None and not proc.saw("service_crashed")
     after = await importd.enqueue(conn, "record", {})
