@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from typing import Any
 
 import asyncpg
@@ -99,3 +100,32 @@ def test_clean_text_fits_a_text_column(text: str) -> None:
         "***" not in cleaned
     ):
         assert cleaned == text
+
+
+async def test_progress_refuses_what_the_job_row_cannot_hold() -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    import pytest  # noqa: PLC0415
+
+    from importd.executor import JobContext  # noqa: PLC0415
+    from importd.models import Job  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    job = Job(id=1, kind="k", queue="q", tenant_id=None, payload={}, priority=0, run_at=now,
+              attempt=1, max_attempts=3, timeout=60, created_at=now)
+    ctx = JobContext(job, None, None, 0.0, "w", None)  # type: ignore[arg-type]
+    for call, message in [
+        (lambda: ctx.progress(done=-1), "done must be between 0 and 2**63-1, not -1"),
+        (lambda: ctx.progress(done=2**63), "done must be between 0 and 2**63-1"),
+        (lambda: ctx.progress(total=1.5), "total must be an int, not float 1.5"),
+        (lambda: ctx.progress(failed=True), "failed must be an int, not bool True"),
+        (lambda: ctx.progress(bytes_read="9"), "bytes_read must be an int, not str '9'"),
+        (lambda: ctx.progress(done=5, total=4), "done (5) is more than total (4)"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            call()
+    ctx.progress(done=3, total=10, failed=1, bytes_read=100)
+    with pytest.raises(ValueError, match="done"):
+        ctx.progress(done=11)  # above the total reported earlier
+    assert ctx.take_progress() == {"rows_done": 3, "rows_total": 10, "rows_failed": 1,
+                                   "bytes_read": 100}
