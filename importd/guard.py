@@ -56,6 +56,7 @@ class Lease:
     started: float
     in_thread: bool  # a synchronous handler: nothing but its own return can stop it
     handler_running: bool = True
+    expiring: bool = False  # its handler was told to stop before the lease runs out
 
 
 class LeaseKeeper:
@@ -75,6 +76,9 @@ class LeaseKeeper:
         self._interval = interval
         self._margin = margin
         self._cache = statement_cache_size
+        # A renewal (or a connect) may take this long: well inside the margin, so that a
+        # stuck one still leaves time to act before a lease runs out.
+        self._timeout = min(max(interval * 2, 5.0), max(margin / 2, 0.5))
         self._leases: dict[int, Lease] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -206,7 +210,7 @@ class LeaseKeeper:
         if self._conn is None or self._conn.is_closed():
             self._conn = await db.connect(
                 self._dsn,
-                timeout=max(self._interval * 2, 5.0),
+                timeout=self._timeout,
                 application_name="importd-leases",
                 statement_cache_size=self._cache,
             )
@@ -261,7 +265,7 @@ class LeaseKeeper:
 
     async def _renew(self, beats: list[tuple[Job, float, dict[str, int | None]]]) -> set[int]:
         assert self._db_lock is not None
-        async with self._db_lock, asyncio.timeout(max(self._interval * 2, 5.0)):
+        async with self._db_lock, asyncio.timeout(self._timeout):
             repo = Repository(await self._connection())
             try:
                 return await repo.heartbeat(self._worker_id, beats)
@@ -283,10 +287,12 @@ class LeaseKeeper:
         expiring = [
             lease
             for lease in self.snapshot()
-            if lease.handler_running and now > lease.expires - safety
+            if lease.handler_running and not lease.expiring and now > lease.expires - safety
         ]
         if not expiring:
             return
+        for lease in expiring:
+            lease.expiring = True  # told once
         jobs = [{"job_id": lease.job.id, "kind": lease.job.kind} for lease in expiring]
         if any(lease.in_thread for lease in expiring):
             log.error("lease_expiring", jobs=jobs, action="exit")
