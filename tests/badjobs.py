@@ -90,9 +90,11 @@ async def ignore_cancel(job: importd.Job, ctx: importd.JobContext) -> Any:
 
 @importd.handler("sync_sleep")
 def sync_sleep(job: importd.Job, ctx: importd.JobContext) -> Any:
-    """A plain ``def``: sleeps ``payload.seconds`` in whatever thread runs it."""
+    """A plain ``def``: sleeps ``payload.seconds`` (on the first attempt only, with
+    ``payload.first_only``) in whatever thread runs it."""
     _stamp(job, "start")
-    time.sleep(float(job.payload.get("seconds", 0)))
+    if job.attempt == 1 or not job.payload.get("first_only"):
+        time.sleep(float(job.payload.get("seconds", 0)))
     _stamp(job, "end")
     return {
         "thread": threading.current_thread().name,

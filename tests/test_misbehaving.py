@@ -283,3 +283,34 @@ async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(conn, d
         writer.close()
         await writing
         executor.close()
+
+
+async def test_a_lease_that_cannot_be_renewed_ends_the_process_before_it_expires(
+        conn, daemons, tmp_path) -> None:
+    """A synchronous handler cannot be stopped: when its lease can no longer be renewed
+    (here its row is locked, so the heartbeat waits), the process ends before the lease
+    expires, and the job runs again elsewhere only after that."""
+    log = tmp_path / "stamps.txt"
+    log.touch()
+    job = await importd.enqueue(conn, "sync_sleep", {"seconds": 30, "first_only": True,
+                                                     "log": str(log)}, timeout=1)
+    first = daemons(*QUICK)
+    await wait_until(lambda: asyncio.sleep(0, log.read_text()), timeout=20, what="the start")
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("SELECT 1 FROM import_jobs WHERE id = $1 FOR UPDATE", job)
+    try:
+        assert await first.wait_exit(timeout=20) == 1
+    finally:
+        await tx.rollback()
+    assert first.saw("lease_expiring", action="exit")
+    died = event_time(first, "lease_expiring")
+    locked_until = await conn.fetchval(
+        "SELECT extract(epoch FROM locked_until) FROM import_jobs WHERE id = $1", job)
+    assert died < float(locked_until)  # gone before its lease ran out
+    second = daemons(*QUICK)
+    await wait_until(lambda: ended(conn, job), timeout=20, what="the rerun")
+    row = await job_row(conn, job)
+    assert row["status"] == "completed" and row["attempts"] == 2
+    runs = stamps(log)
+    assert min(runs[(job, 2, second.proc.pid)]) > died
