@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -214,6 +215,13 @@ def clean_text(text: str, limit: int = MAX_STORED_ERROR) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
+
+
+def traceback_text(exc: BaseException) -> str:
+    """``exc``'s traceback, redacted: for the ``exception`` key of a log line about a
+    job, whose handler's messages may hold anything (a token an endpoint echoed), even
+    where structlog was never configured to redact (importd used as a library)."""
+    return redact("".join(traceback.format_exception(exc)))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -22,7 +22,14 @@ import structlog
 
 from .backoff import Backoff
 from .config import Settings
-from .db import clean_text, describe_db_error, is_transient, redact_value, retry_transient
+from .db import (
+    clean_text,
+    describe_db_error,
+    is_transient,
+    redact_value,
+    retry_transient,
+    traceback_text,
+)
 from .guard import LeaseKeeper
 from .handlers import Registry
 from .metrics import Metrics
@@ -631,7 +638,7 @@ class Executor:
                     "job_write_failed",
                     error=describe_error(exc),
                     outcome=str(outcome.status),
-                    exc_info=exc,
+                    exception=traceback_text(exc),
                 )
                 return
             # PostgreSQL refused this run's data: the job fails with its message instead
@@ -640,14 +647,16 @@ class Executor:
                 f"OutcomeRefused: PostgreSQL refused to store this run's outcome "
                 f"({outcome.status}): {describe_db_error(exc)}"
             )
-            bound.error("job_outcome_refused", error=refused.error, exc_info=exc)
+            bound.error(
+                "job_outcome_refused", error=refused.error, exception=traceback_text(exc)
+            )
             outcome, error = refused, None
             try:
                 applied = await self._submit(job, outcome, bound)
             except Exception as again:
                 bound.error(
                     "job_write_failed", error=describe_error(again), outcome="failed",
-                    exc_info=again,
+                    exception=traceback_text(again),
                 )
                 return
         if not applied:
@@ -660,7 +669,7 @@ class Executor:
             bound.warning("job_lease_lost", outcome=str(outcome.status), duration_ms=duration_ms)
             return
         status = outcome.status
-        tb = {"exc_info": error} if error is not None else {}
+        tb = {"exception": traceback_text(error)} if error is not None else {}
         if status is Status.COMPLETED:
             bound.info("job_completed", duration_ms=duration_ms)
         elif status is Status.FAILED:

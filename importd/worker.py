@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from .db import describe_db_error, is_transient
+from .db import describe_db_error, is_transient, traceback_text
 from .executor import Executor, StopReason
 from .lanes import Lane, RateLimit, plan_lanes
 from .models import Job
@@ -269,9 +269,9 @@ class Worker:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("job_task_crashed", error=repr(exc), exc_info=exc)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            log.error("job_task_crashed", error=repr(exc), exception=traceback_text(exc))
         if self._opts.tenant_cap is not None:
             # Its result is written: its tenant may be under the cap again.
             self._notified = True
