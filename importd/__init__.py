@@ -2,6 +2,21 @@
 
 Producers call :func:`enqueue` / :func:`enqueue_many` inside their own transaction;
 handlers are async functions registered with :func:`handler`.
+
+The database boundary: SQL lives in ``sql/`` (one statement a file under ``queries``,
+loaded by name through :mod:`importd.sql`; forward-only ``migrations``). These modules
+speak to asyncpg directly, and why:
+
+- :mod:`importd.db`, the connector: pools, direct connections, which errors are transient;
+- :mod:`importd.repository`: the job statements, run on the engine's pool;
+- :mod:`importd.migrate`: whole migration files, each in its own transaction;
+- :mod:`importd.tables` and :mod:`importd.handlers.imports`: COPY, and the errors
+  PostgreSQL raises for a rejected row.
+
+:mod:`importd.listener` holds a dedicated LISTEN connection, opened through ``db``, never
+taken from a pool. :mod:`importd.daemon`, :mod:`importd.executor` and :mod:`importd.cli`
+import asyncpg only for pool types and error classes: a known debt (issue 14), as is the
+SQL text left in Python. docs/ARCHITECTURE.md is the map.
 """
 
 from __future__ import annotations
