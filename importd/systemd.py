@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 
 class Notifier:
@@ -25,6 +26,10 @@ class Notifier:
             # Ping at half the period systemd allows, as sd_watchdog_enabled(3) advises.
             self.watchdog_interval = int(watchdog_usec) / 1_000_000 / 2
         self._sock: socket.socket | None = None
+        # The watchdog is pinged from the loop monitor's thread: once STOPPING is sent no
+        # ping follows it (the lock orders a ping racing the stop).
+        self._lock = threading.Lock()
+        self._stopping = False
 
     @property
     def enabled(self) -> bool:
@@ -51,9 +56,13 @@ class Notifier:
         self.send(f"STATUS={status}")
 
     def watchdog(self) -> None:
-        """Proof of life for ``WatchdogSec=``."""
-        self.send("WATCHDOG=1")
+        """Proof of life for ``WatchdogSec=``; none after STOPPING."""
+        with self._lock:
+            if not self._stopping:
+                self.send("WATCHDOG=1")
 
     def stopping(self, status: str = "stopping") -> None:
         """Shutdown has begun."""
-        self.send("STOPPING=1", f"STATUS={status}")
+        with self._lock:
+            self._stopping = True
+            self.send("STOPPING=1", f"STATUS={status}")
