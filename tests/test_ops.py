@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 import importd
 from importd import ops, sql
 
@@ -218,6 +220,7 @@ async def test_bulk_enqueue_and_drain_report_progress(conn, dsn, tmp_path: Path)
     assert few.stderr.count('"done": 3') == 1, few.stderr  # printed twice before
 
 
+@pytest.mark.db  # starts a PostgreSQL of its own
 def test_make_demo_end_to_end() -> None:
     done = subprocess.run(["make", "demo"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env=importd_env())
@@ -229,6 +232,7 @@ def test_make_demo_end_to_end() -> None:
     assert "the throwaway PostgreSQL is gone" in out
 
 
+@pytest.mark.db  # starts a PostgreSQL of its own
 async def test_run_embedded_manages_its_own_postgresql() -> None:
     # Under /tmp itself: when the suite runs as root, the cluster runs as an unprivileged
     # user, who cannot enter pytest's private tmp_path.

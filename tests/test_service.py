@@ -25,33 +25,36 @@ async def test_sd_notify_ready_status_watchdog_stopping(conn, daemons, tmp_path)
     try:
         env = importd_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
         proc = daemons("--poll-interval", "1", env=env)
-        await wait_until(lambda: asyncio.sleep(0, "READY" in notify.kinds()), timeout=15,
-                         what="READY=1")
+        await wait_until(lambda: "READY" in notify.kinds(), timeout=15, what="READY=1")
         first = notify.drain()[0][1]
         assert first.startswith("READY=1\nSTATUS=running 0/8, 0 done, listener ok")
         assert proc.saw("daemon_ready") and proc.saw("listener_connected")
         await importd.enqueue(conn, "noop", {})
-        await asyncio.sleep(2.2)
+
+        def status_after_the_job() -> bool:
+            statuses = [m for _, m in notify.drain() if m.startswith("STATUS=")]
+            return bool(statuses) and statuses[-1] == "STATUS=running 0/8, 1 done, listener ok"
+
+        await wait_until(status_after_the_job, timeout=15, what="STATUS with 1 done")
+        await wait_until(lambda: len([m for _, m in notify.drain() if m == "WATCHDOG=1"]) >= 3,
+                         timeout=15, what="three watchdog pings")
         pings = [t for t, m in notify.drain() if m == "WATCHDOG=1"]
-        assert len(pings) >= 3  # every half of WATCHDOG_USEC
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 0.9
-        statuses = [m for _, m in notify.drain() if m.startswith("STATUS=")]
-        assert statuses[-1] == "STATUS=running 0/8, 1 done, listener ok"
+        assert max(b - a for a, b in itertools.pairwise(pings)) < 0.9  # every half of WATCHDOG_USEC
 
         # Wedge the worker loop: its next claim waits on a table lock. The event loop is
         # fine, the worker is not: the pings must stop, so systemd would restart us.
         tx = conn.transaction()
         await tx.start()
         await conn.execute("LOCK TABLE import_jobs IN ACCESS EXCLUSIVE MODE")
-        wedged_at = time.monotonic()
-        await asyncio.sleep(5)
-        late = [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > wedged_at + 4]
-        assert late == []
-        assert proc.saw("watchdog_withheld")
+        await proc.wait_for_event("watchdog_withheld", timeout=15)
+        withheld_seen = time.monotonic()
+        # ...and stay stopped: the next check (half a second later) withholds it again.
+        await proc.wait_for_event("watchdog_withheld", timeout=15, count=2)
+        assert [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > withheld_seen] == []
         await tx.rollback()
         released = time.monotonic()
-        await asyncio.sleep(2)
-        assert [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > released]
+        await wait_until(lambda: [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > released],
+                         timeout=15, what="a watchdog ping once the worker loop is free again")
 
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0
@@ -109,6 +112,15 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
+async def scrape_when(port: int, want: dict[str, float]) -> dict[str, float]:
+    """The first scrape in which the metrics named have the values given."""
+    def check() -> dict[str, float] | None:
+        values = scrape(port)
+        return values if all(values.get(k) == v for k, v in want.items()) else None
+
+    return await wait_until(check, timeout=20, what=f"metrics {want}")
+
+
 async def test_metrics_and_health_endpoints(conn, daemons) -> None:
     proc = daemons("--poll-interval", "1", "--metrics-address", "127.0.0.1:0",
                    "--concurrency", "4")
@@ -123,11 +135,12 @@ async def test_metrics_and_health_endpoints(conn, daemons) -> None:
     await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue="q1") for _ in range(30)]
                                + [importd.NewJob("sleep", {"seconds": 3}, queue="q2")]
                                + [importd.NewJob("permanent", {}, queue="q1")])
-    await asyncio.sleep(1.5)
-    during = scrape(port)
+    # the 31 quick ones end while the sleeper (3 s) still runs
+    during = await scrape_when(port, {
+        'importd_job_duration_seconds_count{kind="noop",queue="q1"}': 30,
+        'importd_jobs_failed_total{kind="permanent",queue="q1"}': 1})
     assert during['importd_jobs_in_flight'] == 1  # the sleeper
-    await asyncio.sleep(5.5)  # a sample of the job gauges
-    after = scrape(port)
+    after = await scrape_when(port, {'importd_jobs_completed_total{kind="sleep",queue="q2"}': 1})
     assert after['importd_jobs_claimed_total{kind="noop",queue="q1"}'] == 30
     assert after['importd_jobs_completed_total{kind="noop",queue="q1"}'] == 30
     assert after['importd_jobs_completed_total{kind="sleep",queue="q2"}'] == 1
@@ -136,22 +149,23 @@ async def test_metrics_and_health_endpoints(conn, daemons) -> None:
     assert after['importd_job_duration_seconds_sum{kind="sleep",queue="q2"}'] >= 3
     assert after['importd_job_start_latency_seconds_count{queue="q1"}'] == 31
     assert after['importd_jobs_in_flight'] == 0
-    assert after.get('importd_jobs{queue="q2",status="running"}', 0) == 0
     assert after['importd_seconds_since_last_wake'] < 5
     # readiness follows the schema: a migration this code does not know makes it 503
     await conn.execute("INSERT INTO importd_migrations (version, name, checksum) "
                        "VALUES (9999, '9999_future', 'x')")
-    await wait_until(lambda: asyncio.sleep(0, httpx.get(
-        f"http://127.0.0.1:{port}/readyz").status_code == 503), timeout=15, what="503")
+    await wait_until(lambda: httpx.get(
+        f"http://127.0.0.1:{port}/readyz").status_code == 503, timeout=15, what="503")
+    # the sample (every 5 s) that saw the migration counted the jobs after the sleeper ended
+    assert scrape(port).get('importd_jobs{queue="q2",status="running"}', 0) == 0
     # liveness follows the worker loop: wedge it on a table lock
     tx = conn.transaction()
     await tx.start()
     await conn.execute("LOCK TABLE import_jobs IN ACCESS EXCLUSIVE MODE")
-    await wait_until(lambda: asyncio.sleep(0, httpx.get(
-        f"http://127.0.0.1:{port}/healthz").status_code == 503), timeout=20, what="503")
+    await wait_until(lambda: httpx.get(
+        f"http://127.0.0.1:{port}/healthz").status_code == 503, timeout=20, what="503")
     await tx.rollback()
-    await wait_until(lambda: asyncio.sleep(0, httpx.get(
-        f"http://127.0.0.1:{port}/healthz").status_code == 200), timeout=10, what="200")
+    await wait_until(lambda: httpx.get(
+        f"http://127.0.0.1:{port}/healthz").status_code == 200, timeout=10, what="200")
 
 
 def test_configuration_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
@@ -221,16 +235,21 @@ async def test_watchdog_keeps_pinging_while_the_database_is_away(pg_server, daem
     try:
         env = importd_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
         proc = daemons("--poll-interval", "1", "--probe-interval", "0.5", env=env)
-        await wait_until(lambda: asyncio.sleep(0, "READY" in notify.kinds()), timeout=15,
-                         what="READY=1")
+        await wait_until(lambda: "READY" in notify.kinds(), timeout=15, what="READY=1")
         await asyncio.to_thread(pg_server.cluster.stop, "fast")
         stopped = time.monotonic()
-        # Long enough for the claim backoff to reach its 5 s cap.
-        await asyncio.sleep(14)
+        # The claim backoff reaches its 5 s cap; 4 s into that wait, a worker loop that
+        # did not tick while it waits would have lost its pings (stale after 3 s).
+        await proc.wait_for_event("claim_failed", timeout=40, retry_in_s=5.0)
+        capped = time.monotonic()
+        await wait_until(lambda: [t for t, m in notify.messages
+                                  if m == "WATCHDOG=1" and t > capped + 4],
+                         timeout=20, what="a ping 4 s into the longest backoff")
+        window = time.monotonic() - stopped
         await asyncio.to_thread(pg_server.cluster.start)
         pings = [t for t, m in notify.messages if m == "WATCHDOG=1" and t > stopped]
         # Failed claims back off, the listener reconnects: alive, not wedged.
-        assert len(pings) >= 20, len(pings)
+        assert len(pings) >= 0.7 * window / 0.5, (len(pings), window)  # one every 0.5 s
         assert max(b - a for a, b in itertools.pairwise([stopped, *pings])) < 1.6
         await proc.wait_for_event("listener_reconnected", timeout=40)
         assert proc.proc.poll() is None
