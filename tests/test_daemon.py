@@ -83,7 +83,9 @@ async def test_survives_postgresql_stop_and_start(pg_server, dsn, runs_table, da
     await conn.close()
     cluster = pg_server.cluster
     await asyncio.to_thread(cluster.stop, "fast")
-    await asyncio.sleep(3)
+    # an outage the daemon has run into: its claims fail and its listener is lost
+    await proc.wait_for_event("claim_failed", timeout=30)
+    await proc.wait_for_event("listener_lost", timeout=30)
     await asyncio.to_thread(cluster.start)
     conn = await db.connect(dsn)
     try:
@@ -253,7 +255,8 @@ async def test_lease_is_fenced_in_process(conn) -> None:
     await importd.enqueue(conn, "noop", {}, timeout=0.2)
     repo = Repository(conn)  # type: ignore[arg-type]
     (first,) = await repo.claim(1, "A", queues=None, kinds=None, lease_margin=0.0)
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: conn.fetchval("SELECT locked_until < now() FROM import_jobs "
+                                           "WHERE id = $1", first.id), what="the lease to expire")
     (rescued,) = await repo.rescue(10)
     assert rescued["status"] == "pending" and rescued["lost_by"] == "A"
     (second,) = await repo.claim(1, "B", queues=None, kinds=None, lease_margin=0.0)

@@ -251,9 +251,12 @@ async def test_job_inserted_after_an_outage_starts_within_seconds(pg_server, dsn
     await proc.wait_for_event("daemon_ready")
     cluster = pg_server.cluster
     await asyncio.to_thread(cluster.stop, "fast")
-    await asyncio.sleep(6)  # the old backoff had grown to 6.4 s by now
+    # Five failed reconnects: an uncapped backoff (0.2 s, doubling) would now wait 3.2 s.
+    await proc.wait_for_event("listener_connect_failed", timeout=30, count=5)
     await asyncio.to_thread(cluster.start)
-    await asyncio.sleep(2)
+    # The scenario, not a condition: the job comes a second after the server is back,
+    # while a listener with a long backoff would still be waiting.
+    await asyncio.sleep(1)
     fresh = await db.connect(dsn)
     try:
         inserted = await fresh.fetchval("INSERT INTO import_jobs (kind) VALUES ('record') "

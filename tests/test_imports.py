@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 
 import importd
 
+from .helpers import wait_until
 from .httpserver import Reply, Server
 
 
@@ -287,7 +287,9 @@ async def test_https_source_and_its_errors(people, load, server) -> None:
     await load(url_prefixes=(server.url + "/",), backoff_base=0.2, backoff_jitter=0)
     # flaky was retried 0.2 s later (drain picks it up while others run, or leaves it)
     if (await job_row(conn, jobs["flaky"]))["status"] == "pending":
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: conn.fetchval("SELECT run_at <= now() FROM import_jobs "
+                                               "WHERE id = $1", jobs["flaky"]),
+                         what="the retry to come due")
         await load(url_prefixes=(server.url + "/",))
     rows = {name: await job_row(conn, job_id) for name, job_id in jobs.items()}
     assert rows["good"]["status"] == "completed"

@@ -20,6 +20,13 @@ CREATE TRIGGER slow BEFORE INSERT ON plain FOR EACH ROW EXECUTE FUNCTION slow_ro
 """
 
 
+async def retry_due(conn, job_id: int) -> None:
+    """Wait until the job's retry comes due."""
+    await wait_until(lambda: conn.fetchval(
+        "SELECT run_at <= now() FROM import_jobs WHERE id = $1", job_id),
+        what="the retry to come due")
+
+
 def csv_file(path: Path, rows: int, bad: tuple[int, ...] = ()) -> str:
     lines = ["id,name"] + [f"{i},name-{i}" if i not in bad else f"x{i},bad"
                            for i in range(1, rows + 1)]
@@ -80,7 +87,7 @@ async def test_timeout_resumes_from_the_last_chunk(conn, drain, tmp_path: Path) 
         assert code == 11 and "JobTimeout" in row["last_error"]
         offsets.append(row["checkpoint"]["offset"])
         assert await conn.fetchval("SELECT count(*) FROM plain") == row["rows_done"]
-        await asyncio.sleep(0.15)  # the retry comes due
+        await retry_due(conn, job_id)
     assert row["status"] == "completed", row["last_error"]
     assert offsets and offsets == sorted(offsets) and offsets[0] > 0  # each retry went further
     counts = await conn.fetchrow("SELECT count(*) AS n, count(DISTINCT id) AS d FROM plain")
@@ -103,7 +110,7 @@ async def test_a_file_that_changed_between_attempts_is_reported(conn, drain,
     before = await conn.fetchval("SELECT count(*) FROM plain")
     with path.open("a") as fh:
         fh.write("5001,late\n")
-    await asyncio.sleep(0.15)
+    await retry_due(conn, job_id)
     assert await drain(**settings) == 10
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
     assert row["status"] == "failed"
@@ -126,7 +133,7 @@ async def test_a_url_that_changed_between_attempts_fails_an_atomic_import(conn, 
                                     job_id))["loaded"] > 0
         server.route("/c.csv", Reply(200, body + b"20001,new\n", {"ETag": '"v2"'},
                                      ranges=True))
-        await asyncio.sleep(0.15)
+        await retry_due(conn, job_id)
         assert await drain(**settings) == 10
     finally:
         server.stop()
@@ -154,7 +161,7 @@ async def test_https_atomic_import_resumes_with_range_requests(conn, drain) -> N
             if status != "pending":
                 break
             assert await conn.fetchval("SELECT count(*) FROM plain") == 0
-            await asyncio.sleep(0.15)
+            await retry_due(conn, job_id)
         row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
         assert row["status"] == "completed", row["last_error"]
         assert row["attempts"] >= 2

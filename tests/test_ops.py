@@ -254,15 +254,13 @@ async def test_run_embedded_manages_its_own_postgresql() -> None:
         assert dsn, "no DSN printed"
         done = await asyncio.to_thread(run_importd, "enqueue", "noop", "--dsn", dsn)
         job_id = int(done.stdout)
-        status = await asyncio.to_thread(run_importd, "show", str(job_id), "--json",
-                                         "--dsn", dsn)
-        for _ in range(50):
-            if json.loads(status.stdout)["status"] == "completed":
-                break
-            await asyncio.sleep(0.1)
+
+        async def shown_completed() -> bool:
             status = await asyncio.to_thread(run_importd, "show", str(job_id), "--json",
                                              "--dsn", dsn)
-        assert json.loads(status.stdout)["status"] == "completed"
+            return json.loads(status.stdout)["status"] == "completed"
+
+        await wait_until(shown_completed, timeout=30, what="`importd show` to say completed")
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
         assert (data / "data" / "PG_VERSION").exists()
