@@ -166,8 +166,10 @@ async def test_timeouts_retry_with_growing_delays_then_fail(runs_table, daemons)
     starts = [r["started_at"] for r in await conn.fetch(
         "SELECT started_at FROM test_runs WHERE job_id = $1 ORDER BY attempt", job_id)]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
-    # Each gap is the 0.3 s timeout plus a backoff of 0.5 s, then 1 s.
-    assert 0.8 <= gaps[0] < 1.5 and 1.3 <= gaps[1] < 2.0 and gaps[1] > gaps[0], gaps
+    # Each gap is the 0.3 s timeout plus a backoff of 0.5 s, then 1 s. The handler stamps
+    # started_at a moment after its attempt's clock starts (later still on a loaded
+    # machine), so a gap may measure a little short of its lower bound.
+    assert 0.75 <= gaps[0] < 1.5 and 1.25 <= gaps[1] < 2.0 and gaps[1] > gaps[0], gaps
 
 
 async def test_handler_errors_are_recorded_and_the_daemon_keeps_going(runs_table, daemons) -> None:
