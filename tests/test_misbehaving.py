@@ -267,7 +267,9 @@ async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(conn, d
         # The first two were written by the attempt whose reply was lost.
         assert await repo.finish("A", [(first, done), (second, retry)]) == {first.id, second.id}
         # The third one's lease expires and another daemon takes it.
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: conn.fetchval("SELECT locked_until < now() FROM import_jobs "
+                                               "WHERE id = $1", third.id),
+                         what="the lease to expire")
         await repo.rescue(10)
         await repo.claim(1, "B", queues=None, kinds=None, lease_margin=30.0)
         bound = structlog.get_logger("test")

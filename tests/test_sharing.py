@@ -133,10 +133,11 @@ async def test_rate_limited_claim_takes_what_the_limit_allows_and_says_when(conn
         assert wait == pytest.approx(0.125, abs=0.04)
         jobs, wait = await repo.claim_lane(lane, 8, "w", lease_margin=1)
         assert jobs == [] and 0 < wait <= 0.25
-        await asyncio.sleep(wait)
+        await asyncio.sleep(wait)  # the behaviour under test: the limit says how long to wait
         jobs, _ = await repo.claim_lane(lane, 8, "w", lease_margin=1)
         assert len(jobs) == 1
-        # what is not claimed is not spent: an idle limit is full again after 2/4 s
+        # what is not claimed is not spent: an idle limit is full again after 2/4 s (the
+        # time passing is the behaviour under test)
         await asyncio.sleep(0.55)
         jobs, wait = await repo.claim_lane(lane, 8, "w", lease_margin=1)
         assert len(jobs) == 2
