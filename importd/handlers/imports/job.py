@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import httpx
 
 from ... import tables
 from ...executor import JobContext
@@ -19,13 +20,16 @@ from ...repository import RowFailure, forget_failures, record_failures, save_che
 from .. import sources, spec
 from ..records import NdjsonRows, Records
 from . import reading
-from .common import Budget, LeaseLost, Prepared, TooManyErrors, classify
+from .common import RAW_LIMIT, Budget, LeaseLost, Prepared, TooManyErrors, classify, raw_text
 from .copying import Copier
 from .moving import Move, Mover
 from .reading import Chunk
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_INTERVAL = 1.0  # seconds of loading per committed checkpoint, at most
+# Starts the raw record of a row the target rejected when the source could not be read
+# again: what follows is the row's staged values as JSON, not the source text.
+UNREAD_MARK = "[not the source text"
 
 
 @dataclass
@@ -137,8 +141,9 @@ class Import:
         except TooManyErrors:
             if self.mover is not None and self.mover.failures:
                 await self.mover.close()  # its transaction is void: keep what it found
+                found = await self._with_source_records(self.mover.failures)
                 async with self.ctx.pool.acquire() as conn, conn.transaction():
-                    await record_failures(conn, self.job, self.mover.failures)
+                    await record_failures(conn, self.job, found)
             await self._drop_staging()
             raise
         except BaseException as exc:
@@ -319,6 +324,7 @@ class Import:
             self.spec.on_conflict,
             list(self.spec.conflict_columns),
             self.budget.check,
+            self.spec.encoding if self.spec.fmt == "csv" else "utf_8",
         )
 
     async def _prepare_staging(self, *, fresh: bool) -> None:
@@ -450,7 +456,9 @@ class Import:
             if self.staging is not None:
                 lines = (chunk.records.lines[0], chunk.next_line)
                 rejected = len(failures)
-                moved = await self.move.isolating(conn, self.staging, lines, failures)
+                moved = await self.move.isolating(
+                    conn, self.staging, lines, failures, (batch.lines, batch.raws)
+                )
                 self.skipped += loaded - moved - (len(failures) - rejected)
                 loaded = moved
                 await self.staging.truncate(conn)
@@ -515,7 +523,7 @@ class Import:
             tables=mover.tables,
             move_wait_ms=round(mover.waited * 1000),
         )
-        await record_failures(conn, self.job, mover.failures)
+        await record_failures(conn, self.job, await self._with_source_records(mover.failures))
         for table in await tables.Staging.all_of(conn, self.job.id):
             await table.drop(conn)
         await self._save_totals(conn)
@@ -524,6 +532,68 @@ class Import:
             raise LeaseLost("the job's lease was lost before the final move")
         await mover.commit()
         return result
+
+    async def _with_source_records(self, failures: list[RowFailure]) -> list[RowFailure]:
+        """``failures`` with the raw record of each row the move rejected read again from
+        the source (one pass, up to the last such line); where the source cannot be read
+        any more, the staged values as JSON, marked as such."""
+        assert self.move is not None
+        lines = {f.line for f in failures if f.line in self.move.rendered}
+        if not lines:
+            return failures
+        try:
+            async with asyncio.timeout(max(self.ctx.remaining / 2, 1.0)):
+                found = await self._source_records(lines)
+            reason = "the record was not found in the source"
+        except (PermanentError, OSError, httpx.HTTPError, TimeoutError) as exc:
+            found, reason = {}, str(exc) or type(exc).__name__
+            self.ctx.log.warning("import_source_reread_failed", error=reason)
+        except Exception as exc:
+            found, reason = {}, f"{type(exc).__name__}: {exc}"
+            self.ctx.log.exception("import_source_reread_failed", error=reason)
+        self.ctx.log.info("import_source_reread", rows=len(lines), found=len(found))
+        encoding = self.move.encoding
+        unread = f"{UNREAD_MARK}: the source could not be read again ({reason[:200]}); "
+        unread += "the staged values as JSON] "
+
+        def fixed(f: RowFailure) -> RowFailure:
+            if f.line not in lines:
+                return f
+            if f.line in found:
+                return RowFailure(f.line, f.message, raw_text(found[f.line], encoding))
+            return RowFailure(f.line, f.message, (unread + (f.raw or ""))[:RAW_LIMIT])
+
+        return [fixed(f) for f in failures]
+
+    async def _source_records(self, lines: set[int]) -> dict[int, bytes]:
+        """The source records at ``lines``, read again from the start of the source,
+        which must still be the file this import read (its fingerprint)."""
+        s = self.spec
+        opened = await reading.open_source(
+            s.source, self.settings, self.ctx.http, self.ctx.remaining, 0, self.fingerprint
+        )
+        found: dict[int, bytes] = {}
+        last = max(lines)
+        try:
+            sources.check_unchanged(self.fingerprint, opened.fingerprint, s.source)
+            reader = reading.Reader(
+                s.quote.encode() if s.fmt == "csv" else None,
+                s.escape.encode() if s.fmt == "csv" else None,
+                1,
+                self.reader.newline if self.reader else None,
+                self.settings.max_record_bytes,
+                at_start=True,
+                utf8=s.encoding == "utf_8",
+            )
+            async for batch in reader.records(opened.blocks):
+                for line, data in zip(batch.lines, batch.datas, strict=True):
+                    if line in lines and data:
+                        found[line] = data
+                if batch.lines and batch.lines[-1] >= last:
+                    break
+        finally:
+            await opened.close()
+        return found
 
     def _result(self) -> dict[str, Any]:
         result = {

@@ -1,20 +1,27 @@
 """Staging → target: the per-chunk and atomic strategies move staged rows into the
 target with the conflict rule; rows the target rejects (NOT NULL, CHECK, unique, foreign
-keys) are isolated by bisection on their source lines."""
+keys) are isolated by bisection on their source lines.
+
+A rejected row's raw record is its text in the source, not its staged values: the
+per-chunk strategy still holds the chunk's records (``Move.isolating``'s ``raws``); the
+atomic one moves chunks long after they were read, so its rows are marked
+(``Move.rendered``) and their records read again from the source once, at the end
+(``Import._source_records``)."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 
 from ... import tables
 from ...repository import RowFailure
-from .common import RAW_LIMIT, ROW_LEVEL, describe
+from .common import RAW_LIMIT, ROW_LEVEL, describe, raw_text
 
 ALL_LINES = (0, 2**62)
 
@@ -29,8 +36,13 @@ class Move:
         on_conflict: str,
         conflict_columns: list[str],
         check: Callable[[list[RowFailure]], None],
+        encoding: str,
     ) -> None:
         self.target = target
+        self.encoding = encoding
+        # Rejected rows whose raw record is, for now, their staged values as JSON: the
+        # source is read again for them (see the module docstring).
+        self.rendered: set[int] = set()
         self.columns = columns
         self.on_conflict = on_conflict
         self.conflict_columns = conflict_columns
@@ -42,9 +54,14 @@ class Move:
         staging: tables.Staging,
         lines: tuple[int, int],
         failures: list[RowFailure],
+        raws: tuple[Sequence[int], Sequence[bytes]] | None = None,
     ) -> int:
         """Move staged rows of ``lines`` to the target; rows the target rejects are
-        isolated by bisection and go to ``failures``. Returns rows moved."""
+        isolated by bisection and go to ``failures``. Returns rows moved.
+
+        ``raws``: the source lines (ascending) and records of the staged rows, when the
+        caller still holds them; without them, a rejected row is marked in
+        ``rendered``."""
         statement = await staging.move_statement(
             conn, self.target, self.columns, self.on_conflict, self.conflict_columns
         )
@@ -65,19 +82,30 @@ class Move:
                     return 0
                 if stats["n"] == 1:
                     row = await staging.one_row(conn, lo, hi)
-                    failures.append(
-                        RowFailure(
-                            row["line"] if row else lo,
-                            describe(exc)[1],
-                            row["raw"][:RAW_LIMIT] if row else None,
-                        )
-                    )
+                    line = row["line"] if row else lo
+                    failures.append(RowFailure(line, describe(exc)[1], self._raw(line, row, raws)))
                     self._check(failures)
                     return 0
                 mid = stats["mid"] if stats["mid"] > stats["lo"] else stats["lo"] + 1
                 return await move(lo, mid) + await move(mid, hi)
 
         return await move(*lines)
+
+    def _raw(
+        self,
+        line: int,
+        row: asyncpg.Record | None,
+        raws: tuple[Sequence[int], Sequence[bytes]] | None,
+    ) -> str | None:
+        """The raw record of rejected source line ``line``."""
+        if raws is not None:
+            index = bisect.bisect_left(raws[0], line)
+            if index < len(raws[0]) and raws[0][index] == line:
+                return raw_text(raws[1][index], self.encoding)
+        if row is None:
+            return None
+        self.rendered.add(line)
+        return str(row["raw"])[:RAW_LIMIT]
 
 
 class Mover:
