@@ -66,7 +66,7 @@ async def make_tables(conn: Any) -> list[str]:
                 f"CREATE TABLE {name} (id int PRIMARY KEY, email text UNIQUE, "
                 "n int NOT NULL, c int CHECK (c > 0), note text)")
             names.append(f"public.{name}")
-    for name in ("t_over", "t_web_ok", "t_web_gone"):
+    for name in ("t_over", "t_web_ok", "t_web_gone", "t_web_changed"):
         await conn.execute(f"CREATE TABLE {name} (LIKE t_csv_atomic INCLUDING ALL)")
         names.append(f"public.{name}")
     return names
@@ -94,6 +94,8 @@ async def test_every_rejected_row_carries_its_source_record(conn, drain, root: P
         again = server.route("/again.csv", Reply(200, body, {"ETag": '"v1"'}))
         gone = server.route("/gone.csv", Reply(200, body, {"ETag": '"v1"'}),
                             Reply(404, b"no such object"))
+        changed = server.route("/changed.csv", Reply(200, body, {"ETag": '"v1"'}),
+                               Reply(200, body, {"ETag": '"v2"'}))
         jobs: dict[tuple[str, str], int] = {}
         for kind, options in KINDS.items():
             for fmt, source in (("csv", f"file://{root}/r.csv"),
@@ -104,11 +106,14 @@ async def test_every_rejected_row_carries_its_source_record(conn, drain, root: P
             "source": again, "table": "t_web_ok", "max_errors": 10, "atomic": True})
         web_gone = await importd.enqueue(conn, "csv", {
             "source": gone, "table": "t_web_gone", "max_errors": 10, "atomic": True})
+        web_changed = await importd.enqueue(conn, "csv", {
+            "source": changed, "table": "t_web_changed", "max_errors": 10, "atomic": True})
         over = await importd.enqueue(conn, "csv", {  # past max_errors in the move
             "source": f"file://{root}/r.csv", "table": "t_over", "max_errors": 1,
             "atomic": True})
         assert await drain(import_roots=(str(root),), tables=tuple(names),
                            url_prefixes=(server.url + "/",)) == 10  # (one failed)
+        assert len(server.hits("/again.csv")) == 2  # read, then read again once
     finally:
         server.stop()
 
@@ -121,14 +126,15 @@ async def test_every_rejected_row_carries_its_source_record(conn, drain, root: P
 
     # An https source is fetched again for the rows the move rejected, checked by ETag.
     assert_sources(await rejected(conn, web_ok), CSV_BAD)
-    # One that is gone by then: the staged values as JSON, marked, never passed off as
+    # One that is gone or changed by then: the staged values as JSON, marked, never passed off as
     # the source text; the type error (rejected by COPY) keeps its record.
-    found = await rejected(conn, web_gone)
-    assert found[8][1] == CSV_BAD[8]
-    for line in (3, 5, 6):
-        raw = found[line][1]
-        assert raw.startswith(UNREAD_MARK) and "404" in raw, raw
-        assert json.loads(raw[raw.index("] ") + 2:])["email"] in ("b@x", "c@x", "a@x")
+    for job_id, reason in ((web_gone, "404"), (web_changed, "SourceChanged")):
+        found = await rejected(conn, job_id)
+        assert found[8][1] == CSV_BAD[8]
+        for line in (3, 5, 6):
+            raw = found[line][1]
+            assert raw.startswith(UNREAD_MARK) and reason in raw, raw
+            assert json.loads(raw[raw.index("] ") + 2:])["id"] == int(CSV_BAD[line][0])
 
     # Past max_errors, the move's rejected rows recorded are source text too.
     assert (await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", over)) == "failed"
