@@ -585,12 +585,13 @@ class Import:
                 at_start=True,
                 utf8=s.encoding == "utf_8",
             )
-            async for batch in reader.records(opened.blocks):
-                for line, data in zip(batch.lines, batch.datas, strict=True):
-                    if line in lines and data:
-                        found[line] = data
-                if batch.lines and batch.lines[-1] >= last:
-                    break
+            async with contextlib.aclosing(reader.records(opened.blocks)) as batches:
+                async for batch in batches:
+                    for line, data in zip(batch.lines, batch.datas, strict=True):
+                        if line in lines and data:
+                            found[line] = data
+                    if batch.lines and batch.lines[-1] >= last:
+                        break
         finally:
             await opened.close()
         return found
