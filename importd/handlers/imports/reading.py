@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +85,7 @@ class Reader:
         )
         return head
 
-    async def records(self, blocks: AsyncIterator[bytes]) -> AsyncIterator[Records]:
+    async def records(self, blocks: AsyncIterator[bytes]) -> AsyncGenerator[Records, None]:
         """The records of ``blocks``, a batch per block."""
         head = b""
         async for received in blocks:
