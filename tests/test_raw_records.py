@@ -1,5 +1,6 @@
 """`importd show ID --errors` gives every rejected row's record as it is in the source:
-rows the target refuses when staged rows are moved (NOT NULL, CHECK, unique) as well as
+rows the target refuses when staged rows are moved (NOT NULL, CHECK, unique, foreign
+key) as well as
 rows COPY refuses (a type error), in CSV (multi-line quoted fields included) and NDJSON,
 with atomic true and false; a source that cannot be read again is said so."""
 
@@ -25,12 +26,14 @@ CSV = (
     '5,d@x,NOTINT,1,type\r\n'  # type error, line 8
     '6,e@x,1,1,"fine\r\nrow"\r\n'
     '7,f@x,2,2,last\r\n'
+    '8,g@x,1,50,fk\r\n'  # foreign key, line 12
 )
 CSV_BAD = {
     3: '2,b@x,,1,"null n\r\nacross ""two"" lines"',
     5: "3,c@x,1,-5,check",
     6: '4,a@x,1,1,"dup\nemail"',
     8: "5,d@x,NOTINT,1,type",
+    12: "8,g@x,1,50,fk",
 }
 NDJSON_RECORDS = [
     '{"id": 1, "email": "a@x", "n": 1, "c": 1, "note": "ok"}',
@@ -39,15 +42,17 @@ NDJSON_RECORDS = [
     '{"email": "a@x", "id": 4, "n": 1, "c": 1, "note": "dup"}',
     '{"id": 5, "email": "d@x", "n": "NOTINT", "c": 1, "note": "type"}',
     '{"id": 6, "email": "e@x", "n": 1, "c": 1, "note": "fine"}',
+    '{"id": 7, "email": "g@x", "n": 1, "c": 50, "note": "fk"}',
 ]
 NDJSON = "\n".join(NDJSON_RECORDS) + "\n"
-NDJSON_BAD = {line: NDJSON_RECORDS[line - 1] for line in (2, 3, 4, 5)}
+NDJSON_BAD = {line: NDJSON_RECORDS[line - 1] for line in (2, 3, 4, 5, 7)}
 KINDS = {  # the three strategies: atomic, per chunk (moves with a conflict rule), direct
     "atomic": {"atomic": True},
     "per_chunk": {"atomic": False, "on_conflict": "update", "conflict_columns": ["id"]},
     "direct": {"atomic": False},
 }
-MESSAGES = ("not-null", "check constraint", "duplicate key", "invalid input syntax")
+MESSAGES = ("not-null", "check constraint", "duplicate key", "invalid input syntax",
+            "foreign key")
 
 
 @pytest.fixture
@@ -59,15 +64,13 @@ def root(tmp_path: Path) -> Path:
 
 async def make_tables(conn: Any) -> list[str]:
     names = []
-    for fmt in ("csv", "ndjson"):
-        for kind in KINDS:
-            name = f"t_{fmt}_{kind}"
-            await conn.execute(
-                f"CREATE TABLE {name} (id int PRIMARY KEY, email text UNIQUE, "
-                "n int NOT NULL, c int CHECK (c > 0), note text)")
-            names.append(f"public.{name}")
-    for name in ("t_over", "t_web_ok", "t_web_gone", "t_web_changed"):
-        await conn.execute(f"CREATE TABLE {name} (LIKE t_csv_atomic INCLUDING ALL)")
+    await conn.execute("CREATE TABLE parent (v int PRIMARY KEY)")
+    await conn.execute("INSERT INTO parent VALUES (1), (2)")
+    for name in [f"t_{fmt}_{kind}" for fmt in ("csv", "ndjson") for kind in KINDS] + [
+            "t_over", "t_web_ok", "t_web_gone", "t_web_changed"]:
+        await conn.execute(
+            f"CREATE TABLE {name} (id int PRIMARY KEY, email text UNIQUE, "
+            "n int NOT NULL, c int CHECK (c > 0) REFERENCES parent, note text)")
         names.append(f"public.{name}")
     return names
 
