@@ -33,7 +33,8 @@ typecheck: venv ## mypy --strict on importd/
 # (no test selected, e.g. PYTEST_ARGS=tests/test_daemon.py for the first run) is no error.
 test: lint typecheck ## the README's test command: lint, types, then the whole suite
 	$(BIN)/pytest -m "not db" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/pytest -m db -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m "db and not timing" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m "db and timing" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The demo needs only Python: the embedded extra brings PostgreSQL if the machine has none.
 # (Prerequisites are expanded when make reads the rule: a target-specific EXTRAS would not

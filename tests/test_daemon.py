@@ -155,6 +155,7 @@ async def test_second_signal_skips_the_grace(runs_table, daemons) -> None:
     assert await statuses(conn) == Counter({"pending": 1})
 
 
+@pytest.mark.timing
 async def test_timeouts_retry_with_growing_delays_then_fail(runs_table, daemons) -> None:
     conn = runs_table
     job_id = await importd.enqueue(conn, "sleep", {"seconds": 30}, timeout=0.3, max_attempts=3)

@@ -118,6 +118,7 @@ async def test_fair_claim_shares_a_big_claim_evenly(conn, dsn) -> None:
         await pool.close()
 
 
+@pytest.mark.timing
 async def test_rate_limited_claim_takes_what_the_limit_allows_and_says_when(conn, dsn) -> None:
     await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue="hooks")
                                       for _ in range(10)])
@@ -149,6 +150,7 @@ async def test_rate_limited_claim_takes_what_the_limit_allows_and_says_when(conn
 # -- real daemons ---------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("fair", [True, False], ids=["fair", "fifo"])
 async def test_small_tenants_are_not_stuck_behind_a_big_one(runs_table, daemons, fair) -> None:
     conn = runs_table
@@ -184,6 +186,7 @@ async def _eq(conn, where: str, n: int) -> bool:
     return await count(conn, where) == n
 
 
+@pytest.mark.timing
 async def test_tenant_cap_holds_across_three_daemons(conn, daemons) -> None:
     procs = [daemons("--concurrency", "4", "--tenant-concurrency", "2", *FAST)
              for _ in range(3)]
@@ -208,6 +211,7 @@ async def test_tenant_cap_holds_across_three_daemons(conn, daemons) -> None:
     assert [await p.wait_exit() for p in procs] == [0, 0, 0]
 
 
+@pytest.mark.timing
 async def test_rate_limit_holds_across_three_daemons(runs_table, daemons) -> None:
     conn = runs_table
     procs = [daemons("--concurrency", "8", "--rate-limit", "webhooks=10/s", *FAST)
@@ -337,6 +341,7 @@ def test_sharing_settings_from_the_config_file_and_environment(tmp_path) -> None
         config.load({}, environ={"IMPORTD_TENANT_CONCURRENCY": "-1"})
 
 
+@pytest.mark.timing
 async def test_a_kind_limit_holds_back_only_its_kind(runs_table, drain) -> None:
     conn = runs_table
     await importd.enqueue_many(conn, [importd.NewJob("record", {}) for _ in range(6)]
