@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -178,7 +179,10 @@ async def sign_in(driver: webdriver.Chrome, server: WebProcess) -> None:
 
 
 async def until(driver: webdriver.Chrome, check: Any, what: str, timeout: float = 20) -> Any:
-    wait = WebDriverWait(driver, timeout, poll_frequency=0.1)
+    # A live page redraws parts of itself: an element found a moment ago may be replaced
+    # between the find and the read; the check is simply tried again.
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException,))
     return await asyncio.to_thread(wait.until, check, f"timed out waiting for {what}")
 
 
