@@ -97,10 +97,11 @@
       document.querySelectorAll("input.row-select").forEach(function (box) { if (checked[box.value]) box.checked = true; });
       document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
     }
-    function run() {
+    function run(first) {
       timer = null;
       busy = true;
-      last = Date.now();
+      // The first redraw (the stream's first picture) does not hold back the next one.
+      if (first !== true) last = Date.now();
       fetch(window.location.pathname + window.location.search, {
         headers: { "x-importd-part": "1" }, credentials: "same-origin", cache: "no-store", redirect: "error"
       }).then(function (answer) { return answer.ok ? answer.text() : null; })
@@ -108,8 +109,9 @@
         .catch(function () { /* the page keeps its last picture; the next signal tries again */ })
         .then(function () { busy = false; if (again) { again = false; ask(); } });
     }
-    function ask() {
+    function ask(first) {
       if (busy) { again = true; return; }
+      if (first === true && timer === null && last === 0) { run(true); return; }
       if (timer === null) timer = setTimeout(run, Math.max(0, last + gap - Date.now()));
     }
     return ask;
@@ -150,7 +152,7 @@
     // the stream does not carry (daemons' last seen, rate limits).
     var refresh = view === "running" ? null : refresher(view === "overview" ? 3000 : 2000);
     var seen = null;
-    if (view === "overview") setInterval(refresh, 30000);
+    if (view === "overview") setInterval(function () { refresh(); }, 30000);
     source.onopen = function () { if (badge) { badge.hidden = false; badge.className = "live"; } };
     source.onerror = function () { if (badge) badge.className = "live off"; };
     source.onmessage = function (event) {
@@ -162,7 +164,7 @@
         var now = signature(view, data);
         // The first picture may be newer than the page (a change between the page's read
         // and the stream's): the parts are drawn once more then, and at each change.
-        if (now !== seen) refresh();
+        if (now !== seen) refresh(seen === null);
         seen = now;
       }
       document.body.dataset.updated = String(Date.now());
