@@ -258,6 +258,7 @@ async def test_overview_shows_real_counts_rates_tenants_and_daemons(conn, web, b
     # last hour's card follow (the server redraws those parts).
     browser.execute_script("window.__same_page = true")
     await until(browser, lambda d: d.find_element(By.ID, "live-state").is_displayed(), "live")
+    shot(browser, "overview", docs="web-overview.png")
     await make_job(conn, "csv", "pending", queue="imports")
     await conn.execute("UPDATE import_jobs SET status = 'failed', finished_at = now(), "
                        "last_error = 'boom', locked_by = NULL, locked_until = NULL "
@@ -268,7 +269,6 @@ async def test_overview_shows_real_counts_rates_tenants_and_daemons(conn, web, b
                 and shown(d, "#failed-1h") == "3", "the failed count to go live to 3")
     assert shown(browser, f'{row} [data-count="running"]') == "0"
     assert browser.execute_script("return window.__same_page") is True
-    shot(browser, "overview", docs="web-overview.png")
 
 
 async def test_job_list_and_job_page_follow_changes_without_reload(conn, web, browser) -> None:
