@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -163,6 +163,15 @@ def shot(driver: webdriver.Chrome, name: str, docs: str | None = None) -> None:
 
 async def open_page(driver: webdriver.Chrome, url: str) -> None:
     await asyncio.to_thread(driver.get, url)
+    await settled(driver)
+
+
+async def settled(driver: webdriver.Chrome) -> None:
+    """A live page has drawn its parts once from its stream's first picture (so elements
+    found now are not swapped under Selenium until something changes)."""
+    await until(driver, lambda d: d.execute_script(
+        "var b = document.body; return !b.dataset.live || b.dataset.live === 'running' "
+        "|| !!b.dataset.refreshed"), "the page's first live picture")
 
 
 async def sign_in(driver: webdriver.Chrome, server: WebProcess) -> None:
@@ -187,7 +196,23 @@ async def until(driver: webdriver.Chrome, check: Any, what: str, timeout: float 
 
 
 def text(driver: webdriver.Chrome, css: str) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    found = shown(driver, css)
+    if found is None:  # what WebDriverWait waits through
+        raise NoSuchElementException(f"nothing matches {css}")
+    return found
+
+
+def shown(driver: webdriver.Chrome, css: str) -> str | None:
+    """An element's text, read in the page (live updates swap elements under Selenium)."""
+    found = driver.execute_script(
+        "var e = document.querySelector(arguments[0]); return e ? e.innerText : null", css)
+    return None if found is None else str(found).strip()
+
+
+async def watching(driver: webdriver.Chrome) -> None:
+    """The page is live (see settled); mark it to see reloads."""
+    await settled(driver)
+    driver.execute_script("window.__same_page = true")
 
 
 async def make_job(conn: Any, kind: str, status: str, *, queue: str = "default",
@@ -231,14 +256,64 @@ async def test_overview_shows_real_counts_rates_tenants_and_daemons(conn, web, b
     assert "box-1:4242" in daemons and "9.9.9" in daemons and "csv, ndjson" in daemons
     page = browser.find_element(By.TAG_NAME, "main").text
     assert "acme" in page and "queue:hooks" in page and "booked" in page
-    # Live: a new pending job shows without a reload.
+    # Live: a new pending job shows without a reload (drawn from the stream), and the rest
+    # of the page too: the running job fails, and the queue table's "failed 1h" and the
+    # last hour's card follow (the server redraws those parts).
     browser.execute_script("window.__same_page = true")
     await until(browser, lambda d: d.find_element(By.ID, "live-state").is_displayed(), "live")
+    shot(browser, "overview", docs="web-overview.png")
     await make_job(conn, "csv", "pending", queue="imports")
+    await conn.execute("UPDATE import_jobs SET status = 'failed', finished_at = now(), "
+                       "last_error = 'boom', locked_by = NULL, locked_until = NULL "
+                       "WHERE queue = 'imports' AND status = 'running'")
     await until(browser, lambda d: text(d, f'{row} [data-count="pending"]') == "4",
                 "the pending count to go live to 4")
+    await until(browser, lambda d: shown(d, f"{row} td:nth-child(5)") == "3"
+                and shown(d, "#failed-1h") == "3", "the failed count to go live to 3")
+    assert shown(browser, f'{row} [data-count="running"]') == "0"
     assert browser.execute_script("return window.__same_page") is True
-    shot(browser, "overview", docs="web-overview.png")
+
+
+async def test_job_list_and_job_page_follow_changes_without_reload(conn, web, browser) -> None:
+    older = await make_job(conn, "csv", "pending", queue="watch")
+    server = await web()
+    await sign_in(browser, server)
+    await open_page(browser, server.url + "/jobs?queue=watch")
+    await watching(browser)
+    browser.find_element(By.CSS_SELECTOR, f'input.row-select[value="{older}"]').click()
+    # A new job shows, and a listed job's new status, together (one redraw or two).
+    newer = await make_job(conn, "csv", "running", queue="watch")
+    await conn.execute("UPDATE import_jobs SET status = 'failed', attempts = 1, "
+                       "finished_at = now(), last_error = 'went wrong' WHERE id = $1", older)
+    await until(browser, lambda d: shown(d, f'tr[data-job="{newer}"] .badge') == "running"
+                and shown(d, f'tr[data-job="{older}"] .badge') == "failed",
+                "the new job and the failed one on the list")
+    assert "went wrong" in (shown(browser, f'tr[data-job="{older}"]') or "")
+    assert browser.execute_script("return window.__same_page") is True
+    # A selection survives the redraw (the bulk actions act on it).
+    assert browser.execute_script(
+        "return document.querySelector(arguments[0]).checked",
+        f'input.row-select[value="{older}"]') is True
+    # A job page follows its job: running, then failed with its (escaped) error.
+    await open_page(browser, f"{server.url}/jobs/{newer}")
+    await watching(browser)
+    assert shown(browser, "#job-status") == "running" and shown(browser, "#cancel") == "Cancel"
+    assert shown(browser, "#last-error") is None
+    await conn.execute("UPDATE import_jobs SET status = 'failed', finished_at = now(), "
+                       "last_error = $2, locked_by = NULL, locked_until = NULL WHERE id = $1",
+                       newer, XSS)
+    await until(browser, lambda d: shown(d, "#job-status") == "failed", "the job page: failed")
+    assert XSS in (shown(browser, "#last-error") or "")  # shown as text, inert
+    assert browser.execute_script("return window.__pwned") is None
+    assert shown(browser, "#retry") == "Retry" and shown(browser, "#cancel") is None
+    assert browser.execute_script("return window.__same_page") is True
+    # The parts come from the page itself asked for with a header: its main block only.
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {TOKEN}",
+                                          "x-importd-part": "1"}) as client:
+        part = await client.get(f"{server.url}/jobs/{newer}")
+    assert part.status_code == 200 and 'id="job-part"' in part.text
+    assert "<html" not in part.text and "&lt;script&gt;" in part.text
+    assert "frame-ancestors 'none'" in part.headers["content-security-policy"]
 
 
 async def test_running_progress_bar_moves_while_the_job_runs(conn, web, browser, daemons) -> None:
@@ -355,6 +430,7 @@ async def test_retry_and_cancel_buttons_change_jobs(conn, web, browser) -> None:
     browser.find_element(By.ID, "retry").click()
     await until(browser, lambda d: text(d, "#job-status") == "pending", "the job to be pending")
     assert "back to pending" in text(browser, "#flash")
+    await settled(browser)
     browser.find_element(By.ID, "cancel").click()
     await until(browser, lambda d: text(d, "#job-status") == "cancelled", "the job cancelled")
     status = await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", failed)

@@ -48,6 +48,8 @@ ERRORS_PAGE_SIZE = 50
 SCAN_WINDOW = 20_000
 _STATUSES = [str(s) for s in Status]
 _FINISHED = ("completed", "failed", "cancelled")
+# A live page's request for the changing parts of itself (static/app.js sends it).
+PART_HEADER = "x-importd-part"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -189,18 +191,27 @@ class Web:
         self, request: Request, template: str, status: int = 200, **context: Any
     ) -> Response:
         csrf, new = security.csrf_token(request)
-        flash = unquote(request.cookies.get("importd_flash", "")) or None
-        body = self.env.get_template(template).render(
-            csrf=csrf,
-            can_act=self.can_act,
-            read_only=self.read_only,
-            has_token=bool(self.token),
-            flash=flash,
-            path=request.url.path,
+        part = request.headers.get(PART_HEADER) == "1"
+        # A live page asks for its changing parts: the same template's main block, the
+        # same escaping; the flash stays for the whole page that shows it.
+        flash = None if part else unquote(request.cookies.get("importd_flash", "")) or None
+        page = self.env.get_template(template)
+        values = {
+            "csrf": csrf,
+            "can_act": self.can_act,
+            "read_only": self.read_only,
+            "has_token": bool(self.token),
+            "flash": flash,
+            "path": request.url.path,
             **context,
-        )
+        }
+        if part:
+            body = "".join(page.blocks["main"](page.new_context(values)))
+        else:
+            body = page.render(values)
         response = HTMLResponse(body, status_code=status)
         response.headers["cache-control"] = "no-store"
+        response.headers["vary"] = PART_HEADER
         if new:
             response.set_cookie(security.CSRF_COOKIE, csrf, **security.cookie_args(request))
         if flash:

@@ -4,8 +4,13 @@ One LISTEN connection per web process (importd's own :class:`~importd.listener.L
 with its health probe and reconnects) wakes every open stream when a job becomes pending.
 Progress is not notified, so each stream also reads once per ``interval``. A stream
 sends a snapshot (one small statement, ``web_live``) only when it changed, and never reads
-more often than every ``min_gap`` seconds: one open page costs at most 1 / min_gap
+more often than every ``min_gap`` seconds: one open stream costs at most 1 / min_gap
 statements a second, however busy the queue.
+
+The snapshot is also the pages' signal: when what a page shows changed in it (a new job,
+counts, the running jobs, the page's job), ``static/app.js`` asks the server for the
+page's parts again (the page's own URL with the ``x-importd-part`` header: its main block),
+at most every 2 s (the overview, six statements, every 3 s).
 """
 
 from __future__ import annotations

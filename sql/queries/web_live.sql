@@ -1,6 +1,7 @@
 -- importd web's live stream: everything an open page updates, in one small statement.
 -- The running jobs (at most 200, from the partial index on running jobs), unfinished jobs
--- by queue and status (partial indexes), the oldest runnable job's wait, and job $1.
+-- by queue and status (partial indexes), the oldest runnable job's wait, the newest job's
+-- id (the primary key's last entry: a new job shows on the job list), and job $1.
 SELECT
     (SELECT coalesce(json_agg(r), '[]') FROM (
         SELECT id, kind, queue, tenant_id, attempts, max_attempts, rows_done, rows_total,
@@ -20,6 +21,7 @@ SELECT
     extract(epoch FROM now() - (
         SELECT min(run_at) FROM public.import_jobs
         WHERE status = 'pending' AND run_at <= now()))::float8 AS oldest_runnable_s,
+    (SELECT max(id) FROM public.import_jobs) AS last_id,
     (SELECT row_to_json(j) FROM (
         SELECT id, status, attempts, max_attempts, rows_done, rows_total, rows_failed,
                bytes_read, last_error, locked_by,

@@ -1,5 +1,6 @@
 // importd web: live updates by server-sent events, and "select all" on the job list.
-// Plain JavaScript, no build step. Everything shown is set with textContent: never HTML.
+// Plain JavaScript, no build step. What it draws itself is set with textContent, never
+// HTML; the rest is the server's own escaped rendering of the page's parts.
 "use strict";
 
 (function () {
@@ -78,15 +79,58 @@
     });
   }
 
+  // The changing parts of a page (elements with data-part and an id) are drawn again by
+  // the server: the same page asked for with the x-importd-part header answers its main
+  // block, the same templates and escaping. It is parsed inert (DOMParser runs no script,
+  // and the CSP forbids inline ones) and each part is swapped in place: no reload. At most
+  // one request every `gap` ms, however often the stream signals.
+  function refresher(gap) {
+    var busy = false, again = false, timer = null, last = 0;
+    function swap(html) {
+      var doc = new DOMParser().parseFromString(html, "text/html");
+      var checked = {};
+      document.querySelectorAll("input.row-select:checked").forEach(function (box) { checked[box.value] = true; });
+      document.querySelectorAll("[data-part]").forEach(function (old) {
+        var fresh = old.id && doc.getElementById(old.id);
+        if (fresh) old.replaceWith(document.adoptNode(fresh));
+      });
+      document.querySelectorAll("input.row-select").forEach(function (box) { if (checked[box.value]) box.checked = true; });
+      document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
+    }
+    function run(first) {
+      timer = null;
+      busy = true;
+      // The first redraw (the stream's first picture) does not hold back the next one.
+      if (first !== true) last = Date.now();
+      fetch(window.location.pathname + window.location.search, {
+        headers: { "x-importd-part": "1" }, credentials: "same-origin", cache: "no-store", redirect: "error"
+      }).then(function (answer) { return answer.ok ? answer.text() : null; })
+        .then(function (html) { if (html !== null) swap(html); })
+        .catch(function () { /* the page keeps its last picture; the next signal tries again */ })
+        .then(function () { busy = false; if (again) { again = false; ask(); } });
+    }
+    function ask(first) {
+      if (busy) { again = true; return; }
+      if (first === true && timer === null && last === 0) { run(true); return; }
+      if (timer === null) timer = setTimeout(run, Math.max(0, last + gap - Date.now()));
+    }
+    return ask;
+  }
+
+  // What a page shows that the stream can tell changed: a part is fetched again only when
+  // this changes (not for the seconds ticking on a running job).
+  function signature(view, data) {
+    if (view === "job") {
+      var j = data.job || {};
+      return JSON.stringify([j.status, j.attempts, j.last_error, j.locked_by, j.rows_failed]);
+    }
+    var running = data.running.map(function (r) { return [r.id, r.tenant_id]; });
+    return JSON.stringify([data.last_id, data.counts, running]);
+  }
+
   function updateJob(data) {
     var job = data.job;
     if (!job) return;
-    var body = document.body;
-    if (job.status !== body.dataset.status || String(job.attempts) !== body.dataset.attempts) {
-      // A new state brings a result, an error or other actions: draw the page again.
-      window.location.reload();
-      return;
-    }
     var bar = document.getElementById("job-progress");
     if (bar && job.rows_total) { bar.max = job.rows_total; bar.value = job.rows_done; }
     var rows = document.getElementById("job-rows");
@@ -103,6 +147,12 @@
     var url = "/events" + (view === "job" ? "?job=" + encodeURIComponent(document.body.dataset.job) : "");
     var source = new EventSource(url);
     var badge = document.getElementById("live-state");
+    // The overview reads six small statements: fetched at most every 3 s, the job list and
+    // a job (two statements) every 2 s. The overview also refreshes every 30 s for what
+    // the stream does not carry (daemons' last seen, rate limits).
+    var refresh = view === "running" ? null : refresher(view === "overview" ? 3000 : 2000);
+    var seen = null;
+    if (view === "overview") setInterval(function () { refresh(); }, 30000);
     source.onopen = function () { if (badge) { badge.hidden = false; badge.className = "live"; } };
     source.onerror = function () { if (badge) badge.className = "live off"; };
     source.onmessage = function (event) {
@@ -110,6 +160,13 @@
       if (view === "running") updateRunning(data);
       else if (view === "overview") updateOverview(data);
       else if (view === "job") updateJob(data);
+      if (refresh) {
+        var now = signature(view, data);
+        // The first picture may be newer than the page (a change between the page's read
+        // and the stream's): the parts are drawn once more then, and at each change.
+        if (now !== seen) refresh(seen === null);
+        seen = now;
+      }
       document.body.dataset.updated = String(Date.now());
     };
     window.addEventListener("pagehide", function () { source.close(); });
