@@ -22,8 +22,9 @@ $(VENV)/.stamp-%: pyproject.toml
 
 venv: $(VENV)/.stamp-$(EXTRAS) ## create or update the virtual environment (.venv)
 
-lint: venv ## ruff
+lint: venv ## ruff: the rules and the format
 	$(BIN)/ruff check importd tests bench
+	$(BIN)/ruff format --check importd tests bench
 
 typecheck: venv ## mypy --strict on importd/
 	$(BIN)/mypy --strict importd

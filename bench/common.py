@@ -52,8 +52,12 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_gib, 1),
-            "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_gib, 1),
+        "python": platform.python_version(),
+    }
 
 
 async def server_settings(dsn: str) -> dict[str, str]:
@@ -74,9 +78,24 @@ def start_daemon(dsn: str, *args: str, log_path: Path) -> subprocess.Popen[bytes
     env["PYTHONPATH"] = str(ROOT)
     log = log_path.open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "importd", "run", "--dsn", dsn, "--handlers", "bench.handlers",
-         "--log-level", "warning", "--log-format", "json", *args],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "importd",
+            "run",
+            "--dsn",
+            dsn,
+            "--handlers",
+            "bench.handlers",
+            "--log-level",
+            "warning",
+            "--log-format",
+            "json",
+            *args,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 

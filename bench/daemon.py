@@ -60,7 +60,9 @@ def start_floor(dsn: str, concurrency: int, log_path: Path) -> subprocess.Popen[
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.Popen(
         [sys.executable, "-m", "bench.floor", dsn, "--concurrency", str(concurrency)],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 
@@ -139,7 +141,9 @@ async def fill_finished(dsn: str, count: int) -> None:
             "run_at, created_at) SELECT 'noop', '{}', 'completed', 1, "
             "now() - g * interval '1 ms', now() - g * interval '1 ms', "
             "now() - g * interval '1 ms', now() - g * interval '1 ms' "
-            "FROM generate_series(1, $1) AS g", count)
+            "FROM generate_series(1, $1) AS g",
+            count,
+        )
         await conn.execute("VACUUM ANALYZE import_jobs")
     finally:
         await conn.close()
@@ -150,7 +154,8 @@ async def enqueue_backlog(dsn: str, jobs: int, analyze: bool) -> None:
     try:
         for start in range(0, jobs, BATCH):
             await importd.enqueue_many(
-                conn, [importd.NewJob("noop", {}) for _ in range(min(BATCH, jobs - start))])
+                conn, [importd.NewJob("noop", {}) for _ in range(min(BATCH, jobs - start))]
+            )
         if analyze:
             await conn.execute("VACUUM ANALYZE import_jobs")
     finally:
@@ -170,21 +175,27 @@ async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str,
     cpu_start: float | None = None  # after start-up (imports, connections)
     try:
         while await conn.fetchval(
-                "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'pending') "
-                "OR EXISTS (SELECT FROM import_jobs WHERE status = 'running')"):
+            "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'pending') "
+            "OR EXISTS (SELECT FROM import_jobs WHERE status = 'running')"
+        ):
             if proc.poll() is not None:
                 raise RuntimeError(f"{system} exited with {proc.returncode}; see {log_path}")
             if cpu_start is None and await conn.fetchval(
-                    "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'running')"):
+                "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'running')"
+            ):
                 cpu_start = cpu_seconds(proc.pid)
             await asyncio.sleep(0.25)
         # The daemon's own CPU per job (the server's is not in it).
         cpu = cpu_seconds(proc.pid) - (cpu_start or 0.0)
-        began = await conn.fetchval(
-            "SELECT min(started_at) FROM import_jobs WHERE id >= $1", first)
-        ends = [r[0] for r in await conn.fetch(
-            "SELECT finished_at FROM import_jobs WHERE status = 'completed' AND id >= $1 "
-            "ORDER BY finished_at", first)]
+        began = await conn.fetchval("SELECT min(started_at) FROM import_jobs WHERE id >= $1", first)
+        ends = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT finished_at FROM import_jobs WHERE status = 'completed' AND id >= $1 "
+                "ORDER BY finished_at",
+                first,
+            )
+        ]
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proc.wait, 30)
@@ -204,8 +215,9 @@ async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str,
 CASES = ("cold", "warm", "finished")
 
 
-async def drain_case(cluster: Cluster, case: str, args: Any, systems: list[str]
-                     ) -> dict[str, list[dict[str, Any]]]:
+async def drain_case(
+    cluster: Cluster, case: str, args: Any, systems: list[str]
+) -> dict[str, list[dict[str, Any]]]:
     """``args.runs`` drains per system, the systems interleaved (their order alternates)."""
     template = "bench_template"
     if case == "finished":
@@ -244,12 +256,14 @@ async def latency(dsn: str, system: str, count: int, rate: float) -> dict[str, f
             commits[job_id] = time.time()
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-        while await conn.fetchval(
-                "SELECT count(*) FROM import_jobs WHERE status = 'completed'") < count:
+        while (
+            await conn.fetchval("SELECT count(*) FROM import_jobs WHERE status = 'completed'")
+            < count
+        ):
             await asyncio.sleep(0.1)
         rows = await conn.fetch(
-            "SELECT id, result, extract(epoch FROM started_at)::float8 AS claimed "
-            "FROM import_jobs")
+            "SELECT id, result, extract(epoch FROM started_at)::float8 AS claimed FROM import_jobs"
+        )
         total, wake, start = [], [], []
         for r in rows:
             started = json.loads(r["result"])["started"]
@@ -310,8 +324,10 @@ async def claim_round_trips(dsn: str, count: int = 200) -> dict[str, float]:
     importd's fair claim (the default), its plain claim, and the floor's."""
     conn = await asyncpg.connect(dsn, server_settings={"importd.notify": "off"})
     claims = {
-        "fair": (sql.query("claim_fair"),
-                 (16, "bench", 30.0, None, KINDS, None, None, None, None, None)),
+        "fair": (
+            sql.query("claim_fair"),
+            (16, "bench", 30.0, None, KINDS, None, None, None, None, None),
+        ),
         "plain": (sql.query("claim_jobs"), (16, "bench", None, KINDS, 30.0, None, None)),
         "floor": (FLOOR_CLAIM, (16,)),
     }
@@ -350,30 +366,42 @@ async def idle_cpu(dsn: str, seconds: float) -> float:
 
 def _span(values: list[float], fmt: str = "{:,.0f}") -> str:
     lo, hi = min(values), max(values)
-    return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else (
-        f"{fmt.format(lo)} to {fmt.format(hi)}")
+    return (
+        fmt.format(lo)
+        if fmt.format(lo) == fmt.format(hi)
+        else (f"{fmt.format(lo)} to {fmt.format(hi)}")
+    )
 
 
 def drain_rows(case: str, res: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
     floor = res["floor"]
-    rows = [(f"drain, {case}: floor", f"{_span([r['rate'] for r in floor])} jobs/s; "
-             f"daemon CPU {_span([r['cpu_us'] for r in floor])} µs/job; fifths "
-             + " | ".join(", ".join(f"{f:,.0f}" for f in r["fifths"]) for r in floor))]
+    rows = [
+        (
+            f"drain, {case}: floor",
+            f"{_span([r['rate'] for r in floor])} jobs/s; "
+            f"daemon CPU {_span([r['cpu_us'] for r in floor])} µs/job; fifths "
+            + " | ".join(", ".join(f"{f:,.0f}" for f in r["fifths"]) for r in floor),
+        )
+    ]
     for system, runs in res.items():
         if system == "floor":
             continue
         ratios = [r["rate"] / f["rate"] for r, f in zip(runs, floor, strict=True)]
-        fifth_ratios = [[a / b for a, b in zip(r["fifths"], f["fifths"], strict=True)]
-                        for r, f in zip(runs, floor, strict=True)]
+        fifth_ratios = [
+            [a / b for a, b in zip(r["fifths"], f["fifths"], strict=True)]
+            for r, f in zip(runs, floor, strict=True)
+        ]
         worst = min(min(fr) for fr in fifth_ratios)
-        rows.append((
-            f"drain, {case}: {system}",
-            f"{_span([r['rate'] for r in runs])} jobs/s = {_span(ratios, '{:.2f}')}x floor; "
-            f"daemon CPU {_span([r['cpu_us'] for r in runs])} µs/job; "
-            f"by fifths x floor "
-            + " | ".join(", ".join(f"{x:.2f}" for x in fr) for fr in fifth_ratios)
-            + f"; worst fifth {worst:.2f}x",
-        ))
+        rows.append(
+            (
+                f"drain, {case}: {system}",
+                f"{_span([r['rate'] for r in runs])} jobs/s = {_span(ratios, '{:.2f}')}x floor; "
+                f"daemon CPU {_span([r['cpu_us'] for r in runs])} µs/job; "
+                f"by fifths x floor "
+                + " | ".join(", ".join(f"{x:.2f}" for x in fr) for fr in fifth_ratios)
+                + f"; worst fifth {worst:.2f}x",
+            )
+        )
     return rows
 
 
@@ -386,18 +414,28 @@ async def main(args: Any) -> None:
         facts = machine()
         pg = await server_settings(dsn)
         rows += [
-            ("machine", f"{facts['cores']} cores, {facts['cpu']}, {facts['memory_gib']} GiB, "
-                        f"Python {facts['python']}"),
-            ("postgresql", f"{pg['version']}, fsync={pg['fsync']}, "
-                           f"synchronous_commit={pg['synchronous_commit']}, "
-                           f"wal_sync_method={pg['wal_sync_method']}"),
+            (
+                "machine",
+                f"{facts['cores']} cores, {facts['cpu']}, {facts['memory_gib']} GiB, "
+                f"Python {facts['python']}",
+            ),
+            (
+                "postgresql",
+                f"{pg['version']}, fsync={pg['fsync']}, "
+                f"synchronous_commit={pg['synchronous_commit']}, "
+                f"wal_sync_method={pg['wal_sync_method']}",
+            ),
         ]
         work = await clone(cluster, "bench_template", "bench_enqueue")
         rates = await enqueue_rates(work, args.enqueue_rounds, args.enqueue_batches)
-        rows.append(("enqueue_many, batches of 1,000",
-                     f"{_span([m for m, _ in rates])} jobs/s = "
-                     f"{_span([m / r for m, r in rates], '{:.2f}')}x a plain multi-row INSERT "
-                     f"({_span([r for _, r in rates])} jobs/s)"))
+        rows.append(
+            (
+                "enqueue_many, batches of 1,000",
+                f"{_span([m for m, _ in rates])} jobs/s = "
+                f"{_span([m / r for m, r in rates], '{:.2f}')}x a plain multi-row INSERT "
+                f"({_span([r for _, r in rates])} jobs/s)",
+            )
+        )
         await drop(cluster, "bench_enqueue")
         print(table("importd daemon benchmark (so far)", rows), flush=True)
 
@@ -420,32 +458,57 @@ async def main(args: Any) -> None:
             args.runs = 0
         lat: dict[str, list[dict[str, float]]] = {"floor": [], "importd": []}
         for run in range(args.runs):
-            for system in (("floor", "importd") if run % 2 == 0 else ("importd", "floor")):
+            for system in ("floor", "importd") if run % 2 == 0 else ("importd", "floor"):
                 lat[system].append(await latency(work, system, args.latency_jobs, args.rate))
         for system in ("floor", "importd") if args.runs else ():
             runs = lat[system]
-            text = (f"p50 {_span([r['p50_ms'] for r in runs], '{:.2f}')} ms, "
-                    f"p95 {_span([r['p95_ms'] for r in runs], '{:.2f}')} ms, "
-                    f"p99 {_span([r['p99_ms'] for r in runs], '{:.2f}')} ms")
+            text = (
+                f"p50 {_span([r['p50_ms'] for r in runs], '{:.2f}')} ms, "
+                f"p95 {_span([r['p95_ms'] for r in runs], '{:.2f}')} ms, "
+                f"p99 {_span([r['p99_ms'] for r in runs], '{:.2f}')} ms"
+            )
             if system == "importd":
-                text += (" = p50 " + _span([r["p50_ms"] / f["p50_ms"] for r, f in
-                                            zip(runs, lat["floor"], strict=True)], "{:.2f}")
-                         + "x, p99 " + _span([r["p99_ms"] / f["p99_ms"] for r, f in
-                                              zip(runs, lat["floor"], strict=True)], "{:.2f}")
-                         + "x floor")
+                text += (
+                    " = p50 "
+                    + _span(
+                        [
+                            r["p50_ms"] / f["p50_ms"]
+                            for r, f in zip(runs, lat["floor"], strict=True)
+                        ],
+                        "{:.2f}",
+                    )
+                    + "x, p99 "
+                    + _span(
+                        [
+                            r["p99_ms"] / f["p99_ms"]
+                            for r, f in zip(runs, lat["floor"], strict=True)
+                        ],
+                        "{:.2f}",
+                    )
+                    + "x floor"
+                )
             wake = _span([r["wake_p50_ms"] for r in runs], "{:.2f}")
             start = _span([r["start_p50_ms"] for r in runs], "{:.2f}")
             text += f"; p50 commit→claim start {wake} ms, claim start→handler {start} ms"
-            rows.append((f"latency commit→start ({args.latency_jobs} at {args.rate:g}/s): "
-                         f"{system}", text))
+            rows.append(
+                (f"latency commit→start ({args.latency_jobs} at {args.rate:g}/s): {system}", text)
+            )
         if args.runs and args.latency_jobs:
             delay = await notify_delay(work)
             trips = await claim_round_trips(work)
-            rows.append(("  where it goes: commit→notification on another connection",
-                         f"p50 {delay:.2f} ms"))
-            rows.append(("  where it goes: one claim finding 1 job (round trip p50)",
-                         f"fair {trips['fair']:.2f} ms, plain {trips['plain']:.2f} ms, "
-                         f"floor's statement {trips['floor']:.2f} ms"))
+            rows.append(
+                (
+                    "  where it goes: commit→notification on another connection",
+                    f"p50 {delay:.2f} ms",
+                )
+            )
+            rows.append(
+                (
+                    "  where it goes: one claim finding 1 job (round trip p50)",
+                    f"fair {trips['fair']:.2f} ms, plain {trips['plain']:.2f} ms, "
+                    f"floor's statement {trips['floor']:.2f} ms",
+                )
+            )
         if args.idle:
             idle = await idle_cpu(work, args.idle)
             rows.append((f"idle CPU ({args.idle:g} s, listening)", f"{idle:.2f} %"))
@@ -456,15 +519,21 @@ async def main(args: Any) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=2, help="runs of each comparison")
-    parser.add_argument("--finished", type=int, default=1_000_000,
-                        help="finished rows for the third drain case (0: skip it)")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help="drain cases, comma-separated: " + ", ".join(CASES))
+    parser.add_argument(
+        "--finished",
+        type=int,
+        default=1_000_000,
+        help="finished rows for the third drain case (0: skip it)",
+    )
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help="drain cases, comma-separated: " + ", ".join(CASES)
+    )
     parser.add_argument("--enqueue-rounds", type=int, default=4)
     parser.add_argument("--enqueue-batches", type=int, default=50)
     parser.add_argument("--latency-jobs", type=int, default=500)

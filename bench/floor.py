@@ -33,8 +33,12 @@ FROM unnest($1::bigint[], $2::text[]) AS s(id, result) WHERE import_jobs.id = s.
 
 
 async def run(dsn: str, concurrency: int) -> None:
-    plans = {"enable_sort": "off", "enable_seqscan": "off", "enable_bitmapscan": "off",
-             "jit": "off"}
+    plans = {
+        "enable_sort": "off",
+        "enable_seqscan": "off",
+        "enable_bitmapscan": "off",
+        "jit": "off",
+    }
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=3, server_settings=plans)
     listener = await asyncpg.connect(dsn)
     wake, stop = asyncio.Event(), asyncio.Event()
@@ -75,8 +79,11 @@ async def run(dsn: str, concurrency: int) -> None:
                 continue
         wake.clear()
         waiter = asyncio.create_task(wake.wait())
-        await asyncio.wait([waiter, asyncio.create_task(stop.wait())], timeout=1.0,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [waiter, asyncio.create_task(stop.wait())],
+            timeout=1.0,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
     write_task.cancel()
     await listener.close()
     await pool.close()

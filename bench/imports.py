@@ -56,8 +56,10 @@ def generate(path: Path, rows: int, seed: int = 1) -> int:
             created = (start + timedelta(seconds=i * 37)).isoformat()
             amount = "" if i % 11 == 0 else f"{rng.uniform(-5000, 5000):.2f}"
             note = "" if i % 3 else rng.choice(words)
-            fh.write(f"{i},{rng.randrange(1, 10_000)},{title},{body},{created},{amount},"
-                     f"{rng.random():.6f},{note}\n")
+            fh.write(
+                f"{i},{rng.randrange(1, 10_000)},{title},{body},{created},{amount},"
+                f"{rng.random():.6f},{note}\n"
+            )
     return path.stat().st_size
 
 
@@ -115,41 +117,63 @@ async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
         clean_runs, bad_runs = [], []
         for _ in range(args.repeat):
             clean_runs.append((await import_once(dsn, root, clean, "clean_load", atomic))[0])
-            bad_runs.append((await import_once(dsn, root, spoiled, "bad_load", atomic,
-                                              max_errors=args.bad_rows))[0])
+            bad_runs.append(
+                (
+                    await import_once(
+                        dsn, root, spoiled, "bad_load", atomic, max_errors=args.bad_rows
+                    )
+                )[0]
+            )
         clean_s, bad_s = statistics.median(clean_runs), statistics.median(bad_runs)
-        rows.append((f"{args.rows:,} rows, {args.bad_rows:,} bad (atomic: {str(atomic).lower()})",
-                     f"{bad_s:.2f} s vs {clean_s:.2f} s without them: {bad_s / clean_s:.2f}x "
-                     f"(medians of {args.repeat}; runs {', '.join(f'{x:.2f}' for x in bad_runs)}"
-                     f" vs {', '.join(f'{x:.2f}' for x in clean_runs)})"))
+        rows.append(
+            (
+                f"{args.rows:,} rows, {args.bad_rows:,} bad (atomic: {str(atomic).lower()})",
+                f"{bad_s:.2f} s vs {clean_s:.2f} s without them: {bad_s / clean_s:.2f}x "
+                f"(medians of {args.repeat}; runs {', '.join(f'{x:.2f}' for x in bad_runs)}"
+                f" vs {', '.join(f'{x:.2f}' for x in clean_runs)})",
+            )
+        )
     big = root / "record.csv"
     big_record(big, args.record_mb)
     _, rss, result = await import_once(dsn, root, big, "big_record", True, max_errors=1)
     conn = await asyncpg.connect(dsn)
     try:
-        message = await conn.fetchval("SELECT message FROM import_job_errors ORDER BY id DESC "
-                                      "LIMIT 1")
+        message = await conn.fetchval(
+            "SELECT message FROM import_job_errors ORDER BY id DESC LIMIT 1"
+        )
     finally:
         await conn.close()
-    rows.append((f"one {args.record_mb} MB record (max_record_bytes 4 MiB)",
-                 f"peak RSS of importd drain {rss:.0f} MiB; rows_loaded "
-                 f"{result['rows_loaded']}, rejected {result['rows_rejected']}: "
-                 f"{(message or '')[:60]}"))
+    rows.append(
+        (
+            f"one {args.record_mb} MB record (max_record_bytes 4 MiB)",
+            f"peak RSS of importd drain {rss:.0f} MiB; rows_loaded "
+            f"{result['rows_loaded']}, rejected {result['rows_rejected']}: "
+            f"{(message or '')[:60]}",
+        )
+    )
     wide = root / "wide.csv"
     wide_header(wide, args.columns)
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("DROP TABLE IF EXISTS wide_load; " + TABLE.format(name="wide_load"))
-        job_id = await importd.enqueue(conn, "csv", {"source": f"file://{wide}",
-                                                     "table": "wide_load"})
+        job_id = await importd.enqueue(
+            conn, "csv", {"source": f"file://{wide}", "table": "wide_load"}
+        )
         await asyncio.to_thread(drain, dsn, root, False)
-        row = await conn.fetchrow("SELECT status, last_error, finished_at - started_at AS took "
-                                  "FROM import_jobs WHERE id = $1", job_id)
+        row = await conn.fetchrow(
+            "SELECT status, last_error, finished_at - started_at AS took "
+            "FROM import_jobs WHERE id = $1",
+            job_id,
+        )
     finally:
         await conn.close()
-    rows.append((f"a {args.columns:,}-column header",
-                 f"{row['status']} after {row['took'].total_seconds() * 1000:.0f} ms: "
-                 f"{row['last_error'][:70]}"))
+    rows.append(
+        (
+            f"a {args.columns:,}-column header",
+            f"{row['status']} after {row['took'].total_seconds() * 1000:.0f} ms: "
+            f"{row['last_error'][:70]}",
+        )
+    )
     return rows
 
 
@@ -158,19 +182,31 @@ def psql_copy(cluster_bin: Path, dsn: str, table_name: str, path: Path) -> float
     if not psql.exists():
         psql = Path("psql")
     began = time.perf_counter()
-    subprocess.run([str(psql), dsn, "-q", "-v", "ON_ERROR_STOP=1", "-c",
-                    f"\\copy {table_name} FROM '{path}' WITH (FORMAT csv, HEADER true)"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(psql),
+            dsn,
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            f"\\copy {table_name} FROM '{path}' WITH (FORMAT csv, HEADER true)",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - began
 
 
 def drain(dsn: str, root: Path, check: bool = True) -> tuple[float, float]:
     """Run ``importd drain``; its wall time and its peak RSS in MiB."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), IMPORTD_IMPORT_ROOTS=str(root),
-               IMPORTD_TABLES="public.*")
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT), IMPORTD_IMPORT_ROOTS=str(root), IMPORTD_TABLES="public.*"
+    )
     began = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "importd", "drain", "--dsn", dsn,
-                             "--log-level", "warning"], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "importd", "drain", "--dsn", dsn, "--log-level", "warning"], env=env
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - began
     if check and os.waitstatus_to_exitcode(status) != 0:
@@ -178,19 +214,23 @@ def drain(dsn: str, root: Path, check: bool = True) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
-async def import_once(dsn: str, root: Path, path: Path, name: str, atomic: bool,
-                      max_errors: int = 0) -> tuple[float, float, dict[str, Any]]:
+async def import_once(
+    dsn: str, root: Path, path: Path, name: str, atomic: bool, max_errors: int = 0
+) -> tuple[float, float, dict[str, Any]]:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"DROP TABLE IF EXISTS {name}; " + TABLE.format(name=name))
         await conn.execute("CHECKPOINT")
-        job_id = await importd.enqueue(conn, "csv", {"source": f"file://{path}",
-                                                     "table": name, "atomic": atomic,
-                                                     "max_errors": max_errors},
-                                       timeout=3600)
+        job_id = await importd.enqueue(
+            conn,
+            "csv",
+            {"source": f"file://{path}", "table": name, "atomic": atomic, "max_errors": max_errors},
+            timeout=3600,
+        )
         _, rss = await asyncio.to_thread(drain, dsn, root)
-        row = await conn.fetchrow("SELECT status, result, last_error FROM import_jobs "
-                                  "WHERE id = $1", job_id)
+        row = await conn.fetchrow(
+            "SELECT status, result, last_error FROM import_jobs WHERE id = $1", job_id
+        )
         if row["status"] != "completed":
             raise RuntimeError(f"import failed: {row['last_error']}")
         result = json.loads(row["result"])
@@ -220,9 +260,19 @@ async def main(args: Any) -> None:
         finally:
             await asyncio.to_thread(cluster.destroy)
         facts = machine()
-        print(table("importd hostile-input benchmark", [
-            ("machine", f"{facts['cores']} cores, {facts['cpu']}, Python {facts['python']}"),
-            ("postgresql", f"{pg['version']}, fsync={pg['fsync']}"), *rows]))
+        print(
+            table(
+                "importd hostile-input benchmark",
+                [
+                    (
+                        "machine",
+                        f"{facts['cores']} cores, {facts['cpu']}, Python {facts['python']}",
+                    ),
+                    ("postgresql", f"{pg['version']}, fsync={pg['fsync']}"),
+                    *rows,
+                ],
+            )
+        )
         return
     small = root / "small.csv"
     generate(small, 10_000)
@@ -243,8 +293,9 @@ async def main(args: Any) -> None:
         psql_runs, plain_runs, atomic_runs = [], [], []
         for _ in range(args.repeat):
             await conn_exec(dsn, "TRUNCATE via_psql")
-            psql_runs.append(await asyncio.to_thread(psql_copy, cluster.bindir, dsn,
-                                                     "via_psql", path))
+            psql_runs.append(
+                await asyncio.to_thread(psql_copy, cluster.bindir, dsn, "via_psql", path)
+            )
             plain_runs.append(await import_once(dsn, root, path, "plain_load", atomic=False))
             atomic_runs.append(await import_once(dsn, root, path, "atomic_load", atomic=True))
         psql_s = statistics.median(psql_runs)
@@ -261,33 +312,48 @@ async def main(args: Any) -> None:
     facts = machine()
     rows = [
         ("machine", f"{facts['cores']} cores, {facts['cpu']}, Python {facts['python']}"),
-        ("postgresql", f"{pg['version']}, fsync={pg['fsync']}, "
-                       f"synchronous_commit={pg['synchronous_commit']}"),
+        (
+            "postgresql",
+            f"{pg['version']}, fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}",
+        ),
         ("file", f"{args.rows:,} rows, {size / 2**20:.0f} MiB, 8 columns"),
         ("psql \\copy", f"{psql_s:.2f} s (median of {args.repeat})"),
-        ("importd atomic: false", f"{plain_s:.2f} s ({plain_s / psql_s:.2f}x psql), "
-                                  f"peak RSS {plain_rss:.0f} MiB"),
-        ("importd atomic: true", f"{atomic_s:.2f} s ({atomic_s / psql_s:.2f}x psql), "
-                                 f"peak RSS {atomic_rss:.0f} MiB"),
-        ("10,000-record file, end to end", f"{small_s * 1000:.0f} ms "
-                                           f"({small_result['rows_loaded']:,} rows loaded)"),
+        (
+            "importd atomic: false",
+            f"{plain_s:.2f} s ({plain_s / psql_s:.2f}x psql), peak RSS {plain_rss:.0f} MiB",
+        ),
+        (
+            "importd atomic: true",
+            f"{atomic_s:.2f} s ({atomic_s / psql_s:.2f}x psql), peak RSS {atomic_rss:.0f} MiB",
+        ),
+        (
+            "10,000-record file, end to end",
+            f"{small_s * 1000:.0f} ms ({small_result['rows_loaded']:,} rows loaded)",
+        ),
     ]
     if big_rss is not None:
-        rows.append((f"peak RSS at {args.big_rows:,} rows (atomic: false)",
-                     f"{big_rss:.0f} MiB (vs {plain_rss:.0f} MiB at {args.rows:,})"))
+        rows.append(
+            (
+                f"peak RSS at {args.big_rows:,} rows (atomic: false)",
+                f"{big_rss:.0f} MiB (vs {plain_rss:.0f} MiB at {args.rows:,})",
+            )
+        )
     print(table("importd import benchmark", rows))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--big-rows", type=int, default=5_000_000)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only-hostile", action="store_true",
-                        help="only the hostile-input figures (bad rows, a huge record, a "
-                             "wide header)")
+    parser.add_argument(
+        "--only-hostile",
+        action="store_true",
+        help="only the hostile-input figures (bad rows, a huge record, a wide header)",
+    )
     parser.add_argument("--bad-rows", type=int, default=20_000)
     parser.add_argument("--record-mb", type=int, default=200)
     parser.add_argument("--columns", type=int, default=100_000)

@@ -32,12 +32,21 @@ def texts(size: int) -> dict[str, str]:
     """The texts, ``size`` characters each."""
     rng = random.Random(size)
     log = "".join(
-        json.dumps({"event": "job_failed", "job_id": i, "error": rng.choice([
-            f"HTTP 401 from the endpoint: Bearer {TOKEN} rejected",
-            f"cannot connect to postgresql://app:{PASSWORD}@db.example/app",
-            "HeaderMismatch: header field 'nme' is not a column of public.people",
-            "RuntimeError: the upstream answered 502 Bad Gateway",
-        ])}) + "\n"
+        json.dumps(
+            {
+                "event": "job_failed",
+                "job_id": i,
+                "error": rng.choice(
+                    [
+                        f"HTTP 401 from the endpoint: Bearer {TOKEN} rejected",
+                        f"cannot connect to postgresql://app:{PASSWORD}@db.example/app",
+                        "HeaderMismatch: header field 'nme' is not a column of public.people",
+                        "RuntimeError: the upstream answered 502 Bad Gateway",
+                    ]
+                ),
+            }
+        )
+        + "\n"
         for i in range(size // 60)
     )
     answer = json.dumps(
@@ -91,8 +100,13 @@ def main() -> None:
         redacted = db.redact(text)
         assert TOKEN not in redacted and PASSWORD not in redacted
         spent, to_json, growth = measure(text, two[name], args.repeat)
-        rows.append((name, f"{spent * 1000:6.2f} ms   {to_json:5.2f} x json.dumps   "
-                           f"2 MiB / 1 MiB {growth:4.2f}"))
+        rows.append(
+            (
+                name,
+                f"{spent * 1000:6.2f} ms   {to_json:5.2f} x json.dumps   "
+                f"2 MiB / 1 MiB {growth:4.2f}",
+            )
+        )
     print(machine())
     print(table(f"redact() of 1 MiB (fastest of {args.repeat}; ratios: medians)", rows))
 

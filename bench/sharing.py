@@ -33,7 +33,8 @@ async def fill(conn: asyncpg.Connection, pending: int, tenants: int) -> None:
         "INSERT INTO import_jobs (kind, tenant_id, payload, run_at) "
         "SELECT 'noop', 't' || lpad((g % $2)::text, 5, '0'), '{}', "
         "now() - interval '1 day' + g * interval '1 ms' FROM generate_series(1, $1) AS g",
-        pending, tenants,
+        pending,
+        tenants,
     )
     await conn.execute("RESET importd.notify")
     await conn.execute("VACUUM ANALYZE import_jobs")
@@ -55,8 +56,9 @@ async def claim_cost(dsn: str, sizes: list[int], tenants: int, rounds: int) -> l
     return out
 
 
-async def _rolled_back(conn: asyncpg.Connection, fair: bool, rounds: int, tenants: int,
-                       cap: int | None = None) -> dict[str, float]:
+async def _rolled_back(
+    conn: asyncpg.Connection, fair: bool, rounds: int, tenants: int, cap: int | None = None
+) -> dict[str, float]:
     plain = sql.query("claim_jobs")
     fair_sql = sql.query("claim_fair")
     kinds = handlers.load().kinds  # a daemon claims only the kinds it has handlers for
@@ -67,8 +69,19 @@ async def _rolled_back(conn: asyncpg.Connection, fair: bool, rounds: int, tenant
         await tx.start()
         began = time.perf_counter()
         if fair:
-            rows = await conn.fetch(fair_sql, CLAIM, "bench", 30.0, None, kinds, None, None,
-                                    cap, "default", cursor_tenant)
+            rows = await conn.fetch(
+                fair_sql,
+                CLAIM,
+                "bench",
+                30.0,
+                None,
+                kinds,
+                None,
+                None,
+                cap,
+                "default",
+                cursor_tenant,
+            )
         else:
             rows = await conn.fetch(plain, CLAIM, "bench", None, kinds, 30.0, None, None)
         elapsed = time.perf_counter() - began
@@ -84,8 +97,17 @@ async def _rolled_back(conn: asyncpg.Connection, fair: bool, rounds: int, tenant
 async def storm(dsn: str, jobs: int, daemons: int, producers: int) -> dict[str, int]:
     """``jobs`` single-row INSERT transactions from ``producers`` connections while
     ``daemons`` listening daemons run them; what the daemons heard and claimed."""
-    procs = [start_daemon(dsn, "--concurrency", "8", "--log-level", "info",
-                          log_path=OUT / f"storm-{daemons}-{i}.log") for i in range(daemons)]
+    procs = [
+        start_daemon(
+            dsn,
+            "--concurrency",
+            "8",
+            "--log-level",
+            "info",
+            log_path=OUT / f"storm-{daemons}-{i}.log",
+        )
+        for i in range(daemons)
+    ]
     conn = await asyncpg.connect(dsn)
     try:
         await asyncio.sleep(2)  # listening and idle
@@ -94,15 +116,16 @@ async def storm(dsn: str, jobs: int, daemons: int, producers: int) -> dict[str, 
             c = await asyncpg.connect(dsn)
             try:
                 for _ in range(n):
-                    await c.execute("INSERT INTO import_jobs (kind, payload) "
-                                    "VALUES ('noop', '{}')")
+                    await c.execute("INSERT INTO import_jobs (kind, payload) VALUES ('noop', '{}')")
             finally:
                 await c.close()
 
         share = jobs // producers
         await asyncio.gather(*(produce(share) for _ in range(producers)))
-        while await conn.fetchval(
-                "SELECT count(*) FROM import_jobs WHERE status = 'completed'") < share * producers:
+        while (
+            await conn.fetchval("SELECT count(*) FROM import_jobs WHERE status = 'completed'")
+            < share * producers
+        ):
             await asyncio.sleep(0.1)
     finally:
         for proc in procs:
@@ -136,8 +159,7 @@ async def enqueue_rate(dsn: str, producers: int, seconds: float, trigger: bool) 
             c = await asyncpg.connect(dsn, server_settings=setting)
             try:
                 while time.perf_counter() < stop_at:
-                    await c.execute("INSERT INTO import_jobs (kind, payload) "
-                                    "VALUES ('noop', '{}')")
+                    await c.execute("INSERT INTO import_jobs (kind, payload) VALUES ('noop', '{}')")
                     counts[slot] += 1
             finally:
                 await c.close()
@@ -170,31 +192,50 @@ async def main(args: Any) -> None:
     finally:
         await asyncio.to_thread(cluster.destroy)
     rows = [
-        ("machine", f"{facts['cores']} cores, {facts['cpu']}, {facts['memory_gib']} GiB, "
-                    f"Python {facts['python']}"),
-        ("postgresql", f"{pg['version']}, fsync={pg['fsync']}, "
-                       f"synchronous_commit={pg['synchronous_commit']}"),
+        (
+            "machine",
+            f"{facts['cores']} cores, {facts['cpu']}, {facts['memory_gib']} GiB, "
+            f"Python {facts['python']}",
+        ),
+        (
+            "postgresql",
+            f"{pg['version']}, fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}",
+        ),
     ]
     for size, plain, fair, capped in costs:
         label = f"claim of {CLAIM}, {size:,} pending / {args.tenants:,} tenants"
-        rows.append((label, f"plain p50 {plain['p50']:.2f} ms (p95 {plain['p95']:.2f}); "
-                            f"fair p50 {fair['p50']:.2f} ms (p95 {fair['p95']:.2f}); "
-                            f"fair+cap p50 {capped['p50']:.2f} ms (p95 {capped['p95']:.2f})"))
+        rows.append(
+            (
+                label,
+                f"plain p50 {plain['p50']:.2f} ms (p95 {plain['p95']:.2f}); "
+                f"fair p50 {fair['p50']:.2f} ms (p95 {fair['p95']:.2f}); "
+                f"fair+cap p50 {capped['p50']:.2f} ms (p95 {capped['p95']:.2f})",
+            )
+        )
     for n, s in zip((1, 3), storms, strict=True):
         per_k = 1000 / s["jobs"]
-        rows.append((f"wake-up storm: {s['jobs']:,} 1-row txns, 4 producers, {n} daemon(s)",
-                     f"{s['notifications'] * per_k:,.0f} notifications per 1,000 "
-                     f"(= claims of a claim-per-notification daemon); "
-                     f"{s['claims'] * per_k:,.0f} claims per 1,000"))
+        rows.append(
+            (
+                f"wake-up storm: {s['jobs']:,} 1-row txns, 4 producers, {n} daemon(s)",
+                f"{s['notifications'] * per_k:,.0f} notifications per 1,000 "
+                f"(= claims of a claim-per-notification daemon); "
+                f"{s['claims'] * per_k:,.0f} claims per 1,000",
+            )
+        )
     for producers, on, off in rates:
-        rows.append((f"enqueue, 1-row txns, {producers} producer(s)",
-                     f"trigger on {on:,.0f}/s; trigger off (importd.notify=off) {off:,.0f}/s"))
+        rows.append(
+            (
+                f"enqueue, 1-row txns, {producers} producer(s)",
+                f"trigger on {on:,.0f}/s; trigger off (importd.notify=off) {off:,.0f}/s",
+            )
+        )
     print(table("importd fair-sharing benchmark", rows))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--big", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=1000)

@@ -63,23 +63,34 @@ async def fill(conn: asyncpg.Connection, finished: int, pending: int) -> dict[st
                                       ELSE 'completed' END AS status,
                                  now() - interval '7 days' * (1 - g::float8 / $3) AS f) AS s
             """,
-            start + 1, min(start + step, finished), finished)
+            start + 1,
+            min(start + step, finished),
+            finished,
+        )
     await conn.execute(
         "INSERT INTO import_jobs (kind, queue, tenant_id, payload) "
         "SELECT 'csv', 'q' || (g % 10), 't' || (g % 1000), '{}' "
-        "FROM generate_series(1, $1) AS g", pending)
+        "FROM generate_series(1, $1) AS g",
+        pending,
+    )
     await conn.execute(
         "INSERT INTO import_jobs (kind, queue, tenant_id, payload, status, attempts, "
         "started_at, locked_by, locked_until, rows_done, rows_total, bytes_read) "
         "SELECT 'csv', 'q' || (g % 10), 't' || g, '{}', 'running', 1, now(), 'bench:1', "
-        "now() + interval '1 hour', g * 1000, 50000, g * 100000 FROM generate_series(1, 20) g")
+        "now() + interval '1 hour', g * 1000, 50000, g * 100000 FROM generate_series(1, 20) g"
+    )
     bad = await importd.enqueue(conn, "csv", {"source": "file:///data/bad.csv"})
-    await conn.execute("UPDATE import_jobs SET status = 'failed', attempts = 1, "
-                       "finished_at = now(), last_error = 'TooManyErrors' WHERE id = $1", bad)
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'failed', attempts = 1, "
+        "finished_at = now(), last_error = 'TooManyErrors' WHERE id = $1",
+        bad,
+    )
     await conn.execute(
         "INSERT INTO import_job_errors (job_id, attempt, line_number, message, raw_record) "
         "SELECT $1, 1, g * 2, 'invalid input syntax for type integer', g || ',x,y' "
-        "FROM generate_series(1, 10000) AS g", bad)
+        "FROM generate_series(1, 10000) AS g",
+        bad,
+    )
     await conn.execute("RESET importd.notify")
     top = await conn.fetchval("SELECT max(id) FROM import_jobs")
     return {"bad": bad, "top": top}
@@ -95,9 +106,24 @@ async def start_web(dsn: str, log_path: Path) -> tuple[subprocess.Popen[bytes], 
     port = _free_port()
     env = {**os.environ, "IMPORTD_WEB_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "importd", "web", "--dsn", dsn, "--listen", f"127.0.0.1:{port}",
-         "--log-level", "warning", "--log-format", "json"],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "importd",
+            "web",
+            "--dsn",
+            dsn,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--log-format",
+            "json",
+        ],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as client:
         for _ in range(300):
@@ -125,13 +151,22 @@ async def render_times(url: str, pages: dict[str, str], requests: int) -> dict[s
 
 async def web_statements(conn: asyncpg.Connection) -> int:
     """Statements the web's role has run (pg_stat_statements)."""
-    return int(await conn.fetchval(
-        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-        "WHERE userid = 'importd_web'::regrole"))
+    return int(
+        await conn.fetchval(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+            "WHERE userid = 'importd_web'::regrole"
+        )
+    )
 
 
-async def live_cost(dsn: str, url: str, seconds: float, producer_rate: float,
-                    page: str | None = None, gap: float = 2.0) -> list[float]:
+async def live_cost(
+    dsn: str,
+    url: str,
+    seconds: float,
+    producer_rate: float,
+    page: str | None = None,
+    gap: float = 2.0,
+) -> list[float]:
     """Statements per second the web runs for one open page, by fifths.
 
     The page is played as ``static/app.js`` does: its event stream open and, for each
@@ -153,8 +188,10 @@ async def live_cost(dsn: str, url: str, seconds: float, producer_rate: float,
     headers = {"authorization": f"Bearer {TOKEN}"}
 
     async def watch() -> None:
-        async with httpx.AsyncClient(headers=headers, timeout=None) as client, \
-                client.stream("GET", url + "/events" + (f"?job={job}" if job else "")) as stream:
+        async with (
+            httpx.AsyncClient(headers=headers, timeout=None) as client,
+            client.stream("GET", url + "/events" + (f"?job={job}" if job else "")) as stream,
+        ):
             async for line in stream.aiter_lines():
                 if stop.is_set():
                     return
@@ -162,8 +199,9 @@ async def live_cost(dsn: str, url: str, seconds: float, producer_rate: float,
                     asked.set()
 
     async def draw() -> None:
-        async with httpx.AsyncClient(headers={**headers, "x-importd-part": "1"},
-                                     timeout=None) as client:
+        async with httpx.AsyncClient(
+            headers={**headers, "x-importd-part": "1"}, timeout=None
+        ) as client:
             while not stop.is_set():
                 await asked.wait()
                 asked.clear()
@@ -206,8 +244,13 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     print(machine())
-    cluster = Cluster(settings={"max_connections": "200", "shared_buffers": "256MB",
-                               "shared_preload_libraries": "pg_stat_statements"})
+    cluster = Cluster(
+        settings={
+            "max_connections": "200",
+            "shared_buffers": "256MB",
+            "shared_preload_libraries": "pg_stat_statements",
+        }
+    )
     cluster.init().start()
     log_dir = Path(__file__).resolve().parent / "out"
     log_dir.mkdir(exist_ok=True)
@@ -222,11 +265,15 @@ async def main() -> None:
         web_dsn = dsn.replace("postgresql://postgres@", "postgresql://importd_web@")
         started = time.monotonic()
         ids = await fill(conn, args.finished, args.pending)
-        print(f"filled {args.finished:,} finished + {args.pending:,} pending jobs "
-              f"in {time.monotonic() - started:.0f} s")
+        print(
+            f"filled {args.finished:,} finished + {args.pending:,} pending jobs "
+            f"in {time.monotonic() - started:.0f} s"
+        )
         failed_mid = await conn.fetchval(
             "SELECT id FROM import_jobs WHERE status = 'failed' AND id < $1 "
-            "ORDER BY id DESC LIMIT 1", ids["top"] // 2)
+            "ORDER BY id DESC LIMIT 1",
+            ids["top"] // 2,
+        )
         await conn.close()
         web, url = await start_web(web_dsn, log_dir / "web.log")
         deep = ids["top"] - 50 * 1000  # page 1,000 of the unfiltered list
@@ -241,8 +288,9 @@ async def main() -> None:
             "jobs ?queue=q3&kind=csv": "/jobs?queue=q3&kind=csv",
             "jobs ?tenant=t17": "/jobs?tenant=t17",
             "jobs ?q=<dedup key>": f"/jobs?q=upload-{args.finished // 3}",
-            "jobs ?q=<dedup key>, 950,000 ids back":
-                f"/jobs?q=upload-1&before={ids['top'] - 950_000}",
+            "jobs ?q=<dedup key>, 950,000 ids back": (
+                f"/jobs?q=upload-1&before={ids['top'] - 950_000}"
+            ),
             "jobs ?q=<id> (303 to the job)": f"/jobs?q={args.finished // 3}",
             "jobs, created in a day": "/jobs?from=2000-01-01&to=2100-01-01",
             "job (10,000 rejected)": f"/jobs/{ids['bad']}",
@@ -254,24 +302,39 @@ async def main() -> None:
         for name, values in times.items():
             p50, p95 = summary(values)
             worst = max(worst, p95)
-            rows.append((name, f"p50 {p50:6.1f} ms   p95 {p95:6.1f} ms   "
-                               f"p95 / budget {p95 / BUDGET_MS:4.2f}"))
-        print(table(f"server render time, {args.requests} requests per page "
-                    f"(budget {BUDGET_MS:.0f} ms p95)", rows))
+            rows.append(
+                (
+                    name,
+                    f"p50 {p50:6.1f} ms   p95 {p95:6.1f} ms   p95 / budget {p95 / BUDGET_MS:4.2f}",
+                )
+            )
+        print(
+            table(
+                f"server render time, {args.requests} requests per page "
+                f"(budget {BUDGET_MS:.0f} ms p95)",
+                rows,
+            )
+        )
         first = summary(times["jobs, page 1"])[1]
         print(f"page 1,000 / page 1 (p95): {summary(times['jobs, page 1,000'])[1] / first:.2f}")
         print(f"worst p95 / budget: {worst / BUDGET_MS:.2f}")
         # The running page (the stream alone), then the pages that also redraw their parts
         # (the gaps static/app.js keeps: the overview reads six statements, the others two).
-        live_pages = [("running", None, 0.0), ("overview", "/", 3.0),
-                      ("job list", "/jobs", 2.0), ("job", f"/jobs/{ids['bad']}", 2.0)]
+        live_pages = [
+            ("running", None, 0.0),
+            ("overview", "/", 3.0),
+            ("job list", "/jobs", 2.0),
+            ("job", f"/jobs/{ids['bad']}", 2.0),
+        ]
         for name, path, gap in live_pages:
             for label, rate in (("idle", 0.0), ("50 enqueues/s", 50.0)):
                 fifths = await live_cost(dsn, url, args.seconds, rate, path, gap)
-                print(f"one open live page ({name}), {label}: statements/s by fifths "
-                      + " ".join(f"{r:.2f}" for r in fifths)
-                      + f"   mean {statistics.fmean(fifths):.2f} (budget 5, "
-                      f"ratio {statistics.fmean(fifths) / 5:.2f})")
+                print(
+                    f"one open live page ({name}), {label}: statements/s by fifths "
+                    + " ".join(f"{r:.2f}" for r in fifths)
+                    + f"   mean {statistics.fmean(fifths):.2f} (budget 5, "
+                    f"ratio {statistics.fmean(fifths) / 5:.2f})"
+                )
     finally:
         if web is not None:
             web.terminate()

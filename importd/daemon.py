@@ -505,8 +505,10 @@ class Daemon:
             return f"event loop blocked for {monitor.lag:.1f} s"
         if now - workers.last_tick >= stale:
             return f"worker loop has not ticked for {now - workers.last_tick:.1f} s"
-        if listener is not None and not listener.connected and (
-            now - listener.last_ok >= LISTENER_BUDGET
+        if (
+            listener is not None
+            and not listener.connected
+            and (now - listener.last_ok >= LISTENER_BUDGET)
         ):
             return f"listener down for {now - listener.last_ok:.0f} s"
         return None

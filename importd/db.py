@@ -38,9 +38,7 @@ _TRANSIENT_SQLSTATE = re.compile(r"^(08|53|57P0[123]|40001|40P01)")
 # at the first "/", "?", "#" or whitespace, as asyncpg and urllib read it), so a raw "@"
 # inside the password is masked too.
 # (A password already masked as a registered secret is skipped: no Python work per match.)
-_PASSWORD_IN_URL = re.compile(
-    r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#\s]*)(?P<at>@)"
-)
+_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#\s]*)(?P<at>@)")
 # Values of sensitive keys, in libpq's "key=value" form and in URL query strings. A key
 # that ends in one of these counts (csrftoken=, db_password=): masking too much is the
 # safe side.

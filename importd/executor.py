@@ -299,9 +299,8 @@ def encode_result(result: Any) -> tuple[str | None, str | None]:
             if isinstance(value, dict):
                 for key, item in value.items():
                     if isinstance(key, str) and (
-                        "\x00" in key or key.encode("utf-8", "surrogatepass") != key.encode(
-                            "utf-8", "replace"
-                        )
+                        "\x00" in key
+                        or key.encode("utf-8", "surrogatepass") != key.encode("utf-8", "replace")
                     ):
                         return None, f"a key at {_where(path)} holds a NUL or lone surrogate"
                     stack.append((item, (*path, key)))
@@ -396,9 +395,7 @@ class Executor:
             progress=lambda: {},
         )
         self._in_handler.add(job.id)
-        task = asyncio.create_task(
-            self._run(job, on_handler_done, now), name=f"job-{job.id}"
-        )
+        task = asyncio.create_task(self._run(job, on_handler_done, now), name=f"job-{job.id}")
         return task
 
     def stop(self, job_id: int, reason: StopReason) -> bool:
@@ -647,15 +644,15 @@ class Executor:
                 f"OutcomeRefused: PostgreSQL refused to store this run's outcome "
                 f"({outcome.status}): {describe_db_error(exc)}"
             )
-            bound.error(
-                "job_outcome_refused", error=refused.error, exception=traceback_text(exc)
-            )
+            bound.error("job_outcome_refused", error=refused.error, exception=traceback_text(exc))
             outcome, error = refused, None
             try:
                 applied = await self._submit(job, outcome, bound)
             except Exception as again:
                 bound.error(
-                    "job_write_failed", error=describe_error(again), outcome="failed",
+                    "job_write_failed",
+                    error=describe_error(again),
+                    outcome="failed",
                     exception=traceback_text(again),
                 )
                 return

@@ -107,7 +107,12 @@ class LeaseKeeper:
         self._ready.wait(10)
 
     def register(
-        self, job: Job, *, deadline: float, leased_at: float, progress: Callable[[], Any],
+        self,
+        job: Job,
+        *,
+        deadline: float,
+        leased_at: float,
+        progress: Callable[[], Any],
         in_thread: bool = False,
     ) -> None:
         """Keep ``job``'s lease from now on; the claim leased it at ``leased_at``."""
@@ -224,9 +229,7 @@ class LeaseKeeper:
 
     async def _beat(self) -> None:
         now = time.monotonic()
-        leases = [
-            lease for lease in self.snapshot() if now - lease.started >= self._interval
-        ]
+        leases = [lease for lease in self.snapshot() if now - lease.started >= self._interval]
         if leases:
             beats = [
                 (lease.job, max(lease.deadline - now, 0.0) + self._margin, lease.progress())
@@ -390,8 +393,10 @@ class LoopMonitor:
             try:
                 self._watch()
                 now = time.monotonic()
-                if self._watchdog_interval is not None and self.watchdog_enabled and (
-                    now >= next_ping
+                if (
+                    self._watchdog_interval is not None
+                    and self.watchdog_enabled
+                    and (now >= next_ping)
                 ):
                     next_ping = now + self._watchdog_interval
                     lag = self.lag
@@ -452,9 +457,7 @@ class LoopMonitor:
         overdue = [
             lease
             for lease in self._keeper.snapshot()
-            if lease.handler_running
-            and not lease.in_thread
-            and now > lease.deadline + self._margin
+            if lease.handler_running and not lease.in_thread and now > lease.deadline + self._margin
         ]
         if overdue:
             self._give_up(lag, blocker, overdue)

@@ -308,7 +308,9 @@ class HealthServer:
         server = self._bind()
         self.port = server.server_address[1]
         thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="importd-http",
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="importd-http",
             daemon=True,
         )
         thread.start()

@@ -64,8 +64,7 @@ async def enqueue_many(conn: Executor, jobs: Iterable[NewJob]) -> list[int]:
     for job in batch:
         if type(job.payload) is not dict and not isinstance(job.payload, dict):
             raise TypeError(
-                "a job payload must be a JSON object (dict), "
-                f"not {type(job.payload).__name__}"
+                f"a job payload must be a JSON object (dict), not {type(job.payload).__name__}"
             )
     # One encoder call for the whole batch: a call per payload cost ten times as much.
     payloads = json.dumps([job.payload for job in batch])

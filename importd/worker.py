@@ -417,7 +417,5 @@ class Workers:
     async def shutdown(
         self, grace: float, hurry: asyncio.Event, reason: StopReason = StopReason.SHUTDOWN
     ) -> int:
-        counts = await asyncio.gather(
-            *(w.shutdown(grace, hurry, reason) for w in self.members)
-        )
+        counts = await asyncio.gather(*(w.shutdown(grace, hurry, reason) for w in self.members))
         return sum(counts)

@@ -103,11 +103,17 @@ def pg_server() -> Iterator[Server]:
         yield Server("IMPORTD_TEST_DSN", os.environ["IMPORTD_TEST_DSN"])
         return
     if find_bindir() is not None:
-        cluster = Cluster(port=_cluster_port(), settings={
-            # Durability buys nothing in a throwaway cluster; speed does.
-            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-            "max_connections": "300", "shared_buffers": "128MB",
-        })
+        cluster = Cluster(
+            port=_cluster_port(),
+            settings={
+                # Durability buys nothing in a throwaway cluster; speed does.
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+                "max_connections": "300",
+                "shared_buffers": "128MB",
+            },
+        )
         try:
             cluster.init().start()
         except ClusterError as exc:
@@ -221,10 +227,19 @@ def daemons(dsn: str, tmp_path: Any) -> Iterator[Any]:
 
     started: list[DaemonProcess] = []
 
-    def start(*args: str, command: str = "run", env: dict[str, str] | None = None,
-              target: str | None = None) -> DaemonProcess:
-        proc = DaemonProcess(target or dsn, *args, command=command, env=env,
-                             log_path=tmp_path / f"importd-{len(started)}.log")
+    def start(
+        *args: str,
+        command: str = "run",
+        env: dict[str, str] | None = None,
+        target: str | None = None,
+    ) -> DaemonProcess:
+        proc = DaemonProcess(
+            target or dsn,
+            *args,
+            command=command,
+            env=env,
+            log_path=tmp_path / f"importd-{len(started)}.log",
+        )
         started.append(proc)
         return proc
 
@@ -236,8 +251,10 @@ def daemons(dsn: str, tmp_path: Any) -> Iterator[Any]:
 @pytest.fixture
 async def runs_table(conn: Any) -> Any:
     """``test_runs``: the test handlers record every run they start there."""
-    await conn.execute("CREATE TABLE test_runs (job_id bigint, attempt int, worker text, "
-                       "started_at timestamptz, ended_at timestamptz)")
+    await conn.execute(
+        "CREATE TABLE test_runs (job_id bigint, attempt int, worker text, "
+        "started_at timestamptz, ended_at timestamptz)"
+    )
     return conn
 
 
@@ -247,8 +264,9 @@ def drain(dsn: str) -> Any:
     from importd import config, daemon  # noqa: PLC0415
 
     async def run(**overrides: Any) -> int:
-        settings = config.Settings(**{"dsn": dsn, "concurrency": 4,
-                                      "handlers": ("tests.jobs",), **overrides})
+        settings = config.Settings(
+            **{"dsn": dsn, "concurrency": 4, "handlers": ("tests.jobs",), **overrides}
+        )
         return int(await daemon.Daemon(settings, daemon.DrainOptions()).run())
 
     return run

@@ -51,7 +51,9 @@ class Notifications:
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[Any] | Any], timeout: float = 20.0, interval: float = 0.05,
+    check: Callable[[], Awaitable[Any] | Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
     what: str = "condition",
 ) -> Any:
     """Poll ``check`` (a plain or an async callable) until it returns something truthy;
@@ -68,8 +70,9 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
+def wait_for(
+    check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     """``wait_until`` for synchronous tests."""
     deadline = time.monotonic() + timeout
     while True:
@@ -83,31 +86,58 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 
 
 def importd_env(**extra: str) -> dict[str, str]:
     """The environment for an importd child process (test handlers importable)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("IMPORTD_") and k not in ("DATABASE_URL", "NOTIFY_SOCKET")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("IMPORTD_") and k not in ("DATABASE_URL", "NOTIFY_SOCKET")
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
 
-def run_importd(*args: str, timeout: float = 120, env: dict[str, str] | None = None
-                ) -> subprocess.CompletedProcess[str]:
+def run_importd(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m importd ARGS`` to completion."""
-    return subprocess.run([sys.executable, "-m", "importd", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env or importd_env())
+    return subprocess.run(
+        [sys.executable, "-m", "importd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or importd_env(),
+    )
 
 
 class DaemonProcess:
     """A real ``importd run`` (or drain) process whose JSON log lines are kept."""
 
-    def __init__(self, dsn: str, *args: str, command: str = "run",
-                 log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *args: str,
+        command: str = "run",
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("w")
-        argv = [sys.executable, "-m", "importd", command, "--dsn", dsn,
-                "--handlers", "tests.jobs", "--log-format", "json", *args]
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env or importd_env(), text=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "importd",
+            command,
+            "--dsn",
+            dsn,
+            "--handlers",
+            "tests.jobs",
+            "--log-format",
+            "json",
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env=env or importd_env(), text=True
+        )
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -123,17 +153,24 @@ class DaemonProcess:
 
     def events_named(self, event: str, **fields: Any) -> list[dict[str, Any]]:
         """The log events called ``event`` whose fields have the values given."""
-        return [e for e in self.events()
-                if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())]
+        return [
+            e
+            for e in self.events()
+            if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())
+        ]
 
-    async def wait_for_event(self, event: str, timeout: float = 20.0, count: int = 1,
-                             **fields: Any) -> dict[str, Any]:
+    async def wait_for_event(
+        self, event: str, timeout: float = 20.0, count: int = 1, **fields: Any
+    ) -> dict[str, Any]:
         """Wait until the log holds ``count`` such events; the last of them."""
+
         async def check() -> list[dict[str, Any]]:
             seen = self.events_named(event, **fields)
             if self.proc.poll() is not None and len(seen) < count:
-                raise AssertionError(f"importd exited ({self.proc.returncode}) before "
-                                     f"{event}:\n{self.log_path.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"importd exited ({self.proc.returncode}) before "
+                    f"{event}:\n{self.log_path.read_text()[-3000:]}"
+                )
             return seen if len(seen) >= count else []
 
         return (await wait_until(check, timeout, what=f"log event {event} x{count}"))[-1]
@@ -181,21 +218,29 @@ json.dump(results, sys.__stdout__)
 """
 
 
-def run_importd_batch(calls: list[tuple[list[str], dict[str, str]]] | list[list[str]],
-                      env: dict[str, str] | None = None, timeout: float = 120,
-                      ) -> list[subprocess.CompletedProcess[str]]:
+def run_importd_batch(
+    calls: list[tuple[list[str], dict[str, str]]] | list[list[str]],
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> list[subprocess.CompletedProcess[str]]:
     """Run ``importd ARGS`` for each of ``calls`` (an argv, or an argv and extra
     environment) one after another in a single child process: the commands' own code
     paths without a Python start-up each. Not for run or drain (their loggers are cached
     process-wide)."""
     normal = [(c, {}) if isinstance(c, list) else c for c in calls]
-    done = subprocess.run([sys.executable, "-c", _BATCH], input=json.dumps(normal),
-                          capture_output=True, text=True, timeout=timeout,
-                          env=env or importd_env())
+    done = subprocess.run(
+        [sys.executable, "-c", _BATCH],
+        input=json.dumps(normal),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or importd_env(),
+    )
     assert done.returncode == 0, done.stderr
-    return [subprocess.CompletedProcess(argv, code, out, err)
-            for (argv, _), (code, out, err) in zip(normal, json.loads(done.stdout),
-                                                   strict=True)]
+    return [
+        subprocess.CompletedProcess(argv, code, out, err)
+        for (argv, _), (code, out, err) in zip(normal, json.loads(done.stdout), strict=True)
+    ]
 
 
 class NotifySocket:

@@ -73,7 +73,7 @@ class Server:
                     self.end_headers()
                     step = 64 * 1024
                     for i in range(0, len(payload), step):
-                        self.wfile.write(payload[i:i + step])
+                        self.wfile.write(payload[i : i + step])
                         self.wfile.flush()
                         if reply.trickle:
                             time.sleep(reply.trickle)
@@ -112,10 +112,26 @@ def self_signed(folder: Path) -> Path:
     """A certificate for 127.0.0.1 in ``folder`` (cert.pem, key.pem), made by openssl;
     trust it with SSL_CERT_FILE=folder/cert.pem."""
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(folder / "key.pem"),
+            "-out",
+            str(folder / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
     )
     return folder
 

@@ -17,8 +17,11 @@ async def sleep(job: importd.Job, ctx: importd.JobContext) -> Any:
     await _record(job, ctx)
     await asyncio.sleep(float(job.payload.get("seconds", 0)))
     with contextlib.suppress(asyncpg.UndefinedTableError):
-        await ctx.pool.execute("UPDATE test_runs SET ended_at = clock_timestamp() "
-                               "WHERE job_id = $1 AND attempt = $2", job.id, job.attempt)
+        await ctx.pool.execute(
+            "UPDATE test_runs SET ended_at = clock_timestamp() WHERE job_id = $1 AND attempt = $2",
+            job.id,
+            job.attempt,
+        )
     return {"slept": job.payload.get("seconds", 0)}
 
 
@@ -51,7 +54,9 @@ async def _record(job: importd.Job, ctx: importd.JobContext) -> None:
         await ctx.pool.execute(
             "INSERT INTO test_runs (job_id, attempt, worker, started_at) "
             "VALUES ($1, $2, $3, clock_timestamp())",
-            job.id, job.attempt, ctx.worker_id,
+            job.id,
+            job.attempt,
+            ctx.worker_id,
         )
 
 
@@ -62,6 +67,7 @@ async def fetch(job: importd.Job, ctx: importd.JobContext) -> Any:
     assert ctx.http is not None
     response = await ctx.http.get(job.payload["url"])
     return {"status": response.status_code}
+
 
 @importd.handler("steps")
 async def steps(job: importd.Job, ctx: importd.JobContext) -> Any:

@@ -29,8 +29,9 @@ class PgBouncerError(Exception):
 class PgBouncer:
     """One pgbouncer process in ``pool_mode`` in front of the server at ``server_dsn``."""
 
-    def __init__(self, server_dsn: str, *, pool_mode: str = "transaction",
-                 pool_size: int = 8) -> None:
+    def __init__(
+        self, server_dsn: str, *, pool_mode: str = "transaction", pool_size: int = 8
+    ) -> None:
         url = urlsplit(server_dsn)
         self.server_host = url.hostname or "127.0.0.1"
         self.server_port = url.port or 5432
@@ -50,7 +51,8 @@ class PgBouncer:
         if not os.access(PGBOUNCER, os.X_OK):
             raise PgBouncerError(
                 f"{PGBOUNCER} is missing: install pgbouncer (apt-get install -y pgbouncer; "
-                ".ci/run does) or set IMPORTD_PGBOUNCER")
+                ".ci/run does) or set IMPORTD_PGBOUNCER"
+            )
         (self.directory / "users.txt").write_text(f'"{self.user}" ""\n')
         ini = self.directory / "pgbouncer.ini"
         ini.write_text(
@@ -81,22 +83,25 @@ class PgBouncer:
                 shutil.chown(child, run_as)
             os.chmod(self.directory, 0o755)
             argv += ["-u", run_as]
-        self.proc = subprocess.Popen([*argv, str(ini)], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [*argv, str(ini)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
                 out = self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
-                raise PgBouncerError(f"pgbouncer exited {self.proc.returncode}: {out}"
-                                     f"{self.log_tail()}")
+                raise PgBouncerError(
+                    f"pgbouncer exited {self.proc.returncode}: {out}{self.log_tail()}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return self
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise PgBouncerError(f"pgbouncer did not listen within {timeout} s: "
-                                         f"{self.log_tail()}") from None
+                    raise PgBouncerError(
+                        f"pgbouncer did not listen within {timeout} s: {self.log_tail()}"
+                    ) from None
                 time.sleep(0.05)
 
     def log_tail(self, lines: int = 20) -> str:

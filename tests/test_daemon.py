@@ -58,9 +58,11 @@ async def test_plain_sql_insert_starts_without_waiting_for_the_poll(conn, daemon
 async def test_listener_reconnects_after_its_backend_is_terminated(conn, daemons) -> None:
     proc = daemons(*FAST, "--probe-interval", "0.5")
     await proc.wait_for_event("daemon_ready")
-    killed = await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                 "WHERE application_name = 'importd-listener' "
-                                 "AND datname = current_database()")
+    killed = await conn.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = 'importd-listener' "
+        "AND datname = current_database()"
+    )
     assert killed == 1
     await proc.wait_for_event("listener_reconnected", timeout=10)
     started = time.monotonic()
@@ -72,14 +74,18 @@ async def test_listener_reconnects_after_its_backend_is_terminated(conn, daemons
 
 async def test_survives_postgresql_stop_and_start(pg_server, dsn, runs_table, daemons) -> None:
     if pg_server.cluster is None:
-        pytest.skip(f"the server ({pg_server.how}) is not the suite's to stop and start; "
-                    "this runs with the throwaway cluster")
+        pytest.skip(
+            f"the server ({pg_server.how}) is not the suite's to stop and start; "
+            "this runs with the throwaway cluster"
+        )
     conn = runs_table
-    await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 0.02})
-                                      for _ in range(400)])
+    await importd.enqueue_many(
+        conn, [importd.NewJob("sleep", {"seconds": 0.02}) for _ in range(400)]
+    )
     proc = daemons("--concurrency", "8", "--probe-interval", "0.5", *FAST)
-    await wait_until(lambda: conn.fetchval("SELECT count(*) > 50 FROM test_runs"),
-                     what="jobs to flow")
+    await wait_until(
+        lambda: conn.fetchval("SELECT count(*) > 50 FROM test_runs"), what="jobs to flow"
+    )
     await conn.close()
     cluster = pg_server.cluster
     await asyncio.to_thread(cluster.stop, "fast")
@@ -99,14 +105,18 @@ async def test_survives_postgresql_stop_and_start(pg_server, dsn, runs_table, da
         await conn.close()
 
 
-async def test_sigkilled_daemon_job_is_rescued_and_its_late_write_fenced(runs_table, daemons) -> None:
+async def test_sigkilled_daemon_job_is_rescued_and_its_late_write_fenced(
+    runs_table, daemons
+) -> None:
     conn = runs_table
     job_id = await importd.enqueue(conn, "sleep", {"seconds": 30}, timeout=2)
     first = daemons(*FAST, "--lease-margin", "1")
     await wait_until(lambda: conn.fetchval("SELECT count(*) FROM test_runs"), what="the run")
     dead = await conn.fetchrow("SELECT locked_by, attempts FROM import_jobs WHERE id = $1", job_id)
     first.proc.kill()
-    await conn.execute("UPDATE import_jobs SET payload = '{\"seconds\": 0.1}' WHERE id = $1", job_id)
+    await conn.execute(
+        "UPDATE import_jobs SET payload = '{\"seconds\": 0.1}' WHERE id = $1", job_id
+    )
     second = daemons(*FAST, "--lease-margin", "1")
     await wait_until(lambda: all_done(conn, 1), timeout=20, what="the rescued job to complete")
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
@@ -114,9 +124,19 @@ async def test_sigkilled_daemon_job_is_rescued_and_its_late_write_fenced(runs_ta
     assert second.saw("job_rescued", job_id=job_id)
     # The dead daemon's write arrives late: the fence drops it.
     repo = Repository(conn)  # type: ignore[arg-type]
-    job = importd.Job(id=job_id, kind="sleep", queue="default", tenant_id=None, payload={},
-                      priority=0, run_at=row["run_at"], attempt=dead["attempts"],
-                      max_attempts=5, timeout=2, created_at=row["created_at"])
+    job = importd.Job(
+        id=job_id,
+        kind="sleep",
+        queue="default",
+        tenant_id=None,
+        payload={},
+        priority=0,
+        run_at=row["run_at"],
+        attempt=dead["attempts"],
+        max_attempts=5,
+        timeout=2,
+        created_at=row["created_at"],
+    )
     assert await repo.finish(dead["locked_by"], [(job, Outcome.failed("late"))]) == set()
     after = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id = $1", job_id)
     assert after["status"] == "completed" and after["last_error"] != "late"
@@ -124,8 +144,9 @@ async def test_sigkilled_daemon_job_is_rescued_and_its_late_write_fenced(runs_ta
 
 async def test_sigterm_interrupts_after_the_grace_and_hands_jobs_back(runs_table, daemons) -> None:
     conn = runs_table
-    ids = await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 60})
-                                            for _ in range(3)])
+    ids = await importd.enqueue_many(
+        conn, [importd.NewJob("sleep", {"seconds": 60}) for _ in range(3)]
+    )
     quick = await importd.enqueue(conn, "sleep", {"seconds": 0.5}, priority=-1)
     proc = daemons(*FAST, "--shutdown-grace", "2")
     await wait_until(lambda: conn.fetchval("SELECT count(*) = 4 FROM test_runs"), what="4 runs")
@@ -164,8 +185,12 @@ async def test_timeouts_retry_with_growing_delays_then_fail(runs_table, daemons)
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
     assert row["attempts"] == 3
     assert "JobTimeout" in row["last_error"] and "0.3 s" in row["last_error"]
-    starts = [r["started_at"] for r in await conn.fetch(
-        "SELECT started_at FROM test_runs WHERE job_id = $1 ORDER BY attempt", job_id)]
+    starts = [
+        r["started_at"]
+        for r in await conn.fetch(
+            "SELECT started_at FROM test_runs WHERE job_id = $1 ORDER BY attempt", job_id
+        )
+    ]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     # Each gap is the 0.3 s timeout plus a backoff of 0.5 s, then 1 s. The handler stamps
     # started_at a moment after its attempt's clock starts (later still on a loaded
@@ -181,9 +206,12 @@ async def test_handler_errors_are_recorded_and_the_daemon_keeps_going(runs_table
     unknown = await importd.enqueue(conn, "no-such-kind", {})
     fine = await importd.enqueue(conn, "noop", {})
     proc = daemons(*FAST, "--backoff-base", "0.1")
-    await wait_until(lambda: conn.fetchval(
-        "SELECT count(*) = 4 FROM import_jobs WHERE status IN ('completed', 'failed')"),
-        what="the four jobs it serves to finish")
+    await wait_until(
+        lambda: conn.fetchval(
+            "SELECT count(*) = 4 FROM import_jobs WHERE status IN ('completed', 'failed')"
+        ),
+        what="the four jobs it serves to finish",
+    )
     rows = {r["id"]: r for r in await conn.fetch("SELECT * FROM import_jobs")}
     assert rows[flaky]["status"] == "completed" and rows[flaky]["attempts"] == 2
     assert rows[flaky]["last_error"] is None  # attempt 1's error went with its success
@@ -225,8 +253,9 @@ async def test_future_run_at_starts_on_time_not_at_the_next_poll(runs_table, dae
 async def test_drain_exit_codes(conn, dsn, jobs, code) -> None:
     for kind, payload, attempts in jobs:
         await importd.enqueue(conn, kind, payload, max_attempts=attempts)
-    done = await asyncio.to_thread(run_importd, "drain", "--dsn", dsn, "--handlers",
-                                   "tests.jobs", "--backoff-base", "30")
+    done = await asyncio.to_thread(
+        run_importd, "drain", "--dsn", dsn, "--handlers", "tests.jobs", "--backoff-base", "30"
+    )
     assert done.returncode == code, done.stderr
     # Off a TTY: JSON lines, a summary that logs the exit code it exits with, and no line
     # per completed job (those come at --log-level debug).
@@ -239,15 +268,23 @@ async def test_drain_exit_codes(conn, dsn, jobs, code) -> None:
 
 
 async def test_drain_filters_and_max_jobs(conn, dsn) -> None:
-    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue="a") for _ in range(5)]
-                               + [importd.NewJob("noop", {}, queue="b") for _ in range(5)])
-    done = await asyncio.to_thread(run_importd, "drain", "--dsn", dsn, "--queue", "a",
-                                   "--max-jobs", "3")
+    await importd.enqueue_many(
+        conn,
+        [importd.NewJob("noop", {}, queue="a") for _ in range(5)]
+        + [importd.NewJob("noop", {}, queue="b") for _ in range(5)],
+    )
+    done = await asyncio.to_thread(
+        run_importd, "drain", "--dsn", dsn, "--queue", "a", "--max-jobs", "3"
+    )
     assert done.returncode == 0, done.stderr
-    counts = await conn.fetch("SELECT queue, status, count(*) AS n FROM import_jobs "
-                              "GROUP BY 1, 2 ORDER BY 1, 2")
-    assert [tuple(r) for r in counts] == [("a", "completed", 3), ("a", "pending", 2),
-                                          ("b", "pending", 5)]
+    counts = await conn.fetch(
+        "SELECT queue, status, count(*) AS n FROM import_jobs GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    assert [tuple(r) for r in counts] == [
+        ("a", "completed", 3),
+        ("a", "pending", 2),
+        ("b", "pending", 5),
+    ]
     done = await asyncio.to_thread(run_importd, "drain", "--dsn", dsn, "--kind", "noop")
     assert done.returncode == 0
     assert await all_done(conn, 10)
@@ -258,8 +295,12 @@ async def test_lease_is_fenced_in_process(conn) -> None:
     await importd.enqueue(conn, "noop", {}, timeout=0.2)
     repo = Repository(conn)  # type: ignore[arg-type]
     (first,) = await repo.claim(1, "A", queues=None, kinds=None, lease_margin=0.0)
-    await wait_until(lambda: conn.fetchval("SELECT locked_until < now() FROM import_jobs "
-                                           "WHERE id = $1", first.id), what="the lease to expire")
+    await wait_until(
+        lambda: conn.fetchval(
+            "SELECT locked_until < now() FROM import_jobs WHERE id = $1", first.id
+        ),
+        what="the lease to expire",
+    )
     (rescued,) = await repo.rescue(10)
     assert rescued["status"] == "pending" and rescued["lost_by"] == "A"
     (second,) = await repo.claim(1, "B", queues=None, kinds=None, lease_margin=0.0)
@@ -271,13 +312,14 @@ async def test_lease_is_fenced_in_process(conn) -> None:
 
 async def test_concurrency_bounds_the_handlers_running_at_once(runs_table, daemons) -> None:
     conn = runs_table
-    await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 0.3})
-                                      for _ in range(12)])
+    await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 0.3}) for _ in range(12)])
     daemons("--concurrency", "3", *FAST)
     await wait_until(lambda: all_done(conn, 12), timeout=30, what="12 completions")
     runs = await conn.fetch("SELECT started_at, ended_at FROM test_runs")
-    events = sorted([(r["started_at"], 1) for r in runs] + [(r["ended_at"], -1) for r in runs],
-                    key=lambda e: (e[0], e[1]))
+    events = sorted(
+        [(r["started_at"], 1) for r in runs] + [(r["ended_at"], -1) for r in runs],
+        key=lambda e: (e[0], e[1]),
+    )
     running = peak = 0
     for _, step in events:
         running += step

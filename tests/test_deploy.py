@@ -35,7 +35,7 @@ STAND_IN_GROUP = "staff"  # a group that exists on Debian, standing in for impor
 def recipe() -> list[str]:
     """The shell lines of the README's "Running under systemd" block."""
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Running under systemd"):]
+    section = readme[readme.index("### Running under systemd") :]
     block = re.search(r"```sh\n(.*?)```", section, re.S)
     assert block is not None
     return [line for line in block.group(1).splitlines() if line.strip()]
@@ -64,18 +64,26 @@ def _venv(venv: Path) -> None:
     if not _reachable(interpreter):
         interpreter = Path("/usr/bin/python3")
     assert _reachable(interpreter), f"no Python the service's user can run ({interpreter})"
-    subprocess.run([str(interpreter), "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
+    subprocess.run(
+        [str(interpreter), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     ours = sysconfig.get_paths()["purelib"]
-    version = subprocess.run([str(venv / "bin/python"), "-c", "import sys, sysconfig; "
-                              "print(sysconfig.get_paths()['purelib'], sys.version_info[:2])"],
-                             capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    version = subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "import sys, sysconfig; print(sysconfig.get_paths()['purelib'], sys.version_info[:2])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split(" ", 1)
     assert version[1].strip() == str(sys.version_info[:2]), "the same Python minor version"
-    Path(version[0], "importd_checkout.pth").write_text(
-        f"import site; site.addsitedir({ours!r})\n")
+    Path(version[0], "importd_checkout.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
     script = venv / "bin/importd"
-    script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom importd.cli import main\n"
-                      "sys.exit(main())\n")
+    script.write_text(
+        f"#!{venv}/bin/python\nimport sys\nfrom importd.cli import main\nsys.exit(main())\n"
+    )
     script.chmod(0o755)
 
 
@@ -84,8 +92,9 @@ def _localise(line: str, root: Path, dsn: str) -> str | None:
     cannot run (creating the venv, systemctl, journalctl, a system group)."""
     command = re.sub(r"\s{2,}#.*$", "", line).strip()
     command = re.sub(r"(^|&& )sudo ", r"\1", command)
-    if command.startswith(("python3 -m venv", "/opt/importd/venv/bin/pip", "systemctl",
-                           "journalctl", "groupadd")):
+    if command.startswith(
+        ("python3 -m venv", "/opt/importd/venv/bin/pip", "systemctl", "journalctl", "groupadd")
+    ):
         return None
     command = command.replace("'postgresql://importd:…@db/app'", shlex.quote(dsn))
     for path in ("/etc/", "/opt/importd", "/srv/uploads"):
@@ -105,8 +114,14 @@ async def test_the_readme_recipe_works_as_written(conn: Any, dsn: str, prefix: P
         command = _localise(line, prefix, dsn)
         if command is None:
             continue
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, (command, done.stdout, done.stderr)
     assert await conn.fetchval("SELECT count(*) FROM importd_migrations") >= 3
 
@@ -142,29 +157,46 @@ async def test_the_readme_recipe_works_as_written(conn: Any, dsn: str, prefix: P
     upload.write_text("id,name\n1,Ada\n2,Grace\n")
     os.chown(upload, 0, group)
     os.chmod(upload, 0o640)  # readable by the group only, as the uploader's umask 027 leaves
-    job_id = await importd.enqueue(conn, "csv", {"source": f"file://{upload}",
-                                                 "table": "customers"})
+    job_id = await importd.enqueue(
+        conn, "csv", {"source": f"file://{upload}", "table": "customers"}
+    )
 
     (exec_start,) = re.findall(r"^ExecStart=(.+)$", unit, re.M)
-    argv = [arg.replace("/opt/importd", f"{prefix}/opt/importd").replace(
-        "/etc/", f"{prefix}/etc/") for arg in shlex.split(exec_start)]
+    argv = [
+        arg.replace("/opt/importd", f"{prefix}/opt/importd").replace("/etc/", f"{prefix}/etc/")
+        for arg in shlex.split(exec_start)
+    ]
     umask = re.search(r"^UMask=(\d+)$", unit, re.M)
     assert umask is not None
-    service_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/",
-                   "CREDENTIALS_DIRECTORY": str(creds), "INVOCATION_ID": "test"}
+    service_env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": "/",
+        "CREDENTIALS_DIRECTORY": str(creds),
+        "INVOCATION_ID": "test",
+    }
     log = prefix / "journal.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(argv, user=DYNAMIC_UID, group=DYNAMIC_UID,
-                                extra_groups=[group], umask=int(umask.group(1), 8),
-                                env=service_env, cwd="/", stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv,
+            user=DYNAMIC_UID,
+            group=DYNAMIC_UID,
+            extra_groups=[group],
+            umask=int(umask.group(1), 8),
+            env=service_env,
+            cwd="/",
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
+
         async def completed() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"importd exited {proc.returncode}:\n{log.read_text()}")
-            status = await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1",
-                                         job_id)
+            status = await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", job_id)
             assert status != "failed", await conn.fetchval(
-                "SELECT last_error FROM import_jobs WHERE id = $1", job_id)
+                "SELECT last_error FROM import_jobs WHERE id = $1", job_id
+            )
             return bool(status == "completed")
 
         await wait_until(completed, 30, what="the first import under the unit's user")
@@ -190,7 +222,8 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     dropins = tmp_path / "importd.service.d"
     dropins.mkdir()
     shutil.copy(ROOT / "systemd" / "uploads.conf", dropins / "uploads.conf")
-    done = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [analyze, "verify", str(local)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert "Documentation=file:///opt/importd/venv/share/doc/importd/README.md" in unit

@@ -34,8 +34,16 @@ async def test_enqueue_inside_a_rolled_back_transaction_leaves_nothing(conn, dsn
 async def test_enqueue_stores_every_option(conn) -> None:
     run_at = datetime.now(UTC) + timedelta(hours=1)
     job_id = await importd.enqueue(
-        conn, "csv", {"table": "t"}, queue="imports", priority=-2, run_at=run_at,
-        max_attempts=3, timeout=12.5, dedup_key="k1", tenant_id="acme",
+        conn,
+        "csv",
+        {"table": "t"},
+        queue="imports",
+        priority=-2,
+        run_at=run_at,
+        max_attempts=3,
+        timeout=12.5,
+        dedup_key="k1",
+        tenant_id="acme",
     )
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
     assert row["kind"] == "csv" and row["payload"] == {"table": "t"}
@@ -62,14 +70,20 @@ async def test_dedup_key_returns_the_unfinished_job(conn) -> None:
     assert again == first
     assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 1
     # Within one batch too, and mixed with new keys.
-    ids = await importd.enqueue_many(conn, [
-        NewJob("csv", {}, dedup_key="upload-8"), NewJob("csv", {}, dedup_key="upload-7"),
-        NewJob("csv", {}, dedup_key="upload-8"), NewJob("csv", {}),
-    ])
+    ids = await importd.enqueue_many(
+        conn,
+        [
+            NewJob("csv", {}, dedup_key="upload-8"),
+            NewJob("csv", {}, dedup_key="upload-7"),
+            NewJob("csv", {}, dedup_key="upload-8"),
+            NewJob("csv", {}),
+        ],
+    )
     assert ids[1] == first and ids[0] == ids[2] and len({ids[0], ids[3], first}) == 3
     # A finished job frees its key.
-    await conn.execute("UPDATE import_jobs SET status = 'completed', finished_at = now() "
-                       "WHERE id = $1", first)
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'completed', finished_at = now() WHERE id = $1", first
+    )
     assert await importd.enqueue(conn, "csv", {}, dedup_key="upload-7") != first
 
 
@@ -80,10 +94,28 @@ async def test_enqueue_rejects_a_payload_that_is_not_an_object(conn) -> None:
 
 async def test_cli_enqueue_prints_the_id(conn, dsn) -> None:
     payload = {"source": "file:///srv/uploads/u.csv", "table": "users"}
-    done = run_importd("enqueue", "csv", "--dsn", dsn, "--payload", json.dumps(payload),
-                       "--queue", "imports", "--priority", "5", "--max-attempts", "2",
-                       "--timeout", "60", "--run-at", "2030-01-01T00:00:00+00:00",
-                       "--tenant", "t1", "--dedup-key", "u1")
+    done = run_importd(
+        "enqueue",
+        "csv",
+        "--dsn",
+        dsn,
+        "--payload",
+        json.dumps(payload),
+        "--queue",
+        "imports",
+        "--priority",
+        "5",
+        "--max-attempts",
+        "2",
+        "--timeout",
+        "60",
+        "--run-at",
+        "2030-01-01T00:00:00+00:00",
+        "--tenant",
+        "t1",
+        "--dedup-key",
+        "u1",
+    )
     assert done.returncode == 0, done.stderr
     job_id = int(done.stdout.strip())
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
@@ -103,9 +135,10 @@ async def test_enqueue_many_one_notification_per_transaction_and_queue(conn, dsn
     try:
         async with conn.transaction():
             for _ in range(3):  # three batches of 1,000 over two queues, one transaction
-                await importd.enqueue_many(conn, [
-                    NewJob("noop", {"n": i}, queue="a" if i % 2 else "b") for i in range(1000)
-                ])
+                await importd.enqueue_many(
+                    conn,
+                    [NewJob("noop", {"n": i}, queue="a" if i % 2 else "b") for i in range(1000)],
+                )
             await importd.enqueue_many(conn, [NewJob("noop", {}, queue="a", dedup_key="d1")])
             assert await notes.settle(0.3) == []  # nothing before commit
         assert sorted(await notes.settle()) == ["a", "b"]
@@ -119,10 +152,16 @@ async def test_enqueue_many_one_notification_per_transaction_and_queue(conn, dsn
 async def test_enqueue_many_mixed_options_and_payloads_keep_input_order(conn) -> None:
     later = datetime.now(UTC) + timedelta(days=1)
     jobs = [
-        NewJob(f"k{i % 4}", {"n": i, "s": "é\u2028\"'\\", "nested": [i, {"x": None}]},
-               queue=f"q{i % 3}", priority=i % 5 - 2, tenant_id=None if i % 2 else f"t{i}",
-               run_at=later if i % 7 == 0 else None, max_attempts=1 + i % 9,
-               timeout=0.5 + i)
+        NewJob(
+            f"k{i % 4}",
+            {"n": i, "s": "é\u2028\"'\\", "nested": [i, {"x": None}]},
+            queue=f"q{i % 3}",
+            priority=i % 5 - 2,
+            tenant_id=None if i % 2 else f"t{i}",
+            run_at=later if i % 7 == 0 else None,
+            max_attempts=1 + i % 9,
+            timeout=0.5 + i,
+        )
         for i in range(1500)
     ]
     ids = await importd.enqueue_many(conn, jobs)
@@ -132,7 +171,11 @@ async def test_enqueue_many_mixed_options_and_payloads_keep_input_order(conn) ->
         row = rows[job_id]
         assert row["payload"] == job.payload and row["kind"] == job.kind
         assert (row["queue"], row["priority"], row["tenant_id"], row["max_attempts"]) == (
-            job.queue, job.priority, job.tenant_id, job.max_attempts)
+            job.queue,
+            job.priority,
+            job.tenant_id,
+            job.max_attempts,
+        )
         assert row["timeout"] == timedelta(seconds=job.timeout)
         assert (row["run_at"] == later) == (job.run_at is not None)
 
@@ -142,14 +185,17 @@ async def test_enqueue_many_ids_stay_in_order_beside_a_concurrent_producer(conn,
 
     other = await asyncpg.connect(dsn)
     try:
+
         async def interleave() -> None:
             for _ in range(200):
                 await importd.enqueue(other, "noop", {"other": True})
 
         mine = [NewJob("noop", {"n": i}) for i in range(1000)]
         _, ids = await asyncio.gather(interleave(), importd.enqueue_many(conn, mine))
-        by_id = {r["id"]: r["payload"].get("n")
-                 for r in await conn.fetch("SELECT id, payload FROM import_jobs")}
+        by_id = {
+            r["id"]: r["payload"].get("n")
+            for r in await conn.fetch("SELECT id, payload FROM import_jobs")
+        }
         assert [by_id[i] for i in ids] == list(range(1000))
     finally:
         await other.close()
@@ -159,8 +205,18 @@ async def test_cli_enqueue_payloads_file_in_order(conn, dsn, tmp_path) -> None:
     lines = [f'{{"n": {i}, "s": "line {i}"}}' for i in range(2500)]
     source = tmp_path / "jobs.ndjson"
     source.write_text("\n".join(lines[:1200]) + "\n\n" + "\n".join(lines[1200:]) + "\n")
-    done = run_importd("enqueue", "noop", "--dsn", dsn, "--payloads", str(source),
-                       "--queue", "bulk", "--tenant", "t9")
+    done = run_importd(
+        "enqueue",
+        "noop",
+        "--dsn",
+        dsn,
+        "--payloads",
+        str(source),
+        "--queue",
+        "bulk",
+        "--tenant",
+        "t9",
+    )
     assert done.returncode == 0, done.stderr
     assert "enqueued 2500 job(s)" in done.stdout
     rows = await conn.fetch("SELECT payload, queue, tenant_id FROM import_jobs ORDER BY id")

@@ -12,8 +12,16 @@ import importd
 from .helpers import importd_env, run_importd, run_importd_batch
 
 COMMANDS_WITH_A_DATABASE = [
-    ["status"], ["show", "1"], ["retry", "1"], ["cancel", "1"], ["prune"], ["doctor"],
-    ["enqueue", "noop"], ["migrate"], ["run"], ["drain"],
+    ["status"],
+    ["show", "1"],
+    ["retry", "1"],
+    ["cancel", "1"],
+    ["prune"],
+    ["doctor"],
+    ["enqueue", "noop"],
+    ["migrate"],
+    ["run"],
+    ["drain"],
 ]
 
 
@@ -26,7 +34,8 @@ async def _run_all(argvs: list[list[str]], env: dict[str, str] | None = None) ->
     alone = [a for a in argvs if a[0] in DAEMONS]
     results = await asyncio.gather(
         asyncio.to_thread(run_importd_batch, batched, env),
-        *(asyncio.to_thread(run_importd, *argv, env=env) for argv in alone))
+        *(asyncio.to_thread(run_importd, *argv, env=env) for argv in alone),
+    )
     by_argv = dict(zip(map(tuple, batched), results[0], strict=True))
     by_argv.update(zip(map(tuple, alone), results[1:], strict=True))
     return [by_argv[tuple(argv)] for argv in argvs]
@@ -34,19 +43,26 @@ async def _run_all(argvs: list[list[str]], env: dict[str, str] | None = None) ->
 
 async def test_bad_arguments_exit_2_with_a_reason(conn: Any, dsn: str) -> None:
     completed = await importd.enqueue(conn, "noop", {})
-    await conn.execute("UPDATE import_jobs SET status = 'completed', finished_at = now() "
-                       "WHERE id = $1", completed)
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'completed', finished_at = now() WHERE id = $1", completed
+    )
     cases = {
         ("status", "--jsn"): "unrecognized arguments: --jsn; did you mean --json?",
         ("stauts",): "invalid choice: 'stauts'",
         ("retry", "99999"): "retry: no job 99999",
         ("cancel", "99999"): "cancel: no job 99999",
-        ("retry", str(completed)):
-            f"job {completed} is completed: only failed or cancelled jobs are retried",
+        (
+            "retry",
+            str(completed),
+        ): f"job {completed} is completed: only failed or cancelled jobs are retried",
         ("cancel", str(completed)): f"job {completed} is completed: too late to cancel",
         ("show", "99999"): "no job 99999",
-        ("enqueue", "csv", "--payloads", "/nonexistent.ndjson"):
-            "--payloads: cannot read /nonexistent.ndjson: No such file or directory",
+        (
+            "enqueue",
+            "csv",
+            "--payloads",
+            "/nonexistent.ndjson",
+        ): "--payloads: cannot read /nonexistent.ndjson: No such file or directory",
         ("enqueue", "noop", "--payload", "[1]"): "--payload must be a JSON object",
         ("prune", "--older-than", "soon"): "'soon' is not a duration",
     }
@@ -59,8 +75,9 @@ async def test_bad_arguments_exit_2_with_a_reason(conn: Any, dsn: str) -> None:
     assert "did you mean status?" in results[1].stderr
     # What could be done was done; the unknown id is the reason for the 2.
     failed = await importd.enqueue(conn, "noop", {})
-    await conn.execute("UPDATE import_jobs SET status = 'failed', finished_at = now() "
-                       "WHERE id = $1", failed)
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'failed', finished_at = now() WHERE id = $1", failed
+    )
     mixed = await asyncio.to_thread(run_importd, "retry", str(failed), "99998", "--dsn", dsn)
     assert mixed.returncode == 2 and "1 job(s) back to pending" in mixed.stdout
     assert "no job 99998" in mixed.stderr
@@ -75,8 +92,7 @@ def test_version_comes_from_the_package_metadata() -> None:
 
 async def test_no_database_given_exits_3_for_every_command() -> None:
     # No DSN stops every command before it logs: all of them in one child.
-    results = await asyncio.to_thread(run_importd_batch, COMMANDS_WITH_A_DATABASE,
-                                      importd_env())
+    results = await asyncio.to_thread(run_importd_batch, COMMANDS_WITH_A_DATABASE, importd_env())
     for argv, done in zip(COMMANDS_WITH_A_DATABASE, results, strict=True):
         assert done.returncode == 3, (argv, done.stdout, done.stderr)
         assert "no database given: pass --dsn, or set IMPORTD_DSN" in done.stderr, argv
@@ -95,10 +111,16 @@ async def test_a_database_that_cannot_be_reached_exits_5(dsn: str) -> None:
     refused = "postgresql://postgres@127.0.0.1:1/x"
     no_role = dsn.replace("postgres@", "no_such_role@")
     no_db = dsn.rpartition("/")[0] + "/no_such_database"
-    argvs = [[*argv, "--dsn", refused] for argv in COMMANDS_WITH_A_DATABASE
-             if argv[0] not in ("run", "drain")]  # those retry first (60 s / 10 s)
-    argvs += [[*argv, "--dsn", no_role] for argv in COMMANDS_WITH_A_DATABASE
-              if argv[0] in ("migrate", "run", "drain", "status")]
+    argvs = [
+        [*argv, "--dsn", refused]
+        for argv in COMMANDS_WITH_A_DATABASE
+        if argv[0] not in ("run", "drain")
+    ]  # those retry first (60 s / 10 s)
+    argvs += [
+        [*argv, "--dsn", no_role]
+        for argv in COMMANDS_WITH_A_DATABASE
+        if argv[0] in ("migrate", "run", "drain", "status")
+    ]
     argvs += [[*argv, "--dsn", no_db] for argv in (["migrate"], ["run"], ["enqueue", "noop"])]
     results = await _run_all(argvs)
     for argv, done in zip(argvs, results, strict=True):
@@ -120,10 +142,10 @@ async def test_a_database_error_exits_1(conn: Any, dsn: str) -> None:
 
 async def test_drain_stopped_by_its_timeout_exits_12_and_logs_it(conn: Any, dsn: str) -> None:
     await importd.enqueue(conn, "noop", {"sleep": 30})
-    done = await asyncio.to_thread(run_importd, "drain", "--dsn", dsn, "--timeout", "1",
-                                   "--log-format", "json")
+    done = await asyncio.to_thread(
+        run_importd, "drain", "--dsn", dsn, "--timeout", "1", "--log-format", "json"
+    )
     assert done.returncode == 12, done.stderr
-    stopped = [json.loads(line) for line in done.stderr.splitlines()
-               if '"daemon_stopped"' in line]
+    stopped = [json.loads(line) for line in done.stderr.splitlines() if '"daemon_stopped"' in line]
     assert [e["exit_code"] for e in stopped] == [12]
     assert await conn.fetchval("SELECT status FROM import_jobs") == "pending"

@@ -29,10 +29,13 @@ async def count(conn: Any, where: str) -> int:
 
 async def test_every_claim_path_takes_only_the_kinds_given(dsn, conn) -> None:
     # Jobs of a kind nobody here serves come first in every order a claim knows.
-    await importd.enqueue_many(conn, [importd.NewJob("thumbnail", {}, priority=-1,
-                                                     tenant_id=f"t{i % 3}") for i in range(9)])
-    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, tenant_id=f"t{i % 3}")
-                                      for i in range(6)])
+    await importd.enqueue_many(
+        conn,
+        [importd.NewJob("thumbnail", {}, priority=-1, tenant_id=f"t{i % 3}") for i in range(9)],
+    )
+    await importd.enqueue_many(
+        conn, [importd.NewJob("noop", {}, tenant_id=f"t{i % 3}") for i in range(6)]
+    )
     pool = await db.create_pool(dsn, min_size=1, max_size=2)
     repo = Repository(pool)
     served = ("noop", "csv")
@@ -42,10 +45,14 @@ async def test_every_claim_path_takes_only_the_kinds_given(dsn, conn) -> None:
         "fair, one queue": (Lane(("default",), served), {"fair": True}),
         "fair, general": (Lane(None, served, skip_queues=("webhooks",)), {"fair": True}),
         "tenant cap": (Lane(None, served), {"fair": True, "tenant_cap": 1}),
-        "plain, rate limited": (Lane(None, served, rate=RateLimit("queue", "default", 100.0,
-                                                                   burst=50)), {}),
-        "fair, rate limited": (Lane(None, served, rate=RateLimit("kind", "noop", 100.0,
-                                                                  burst=50)), {"fair": True}),
+        "plain, rate limited": (
+            Lane(None, served, rate=RateLimit("queue", "default", 100.0, burst=50)),
+            {},
+        ),
+        "fair, rate limited": (
+            Lane(None, served, rate=RateLimit("kind", "noop", 100.0, burst=50)),
+            {"fair": True},
+        ),
     }
     await repo.ensure_rate_limits(["queue:default", "kind:noop"])
     try:
@@ -53,8 +60,10 @@ async def test_every_claim_path_takes_only_the_kinds_given(dsn, conn) -> None:
             for _ in range(3):  # several claims: the fair function's cached plans too
                 jobs, _ = await repo.claim_lane(lane, 20, "w", lease_margin=5.0, **options)
                 assert {j.kind for j in jobs} <= {"noop"}, name
-                await conn.execute("UPDATE import_jobs SET status = 'pending', attempts = 0, "
-                                   "locked_by = NULL, locked_until = NULL")
+                await conn.execute(
+                    "UPDATE import_jobs SET status = 'pending', attempts = 0, "
+                    "locked_by = NULL, locked_until = NULL"
+                )
             assert jobs, name
         # What drain and the wake-up timer count: served kinds only.
         assert await repo.count_runnable(None, served) == 6
@@ -65,16 +74,23 @@ async def test_every_claim_path_takes_only_the_kinds_given(dsn, conn) -> None:
     assert await count(conn, "kind = 'thumbnail' AND status = 'pending' AND attempts = 0") == 9
 
 
-async def test_mixed_fleet_runs_each_kind_on_the_daemon_that_serves_it(runs_table, dsn,
-                                                                       daemons) -> None:
+async def test_mixed_fleet_runs_each_kind_on_the_daemon_that_serves_it(
+    runs_table, dsn, daemons
+) -> None:
     conn = runs_table
-    await importd.enqueue_many(conn, [importd.NewJob("thumbnail", {}) for _ in range(40)]
-                               + [importd.NewJob("noop", {}) for _ in range(10)])
+    await importd.enqueue_many(
+        conn,
+        [importd.NewJob("thumbnail", {}) for _ in range(40)]
+        + [importd.NewJob("noop", {}) for _ in range(10)],
+    )
     plain = daemons("--no-fair", *FAST)  # no thumbnail handler, the plain claim
-    await wait_until(lambda: count(conn, "kind = 'noop' AND status = 'completed'"),
-                     what="the noop jobs")
-    await wait_until(lambda: conn.fetchval("SELECT count(*) FROM importd_daemons"),
-                     what="the daemon's registration")
+    await wait_until(
+        lambda: count(conn, "kind = 'noop' AND status = 'completed'"), what="the noop jobs"
+    )
+    await wait_until(
+        lambda: conn.fetchval("SELECT count(*) FROM importd_daemons"),
+        what="the daemon's registration",
+    )
     assert await count(conn, "kind = 'thumbnail' AND status = 'pending' AND attempts = 0") == 40
     status = await asyncio.to_thread(run_importd, "status", "--dsn", dsn)
     assert status.returncode == 0, status.stderr
@@ -86,8 +102,9 @@ async def test_mixed_fleet_runs_each_kind_on_the_daemon_that_serves_it(runs_tabl
 
     thumbs = daemons(*FLEET, *FAST)  # serves thumbnail; the fair claim (the default)
     await wait_until(lambda: _all_done(conn, 50), timeout=30, what="all 50 jobs")
-    rows = await conn.fetch("SELECT status, attempts, result, last_error FROM import_jobs "
-                            "WHERE kind = 'thumbnail'")
+    rows = await conn.fetch(
+        "SELECT status, attempts, result, last_error FROM import_jobs WHERE kind = 'thumbnail'"
+    )
     assert {r["status"] for r in rows} == {"completed"}
     assert {r["attempts"] for r in rows} == {1}
     assert not [r for r in rows if r["last_error"]]  # no UnknownKind, no hand-back
@@ -115,8 +132,11 @@ async def _name_of(conn: Any, pid: int) -> str:
 
 
 async def test_drain_leaves_unserved_kinds_pending_and_says_so(conn, dsn) -> None:
-    await importd.enqueue_many(conn, [importd.NewJob("thumbnail", {}) for _ in range(4)]
-                               + [importd.NewJob("noop", {}) for _ in range(3)])
+    await importd.enqueue_many(
+        conn,
+        [importd.NewJob("thumbnail", {}) for _ in range(4)]
+        + [importd.NewJob("noop", {}) for _ in range(3)],
+    )
     done = await asyncio.to_thread(run_importd, "drain", "--dsn", dsn)
     assert done.returncode == 0, done.stderr
     assert "left 4 pending job(s) of kinds no handler here serves (thumbnail 4)" in done.stderr
@@ -131,25 +151,38 @@ async def test_drain_leaves_unserved_kinds_pending_and_says_so(conn, dsn) -> Non
 async def test_registry_rows_refresh_prune_and_leave(conn, dsn, daemons) -> None:
     await conn.execute(
         "INSERT INTO importd_daemons (name, host, pid, version, kinds, queues, last_seen) "
-        "VALUES ('gone:1:abc', 'gone', 1, '0.0.1', '{noop}', NULL, now() - interval '1 hour')")
+        "VALUES ('gone:1:abc', 'gone', 1, '0.0.1', '{noop}', NULL, now() - interval '1 hour')"
+    )
     proc = daemons("--queue", "a", "--queue", "b=2", "--shutdown-grace", "0", *FAST)
     await proc.wait_for_event("daemon_ready")
     row = await conn.fetchrow("SELECT * FROM importd_daemons WHERE pid = $1", proc.proc.pid)
     assert row["name"].startswith(row["host"] + f":{proc.proc.pid}:")
     assert row["version"] == importd.__version__ and row["queues"] == ["a", "b"]
     assert {"noop", "sleep", "csv"} <= set(row["kinds"]) and "thumbnail" not in row["kinds"]
-    await wait_until(lambda: conn.fetchval(
-        "SELECT last_seen > $1 FROM importd_daemons WHERE pid = $2", row["last_seen"],
-        proc.proc.pid), timeout=10, what="a refresh of last_seen")
-    await wait_until(lambda: conn.fetchval(
-        "SELECT count(*) = 0 FROM importd_daemons WHERE name = 'gone:1:abc'"), timeout=10,
-        what="the stale row to be pruned")
+    await wait_until(
+        lambda: conn.fetchval(
+            "SELECT last_seen > $1 FROM importd_daemons WHERE pid = $2",
+            row["last_seen"],
+            proc.proc.pid,
+        ),
+        timeout=10,
+        what="a refresh of last_seen",
+    )
+    await wait_until(
+        lambda: conn.fetchval("SELECT count(*) = 0 FROM importd_daemons WHERE name = 'gone:1:abc'"),
+        timeout=10,
+        what="the stale row to be pruned",
+    )
     assert proc.saw("daemon_pruned", name="gone:1:abc")
     # A job claimed by this daemon names it exactly as the registry does.
     job = await importd.enqueue(conn, "sleep", {"seconds": 30}, queue="a")
-    await wait_until(lambda: conn.fetchval(
-        "SELECT locked_by FROM import_jobs WHERE id = $1", job), what="the claim")
-    assert await conn.fetchval("SELECT locked_by FROM import_jobs WHERE id = $1", job) == row["name"]
+    await wait_until(
+        lambda: conn.fetchval("SELECT locked_by FROM import_jobs WHERE id = $1", job),
+        what="the claim",
+    )
+    assert (
+        await conn.fetchval("SELECT locked_by FROM import_jobs WHERE id = $1", job) == row["name"]
+    )
     status = await asyncio.to_thread(run_importd, "status", "--dsn", dsn)
     assert f"    host {row['host']}  pid {proc.proc.pid}  up " in status.stdout
     assert f"  {row['name']}  version {importd.__version__}  seen " in status.stdout
@@ -161,13 +194,15 @@ async def test_registry_rows_refresh_prune_and_leave(conn, dsn, daemons) -> None
     assert await conn.fetchval("SELECT count(*) FROM importd_daemons") == 0
 
 
-@pytest.mark.parametrize("column", ["run_at", "created_at", "updated_at", "started_at",
-                                    "finished_at", "locked_until"])
+@pytest.mark.parametrize(
+    "column", ["run_at", "created_at", "updated_at", "started_at", "finished_at", "locked_until"]
+)
 async def test_infinite_timestamps_are_refused(conn, column) -> None:
     for value in ("infinity", "-infinity"):
         with pytest.raises(asyncpg.CheckViolationError, match="import_jobs_"):
-            await conn.execute(f"INSERT INTO import_jobs (kind, {column}) "
-                               f"VALUES ('noop', '{value}')")
+            await conn.execute(
+                f"INSERT INTO import_jobs (kind, {column}) VALUES ('noop', '{value}')"
+            )
     with pytest.raises(asyncpg.CheckViolationError, match="importd_rate_limits_tat_check"):
         await conn.execute("INSERT INTO importd_rate_limits VALUES ('queue:x', 'infinity')")
 
@@ -179,46 +214,67 @@ async def test_migration_mends_infinite_rows_of_an_older_schema(empty_dsn) -> No
         for version, name, text in sql.migrations():
             if version < 4:
                 await conn.execute(text)
-                await conn.execute("INSERT INTO importd_migrations VALUES ($1, $2, $3)",
-                                   version, name, migrate._checksum(text))
-        early = await conn.fetchval("INSERT INTO import_jobs (kind, run_at, created_at) VALUES "
-                                    "('noop', '-infinity', '2026-01-01') RETURNING id")
-        never = await conn.fetchval("INSERT INTO import_jobs (kind, run_at) "
-                                    "VALUES ('noop', 'infinity') RETURNING id")
+                await conn.execute(
+                    "INSERT INTO importd_migrations VALUES ($1, $2, $3)",
+                    version,
+                    name,
+                    migrate._checksum(text),
+                )
+        early = await conn.fetchval(
+            "INSERT INTO import_jobs (kind, run_at, created_at) VALUES "
+            "('noop', '-infinity', '2026-01-01') RETURNING id"
+        )
+        never = await conn.fetchval(
+            "INSERT INTO import_jobs (kind, run_at) VALUES ('noop', 'infinity') RETURNING id"
+        )
         held = await conn.fetchval(
             "INSERT INTO import_jobs (kind, status, attempts, locked_by, locked_until, "
             "started_at) VALUES ('noop', 'running', 1, 'x', 'infinity', '-infinity') "
-            "RETURNING id")
+            "RETURNING id"
+        )
         await conn.execute("INSERT INTO importd_rate_limits VALUES ('queue:q', 'infinity')")
         assert "0004_fleet" in await migrate.apply(conn)
-        rows = {r["id"]: r for r in await conn.fetch(
-            "SELECT id, run_at = created_at AS at_creation, "
-            "run_at = '9999-12-31 23:59:59+00' AS last_moment, "
-            "locked_until <= now() AS expired, started_at FROM import_jobs")}
+        rows = {
+            r["id"]: r
+            for r in await conn.fetch(
+                "SELECT id, run_at = created_at AS at_creation, "
+                "run_at = '9999-12-31 23:59:59+00' AS last_moment, "
+                "locked_until <= now() AS expired, started_at FROM import_jobs"
+            )
+        }
         assert rows[early]["at_creation"] and rows[never]["last_moment"]
         assert rows[held]["expired"] and rows[held]["started_at"] is None  # rescued soon
         assert await conn.fetchval(
-            "SELECT tat = '-infinity' FROM importd_rate_limits WHERE key = 'queue:q'")
+            "SELECT tat = '-infinity' FROM importd_rate_limits WHERE key = 'queue:q'"
+        )
     finally:
         await conn.close()
 
 
 async def test_rows_python_cannot_read_leave_daemons_running(dsn, conn, daemons) -> None:
-    far = await conn.fetchval("INSERT INTO import_jobs (kind, run_at) "
-                              "VALUES ('noop', '20000-01-01 00:00:00+00') RETURNING id")
-    ancient = await conn.fetchval("INSERT INTO import_jobs (kind, run_at) "
-                                  "VALUES ('noop', '0100-06-01 BC') RETURNING id")
-    future_born = await conn.fetchval("INSERT INTO import_jobs (kind, created_at) "
-                                      "VALUES ('noop', '20000-01-01') RETURNING id")
+    far = await conn.fetchval(
+        "INSERT INTO import_jobs (kind, run_at) "
+        "VALUES ('noop', '20000-01-01 00:00:00+00') RETURNING id"
+    )
+    ancient = await conn.fetchval(
+        "INSERT INTO import_jobs (kind, run_at) VALUES ('noop', '0100-06-01 BC') RETURNING id"
+    )
+    future_born = await conn.fetchval(
+        "INSERT INTO import_jobs (kind, created_at) VALUES ('noop', '20000-01-01') RETURNING id"
+    )
     procs = [daemons(*FAST), daemons("--no-fair", *FAST)]
     await importd.enqueue_many(conn, [importd.NewJob("noop", {}) for _ in range(20)])
-    await wait_until(lambda: count(conn, "status = 'completed'"), timeout=20,
-                     what="jobs to complete")
+    await wait_until(
+        lambda: count(conn, "status = 'completed'"), timeout=20, what="jobs to complete"
+    )
     await wait_until(lambda: _all_done(conn, 22), timeout=20, what="22 completions")
-    assert await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", ancient) \
+    assert (
+        await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", ancient) == "completed"
+    )
+    assert (
+        await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", future_born)
         == "completed"
-    assert await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", future_born) \
-        == "completed"
+    )
     assert await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", far) == "pending"
     assert [p.proc.poll() for p in procs] == [None, None]
     shown = await asyncio.to_thread(run_importd, "show", str(far), "--dsn", dsn)
@@ -236,16 +292,20 @@ async def test_finished_at_is_the_moment_of_the_write(conn, daemons) -> None:
     job = await importd.enqueue(conn, "slow_tx", {"seconds": 1})
     daemons(*FLEET, *FAST)
     await wait_until(lambda: _all_done(conn, 1), timeout=20, what="the job")
-    ran = await conn.fetchval("SELECT extract(epoch FROM finished_at - started_at) "
-                              "FROM import_jobs WHERE id = $1", job)
+    ran = await conn.fetchval(
+        "SELECT extract(epoch FROM finished_at - started_at) FROM import_jobs WHERE id = $1", job
+    )
     assert 1.0 <= ran < 3.0, ran
 
 
-async def test_job_inserted_after_an_outage_starts_within_seconds(pg_server, dsn, conn,
-                                                                  daemons) -> None:
+async def test_job_inserted_after_an_outage_starts_within_seconds(
+    pg_server, dsn, conn, daemons
+) -> None:
     assert pg_server.cluster is not None, "this test stops and starts the suite's own server"
-    await conn.execute("CREATE TABLE test_runs (job_id bigint, attempt int, worker text, "
-                       "started_at timestamptz, ended_at timestamptz)")
+    await conn.execute(
+        "CREATE TABLE test_runs (job_id bigint, attempt int, worker text, "
+        "started_at timestamptz, ended_at timestamptz)"
+    )
     await conn.close()
     proc = daemons(*FAST, "--probe-interval", "0.5")
     await proc.wait_for_event("daemon_ready")
@@ -259,13 +319,18 @@ async def test_job_inserted_after_an_outage_starts_within_seconds(pg_server, dsn
     await asyncio.sleep(1)
     fresh = await db.connect(dsn)
     try:
-        inserted = await fresh.fetchval("INSERT INTO import_jobs (kind) VALUES ('record') "
-                                        "RETURNING clock_timestamp()")
-        started = await wait_until(lambda: fresh.fetchval("SELECT started_at FROM test_runs"),
-                                   timeout=15, what="the job to start")
+        inserted = await fresh.fetchval(
+            "INSERT INTO import_jobs (kind) VALUES ('record') RETURNING clock_timestamp()"
+        )
+        started = await wait_until(
+            lambda: fresh.fetchval("SELECT started_at FROM test_runs"),
+            timeout=15,
+            what="the job to start",
+        )
         assert (started - inserted).total_seconds() < 3.0
-        waits = [e["retry_in_s"] for e in proc.events()
-                 if e.get("event") == "listener_connect_failed"]
+        waits = [
+            e["retry_in_s"] for e in proc.events() if e.get("event") == "listener_connect_failed"
+        ]
         assert waits and max(waits) <= 2.0, waits
         assert proc.proc.poll() is None
     finally:
@@ -273,13 +338,21 @@ async def test_job_inserted_after_an_outage_starts_within_seconds(pg_server, dsn
 
 
 def test_unserved_kinds_name_the_queues_nobody_serves() -> None:
-    daemons = [{"kinds": ["noop", "thumbnail"], "queues": ["media"]},
-               {"kinds": ["noop"], "queues": None}]
-    pending = [("media", "thumbnail", 5), ("bulk", "thumbnail", 7), ("bulk", "noop", 3),
-               ("default", "csv", 2), ("default", "http", 0)]
+    daemons = [
+        {"kinds": ["noop", "thumbnail"], "queues": ["media"]},
+        {"kinds": ["noop"], "queues": None},
+    ]
+    pending = [
+        ("media", "thumbnail", 5),
+        ("bulk", "thumbnail", 7),
+        ("bulk", "noop", 3),
+        ("default", "csv", 2),
+        ("default", "http", 0),
+    ]
     assert [u.text for u in fleet.unserved(pending, daemons)] == [
         "csv: 2 pending, no daemon serves it",
         "thumbnail: 7 pending in queue bulk, no daemon serves it",
     ]
     assert [u.text for u in fleet.unserved(pending, [])][-1] == (
-        "thumbnail: 12 pending, no daemon serves it")
+        "thumbnail: 12 pending, no daemon serves it"
+    )

@@ -24,8 +24,14 @@ def server():
 @pytest.fixture
 def call(drain, server):
     async def run(**overrides) -> int:
-        return await drain(url_prefixes=(server.url + "/",), http_token=TOKEN,
-                           backoff_base=0.1, backoff_jitter=0, **overrides)
+        return await drain(
+            url_prefixes=(server.url + "/",),
+            http_token=TOKEN,
+            backoff_base=0.1,
+            backoff_jitter=0,
+            **overrides,
+        )
+
     return run
 
 
@@ -34,8 +40,9 @@ async def row(conn, job_id):
 
 
 async def test_success_posts_the_job_with_the_bearer_token(conn, server, call, capsys) -> None:
-    url = server.route("/fn", Reply(200, b'{"ok": true, "n": 3}',
-                                    {"Content-Type": "application/json"}))
+    url = server.route(
+        "/fn", Reply(200, b'{"ok": true, "n": 3}', {"Content-Type": "application/json"})
+    )
     job_id = await importd.enqueue(conn, "http", {"url": url, "file": "u.csv"}, queue="hooks")
     assert await call() == 0
     done = await row(conn, job_id)
@@ -43,8 +50,13 @@ async def test_success_posts_the_job_with_the_bearer_token(conn, server, call, c
     assert done["result"] == {"status": 200, "body": {"ok": True, "n": 3}}
     (hit,) = server.hits("/fn")
     assert hit.method == "POST"
-    assert json.loads(hit.body) == {"id": job_id, "kind": "http", "queue": "hooks",
-                                    "attempt": 1, "payload": {"url": url, "file": "u.csv"}}
+    assert json.loads(hit.body) == {
+        "id": job_id,
+        "kind": "http",
+        "queue": "hooks",
+        "attempt": 1,
+        "payload": {"url": url, "file": "u.csv"},
+    }
     assert hit.headers["Authorization"] == f"Bearer {TOKEN}"
     # The token is nowhere but on the wire.
     assert TOKEN not in json.dumps({k: str(v) for k, v in dict(done).items()})
@@ -93,7 +105,9 @@ async def test_an_endpoint_that_never_answers_times_out(conn, server, call) -> N
     assert await call() == 10
     failed = await row(conn, job_id)
     assert failed["status"] == "failed"
-    assert "did not answer within 1 s" in failed["last_error"] or "JobTimeout" in failed["last_error"]
+    assert (
+        "did not answer within 1 s" in failed["last_error"] or "JobTimeout" in failed["last_error"]
+    )
 
 
 async def test_urls_outside_the_prefixes_and_missing_urls_are_refused(conn, server, call) -> None:

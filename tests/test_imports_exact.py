@@ -42,8 +42,10 @@ async def abc(conn) -> Any:
 @pytest.fixture
 def load(drain, root: Path) -> Any:
     async def run(**overrides: Any) -> int:
-        return await drain(**{"import_roots": (str(root),), "tables": TABLES,
-                              "copy_chunk_rows": 1000, **overrides})
+        return await drain(
+            **{"import_roots": (str(root),), "tables": TABLES, "copy_chunk_rows": 1000, **overrides}
+        )
+
     return run
 
 
@@ -54,8 +56,10 @@ def write(root: Path, name: str, data: bytes | str) -> str:
 
 
 async def errors(conn, job_id: int) -> list[tuple[int, str]]:
-    rows = await conn.fetch("SELECT line_number, message FROM import_job_errors "
-                            "WHERE job_id = $1 ORDER BY line_number", job_id)
+    rows = await conn.fetch(
+        "SELECT line_number, message FROM import_job_errors WHERE job_id = $1 ORDER BY line_number",
+        job_id,
+    )
     return [(r["line_number"], r["message"]) for r in rows]
 
 
@@ -64,17 +68,24 @@ async def job(conn, job_id: int) -> Any:
 
 
 async def test_bad_row_after_multiline_quoted_fields_is_rejected_at_its_true_line(
-        abc, load, root) -> None:
+    abc, load, root
+) -> None:
     source = write(root, "m.csv", 'a,b,c\n"m\nm\nm",1,y\n"n\nn",2,y\nbad,NOTINT,y\nok,4,y\n')
-    jobs = {atomic: await importd.enqueue(abc, "csv", {"source": source, "table": table,
-                                                       "max_errors": 5, "atomic": atomic})
-            for atomic, table in BOTH.items()}
+    jobs = {
+        atomic: await importd.enqueue(
+            abc, "csv", {"source": source, "table": table, "max_errors": 5, "atomic": atomic}
+        )
+        for atomic, table in BOTH.items()
+    }
     assert await load() == 0
     for atomic, job_id in jobs.items():
         row = await job(abc, job_id)
         assert row["result"]["rows_loaded"] == 3 and row["result"]["rows_rejected"] == 1
         assert sorted(r["a"] for r in await abc.fetch(f"SELECT a FROM {BOTH[atomic]}")) == [
-            "m\nm\nm", "n\nn", "ok"]
+            "m\nm\nm",
+            "n\nn",
+            "ok",
+        ]
         found = await errors(abc, job_id)
         assert [line for line, _ in found] == [7]
         assert 'invalid input syntax for type integer: "NOTINT"' in found[0][1]
@@ -83,11 +94,18 @@ async def test_bad_row_after_multiline_quoted_fields_is_rejected_at_its_true_lin
 @pytest.mark.parametrize("atomic", [True, False])
 async def test_a_backslash_dot_line_does_not_end_the_file(abc, load, root, atomic: bool) -> None:
     source = write(root, "dot.csv", "a,b,c\nx,1,y\n\\.\nz,2,w\nq,3,r\n")
-    job_id = await importd.enqueue(abc, "csv", {"source": source, "table": "abc",
-                                                "max_errors": 1, "atomic": atomic})
-    single = await importd.enqueue(abc, "csv", {
-        "source": write(root, "one.csv", "v\nfirst\n\\.\nlast\n"), "table": "one",
-        "atomic": atomic})
+    job_id = await importd.enqueue(
+        abc, "csv", {"source": source, "table": "abc", "max_errors": 1, "atomic": atomic}
+    )
+    single = await importd.enqueue(
+        abc,
+        "csv",
+        {
+            "source": write(root, "one.csv", "v\nfirst\n\\.\nlast\n"),
+            "table": "one",
+            "atomic": atomic,
+        },
+    )
     assert await load() == 0
     assert sorted(r["a"] for r in await abc.fetch("SELECT a FROM abc")) == ["q", "x", "z"]
     assert (await job(abc, job_id))["result"]["rows_loaded"] == 3
@@ -101,16 +119,39 @@ async def test_a_backslash_dot_line_does_not_end_the_file(abc, load, root, atomi
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 async def test_bom_and_line_ends_in_every_mode(abc, load, root, newline: str) -> None:
     bom = "\ufeff"
-    rows = ['x,1,y', '"two', 'lines",2,y', 'bad,X,y', 'short,4']
+    rows = ["x,1,y", '"two', 'lines",2,y', "bad,X,y", "short,4"]
     with_header = write(root, "h.csv", bom + newline.join(["a,b,c", *rows]) + newline)
     without = write(root, "n.csv", bom + newline.join(rows))
     jobs = []
     for atomic, table in BOTH.items():
-        jobs.append((table, 1, await importd.enqueue(abc, "csv", {
-            "source": with_header, "table": table, "max_errors": 2, "atomic": atomic})))
-    jobs.append(("abc_n", 0, await importd.enqueue(abc, "csv", {
-        "source": without, "table": "abc_n", "header": False, "columns": ["a", "b", "c"],
-        "max_errors": 2})))
+        jobs.append(
+            (
+                table,
+                1,
+                await importd.enqueue(
+                    abc,
+                    "csv",
+                    {"source": with_header, "table": table, "max_errors": 2, "atomic": atomic},
+                ),
+            )
+        )
+    jobs.append(
+        (
+            "abc_n",
+            0,
+            await importd.enqueue(
+                abc,
+                "csv",
+                {
+                    "source": without,
+                    "table": "abc_n",
+                    "header": False,
+                    "columns": ["a", "b", "c"],
+                    "max_errors": 2,
+                },
+            ),
+        )
+    )
     assert await load() == 0
     for table, offset, job_id in jobs:
         assert (await job(abc, job_id))["status"] == "completed"
@@ -127,16 +168,18 @@ async def test_ndjson_numbers_keep_their_text(abc, load, root) -> None:
         '\ufeff{"n": 3.14159265358979323846, "j": {"x": 0.10000000000000000000000001, '
         '"y": [1e400, -0E-3]}, "t": 1E5}',
         '{"n": 1e400, "t": 12345678901234567890123}',
-        '{"f": 1e400}',                      # line 3: out of range for float8
-        '{"n": NaN}',                        # line 4: not JSON
-        '{"j": ' + deep + '}',               # line 5: nested too deeply
-        '{"t": "\\ud800"}',                  # line 6: a lone surrogate
+        '{"f": 1e400}',  # line 3: out of range for float8
+        '{"n": NaN}',  # line 4: not JSON
+        '{"j": ' + deep + "}",  # line 5: nested too deeply
+        '{"t": "\\ud800"}',  # line 6: a lone surrogate
         '{"f": 2.5, "t": "fine"}',
     ]
     source = write(root, "n.ndjson", "\n".join(lines) + "\n")
-    job_id = await importd.enqueue(abc, "ndjson", {"source": source, "table": "nums",
-                                                   "max_errors": 4,
-                                                   "columns": {c: c for c in "njtf"}})
+    job_id = await importd.enqueue(
+        abc,
+        "ndjson",
+        {"source": source, "table": "nums", "max_errors": 4, "columns": {c: c for c in "njtf"}},
+    )
     assert await load() == 0
     row = await job(abc, job_id)
     assert row["status"] == "completed", row["last_error"]
@@ -145,7 +188,9 @@ async def test_ndjson_numbers_keep_their_text(abc, load, root) -> None:
     got = sorted(got, key=lambda r: ["1E5", "12345678901234567890123", "fine"].index(r["t"]))
     assert got[0]["n"] == "3.14159265358979323846" and got[0]["t"] == "1E5"
     assert json.loads(got[0]["j"], parse_float=Decimal) == {
-        "x": Decimal("0.10000000000000000000000001"), "y": [Decimal("1e400"), Decimal("-0E-3")]}
+        "x": Decimal("0.10000000000000000000000001"),
+        "y": [Decimal("1e400"), Decimal("-0E-3")],
+    }
     assert Decimal(got[1]["n"]) == Decimal("1e400") and got[1]["t"] == "12345678901234567890123"
     assert got[2]["f"] == 2.5
     found = await errors(abc, job_id)
@@ -160,20 +205,32 @@ async def test_a_record_longer_than_max_record_bytes_is_a_row_error(abc, load, r
     big = "z" * 300_000
     csv_text = f'a,b,c\nx,1,y\n"{big}\n{big}",2,y\n{big},3,y\nw,4,y\n'
     nd_text = '{"a": "x", "b": 1}\n' + '{"a": "' + big + '", "b": 2}\n{"a": "w", "b": 4}\n'
-    cases = [("csv", True, "abc", csv_text, [3, 5]), ("csv", False, "abc_f", csv_text, [3, 5]),
-             ("ndjson", True, "abc_n", nd_text, [2])]
+    cases = [
+        ("csv", True, "abc", csv_text, [3, 5]),
+        ("csv", False, "abc_f", csv_text, [3, 5]),
+        ("ndjson", True, "abc_n", nd_text, [2]),
+    ]
     jobs = []
     for fmt, atomic, table, text, lines in cases:
         source = write(root, f"{table}.{fmt}", text)
-        jobs.append((table, lines, await importd.enqueue(abc, fmt, {
-            "source": source, "table": table, "max_errors": 2, "atomic": atomic})))
+        jobs.append(
+            (
+                table,
+                lines,
+                await importd.enqueue(
+                    abc, fmt, {"source": source, "table": table, "max_errors": 2, "atomic": atomic}
+                ),
+            )
+        )
     assert await load(max_record_bytes=100_000) == 0
     for table, lines, job_id in jobs:
         assert sorted(r["a"] for r in await abc.fetch(f"SELECT a FROM {table}")) == ["w", "x"]
         found = await errors(abc, job_id)
         assert [line for line, _ in found] == lines
-        assert all("RecordTooLong" in message and "max_record_bytes=100,000" in message
-                   for _, message in found)
+        assert all(
+            "RecordTooLong" in message and "max_record_bytes=100,000" in message
+            for _, message in found
+        )
 
 
 async def test_a_file_that_changes_while_read_raises_source_changed(root: Path) -> None:
@@ -200,16 +257,20 @@ async def test_a_file_that_changes_while_read_raises_source_changed(root: Path) 
 
 
 async def test_truncated_while_imported_fails_the_job_never_a_short_completion(
-        abc, load, root) -> None:
+    abc, load, root
+) -> None:
     await abc.execute("""
         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_sleep(0.001); RETURN NEW; END $$;
         CREATE TRIGGER slow BEFORE INSERT ON abc FOR EACH ROW EXECUTE FUNCTION slow_row();""")
     path = root / "t.csv"
     path.write_text("a,b,c\n" + "".join(f"row{i},{i},{'y' * 1000}\n" for i in range(3000)))
-    job_id = await importd.enqueue(abc, "csv", {"source": f"file://{path}", "table": "abc",
-                                                "atomic": False, "chunk_rows": 100},
-                                   max_attempts=1)
+    job_id = await importd.enqueue(
+        abc,
+        "csv",
+        {"source": f"file://{path}", "table": "abc", "atomic": False, "chunk_rows": 100},
+        max_attempts=1,
+    )
     drained = asyncio.create_task(load())
     for _ in range(600):
         if (await job(abc, job_id))["rows_done"] >= 100:
@@ -227,15 +288,20 @@ async def test_errors_retrying_cannot_fix_fail_at_once(abc, load, root) -> None:
         ({"null": "a,b"}, "payload.null: must not contain the delimiter ','"),
         ({"escape": ","}, "payload.escape: must differ from payload.delimiter"),
         ({"format": "csv"}, "payload.format: unknown field"),
-        ({"on_conflict": "update", "conflict_columns": ["b"]},
-         "payload.conflict_columns: there is no unique or exclusion constraint matching"),
-        ({"on_conflict": "update", "conflict_columns": ["b"], "atomic": False},
-         "payload.conflict_columns: there is no unique or exclusion constraint matching"),
+        (
+            {"on_conflict": "update", "conflict_columns": ["b"]},
+            "payload.conflict_columns: there is no unique or exclusion constraint matching",
+        ),
+        (
+            {"on_conflict": "update", "conflict_columns": ["b"], "atomic": False},
+            "payload.conflict_columns: there is no unique or exclusion constraint matching",
+        ),
     ]
     source = write(root, "ok.csv", "a,b,c\nx,1,y\n")
-    jobs = [(expected, await importd.enqueue(abc, "csv", {"source": source, "table": "abc",
-                                                          **payload}))
-            for payload, expected in cases]
+    jobs = [
+        (expected, await importd.enqueue(abc, "csv", {"source": source, "table": "abc", **payload}))
+        for payload, expected in cases
+    ]
     assert await load() == 10
     for expected, job_id in jobs:
         row = await job(abc, job_id)
@@ -245,8 +311,9 @@ async def test_errors_retrying_cannot_fix_fail_at_once(abc, load, root) -> None:
 
 async def test_missing_privileges_fail_at_once_saying_what_to_grant(abc, load, root, dsn) -> None:
     await abc.execute("CREATE ROLE importd_weak LOGIN PASSWORD 'weak-password-1'")
-    await abc.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON import_jobs, import_job_errors "
-                      "TO importd_weak")
+    await abc.execute(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON import_jobs, import_job_errors TO importd_weak"
+    )
     await abc.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO importd_weak")
     await abc.execute("REVOKE ALL ON abc FROM importd_weak")
     await abc.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO importd_weak")
@@ -254,11 +321,13 @@ async def test_missing_privileges_fail_at_once_saying_what_to_grant(abc, load, r
     await abc.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO importd_weak")
     try:
         source = write(root, "ok.csv", "a,b,c\nx,1,y\n")
-        job_id = await importd.enqueue(abc, "csv", {"source": source, "table": "abc",
-                                                    "atomic": False})
+        job_id = await importd.enqueue(
+            abc, "csv", {"source": source, "table": "abc", "atomic": False}
+        )
         parts = urlsplit(dsn)
-        weak = urlunsplit(parts._replace(
-            netloc="importd_weak:weak-password-1@" + parts.netloc.rpartition("@")[2]))
+        weak = urlunsplit(
+            parts._replace(netloc="importd_weak:weak-password-1@" + parts.netloc.rpartition("@")[2])
+        )
         assert await load(dsn=weak) == 10
         row = await job(abc, job_id)
         assert row["status"] == "failed" and row["attempts"] == 1, row["last_error"]

@@ -46,22 +46,37 @@ def run(drain, tmp_path: Path, tables) -> Any:
         path.write_bytes(data)
         prefix = "csv" if kind == "csv" else "nd"
         await conn.execute(f"TRUNCATE {prefix}_t, {prefix}_f, import_job_errors")
-        jobs = {atomic: await importd.enqueue(conn, kind, {
-            "source": f"file://{path}", "table": f"{prefix}_{'t' if atomic else 'f'}",
-            "atomic": atomic, "max_errors": 10_000, "chunk_rows": 10, **payload})
-            for atomic in (True, False)}
+        jobs = {
+            atomic: await importd.enqueue(
+                conn,
+                kind,
+                {
+                    "source": f"file://{path}",
+                    "table": f"{prefix}_{'t' if atomic else 'f'}",
+                    "atomic": atomic,
+                    "max_errors": 10_000,
+                    "chunk_rows": 10,
+                    **payload,
+                },
+            )
+            for atomic in (True, False)
+        }
         code = await drain(import_roots=(str(tmp_path),), tables=("public.*",))
         out = {}
         for atomic, job_id in jobs.items():
-            row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id = $1",
-                                      job_id)
+            row = await conn.fetchrow(
+                "SELECT status, last_error FROM import_jobs WHERE id = $1", job_id
+            )
             assert row["status"] == "completed", (code, row["last_error"])
             table = f"{prefix}_{'t' if atomic else 'f'}"
             columns = "a, b, c" if kind == "csv" else "a, b, n::text, j::text"
             rows = sorted(tuple(r) for r in await conn.fetch(f"SELECT {columns} FROM {table}"))
-            lines = [r["line_number"] for r in await conn.fetch(
-                "SELECT line_number FROM import_job_errors WHERE job_id = $1 ORDER BY 1",
-                job_id)]
+            lines = [
+                r["line_number"]
+                for r in await conn.fetch(
+                    "SELECT line_number FROM import_job_errors WHERE job_id = $1 ORDER BY 1", job_id
+                )
+            ]
             out[atomic] = (rows, lines)
         return out
 
@@ -70,16 +85,19 @@ def run(drain, tmp_path: Path, tables) -> Any:
 
 # -- CSV ---------------------------------------------------------------------------------
 
-TEXT = st.one_of(st.text(alphabet=st.sampled_from(list('ab ,"\\.é\n')), min_size=1, max_size=8),
-                 st.just("\\."))
+TEXT = st.one_of(
+    st.text(alphabet=st.sampled_from(list('ab ,"\\.é\n')), min_size=1, max_size=8), st.just("\\.")
+)
 GOOD_B = st.integers(*INT4).map(str)
-BAD_B = st.one_of(st.sampled_from(["x1", "1.5", "NOTINT", "99999999999", "-", "\uff11"]),
-                  st.integers(2**31, 2**40).map(str))
+BAD_B = st.one_of(
+    st.sampled_from(["x1", "1.5", "NOTINT", "99999999999", "-", "\uff11"]),
+    st.integers(2**31, 2**40).map(str),
+)
 RECORD = st.one_of(
-    st.tuples(TEXT, GOOD_B, TEXT).map(list),                  # good
-    st.tuples(TEXT, BAD_B, TEXT).map(list),                   # bad value
-    st.tuples(TEXT, GOOD_B).map(list),                        # too few fields
-    st.just(["\\."]),                                         # a line "\." alone
+    st.tuples(TEXT, GOOD_B, TEXT).map(list),  # good
+    st.tuples(TEXT, BAD_B, TEXT).map(list),  # bad value
+    st.tuples(TEXT, GOOD_B).map(list),  # too few fields
+    st.just(["\\."]),  # a line "\." alone
 )
 
 
@@ -101,11 +119,16 @@ def reference_csv(text: str, header: bool) -> tuple[list, list]:
 
 
 @EXAMPLES
-@given(records=st.lists(RECORD, min_size=1, max_size=60),
-       newline=st.sampled_from(["\n", "\r\n", "\r"]), bom=st.booleans(), header=st.booleans(),
-       final_newline=st.booleans())
-async def test_csv_loads_exactly_the_good_records(run, records, newline: str, bom: bool,
-                                                  header: bool, final_newline: bool) -> None:
+@given(
+    records=st.lists(RECORD, min_size=1, max_size=60),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    bom=st.booleans(),
+    header=st.booleans(),
+    final_newline=st.booleans(),
+)
+async def test_csv_loads_exactly_the_good_records(
+    run, records, newline: str, bom: bool, header: bool, final_newline: bool
+) -> None:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator=newline)
     if header:
@@ -125,17 +148,23 @@ async def test_csv_loads_exactly_the_good_records(run, records, newline: str, bo
 
 # -- NDJSON ------------------------------------------------------------------------------
 
-NUMBER = st.one_of(st.integers(-(10**30), 10**30).map(str),
-                   st.decimals(allow_nan=False, allow_infinity=False, places=None).map(
-                       lambda d: format(d, "f") if abs(d.adjusted()) < 40 else str(d)),
-                   st.sampled_from(["1E5", "0.10000000000000000000000001", "-0", "1e400",
-                                    "3.14159265358979323846"]))
+NUMBER = st.one_of(
+    st.integers(-(10**30), 10**30).map(str),
+    st.decimals(allow_nan=False, allow_infinity=False, places=None).map(
+        lambda d: format(d, "f") if abs(d.adjusted()) < 40 else str(d)
+    ),
+    st.sampled_from(
+        ["1E5", "0.10000000000000000000000001", "-0", "1e400", "3.14159265358979323846"]
+    ),
+)
 JSON_VALUE = st.recursive(
     st.one_of(st.none(), st.booleans(), NUMBER.map(lambda t: ("num", t)), TEXT),
-    lambda inner: st.one_of(st.lists(inner, max_size=3),
-                            st.dictionaries(st.sampled_from(["k", "é", "x y"]), inner,
-                                            max_size=3)),
-    max_leaves=6)
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["k", "é", "x y"]), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
 
 
 def dump(value: Any) -> str:
@@ -151,11 +180,20 @@ def dump(value: Any) -> str:
 
 ND_RECORD = st.one_of(
     st.tuples(st.just("good"), TEXT, st.integers(*INT4).map(str), NUMBER, JSON_VALUE),
-    st.tuples(st.just("bad"), TEXT, BAD_B.map(lambda b: json.dumps(b) if not b.isdigit()
-                                              else b), NUMBER, JSON_VALUE),
-    st.tuples(st.just("junk"), st.sampled_from(['{"a": ', "[1]", '{"a": NaN}', '"x"',
-                                                '{"zz": 1}']), st.none(), st.none(),
-              st.none()),
+    st.tuples(
+        st.just("bad"),
+        TEXT,
+        BAD_B.map(lambda b: json.dumps(b) if not b.isdigit() else b),
+        NUMBER,
+        JSON_VALUE,
+    ),
+    st.tuples(
+        st.just("junk"),
+        st.sampled_from(['{"a": ', "[1]", '{"a": NaN}', '"x"', '{"zz": 1}']),
+        st.none(),
+        st.none(),
+        st.none(),
+    ),
 )
 
 
@@ -165,8 +203,7 @@ def reference_value(text: str | None) -> Any:
 
 
 @ND_EXAMPLES
-@given(records=st.lists(ND_RECORD, min_size=1, max_size=40), crlf=st.booleans(),
-       bom=st.booleans())
+@given(records=st.lists(ND_RECORD, min_size=1, max_size=40), crlf=st.booleans(), bom=st.booleans())
 async def test_ndjson_loads_exactly_the_good_records(run, records, crlf: bool, bom: bool) -> None:
     lines = []
     for kind, a, b, n, j in records:
@@ -185,8 +222,13 @@ async def test_ndjson_loads_exactly_the_good_records(run, records, crlf: bool, b
             bad.append(number)
             continue
         b = obj.get("b") if isinstance(obj, dict) else None
-        if (not isinstance(obj, dict) or set(obj) - set("abnj") or isinstance(b, bool)
-                or not isinstance(b, int) or not INT4[0] <= b <= INT4[1]):
+        if (
+            not isinstance(obj, dict)
+            or set(obj) - set("abnj")
+            or isinstance(b, bool)
+            or not isinstance(b, int)
+            or not INT4[0] <= b <= INT4[1]
+        ):
             bad.append(number)
             continue
         raw = re.search(r'"n":([^,]*),"j":', line)

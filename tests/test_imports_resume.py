@@ -22,38 +22,59 @@ CREATE TRIGGER slow BEFORE INSERT ON plain FOR EACH ROW EXECUTE FUNCTION slow_ro
 
 async def retry_due(conn, job_id: int) -> None:
     """Wait until the job's retry comes due."""
-    await wait_until(lambda: conn.fetchval(
-        "SELECT run_at <= now() FROM import_jobs WHERE id = $1", job_id),
-        what="the retry to come due")
+    await wait_until(
+        lambda: conn.fetchval("SELECT run_at <= now() FROM import_jobs WHERE id = $1", job_id),
+        what="the retry to come due",
+    )
 
 
 def csv_file(path: Path, rows: int, bad: tuple[int, ...] = ()) -> str:
-    lines = ["id,name"] + [f"{i},name-{i}" if i not in bad else f"x{i},bad"
-                           for i in range(1, rows + 1)]
+    lines = ["id,name"] + [
+        f"{i},name-{i}" if i not in bad else f"x{i},bad" for i in range(1, rows + 1)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return f"file://{path}"
 
 
 async def test_sigkill_mid_import_is_rescued_and_finishes_exactly_once(
-        conn, daemons, tmp_path: Path) -> None:
+    conn, daemons, tmp_path: Path
+) -> None:
     await conn.execute(SLOW_TABLE.format(delay=0.0003))
     source = csv_file(tmp_path / "big.csv", 8000, bad=(500, 5000, 7999))
-    job_id = await importd.enqueue(conn, "csv", {
-        "source": source, "table": "plain", "atomic": False, "max_errors": 10,
-        "chunk_rows": 500}, timeout=3, max_attempts=25)
+    job_id = await importd.enqueue(
+        conn,
+        "csv",
+        {"source": source, "table": "plain", "atomic": False, "max_errors": 10, "chunk_rows": 500},
+        timeout=3,
+        max_attempts=25,
+    )
     env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
-    flags = ("--lease-margin", "1", "--rescue-interval", "0.5", "--backoff-base", "0.1",
-             "--poll-interval", "1")
+    flags = (
+        "--lease-margin",
+        "1",
+        "--rescue-interval",
+        "0.5",
+        "--backoff-base",
+        "0.1",
+        "--poll-interval",
+        "1",
+    )
     first = daemons(*flags, env=env)
-    await wait_until(lambda: conn.fetchval(
-        "SELECT rows_done >= 1000 FROM import_jobs WHERE id = $1", job_id), what="progress")
+    await wait_until(
+        lambda: conn.fetchval("SELECT rows_done >= 1000 FROM import_jobs WHERE id = $1", job_id),
+        what="progress",
+    )
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait()
     second = daemons(*flags, env=env)
     try:
-        await wait_until(lambda: conn.fetchval(
-            "SELECT status = 'completed' FROM import_jobs WHERE id = $1", job_id),
-            timeout=120, what="the import to complete")
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT status = 'completed' FROM import_jobs WHERE id = $1", job_id
+            ),
+            timeout=120,
+            what="the import to complete",
+        )
     except AssertionError:
         row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
         raise AssertionError(f"{dict(row)}\n{second.text()[-4000:]}") from None
@@ -62,8 +83,12 @@ async def test_sigkill_mid_import_is_rescued_and_finishes_exactly_once(
     assert row["result"]["rows_loaded"] == 7997 and row["result"]["rows_rejected"] == 3
     counts = await conn.fetchrow("SELECT count(*) AS n, count(DISTINCT id) AS d FROM plain")
     assert counts["n"] == counts["d"] == 7997  # every good row, none twice
-    lines = [r["line_number"] for r in await conn.fetch(
-        "SELECT line_number FROM import_job_errors WHERE job_id = $1 ORDER BY 1", job_id)]
+    lines = [
+        r["line_number"]
+        for r in await conn.fetch(
+            "SELECT line_number FROM import_job_errors WHERE job_id = $1 ORDER BY 1", job_id
+        )
+    ]
     assert lines == [501, 5001, 8000]  # each bad row reported once
     assert second.saw("job_rescued", job_id=job_id)
     resumed = [e for e in second.events() if e["event"] == "import_resumed"]
@@ -73,11 +98,20 @@ async def test_sigkill_mid_import_is_rescued_and_finishes_exactly_once(
 async def test_timeout_resumes_from_the_last_chunk(conn, drain, tmp_path: Path) -> None:
     await conn.execute(SLOW_TABLE.format(delay=0.0003))
     source = csv_file(tmp_path / "t.csv", 3000)
-    job_id = await importd.enqueue(conn, "csv", {
-        "source": source, "table": "plain", "atomic": False, "chunk_rows": 500},
-        timeout=1, max_attempts=20)
-    settings = {"import_roots": (str(tmp_path),), "tables": ("plain",), "backoff_base": 0.05,
-                "backoff_max": 0.1, "backoff_jitter": 0}
+    job_id = await importd.enqueue(
+        conn,
+        "csv",
+        {"source": source, "table": "plain", "atomic": False, "chunk_rows": 500},
+        timeout=1,
+        max_attempts=20,
+    )
+    settings = {
+        "import_roots": (str(tmp_path),),
+        "tables": ("plain",),
+        "backoff_base": 0.05,
+        "backoff_max": 0.1,
+        "backoff_jitter": 0,
+    }
     offsets = []
     for _ in range(20):
         code = await drain(**settings)
@@ -95,15 +129,24 @@ async def test_timeout_resumes_from_the_last_chunk(conn, drain, tmp_path: Path) 
     assert row["result"]["rows_loaded"] == 3000
 
 
-async def test_a_file_that_changed_between_attempts_is_reported(conn, drain,
-                                                                tmp_path: Path) -> None:
+async def test_a_file_that_changed_between_attempts_is_reported(
+    conn, drain, tmp_path: Path
+) -> None:
     await conn.execute(SLOW_TABLE.format(delay=0.0005))
     path = tmp_path / "c.csv"
     source = csv_file(path, 5000)
-    job_id = await importd.enqueue(conn, "csv", {
-        "source": source, "table": "plain", "atomic": False, "chunk_rows": 500}, timeout=1)
-    settings = {"import_roots": (str(tmp_path),), "tables": ("plain",), "backoff_base": 0.05,
-                "backoff_max": 0.05}
+    job_id = await importd.enqueue(
+        conn,
+        "csv",
+        {"source": source, "table": "plain", "atomic": False, "chunk_rows": 500},
+        timeout=1,
+    )
+    settings = {
+        "import_roots": (str(tmp_path),),
+        "tables": ("plain",),
+        "backoff_base": 0.05,
+        "backoff_max": 0.05,
+    }
     assert await drain(**settings) == 11
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
     assert row["status"] == "pending" and row["checkpoint"]["offset"] > 0
@@ -124,15 +167,20 @@ async def test_a_url_that_changed_between_attempts_fails_an_atomic_import(conn, 
     server = Server().start()
     try:
         url = server.route("/c.csv", Reply(200, body, ranges=True, trickle=0.15))
-        job_id = await importd.enqueue(conn, "csv", {"source": url, "table": "plain",
-                                                     "chunk_rows": 1000}, timeout=1.5)
-        settings = {"url_prefixes": (server.url + "/",), "tables": ("plain",),
-                    "backoff_base": 0.05, "backoff_max": 0.05}
+        job_id = await importd.enqueue(
+            conn, "csv", {"source": url, "table": "plain", "chunk_rows": 1000}, timeout=1.5
+        )
+        settings = {
+            "url_prefixes": (server.url + "/",),
+            "tables": ("plain",),
+            "backoff_base": 0.05,
+            "backoff_max": 0.05,
+        }
         assert await drain(**settings) == 11
-        assert (await conn.fetchval("SELECT checkpoint FROM import_jobs WHERE id = $1",
-                                    job_id))["loaded"] > 0
-        server.route("/c.csv", Reply(200, body + b"20001,new\n", {"ETag": '"v2"'},
-                                     ranges=True))
+        assert (await conn.fetchval("SELECT checkpoint FROM import_jobs WHERE id = $1", job_id))[
+            "loaded"
+        ] > 0
+        server.route("/c.csv", Reply(200, body + b"20001,new\n", {"ETag": '"v2"'}, ranges=True))
         await retry_due(conn, job_id)
         assert await drain(**settings) == 10
     finally:
@@ -141,8 +189,10 @@ async def test_a_url_that_changed_between_attempts_fails_an_atomic_import(conn, 
     assert row["status"] == "failed" and "SourceChanged" in row["last_error"]
     assert "etag was" in row["last_error"]
     assert await conn.fetchval("SELECT count(*) FROM plain") == 0  # atomic: nothing landed
-    assert await conn.fetchval("SELECT count(*) FROM pg_tables "
-                               "WHERE schemaname = 'importd_staging'") == 0
+    assert (
+        await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'importd_staging'")
+        == 0
+    )
 
 
 async def test_https_atomic_import_resumes_with_range_requests(conn, drain) -> None:
@@ -151,10 +201,20 @@ async def test_https_atomic_import_resumes_with_range_requests(conn, drain) -> N
     server = Server().start()
     try:
         url = server.route("/big.csv", Reply(200, body, ranges=True, trickle=0.15))
-        job_id = await importd.enqueue(conn, "csv", {
-            "source": url, "table": "plain", "chunk_rows": 1000}, timeout=1.5, max_attempts=30)
-        settings = {"url_prefixes": (server.url + "/",), "tables": ("plain",),
-                    "backoff_base": 0.05, "backoff_max": 0.1, "backoff_jitter": 0}
+        job_id = await importd.enqueue(
+            conn,
+            "csv",
+            {"source": url, "table": "plain", "chunk_rows": 1000},
+            timeout=1.5,
+            max_attempts=30,
+        )
+        settings = {
+            "url_prefixes": (server.url + "/",),
+            "tables": ("plain",),
+            "backoff_base": 0.05,
+            "backoff_max": 0.1,
+            "backoff_jitter": 0,
+        }
         for _ in range(30):
             await drain(**settings)
             status = await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", job_id)
@@ -168,8 +228,11 @@ async def test_https_atomic_import_resumes_with_range_requests(conn, drain) -> N
         ranges = [h.headers.get("Range") for h in server.hits("/big.csv")]
         starts = [int(r.removeprefix("bytes=").rstrip("-")) for r in ranges if r]
         assert starts and starts == sorted(starts) and starts[0] > 0
-        assert all(h.headers.get("If-Range") == '"v1"' for h in server.hits("/big.csv")
-                   if h.headers.get("Range"))
+        assert all(
+            h.headers.get("If-Range") == '"v1"'
+            for h in server.hits("/big.csv")
+            if h.headers.get("Range")
+        )
     finally:
         server.stop()
     counts = await conn.fetchrow("SELECT count(*) AS n, count(DISTINCT id) AS d FROM plain")
@@ -180,15 +243,20 @@ async def test_progress_is_visible_while_an_import_runs(conn, daemons, tmp_path:
     await conn.execute(SLOW_TABLE.format(delay=0.0003))
     source = csv_file(tmp_path / "p.csv", 4000)
     # A 6 s timeout makes checkpoints come every 0.6 s (a tenth of the timeout).
-    job_id = await importd.enqueue(conn, "csv", {"source": source, "table": "plain",
-                                                 "atomic": False, "chunk_rows": 200},
-                                   timeout=6, max_attempts=10)
+    job_id = await importd.enqueue(
+        conn,
+        "csv",
+        {"source": source, "table": "plain", "atomic": False, "chunk_rows": 200},
+        timeout=6,
+        max_attempts=10,
+    )
     env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
     daemons("--poll-interval", "1", env=env)
     seen = set()
     while True:
-        row = await conn.fetchrow("SELECT status, rows_done, bytes_read FROM import_jobs "
-                                  "WHERE id = $1", job_id)
+        row = await conn.fetchrow(
+            "SELECT status, rows_done, bytes_read FROM import_jobs WHERE id = $1", job_id
+        )
         if row["status"] == "completed":
             break
         if row["status"] == "running" and row["rows_done"]:

@@ -14,8 +14,12 @@ from .helpers import wait_until
 
 
 def series(text: str) -> dict[str, float]:
-    return {name: float(value) for name, _, value in
-            (line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#")}
+    return {
+        name: float(value)
+        for name, _, value in (
+            line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#"
+        )
+    }
 
 
 async def test_twenty_thousand_queues_and_kinds_keep_metrics_small(conn: Any, daemons: Any) -> None:
@@ -25,20 +29,27 @@ async def test_twenty_thousand_queues_and_kinds_keep_metrics_small(conn: Any, da
         INSERT INTO import_jobs (kind, queue, payload, run_at)
         SELECT 'kind_' || i, 'queue_' || i, '{}', now() + interval '1 day'
         FROM generate_series(1, 20000) AS i""")
-    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue=f"run_{i}")
-                                      for i in range(300)])
+    await importd.enqueue_many(
+        conn, [importd.NewJob("noop", {}, queue=f"run_{i}") for i in range(300)]
+    )
     proc = daemons("--metrics-address", "127.0.0.1:0", "--poll-interval", "1")
     await proc.wait_for_event("metrics_listening")
-    port = int(next(e for e in proc.events()
-                    if e["event"] == "metrics_listening")["address"].rsplit(":", 1)[1])
+    port = int(
+        next(e for e in proc.events() if e["event"] == "metrics_listening")["address"].rsplit(
+            ":", 1
+        )[1]
+    )
     url = f"http://127.0.0.1:{port}/metrics"
 
     async def settled() -> str | None:
         text = httpx.get(url, timeout=10).text
         values = series(text)
         claimed = sum(v for k, v in values.items() if k.startswith("importd_jobs_claimed_total"))
-        pending = sum(v for k, v in values.items() if k.startswith('importd_jobs{')
-                      and 'status="pending"' in k)
+        pending = sum(
+            v
+            for k, v in values.items()
+            if k.startswith("importd_jobs{") and 'status="pending"' in k
+        )
         return text if claimed == 300 and pending >= 20000 else None
 
     text = await wait_until(settled, timeout=60, what="300 claims and a sample of 20,000 jobs")
@@ -75,7 +86,9 @@ def test_queue_slots_are_reused_once_a_queue_has_been_idle() -> None:
     }
     m.set_job_counts([("b", "pending", 4), ("zzz", "pending", 7)])  # a and c have no jobs
     m.count(m.completed, "noop", "e")  # not idle for 2 samples yet: other
-    assert series(m.render().decode())['importd_jobs_completed_total{kind="noop",queue="other"}'] == 2
+    assert (
+        series(m.render().decode())['importd_jobs_completed_total{kind="noop",queue="other"}'] == 2
+    )
     assert series(m.render().decode())['importd_jobs{queue="other",status="pending"}'] == 7
     m.count(m.completed, "noop", "c")  # c is used again
     m.set_job_counts([("b", "pending", 4)])  # zzz's jobs are gone: its series too

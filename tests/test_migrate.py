@@ -38,8 +38,12 @@ async def test_migrate_from_empty_then_noop(empty_dsn: str) -> None:
 
 async def test_two_concurrent_migrate_processes(empty_dsn: str) -> None:
     argv = [sys.executable, "-m", "importd", "migrate", "--dsn", empty_dsn]
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=importd_env()) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=importd_env()
+        )
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     outputs = sorted(out for out, _ in results)
@@ -48,7 +52,8 @@ async def test_two_concurrent_migrate_processes(empty_dsn: str) -> None:
     conn = await asyncpg.connect(empty_dsn)
     try:
         assert await conn.fetchval("SELECT count(*) FROM importd_migrations") == len(
-            sql.migrations())
+            sql.migrations()
+        )
     finally:
         await conn.close()
 
@@ -66,20 +71,24 @@ def test_check_before_and_after(empty_dsn: str) -> None:
 async def test_verification_queries_of_the_original_design(conn: asyncpg.Connection) -> None:
     trigger = await conn.fetch(VERIFY_TRIGGER)
     assert [tuple(r) for r in trigger] == [
-        ("trigger_process_import_jobs", b"O", "import_jobs", "trigger_import_job_processing")]
+        ("trigger_process_import_jobs", b"O", "import_jobs", "trigger_import_job_processing")
+    ]
     functions = {r["proname"]: r for r in await conn.fetch(VERIFY_FUNCTIONS)}
     assert set(functions) == {"notify_process_import_jobs_async", "trigger_import_job_processing"}
     assert all(r["security_definer"] for r in functions.values())
     configs = await conn.fetch(
-        "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY($1)", list(functions))
+        "SELECT proname, proconfig FROM pg_proc WHERE proname = ANY($1)", list(functions)
+    )
     for row in configs:
         assert any(c.startswith("search_path=") for c in row["proconfig"]), row
 
 
-async def test_daemon_refuses_a_schema_newer_than_it_knows(conn: asyncpg.Connection,
-                                                           dsn: str) -> None:
-    await conn.execute("INSERT INTO importd_migrations (version, name, checksum) "
-                       "VALUES (9999, '9999_future', 'x')")
+async def test_daemon_refuses_a_schema_newer_than_it_knows(
+    conn: asyncpg.Connection, dsn: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO importd_migrations (version, name, checksum) VALUES (9999, '9999_future', 'x')"
+    )
     state = await migrate.inspect(conn)
     assert state.unknown == [9999] and not state.current
     done = run_importd("run", "--dsn", dsn, timeout=60)
@@ -104,8 +113,9 @@ def test_missing_dsn_is_a_one_line_error(env: dict[str, str]) -> None:
 
 def test_password_never_shown_when_connection_fails() -> None:
     secret = "s3cr3t-Pa55"
-    done = run_importd("migrate", "--dsn",
-                       f"postgresql://someone:{secret}@127.0.0.1:1/nowhere", timeout=60)
+    done = run_importd(
+        "migrate", "--dsn", f"postgresql://someone:{secret}@127.0.0.1:1/nowhere", timeout=60
+    )
     assert done.returncode != 0
     assert secret not in done.stdout + done.stderr
     assert "cannot connect" in done.stderr
@@ -114,8 +124,10 @@ def test_password_never_shown_when_connection_fails() -> None:
 async def test_migrations_run_each_in_one_transaction(
     empty_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broken = [(1, "0001_import_jobs", sql.migrations()[0][2]),
-              (2, "0002_broken", "CREATE TABLE half_done (id int); SELECT 1/0;")]
+    broken = [
+        (1, "0001_import_jobs", sql.migrations()[0][2]),
+        (2, "0002_broken", "CREATE TABLE half_done (id int); SELECT 1/0;"),
+    ]
     monkeypatch.setattr(sql, "migrations", lambda: broken)
     conn = await db.connect(empty_dsn)
     try:

@@ -19,9 +19,24 @@ import importd
 from .helpers import DaemonProcess, NotifySocket, importd_env, wait_until
 
 # Short leases and a sensitive loop monitor, so that each scene plays in seconds.
-QUICK = ("--poll-interval", "0.5", "--heartbeat-interval", "0.3", "--lease-margin", "1.5",
-         "--rescue-interval", "0.5", "--loop-block-warn", "0.5", "--backoff-base", "0.05",
-         "--backoff-max", "0.2", "--handlers", "tests.badjobs")
+QUICK = (
+    "--poll-interval",
+    "0.5",
+    "--heartbeat-interval",
+    "0.3",
+    "--lease-margin",
+    "1.5",
+    "--rescue-interval",
+    "0.5",
+    "--loop-block-warn",
+    "0.5",
+    "--backoff-base",
+    "0.05",
+    "--backoff-max",
+    "0.2",
+    "--handlers",
+    "tests.badjobs",
+)
 
 
 async def job_row(conn, job_id: int):
@@ -29,8 +44,10 @@ async def job_row(conn, job_id: int):
 
 
 async def ended(conn, job_id: int) -> bool:
-    return await conn.fetchval("SELECT status IN ('completed', 'failed', 'cancelled') "
-                               "FROM import_jobs WHERE id = $1", job_id)
+    return await conn.fetchval(
+        "SELECT status IN ('completed', 'failed', 'cancelled') FROM import_jobs WHERE id = $1",
+        job_id,
+    )
 
 
 def stamps(path: Path) -> dict[tuple[int, int, int], list[float]]:
@@ -54,22 +71,31 @@ def port_of(proc: DaemonProcess) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
-async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_table, daemons,
-                                                                      tmp_path) -> None:
+async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(
+    runs_table, daemons, tmp_path
+) -> None:
     conn = runs_table
     log = tmp_path / "stamps.txt"
     log.touch()
     sockets = [NotifySocket(tmp_path / f"notify-{n}.sock") for n in range(2)]
     try:
-        procs = [daemons(*QUICK, "--metrics-address", "127.0.0.1:0",
-                         env=importd_env(NOTIFY_SOCKET=str(s.path), WATCHDOG_USEC="1000000"))
-                 for s in sockets]
+        procs = [
+            daemons(
+                *QUICK,
+                "--metrics-address",
+                "127.0.0.1:0",
+                env=importd_env(NOTIFY_SOCKET=str(s.path), WATCHDOG_USEC="1000000"),
+            )
+            for s in sockets
+        ]
         for proc in procs:
             await proc.wait_for_event("daemon_ready")
-        blocker = await importd.enqueue(conn, "block", {"seconds": 30, "log": str(log)},
-                                        timeout=1, max_attempts=2)
-        innocents = [await importd.enqueue(conn, "sleep", {"seconds": 0.5}, timeout=30)
-                     for _ in range(3)]
+        blocker = await importd.enqueue(
+            conn, "block", {"seconds": 30, "log": str(log)}, timeout=1, max_attempts=2
+        )
+        innocents = [
+            await importd.enqueue(conn, "sleep", {"seconds": 0.5}, timeout=30) for _ in range(3)
+        ]
 
         # Whichever daemon runs the blocker first says so, and so does its /healthz.
         async def blocked() -> DaemonProcess | None:
@@ -81,10 +107,12 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_tabl
         assert {"job_id": blocker, "kind": "block"} in line["running"]
         assert "time.sleep" in line["stack"] and "badjobs.py" in line["stack"]
         health = await asyncio.to_thread(
-            httpx.get, f"http://127.0.0.1:{port_of(first)}/healthz", timeout=5)
+            httpx.get, f"http://127.0.0.1:{port_of(first)}/healthz", timeout=5
+        )
         assert health.status_code == 503 and "event loop blocked" in health.text
         metrics = await asyncio.to_thread(
-            httpx.get, f"http://127.0.0.1:{port_of(first)}/metrics", timeout=5)
+            httpx.get, f"http://127.0.0.1:{port_of(first)}/metrics", timeout=5
+        )
         assert "importd_loop_blocked_total 1.0" in metrics.text
 
         # Past its timeout plus the margin, each daemon that ran it hands its jobs back
@@ -93,8 +121,9 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_tabl
         # The watchdog pinged until the stall, then stopped: systemd would restart it.
         for notify in sockets:
             messages = [m for _, m in notify.messages]
-            stalled = next(n for n, m in enumerate(messages)
-                           if m.startswith("STATUS=event loop blocked"))
+            stalled = next(
+                n for n, m in enumerate(messages) if m.startswith("STATUS=event loop blocked")
+            )
             assert "WATCHDOG=1" in messages[:stalled]
             assert "WATCHDOG=1" not in messages[stalled:]
     finally:
@@ -109,8 +138,10 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_tabl
     # No two runs of any job overlapped: each run ends at its last stamp, or at the
     # latest when its daemon logged that it exits.
     exits = {p.proc.pid: event_time(p, "loop_blocked_exit") for p in procs}
-    workers = {next(e["worker_id"] for e in p.events() if e["event"] == "daemon_starting"):
-               p.proc.pid for p in procs}
+    workers = {
+        next(e["worker_id"] for e in p.events() if e["event"] == "daemon_starting"): p.proc.pid
+        for p in procs
+    }
     runs: dict[int, list[tuple[float, float]]] = {}
     for (job, _attempt, pid), times in stamps(log).items():
         runs.setdefault(job, []).append((times[0], exits[pid] or times[-1]))
@@ -120,12 +151,17 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_tabl
         end = r["ended_at"].timestamp() if r["ended_at"] else exits[workers[r["worker"]]]
         runs.setdefault(r["job_id"], []).append((r["started_at"].timestamp(), end))
     assert len(runs[blocker]) == 2
-    overlaps = [(job, a, b) for job, spans in runs.items()
-                for a, b in itertools.combinations(sorted(spans), 2) if b[0] < a[1]]
+    overlaps = [
+        (job, a, b)
+        for job, spans in runs.items()
+        for a, b in itertools.combinations(sorted(spans), 2)
+        if b[0] < a[1]
+    ]
     assert overlaps == []
     # The innocents of the frozen daemons were handed back without losing an attempt.
-    rows = await conn.fetch("SELECT status, attempts FROM import_jobs WHERE id = ANY($1)",
-                            innocents)
+    rows = await conn.fetch(
+        "SELECT status, attempts FROM import_jobs WHERE id = ANY($1)", innocents
+    )
     assert [(r["status"], r["attempts"]) for r in rows] == [("completed", 1)] * 3
     await later.wait_for_event("daemon_ready")
     later.signal(signal.SIGTERM)
@@ -133,8 +169,9 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(runs_tabl
 
 
 async def all_ended(conn, ids: list[int]) -> bool:
-    return await conn.fetchval("SELECT bool_and(status = 'completed') FROM import_jobs "
-                               "WHERE id = ANY($1)", ids)
+    return await conn.fetchval(
+        "SELECT bool_and(status = 'completed') FROM import_jobs WHERE id = ANY($1)", ids
+    )
 
 
 async def test_an_escaped_cancelled_error_is_a_failed_attempt(runs_table, daemons) -> None:
@@ -153,12 +190,15 @@ async def test_an_escaped_cancelled_error_is_a_failed_attempt(runs_table, daemon
 
 async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons) -> None:
     conn = runs_table
-    ids = {kind: await importd.enqueue(conn, kind, {}, max_attempts=3)
-           for kind in ("nan_result", "nul_result", "nul_error", "huge_number")}
+    ids = {
+        kind: await importd.enqueue(conn, kind, {}, max_attempts=3)
+        for kind in ("nan_result", "nul_result", "nul_error", "huge_number")
+    }
     for kind in ("bad_progress", "sys_exit"):
         ids[kind] = await importd.enqueue(conn, kind, {}, max_attempts=1)
-    ids["ignore_cancel"] = await importd.enqueue(conn, "ignore_cancel", {"seconds": 2},
-                                                 timeout=1, max_attempts=1)
+    ids["ignore_cancel"] = await importd.enqueue(
+        conn, "ignore_cancel", {"seconds": 2}, timeout=1, max_attempts=1
+    )
     proc = daemons(*QUICK)
     for job in ids.values():
         await wait_until(lambda job=job: ended(conn, job), timeout=20, what=f"job {job}")
@@ -168,25 +208,33 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons
         assert row["status"] == "failed", (kind, dict(row))
         assert row["attempts"] == 1, (kind, dict(row))
         errors[kind] = row["last_error"]
-    assert errors["nan_result"] == ("ResultNotJSON: the handler's result cannot be stored: "
-                                    "nan at $['ratio'] is not a JSON number")
-    assert errors["nul_result"] == ("ResultNotJSON: the handler's result cannot be stored: "
-                                    "the string at $['body'] holds a NUL character (\\u0000)")
+    assert errors["nan_result"] == (
+        "ResultNotJSON: the handler's result cannot be stored: "
+        "nan at $['ratio'] is not a JSON number"
+    )
+    assert errors["nul_result"] == (
+        "ResultNotJSON: the handler's result cannot be stored: "
+        "the string at $['body'] holds a NUL character (\\u0000)"
+    )
     assert errors["nul_error"].startswith("PermanentError: badbyte xxx")
     assert len(errors["nul_error"]) <= 2000 and errors["nul_error"].endswith("…")
     assert errors["huge_number"].startswith(
         "OutcomeRefused: PostgreSQL refused to store this run's outcome (completed): "
-        "NumericValueOutOfRangeError")
-    assert errors["bad_progress"] == ("ValueError: ctx.progress: done must be between 0 and "
-                                      "2**63-1, not -1 (attempt 1/1)")
+        "NumericValueOutOfRangeError"
+    )
+    assert errors["bad_progress"] == (
+        "ValueError: ctx.progress: done must be between 0 and 2**63-1, not -1 (attempt 1/1)"
+    )
     assert errors["sys_exit"] == "HandlerExited: the handler called sys.exit(3) (attempt 1/1)"
     assert errors["ignore_cancel"].startswith(
         "JobTimeout: the job exceeded its timeout of 1 s; its handler ignored the "
-        "cancellation and returned ")
+        "cancellation and returned "
+    )
     assert proc.saw("job_timeout_overrun", job_id=ids["ignore_cancel"], handler="async")
     runs = await conn.fetch("SELECT job_id, count(*) AS n FROM test_runs GROUP BY job_id")
     assert {r["job_id"]: r["n"] for r in runs} == {
-        job: 1 for kind, job in ids.items() if kind != "ignore_cancel"}
+        job: 1 for kind, job in ids.items() if kind != "ignore_cancel"
+    }
     # The daemon is still up and runs the next job.
     assert proc.proc.poll() is None and not proc.saw("service_crashed")
     after = await importd.enqueue(conn, "record", {})
@@ -196,12 +244,12 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons
     assert refused["job_id"] == ids["huge_number"] and "Traceback" in refused["exception"]
 
 
-async def test_a_sync_handler_runs_in_a_thread_and_holds_its_slot(conn, daemons,
-                                                                  tmp_path) -> None:
+async def test_a_sync_handler_runs_in_a_thread_and_holds_its_slot(conn, daemons, tmp_path) -> None:
     log = tmp_path / "stamps.txt"
     log.touch()
-    slow = await importd.enqueue(conn, "sync_sleep", {"seconds": 2.5, "log": str(log)},
-                                 timeout=1, max_attempts=1)
+    slow = await importd.enqueue(
+        conn, "sync_sleep", {"seconds": 2.5, "log": str(log)}, timeout=1, max_attempts=1
+    )
     quick = await importd.enqueue(conn, "sync_sleep", {"seconds": 0, "log": str(log)})
     proc = daemons(*QUICK, "--concurrency", "1")
     await wait_until(lambda: ended(conn, quick), timeout=20, what="the second job")
@@ -209,7 +257,8 @@ async def test_a_sync_handler_runs_in_a_thread_and_holds_its_slot(conn, daemons,
     assert row["status"] == "failed"
     assert row["last_error"].startswith(
         "JobTimeout: the job exceeded its timeout of 1 s; its synchronous handler cannot be "
-        "interrupted and returned ")
+        "interrupted and returned "
+    )
     late = float(row["last_error"].split("returned ")[1].split(" s later")[0])
     assert 1.0 <= late < 5
     assert proc.saw("job_timeout_overrun", job_id=slow)
@@ -227,14 +276,20 @@ async def test_a_crashed_daemon_does_not_refund_the_running_job(runs_table, daem
     conn = runs_table
     job = await importd.enqueue(conn, "sleep", {"seconds": 30}, max_attempts=3)
     proc = daemons(*QUICK, "--rate-limit", "default=100/s", "--concurrency", "2")
-    await wait_until(lambda: conn.fetchval("SELECT count(*) = 1 FROM test_runs"), timeout=20,
-                     what="the job to start")
+    await wait_until(
+        lambda: conn.fetchval("SELECT count(*) = 1 FROM test_runs"),
+        timeout=20,
+        what="the job to start",
+    )
     # The next claim fails for good: the worker service dies.
     await conn.execute("DROP TABLE importd_rate_limits CASCADE")
     assert await proc.wait_exit(timeout=20) == 1
     row = await job_row(conn, job)
     assert row["status"] == "pending" and row["attempts"] == 1
-    assert row["last_error"] == "Interrupted: the daemon stopped on an internal error while the job ran"
+    assert (
+        row["last_error"]
+        == "Interrupted: the daemon stopped on an internal error while the job ran"
+    )
     crashed = [e for e in proc.events() if e["event"] == "service_crashed"]
     assert len(crashed) == 1 and crashed[0]["service"] == "worker"
     assert crashed[0]["error"].startswith("UndefinedTableError: ")
@@ -254,22 +309,31 @@ async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(conn, d
 
     repo = Repository(conn)  # type: ignore[arg-type]
     writer = ResultWriter(repo, "A")
-    executor = Executor(repo=repo, pool=conn, registry=Registry(), writer=writer,
-                        keeper=LeaseKeeper(dsn, "A", interval=1, margin=1), worker_id="A",
-                        backoff=Backoff(1, 10, 0), lease_margin=1)
+    executor = Executor(
+        repo=repo,
+        pool=conn,
+        registry=Registry(),
+        writer=writer,
+        keeper=LeaseKeeper(dsn, "A", interval=1, margin=1),
+        worker_id="A",
+        backoff=Backoff(1, 10, 0),
+        lease_margin=1,
+    )
     writing = asyncio.create_task(writer.run())
     try:
         for _ in range(3):
             await importd.enqueue(conn, "noop", {}, timeout=0.2)
-        first, second, third = await repo.claim(3, "A", queues=None, kinds=None,
-                                                lease_margin=0.0)
+        first, second, third = await repo.claim(3, "A", queues=None, kinds=None, lease_margin=0.0)
         done, retry = Outcome.completed({"ok": 1}), Outcome.retry("Boom: \x00no", 5)
         # The first two were written by the attempt whose reply was lost.
         assert await repo.finish("A", [(first, done), (second, retry)]) == {first.id, second.id}
         # The third one's lease expires and another daemon takes it.
-        await wait_until(lambda: conn.fetchval("SELECT locked_until < now() FROM import_jobs "
-                                               "WHERE id = $1", third.id),
-                         what="the lease to expire")
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT locked_until < now() FROM import_jobs WHERE id = $1", third.id
+            ),
+            what="the lease to expire",
+        )
         await repo.rescue(10)
         await repo.claim(1, "B", queues=None, kinds=None, lease_margin=30.0)
         bound = structlog.get_logger("test")
@@ -279,8 +343,10 @@ async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(conn, d
         assert (executor.stats.completed, executor.stats.retried) == (1, 1)
         await executor._write(third, done, bound, 0.1)
         assert executor.stats.lost == 1
-        assert await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1",
-                                   third.id) == "running"
+        assert (
+            await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", third.id)
+            == "running"
+        )
     finally:
         writer.close()
         await writing
@@ -288,14 +354,16 @@ async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(conn, d
 
 
 async def test_a_lease_that_cannot_be_renewed_ends_the_process_before_it_expires(
-        conn, daemons, tmp_path) -> None:
+    conn, daemons, tmp_path
+) -> None:
     """A synchronous handler cannot be stopped: when its lease can no longer be renewed
     (here its row is locked, so the heartbeat waits), the process ends before the lease
     expires, and the job runs again elsewhere only after that."""
     log = tmp_path / "stamps.txt"
     log.touch()
-    job = await importd.enqueue(conn, "sync_sleep", {"seconds": 30, "first_only": True,
-                                                     "log": str(log)}, timeout=1)
+    job = await importd.enqueue(
+        conn, "sync_sleep", {"seconds": 30, "first_only": True, "log": str(log)}, timeout=1
+    )
     first = daemons(*QUICK)
     await wait_until(lambda: asyncio.sleep(0, log.read_text()), timeout=20, what="the start")
     tx = conn.transaction()
@@ -308,7 +376,8 @@ async def test_a_lease_that_cannot_be_renewed_ends_the_process_before_it_expires
     assert first.saw("lease_expiring", action="exit")
     died = event_time(first, "lease_expiring")
     locked_until = await conn.fetchval(
-        "SELECT extract(epoch FROM locked_until) FROM import_jobs WHERE id = $1", job)
+        "SELECT extract(epoch FROM locked_until) FROM import_jobs WHERE id = $1", job
+    )
     assert died < float(locked_until)  # gone before its lease ran out
     second = daemons(*QUICK)
     await wait_until(lambda: ended(conn, job), timeout=20, what="the rerun")

@@ -27,24 +27,39 @@ async def failed_job(conn, kind="csv", queue="default", finished_ago="0 s", **ex
     await conn.execute(
         "UPDATE import_jobs SET status = 'failed', attempts = max_attempts, "
         "finished_at = now() - $2::text::interval, last_error = 'boom' WHERE id = $1",
-        job_id, finished_ago)
+        job_id,
+        finished_ago,
+    )
     return job_id
 
 
 async def test_status_json_shape_and_text(conn, dsn) -> None:
     await importd.enqueue_many(conn, [importd.NewJob("csv", {}, queue="imports")] * 3)
     running = await importd.enqueue(conn, "http", {}, queue="hooks")
-    await conn.execute("UPDATE import_jobs SET status = 'running', attempts = 1, "
-                       "locked_by = 'host:1:abc', locked_until = now() + interval '1 min', "
-                       "started_at = now() - interval '90 s', rows_done = 50, rows_total = 200 "
-                       "WHERE id = $1", running)
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'running', attempts = 1, "
+        "locked_by = 'host:1:abc', locked_until = now() + interval '1 min', "
+        "started_at = now() - interval '90 s', rows_done = 50, rows_total = 200 "
+        "WHERE id = $1",
+        running,
+    )
     await failed_job(conn, "csv", "imports")
     done = run_importd("status", "--json", "--dsn", dsn)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    assert set(data) == {"queues", "oldest_runnable_s", "estimated_rows", "rows", "running",
-                         "failed_last_hour", "tenants_running", "rate_limits_ahead_s", "at",
-                         "daemons", "unserved"}
+    assert set(data) == {
+        "queues",
+        "oldest_runnable_s",
+        "estimated_rows",
+        "rows",
+        "running",
+        "failed_last_hour",
+        "tenants_running",
+        "rate_limits_ahead_s",
+        "at",
+        "daemons",
+        "unserved",
+    }
     assert data["rows"] == 5  # counted exactly: the table is small (and never analyzed)
     imports = next(q for q in data["queues"] if q["queue"] == "imports" and q["kind"] == "csv")
     assert imports["pending"] == 3 and imports["failed_1h"] == 1
@@ -60,12 +75,17 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
 async def test_status_shows_tenants_running_and_rate_limits(conn, dsn) -> None:
     jobs = [importd.NewJob("csv", {}, tenant_id=t) for t in ("acme", "acme", "globex")]
     ids = await importd.enqueue_many(conn, jobs)
-    await conn.execute("UPDATE import_jobs SET status = 'running', attempts = 1, "
-                       "locked_by = 'host:1:abc', locked_until = now() + interval '1 min' "
-                       "WHERE id = ANY ($1)", ids)
-    await conn.execute("INSERT INTO importd_rate_limits (key, tat) VALUES "
-                       "('queue:hooks', now() + interval '5 s'), ('kind:http', now()), "
-                       "('queue:once', now() - interval '2 hours')")
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'running', attempts = 1, "
+        "locked_by = 'host:1:abc', locked_until = now() + interval '1 min' "
+        "WHERE id = ANY ($1)",
+        ids,
+    )
+    await conn.execute(
+        "INSERT INTO importd_rate_limits (key, tat) VALUES "
+        "('queue:hooks', now() + interval '5 s'), ('kind:http', now()), "
+        "('queue:once', now() - interval '2 hours')"
+    )
     data = json.loads(run_importd("status", "--json", "--dsn", dsn).stdout)
     assert data["tenants_running"] == {"acme": 2, "globex": 1}
     assert 3 < data["rate_limits_ahead_s"]["queue:hooks"] <= 5
@@ -80,7 +100,8 @@ async def test_status_queries_use_the_indexes_on_a_big_history(conn) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at, created_at) "
         "SELECT 'csv', 'completed', now() - (i || ' minutes')::interval, now() "
-        "FROM generate_series(1, 200000) AS i")
+        "FROM generate_series(1, 200000) AS i"
+    )
     await importd.enqueue_many(conn, [importd.NewJob("csv", {}) for _ in range(10)])
     await conn.execute("ANALYZE import_jobs")
     for name in ("status_counts", "status_summary", "status_running", "status_sharing"):
@@ -98,7 +119,8 @@ async def test_show_and_errors(conn, dsn) -> None:
     await conn.executemany(
         "INSERT INTO import_job_errors (job_id, attempt, line_number, message, raw_record) "
         "VALUES ($1, 1, $2, $3, $4)",
-        [(job_id, n, f"bad value on line {n}", f"{n},x,\"y\"") for n in range(2, 12)])
+        [(job_id, n, f"bad value on line {n}", f'{n},x,"y"') for n in range(2, 12)],
+    )
     shown = run_importd("show", str(job_id), "--dsn", dsn)
     assert shown.returncode == 0
     assert "tenant_id" in shown.stdout and "acme" in shown.stdout and "boom" in shown.stdout
@@ -106,8 +128,9 @@ async def test_show_and_errors(conn, dsn) -> None:
     as_json = json.loads(run_importd("show", str(job_id), "--json", "--dsn", dsn).stdout)
     assert as_json["id"] == job_id and as_json["error_count"] == 10
     assert len(as_json["errors"]) == 5
-    rows = list(csv.reader(io.StringIO(
-        run_importd("show", str(job_id), "--errors", "--dsn", dsn).stdout)))
+    rows = list(
+        csv.reader(io.StringIO(run_importd("show", str(job_id), "--errors", "--dsn", dsn).stdout))
+    )
     assert rows[0] == ["line", "message", "record"] and len(rows) == 11
     assert rows[1] == ["2", "bad value on line 2", '2,x,"y"']
     missing = run_importd("show", "999999", "--dsn", dsn)
@@ -119,11 +142,14 @@ async def test_retry_failed_with_filters_and_by_id(conn, dsn) -> None:
     b = await failed_job(conn, "csv", "other")
     c = await failed_job(conn, "http", "imports")
     old = await failed_job(conn, "csv", "imports", finished_ago="3 hours")
-    done = run_importd("retry", "--failed", "--kind", "csv", "--queue", "imports", "--since",
-                       "1h", "--dsn", dsn)
+    done = run_importd(
+        "retry", "--failed", "--kind", "csv", "--queue", "imports", "--since", "1h", "--dsn", dsn
+    )
     assert done.returncode == 0 and done.stdout.strip() == "1 job(s) back to pending"
-    statuses = {r["id"]: (r["status"], r["attempts"]) for r in
-                await conn.fetch("SELECT id, status, attempts FROM import_jobs")}
+    statuses = {
+        r["id"]: (r["status"], r["attempts"])
+        for r in await conn.fetch("SELECT id, status, attempts FROM import_jobs")
+    }
     assert statuses[a] == ("pending", 0)
     assert statuses[b][0] == statuses[c][0] == statuses[old][0] == "failed"
     cancelled = await importd.enqueue(conn, "csv", {})
@@ -141,8 +167,9 @@ async def test_retry_failed_with_filters_and_by_id(conn, dsn) -> None:
 async def test_cancel_pending_and_running_with_a_real_daemon(runs_table, dsn, daemons) -> None:
     conn = runs_table
     pending = await importd.enqueue(conn, "noop", {}, run_at=None, priority=5)
-    await conn.execute("UPDATE import_jobs SET run_at = now() + interval '1 hour' "
-                       "WHERE id = $1", pending)
+    await conn.execute(
+        "UPDATE import_jobs SET run_at = now() + interval '1 hour' WHERE id = $1", pending
+    )
     long = await importd.enqueue(conn, "sleep", {"seconds": 60})
     proc = daemons("--poll-interval", "1")
     await wait_until(lambda: conn.fetchval("SELECT count(*) FROM test_runs"), what="the run")
@@ -158,8 +185,9 @@ async def test_cancel_pending_and_running_with_a_real_daemon(runs_table, dsn, da
     assert proc.proc.poll() is None and not proc.saw("job_failed")
     # the daemon goes on
     after = await importd.enqueue(conn, "noop", {})
-    await wait_until(lambda: conn.fetchval("SELECT status = 'completed' FROM import_jobs "
-                                           "WHERE id = $1", after))
+    await wait_until(
+        lambda: conn.fetchval("SELECT status = 'completed' FROM import_jobs WHERE id = $1", after)
+    )
 
 
 async def test_doctor_finds_a_disabled_trigger_and_a_stuck_job(conn, dsn) -> None:
@@ -167,9 +195,12 @@ async def test_doctor_finds_a_disabled_trigger_and_a_stuck_job(conn, dsn) -> Non
     assert ok.returncode == 0, ok.stdout
     assert "OK       listen" in ok.stdout and "OK       trigger" in ok.stdout
     stuck = await importd.enqueue(conn, "csv", {})
-    await conn.execute("UPDATE import_jobs SET status = 'running', attempts = 1, "
-                       "locked_by = 'gone:1:x', locked_until = now() - interval '10 min' "
-                       "WHERE id = $1", stuck)
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'running', attempts = 1, "
+        "locked_by = 'gone:1:x', locked_until = now() - interval '10 min' "
+        "WHERE id = $1",
+        stuck,
+    )
     await conn.execute("ALTER TABLE import_jobs DISABLE TRIGGER trigger_process_import_jobs")
     bad = run_importd("doctor", "--dsn", dsn)
     assert bad.returncode == 1
@@ -183,15 +214,27 @@ async def test_doctor_finds_a_disabled_trigger_and_a_stuck_job(conn, dsn) -> Non
 async def test_prune_in_batches(conn, dsn) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at) "
-        "SELECT 'csv', 'completed', now() - interval '10 days' FROM generate_series(1, 2500)")
+        "SELECT 'csv', 'completed', now() - interval '10 days' FROM generate_series(1, 2500)"
+    )
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at) "
-        "SELECT 'csv', 'completed', now() - interval '1 hour' FROM generate_series(1, 7)")
+        "SELECT 'csv', 'completed', now() - interval '1 hour' FROM generate_series(1, 7)"
+    )
     failed = await failed_job(conn, finished_ago="40 days")
-    await conn.execute("INSERT INTO import_job_errors (job_id, attempt, message) "
-                       "VALUES ($1, 1, 'x')", failed)
-    done = run_importd("prune", "--older-than", "7d", "--failed-older-than", "30d",
-                       "--batch-size", "1000", "--dsn", dsn)
+    await conn.execute(
+        "INSERT INTO import_job_errors (job_id, attempt, message) VALUES ($1, 1, 'x')", failed
+    )
+    done = run_importd(
+        "prune",
+        "--older-than",
+        "7d",
+        "--failed-older-than",
+        "30d",
+        "--batch-size",
+        "1000",
+        "--dsn",
+        dsn,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "deleted 2501 job(s) in 4 batch(es)"
     assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 7
@@ -201,8 +244,9 @@ async def test_prune_in_batches(conn, dsn) -> None:
 async def test_bulk_enqueue_and_drain_report_progress(conn, dsn, tmp_path: Path) -> None:
     payloads = tmp_path / "jobs.ndjson"
     payloads.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(2500)))
-    done = run_importd("enqueue", "noop", "--payloads", str(payloads), "--queue", "bulk",
-                       "--dsn", dsn)
+    done = run_importd(
+        "enqueue", "noop", "--payloads", str(payloads), "--queue", "bulk", "--dsn", dsn
+    )
     assert done.returncode == 0 and done.stdout.strip() == "enqueued 2500 job(s)"
     assert "progress" in done.stderr  # not a TTY: log lines, not a bar
     finals = [line for line in done.stderr.splitlines() if '"done": 2500' in line]
@@ -210,8 +254,7 @@ async def test_bulk_enqueue_and_drain_report_progress(conn, dsn, tmp_path: Path)
     assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE queue = 'bulk'") == 2500
     drained = run_importd("drain", "--dsn", dsn, "--log-format", "json")
     assert drained.returncode == 0
-    last = [json.loads(line) for line in drained.stderr.splitlines()
-            if '"progress"' in line][-1]
+    last = [json.loads(line) for line in drained.stderr.splitlines() if '"progress"' in line][-1]
     assert last["task"] == "drain" and last["done"] == last["total"] == 2500
     small = tmp_path / "few.ndjson"
     small.write_text('{"n": 1}\n{"n": 2}\n{"n": 3}\n')
@@ -222,8 +265,9 @@ async def test_bulk_enqueue_and_drain_report_progress(conn, dsn, tmp_path: Path)
 
 @pytest.mark.db  # starts a PostgreSQL of its own
 def test_make_demo_end_to_end() -> None:
-    done = subprocess.run(["make", "demo"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=importd_env())
+    done = subprocess.run(
+        ["make", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=importd_env()
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "importd drain exited with 0" in out
@@ -237,9 +281,12 @@ async def test_run_embedded_manages_its_own_postgresql() -> None:
     # Under /tmp itself: when the suite runs as root, the cluster runs as an unprivileged
     # user, who cannot enter pytest's private tmp_path.
     data = Path(tempfile.mkdtemp(prefix="importd-embedded-"))
-    proc = subprocess.Popen([sys.executable, "-m", "importd", "run", "--embedded", str(data),
-                             "--log-format", "json"], stderr=subprocess.PIPE, text=True,
-                            env=importd_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "importd", "run", "--embedded", str(data), "--log-format", "json"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=importd_env(),
+    )
     try:
         dsn = None
         deadline = time.monotonic() + 60
@@ -256,8 +303,9 @@ async def test_run_embedded_manages_its_own_postgresql() -> None:
         job_id = int(done.stdout)
 
         async def shown_completed() -> bool:
-            status = await asyncio.to_thread(run_importd, "show", str(job_id), "--json",
-                                             "--dsn", dsn)
+            status = await asyncio.to_thread(
+                run_importd, "show", str(job_id), "--json", "--dsn", dsn
+            )
             return json.loads(status.stdout)["status"] == "completed"
 
         await wait_until(shown_completed, timeout=30, what="`importd show` to say completed")
@@ -272,24 +320,39 @@ async def test_run_embedded_manages_its_own_postgresql() -> None:
 
 
 def test_every_command_has_help_with_an_example_and_one_line_errors() -> None:
-    commands = ["migrate", "run", "drain", "status", "show", "retry", "cancel", "prune",
-                "doctor", "config", "enqueue"]
+    commands = [
+        "migrate",
+        "run",
+        "drain",
+        "status",
+        "show",
+        "retry",
+        "cancel",
+        "prune",
+        "doctor",
+        "config",
+        "enqueue",
+    ]
     for command in commands:
         done = run_importd(command, "--help")
         assert done.returncode == 0 and "example" in done.stdout, command
     bad = run_importd("show", "not-a-number")
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
-        "importd: argument id: invalid int value: 'not-a-number' (see 'importd show --help')"]
+        "importd: argument id: invalid int value: 'not-a-number' (see 'importd show --help')"
+    ]
 
 
 async def test_the_daemon_prunes_on_its_retention(conn, daemons) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at) "
-        "SELECT 'csv', 'completed', now() - interval '2 hours' FROM generate_series(1, 1500)")
+        "SELECT 'csv', 'completed', now() - interval '2 hours' FROM generate_series(1, 1500)"
+    )
     kept = await failed_job(conn, finished_ago="2 hours")
-    proc = daemons("--poll-interval", "1",
-                   env=importd_env(IMPORTD_RETENTION_COMPLETED="1h",
-                                   IMPORTD_RETENTION_FAILED="1d"))
+    proc = daemons(
+        "--poll-interval",
+        "1",
+        env=importd_env(IMPORTD_RETENTION_COMPLETED="1h", IMPORTD_RETENTION_FAILED="1d"),
+    )
     await proc.wait_for_event("jobs_pruned", timeout=20)
     assert await conn.fetchval("SELECT array_agg(id) FROM import_jobs") == [kept]

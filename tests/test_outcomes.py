@@ -79,11 +79,13 @@ async def test_result_problem_agrees_with_postgresql(conn) -> None:
 
 def test_result_problem_names_what_and_where() -> None:
     assert result_problem({"a": [1, {"b": math.inf}]}) == (
-        "inf at $['a'][1]['b'] is not a JSON number")
+        "inf at $['a'][1]['b'] is not a JSON number"
+    )
     assert result_problem([-math.inf]) == "-inf at $[0] is not a JSON number"
     assert result_problem({"k\x00": 1}) == "a key at $ holds a NUL or lone surrogate"
     assert result_problem(["\udc80"]) == (
-        "the string at $[0] is not valid Unicode (a lone surrogate)")
+        "the string at $[0] is not valid Unicode (a lone surrogate)"
+    )
     assert result_problem({"s": {1, 2}}) == "Object of type set is not JSON serializable"
     loop: list[Any] = []
     loop.append(loop)
@@ -96,8 +98,11 @@ def test_clean_text_fits_a_text_column(text: str) -> None:
     cleaned = clean_text(text, 2000)
     assert "\x00" not in cleaned and len(cleaned) <= 2000
     cleaned.encode("utf-8")  # no lone surrogate left
-    if "\x00" not in text and not _has_surrogate(text) and len(text) <= 2000 and (
-        "***" not in cleaned
+    if (
+        "\x00" not in text
+        and not _has_surrogate(text)
+        and len(text) <= 2000
+        and ("***" not in cleaned)
     ):
         assert cleaned == text
 
@@ -111,8 +116,19 @@ async def test_progress_refuses_what_the_job_row_cannot_hold() -> None:
     from importd.models import Job  # noqa: PLC0415
 
     now = datetime.now(UTC)
-    job = Job(id=1, kind="k", queue="q", tenant_id=None, payload={}, priority=0, run_at=now,
-              attempt=1, max_attempts=3, timeout=60, created_at=now)
+    job = Job(
+        id=1,
+        kind="k",
+        queue="q",
+        tenant_id=None,
+        payload={},
+        priority=0,
+        run_at=now,
+        attempt=1,
+        max_attempts=3,
+        timeout=60,
+        created_at=now,
+    )
     ctx = JobContext(job, None, None, 0.0, "w", None)  # type: ignore[arg-type]
     for call, message in [
         (lambda: ctx.progress(done=-1), "done must be between 0 and 2**63-1, not -1"),
@@ -127,5 +143,9 @@ async def test_progress_refuses_what_the_job_row_cannot_hold() -> None:
     ctx.progress(done=3, total=10, failed=1, bytes_read=100)
     with pytest.raises(ValueError, match="done"):
         ctx.progress(done=11)  # above the total reported earlier
-    assert ctx.take_progress() == {"rows_done": 3, "rows_total": 10, "rows_failed": 1,
-                                   "bytes_read": 100}
+    assert ctx.take_progress() == {
+        "rows_done": 3,
+        "rows_total": 10,
+        "rows_failed": 1,
+        "bytes_read": 100,
+    }

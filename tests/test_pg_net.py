@@ -64,8 +64,9 @@ async def test_migrate_replaces_the_pg_net_trigger_and_functions(empty_dsn: str)
         await conn.execute("INSERT INTO import_jobs (file_path) VALUES ('uploads/a.csv')")
         assert await conn.fetchval("SELECT count(*) FROM net.calls") == 1  # the stand-in works
 
-        done = await asyncio.to_thread(run_importd, "migrate", "--dsn", empty_dsn,
-                                       "--log-format", "json")
+        done = await asyncio.to_thread(
+            run_importd, "migrate", "--dsn", empty_dsn, "--log-format", "json"
+        )
         assert done.returncode == 0, done.stderr
         assert '"pg_net_design_replaced"' in done.stderr
         assert "import_jobs_pg_net" in done.stderr
@@ -75,21 +76,26 @@ async def test_migrate_replaces_the_pg_net_trigger_and_functions(empty_dsn: str)
         bodies = await conn.fetch(
             "SELECT p.oid::regprocedure::text AS f, prosrc FROM pg_proc p "
             "WHERE proname IN ('notify_process_import_jobs_async', "
-            "'trigger_import_job_processing') ORDER BY 1")
-        assert [r["f"] for r in bodies] == ["notify_process_import_jobs_async(text)",
-                                            "trigger_import_job_processing()"]
+            "'trigger_import_job_processing') ORDER BY 1"
+        )
+        assert [r["f"] for r in bodies] == [
+            "notify_process_import_jobs_async(text)",
+            "trigger_import_job_processing()",
+        ]
         assert not any("net." in r["prosrc"] for r in bodies)
         trigger = await conn.fetch(VERIFY_TRIGGER)
         assert [(r["relname"], r["proname"]) for r in trigger] == [
-            ("import_jobs", "trigger_import_job_processing")]
-        assert {r["proname"]: r["security_definer"] for r in await conn.fetch(VERIFY_FUNCTIONS)
-                } == {"notify_process_import_jobs_async": True,
-                      "trigger_import_job_processing": True}
+            ("import_jobs", "trigger_import_job_processing")
+        ]
+        assert {
+            r["proname"]: r["security_definer"] for r in await conn.fetch(VERIFY_FUNCTIONS)
+        } == {"notify_process_import_jobs_async": True, "trigger_import_job_processing": True}
 
         # An insert now notifies the daemons and calls nothing over HTTP.
         listener = await Notifications().start(empty_dsn)
-        await importd.enqueue(conn, "csv", {"source": "file:///srv/uploads/a.csv",
-                                            "table": "customers"})
+        await importd.enqueue(
+            conn, "csv", {"source": "file:///srv/uploads/a.csv", "table": "customers"}
+        )
         await conn.execute("INSERT INTO import_jobs (kind, payload) VALUES ('noop', '{}')")
         assert await listener.settle() == ["default", "default"]
         assert await conn.fetchval("SELECT count(*) FROM net.calls") == 1

@@ -22,12 +22,19 @@ async def _status(conn: Any, job_id: int) -> str:
 
 
 async def test_doctor_tells_a_transaction_pooler_from_a_direct_connection(
-        dsn: str, pooled_dsn: str) -> None:
-    direct, naive, right = await asyncio.to_thread(run_importd_batch, [
-        (["doctor", "--dsn", dsn], {}),
-        (["doctor", "--dsn", pooled_dsn], {}),
-        (["doctor", "--dsn", pooled_dsn, "--listen-dsn", dsn],
-         {"IMPORTD_STATEMENT_CACHE_SIZE": "0"})])
+    dsn: str, pooled_dsn: str
+) -> None:
+    direct, naive, right = await asyncio.to_thread(
+        run_importd_batch,
+        [
+            (["doctor", "--dsn", dsn], {}),
+            (["doctor", "--dsn", pooled_dsn], {}),
+            (
+                ["doctor", "--dsn", pooled_dsn, "--listen-dsn", dsn],
+                {"IMPORTD_STATEMENT_CACHE_SIZE": "0"},
+            ),
+        ],
+    )
     assert direct.returncode == 0, direct.stdout
     assert _lines(direct.stdout)["pooler"].startswith("OK") and "directly" in direct.stdout
 
@@ -46,7 +53,8 @@ async def test_doctor_tells_a_transaction_pooler_from_a_direct_connection(
 
 
 async def test_dsn_through_pgbouncer_and_a_direct_listen_dsn(
-        conn: Any, dsn: str, pooled_dsn: str, daemons: Any, tmp_path: Path) -> None:
+    conn: Any, dsn: str, pooled_dsn: str, daemons: Any, tmp_path: Path
+) -> None:
     # Migrate through the pooler (transaction-level locks only), twice.
     for _ in range(2):
         done = await asyncio.to_thread(run_importd, "migrate", "--dsn", pooled_dsn)
@@ -54,32 +62,58 @@ async def test_dsn_through_pgbouncer_and_a_direct_listen_dsn(
     # The daemon hears jobs only through LISTEN here (a minute between polls).
     await conn.execute("CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)")
     (tmp_path / "c.csv").write_text("id,name\n1,Ada\n2,Grace\n3,Edsger\n")
-    proc = daemons("--listen-dsn", dsn, "--poll-interval", "60", "--concurrency", "4",
-                   "--import-root", str(tmp_path), "--table", "customers", target=pooled_dsn)
+    proc = daemons(
+        "--listen-dsn",
+        dsn,
+        "--poll-interval",
+        "60",
+        "--concurrency",
+        "4",
+        "--import-root",
+        str(tmp_path),
+        "--table",
+        "customers",
+        target=pooled_dsn,
+    )
     await proc.wait_for_event("daemon_ready", timeout=30)
     assert proc.saw("pooler_detected", statement_cache_size=0)
     added = await asyncio.to_thread(run_importd, "enqueue", "noop", "--dsn", pooled_dsn)
     assert added.returncode == 0, added.stderr
     job_id = int(added.stdout)
-    await wait_until(lambda: _equal(_status(conn, job_id), "completed"), 20,
-                     what="the job enqueued through the pooler to complete")
+    await wait_until(
+        lambda: _equal(_status(conn, job_id), "completed"),
+        20,
+        what="the job enqueued through the pooler to complete",
+    )
     batch = [importd.NewJob("noop", {}) for _ in range(200)]
     pooled = await db.connect(pooled_dsn, statement_cache_size=0)
     try:
         ids = await importd.enqueue_many(pooled, batch)
     finally:
         await pooled.close()
-    await wait_until(lambda: conn.fetchval(
-        "SELECT count(*) = $2 FROM import_jobs WHERE id = ANY ($1) AND status = 'completed'",
-        ids, len(ids)), 30, what="200 jobs to complete")
+    await wait_until(
+        lambda: conn.fetchval(
+            "SELECT count(*) = $2 FROM import_jobs WHERE id = ANY ($1) AND status = 'completed'",
+            ids,
+            len(ids),
+        ),
+        30,
+        what="200 jobs to complete",
+    )
 
     # An import (staging, COPY, the move in the completing transaction) through the pooler.
     for atomic in (True, False):
         await conn.execute("TRUNCATE customers")
-        csv_job = await importd.enqueue(conn, "csv", {"source": f"file://{tmp_path}/c.csv",
-                                                      "table": "customers", "atomic": atomic})
-        await wait_until(lambda j=csv_job: _equal(_status(conn, j), "completed"), 20,
-                         what="the import through the pooler")
+        csv_job = await importd.enqueue(
+            conn,
+            "csv",
+            {"source": f"file://{tmp_path}/c.csv", "table": "customers", "atomic": atomic},
+        )
+        await wait_until(
+            lambda j=csv_job: _equal(_status(conn, j), "completed"),
+            20,
+            what="the import through the pooler",
+        )
         assert await conn.fetchval("SELECT count(*) FROM customers") == 3
 
     slow = await importd.enqueue(conn, "noop", {"sleep": 60})
@@ -104,18 +138,28 @@ async def test_dsn_through_pgbouncer_and_a_direct_listen_dsn(
     assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE status = 'pending'") == 0
 
 
-async def test_poll_only_through_the_pooler_alone(
-        conn: Any, pooled_dsn: str, daemons: Any) -> None:
-    proc = daemons("--no-listen", "--poll-interval", "0.3", "--statement-cache-size", "0",
-                   target=pooled_dsn)
+async def test_poll_only_through_the_pooler_alone(conn: Any, pooled_dsn: str, daemons: Any) -> None:
+    proc = daemons(
+        "--no-listen", "--poll-interval", "0.3", "--statement-cache-size", "0", target=pooled_dsn
+    )
     await proc.wait_for_event("daemon_ready", timeout=30)
     ids = await importd.enqueue_many(conn, [importd.NewJob("noop", {}) for _ in range(30)])
-    await wait_until(lambda: conn.fetchval(
-        "SELECT count(*) = 30 FROM import_jobs WHERE id = ANY ($1) AND status = 'completed'",
-        ids), 30, what="poll-only jobs to complete")
+    await wait_until(
+        lambda: conn.fetchval(
+            "SELECT count(*) = 30 FROM import_jobs WHERE id = ANY ($1) AND status = 'completed'",
+            ids,
+        ),
+        30,
+        what="poll-only jobs to complete",
+    )
     doctor = await asyncio.to_thread(
-        run_importd, "doctor", "--no-listen", "--dsn", pooled_dsn,
-        env=importd_env(IMPORTD_STATEMENT_CACHE_SIZE="0"))
+        run_importd,
+        "doctor",
+        "--no-listen",
+        "--dsn",
+        pooled_dsn,
+        env=importd_env(IMPORTD_STATEMENT_CACHE_SIZE="0"),
+    )
     assert doctor.returncode == 0, doctor.stdout
     assert "poll only" in _lines(doctor.stdout)["listen"]
     proc.signal()

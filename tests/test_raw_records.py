@@ -18,15 +18,15 @@ from importd.handlers.imports.job import UNREAD_MARK
 from tests.httpserver import Reply, Server
 
 CSV = (
-    'id,email,n,c,note\r\n'
-    '1,a@x,1,1,ok\r\n'
+    "id,email,n,c,note\r\n"
+    "1,a@x,1,1,ok\r\n"
     '2,b@x,,1,"null n\r\nacross ""two"" lines"\r\n'  # NOT NULL, lines 3-4
-    '3,c@x,1,-5,check\r\n'  # CHECK, line 5
+    "3,c@x,1,-5,check\r\n"  # CHECK, line 5
     '4,a@x,1,1,"dup\nemail"\r\n'  # unique (email), lines 6-7
-    '5,d@x,NOTINT,1,type\r\n'  # type error, line 8
+    "5,d@x,NOTINT,1,type\r\n"  # type error, line 8
     '6,e@x,1,1,"fine\r\nrow"\r\n'
-    '7,f@x,2,2,last\r\n'
-    '8,g@x,1,50,fk\r\n'  # foreign key, line 12
+    "7,f@x,2,2,last\r\n"
+    "8,g@x,1,50,fk\r\n"  # foreign key, line 12
 )
 CSV_BAD = {
     3: '2,b@x,,1,"null n\r\nacross ""two"" lines"',
@@ -51,8 +51,7 @@ KINDS = {  # the three strategies: atomic, per chunk (moves with a conflict rule
     "per_chunk": {"atomic": False, "on_conflict": "update", "conflict_columns": ["id"]},
     "direct": {"atomic": False},
 }
-MESSAGES = ("not-null", "check constraint", "duplicate key", "invalid input syntax",
-            "foreign key")
+MESSAGES = ("not-null", "check constraint", "duplicate key", "invalid input syntax", "foreign key")
 
 
 @pytest.fixture
@@ -67,10 +66,15 @@ async def make_tables(conn: Any) -> list[str]:
     await conn.execute("CREATE TABLE parent (v int PRIMARY KEY)")
     await conn.execute("INSERT INTO parent VALUES (1), (2)")
     for name in [f"t_{fmt}_{kind}" for fmt in ("csv", "ndjson") for kind in KINDS] + [
-            "t_over", "t_web_ok", "t_web_gone", "t_web_changed"]:
+        "t_over",
+        "t_web_ok",
+        "t_web_gone",
+        "t_web_changed",
+    ]:
         await conn.execute(
             f"CREATE TABLE {name} (id int PRIMARY KEY, email text UNIQUE, "
-            "n int NOT NULL, c int CHECK (c > 0) REFERENCES parent, note text)")
+            "n int NOT NULL, c int CHECK (c > 0) REFERENCES parent, note text)"
+        )
         names.append(f"public.{name}")
     return names
 
@@ -95,27 +99,50 @@ async def test_every_rejected_row_carries_its_source_record(conn, drain, root: P
     try:
         body = CSV.encode()
         again = server.route("/again.csv", Reply(200, body, {"ETag": '"v1"'}))
-        gone = server.route("/gone.csv", Reply(200, body, {"ETag": '"v1"'}),
-                            Reply(404, b"no such object"))
-        changed = server.route("/changed.csv", Reply(200, body, {"ETag": '"v1"'}),
-                               Reply(200, body, {"ETag": '"v2"'}))
+        gone = server.route(
+            "/gone.csv", Reply(200, body, {"ETag": '"v1"'}), Reply(404, b"no such object")
+        )
+        changed = server.route(
+            "/changed.csv", Reply(200, body, {"ETag": '"v1"'}), Reply(200, body, {"ETag": '"v2"'})
+        )
         jobs: dict[tuple[str, str], int] = {}
         for kind, options in KINDS.items():
-            for fmt, source in (("csv", f"file://{root}/r.csv"),
-                                ("ndjson", f"file://{root}/r.ndjson")):
-                jobs[fmt, kind] = await importd.enqueue(conn, fmt, {
-                    "source": source, "table": f"t_{fmt}_{kind}", "max_errors": 10, **options})
-        web_ok = await importd.enqueue(conn, "csv", {
-            "source": again, "table": "t_web_ok", "max_errors": 10, "atomic": True})
-        web_gone = await importd.enqueue(conn, "csv", {
-            "source": gone, "table": "t_web_gone", "max_errors": 10, "atomic": True})
-        web_changed = await importd.enqueue(conn, "csv", {
-            "source": changed, "table": "t_web_changed", "max_errors": 10, "atomic": True})
-        over = await importd.enqueue(conn, "csv", {  # past max_errors in the move
-            "source": f"file://{root}/r.csv", "table": "t_over", "max_errors": 1,
-            "atomic": True})
-        assert await drain(import_roots=(str(root),), tables=tuple(names),
-                           url_prefixes=(server.url + "/",)) == 10  # (one failed)
+            for fmt, source in (
+                ("csv", f"file://{root}/r.csv"),
+                ("ndjson", f"file://{root}/r.ndjson"),
+            ):
+                jobs[fmt, kind] = await importd.enqueue(
+                    conn,
+                    fmt,
+                    {"source": source, "table": f"t_{fmt}_{kind}", "max_errors": 10, **options},
+                )
+        web_ok = await importd.enqueue(
+            conn, "csv", {"source": again, "table": "t_web_ok", "max_errors": 10, "atomic": True}
+        )
+        web_gone = await importd.enqueue(
+            conn, "csv", {"source": gone, "table": "t_web_gone", "max_errors": 10, "atomic": True}
+        )
+        web_changed = await importd.enqueue(
+            conn,
+            "csv",
+            {"source": changed, "table": "t_web_changed", "max_errors": 10, "atomic": True},
+        )
+        over = await importd.enqueue(
+            conn,
+            "csv",
+            {  # past max_errors in the move
+                "source": f"file://{root}/r.csv",
+                "table": "t_over",
+                "max_errors": 1,
+                "atomic": True,
+            },
+        )
+        assert (
+            await drain(
+                import_roots=(str(root),), tables=tuple(names), url_prefixes=(server.url + "/",)
+            )
+            == 10
+        )  # (one failed)
         assert len(server.hits("/again.csv")) == 2  # read, then read again once
     finally:
         server.stop()
@@ -137,14 +164,15 @@ async def test_every_rejected_row_carries_its_source_record(conn, drain, root: P
         for line in (3, 5, 6):
             raw = found[line][1]
             assert raw.startswith(UNREAD_MARK) and reason in raw, raw
-            assert json.loads(raw[raw.index("] ") + 2:])["id"] == int(CSV_BAD[line][0])
+            assert json.loads(raw[raw.index("] ") + 2 :])["id"] == int(CSV_BAD[line][0])
 
     # Past max_errors, the move's rejected rows recorded are source text too.
     assert (await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", over)) == "failed"
     found = await rejected(conn, over)
     assert 3 in found and len(found) >= 2
     assert {line: raw for line, (_, raw) in found.items()} == {
-        line: CSV_BAD[line] for line in found}
+        line: CSV_BAD[line] for line in found
+    }
 
     # `importd show ID --errors` (CSV out) gives the multi-line record whole.
     out = await ops.errors(conn, jobs["csv", "atomic"])

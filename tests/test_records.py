@@ -6,19 +6,21 @@ import pytest
 
 from importd.handlers.records import NdjsonRows, Records, RowError, Splitter
 
-CSV = (b'id,name,note\n'
-       b'1,alice,"line one\nline two"\n'
-       b'2,bob,"say ""hi"", then\n\nleave"\n'
-       b'\n'
-       b'3,carol,plain\r\n'
-       b'4,dave,"no newline at end"')
+CSV = (
+    b"id,name,note\n"
+    b'1,alice,"line one\nline two"\n'
+    b'2,bob,"say ""hi"", then\n\nleave"\n'
+    b"\n"
+    b"3,carol,plain\r\n"
+    b'4,dave,"no newline at end"'
+)
 
 
 def split(data: bytes, size: int, **kw) -> tuple[Records, Splitter]:
     splitter = Splitter(**kw)
     out = Records()
     for i in range(0, len(data), size):
-        out.extend(splitter.feed(data[i:i + size]))
+        out.extend(splitter.feed(data[i : i + size]))
     out.extend(splitter.finish())
     return out, splitter
 
@@ -55,7 +57,10 @@ def test_backslash_escape() -> None:
 
 def test_every_line_is_a_record_without_quotes() -> None:
     records, _ = split(b'{"a": "x\\ny"}\n\n{"a": 2}\n', 3, quote=None)
-    assert list(zip(records.lines, records.datas, strict=True)) == [(1, b'{"a": "x\\ny"}'), (3, b'{"a": 2}')]
+    assert list(zip(records.lines, records.datas, strict=True)) == [
+        (1, b'{"a": "x\\ny"}'),
+        (3, b'{"a": 2}'),
+    ]
 
 
 def test_unterminated_quote_becomes_one_last_record() -> None:
@@ -97,11 +102,15 @@ FIELD = st.text(alphabet=st.sampled_from(list('ab,"\n é')), max_size=6)
 
 
 @settings(max_examples=80, deadline=None)
-@given(rows=st.lists(st.lists(FIELD, min_size=1, max_size=3), min_size=1, max_size=30),
-       newline=st.sampled_from(["\n", "\r\n", "\r"]), block=st.integers(1, 50),
-       limit=st.integers(4, 40))
-def test_splitter_finds_the_records_and_lines_csv_finds(rows, newline: str, block: int,
-                                                        limit: int) -> None:
+@given(
+    rows=st.lists(st.lists(FIELD, min_size=1, max_size=3), min_size=1, max_size=30),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    block=st.integers(1, 50),
+    limit=st.integers(4, 40),
+)
+def test_splitter_finds_the_records_and_lines_csv_finds(
+    rows, newline: str, block: int, limit: int
+) -> None:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator=newline)
     for row in rows:
@@ -118,7 +127,7 @@ def test_splitter_finds_the_records_and_lines_csv_finds(rows, newline: str, bloc
     splitter = Splitter(newline=b"\r" if newline == "\r" else b"\n", limit=limit)
     got = Records()
     for i in range(0, len(data), block):
-        got.extend(splitter.feed(data[i:i + block]))
+        got.extend(splitter.feed(data[i : i + block]))
     got.extend(splitter.finish())
     assert got.lines == [line for line, _ in expected]
     for index, (data_, (line, record)) in enumerate(zip(got.datas, expected, strict=True)):

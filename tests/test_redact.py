@@ -40,15 +40,20 @@ def only_secrets(*values: str) -> Iterator[None]:
 
 # A secret never contains "*" (the mask is "***", so a secret made of stars could
 # reappear around a mask); anything else goes, ':' '@' '"' whitespace and non-ASCII too.
-secret_text = st.text(st.characters(blacklist_characters="*", blacklist_categories=["Cs"]),
-                      min_size=6, max_size=40)
+secret_text = st.text(
+    st.characters(blacklist_characters="*", blacklist_categories=["Cs"]), min_size=6, max_size=40
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(max_size=300), secrets=st.lists(secret_text, min_size=1, max_size=4),
-       places=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1)), max_size=8))
-def test_no_secret_survives_wherever_it_was_put(text: str, secrets: list[str],
-                                                places: list[tuple[int, float]]) -> None:
+@given(
+    text=st.text(max_size=300),
+    secrets=st.lists(secret_text, min_size=1, max_size=4),
+    places=st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1)), max_size=8),
+)
+def test_no_secret_survives_wherever_it_was_put(
+    text: str, secrets: list[str], places: list[tuple[int, float]]
+) -> None:
     for which, where in places:
         secret = secrets[which % len(secrets)]
         at = int(where * len(text))
@@ -63,8 +68,9 @@ def test_no_secret_survives_wherever_it_was_put(text: str, secrets: list[str],
 
 # Text that no pattern can touch: no '=' (key=value), no ':' ("://", and the secrets below
 # all hold one), no 'b' (bearer).
-plain_text = st.text(st.characters(blacklist_characters="=:bB", blacklist_categories=["Cs"]),
-                     max_size=500)
+plain_text = st.text(
+    st.characters(blacklist_characters="=:bB", blacklist_categories=["Cs"]), max_size=500
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -77,17 +83,27 @@ def test_text_without_secrets_is_unchanged(text: str, secrets: list[tuple[str, s
 
 # A URL's password may hold anything but the characters that end the authority (and
 # whitespace); a query value anything but "&", quotes and whitespace.
-url_password = st.text(st.characters(blacklist_characters="/?#", blacklist_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]),
-                       min_size=1, max_size=30)
-query_value = st.text(st.characters(blacklist_characters="&'\"", blacklist_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]),
-                      min_size=1, max_size=30)
+url_password = st.text(
+    st.characters(blacklist_characters="/?#", blacklist_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]),
+    min_size=1,
+    max_size=30,
+)
+query_value = st.text(
+    st.characters(blacklist_characters="&'\"", blacklist_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]),
+    min_size=1,
+    max_size=30,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(password=url_password, key_password=query_value,
-       key=st.sampled_from(["password", "sslpassword", "PASSWORD", "access_token"]))
-def test_a_dsns_passwords_are_masked_whatever_they_hold(password: str, key_password: str,
-                                                        key: str) -> None:
+@given(
+    password=url_password,
+    key_password=query_value,
+    key=st.sampled_from(["password", "sslpassword", "PASSWORD", "access_token"]),
+)
+def test_a_dsns_passwords_are_masked_whatever_they_hold(
+    password: str, key_password: str, key: str
+) -> None:
     dsn = f"postgresql://app:{password}@db.example:5432/app?{key}={key_password}&sslmode=require"
     with only_secrets():  # nothing registered: the patterns alone
         assert db.redact(dsn) == (
@@ -101,17 +117,36 @@ def test_a_dsns_passwords_are_masked_whatever_they_hold(password: str, key_passw
 @pytest.mark.parametrize(
     ("text", "shown", "hidden"),
     [
-        (f"401 from endpoint: Authorization: Bearer {TOKEN}, retry", "Bearer ***, retry",
-         ["Tail-", "Zq7"]),
-        (f"echo: bearer   {TOKEN[:10]}:unregistered-tail", "echo: bearer ***", ["unregistered", "tok:"]),
-        ("postgresql://app:p@ss:w@rd@db.example:5432/app", "postgresql://app:***@db.example:5432/app",
-         ["p@ss", "w@rd", "ss:w"]),
-        ("postgres://app:hunter2@db/app?sslmode=require&sslpassword=keypass1&x=1",
-         "postgres://app:***@db/app?sslmode=require&sslpassword=***&x=1", ["hunter2", "keypass1"]),
-        ("host=db user=app password='a b\\' c' dbname=app", "password=*** dbname=app",
-         ["a b", "' c'"]),
-        ("https://bucket.example/x.csv?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA",
-         "X-Amz-Signature=***&", ["deadbeef"]),
+        (
+            f"401 from endpoint: Authorization: Bearer {TOKEN}, retry",
+            "Bearer ***, retry",
+            ["Tail-", "Zq7"],
+        ),
+        (
+            f"echo: bearer   {TOKEN[:10]}:unregistered-tail",
+            "echo: bearer ***",
+            ["unregistered", "tok:"],
+        ),
+        (
+            "postgresql://app:p@ss:w@rd@db.example:5432/app",
+            "postgresql://app:***@db.example:5432/app",
+            ["p@ss", "w@rd", "ss:w"],
+        ),
+        (
+            "postgres://app:hunter2@db/app?sslmode=require&sslpassword=keypass1&x=1",
+            "postgres://app:***@db/app?sslmode=require&sslpassword=***&x=1",
+            ["hunter2", "keypass1"],
+        ),
+        (
+            "host=db user=app password='a b\\' c' dbname=app",
+            "password=*** dbname=app",
+            ["a b", "' c'"],
+        ),
+        (
+            "https://bucket.example/x.csv?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA",
+            "X-Amz-Signature=***&",
+            ["deadbeef"],
+        ),
         ("token BeArEr abc.def; next", "BeArEr ***; next", ["abc.def"]),
         ("PASSWORD = Swordfish1 next", "PASSWORD =*** next", ["Swordfish1"]),
     ],
@@ -126,8 +161,14 @@ def test_the_issues_leaks_are_masked(text: str, shown: str, hidden: list[str]) -
 
 def test_a_token_as_a_json_key_and_under_sensitive_keys_is_masked() -> None:
     with only_secrets(TOKEN):
-        masked = db.redact_value({TOKEN: 1, f"x{TOKEN}y": [TOKEN], "password": "short",
-                                  "nested": {"Token": "abc", "list": [{TOKEN: TOKEN}]}})
+        masked = db.redact_value(
+            {
+                TOKEN: 1,
+                f"x{TOKEN}y": [TOKEN],
+                "password": "short",
+                "nested": {"Token": "abc", "list": [{TOKEN: TOKEN}]},
+            }
+        )
     assert TOKEN not in json.dumps(masked)
     assert masked["***"] == 1 and masked["x***y"] == ["***"]
     assert masked["password"] == "***" and masked["nested"]["Token"] == "***"
@@ -158,33 +199,51 @@ def server() -> Any:
 
 
 async def test_secrets_echoed_by_an_endpoint_reach_no_row_no_log_and_no_show(
-        conn: Any, drain: Any, server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    conn: Any, drain: Any, server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     dsn_password = "Db@Pass:word9"
-    echo = json.dumps({"headers": {"Authorization": f"Bearer {TOKEN}"}, TOKEN: "as a key",
-                       "note": f"got {TOKEN} and postgresql://app:{dsn_password}@db/app"})
+    echo = json.dumps(
+        {
+            "headers": {"Authorization": f"Bearer {TOKEN}"},
+            TOKEN: "as a key",
+            "note": f"got {TOKEN} and postgresql://app:{dsn_password}@db/app",
+        }
+    )
     ok = server.route("/echo", Reply(200, echo.encode(), {"Content-Type": "application/json"}))
     text = server.route("/text", Reply(200, f"Authorization: Bearer {TOKEN}".encode()))
     denied = server.route("/denied", Reply(403, f"bad token {TOKEN}".encode()))
     # 100 KB of letters: redaction is linear, so the answer is stored within the timeout
     # (quadratic redaction held the event loop for ~26 s on this).
     letters = server.route("/letters", Reply(200, b"a" * 100_000))
-    jobs = [await importd.enqueue(conn, "http", {"url": url}, timeout=20, max_attempts=1)
-            for url in (ok, text, denied, letters)]
-    failing = await importd.enqueue(conn, "fail", {"message": f"cannot use {TOKEN} or {dsn_password}"},
-                                    max_attempts=1)
-    assert await drain(url_prefixes=(server.url + "/",), http_token=TOKEN,
-                       listen_dsn=f"postgresql://app:{dsn_password}@127.0.0.1:1/none") == 10
-    rows = await conn.fetch("SELECT * FROM import_jobs WHERE id = ANY($1) ORDER BY id",
-                            [*jobs, failing])
+    jobs = [
+        await importd.enqueue(conn, "http", {"url": url}, timeout=20, max_attempts=1)
+        for url in (ok, text, denied, letters)
+    ]
+    failing = await importd.enqueue(
+        conn, "fail", {"message": f"cannot use {TOKEN} or {dsn_password}"}, max_attempts=1
+    )
+    assert (
+        await drain(
+            url_prefixes=(server.url + "/",),
+            http_token=TOKEN,
+            listen_dsn=f"postgresql://app:{dsn_password}@127.0.0.1:1/none",
+        )
+        == 10
+    )
+    rows = await conn.fetch(
+        "SELECT * FROM import_jobs WHERE id = ANY($1) ORDER BY id", [*jobs, failing]
+    )
     # (The producer put the secrets in the failing job's payload itself; everything
     # importd wrote is checked.)
-    stored = json.dumps([{k: str(v) for k, v in dict(r).items() if k != "payload"}
-                         for r in rows])
+    stored = json.dumps([{k: str(v) for k, v in dict(r).items() if k != "payload"} for r in rows])
     for part in (TOKEN, "Tail-", dsn_password, "Pass:word"):
         assert part not in stored
     by_id = {r["id"]: r for r in rows}
-    echoed = json.loads(by_id[jobs[0]]["result"]) if isinstance(by_id[jobs[0]]["result"], str) \
+    echoed = (
+        json.loads(by_id[jobs[0]]["result"])
+        if isinstance(by_id[jobs[0]]["result"], str)
         else by_id[jobs[0]]["result"]
+    )
     assert echoed["body"]["***"] == "as a key"
     assert echoed["body"]["headers"]["Authorization"] == "***"
     assert by_id[jobs[2]]["status"] == "failed" and "bad token ***" in by_id[jobs[2]]["last_error"]
@@ -216,7 +275,14 @@ try:
 except RuntimeError:
     structlog.get_logger("t").exception("handler_crashed")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, env=importd_env())
-    assert "handler_crashed" in done.stderr and "RuntimeError: the endpoint refused ***" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=importd_env(),
+    )
+    assert (
+        "handler_crashed" in done.stderr and "RuntimeError: the endpoint refused ***" in done.stderr
+    )
     assert TOKEN not in done.stderr and "Tail-" not in done.stderr

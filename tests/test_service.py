@@ -36,8 +36,11 @@ async def test_sd_notify_ready_status_watchdog_stopping(conn, daemons, tmp_path)
             return bool(statuses) and statuses[-1] == "STATUS=running 0/8, 1 done, listener ok"
 
         await wait_until(status_after_the_job, timeout=15, what="STATUS with 1 done")
-        await wait_until(lambda: len([m for _, m in notify.drain() if m == "WATCHDOG=1"]) >= 3,
-                         timeout=15, what="three watchdog pings")
+        await wait_until(
+            lambda: len([m for _, m in notify.drain() if m == "WATCHDOG=1"]) >= 3,
+            timeout=15,
+            what="three watchdog pings",
+        )
         pings = [t for t, m in notify.drain() if m == "WATCHDOG=1"]
         assert max(b - a for a, b in itertools.pairwise(pings)) < 0.9  # every half of WATCHDOG_USEC
 
@@ -53,8 +56,11 @@ async def test_sd_notify_ready_status_watchdog_stopping(conn, daemons, tmp_path)
         assert [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > withheld_seen] == []
         await tx.rollback()
         released = time.monotonic()
-        await wait_until(lambda: [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > released],
-                         timeout=15, what="a watchdog ping once the worker loop is free again")
+        await wait_until(
+            lambda: [t for t, m in notify.drain() if m == "WATCHDOG=1" and t > released],
+            timeout=15,
+            what="a watchdog ping once the worker loop is free again",
+        )
 
         proc.signal(signal.SIGTERM)
         assert await proc.wait_exit() == 0
@@ -72,16 +78,26 @@ async def test_json_logs_carry_job_fields_and_never_a_secret(conn, dsn, daemons,
     try:
         # An endpoint that echoes what it got (headers included) in a 401 and a 200.
         denied = server.route("/denied", Reply(401, f"bad token: Bearer {token}".encode()))
-        echo = server.route("/echo", Reply(200, json.dumps({"auth": f"Bearer {token}",
-                                                            "raw": token}).encode(),
-                                           {"Content-Type": "application/json"}))
+        echo = server.route(
+            "/echo",
+            Reply(
+                200,
+                json.dumps({"auth": f"Bearer {token}", "raw": token}).encode(),
+                {"Content-Type": "application/json"},
+            ),
+        )
         secret_dsn = dsn.replace("postgres@", f"postgres:{password}@")
         env = importd_env(IMPORTD_HTTP_TOKEN=token, IMPORTD_URL_PREFIXES=server.url + "/")
         proc = daemons("--poll-interval", "1", env=env, target=secret_dsn)
-        jobs = [await importd.enqueue(conn, "http", {"url": url}, tenant_id="acme",
-                                      queue="hooks") for url in (denied, echo)]
-        await wait_until(lambda: conn.fetchval(
-            "SELECT count(*) = 2 FROM import_jobs WHERE status IN ('completed', 'failed')"))
+        jobs = [
+            await importd.enqueue(conn, "http", {"url": url}, tenant_id="acme", queue="hooks")
+            for url in (denied, echo)
+        ]
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT count(*) = 2 FROM import_jobs WHERE status IN ('completed', 'failed')"
+            )
+        )
         assert server.hits("/echo")[0].headers["Authorization"] == f"Bearer {token}"
         proc.signal(signal.SIGTERM)
         await proc.wait_exit()
@@ -114,6 +130,7 @@ def scrape(port: int) -> dict[str, float]:
 
 async def scrape_when(port: int, want: dict[str, float]) -> dict[str, float]:
     """The first scrape in which the metrics named have the values given."""
+
     def check() -> dict[str, float] | None:
         values = scrape(port)
         return values if all(values.get(k) == v for k, v in want.items()) else None
@@ -122,24 +139,33 @@ async def scrape_when(port: int, want: dict[str, float]) -> dict[str, float]:
 
 
 async def test_metrics_and_health_endpoints(conn, daemons) -> None:
-    proc = daemons("--poll-interval", "1", "--metrics-address", "127.0.0.1:0",
-                   "--concurrency", "4")
+    proc = daemons("--poll-interval", "1", "--metrics-address", "127.0.0.1:0", "--concurrency", "4")
     await proc.wait_for_event("metrics_listening")
-    port = int(next(e for e in proc.events()
-                    if e["event"] == "metrics_listening")["address"].rsplit(":", 1)[1])
+    port = int(
+        next(e for e in proc.events() if e["event"] == "metrics_listening")["address"].rsplit(
+            ":", 1
+        )[1]
+    )
     await proc.wait_for_event("daemon_ready")
     assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
     before = scrape(port)
-    assert before['importd_listener_connected'] == 1
-    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue="q1") for _ in range(30)]
-                               + [importd.NewJob("sleep", {"seconds": 3}, queue="q2")]
-                               + [importd.NewJob("permanent", {}, queue="q1")])
+    assert before["importd_listener_connected"] == 1
+    await importd.enqueue_many(
+        conn,
+        [importd.NewJob("noop", {}, queue="q1") for _ in range(30)]
+        + [importd.NewJob("sleep", {"seconds": 3}, queue="q2")]
+        + [importd.NewJob("permanent", {}, queue="q1")],
+    )
     # the 31 quick ones end while the sleeper (3 s) still runs
-    during = await scrape_when(port, {
-        'importd_job_duration_seconds_count{kind="noop",queue="q1"}': 30,
-        'importd_jobs_failed_total{kind="permanent",queue="q1"}': 1})
-    assert during['importd_jobs_in_flight'] == 1  # the sleeper
+    during = await scrape_when(
+        port,
+        {
+            'importd_job_duration_seconds_count{kind="noop",queue="q1"}': 30,
+            'importd_jobs_failed_total{kind="permanent",queue="q1"}': 1,
+        },
+    )
+    assert during["importd_jobs_in_flight"] == 1  # the sleeper
     after = await scrape_when(port, {'importd_jobs_completed_total{kind="sleep",queue="q2"}': 1})
     assert after['importd_jobs_claimed_total{kind="noop",queue="q1"}'] == 30
     assert after['importd_jobs_completed_total{kind="noop",queue="q1"}'] == 30
@@ -148,44 +174,60 @@ async def test_metrics_and_health_endpoints(conn, daemons) -> None:
     assert after['importd_job_duration_seconds_count{kind="noop",queue="q1"}'] == 30
     assert after['importd_job_duration_seconds_sum{kind="sleep",queue="q2"}'] >= 3
     assert after['importd_job_start_latency_seconds_count{queue="q1"}'] == 31
-    assert after['importd_jobs_in_flight'] == 0
-    assert after['importd_seconds_since_last_wake'] < 5
+    assert after["importd_jobs_in_flight"] == 0
+    assert after["importd_seconds_since_last_wake"] < 5
     # readiness follows the schema: a migration this code does not know makes it 503
-    await conn.execute("INSERT INTO importd_migrations (version, name, checksum) "
-                       "VALUES (9999, '9999_future', 'x')")
-    await wait_until(lambda: httpx.get(
-        f"http://127.0.0.1:{port}/readyz").status_code == 503, timeout=15, what="503")
+    await conn.execute(
+        "INSERT INTO importd_migrations (version, name, checksum) VALUES (9999, '9999_future', 'x')"
+    )
+    await wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 503,
+        timeout=15,
+        what="503",
+    )
     # the sample (every 5 s) that saw the migration counted the jobs after the sleeper ended
     assert scrape(port).get('importd_jobs{queue="q2",status="running"}', 0) == 0
     # liveness follows the worker loop: wedge it on a table lock
     tx = conn.transaction()
     await tx.start()
     await conn.execute("LOCK TABLE import_jobs IN ACCESS EXCLUSIVE MODE")
-    await wait_until(lambda: httpx.get(
-        f"http://127.0.0.1:{port}/healthz").status_code == 503, timeout=20, what="503")
+    await wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 503,
+        timeout=20,
+        what="503",
+    )
     await tx.rollback()
-    await wait_until(lambda: httpx.get(
-        f"http://127.0.0.1:{port}/healthz").status_code == 200, timeout=10, what="200")
+    await wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200,
+        timeout=10,
+        what="200",
+    )
 
 
 def test_configuration_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
     path = tmp_path / "importd.toml"
-    path.write_text('[importd]\nconcurrency = 3\npoll_interval = 7\nqueues = ["a", "b"]\n'
-                    'log_level = "debug"\n')
+    path.write_text(
+        '[importd]\nconcurrency = 3\npoll_interval = 7\nqueues = ["a", "b"]\nlog_level = "debug"\n'
+    )
     env = {"IMPORTD_POLL_INTERVAL": "5", "IMPORTD_LOG_LEVEL": "warning"}
     settings = config.load({"log_level": "error"}, environ=env, config_path=path)
-    assert settings.concurrency == 3          # file
-    assert settings.poll_interval == 5.0      # environment beats file
-    assert settings.log_level == "error"      # flag beats environment
+    assert settings.concurrency == 3  # file
+    assert settings.poll_interval == 5.0  # environment beats file
+    assert settings.log_level == "error"  # flag beats environment
     assert settings.queues == ("a", "b")
-    assert settings.shutdown_grace == 30.0    # default
+    assert settings.shutdown_grace == 30.0  # default
 
 
 def test_secrets_come_from_files_and_credentials(tmp_path: Path) -> None:
     (tmp_path / "dsn").write_text("postgresql://app:from-creds@db/app\n")
     (tmp_path / "token").write_text("file-token-123\n")
-    settings = config.load({}, environ={"CREDENTIALS_DIRECTORY": str(tmp_path),
-                                        "IMPORTD_HTTP_TOKEN_FILE": str(tmp_path / "token")})
+    settings = config.load(
+        {},
+        environ={
+            "CREDENTIALS_DIRECTORY": str(tmp_path),
+            "IMPORTD_HTTP_TOKEN_FILE": str(tmp_path / "token"),
+        },
+    )
     assert settings.dsn == "postgresql://app:from-creds@db/app"
     assert settings.http_token == "file-token-123"
     shown = repr(settings)
@@ -194,13 +236,16 @@ def test_secrets_come_from_files_and_credentials(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("[importd]\nconcurency = 3\n", "unknown setting 'concurency'"),
-     ("[importd]\nconcurrency = 0\n", "concurrency: bad value 0: must be at least 1"),
-     ("[importd]\nconcurrency = 'many'\n", "concurrency: bad value 'many'"),
-     ("concurrency = [", "is not valid TOML")],
+    [
+        ("[importd]\nconcurency = 3\n", "unknown setting 'concurency'"),
+        ("[importd]\nconcurrency = 0\n", "concurrency: bad value 0: must be at least 1"),
+        ("[importd]\nconcurrency = 'many'\n", "concurrency: bad value 'many'"),
+        ("concurrency = [", "is not valid TOML"),
+    ],
 )
-def test_bad_configuration_is_one_line_with_the_config_exit_code(tmp_path, content,
-                                                                 message) -> None:
+def test_bad_configuration_is_one_line_with_the_config_exit_code(
+    tmp_path, content, message
+) -> None:
     path = tmp_path / "importd.toml"
     path.write_text(content)
     done = run_importd("config", "--config", str(path))
@@ -210,9 +255,13 @@ def test_bad_configuration_is_one_line_with_the_config_exit_code(tmp_path, conte
 
 
 def test_importd_config_prints_the_effective_settings_redacted(tmp_path) -> None:
-    done = run_importd("config", "--json", "--dsn", "postgresql://app:hunter22@db/app",
-                       env=importd_env(IMPORTD_CONCURRENCY="12",
-                                       IMPORTD_HTTP_TOKEN="tok-abcdef-123"))
+    done = run_importd(
+        "config",
+        "--json",
+        "--dsn",
+        "postgresql://app:hunter22@db/app",
+        env=importd_env(IMPORTD_CONCURRENCY="12", IMPORTD_HTTP_TOKEN="tok-abcdef-123"),
+    )
     assert done.returncode == 0
     shown = json.loads(done.stdout)
     assert shown["concurrency"] == 12 and shown["dsn"] == "postgresql://app:***@db/app"
@@ -222,13 +271,15 @@ def test_importd_config_prints_the_effective_settings_redacted(tmp_path) -> None
 
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
-    missing = [f.name for f in config.FIELDS if f"`{f.name}`" not in readme
-               or f"`{f.env}`" not in readme]
+    missing = [
+        f.name for f in config.FIELDS if f"`{f.name}`" not in readme or f"`{f.env}`" not in readme
+    ]
     assert missing == []
 
 
-async def test_watchdog_keeps_pinging_while_the_database_is_away(pg_server, daemons,
-                                                                 tmp_path) -> None:
+async def test_watchdog_keeps_pinging_while_the_database_is_away(
+    pg_server, daemons, tmp_path
+) -> None:
     if pg_server.cluster is None:
         pytest.skip(f"the server ({pg_server.how}) is not the suite's to stop and start")
     notify = NotifySocket(tmp_path / "notify.sock")
@@ -242,9 +293,11 @@ async def test_watchdog_keeps_pinging_while_the_database_is_away(pg_server, daem
         # did not tick while it waits would have lost its pings (stale after 3 s).
         await proc.wait_for_event("claim_failed", timeout=40, retry_in_s=5.0)
         capped = time.monotonic()
-        await wait_until(lambda: [t for t, m in notify.messages
-                                  if m == "WATCHDOG=1" and t > capped + 4],
-                         timeout=20, what="a ping 4 s into the longest backoff")
+        await wait_until(
+            lambda: [t for t, m in notify.messages if m == "WATCHDOG=1" and t > capped + 4],
+            timeout=20,
+            what="a ping 4 s into the longest backoff",
+        )
         window = time.monotonic() - stopped
         await asyncio.to_thread(pg_server.cluster.start)
         pings = [t for t, m in notify.messages if m == "WATCHDOG=1" and t > stopped]

@@ -45,9 +45,15 @@ def test_a_job_is_governed_by_its_queue_limit_else_its_kind_limit() -> None:
     main, queue_lane, kind_lane = plan_lanes(None, None, limits)
     assert (main.queues, main.skip_queues, main.skip_kinds) == (None, ("webhooks",), ("http",))
     assert (queue_lane.queues, queue_lane.kinds, queue_lane.rate) == (
-        ("webhooks",), None, limits[0])
+        ("webhooks",),
+        None,
+        limits[0],
+    )
     assert (kind_lane.kinds, kind_lane.skip_queues, kind_lane.rate) == (
-        ("http",), ("webhooks",), limits[1])
+        ("http",),
+        ("webhooks",),
+        limits[1],
+    )
     # a worker serving only the limited queue has no main lane
     (only,) = plan_lanes(["webhooks"], None, limits)
     assert only.rate == limits[0] and only.queues == ("webhooks",)
@@ -56,12 +62,14 @@ def test_a_job_is_governed_by_its_queue_limit_else_its_kind_limit() -> None:
 def test_bad_settings_are_one_line_errors(tmp_path) -> None:
     from .helpers import run_importd  # noqa: PLC0415
 
-    done = run_importd("run", "--dsn", "postgresql://x@127.0.0.1:1/x",
-                       "--rate-limit", "webhooks=lots")
+    done = run_importd(
+        "run", "--dsn", "postgresql://x@127.0.0.1:1/x", "--rate-limit", "webhooks=lots"
+    )
     assert done.returncode == 3
     assert "--rate-limit:" in done.stderr and "not a rate limit" in done.stderr
-    done = run_importd("run", "--dsn", "postgresql://x@127.0.0.1:1/x", "--queue", "a=1",
-                       "--queue", "a=2")
+    done = run_importd(
+        "run", "--dsn", "postgresql://x@127.0.0.1:1/x", "--queue", "a=1", "--queue", "a=2"
+    )
     assert done.returncode == 3 and "named twice" in done.stderr
 
 
@@ -87,13 +95,29 @@ async def test_fair_claim_order_round_robin_within_priority(conn, dsn) -> None:
         assert (await repo.claim_lane(lane, 1, "w", lease_margin=1, fair=True))[0] == []
         # strict priority first; then round-robin by tenant, oldest first within each
         # (the walk goes in tenant order from where the last claim stopped, at Z)
-        assert order == [("Z", 0), ("-", 0), ("A", 0), ("B", 0), ("C", 0), ("A", 1),
-                         ("B", 1), ("C", 1), ("A", 2), ("A", 3), ("A", 4), ("A", 5)]
+        assert order == [
+            ("Z", 0),
+            ("-", 0),
+            ("A", 0),
+            ("B", 0),
+            ("C", 0),
+            ("A", 1),
+            ("B", 1),
+            ("C", 1),
+            ("A", 2),
+            ("A", 3),
+            ("A", 4),
+            ("A", 5),
+        ]
         # with fairness off, the same table drains in global FIFO order
-        await conn.execute("UPDATE import_jobs SET status = 'pending', attempts = 0, "
-                           "locked_by = NULL, locked_until = NULL")
-        fifo = [j.tenant_id or "-" for j in await repo.claim(12, "w", queues=None, kinds=None,
-                                                           lease_margin=1)]
+        await conn.execute(
+            "UPDATE import_jobs SET status = 'pending', attempts = 0, "
+            "locked_by = NULL, locked_until = NULL"
+        )
+        fifo = [
+            j.tenant_id or "-"
+            for j in await repo.claim(12, "w", queues=None, kinds=None, lease_margin=1)
+        ]
         assert fifo[:7] == ["Z", "A", "A", "A", "A", "A", "A"]
     finally:
         await pool.close()
@@ -101,18 +125,23 @@ async def test_fair_claim_order_round_robin_within_priority(conn, dsn) -> None:
 
 async def test_fair_claim_shares_a_big_claim_evenly(conn, dsn) -> None:
     await importd.enqueue_many(
-        conn, [importd.NewJob("noop", {}, tenant_id=t) for t in "AAAAAAAAAABBBBC"])
+        conn, [importd.NewJob("noop", {}, tenant_id=t) for t in "AAAAAAAAAABBBBC"]
+    )
     pool = await db.create_pool(dsn, max_size=2)
     try:
-        jobs, _ = await Repository(pool).claim_lane(Lane(None, None), 9, "w",
-                                                    lease_margin=1, fair=True)
+        jobs, _ = await Repository(pool).claim_lane(
+            Lane(None, None), 9, "w", lease_margin=1, fair=True
+        )
         tenants = sorted(j.tenant_id for j in jobs)
         assert tenants == ["A", "A", "A", "A", "B", "B", "B", "B", "C"]
         # with a cap of 2 the same claim takes 2 + 2 + 1 and leaves the rest pending
-        await conn.execute("UPDATE import_jobs SET status = 'pending', attempts = 0, "
-                           "locked_by = NULL, locked_until = NULL")
-        jobs, _ = await Repository(pool).claim_lane(Lane(None, None), 9, "w",
-                                                    lease_margin=1, fair=True, tenant_cap=2)
+        await conn.execute(
+            "UPDATE import_jobs SET status = 'pending', attempts = 0, "
+            "locked_by = NULL, locked_until = NULL"
+        )
+        jobs, _ = await Repository(pool).claim_lane(
+            Lane(None, None), 9, "w", lease_margin=1, fair=True, tenant_cap=2
+        )
         assert sorted(j.tenant_id for j in jobs) == ["A", "A", "B", "B", "C"]
     finally:
         await pool.close()
@@ -120,8 +149,7 @@ async def test_fair_claim_shares_a_big_claim_evenly(conn, dsn) -> None:
 
 @pytest.mark.timing
 async def test_rate_limited_claim_takes_what_the_limit_allows_and_says_when(conn, dsn) -> None:
-    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue="hooks")
-                                      for _ in range(10)])
+    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue="hooks") for _ in range(10)])
     pool = await db.create_pool(dsn, max_size=2)
     try:
         repo = Repository(pool)
@@ -158,13 +186,19 @@ async def test_small_tenants_are_not_stuck_behind_a_big_one(runs_table, daemons,
     procs = [daemons("--concurrency", "4", *FAST, *fairness) for _ in range(2)]
     for proc in procs:
         await proc.wait_for_event("daemon_ready")
-    await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 0.05}, tenant_id="A")
-                                      for _ in range(1000)])
+    await importd.enqueue_many(
+        conn, [importd.NewJob("sleep", {"seconds": 0.05}, tenant_id="A") for _ in range(1000)]
+    )
     await wait_until(lambda: count(conn, "status <> 'pending'"), what="A under way")
     async with conn.transaction():
         await importd.enqueue_many(
-            conn, [importd.NewJob("sleep", {"seconds": 0.05}, tenant_id=t)
-                   for t in ("B", "C") for _ in range(10)])
+            conn,
+            [
+                importd.NewJob("sleep", {"seconds": 0.05}, tenant_id=t)
+                for t in ("B", "C")
+                for _ in range(10)
+            ],
+        )
         since = await conn.fetchval("SELECT now()")
     small_done = "tenant_id IN ('B', 'C') AND status = 'completed'"
     await wait_until(lambda: _eq(conn, small_done, 20), timeout=120, what="B and C done")
@@ -172,7 +206,9 @@ async def test_small_tenants_are_not_stuck_behind_a_big_one(runs_table, daemons,
         "SELECT count(*) FROM test_runs r JOIN import_jobs j ON j.id = r.job_id "
         "WHERE j.tenant_id = 'A' AND r.started_at > $1 AND r.started_at < "
         "(SELECT max(r2.started_at) FROM test_runs r2 JOIN import_jobs j2 ON j2.id = r2.job_id"
-        " WHERE j2.tenant_id IN ('B', 'C'))", since)
+        " WHERE j2.tenant_id IN ('B', 'C'))",
+        since,
+    )
     if fair:
         assert a_meanwhile < 40, a_meanwhile
     else:
@@ -188,17 +224,24 @@ async def _eq(conn, where: str, n: int) -> bool:
 
 @pytest.mark.timing
 async def test_tenant_cap_holds_across_three_daemons(conn, daemons) -> None:
-    procs = [daemons("--concurrency", "4", "--tenant-concurrency", "2", *FAST)
-             for _ in range(3)]
+    procs = [daemons("--concurrency", "4", "--tenant-concurrency", "2", *FAST) for _ in range(3)]
     for proc in procs:
         await proc.wait_for_event("daemon_ready")
-    await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 0.1}, tenant_id=t)
-                                      for _ in range(15) for t in ("A", "B", "C", "D")])
+    await importd.enqueue_many(
+        conn,
+        [
+            importd.NewJob("sleep", {"seconds": 0.1}, tenant_id=t)
+            for _ in range(15)
+            for t in ("A", "B", "C", "D")
+        ],
+    )
     peaks: dict[str, int] = {}
     peak_total = 0
     while await count(conn, "status IN ('pending', 'running')"):
-        rows = await conn.fetch("SELECT tenant_id, count(*) AS n FROM import_jobs "
-                                "WHERE status = 'running' GROUP BY tenant_id")
+        rows = await conn.fetch(
+            "SELECT tenant_id, count(*) AS n FROM import_jobs "
+            "WHERE status = 'running' GROUP BY tenant_id"
+        )
         for r in rows:
             peaks[r["tenant_id"]] = max(peaks.get(r["tenant_id"], 0), r["n"])
         peak_total = max(peak_total, sum(r["n"] for r in rows))
@@ -214,22 +257,29 @@ async def test_tenant_cap_holds_across_three_daemons(conn, daemons) -> None:
 @pytest.mark.timing
 async def test_rate_limit_holds_across_three_daemons(runs_table, daemons) -> None:
     conn = runs_table
-    procs = [daemons("--concurrency", "8", "--rate-limit", "webhooks=10/s", *FAST)
-             for _ in range(3)]
+    procs = [
+        daemons("--concurrency", "8", "--rate-limit", "webhooks=10/s", *FAST) for _ in range(3)
+    ]
     for proc in procs:
         await proc.wait_for_event("daemon_ready")
-    await importd.enqueue_many(conn, [importd.NewJob("record", {}, queue="webhooks")
-                                      for _ in range(200)])
-    await wait_until(lambda: _eq(conn, "status = 'completed'", 200), timeout=60,
-                     what="200 completions")
-    starts = [r["t"] for r in await conn.fetch(
-        "SELECT extract(epoch FROM started_at)::float8 AS t FROM test_runs ORDER BY 1")]
+    await importd.enqueue_many(
+        conn, [importd.NewJob("record", {}, queue="webhooks") for _ in range(200)]
+    )
+    await wait_until(
+        lambda: _eq(conn, "status = 'completed'", 200), timeout=60, what="200 completions"
+    )
+    starts = [
+        r["t"]
+        for r in await conn.fetch(
+            "SELECT extract(epoch FROM started_at)::float8 AS t FROM test_runs ORDER BY 1"
+        )
+    ]
     assert len(starts) == 200
     span = starts[-1] - starts[0]
     assert span >= 19.0  # 200 starts at 10/s: the first at 0, the last at 19.9
     assert span < 21.0  # and no job waited much longer than the limit requires
     # the README's tolerance: at most rate x W + burst starts in any window of W seconds
-    worst = max(sum(1 for t in starts[i:i + 20] if t - s < 1.0) for i, s in enumerate(starts))
+    worst = max(sum(1 for t in starts[i : i + 20] if t - s < 1.0) for i, s in enumerate(starts))
     assert worst <= 11, worst
     assert await conn.fetchval("SELECT count(DISTINCT worker) FROM test_runs") >= 2
     for proc in procs:
@@ -240,14 +290,19 @@ async def test_rate_limit_holds_across_three_daemons(runs_table, daemons) -> Non
 async def test_a_full_queue_does_not_delay_another(conn, daemons) -> None:
     proc = daemons("--queue", "imports=2", "--queue", "webhooks=1", *FAST)
     await proc.wait_for_event("daemon_ready")
-    await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 30}, queue="imports")
-                                      for _ in range(6)])
-    await wait_until(lambda: _eq(conn, "queue = 'imports' AND status = 'running'", 2),
-                     what="imports full")
+    await importd.enqueue_many(
+        conn, [importd.NewJob("sleep", {"seconds": 30}, queue="imports") for _ in range(6)]
+    )
+    await wait_until(
+        lambda: _eq(conn, "queue = 'imports' AND status = 'running'", 2), what="imports full"
+    )
     began = time.monotonic()
     await importd.enqueue(conn, "noop", {}, queue="webhooks")
-    await wait_until(lambda: _eq(conn, "queue = 'webhooks' AND status = 'completed'", 1),
-                     timeout=10, what="the webhook")
+    await wait_until(
+        lambda: _eq(conn, "queue = 'webhooks' AND status = 'completed'", 1),
+        timeout=10,
+        what="the webhook",
+    )
     assert time.monotonic() - began < 2
     # and imports never took more than its own two slots
     assert await count(conn, "queue = 'imports' AND status = 'running'") == 2
@@ -272,8 +327,9 @@ async def test_a_burst_of_single_row_transactions(conn, dsn, daemons) -> None:
             await c.close()
 
     await asyncio.gather(*(producer(2500) for _ in range(4)))
-    await wait_until(lambda: _eq(conn, "status = 'completed'", 10_000), timeout=120,
-                     what="10,000 completions")
+    await wait_until(
+        lambda: _eq(conn, "status = 'completed'", 10_000), timeout=120, what="10,000 completions"
+    )
     for proc in procs:
         proc.signal(signal.SIGTERM)
     assert [await p.wait_exit() for p in procs] == [0, 0]
@@ -311,10 +367,12 @@ async def test_the_notify_switch_silences_the_trigger_and_doctor_says_so(conn, d
 async def test_drain_with_queue_slots_shares_max_jobs(conn, dsn) -> None:
     from .helpers import run_importd  # noqa: PLC0415
 
-    await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue=q)
-                                      for q in ("a", "b", "c") for _ in range(5)])
-    done = await asyncio.to_thread(run_importd, "drain", "--dsn", dsn, "--queue", "a=2",
-                                   "--queue", "b=3", "--max-jobs", "7")
+    await importd.enqueue_many(
+        conn, [importd.NewJob("noop", {}, queue=q) for q in ("a", "b", "c") for _ in range(5)]
+    )
+    done = await asyncio.to_thread(
+        run_importd, "drain", "--dsn", dsn, "--queue", "a=2", "--queue", "b=3", "--max-jobs", "7"
+    )
     assert done.returncode == 0, done.stderr
     assert await count(conn, "status = 'completed'") == 7
     assert await count(conn, "queue = 'c' AND status = 'pending'") == 5
@@ -324,16 +382,17 @@ def test_sharing_settings_from_the_config_file_and_environment(tmp_path) -> None
     from importd import config  # noqa: PLC0415
 
     path = tmp_path / "importd.toml"
-    path.write_text('queues = ["imports=6", "webhooks=2"]\nfair = false\n'
-                    'tenant_concurrency = 3\nrate_limits = ["webhooks=10/s", '
-                    '"kind:http=600/min:5"]\n')
+    path.write_text(
+        'queues = ["imports=6", "webhooks=2"]\nfair = false\n'
+        'tenant_concurrency = 3\nrate_limits = ["webhooks=10/s", '
+        '"kind:http=600/min:5"]\n'
+    )
     settings = config.load({}, environ={}, config_path=path)
     assert settings.queue_slots == (QueueSlots("imports", 6), QueueSlots("webhooks", 2))
     assert settings.total_slots == 8 and settings.effective_pool_size == 18
     assert settings.fair is False and settings.tenant_concurrency == 3
     assert [r.key for r in settings.parsed_rate_limits] == ["queue:webhooks", "kind:http"]
-    env = {"IMPORTD_QUEUES": "a,b=3", "IMPORTD_CONCURRENCY": "4",
-           "IMPORTD_RATE_LIMITS": "a=1/s"}
+    env = {"IMPORTD_QUEUES": "a,b=3", "IMPORTD_CONCURRENCY": "4", "IMPORTD_RATE_LIMITS": "a=1/s"}
     settings = config.load({}, environ=env, config_path=path)
     assert settings.queue_slots == (QueueSlots("a"), QueueSlots("b", 3))
     assert settings.total_slots == 7  # a takes --concurrency
@@ -344,15 +403,19 @@ def test_sharing_settings_from_the_config_file_and_environment(tmp_path) -> None
 @pytest.mark.timing
 async def test_a_kind_limit_holds_back_only_its_kind(runs_table, drain) -> None:
     conn = runs_table
-    await importd.enqueue_many(conn, [importd.NewJob("record", {}) for _ in range(6)]
-                               + [importd.NewJob("sleep", {"seconds": 0}) for _ in range(30)])
+    await importd.enqueue_many(
+        conn,
+        [importd.NewJob("record", {}) for _ in range(6)]
+        + [importd.NewJob("sleep", {"seconds": 0}) for _ in range(30)],
+    )
     began = time.monotonic()
     assert await drain(rate_limits=("kind:record=5/s",), concurrency=4) == 0
     # 6 starts at 5/s: at 0, then (each allowed half an interval early) 0.1, 0.3 ... 0.9 s
     assert time.monotonic() - began >= 0.85
     starts = await conn.fetch(
         "SELECT j.kind, extract(epoch FROM r.started_at)::float8 AS t FROM test_runs r "
-        "JOIN import_jobs j ON j.id = r.job_id ORDER BY r.started_at")
+        "JOIN import_jobs j ON j.id = r.job_id ORDER BY r.started_at"
+    )
     records = [r["t"] for r in starts if r["kind"] == "record"]
     sleeps = [r["t"] for r in starts if r["kind"] == "sleep"]
     assert len(records) == 6 and len(sleeps) == 30

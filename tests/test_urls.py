@@ -119,11 +119,36 @@ def reference_accepts(url: str, prefixes: list[str]) -> bool:
 
 # -- strategies ----------------------------------------------------------------------------
 
-HOSTS = ["api.example.com", "API.Example.COM", "api.example.com.", "api.example.com.evil.net",
-         "evil.net", "bücher.example", "xn--bcher-kva.example", "127.0.0.1", "127.0.0.10"]
+HOSTS = [
+    "api.example.com",
+    "API.Example.COM",
+    "api.example.com.",
+    "api.example.com.evil.net",
+    "evil.net",
+    "bücher.example",
+    "xn--bcher-kva.example",
+    "127.0.0.1",
+    "127.0.0.10",
+]
 PORTS = ["", ":443", ":80", ":6443", ":64430", ":8443", ":0443"]
-SEGMENTS = ["api", "API", "data", "x.csv", ".", "..", "%2e", "%2E%2e", ".%2e", "private.csv",
-            "a%20b", "apix", "", "%41pi", "é", "%7Eme"]
+SEGMENTS = [
+    "api",
+    "API",
+    "data",
+    "x.csv",
+    ".",
+    "..",
+    "%2e",
+    "%2E%2e",
+    ".%2e",
+    "private.csv",
+    "a%20b",
+    "apix",
+    "",
+    "%41pi",
+    "é",
+    "%7Eme",
+]
 CONTROL = ["\t", "\r", "\n", "\x00", " ", "\x7f", "\x1b"]
 
 
@@ -153,7 +178,9 @@ prefix_strategy = st.builds(
 
 @settings(max_examples=300, deadline=None)
 @given(url=candidate_urls(), prefixes=st.lists(prefix_strategy, min_size=1, max_size=2))
-def test_the_check_accepts_exactly_what_the_reference_accepts(url: str, prefixes: list[str]) -> None:
+def test_the_check_accepts_exactly_what_the_reference_accepts(
+    url: str, prefixes: list[str]
+) -> None:
     expected = reference_accepts(url, prefixes)
     try:
         fetched = urls.allowed(url, tuple(prefixes), "payload.url")
@@ -168,11 +195,14 @@ def test_the_check_accepts_exactly_what_the_reference_accepts(url: str, prefixes
 
 
 @settings(max_examples=150, deadline=None)
-@given(prefix=prefix_strategy,
-       inside=st.lists(st.sampled_from(["a", "b.csv", "%41", "c%20d", "x~y"]), max_size=3),
-       escape=st.sampled_from(["host", "port", "sibling", "climb", "climb-encoded", "scheme"]))
-def test_urls_built_inside_a_prefix_pass_and_built_outside_fail(prefix: str, inside: list[str],
-                                                               escape: str) -> None:
+@given(
+    prefix=prefix_strategy,
+    inside=st.lists(st.sampled_from(["a", "b.csv", "%41", "c%20d", "x~y"]), max_size=3),
+    escape=st.sampled_from(["host", "port", "sibling", "climb", "climb-encoded", "scheme"]),
+)
+def test_urls_built_inside_a_prefix_pass_and_built_outside_fail(
+    prefix: str, inside: list[str], escape: str
+) -> None:
     parts = urlsplit(prefix)
     base = prefix if parts.path.endswith("/") else prefix + "/"
     url = base + "/".join(inside)
@@ -195,7 +225,7 @@ def test_urls_built_inside_a_prefix_pass_and_built_outside_fail(prefix: str, ins
         outside = base + "/".join([dots] * max(depth, 1) + ["private.csv"])
     else:
         other = "http" if parts.scheme == "https" else "https"
-        outside = other + prefix[len(parts.scheme):]
+        outside = other + prefix[len(parts.scheme) :]
     with pytest.raises(urls.InvalidURL):
         urls.allowed(outside, (prefix,), "f")
 
@@ -233,9 +263,15 @@ def test_the_issues_reproductions_are_refused(url: str, prefix: str, fragment: s
 @pytest.mark.parametrize(
     ("url", "fetched"),
     [
-        ("HTTPS://API.Example.COM.:443/api/./v1/../x.csv#frag", "https://api.example.com/api/x.csv"),
+        (
+            "HTTPS://API.Example.COM.:443/api/./v1/../x.csv#frag",
+            "https://api.example.com/api/x.csv",
+        ),
         ("https://api.example.com/api/%7e%61%2e%2fb", None),
-        ("https://api.example.com/api/%41%62c?q=%2e%2e/é", "https://api.example.com/api/Abc?q=../%C3%A9"),
+        (
+            "https://api.example.com/api/%41%62c?q=%2e%2e/é",
+            "https://api.example.com/api/Abc?q=../%C3%A9",
+        ),
         ("https://bücher.example/api/x", "https://xn--bcher-kva.example/api/x"),
         ("https://api.example.com:0443/api", "https://api.example.com/api"),
     ],
@@ -294,7 +330,8 @@ async def row(conn: Any, job_id: int) -> Any:
 
 
 async def test_lookalike_urls_never_reach_a_server_nor_get_the_token(
-        conn: Any, drain: Any, tls_server: Server, server: Server, neighbour: Server) -> None:
+    conn: Any, drain: Any, tls_server: Server, server: Server, neighbour: Server
+) -> None:
     reply = Reply(200, b'{"ok": true}', {"Content-Type": "application/json"})
     tls_server.route("/hook", reply)
     tls_server.route("/api/data.csv", reply)
@@ -305,8 +342,12 @@ async def test_lookalike_urls_never_reach_a_server_nor_get_the_token(
     # The prefix names port P // 10 (nothing listens there): port P starts with its digits.
     short_port = tls_server.port // 10
     assert str(tls_server.port).startswith(str(short_port))
-    prefixes = (f"https://127.0.0.1:{short_port}", f"http://127.0.0.1:{server.port}/api/",
-                "http://127.0.0.1", f"https://127.0.0.1:{tls_server.port}/api/")
+    prefixes = (
+        f"https://127.0.0.1:{short_port}",
+        f"http://127.0.0.1:{server.port}/api/",
+        "http://127.0.0.1",
+        f"https://127.0.0.1:{tls_server.port}/api/",
+    )
     bad = {
         "port": f"https://127.0.0.1:{tls_server.port}/hook",
         "host": f"http://127.0.0.10:{neighbour.port}/hook",
@@ -317,7 +358,9 @@ async def test_lookalike_urls_never_reach_a_server_nor_get_the_token(
         "http-not-said": f"http://127.0.0.1:{tls_server.port}/api/data.csv",
     }
     jobs = {name: await importd.enqueue(conn, "http", {"url": url}) for name, url in bad.items()}
-    good = await importd.enqueue(conn, "http", {"url": f"https://127.0.0.1:{tls_server.port}/api/data.csv"})
+    good = await importd.enqueue(
+        conn, "http", {"url": f"https://127.0.0.1:{tls_server.port}/api/data.csv"}
+    )
     moved = await importd.enqueue(conn, "http", {"url": f"{server.url}/api/moved"})
     code = await drain(url_prefixes=prefixes, http_token=TOKEN)
     assert code == 10
@@ -335,15 +378,18 @@ async def test_lookalike_urls_never_reach_a_server_nor_get_the_token(
 
 
 async def test_csv_sources_are_fetched_exactly_where_they_were_checked(
-        conn: Any, drain: Any, server: Server) -> None:
+    conn: Any, drain: Any, server: Server
+) -> None:
     await conn.execute("CREATE TABLE people (id int PRIMARY KEY, name text)")
     server.route("/private.csv", Reply(200, b"id,name\n1,private\n"))
     server.route("/api/ok.csv", Reply(200, b"id,name\n2,public\n"))
     base = f"http://127.0.0.1:{server.port}"
-    traversal = await importd.enqueue(conn, "csv", {"source": f"{base}/api/../private.csv",
-                                                    "table": "people"})
-    dotted = await importd.enqueue(conn, "csv", {"source": f"{base}/api/./v1/%2e%2e/ok.csv",
-                                                 "table": "people"})
+    traversal = await importd.enqueue(
+        conn, "csv", {"source": f"{base}/api/../private.csv", "table": "people"}
+    )
+    dotted = await importd.enqueue(
+        conn, "csv", {"source": f"{base}/api/./v1/%2e%2e/ok.csv", "table": "people"}
+    )
     assert await drain(url_prefixes=(f"{base}/api/",), tables=("public.people",)) == 10
     refused = await row(conn, traversal)
     assert refused["status"] == "failed" and refused["attempts"] == 1
@@ -363,10 +409,17 @@ async def test_an_invalid_url_inside_a_handler_fails_at_once(conn: Any, drain: A
 
 
 # The fetched URL, as the server saw it, always lies under the prefix.
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(path=st.lists(st.sampled_from(["api", "..", ".", "%2e%2e", "%2E", "x.csv", "%41", ""]),
-                     max_size=5))
-def test_what_the_server_is_asked_for_lies_under_the_prefix(server: Server, path: list[str]) -> None:
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.lists(
+        st.sampled_from(["api", "..", ".", "%2e%2e", "%2E", "x.csv", "%41", ""]), max_size=5
+    )
+)
+def test_what_the_server_is_asked_for_lies_under_the_prefix(
+    server: Server, path: list[str]
+) -> None:
     server.route("/api/x.csv", Reply(200, b"id\n1\n"))
     prefix = f"{server.url}/api/"
     url = server.url + "".join("/" + s for s in path)

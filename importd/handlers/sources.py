@@ -163,9 +163,7 @@ def _check_whole(fd: int, real: str, opened: os.stat_result, end: int, source: s
         )
 
 
-def check_url(
-    url: str, prefixes: tuple[str, ...], field_name: str = "payload.source"
-) -> httpx.URL:
+def check_url(url: str, prefixes: tuple[str, ...], field_name: str = "payload.source") -> httpx.URL:
     """The URL to fetch for ``url``: normalised and under one of ``prefixes`` (compared
     by parts, see importd.urls), or an InvalidURL error."""
     try:

@@ -139,11 +139,11 @@ def _environment() -> Environment:
 # -- the application -------------------------------------------------------------------
 
 
-
 def _said(outcome: tuple[str, list[str]]) -> str:
     """One flash line from what a CLI operation did and why some ids were not done."""
     text, problems = outcome
     return "; ".join([text, *problems])
+
 
 class Web:
     """The dashboard's state: settings, templates, the pool and the live hub."""
@@ -345,9 +345,7 @@ class Web:
         async with self.pool.acquire() as conn:
             job = await repository.job_details(conn, job_id)
             if job is None:
-                return self.render(
-                    request, "missing.html", status=404, page="jobs", job_id=job_id
-                )
+                return self.render(request, "missing.html", status=404, page="jobs", job_id=job_id)
             errors = await repository.job_errors_page(
                 conn,
                 job_id,
@@ -480,9 +478,7 @@ class Web:
         if problem is not None:
             log.warning("web_form_refused", path=request.url.path, reason=problem)
             return self.render(request, "login.html", status=403, page="login", failed=True)
-        if not self.token or not security.authenticated(
-            _with_bearer(request, given), self.token
-        ):
+        if not self.token or not security.authenticated(_with_bearer(request, given), self.token):
             log.warning("web_login_failed", client=request.client.host if request.client else None)
             return self.render(request, "login.html", status=401, page="login", failed=True)
         response = RedirectResponse("/", status_code=303)

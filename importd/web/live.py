@@ -33,9 +33,7 @@ log = structlog.get_logger("importd.web")
 class Hub:
     """The web process's LISTEN connection and the streams it wakes."""
 
-    def __init__(
-        self, pool: Any, dsn: str, *, interval: float = 1.0, min_gap: float = 0.5
-    ) -> None:
+    def __init__(self, pool: Any, dsn: str, *, interval: float = 1.0, min_gap: float = 0.5) -> None:
         self.pool = pool
         self.interval = interval
         self.min_gap = min_gap
