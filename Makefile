@@ -26,8 +26,8 @@ lint: venv ## ruff: the rules and the format
 	$(BIN)/ruff check importd tests bench
 	$(BIN)/ruff format --check importd tests bench
 
-typecheck: venv ## mypy --strict on importd/
-	$(BIN)/mypy --strict importd
+typecheck: venv ## mypy --strict on importd/, tests/ and bench/
+	$(BIN)/mypy --strict importd tests bench
 
 # The tests that need no PostgreSQL run first and stop `make test` when one fails; then
 # the rest on $(TEST_WORKERS) workers. Tests of one xdist_group share a worker. Exit code 5

@@ -40,7 +40,9 @@ async def fill(conn: asyncpg.Connection, pending: int, tenants: int) -> None:
     await conn.execute("VACUUM ANALYZE import_jobs")
 
 
-async def claim_cost(dsn: str, sizes: list[int], tenants: int, rounds: int) -> list[tuple]:
+async def claim_cost(
+    dsn: str, sizes: list[int], tenants: int, rounds: int
+) -> list[tuple[Any, ...]]:
     conn = await asyncpg.connect(dsn)
     out = []
     try:

@@ -28,7 +28,6 @@ import random
 import secrets
 import socket
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +37,7 @@ import pytest
 from importd import db, migrate
 from importd.cluster import Cluster, ClusterError, find_bindir
 
-
-@dataclass
-class Server:
-    """A PostgreSQL server the tests may create databases on."""
-
-    how: str
-    admin_dsn: str
-    cluster: Cluster | None = None
-
-    def dsn_for(self, database: str) -> str:
-        """The admin URL with another database."""
-        base, _, _ = self.admin_dsn.rpartition("/")
-        query = ""
-        if "?" in self.admin_dsn.rpartition("/")[2]:
-            query = "?" + self.admin_dsn.rpartition("?")[2]
-        return f"{base}/{database}{query}"
+from .helpers import PgServer as Server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,11 +11,49 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from importd.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class PgServer:
+    """A PostgreSQL server the tests may create databases on (the ``pg_server`` fixture)."""
+
+    how: str
+    admin_dsn: str
+    cluster: Cluster | None = None
+
+    def dsn_for(self, database: str) -> str:
+        """The admin URL with another database."""
+        base, _, _ = self.admin_dsn.rpartition("/")
+        query = ""
+        if "?" in self.admin_dsn.rpartition("/")[2]:
+            query = "?" + self.admin_dsn.rpartition("?")[2]
+        return f"{base}/{database}{query}"
+
+
+# The types of the suite's fixtures, for the tests' annotations.
+Conn = Any  # an asyncpg.Connection: asyncpg ships no type stubs
+Drain = Callable[..., Coroutine[Any, Any, int]]  # the `drain` fixture: settings → exit code
+
+
+class StartDaemon(Protocol):
+    """The `daemons` fixture: start a real importd process on the test's database."""
+
+    def __call__(
+        self,
+        *args: str,
+        command: str = "run",
+        env: dict[str, str] | None = None,
+        target: str | None = None,
+    ) -> DaemonProcess: ...
 
 
 class Notifications:
@@ -173,7 +211,10 @@ class DaemonProcess:
                 )
             return seen if len(seen) >= count else []
 
-        return (await wait_until(check, timeout, what=f"log event {event} x{count}"))[-1]
+        seen: list[dict[str, Any]] = await wait_until(
+            check, timeout, what=f"log event {event} x{count}"
+        )
+        return seen[-1]
 
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.proc.send_signal(signum)

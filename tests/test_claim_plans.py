@@ -17,6 +17,8 @@ import pytest
 import importd
 from importd import NewJob, sql
 
+from .helpers import Conn
+
 PENDING = 4000
 TENANTS = 40
 
@@ -103,7 +105,7 @@ CLAIMS = {
 
 
 @pytest.mark.parametrize("stale", [False, True], ids=["never-analyzed", "stale-statistics"])
-async def test_claims_read_an_index_without_statistics(conn, stale: bool) -> None:
+async def test_claims_read_an_index_without_statistics(conn: Conn, stale: bool) -> None:
     await _load(conn, stale)
     for name, (query, args) in CLAIMS.items():
         plans = await _plans(conn, sql.query(query), *args)
@@ -113,7 +115,7 @@ async def test_claims_read_an_index_without_statistics(conn, stale: bool) -> Non
             raise AssertionError(f"{name}: {exc}") from None
 
 
-async def test_without_the_settings_the_same_statement_sorts_the_backlog(conn) -> None:
+async def test_without_the_settings_the_same_statement_sorts_the_backlog(conn: Conn) -> None:
     # The control: the plain claim's statement outside its function, on the same
     # never-analyzed table, reads every pending row and sorts them. What the function's
     # settings prevent.

@@ -9,6 +9,7 @@ import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -17,21 +18,23 @@ from importd import db
 from importd.models import Outcome
 from importd.repository import Repository
 
-from .helpers import run_importd, wait_until
+from .helpers import Conn, PgServer, StartDaemon, run_importd, wait_until
 
 FAST = ("--poll-interval", "60", "--rescue-interval", "0.5", "--heartbeat-interval", "0.2")
 
 
-async def statuses(conn) -> Counter[str]:
+async def statuses(conn: Conn) -> Counter[str]:
     rows = await conn.fetch("SELECT status, count(*) AS n FROM import_jobs GROUP BY status")
     return Counter({r["status"]: r["n"] for r in rows})
 
 
-async def all_done(conn, total: int, status: str = "completed") -> bool:
+async def all_done(conn: Conn, total: int, status: str = "completed") -> bool:
     return (await statuses(conn))[status] == total
 
 
-async def test_three_daemons_share_five_thousand_jobs_exactly_once(runs_table, daemons) -> None:
+async def test_three_daemons_share_five_thousand_jobs_exactly_once(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     await importd.enqueue_many(conn, [importd.NewJob("record", {}) for _ in range(5000)])
     procs = [daemons("--concurrency", "8", *FAST) for _ in range(3)]
@@ -46,7 +49,9 @@ async def test_three_daemons_share_five_thousand_jobs_exactly_once(runs_table, d
     assert [await p.wait_exit() for p in procs] == [0, 0, 0]
 
 
-async def test_plain_sql_insert_starts_without_waiting_for_the_poll(conn, daemons) -> None:
+async def test_plain_sql_insert_starts_without_waiting_for_the_poll(
+    conn: Conn, daemons: StartDaemon
+) -> None:
     proc = daemons(*FAST)
     await proc.wait_for_event("daemon_ready")
     started = time.monotonic()
@@ -55,7 +60,9 @@ async def test_plain_sql_insert_starts_without_waiting_for_the_poll(conn, daemon
     assert time.monotonic() - started < 3
 
 
-async def test_listener_reconnects_after_its_backend_is_terminated(conn, daemons) -> None:
+async def test_listener_reconnects_after_its_backend_is_terminated(
+    conn: Conn, daemons: StartDaemon
+) -> None:
     proc = daemons(*FAST, "--probe-interval", "0.5")
     await proc.wait_for_event("daemon_ready")
     killed = await conn.fetchval(
@@ -72,7 +79,9 @@ async def test_listener_reconnects_after_its_backend_is_terminated(conn, daemons
     assert proc.proc.poll() is None
 
 
-async def test_survives_postgresql_stop_and_start(pg_server, dsn, runs_table, daemons) -> None:
+async def test_survives_postgresql_stop_and_start(
+    pg_server: PgServer, dsn: str, runs_table: Conn, daemons: StartDaemon
+) -> None:
     if pg_server.cluster is None:
         pytest.skip(
             f"the server ({pg_server.how}) is not the suite's to stop and start; "
@@ -106,7 +115,7 @@ async def test_survives_postgresql_stop_and_start(pg_server, dsn, runs_table, da
 
 
 async def test_sigkilled_daemon_job_is_rescued_and_its_late_write_fenced(
-    runs_table, daemons
+    runs_table: Conn, daemons: StartDaemon
 ) -> None:
     conn = runs_table
     job_id = await importd.enqueue(conn, "sleep", {"seconds": 30}, timeout=2)
@@ -123,7 +132,7 @@ async def test_sigkilled_daemon_job_is_rescued_and_its_late_write_fenced(
     assert row["attempts"] == 2 and row["result"] == {"slept": 0.1}
     assert second.saw("job_rescued", job_id=job_id)
     # The dead daemon's write arrives late: the fence drops it.
-    repo = Repository(conn)  # type: ignore[arg-type]
+    repo = Repository(conn)
     job = importd.Job(
         id=job_id,
         kind="sleep",
@@ -142,7 +151,9 @@ async def test_sigkilled_daemon_job_is_rescued_and_its_late_write_fenced(
     assert after["status"] == "completed" and after["last_error"] != "late"
 
 
-async def test_sigterm_interrupts_after_the_grace_and_hands_jobs_back(runs_table, daemons) -> None:
+async def test_sigterm_interrupts_after_the_grace_and_hands_jobs_back(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     ids = await importd.enqueue_many(
         conn, [importd.NewJob("sleep", {"seconds": 60}) for _ in range(3)]
@@ -162,7 +173,7 @@ async def test_sigterm_interrupts_after_the_grace_and_hands_jobs_back(runs_table
     assert await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", quick) == "completed"
 
 
-async def test_second_signal_skips_the_grace(runs_table, daemons) -> None:
+async def test_second_signal_skips_the_grace(runs_table: Conn, daemons: StartDaemon) -> None:
     conn = runs_table
     await importd.enqueue(conn, "sleep", {"seconds": 60})
     proc = daemons(*FAST, "--shutdown-grace", "60")
@@ -177,7 +188,9 @@ async def test_second_signal_skips_the_grace(runs_table, daemons) -> None:
 
 
 @pytest.mark.timing
-async def test_timeouts_retry_with_growing_delays_then_fail(runs_table, daemons) -> None:
+async def test_timeouts_retry_with_growing_delays_then_fail(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     job_id = await importd.enqueue(conn, "sleep", {"seconds": 30}, timeout=0.3, max_attempts=3)
     daemons(*FAST, "--backoff-base", "0.5", "--backoff-jitter", "0")
@@ -198,7 +211,9 @@ async def test_timeouts_retry_with_growing_delays_then_fail(runs_table, daemons)
     assert 0.75 <= gaps[0] < 1.5 and 1.25 <= gaps[1] < 2.0 and gaps[1] > gaps[0], gaps
 
 
-async def test_handler_errors_are_recorded_and_the_daemon_keeps_going(runs_table, daemons) -> None:
+async def test_handler_errors_are_recorded_and_the_daemon_keeps_going(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     flaky = await importd.enqueue(conn, "fail", {"message": "disk on fire", "succeed_on": 2})
     doomed = await importd.enqueue(conn, "fail", {"message": "always"}, max_attempts=2)
@@ -228,7 +243,9 @@ async def test_handler_errors_are_recorded_and_the_daemon_keeps_going(runs_table
     assert proc.saw("job_failed", job_id=permanent)
 
 
-async def test_future_run_at_starts_on_time_not_at_the_next_poll(runs_table, daemons) -> None:
+async def test_future_run_at_starts_on_time_not_at_the_next_poll(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     proc = daemons(*FAST)
     await proc.wait_for_event("daemon_ready")
@@ -250,7 +267,9 @@ async def test_future_run_at_starts_on_time_not_at_the_next_poll(runs_table, dae
     ],
     ids=["empty", "all-completed", "some-failed", "left-for-retry", "failed-beats-retry"],
 )
-async def test_drain_exit_codes(conn, dsn, jobs, code) -> None:
+async def test_drain_exit_codes(
+    conn: Conn, dsn: str, jobs: list[tuple[str, dict[str, Any], int]], code: int
+) -> None:
     for kind, payload, attempts in jobs:
         await importd.enqueue(conn, kind, payload, max_attempts=attempts)
     done = await asyncio.to_thread(
@@ -267,7 +286,7 @@ async def test_drain_exit_codes(conn, dsn, jobs, code) -> None:
     assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE status = 'running'") == 0
 
 
-async def test_drain_filters_and_max_jobs(conn, dsn) -> None:
+async def test_drain_filters_and_max_jobs(conn: Conn, dsn: str) -> None:
     await importd.enqueue_many(
         conn,
         [importd.NewJob("noop", {}, queue="a") for _ in range(5)]
@@ -290,10 +309,10 @@ async def test_drain_filters_and_max_jobs(conn, dsn) -> None:
     assert await all_done(conn, 10)
 
 
-async def test_lease_is_fenced_in_process(conn) -> None:
+async def test_lease_is_fenced_in_process(conn: Conn) -> None:
     """Claim, let the lease expire, rescue, re-claim: only the current holder may finish."""
     await importd.enqueue(conn, "noop", {}, timeout=0.2)
-    repo = Repository(conn)  # type: ignore[arg-type]
+    repo = Repository(conn)
     (first,) = await repo.claim(1, "A", queues=None, kinds=None, lease_margin=0.0)
     await wait_until(
         lambda: conn.fetchval(
@@ -310,7 +329,9 @@ async def test_lease_is_fenced_in_process(conn) -> None:
     assert await repo.finish("B", [(second, Outcome.completed())]) == set()  # only once
 
 
-async def test_concurrency_bounds_the_handlers_running_at_once(runs_table, daemons) -> None:
+async def test_concurrency_bounds_the_handlers_running_at_once(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     await importd.enqueue_many(conn, [importd.NewJob("sleep", {"seconds": 0.3}) for _ in range(12)])
     daemons("--concurrency", "3", *FAST)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 import importd
 from importd import NewJob
 
-from .helpers import Notifications, run_importd
+from .helpers import Conn, Notifications, run_importd
 
 
-async def test_enqueue_inside_a_rolled_back_transaction_leaves_nothing(conn, dsn) -> None:
+async def test_enqueue_inside_a_rolled_back_transaction_leaves_nothing(
+    conn: Conn, dsn: str
+) -> None:
     notes = await Notifications().start(dsn)
     try:
         tx = conn.transaction()
@@ -31,7 +34,7 @@ async def test_enqueue_inside_a_rolled_back_transaction_leaves_nothing(conn, dsn
         await notes.close()
 
 
-async def test_enqueue_stores_every_option(conn) -> None:
+async def test_enqueue_stores_every_option(conn: Conn) -> None:
     run_at = datetime.now(UTC) + timedelta(hours=1)
     job_id = await importd.enqueue(
         conn,
@@ -54,7 +57,7 @@ async def test_enqueue_stores_every_option(conn) -> None:
     assert row["status"] == "pending" and row["attempts"] == 0
 
 
-async def test_enqueue_many_ten_thousand_in_one_statement(conn) -> None:
+async def test_enqueue_many_ten_thousand_in_one_statement(conn: Conn) -> None:
     jobs = [NewJob("noop", {"n": i}, priority=i % 3) for i in range(10_000)]
     ids = await importd.enqueue_many(conn, jobs)
     assert len(ids) == len(set(ids)) == 10_000
@@ -64,7 +67,7 @@ async def test_enqueue_many_ten_thousand_in_one_statement(conn) -> None:
     assert [by_id[i] for i in ids] == list(range(10_000))  # ids come back in input order
 
 
-async def test_dedup_key_returns_the_unfinished_job(conn) -> None:
+async def test_dedup_key_returns_the_unfinished_job(conn: Conn) -> None:
     first = await importd.enqueue(conn, "csv", {"v": 1}, dedup_key="upload-7")
     again = await importd.enqueue(conn, "csv", {"v": 2}, dedup_key="upload-7")
     assert again == first
@@ -87,12 +90,12 @@ async def test_dedup_key_returns_the_unfinished_job(conn) -> None:
     assert await importd.enqueue(conn, "csv", {}, dedup_key="upload-7") != first
 
 
-async def test_enqueue_rejects_a_payload_that_is_not_an_object(conn) -> None:
+async def test_enqueue_rejects_a_payload_that_is_not_an_object(conn: Conn) -> None:
     with pytest.raises(TypeError, match="JSON object"):
         await importd.enqueue(conn, "csv", [1, 2])  # type: ignore[arg-type]
 
 
-async def test_cli_enqueue_prints_the_id(conn, dsn) -> None:
+async def test_cli_enqueue_prints_the_id(conn: Conn, dsn: str) -> None:
     payload = {"source": "file:///srv/uploads/u.csv", "table": "users"}
     done = run_importd(
         "enqueue",
@@ -124,13 +127,15 @@ async def test_cli_enqueue_prints_the_id(conn, dsn) -> None:
     assert row["run_at"] == datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def test_cli_enqueue_bad_payload_is_a_clear_error(dsn) -> None:
+def test_cli_enqueue_bad_payload_is_a_clear_error(dsn: str) -> None:
     done = run_importd("enqueue", "csv", "--dsn", dsn, "--payload", "{not json")
     assert done.returncode == 2
     assert "--payload is not valid JSON" in done.stderr
 
 
-async def test_enqueue_many_one_notification_per_transaction_and_queue(conn, dsn) -> None:
+async def test_enqueue_many_one_notification_per_transaction_and_queue(
+    conn: Conn, dsn: str
+) -> None:
     notes = await Notifications().start(dsn)
     try:
         async with conn.transaction():
@@ -149,7 +154,7 @@ async def test_enqueue_many_one_notification_per_transaction_and_queue(conn, dsn
         await notes.close()
 
 
-async def test_enqueue_many_mixed_options_and_payloads_keep_input_order(conn) -> None:
+async def test_enqueue_many_mixed_options_and_payloads_keep_input_order(conn: Conn) -> None:
     later = datetime.now(UTC) + timedelta(days=1)
     jobs = [
         NewJob(
@@ -180,7 +185,9 @@ async def test_enqueue_many_mixed_options_and_payloads_keep_input_order(conn) ->
         assert (row["run_at"] == later) == (job.run_at is not None)
 
 
-async def test_enqueue_many_ids_stay_in_order_beside_a_concurrent_producer(conn, dsn) -> None:
+async def test_enqueue_many_ids_stay_in_order_beside_a_concurrent_producer(
+    conn: Conn, dsn: str
+) -> None:
     import asyncpg  # noqa: PLC0415
 
     other = await asyncpg.connect(dsn)
@@ -201,7 +208,7 @@ async def test_enqueue_many_ids_stay_in_order_beside_a_concurrent_producer(conn,
         await other.close()
 
 
-async def test_cli_enqueue_payloads_file_in_order(conn, dsn, tmp_path) -> None:
+async def test_cli_enqueue_payloads_file_in_order(conn: Conn, dsn: str, tmp_path: Path) -> None:
     lines = [f'{{"n": {i}, "s": "line {i}"}}' for i in range(2500)]
     source = tmp_path / "jobs.ndjson"
     source.write_text("\n".join(lines[:1200]) + "\n\n" + "\n".join(lines[1200:]) + "\n")

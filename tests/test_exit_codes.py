@@ -32,12 +32,15 @@ async def _run_all(argvs: list[list[str]], env: dict[str, str] | None = None) ->
     """Every command of ``argvs``; those that need no process of their own in one child."""
     batched = [a for a in argvs if a[0] not in DAEMONS]
     alone = [a for a in argvs if a[0] in DAEMONS]
-    results = await asyncio.gather(
-        asyncio.to_thread(run_importd_batch, batched, env),
-        *(asyncio.to_thread(run_importd, *argv, env=env) for argv in alone),
+    results: list[Any] = list(
+        await asyncio.gather(
+            asyncio.to_thread(run_importd_batch, batched, env),
+            *(asyncio.to_thread(run_importd, *argv, env=env) for argv in alone),
+        )
     )
-    by_argv = dict(zip(map(tuple, batched), results[0], strict=True))
-    by_argv.update(zip(map(tuple, alone), results[1:], strict=True))
+    together, apart = results[0], results[1:]
+    by_argv: dict[tuple[str, ...], Any] = dict(zip(map(tuple, batched), together, strict=True))
+    by_argv.update(zip(map(tuple, alone), apart, strict=True))
     return [by_argv[tuple(argv)] for argv in argvs]
 
 

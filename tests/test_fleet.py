@@ -17,7 +17,7 @@ from importd import db, fleet, migrate, sql
 from importd.lanes import Lane, RateLimit
 from importd.repository import Repository
 
-from .helpers import run_importd, wait_until
+from .helpers import Conn, PgServer, StartDaemon, run_importd, wait_until
 
 FAST = ("--poll-interval", "60", "--rescue-interval", "0.5", "--heartbeat-interval", "0.2")
 FLEET = ("--handlers", "tests.fleet_jobs")
@@ -27,7 +27,7 @@ async def count(conn: Any, where: str) -> int:
     return int(await conn.fetchval(f"SELECT count(*) FROM import_jobs WHERE {where}"))
 
 
-async def test_every_claim_path_takes_only_the_kinds_given(dsn, conn) -> None:
+async def test_every_claim_path_takes_only_the_kinds_given(dsn: str, conn: Conn) -> None:
     # Jobs of a kind nobody here serves come first in every order a claim knows.
     await importd.enqueue_many(
         conn,
@@ -75,7 +75,7 @@ async def test_every_claim_path_takes_only_the_kinds_given(dsn, conn) -> None:
 
 
 async def test_mixed_fleet_runs_each_kind_on_the_daemon_that_serves_it(
-    runs_table, dsn, daemons
+    runs_table: Conn, dsn: str, daemons: StartDaemon
 ) -> None:
     conn = runs_table
     await importd.enqueue_many(
@@ -131,7 +131,7 @@ async def _name_of(conn: Any, pid: int) -> str:
     return str(await conn.fetchval("SELECT name FROM importd_daemons WHERE pid = $1", pid))
 
 
-async def test_drain_leaves_unserved_kinds_pending_and_says_so(conn, dsn) -> None:
+async def test_drain_leaves_unserved_kinds_pending_and_says_so(conn: Conn, dsn: str) -> None:
     await importd.enqueue_many(
         conn,
         [importd.NewJob("thumbnail", {}) for _ in range(4)]
@@ -148,7 +148,9 @@ async def test_drain_leaves_unserved_kinds_pending_and_says_so(conn, dsn) -> Non
     assert await count(conn, "status = 'completed'") == 7
 
 
-async def test_registry_rows_refresh_prune_and_leave(conn, dsn, daemons) -> None:
+async def test_registry_rows_refresh_prune_and_leave(
+    conn: Conn, dsn: str, daemons: StartDaemon
+) -> None:
     await conn.execute(
         "INSERT INTO importd_daemons (name, host, pid, version, kinds, queues, last_seen) "
         "VALUES ('gone:1:abc', 'gone', 1, '0.0.1', '{noop}', NULL, now() - interval '1 hour')"
@@ -197,7 +199,7 @@ async def test_registry_rows_refresh_prune_and_leave(conn, dsn, daemons) -> None
 @pytest.mark.parametrize(
     "column", ["run_at", "created_at", "updated_at", "started_at", "finished_at", "locked_until"]
 )
-async def test_infinite_timestamps_are_refused(conn, column) -> None:
+async def test_infinite_timestamps_are_refused(conn: Conn, column: str) -> None:
     for value in ("infinity", "-infinity"):
         with pytest.raises(asyncpg.CheckViolationError, match="import_jobs_"):
             await conn.execute(
@@ -207,7 +209,7 @@ async def test_infinite_timestamps_are_refused(conn, column) -> None:
         await conn.execute("INSERT INTO importd_rate_limits VALUES ('queue:x', 'infinity')")
 
 
-async def test_migration_mends_infinite_rows_of_an_older_schema(empty_dsn) -> None:
+async def test_migration_mends_infinite_rows_of_an_older_schema(empty_dsn: str) -> None:
     conn = await db.connect(empty_dsn)
     try:
         await conn.execute(migrate._BOOTSTRAP)
@@ -251,7 +253,9 @@ async def test_migration_mends_infinite_rows_of_an_older_schema(empty_dsn) -> No
         await conn.close()
 
 
-async def test_rows_python_cannot_read_leave_daemons_running(dsn, conn, daemons) -> None:
+async def test_rows_python_cannot_read_leave_daemons_running(
+    dsn: str, conn: Conn, daemons: StartDaemon
+) -> None:
     far = await conn.fetchval(
         "INSERT INTO import_jobs (kind, run_at) "
         "VALUES ('noop', '20000-01-01 00:00:00+00') RETURNING id"
@@ -288,7 +292,7 @@ async def test_rows_python_cannot_read_leave_daemons_running(dsn, conn, daemons)
     assert "noop" in status.stdout
 
 
-async def test_finished_at_is_the_moment_of_the_write(conn, daemons) -> None:
+async def test_finished_at_is_the_moment_of_the_write(conn: Conn, daemons: StartDaemon) -> None:
     job = await importd.enqueue(conn, "slow_tx", {"seconds": 1})
     daemons(*FLEET, *FAST)
     await wait_until(lambda: _all_done(conn, 1), timeout=20, what="the job")
@@ -299,7 +303,7 @@ async def test_finished_at_is_the_moment_of_the_write(conn, daemons) -> None:
 
 
 async def test_job_inserted_after_an_outage_starts_within_seconds(
-    pg_server, dsn, conn, daemons
+    pg_server: PgServer, dsn: str, conn: Conn, daemons: StartDaemon
 ) -> None:
     assert pg_server.cluster is not None, "this test stops and starts the suite's own server"
     await conn.execute(
@@ -338,7 +342,7 @@ async def test_job_inserted_after_an_outage_starts_within_seconds(
 
 
 def test_unserved_kinds_name_the_queues_nobody_serves() -> None:
-    daemons = [
+    daemons: list[dict[str, Any]] = [
         {"kinds": ["noop", "thumbnail"], "queues": ["media"]},
         {"kinds": ["noop"], "queues": None},
     ]

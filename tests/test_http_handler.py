@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 import importd
 
+from .helpers import Conn, Drain
 from .httpserver import Reply, Server
 
 TOKEN = "tok-" + "s3cr3t" * 4
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[Server]:
     srv = Server().start()
     yield srv
     srv.stop()
 
 
 @pytest.fixture
-def call(drain, server):
-    async def run(**overrides) -> int:
+def call(drain: Drain, server: Server) -> Drain:
+    async def run(**overrides: Any) -> int:
         return await drain(
             url_prefixes=(server.url + "/",),
             http_token=TOKEN,
@@ -35,11 +38,13 @@ def call(drain, server):
     return run
 
 
-async def row(conn, job_id):
+async def row(conn: Conn, job_id: int) -> Any:
     return await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
 
 
-async def test_success_posts_the_job_with_the_bearer_token(conn, server, call, capsys) -> None:
+async def test_success_posts_the_job_with_the_bearer_token(
+    conn: Conn, server: Server, call: Drain, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = server.route(
         "/fn", Reply(200, b'{"ok": true, "n": 3}', {"Content-Type": "application/json"})
     )
@@ -64,7 +69,9 @@ async def test_success_posts_the_job_with_the_bearer_token(conn, server, call, c
     assert TOKEN not in out.out + out.err
 
 
-async def test_server_error_then_success_is_retried(conn, server, call) -> None:
+async def test_server_error_then_success_is_retried(
+    conn: Conn, server: Server, call: Drain
+) -> None:
     url = server.route("/fn", Reply(500, b"database is down"), Reply(200, b"fine"))
     job_id = await importd.enqueue(conn, "http", {"url": url})
     assert await call() in (0, 11)
@@ -78,7 +85,7 @@ async def test_server_error_then_success_is_retried(conn, server, call) -> None:
     assert done["result"] == {"status": 200, "body": "fine"}
 
 
-async def test_429_retry_after_sets_the_next_run(conn, server, call) -> None:
+async def test_429_retry_after_sets_the_next_run(conn: Conn, server: Server, call: Drain) -> None:
     url = server.route("/fn", Reply(429, b"slow down", {"Retry-After": "30"}))
     job_id = await importd.enqueue(conn, "http", {"url": url})
     before = datetime.now(UTC)
@@ -89,7 +96,9 @@ async def test_429_retry_after_sets_the_next_run(conn, server, call) -> None:
     assert "HTTP 429" in pending["last_error"]
 
 
-async def test_404_fails_at_once_with_status_and_body(conn, server, call) -> None:
+async def test_404_fails_at_once_with_status_and_body(
+    conn: Conn, server: Server, call: Drain
+) -> None:
     url = server.route("/fn", Reply(404, b"function not found: import-users"))
     job_id = await importd.enqueue(conn, "http", {"url": url})
     assert await call() == 10
@@ -99,7 +108,9 @@ async def test_404_fails_at_once_with_status_and_body(conn, server, call) -> Non
     assert "function not found: import-users" in failed["last_error"]
 
 
-async def test_an_endpoint_that_never_answers_times_out(conn, server, call) -> None:
+async def test_an_endpoint_that_never_answers_times_out(
+    conn: Conn, server: Server, call: Drain
+) -> None:
     url = server.route("/fn", Reply(200, b"too late", delay=5))
     job_id = await importd.enqueue(conn, "http", {"url": url}, timeout=1, max_attempts=1)
     assert await call() == 10
@@ -110,7 +121,9 @@ async def test_an_endpoint_that_never_answers_times_out(conn, server, call) -> N
     )
 
 
-async def test_urls_outside_the_prefixes_and_missing_urls_are_refused(conn, server, call) -> None:
+async def test_urls_outside_the_prefixes_and_missing_urls_are_refused(
+    conn: Conn, server: Server, call: Drain
+) -> None:
     outside = await importd.enqueue(conn, "http", {"url": "https://evil.example/steal"})
     missing = await importd.enqueue(conn, "http", {})
     assert await call() == 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 import importd
 
-from .helpers import wait_until
+from .helpers import Conn, Drain, wait_until
 from .httpserver import Reply, Server
 
 
@@ -22,7 +23,7 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def people(conn) -> Any:
+async def people(conn: Conn) -> Any:
     await conn.execute("""
         CREATE TABLE people (
             id int PRIMARY KEY,
@@ -37,7 +38,7 @@ async def people(conn) -> Any:
 
 
 @pytest.fixture
-def load(drain, root: Path) -> Any:
+def load(drain: Drain, root: Path) -> Any:
     """Drain with the import roots and the table allowlist set for these tests."""
 
     async def run(**overrides: Any) -> int:
@@ -52,11 +53,11 @@ def load(drain, root: Path) -> Any:
     return run
 
 
-async def job_row(conn, job_id: int) -> Any:
+async def job_row(conn: Conn, job_id: int) -> Any:
     return await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
 
 
-async def errors(conn, job_id: int) -> list[tuple[int, str, str]]:
+async def errors(conn: Conn, job_id: int) -> list[tuple[int, str, str]]:
     rows = await conn.fetch(
         "SELECT line_number, message, raw_record FROM import_job_errors "
         "WHERE job_id = $1 ORDER BY line_number",
@@ -71,7 +72,9 @@ def write(root: Path, name: str, data: bytes | str) -> str:
     return f"file://{path}"
 
 
-async def test_csv_loads_every_type_with_quoted_newlines(people, load, root) -> None:
+async def test_csv_loads_every_type_with_quoted_newlines(
+    people: Conn, load: Drain, root: Path
+) -> None:
     conn = people
     source = write(
         root,
@@ -95,7 +98,7 @@ async def test_csv_loads_every_type_with_quoted_newlines(people, load, root) -> 
     assert people_rows[3]["created_at"] is not None  # unmapped columns keep their defaults
 
 
-async def test_csv_options(people, load, root) -> None:
+async def test_csv_options(people: Conn, load: Drain, root: Path) -> None:
     conn = people
     latin = write(
         root, "latin.csv", "ID;Full Name;Years\n1;'Zoë; the \\'first\\'';NULL\n".encode("latin-1")
@@ -127,7 +130,7 @@ async def test_csv_options(people, load, root) -> None:
     assert (await job_row(conn, a))["status"] == (await job_row(conn, b))["status"] == "completed"
 
 
-async def test_ndjson_nested_values_go_to_jsonb(people, load, root) -> None:
+async def test_ndjson_nested_values_go_to_jsonb(people: Conn, load: Drain, root: Path) -> None:
     conn = people
     source = write(
         root,
@@ -163,7 +166,7 @@ async def test_ndjson_nested_values_go_to_jsonb(people, load, root) -> None:
 
 @pytest.mark.parametrize("atomic", [True, False])
 async def test_bad_rows_first_middle_last_are_reported_by_line(
-    people, load, root, atomic: bool
+    people: Conn, load: Drain, root: Path, atomic: bool
 ) -> None:
     conn = people
     lines = ["id,name,age"] + [f"{i},n{i},{i}" for i in range(1, 3001)]
@@ -191,7 +194,9 @@ async def test_bad_rows_first_middle_last_are_reported_by_line(
 
 
 @pytest.mark.parametrize("atomic", [True, False])
-async def test_more_errors_than_max_errors_fails_the_job(people, load, root, atomic: bool) -> None:
+async def test_more_errors_than_max_errors_fails_the_job(
+    people: Conn, load: Drain, root: Path, atomic: bool
+) -> None:
     conn = people
     lines = ["id,name"] + [f"{i},n{i}" for i in range(1, 5001)]
     for i in (4200, 4300, 4400):
@@ -219,7 +224,7 @@ async def test_more_errors_than_max_errors_fails_the_job(people, load, root, ato
         assert loaded == 4000  # the chunks committed before the failing one stay
 
 
-async def test_conflict_rules(people, load, root) -> None:
+async def test_conflict_rules(people: Conn, load: Drain, root: Path) -> None:
     conn = people
     await conn.execute("INSERT INTO people (id, name, age) VALUES (1, 'old', 1), (2, 'old', 2)")
     source = write(root, "c.csv", "id,name,age\n1,new,10\n3,new,30\n")
@@ -330,7 +335,12 @@ async def test_conflict_rules(people, load, root) -> None:
     ],
 )
 async def test_bad_input_fails_at_once_with_a_clear_message(
-    people, load, root, payload, files, expected
+    people: Conn,
+    load: Drain,
+    root: Path,
+    payload: dict[str, Any],
+    files: dict[str, str],
+    expected: str,
 ) -> None:
     conn = people
     for name, content in files.items():
@@ -355,7 +365,9 @@ async def test_bad_input_fails_at_once_with_a_clear_message(
     assert (await job_row(conn, canary))["status"] == "completed"  # the daemon went on
 
 
-async def test_non_utf8_bytes_and_ragged_rows_are_row_errors(people, load, root) -> None:
+async def test_non_utf8_bytes_and_ragged_rows_are_row_errors(
+    people: Conn, load: Drain, root: Path
+) -> None:
     conn = people
     source = write(root, "enc.csv", b"id,name\n1,caf\xe9\n2,fine\n3\n4,ok,extra\n")
     job_id = await importd.enqueue(
@@ -369,7 +381,9 @@ async def test_non_utf8_bytes_and_ragged_rows_are_row_errors(people, load, root)
     assert sorted(r["id"] for r in await conn.fetch("SELECT id FROM people")) == [2]
 
 
-async def test_header_only_file_completes_with_no_rows(people, load, root) -> None:
+async def test_header_only_file_completes_with_no_rows(
+    people: Conn, load: Drain, root: Path
+) -> None:
     job_id = await importd.enqueue(
         people, "csv", {"source": write(root, "h.csv", "id,name\n"), "table": "people"}
     )
@@ -381,13 +395,13 @@ async def test_header_only_file_completes_with_no_rows(people, load, root) -> No
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[Server]:
     srv = Server().start()
     yield srv
     srv.stop()
 
 
-async def test_https_source_and_its_errors(people, load, server) -> None:
+async def test_https_source_and_its_errors(people: Conn, load: Drain, server: Server) -> None:
     conn = people
     good = server.route("/good.csv", Reply(200, b"id,name\n1,web\n"))
     missing = server.route("/missing.csv", Reply(404, b"no such object"))

@@ -18,6 +18,8 @@ import pytest
 import importd
 from importd.handlers import sources
 
+from .helpers import Conn, Drain
+
 TABLES = ("public.abc", "public.abc_f", "public.abc_n", "public.one", "public.nums")
 BOTH = {True: "abc", False: "abc_f"}  # the table each atomic mode loads
 
@@ -30,7 +32,7 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def abc(conn) -> Any:
+async def abc(conn: Conn) -> Any:
     await conn.execute("CREATE TABLE abc (a text, b int, c text)")
     await conn.execute("CREATE TABLE abc_f (a text, b int, c text)")
     await conn.execute("CREATE TABLE abc_n (a text, b int, c text)")
@@ -40,7 +42,7 @@ async def abc(conn) -> Any:
 
 
 @pytest.fixture
-def load(drain, root: Path) -> Any:
+def load(drain: Drain, root: Path) -> Any:
     async def run(**overrides: Any) -> int:
         return await drain(
             **{"import_roots": (str(root),), "tables": TABLES, "copy_chunk_rows": 1000, **overrides}
@@ -55,7 +57,7 @@ def write(root: Path, name: str, data: bytes | str) -> str:
     return f"file://{path}"
 
 
-async def errors(conn, job_id: int) -> list[tuple[int, str]]:
+async def errors(conn: Conn, job_id: int) -> list[tuple[int, str]]:
     rows = await conn.fetch(
         "SELECT line_number, message FROM import_job_errors WHERE job_id = $1 ORDER BY line_number",
         job_id,
@@ -63,12 +65,12 @@ async def errors(conn, job_id: int) -> list[tuple[int, str]]:
     return [(r["line_number"], r["message"]) for r in rows]
 
 
-async def job(conn, job_id: int) -> Any:
+async def job(conn: Conn, job_id: int) -> Any:
     return await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
 
 
 async def test_bad_row_after_multiline_quoted_fields_is_rejected_at_its_true_line(
-    abc, load, root
+    abc: Conn, load: Drain, root: Path
 ) -> None:
     source = write(root, "m.csv", 'a,b,c\n"m\nm\nm",1,y\n"n\nn",2,y\nbad,NOTINT,y\nok,4,y\n')
     jobs = {
@@ -92,7 +94,9 @@ async def test_bad_row_after_multiline_quoted_fields_is_rejected_at_its_true_lin
 
 
 @pytest.mark.parametrize("atomic", [True, False])
-async def test_a_backslash_dot_line_does_not_end_the_file(abc, load, root, atomic: bool) -> None:
+async def test_a_backslash_dot_line_does_not_end_the_file(
+    abc: Conn, load: Drain, root: Path, atomic: bool
+) -> None:
     source = write(root, "dot.csv", "a,b,c\nx,1,y\n\\.\nz,2,w\nq,3,r\n")
     job_id = await importd.enqueue(
         abc, "csv", {"source": source, "table": "abc", "max_errors": 1, "atomic": atomic}
@@ -117,7 +121,9 @@ async def test_a_backslash_dot_line_does_not_end_the_file(abc, load, root, atomi
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
-async def test_bom_and_line_ends_in_every_mode(abc, load, root, newline: str) -> None:
+async def test_bom_and_line_ends_in_every_mode(
+    abc: Conn, load: Drain, root: Path, newline: str
+) -> None:
     bom = "\ufeff"
     rows = ["x,1,y", '"two', 'lines",2,y', "bad,X,y", "short,4"]
     with_header = write(root, "h.csv", bom + newline.join(["a,b,c", *rows]) + newline)
@@ -162,7 +168,7 @@ async def test_bom_and_line_ends_in_every_mode(abc, load, root, newline: str) ->
         assert values == [(f"two{newline}lines", 2, "y"), ("x", 1, "y")]
 
 
-async def test_ndjson_numbers_keep_their_text(abc, load, root) -> None:
+async def test_ndjson_numbers_keep_their_text(abc: Conn, load: Drain, root: Path) -> None:
     deep = "[" * 5000 + "]" * 5000
     lines = [
         '\ufeff{"n": 3.14159265358979323846, "j": {"x": 0.10000000000000000000000001, '
@@ -201,7 +207,9 @@ async def test_ndjson_numbers_keep_their_text(abc, load, root) -> None:
     assert "lone surrogate" in found[3][1]
 
 
-async def test_a_record_longer_than_max_record_bytes_is_a_row_error(abc, load, root) -> None:
+async def test_a_record_longer_than_max_record_bytes_is_a_row_error(
+    abc: Conn, load: Drain, root: Path
+) -> None:
     big = "z" * 300_000
     csv_text = f'a,b,c\nx,1,y\n"{big}\n{big}",2,y\n{big},3,y\nw,4,y\n'
     nd_text = '{"a": "x", "b": 1}\n' + '{"a": "' + big + '", "b": 2}\n{"a": "w", "b": 4}\n'
@@ -257,7 +265,7 @@ async def test_a_file_that_changes_while_read_raises_source_changed(root: Path) 
 
 
 async def test_truncated_while_imported_fails_the_job_never_a_short_completion(
-    abc, load, root
+    abc: Conn, load: Drain, root: Path
 ) -> None:
     await abc.execute("""
         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -282,8 +290,8 @@ async def test_truncated_while_imported_fails_the_job_never_a_short_completion(
     assert row["status"] == "failed" and "SourceChanged" in row["last_error"], row["last_error"]
 
 
-async def test_errors_retrying_cannot_fix_fail_at_once(abc, load, root) -> None:
-    cases = [
+async def test_errors_retrying_cannot_fix_fail_at_once(abc: Conn, load: Drain, root: Path) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"delimiter": "é"}, "payload.delimiter: must be one ASCII character"),
         ({"null": "a,b"}, "payload.null: must not contain the delimiter ','"),
         ({"escape": ","}, "payload.escape: must differ from payload.delimiter"),
@@ -309,7 +317,9 @@ async def test_errors_retrying_cannot_fix_fail_at_once(abc, load, root) -> None:
         assert expected in row["last_error"], row["last_error"]
 
 
-async def test_missing_privileges_fail_at_once_saying_what_to_grant(abc, load, root, dsn) -> None:
+async def test_missing_privileges_fail_at_once_saying_what_to_grant(
+    abc: Conn, load: Drain, root: Path, dsn: str
+) -> None:
     await abc.execute("CREATE ROLE importd_weak LOGIN PASSWORD 'weak-password-1'")
     await abc.execute(
         "GRANT SELECT, INSERT, UPDATE, DELETE ON import_jobs, import_job_errors TO importd_weak"

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 import importd
 
+from .helpers import Conn, Drain
+
 INT4 = (-(2**31), 2**31 - 1)
 # Each example is a real import (both atomic modes, one drain): few examples keep the
 # suite fast; the generators put every kind of trouble in most of them.
@@ -29,7 +31,7 @@ ND_EXAMPLES = settings(max_examples=15, deadline=None, suppress_health_check=SLO
 
 
 @pytest.fixture
-async def tables(conn) -> Any:
+async def tables(conn: Conn) -> Any:
     for mode in ("t", "f"):
         await conn.execute(f"CREATE TABLE csv_{mode} (a text, b int, c text)")
         await conn.execute(f"CREATE TABLE nd_{mode} (a text, b int, n numeric, j jsonb)")
@@ -37,10 +39,12 @@ async def tables(conn) -> Any:
 
 
 @pytest.fixture
-def run(drain, tmp_path: Path, tables) -> Any:
+def run(drain: Drain, tmp_path: Path, tables: Conn) -> Any:
     conn = tables
 
-    async def load(kind: str, data: bytes, **payload: Any) -> dict[bool, tuple[list, list]]:
+    async def load(
+        kind: str, data: bytes, **payload: Any
+    ) -> dict[bool, tuple[list[Any], list[Any]]]:
         """Load ``data`` in both atomic modes; per mode, the sorted rows and error lines."""
         path = tmp_path / f"f.{kind}"
         path.write_bytes(data)
@@ -101,7 +105,7 @@ RECORD = st.one_of(
 )
 
 
-def reference_csv(text: str, header: bool) -> tuple[list, list]:
+def reference_csv(text: str, header: bool) -> tuple[list[Any], list[Any]]:
     """The rows a careful CSV reader loads and the start lines of the records it rejects."""
     reader = csv.reader(io.StringIO(text, newline=""))
     good, bad = [], []
@@ -127,7 +131,7 @@ def reference_csv(text: str, header: bool) -> tuple[list, list]:
     final_newline=st.booleans(),
 )
 async def test_csv_loads_exactly_the_good_records(
-    run, records, newline: str, bom: bool, header: bool, final_newline: bool
+    run: Any, records: list[Any], newline: str, bom: bool, header: bool, final_newline: bool
 ) -> None:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator=newline)
@@ -170,7 +174,7 @@ JSON_VALUE = st.recursive(
 def dump(value: Any) -> str:
     """JSON text with numbers written exactly as generated."""
     if isinstance(value, tuple):
-        return value[1]
+        return str(value[1])
     if isinstance(value, list):
         return "[" + ",".join(map(dump, value)) + "]"
     if isinstance(value, dict):
@@ -204,7 +208,9 @@ def reference_value(text: str | None) -> Any:
 
 @ND_EXAMPLES
 @given(records=st.lists(ND_RECORD, min_size=1, max_size=40), crlf=st.booleans(), bom=st.booleans())
-async def test_ndjson_loads_exactly_the_good_records(run, records, crlf: bool, bom: bool) -> None:
+async def test_ndjson_loads_exactly_the_good_records(
+    run: Any, records: list[Any], crlf: bool, bom: bool
+) -> None:
     lines = []
     for kind, a, b, n, j in records:
         if kind == "junk":

@@ -5,18 +5,20 @@ good or is cancelled, and the daemon goes on."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import signal
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import structlog
 
 import importd
 
-from .helpers import DaemonProcess, NotifySocket, importd_env, wait_until
+from .helpers import Conn, DaemonProcess, NotifySocket, StartDaemon, importd_env, wait_until
 
 # Short leases and a sensitive loop monitor, so that each scene plays in seconds.
 QUICK = (
@@ -39,14 +41,16 @@ QUICK = (
 )
 
 
-async def job_row(conn, job_id: int):
+async def job_row(conn: Conn, job_id: int) -> Any:
     return await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
 
 
-async def ended(conn, job_id: int) -> bool:
-    return await conn.fetchval(
-        "SELECT status IN ('completed', 'failed', 'cancelled') FROM import_jobs WHERE id = $1",
-        job_id,
+async def ended(conn: Conn, job_id: int) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT status IN ('completed', 'failed', 'cancelled') FROM import_jobs WHERE id = $1",
+            job_id,
+        )
     )
 
 
@@ -59,11 +63,12 @@ def stamps(path: Path) -> dict[tuple[int, int, int], list[float]]:
     return out
 
 
-def event_time(proc: DaemonProcess, event: str) -> float | None:
+def event_time(proc: DaemonProcess, event: str) -> float:
+    """When ``proc`` first logged ``event`` (a failed test when it never did)."""
     for e in proc.events():
         if e.get("event") == event:
             return datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp()
-    return None
+    raise AssertionError(f"{event} was never logged")
 
 
 def port_of(proc: DaemonProcess) -> int:
@@ -72,7 +77,7 @@ def port_of(proc: DaemonProcess) -> int:
 
 
 async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(
-    runs_table, daemons, tmp_path
+    runs_table: Conn, daemons: StartDaemon, tmp_path: Path
 ) -> None:
     conn = runs_table
     log = tmp_path / "stamps.txt"
@@ -144,7 +149,7 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(
     }
     runs: dict[int, list[tuple[float, float]]] = {}
     for (job, _attempt, pid), times in stamps(log).items():
-        runs.setdefault(job, []).append((times[0], exits[pid] or times[-1]))
+        runs.setdefault(job, []).append((times[0], exits.get(pid, times[-1])))
     later = daemons(*QUICK)  # finishes the innocents the two handed back
     await wait_until(lambda: all_ended(conn, innocents), timeout=20, what="the innocents")
     for r in await conn.fetch("SELECT * FROM test_runs"):
@@ -168,13 +173,17 @@ async def test_a_handler_that_blocks_the_loop_never_runs_twice_at_once(
     assert await later.wait_exit() == 0
 
 
-async def all_ended(conn, ids: list[int]) -> bool:
-    return await conn.fetchval(
-        "SELECT bool_and(status = 'completed') FROM import_jobs WHERE id = ANY($1)", ids
+async def all_ended(conn: Conn, ids: list[int]) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT bool_and(status = 'completed') FROM import_jobs WHERE id = ANY($1)", ids
+        )
     )
 
 
-async def test_an_escaped_cancelled_error_is_a_failed_attempt(runs_table, daemons) -> None:
+async def test_an_escaped_cancelled_error_is_a_failed_attempt(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     job = await importd.enqueue(conn, "escape_cancel", {}, max_attempts=3)
     proc = daemons(*QUICK)
@@ -188,7 +197,9 @@ async def test_an_escaped_cancelled_error_is_a_failed_attempt(runs_table, daemon
     assert proc.proc.poll() is None
 
 
-async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons) -> None:
+async def test_outcomes_postgresql_cannot_store_fail_at_once(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     ids = {
         kind: await importd.enqueue(conn, kind, {}, max_attempts=3)
@@ -201,7 +212,7 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons
     )
     proc = daemons(*QUICK)
     for job in ids.values():
-        await wait_until(lambda job=job: ended(conn, job), timeout=20, what=f"job {job}")
+        await wait_until(functools.partial(ended, conn, job), timeout=20, what=f"job {job}")
     errors = {}
     for kind, job in ids.items():
         row = await job_row(conn, job)
@@ -244,7 +255,9 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(runs_table, daemons
     assert refused["job_id"] == ids["huge_number"] and "Traceback" in refused["exception"]
 
 
-async def test_a_sync_handler_runs_in_a_thread_and_holds_its_slot(conn, daemons, tmp_path) -> None:
+async def test_a_sync_handler_runs_in_a_thread_and_holds_its_slot(
+    conn: Conn, daemons: StartDaemon, tmp_path: Path
+) -> None:
     log = tmp_path / "stamps.txt"
     log.touch()
     slow = await importd.enqueue(
@@ -272,7 +285,9 @@ async def test_a_sync_handler_runs_in_a_thread_and_holds_its_slot(conn, daemons,
     assert not proc.saw("loop_blocked")  # the loop never waited on the thread
 
 
-async def test_a_crashed_daemon_does_not_refund_the_running_job(runs_table, daemons) -> None:
+async def test_a_crashed_daemon_does_not_refund_the_running_job(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     job = await importd.enqueue(conn, "sleep", {"seconds": 30}, max_attempts=3)
     proc = daemons(*QUICK, "--rate-limit", "default=100/s", "--concurrency", "2")
@@ -297,7 +312,9 @@ async def test_a_crashed_daemon_does_not_refund_the_running_job(runs_table, daem
     assert "ExceptionGroup" not in proc.text()
 
 
-async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(conn, dsn) -> None:
+async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(
+    conn: Conn, dsn: str
+) -> None:
     """The outcome committed but its reply never came (the connection dropped after the
     commit): the retried write finds no lease, reads the row, and sees its own write."""
     from importd.backoff import Backoff  # noqa: PLC0415
@@ -307,7 +324,7 @@ async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(conn, d
     from importd.models import Outcome  # noqa: PLC0415
     from importd.repository import Repository  # noqa: PLC0415
 
-    repo = Repository(conn)  # type: ignore[arg-type]
+    repo = Repository(conn)
     writer = ResultWriter(repo, "A")
     executor = Executor(
         repo=repo,
@@ -354,7 +371,7 @@ async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(conn, d
 
 
 async def test_a_lease_that_cannot_be_renewed_ends_the_process_before_it_expires(
-    conn, daemons, tmp_path
+    conn: Conn, daemons: StartDaemon, tmp_path: Path
 ) -> None:
     """A synchronous handler cannot be stopped: when its lease can no longer be renewed
     (here its row is locked, so the heartbeat waits), the process ends before the lease

@@ -13,16 +13,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import importd
 from importd import ops, sql
 
-from .helpers import ROOT, importd_env, run_importd, wait_until
+from .helpers import ROOT, Conn, StartDaemon, importd_env, run_importd, wait_until
 
 
-async def failed_job(conn, kind="csv", queue="default", finished_ago="0 s", **extra) -> int:
+async def failed_job(
+    conn: Conn, kind: str = "csv", queue: str = "default", finished_ago: str = "0 s", **extra: Any
+) -> int:
     job_id = await importd.enqueue(conn, kind, {}, queue=queue, **extra)
     await conn.execute(
         "UPDATE import_jobs SET status = 'failed', attempts = max_attempts, "
@@ -33,7 +36,7 @@ async def failed_job(conn, kind="csv", queue="default", finished_ago="0 s", **ex
     return job_id
 
 
-async def test_status_json_shape_and_text(conn, dsn) -> None:
+async def test_status_json_shape_and_text(conn: Conn, dsn: str) -> None:
     await importd.enqueue_many(conn, [importd.NewJob("csv", {}, queue="imports")] * 3)
     running = await importd.enqueue(conn, "http", {}, queue="hooks")
     await conn.execute(
@@ -72,7 +75,7 @@ async def test_status_json_shape_and_text(conn, dsn) -> None:
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
-async def test_status_shows_tenants_running_and_rate_limits(conn, dsn) -> None:
+async def test_status_shows_tenants_running_and_rate_limits(conn: Conn, dsn: str) -> None:
     jobs = [importd.NewJob("csv", {}, tenant_id=t) for t in ("acme", "acme", "globex")]
     ids = await importd.enqueue_many(conn, jobs)
     await conn.execute(
@@ -96,7 +99,7 @@ async def test_status_shows_tenants_running_and_rate_limits(conn, dsn) -> None:
     assert "queue:once" not in text  # a limit not used for an hour leaves status
 
 
-async def test_status_queries_use_the_indexes_on_a_big_history(conn) -> None:
+async def test_status_queries_use_the_indexes_on_a_big_history(conn: Conn) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at, created_at) "
         "SELECT 'csv', 'completed', now() - (i || ' minutes')::interval, now() "
@@ -114,7 +117,7 @@ async def test_status_queries_use_the_indexes_on_a_big_history(conn) -> None:
     assert "jobs in table: about 200,0" in text, text
 
 
-async def test_show_and_errors(conn, dsn) -> None:
+async def test_show_and_errors(conn: Conn, dsn: str) -> None:
     job_id = await failed_job(conn, tenant_id="acme")
     await conn.executemany(
         "INSERT INTO import_job_errors (job_id, attempt, line_number, message, raw_record) "
@@ -137,7 +140,7 @@ async def test_show_and_errors(conn, dsn) -> None:
     assert missing.returncode == 2 and missing.stderr.strip() == "importd: no job 999999"
 
 
-async def test_retry_failed_with_filters_and_by_id(conn, dsn) -> None:
+async def test_retry_failed_with_filters_and_by_id(conn: Conn, dsn: str) -> None:
     a = await failed_job(conn, "csv", "imports")
     b = await failed_job(conn, "csv", "other")
     c = await failed_job(conn, "http", "imports")
@@ -164,7 +167,9 @@ async def test_retry_failed_with_filters_and_by_id(conn, dsn) -> None:
     assert run_importd("retry", "--dsn", dsn).returncode == 2
 
 
-async def test_cancel_pending_and_running_with_a_real_daemon(runs_table, dsn, daemons) -> None:
+async def test_cancel_pending_and_running_with_a_real_daemon(
+    runs_table: Conn, dsn: str, daemons: StartDaemon
+) -> None:
     conn = runs_table
     pending = await importd.enqueue(conn, "noop", {}, run_at=None, priority=5)
     await conn.execute(
@@ -190,7 +195,7 @@ async def test_cancel_pending_and_running_with_a_real_daemon(runs_table, dsn, da
     )
 
 
-async def test_doctor_finds_a_disabled_trigger_and_a_stuck_job(conn, dsn) -> None:
+async def test_doctor_finds_a_disabled_trigger_and_a_stuck_job(conn: Conn, dsn: str) -> None:
     ok = run_importd("doctor", "--dsn", dsn)
     assert ok.returncode == 0, ok.stdout
     assert "OK       listen" in ok.stdout and "OK       trigger" in ok.stdout
@@ -211,7 +216,7 @@ async def test_doctor_finds_a_disabled_trigger_and_a_stuck_job(conn, dsn) -> Non
     assert gone.returncode == 5 and gone.stdout.startswith("ERROR    connection")
 
 
-async def test_prune_in_batches(conn, dsn) -> None:
+async def test_prune_in_batches(conn: Conn, dsn: str) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at) "
         "SELECT 'csv', 'completed', now() - interval '10 days' FROM generate_series(1, 2500)"
@@ -241,7 +246,7 @@ async def test_prune_in_batches(conn, dsn) -> None:
     assert await conn.fetchval("SELECT count(*) FROM import_job_errors") == 0
 
 
-async def test_bulk_enqueue_and_drain_report_progress(conn, dsn, tmp_path: Path) -> None:
+async def test_bulk_enqueue_and_drain_report_progress(conn: Conn, dsn: str, tmp_path: Path) -> None:
     payloads = tmp_path / "jobs.ndjson"
     payloads.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(2500)))
     done = run_importd(
@@ -289,6 +294,7 @@ async def test_run_embedded_manages_its_own_postgresql() -> None:
     )
     try:
         dsn = None
+        assert proc.stderr is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             line = await asyncio.to_thread(proc.stderr.readline)
@@ -306,7 +312,7 @@ async def test_run_embedded_manages_its_own_postgresql() -> None:
             status = await asyncio.to_thread(
                 run_importd, "show", str(job_id), "--json", "--dsn", dsn
             )
-            return json.loads(status.stdout)["status"] == "completed"
+            return bool(json.loads(status.stdout)["status"] == "completed")
 
         await wait_until(shown_completed, timeout=30, what="`importd show` to say completed")
         proc.send_signal(signal.SIGTERM)
@@ -343,7 +349,7 @@ def test_every_command_has_help_with_an_example_and_one_line_errors() -> None:
     ]
 
 
-async def test_the_daemon_prunes_on_its_retention(conn, daemons) -> None:
+async def test_the_daemon_prunes_on_its_retention(conn: Conn, daemons: StartDaemon) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at) "
         "SELECT 'csv', 'completed', now() - interval '2 hours' FROM generate_series(1, 1500)"

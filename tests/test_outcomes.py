@@ -7,14 +7,18 @@ import asyncio
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importd.db import clean_text
 from importd.executor import result_problem
+
+from .helpers import Conn
 
 # Text with what PostgreSQL refuses mixed in: NUL and halves of surrogate pairs.
 _chars = st.one_of(st.characters(), st.sampled_from(["\x00", "\ud800", "\udfff", "\ud83d"]))
@@ -48,7 +52,7 @@ def _has_surrogate(value: Any) -> bool:
     return False
 
 
-async def test_result_problem_agrees_with_postgresql(conn) -> None:
+async def test_result_problem_agrees_with_postgresql(conn: Conn) -> None:
     loop = asyncio.get_running_loop()
 
     async def accepts(text: str) -> bool:
@@ -110,8 +114,6 @@ def test_clean_text_fits_a_text_column(text: str) -> None:
 async def test_progress_refuses_what_the_job_row_cannot_hold() -> None:
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    import pytest  # noqa: PLC0415
-
     from importd.executor import JobContext  # noqa: PLC0415
     from importd.models import Job  # noqa: PLC0415
 
@@ -130,14 +132,21 @@ async def test_progress_refuses_what_the_job_row_cannot_hold() -> None:
         created_at=now,
     )
     ctx = JobContext(job, None, None, 0.0, "w", None)  # type: ignore[arg-type]
-    for call, message in [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: ctx.progress(done=-1), "done must be between 0 and 2**63-1, not -1"),
         (lambda: ctx.progress(done=2**63), "done must be between 0 and 2**63-1"),
-        (lambda: ctx.progress(total=1.5), "total must be an int, not float 1.5"),
+        (
+            lambda: ctx.progress(total=1.5),  # type: ignore[arg-type]
+            "total must be an int, not float 1.5",
+        ),
         (lambda: ctx.progress(failed=True), "failed must be an int, not bool True"),
-        (lambda: ctx.progress(bytes_read="9"), "bytes_read must be an int, not str '9'"),
+        (
+            lambda: ctx.progress(bytes_read="9"),  # type: ignore[arg-type]
+            "bytes_read must be an int, not str '9'",
+        ),
         (lambda: ctx.progress(done=5, total=4), "done (5) is more than total (4)"),
-    ]:
+    ]
+    for call, message in cases:
         with pytest.raises(ValueError, match=re.escape(message)):
             call()
     ctx.progress(done=3, total=10, failed=1, bytes_read=100)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ async def test_dsn_through_pgbouncer_and_a_direct_listen_dsn(
             {"source": f"file://{tmp_path}/c.csv", "table": "customers", "atomic": atomic},
         )
         await wait_until(
-            lambda j=csv_job: _equal(_status(conn, j), "completed"),
+            functools.partial(_has_status, conn, csv_job, "completed"),
             20,
             what="the import through the pooler",
         )
@@ -164,6 +165,10 @@ async def test_poll_only_through_the_pooler_alone(conn: Any, pooled_dsn: str, da
     assert "poll only" in _lines(doctor.stdout)["listen"]
     proc.signal()
     assert await proc.wait_exit() == 0
+
+
+async def _has_status(conn: Any, job_id: int, status: str) -> bool:
+    return await _status(conn, job_id) == status
 
 
 async def _equal(value: Any, expected: Any) -> bool:

@@ -17,6 +17,8 @@ from importd import ops
 from importd.handlers.imports.job import UNREAD_MARK
 from tests.httpserver import Reply, Server
 
+from .helpers import Conn, Drain
+
 CSV = (
     "id,email,n,c,note\r\n"
     "1,a@x,1,1,ok\r\n"
@@ -46,7 +48,9 @@ NDJSON_RECORDS = [
 ]
 NDJSON = "\n".join(NDJSON_RECORDS) + "\n"
 NDJSON_BAD = {line: NDJSON_RECORDS[line - 1] for line in (2, 3, 4, 5, 7)}
-KINDS = {  # the three strategies: atomic, per chunk (moves with a conflict rule), direct
+KINDS: dict[
+    str, dict[str, Any]
+] = {  # the three strategies: atomic, per chunk (moves with a conflict rule), direct
     "atomic": {"atomic": True},
     "per_chunk": {"atomic": False, "on_conflict": "update", "conflict_columns": ["id"]},
     "direct": {"atomic": False},
@@ -91,7 +95,9 @@ def assert_sources(found: dict[int, tuple[str, str]], bad: dict[int, str]) -> No
         assert expected in messages, (expected, messages)
 
 
-async def test_every_rejected_row_carries_its_source_record(conn, drain, root: Path) -> None:
+async def test_every_rejected_row_carries_its_source_record(
+    conn: Conn, drain: Drain, root: Path
+) -> None:
     names = await make_tables(conn)
     (root / "r.csv").write_bytes(CSV.encode())
     (root / "r.ndjson").write_bytes(NDJSON.encode())

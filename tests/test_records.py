@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from importd.handlers.records import NdjsonRows, Records, RowError, Splitter
@@ -16,7 +18,7 @@ CSV = (
 )
 
 
-def split(data: bytes, size: int, **kw) -> tuple[Records, Splitter]:
+def split(data: bytes, size: int, **kw: Any) -> tuple[Records, Splitter]:
     splitter = Splitter(**kw)
     out = Records()
     for i in range(0, len(data), size):
@@ -109,7 +111,7 @@ FIELD = st.text(alphabet=st.sampled_from(list('ab,"\n é')), max_size=6)
     limit=st.integers(4, 40),
 )
 def test_splitter_finds_the_records_and_lines_csv_finds(
-    rows, newline: str, block: int, limit: int
+    rows: list[list[str]], newline: str, block: int, limit: int
 ) -> None:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator=newline)

@@ -192,7 +192,7 @@ def test_importd_config_masks_raw_at_passwords_and_sensitive_parameters() -> Non
 
 
 @pytest.fixture
-def server() -> Any:
+def server() -> Iterator[Server]:
     srv = Server().start()
     yield srv
     srv.stop()

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
 import pytest
 
 import importd
 from importd.models import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_TIMEOUT_S
 
-from .helpers import Notifications
+from .helpers import Conn, Notifications
 
 
 @pytest.fixture
-async def notes(dsn: str):
+async def notes(dsn: str) -> AsyncIterator[Notifications]:
     listener = await Notifications().start(dsn)
     yield listener
     await listener.close()
 
 
-async def test_one_notification_for_a_thousand_row_insert(conn, notes) -> None:
+async def test_one_notification_for_a_thousand_row_insert(conn: Conn, notes: Notifications) -> None:
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO import_jobs (kind) SELECT 'noop' FROM generate_series(1, 1000)"
@@ -28,7 +30,7 @@ async def test_one_notification_for_a_thousand_row_insert(conn, notes) -> None:
     assert await notes.settle() == ["default"]
 
 
-async def test_one_notification_per_queue(conn, notes) -> None:
+async def test_one_notification_per_queue(conn: Conn, notes: Notifications) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, queue) "
         "SELECT 'noop', 'q' || (i % 3) FROM generate_series(1, 300) i"
@@ -36,7 +38,7 @@ async def test_one_notification_per_queue(conn, notes) -> None:
     assert sorted(await notes.settle()) == ["q0", "q1", "q2"]
 
 
-async def test_no_notification_on_rollback(conn, notes) -> None:
+async def test_no_notification_on_rollback(conn: Conn, notes: Notifications) -> None:
     tx = conn.transaction()
     await tx.start()
     await conn.execute("INSERT INTO import_jobs (kind) VALUES ('noop')")
@@ -44,14 +46,18 @@ async def test_no_notification_on_rollback(conn, notes) -> None:
     assert await notes.settle() == []
 
 
-async def test_no_notification_for_rows_inserted_completed(conn, notes) -> None:
+async def test_no_notification_for_rows_inserted_completed(
+    conn: Conn, notes: Notifications
+) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, status, finished_at) VALUES ('noop', 'completed', now())"
     )
     assert await notes.settle() == []
 
 
-async def test_failed_row_set_back_to_pending_notifies_once(conn, notes) -> None:
+async def test_failed_row_set_back_to_pending_notifies_once(
+    conn: Conn, notes: Notifications
+) -> None:
     job_id = await conn.fetchval(
         "INSERT INTO import_jobs (kind, status, finished_at, attempts) "
         "VALUES ('noop', 'failed', now(), 5) RETURNING id"
@@ -67,7 +73,7 @@ async def test_failed_row_set_back_to_pending_notifies_once(conn, notes) -> None
     assert await notes.settle() == ["default"]
 
 
-async def test_plain_sql_defaults_match_the_producer_api(conn) -> None:
+async def test_plain_sql_defaults_match_the_producer_api(conn: Conn) -> None:
     plain = await conn.fetchrow("INSERT INTO import_jobs (kind) VALUES ('noop') RETURNING *")
     api_id = await importd.enqueue(conn, "noop", {})
     api = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", api_id)
@@ -128,13 +134,13 @@ async def test_plain_sql_defaults_match_the_producer_api(conn) -> None:
         ),
     ],
 )
-async def test_check_constraints_reject_bad_values(conn, sql: str, constraint: str) -> None:
+async def test_check_constraints_reject_bad_values(conn: Conn, sql: str, constraint: str) -> None:
     with pytest.raises(asyncpg.CheckViolationError) as caught:
         await conn.execute(sql)
     assert caught.value.constraint_name == constraint
 
 
-async def test_row_errors_cascade_with_their_job(conn) -> None:
+async def test_row_errors_cascade_with_their_job(conn: Conn) -> None:
     job_id = await importd.enqueue(conn, "csv", {})
     await conn.execute(
         "INSERT INTO import_job_errors (job_id, attempt, line_number, message) "
@@ -145,13 +151,15 @@ async def test_row_errors_cascade_with_their_job(conn) -> None:
     assert await conn.fetchval("SELECT count(*) FROM import_job_errors") == 0
 
 
-async def test_copy_into_the_table_notifies_once_per_queue(conn, notes) -> None:
+async def test_copy_into_the_table_notifies_once_per_queue(
+    conn: Conn, notes: Notifications
+) -> None:
     records = [("noop", "q1" if i % 2 else "q2") for i in range(500)]
     await conn.copy_records_to_table("import_jobs", records=records, columns=["kind", "queue"])
     assert sorted(await notes.settle()) == ["q1", "q2"]
 
 
-async def test_kind_and_queue_checks_agree_with_the_original_expressions(conn) -> None:
+async def test_kind_and_queue_checks_agree_with_the_original_expressions(conn: Conn) -> None:
     # Migration 0005 rewrote the two checks without bounded repetitions (slow in
     # PostgreSQL's regex engine); the original expressions of migration 0001 are the
     # reference.

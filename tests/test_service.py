@@ -16,11 +16,22 @@ import pytest
 import importd
 from importd import config
 
-from .helpers import ROOT, NotifySocket, importd_env, run_importd, wait_until
+from .helpers import (
+    ROOT,
+    Conn,
+    NotifySocket,
+    PgServer,
+    StartDaemon,
+    importd_env,
+    run_importd,
+    wait_until,
+)
 from .httpserver import Reply, Server
 
 
-async def test_sd_notify_ready_status_watchdog_stopping(conn, daemons, tmp_path) -> None:
+async def test_sd_notify_ready_status_watchdog_stopping(
+    conn: Conn, daemons: StartDaemon, tmp_path: Path
+) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
     try:
         env = importd_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
@@ -70,7 +81,9 @@ async def test_sd_notify_ready_status_watchdog_stopping(conn, daemons, tmp_path)
         notify.close()
 
 
-async def test_json_logs_carry_job_fields_and_never_a_secret(conn, dsn, daemons, tmp_path) -> None:
+async def test_json_logs_carry_job_fields_and_never_a_secret(
+    conn: Conn, dsn: str, daemons: StartDaemon, tmp_path: Path
+) -> None:
     token = "tok-very-secret-" + "x" * 20
     password = "pa55-w0rd-secret"
     await conn.execute(f"ALTER ROLE CURRENT_USER PASSWORD '{password}'")
@@ -135,10 +148,11 @@ async def scrape_when(port: int, want: dict[str, float]) -> dict[str, float]:
         values = scrape(port)
         return values if all(values.get(k) == v for k, v in want.items()) else None
 
-    return await wait_until(check, timeout=20, what=f"metrics {want}")
+    values: dict[str, float] = await wait_until(check, timeout=20, what=f"metrics {want}")
+    return values
 
 
-async def test_metrics_and_health_endpoints(conn, daemons) -> None:
+async def test_metrics_and_health_endpoints(conn: Conn, daemons: StartDaemon) -> None:
     proc = daemons("--poll-interval", "1", "--metrics-address", "127.0.0.1:0", "--concurrency", "4")
     await proc.wait_for_event("metrics_listening")
     port = int(
@@ -244,7 +258,7 @@ def test_secrets_come_from_files_and_credentials(tmp_path: Path) -> None:
     ],
 )
 def test_bad_configuration_is_one_line_with_the_config_exit_code(
-    tmp_path, content, message
+    tmp_path: Path, content: str, message: str
 ) -> None:
     path = tmp_path / "importd.toml"
     path.write_text(content)
@@ -254,7 +268,7 @@ def test_bad_configuration_is_one_line_with_the_config_exit_code(
     assert len(lines) == 1 and message in lines[0], done.stderr
 
 
-def test_importd_config_prints_the_effective_settings_redacted(tmp_path) -> None:
+def test_importd_config_prints_the_effective_settings_redacted(tmp_path: Path) -> None:
     done = run_importd(
         "config",
         "--json",
@@ -278,7 +292,7 @@ def test_readme_documents_every_setting() -> None:
 
 
 async def test_watchdog_keeps_pinging_while_the_database_is_away(
-    pg_server, daemons, tmp_path
+    pg_server: PgServer, daemons: StartDaemon, tmp_path: Path
 ) -> None:
     if pg_server.cluster is None:
         pytest.skip(f"the server ({pg_server.how}) is not the suite's to stop and start")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,13 +15,13 @@ from importd import db
 from importd.lanes import Lane, QueueSlots, RateLimit, plan_lanes
 from importd.repository import Repository
 
-from .helpers import wait_until
+from .helpers import Conn, Drain, StartDaemon, wait_until
 
 FAST = ("--poll-interval", "60", "--rescue-interval", "0.5", "--heartbeat-interval", "0.2")
 
 
-async def count(conn, where: str = "TRUE") -> int:
-    return await conn.fetchval(f"SELECT count(*) FROM import_jobs WHERE {where}")
+async def count(conn: Conn, where: str = "TRUE") -> int:
+    return int(await conn.fetchval(f"SELECT count(*) FROM import_jobs WHERE {where}"))
 
 
 # -- the settings' grammar ----------------------------------------------------------------
@@ -59,7 +60,7 @@ def test_a_job_is_governed_by_its_queue_limit_else_its_kind_limit() -> None:
     assert only.rate == limits[0] and only.queues == ("webhooks",)
 
 
-def test_bad_settings_are_one_line_errors(tmp_path) -> None:
+def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
     from .helpers import run_importd  # noqa: PLC0415
 
     done = run_importd(
@@ -76,7 +77,7 @@ def test_bad_settings_are_one_line_errors(tmp_path) -> None:
 # -- the claim itself ---------------------------------------------------------------------
 
 
-async def test_fair_claim_order_round_robin_within_priority(conn, dsn) -> None:
+async def test_fair_claim_order_round_robin_within_priority(conn: Conn, dsn: str) -> None:
     """One job per claim: the order a single free slot sees."""
     jobs = [importd.NewJob("noop", {"n": i}, tenant_id="A") for i in range(6)]
     jobs += [importd.NewJob("noop", {"n": i}, tenant_id="B") for i in range(2)]
@@ -123,7 +124,7 @@ async def test_fair_claim_order_round_robin_within_priority(conn, dsn) -> None:
         await pool.close()
 
 
-async def test_fair_claim_shares_a_big_claim_evenly(conn, dsn) -> None:
+async def test_fair_claim_shares_a_big_claim_evenly(conn: Conn, dsn: str) -> None:
     await importd.enqueue_many(
         conn, [importd.NewJob("noop", {}, tenant_id=t) for t in "AAAAAAAAAABBBBC"]
     )
@@ -132,7 +133,7 @@ async def test_fair_claim_shares_a_big_claim_evenly(conn, dsn) -> None:
         jobs, _ = await Repository(pool).claim_lane(
             Lane(None, None), 9, "w", lease_margin=1, fair=True
         )
-        tenants = sorted(j.tenant_id for j in jobs)
+        tenants = sorted(str(j.tenant_id) for j in jobs)
         assert tenants == ["A", "A", "A", "A", "B", "B", "B", "B", "C"]
         # with a cap of 2 the same claim takes 2 + 2 + 1 and leaves the rest pending
         await conn.execute(
@@ -142,13 +143,15 @@ async def test_fair_claim_shares_a_big_claim_evenly(conn, dsn) -> None:
         jobs, _ = await Repository(pool).claim_lane(
             Lane(None, None), 9, "w", lease_margin=1, fair=True, tenant_cap=2
         )
-        assert sorted(j.tenant_id for j in jobs) == ["A", "A", "B", "B", "C"]
+        assert sorted(str(j.tenant_id) for j in jobs) == ["A", "A", "B", "B", "C"]
     finally:
         await pool.close()
 
 
 @pytest.mark.timing
-async def test_rate_limited_claim_takes_what_the_limit_allows_and_says_when(conn, dsn) -> None:
+async def test_rate_limited_claim_takes_what_the_limit_allows_and_says_when(
+    conn: Conn, dsn: str
+) -> None:
     await importd.enqueue_many(conn, [importd.NewJob("noop", {}, queue="hooks") for _ in range(10)])
     pool = await db.create_pool(dsn, max_size=2)
     try:
@@ -161,7 +164,7 @@ async def test_rate_limited_claim_takes_what_the_limit_allows_and_says_when(conn
         # then one every 1/4 s; a start may come half an interval early (see rate_take.sql)
         assert wait == pytest.approx(0.125, abs=0.04)
         jobs, wait = await repo.claim_lane(lane, 8, "w", lease_margin=1)
-        assert jobs == [] and 0 < wait <= 0.25
+        assert jobs == [] and wait is not None and 0 < wait <= 0.25
         await asyncio.sleep(wait)  # the behaviour under test: the limit says how long to wait
         jobs, _ = await repo.claim_lane(lane, 8, "w", lease_margin=1)
         assert len(jobs) == 1
@@ -180,7 +183,9 @@ async def test_rate_limited_claim_takes_what_the_limit_allows_and_says_when(conn
 
 @pytest.mark.timing
 @pytest.mark.parametrize("fair", [True, False], ids=["fair", "fifo"])
-async def test_small_tenants_are_not_stuck_behind_a_big_one(runs_table, daemons, fair) -> None:
+async def test_small_tenants_are_not_stuck_behind_a_big_one(
+    runs_table: Conn, daemons: StartDaemon, fair: bool
+) -> None:
     conn = runs_table
     fairness = () if fair else ("--no-fair",)
     procs = [daemons("--concurrency", "4", *FAST, *fairness) for _ in range(2)]
@@ -218,12 +223,12 @@ async def test_small_tenants_are_not_stuck_behind_a_big_one(runs_table, daemons,
     assert [await p.wait_exit() for p in procs] == [0, 0]
 
 
-async def _eq(conn, where: str, n: int) -> bool:
+async def _eq(conn: Conn, where: str, n: int) -> bool:
     return await count(conn, where) == n
 
 
 @pytest.mark.timing
-async def test_tenant_cap_holds_across_three_daemons(conn, daemons) -> None:
+async def test_tenant_cap_holds_across_three_daemons(conn: Conn, daemons: StartDaemon) -> None:
     procs = [daemons("--concurrency", "4", "--tenant-concurrency", "2", *FAST) for _ in range(3)]
     for proc in procs:
         await proc.wait_for_event("daemon_ready")
@@ -255,7 +260,9 @@ async def test_tenant_cap_holds_across_three_daemons(conn, daemons) -> None:
 
 
 @pytest.mark.timing
-async def test_rate_limit_holds_across_three_daemons(runs_table, daemons) -> None:
+async def test_rate_limit_holds_across_three_daemons(
+    runs_table: Conn, daemons: StartDaemon
+) -> None:
     conn = runs_table
     procs = [
         daemons("--concurrency", "8", "--rate-limit", "webhooks=10/s", *FAST) for _ in range(3)
@@ -287,7 +294,7 @@ async def test_rate_limit_holds_across_three_daemons(runs_table, daemons) -> Non
     assert [await p.wait_exit() for p in procs] == [0, 0, 0]
 
 
-async def test_a_full_queue_does_not_delay_another(conn, daemons) -> None:
+async def test_a_full_queue_does_not_delay_another(conn: Conn, daemons: StartDaemon) -> None:
     proc = daemons("--queue", "imports=2", "--queue", "webhooks=1", *FAST)
     await proc.wait_for_event("daemon_ready")
     await importd.enqueue_many(
@@ -313,7 +320,9 @@ async def test_a_full_queue_does_not_delay_another(conn, daemons) -> None:
     assert await count(conn, "status = 'pending'") == 6
 
 
-async def test_a_burst_of_single_row_transactions(conn, dsn, daemons) -> None:
+async def test_a_burst_of_single_row_transactions(
+    conn: Conn, dsn: str, daemons: StartDaemon
+) -> None:
     procs = [daemons("--concurrency", "8", *FAST) for _ in range(2)]
     for proc in procs:
         await proc.wait_for_event("daemon_ready")
@@ -344,7 +353,9 @@ async def test_a_burst_of_single_row_transactions(conn, dsn, daemons) -> None:
     assert sum(e["completed"] for e in stopped) == 10_000
 
 
-async def test_the_notify_switch_silences_the_trigger_and_doctor_says_so(conn, dsn) -> None:
+async def test_the_notify_switch_silences_the_trigger_and_doctor_says_so(
+    conn: Conn, dsn: str
+) -> None:
     from .helpers import Notifications, run_importd  # noqa: PLC0415
 
     heard = await Notifications().start(dsn)
@@ -364,7 +375,7 @@ async def test_the_notify_switch_silences_the_trigger_and_doctor_says_so(conn, d
     await conn.execute(f'ALTER DATABASE "{database}" RESET importd.notify')
 
 
-async def test_drain_with_queue_slots_shares_max_jobs(conn, dsn) -> None:
+async def test_drain_with_queue_slots_shares_max_jobs(conn: Conn, dsn: str) -> None:
     from .helpers import run_importd  # noqa: PLC0415
 
     await importd.enqueue_many(
@@ -378,7 +389,7 @@ async def test_drain_with_queue_slots_shares_max_jobs(conn, dsn) -> None:
     assert await count(conn, "queue = 'c' AND status = 'pending'") == 5
 
 
-def test_sharing_settings_from_the_config_file_and_environment(tmp_path) -> None:
+def test_sharing_settings_from_the_config_file_and_environment(tmp_path: Path) -> None:
     from importd import config  # noqa: PLC0415
 
     path = tmp_path / "importd.toml"
@@ -401,7 +412,7 @@ def test_sharing_settings_from_the_config_file_and_environment(tmp_path) -> None
 
 
 @pytest.mark.timing
-async def test_a_kind_limit_holds_back_only_its_kind(runs_table, drain) -> None:
+async def test_a_kind_limit_holds_back_only_its_kind(runs_table: Conn, drain: Drain) -> None:
     conn = runs_table
     await importd.enqueue_many(
         conn,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -311,7 +312,7 @@ def tls_server(certificate: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
-def server() -> Any:
+def server() -> Iterator[Server]:
     srv = Server().start()
     yield srv
     srv.stop()

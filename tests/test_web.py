@@ -34,7 +34,7 @@ import importd
 from importd import config
 from importd.web import check_settings, create_app
 
-from .helpers import ROOT, importd_env, run_importd, wait_until
+from .helpers import ROOT, Conn, Drain, StartDaemon, importd_env, run_importd, wait_until
 
 TOKEN = "test-web-token-0123456789"
 ARTIFACTS = ROOT / "artifacts" / "web"
@@ -55,8 +55,14 @@ def _find(name: str, *candidates: str) -> str:
     pytest.fail(f"{name} is missing: apt-get install -y chromium chromium-driver (.ci/run does it)")
 
 
+class Browser(webdriver.Chrome):
+    """Chromium with the folder its downloads land in."""
+
+    downloads: Path
+
+
 @pytest.fixture(scope="session")
-def browser() -> Iterator[webdriver.Chrome]:
+def browser() -> Iterator[Browser]:
     """One headless Chromium for the session (a fresh profile, downloads to a temp dir)."""
     binary = _find("chromium", os.environ.get("IMPORTD_TEST_CHROMIUM", ""), "/usr/bin/chromium")
     driver_path = _find(
@@ -82,8 +88,8 @@ def browser() -> Iterator[webdriver.Chrome]:
     options.add_experimental_option(
         "prefs", {"download.default_directory": downloads, "download.prompt_for_download": False}
     )
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.downloads = Path(downloads)  # type: ignore[attr-defined]
+    driver = Browser(service=Service(executable_path=driver_path), options=options)
+    driver.downloads = Path(downloads)
     driver.set_page_load_timeout(30)
     try:
         yield driver
@@ -279,7 +285,9 @@ async def make_job(
     return job_id
 
 
-async def test_overview_shows_real_counts_rates_tenants_and_daemons(conn, web, browser) -> None:
+async def test_overview_shows_real_counts_rates_tenants_and_daemons(
+    conn: Conn, web: Any, browser: Browser
+) -> None:
     for _ in range(3):
         await make_job(conn, "csv", "pending", queue="imports")
     for _ in range(2):
@@ -332,7 +340,9 @@ async def test_overview_shows_real_counts_rates_tenants_and_daemons(conn, web, b
     assert browser.execute_script("return window.__same_page") is True
 
 
-async def test_job_list_and_job_page_follow_changes_without_reload(conn, web, browser) -> None:
+async def test_job_list_and_job_page_follow_changes_without_reload(
+    conn: Conn, web: Any, browser: Browser
+) -> None:
     older = await make_job(conn, "csv", "pending", queue="watch")
     server = await web()
     await sign_in(browser, server)
@@ -390,7 +400,9 @@ async def test_job_list_and_job_page_follow_changes_without_reload(conn, web, br
     assert "frame-ancestors 'none'" in part.headers["content-security-policy"]
 
 
-async def test_running_progress_bar_moves_while_the_job_runs(conn, web, browser, daemons) -> None:
+async def test_running_progress_bar_moves_while_the_job_runs(
+    conn: Conn, web: Any, browser: Browser, daemons: StartDaemon
+) -> None:
     job_id = await importd.enqueue(conn, "steps", {"total": 400, "pause": 0.05}, queue="imports")
     daemon = daemons("--heartbeat-interval", "0.2")
     server = await web()
@@ -439,7 +451,7 @@ async def test_running_progress_bar_moves_while_the_job_runs(conn, web, browser,
 
 
 async def test_failed_import_shows_and_downloads_rejected_rows(
-    conn, drain, web, browser, tmp_path
+    conn: Conn, drain: Drain, web: Any, browser: Browser, tmp_path: Path
 ) -> None:
     await conn.execute(
         "CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL, age int CHECK (age >= 0))"
@@ -488,7 +500,9 @@ async def test_failed_import_shows_and_downloads_rejected_rows(
     assert "three" in rows[1][2] and "sixty" in rows[2][2] and "<script>" in rows[3][2]
 
 
-async def test_script_in_payload_error_and_row_is_inert(conn, drain, web, browser) -> None:
+async def test_script_in_payload_error_and_row_is_inert(
+    conn: Conn, drain: Drain, web: Any, browser: Browser
+) -> None:
     job_id = await importd.enqueue(
         conn,
         "fail",
@@ -533,7 +547,7 @@ async def test_script_in_payload_error_and_row_is_inert(conn, drain, web, browse
     assert answer.headers["x-content-type-options"] == "nosniff"
 
 
-async def test_retry_and_cancel_buttons_change_jobs(conn, web, browser) -> None:
+async def test_retry_and_cancel_buttons_change_jobs(conn: Conn, web: Any, browser: Browser) -> None:
     failed = await make_job(conn, "csv", "failed", error="boom")
     others = [await make_job(conn, "csv", "failed", queue="bulk", error="boom") for _ in range(2)]
     server = await web()
@@ -592,7 +606,9 @@ async def test_retry_and_cancel_buttons_change_jobs(conn, web, browser) -> None:
     )
 
 
-async def test_jobs_keyset_paging_filters_and_search(conn, web, monkeypatch) -> None:
+async def test_jobs_keyset_paging_filters_and_search(
+    conn: Conn, web: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await conn.execute(
         "INSERT INTO import_jobs (kind, queue, status, finished_at, attempts, dedup_key) "
         "SELECT 'csv', 'q' || (i % 3), 'completed', now(), 1, 'up-' || i "
@@ -658,7 +674,7 @@ async def test_jobs_keyset_paging_filters_and_search(conn, web, monkeypatch) -> 
         assert ids_of(page) == [17] and 'id="page-search-older"' not in page
 
 
-async def test_refused_without_the_token(dsn, web, tmp_path) -> None:
+async def test_refused_without_the_token(dsn: str, web: Any, tmp_path: Path) -> None:
     # Off loopback, importd web does not start without a token.
     done = run_importd("web", "--dsn", dsn, "--listen", f"0.0.0.0:{_free_port()}")
     assert done.returncode == 3 and "set web_token" in done.stderr
