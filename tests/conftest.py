@@ -15,9 +15,21 @@ pytest session of its own, hence has a throwaway cluster of its own: in its own 
 directory, on a port of its own (see ``_cluster_port``), so a test that stops and starts
 "the" server only stops its worker's.
 
+The tests come in three layers, one folder each, and ``make test`` runs them in this
+order, stopping at the first layer that fails:
+
+- ``tests/unit``: no database, no process, no network: pure functions, parsers against
+  their references (hypothesis), settings. Seconds.
+- ``tests/integration``: a real PostgreSQL (and local HTTP/TLS servers), importd driven
+  in this process (the ``drain`` fixture, the repository, the handlers).
+- ``tests/acceptance``: real ``importd`` processes, signals, the CLI, pgbouncer, systemd's
+  verifier, the wheel, a headless Chromium.
+
 Every test that needs PostgreSQL (through the ``pg_server`` fixture, or one it starts
-itself, marked ``db``) carries the ``db`` marker: ``pytest -m "not db"`` runs the fast
-tests that need none, and ``make test`` runs those first.
+itself, marked ``db``) carries the ``db`` marker; one under ``tests/unit`` is an error.
+Shared helpers: ``tests/helpers.py`` (fixture types, waits, processes), handlers that
+daemons under test run (``tests/jobs.py``, ``badjobs.py``, ``fleet_jobs.py``), real
+servers (``httpserver.py``, ``pgbouncer.py``), ``url_reference.py``.
 """
 
 from __future__ import annotations
@@ -41,10 +53,14 @@ from .helpers import PgServer as Server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the session's PostgreSQL ``db`` (see the docstring)."""
+    """Mark every test that uses the session's PostgreSQL ``db``, and refuse one in the
+    unit layer (see the docstring)."""
+    unit = Path(__file__).parent / "unit"
     for item in items:
         if "pg_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
+        if item.get_closest_marker("db") and unit in Path(str(item.path)).parents:
+            raise pytest.UsageError(f"{item.nodeid} needs PostgreSQL: it belongs in tests/integration")
 
 
 def _cluster_port() -> int:
@@ -278,3 +294,11 @@ def pgbouncer(pg_server: Server) -> Iterator[Any]:
 def pooled_dsn(dsn: str, pgbouncer: Any) -> str:
     """This test's database through pgbouncer (transaction mode)."""
     return str(pgbouncer.dsn_for(dsn.rpartition("/")[2]))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """An import root (``import_roots``) of this test's own: ``<tmp_path>/imports``."""
+    folder = tmp_path / "imports"
+    folder.mkdir()
+    return folder

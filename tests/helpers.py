@@ -313,3 +313,8 @@ class NotifySocket:
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
         self.sock.close()
+
+
+async def count_jobs(conn: Conn, where: str = "TRUE") -> int:
+    """How many jobs match ``where`` (SQL of the test's own)."""
+    return int(await conn.fetchval(f"SELECT count(*) FROM import_jobs WHERE {where}"))

@@ -1,0 +1,127 @@
+"""Claims plan the same without statistics: on a table that was never analyzed (just
+bulk-loaded) and on one whose statistics say nothing is pending, every statement a claim
+runs reads an index in claim order; none reads and sorts the backlog.
+
+The statements run inside the claim functions, so their plans are read with auto_explain
+(nested statements, as notices). Rate-limited claims run the same functions inside the
+rate limit's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+import importd
+from importd import NewJob, sql
+from tests.helpers import Conn
+
+PENDING = 4000
+TENANTS = 40
+
+
+async def _load(conn: Any, stale: bool) -> None:
+    if stale:
+        # Statistics gathered while the table held only finished jobs.
+        await conn.execute(
+            "INSERT INTO import_jobs (kind, status, attempts, started_at, finished_at) "
+            "SELECT 'noop', 'completed', 1, now(), now() FROM generate_series(1, 3000)"
+        )
+        await conn.execute("ANALYZE import_jobs")
+    for start in range(0, PENDING, 1000):
+        await importd.enqueue_many(
+            conn,
+            [
+                NewJob("noop", {}, tenant_id=f"t{i % TENANTS}", queue="q1" if i % 3 else "q2")
+                for i in range(start, start + 1000)
+            ],
+        )
+
+
+async def _plans(conn: Any, query: str, *args: Any) -> list[str]:
+    """The plans of every statement ``query`` runs, nested ones included; rolled back."""
+    notices: list[str] = []
+
+    def collect(_conn: Any, message: Any) -> None:
+        notices.append(message.message)
+
+    conn.add_log_listener(collect)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "LOAD 'auto_explain'; SET LOCAL auto_explain.log_min_duration = 0; "
+                "SET LOCAL auto_explain.log_nested_statements = on; "
+                "SET LOCAL auto_explain.log_level = notice; "
+                "SET LOCAL auto_explain.log_analyze = on; SET LOCAL auto_explain.log_timing = off"
+            )
+            rows = await conn.fetch(query, *args)
+            assert len(rows) == 16
+            await conn.execute("SET LOCAL auto_explain.log_min_duration = -1")
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        conn.remove_log_listener(collect)
+    plans = [n for n in notices if "import_jobs" in n and "plan:" in n]
+    assert plans, "auto_explain reported no plan"
+    return plans
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _check(plans: list[str]) -> None:
+    for plan in plans:
+        assert not re.search(r"(Seq Scan|Bitmap Heap Scan) on import_jobs", plan), plan
+        # No statement reads the backlog: every scan stops after a few entries.
+        for line in plan.splitlines():
+            if re.search(r"Scan .*on import_jobs", line):
+                rows = re.search(r"actual rows=(\d+) loops=(\d+)", line)
+                assert rows is not None, line
+                assert int(rows[1]) * int(rows[2]) <= 100, plan
+        if "LockRows" in plan:  # a probe: the next jobs in claim order
+            assert "Index Scan using import_jobs_" in plan, plan
+            assert "Sort" not in plan.split("LockRows", 1)[1], plan
+
+
+# A daemon always passes the kinds it has handlers for ($4 / $5); the others are the
+# statements' variants with optional filters.
+KINDS = ["noop", "csv"]
+CLAIMS = {
+    "plain": ("claim_jobs", (16, "w", None, KINDS, 30.0, None, None)),
+    "plain, filtered": ("claim_jobs", (16, "w", ["q1", "q2"], None, 30.0, None, ["x"])),
+    "fair": ("claim_fair", (16, "w", 30.0, None, KINDS, None, None, None, None, None)),
+    "fair, one queue": ("claim_fair", (16, "w", 30.0, ["q1"], KINDS, None, None, None, None, None)),
+    "fair, capped": ("claim_fair", (16, "w", 30.0, None, KINDS, None, None, 1, "q1", "t7")),
+    "fair, filtered": (
+        "claim_fair",
+        (16, "w", 30.0, ["q1", "q2"], None, ["z"], None, 2, None, None),
+    ),
+}
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["never-analyzed", "stale-statistics"])
+async def test_claims_read_an_index_without_statistics(conn: Conn, stale: bool) -> None:
+    await _load(conn, stale)
+    for name, (query, args) in CLAIMS.items():
+        plans = await _plans(conn, sql.query(query), *args)
+        try:
+            _check(plans)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+async def test_without_the_settings_the_same_statement_sorts_the_backlog(conn: Conn) -> None:
+    # The control: the plain claim's statement outside its function, on the same
+    # never-analyzed table, reads every pending row and sorts them. What the function's
+    # settings prevent.
+    await _load(conn, stale=False)
+    statement = (
+        "EXPLAIN SELECT id FROM import_jobs WHERE status = 'pending' AND run_at <= now() "
+        "ORDER BY priority, run_at, id LIMIT 16 FOR UPDATE SKIP LOCKED"
+    )
+    plan = "\n".join(r[0] for r in await conn.fetch(statement))
+    assert "Sort" in plan, plan

@@ -1,0 +1,131 @@
+"""The http handler (the pg_net replacement) against a real local HTTP server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+import importd
+from tests.helpers import Conn, Drain
+from tests.httpserver import Reply, Server
+
+TOKEN = "tok-" + "s3cr3t" * 4
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def call(drain: Drain, server: Server) -> Drain:
+    async def run(**overrides: Any) -> int:
+        return await drain(
+            url_prefixes=(server.url + "/",),
+            http_token=TOKEN,
+            backoff_base=0.1,
+            backoff_jitter=0,
+            **overrides,
+        )
+
+    return run
+
+
+async def row(conn: Conn, job_id: int) -> Any:
+    return await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
+
+
+async def test_success_posts_the_job_with_the_bearer_token(
+    conn: Conn, server: Server, call: Drain, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = server.route(
+        "/fn", Reply(200, b'{"ok": true, "n": 3}', {"Content-Type": "application/json"})
+    )
+    job_id = await importd.enqueue(conn, "http", {"url": url, "file": "u.csv"}, queue="hooks")
+    assert await call() == 0
+    done = await row(conn, job_id)
+    assert done["status"] == "completed"
+    assert done["result"] == {"status": 200, "body": {"ok": True, "n": 3}}
+    (hit,) = server.hits("/fn")
+    assert hit.method == "POST"
+    assert json.loads(hit.body) == {
+        "id": job_id,
+        "kind": "http",
+        "queue": "hooks",
+        "attempt": 1,
+        "payload": {"url": url, "file": "u.csv"},
+    }
+    assert hit.headers["Authorization"] == f"Bearer {TOKEN}"
+    # The token is nowhere but on the wire.
+    assert TOKEN not in json.dumps({k: str(v) for k, v in dict(done).items()})
+    out = capsys.readouterr()
+    assert TOKEN not in out.out + out.err
+
+
+async def test_server_error_then_success_is_retried(
+    conn: Conn, server: Server, call: Drain
+) -> None:
+    url = server.route("/fn", Reply(500, b"database is down"), Reply(200, b"fine"))
+    job_id = await importd.enqueue(conn, "http", {"url": url})
+    assert await call() in (0, 11)
+    first = await row(conn, job_id)
+    if first["status"] == "pending":  # the retry was not yet due when the drain ended
+        assert "HTTP 500 from the endpoint: database is down" in first["last_error"]
+        await conn.execute("UPDATE import_jobs SET run_at = now() WHERE id = $1", job_id)
+        assert await call() == 0
+    done = await row(conn, job_id)
+    assert done["status"] == "completed" and done["attempts"] == 2
+    assert done["result"] == {"status": 200, "body": "fine"}
+
+
+async def test_429_retry_after_sets_the_next_run(conn: Conn, server: Server, call: Drain) -> None:
+    url = server.route("/fn", Reply(429, b"slow down", {"Retry-After": "30"}))
+    job_id = await importd.enqueue(conn, "http", {"url": url})
+    before = datetime.now(UTC)
+    assert await call() == 11
+    pending = await row(conn, job_id)
+    assert pending["status"] == "pending" and pending["attempts"] == 1
+    assert 28 <= (pending["run_at"] - before).total_seconds() <= 32
+    assert "HTTP 429" in pending["last_error"]
+
+
+async def test_404_fails_at_once_with_status_and_body(
+    conn: Conn, server: Server, call: Drain
+) -> None:
+    url = server.route("/fn", Reply(404, b"function not found: import-users"))
+    job_id = await importd.enqueue(conn, "http", {"url": url})
+    assert await call() == 10
+    failed = await row(conn, job_id)
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert "HTTP 404" in failed["last_error"]
+    assert "function not found: import-users" in failed["last_error"]
+
+
+async def test_an_endpoint_that_never_answers_times_out(
+    conn: Conn, server: Server, call: Drain
+) -> None:
+    url = server.route("/fn", Reply(200, b"too late", delay=5))
+    job_id = await importd.enqueue(conn, "http", {"url": url}, timeout=1, max_attempts=1)
+    assert await call() == 10
+    failed = await row(conn, job_id)
+    assert failed["status"] == "failed"
+    assert (
+        "did not answer within 1 s" in failed["last_error"] or "JobTimeout" in failed["last_error"]
+    )
+
+
+async def test_urls_outside_the_prefixes_and_missing_urls_are_refused(
+    conn: Conn, server: Server, call: Drain
+) -> None:
+    outside = await importd.enqueue(conn, "http", {"url": "https://evil.example/steal"})
+    missing = await importd.enqueue(conn, "http", {})
+    assert await call() == 10
+    assert "not under an allowed prefix" in (await row(conn, outside))["last_error"]
+    assert "payload.url: required" in (await row(conn, missing))["last_error"]
+    assert server.seen == []
