@@ -21,18 +21,20 @@ SQL text left in Python. docs/ARCHITECTURE.md is the map.
 
 from __future__ import annotations
 
-from .executor import JobContext
+from .context import HandlerSettings, JobContext
 from .handlers import handler
-from .models import InvalidPayload, Job, Outcome, PermanentError, Status
+from .models import InvalidPayload, Job, Outcome, PermanentError, RetryLater, Status
 from .repository import NewJob, enqueue, enqueue_many
 
 __all__ = [
+    "HandlerSettings",
     "InvalidPayload",
     "Job",
     "JobContext",
     "NewJob",
     "Outcome",
     "PermanentError",
+    "RetryLater",
     "Status",
     "enqueue",
     "enqueue_many",

@@ -8,8 +8,6 @@ import contextvars
 import enum
 import functools
 import inspect
-import json
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -22,11 +20,11 @@ import structlog
 
 from .backoff import Backoff
 from .config import Settings
+from .context import Fence, HandlerSettings, JobContext, encode_result
 from .db import (
     clean_text,
     describe_db_error,
     is_transient,
-    redact_value,
     retry_transient,
     traceback_text,
 )
@@ -34,7 +32,7 @@ from .guard import LeaseKeeper
 from .handlers import Registry
 from .metrics import Metrics
 from .models import Job, Outcome, PermanentError, RetryLater, Status
-from .repository import Repository
+from .repository import Repository, save_checkpoint
 
 log = structlog.get_logger("importd.executor")
 
@@ -54,107 +52,6 @@ class StopReason(enum.StrEnum):
     # A service of the daemon died: the runs end with their attempt counted, so a job
     # that crashes its daemon uses up its attempts instead of looping.
     CRASH = "crash"
-
-
-# The largest value a bigint progress column holds.
-_BIGINT_MAX = 2**63 - 1
-
-
-class JobContext:
-    """What a handler gets besides its job: a connection pool, a bound logger, progress
-    reporting, the deadline, the daemon's settings and its shared HTTP client."""
-
-    def __init__(
-        self,
-        job: Job,
-        pool: asyncpg.Pool,
-        logger: Any,
-        deadline: float,
-        worker_id: str,
-        repo: Repository,
-        settings: Settings | None = None,
-        http: httpx.AsyncClient | None = None,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.job = job
-        self._metrics = metrics
-        self._rows_seen = (job.rows_done, job.rows_failed)  # an earlier attempt's count
-        self.pool = pool
-        self.log = logger
-        self.deadline = deadline  # on the event loop's clock
-        self.worker_id = worker_id
-        self._repo = repo
-        self.settings = settings or Settings()
-        self.http = http  # one shared client per daemon
-        self._progress: dict[str, int | None] = {}
-        self.started = asyncio.get_running_loop().time()
-        self.finished_in_transaction = False
-
-    @property
-    def remaining(self) -> float:
-        """Seconds left before the job's timeout (also from a synchronous handler's thread)."""
-        return self.deadline - time.monotonic()
-
-    def progress(
-        self,
-        done: int | None = None,
-        total: int | None = None,
-        *,
-        failed: int | None = None,
-        bytes_read: int | None = None,
-    ) -> None:
-        """Record progress; the heartbeat writes it to the job row about once a second.
-
-        Raises ``ValueError`` here, in the handler, for a value the job row cannot hold:
-        not an integer, negative, beyond a bigint, or ``done`` above ``total``."""
-        given = (
-            ("rows_done", "done", done),
-            ("rows_total", "total", total),
-            ("rows_failed", "failed", failed),
-            ("bytes_read", "bytes_read", bytes_read),
-        )
-        for _, name, value in given:
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(
-                    f"ctx.progress: {name} must be an int, not {type(value).__name__} {value!r}"
-                )
-            if not 0 <= value <= _BIGINT_MAX:
-                raise ValueError(f"ctx.progress: {name} must be between 0 and 2**63-1, not {value}")
-        new_done = done if done is not None else self._progress.get("rows_done")
-        new_total = total if total is not None else self._progress.get("rows_total")
-        if new_done is not None and new_total is not None and new_done > new_total:
-            raise ValueError(f"ctx.progress: done ({new_done}) is more than total ({new_total})")
-        for key, _, value in given:
-            if value is not None:
-                self._progress[key] = value
-        if self._metrics is not None and (done is not None or failed is not None):
-            seen_done, seen_failed = self._rows_seen
-            new_done = done if done is not None else seen_done
-            new_failed = failed if failed is not None else seen_failed
-            self._metrics.rows_progress(
-                self.job.kind, new_done - seen_done, new_failed - seen_failed
-            )
-            self._rows_seen = (new_done, new_failed)
-
-    def take_progress(self) -> dict[str, int | None]:
-        """The progress recorded so far (for the heartbeat)."""
-        return dict(self._progress)
-
-    async def complete_in(self, conn: asyncpg.Connection, result: Any = None) -> bool:
-        """Mark the job completed inside ``conn``'s open transaction, so that the
-        handler's own writes and the completion commit together. False when the lease is
-        lost: the handler must then roll back (raise). A result PostgreSQL cannot store
-        raises ``ValueError``."""
-        problem = result_problem(result)
-        if problem is not None:
-            raise ValueError(f"ResultNotJSON: the job's result cannot be stored: {problem}")
-        applied = await self._repo.finish(
-            self.worker_id, [(self.job, Outcome.completed(result))], conn=conn
-        )
-        self.finished_in_transaction = self.job.id in applied
-        return self.finished_in_transaction
 
 
 @dataclass
@@ -258,63 +155,6 @@ def describe_error(exc: BaseException) -> str:
     return clean_text(text, MAX_ERROR_CHARS)
 
 
-def _where(path: Sequence[Any]) -> str:
-    return "$" + "".join(f"[{p!r}]" if isinstance(p, str) else f"[{p}]" for p in path)
-
-
-def result_problem(result: Any) -> str | None:
-    """Why PostgreSQL's jsonb would refuse ``result``, or None when it is storable."""
-    return encode_result(result)[1]
-
-
-def encode_result(result: Any) -> tuple[str | None, str | None]:
-    """``result`` as the JSON text to store, or why PostgreSQL's jsonb would refuse it:
-    (text, None) or (None, problem). None encodes as (None, None).
-
-    JSON has no NaN or Infinity, and PostgreSQL text (and so jsonb) holds neither a NUL
-    character nor half of a surrogate pair; everything else json.dumps refuses too."""
-    if result is None:
-        return None, None
-    stack: list[tuple[Any, tuple[Any, ...]]] = [(result, ())]
-    seen: set[int] = set()
-    shared = False
-    while stack:
-        value, path = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            return None, f"{value!r} at {_where(path)} is not a JSON number"
-        if isinstance(value, str):
-            if "\x00" in value:
-                return None, f"the string at {_where(path)} holds a NUL character (\\u0000)"
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return None, (
-                    f"the string at {_where(path)} is not valid Unicode (a lone surrogate)"
-                )
-        elif isinstance(value, dict | list | tuple):
-            if id(value) in seen:
-                shared = True  # perhaps a cycle: json.dumps below names it
-                continue
-            seen.add(id(value))
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    if isinstance(key, str) and (
-                        "\x00" in key
-                        or key.encode("utf-8", "surrogatepass") != key.encode("utf-8", "replace")
-                    ):
-                        return None, f"a key at {_where(path)} holds a NUL or lone surrogate"
-                    stack.append((item, (*path, key)))
-            else:
-                stack.extend((item, (*path, n)) for n, item in enumerate(value))
-    try:
-        if shared:
-            json.dumps(result, allow_nan=False)  # a cycle fails here, named as one
-        # What is stored is redacted, like every result (a token an endpoint echoed).
-        return json.dumps(redact_value(result), allow_nan=False), None
-    except (TypeError, ValueError, RecursionError) as exc:
-        return None, str(exc) or type(exc).__name__
-
-
 def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004  (an instance with an async __call__)
@@ -339,7 +179,7 @@ class Executor:
         http: httpx.AsyncClient | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self._settings = settings
+        self._handler_settings = HandlerSettings.of(settings or Settings())
         self._http = http
         self.metrics = metrics or Metrics(
             kinds=registry.kinds,
@@ -366,6 +206,20 @@ class Executor:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(slots, 1), thread_name_prefix="importd-handler"
         )
+
+    def _fence(self, job: Job) -> Fence:
+        """The writes ``job``'s handler may make in its own transaction, under its lease."""
+
+        async def finish(conn: asyncpg.Connection, outcome: Outcome) -> bool:
+            applied = await self._repo.finish(self._worker_id, [(job, outcome)], conn=conn)
+            return job.id in applied
+
+        async def checkpoint(
+            conn: asyncpg.Connection, data: dict[str, Any], **counters: Any
+        ) -> bool:
+            return await save_checkpoint(conn, job, self._worker_id, data, **counters)
+
+        return Fence(finish=finish, checkpoint=checkpoint)
 
     def close(self) -> None:
         """Release the handler threads (each finishes what it runs)."""
@@ -443,14 +297,13 @@ class Executor:
         )
         ctx = JobContext(
             job,
-            self._pool,
-            bound,
-            started + job.timeout,
-            self._worker_id,
-            self._repo,
-            self._settings,
-            self._http,
-            self.metrics,
+            pool=self._pool,
+            log=bound,
+            deadline=started + job.timeout,
+            settings=self._handler_settings,
+            http=self._http,
+            fence=self._fence(job),
+            on_rows=functools.partial(self.metrics.rows_progress, job.kind),
         )
         ctx.started = started
         task = asyncio.current_task()

@@ -17,7 +17,8 @@ from .jobs import _record
 async def thumbnail(job: importd.Job, ctx: importd.JobContext) -> Any:
     """Record the run (``test_runs``, when it exists) and say who ran it."""
     await _record(job, ctx)
-    return {"by": ctx.worker_id}
+    by = await ctx.pool.fetchval("SELECT locked_by FROM import_jobs WHERE id = $1", job.id)
+    return {"by": by}
 
 
 @importd.handler("slow_tx")

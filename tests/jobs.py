@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from typing import Any
 
 import asyncpg
@@ -51,12 +52,12 @@ async def record(job: importd.Job, ctx: importd.JobContext) -> Any:
 async def _record(job: importd.Job, ctx: importd.JobContext) -> None:
     # Tests that count runs create test_runs; the others do not need it.
     with contextlib.suppress(asyncpg.UndefinedTableError):
+        # The daemon that runs it: the one whose lease the row holds (locked_by).
         await ctx.pool.execute(
             "INSERT INTO test_runs (job_id, attempt, worker, started_at) "
-            "VALUES ($1, $2, $3, clock_timestamp())",
+            "SELECT id, $2, locked_by, clock_timestamp() FROM import_jobs WHERE id = $1",
             job.id,
             job.attempt,
-            ctx.worker_id,
         )
 
 
@@ -79,3 +80,22 @@ async def steps(job: importd.Job, ctx: importd.JobContext) -> Any:
         ctx.progress(done, total, bytes_read=done * 100)
         await asyncio.sleep(pause)
     return {"rows": total}
+
+
+@importd.handler("introspect")
+async def introspect(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """What the handler can reach through its context: the names it offers, the names
+    of its settings, and the positions of the ``payload.needles`` that appear anywhere
+    in either (but the job itself)."""
+    # Everything but the job itself (its payload holds the needles).
+    seen = repr({k: v for k, v in vars(ctx).items() if k != "job"})
+    seen += repr(dataclasses.asdict(ctx.settings))
+    seen += "".join(
+        str(getattr(ctx, name, "")) for name in dir(ctx) if name not in ("job", "__dict__")
+    )
+    return {
+        "context": sorted(name for name in dir(ctx) if not name.startswith("_")),
+        "own": sorted(vars(ctx)),
+        "settings": sorted(f.name for f in dataclasses.fields(ctx.settings)),
+        "found": [n for n, needle in enumerate(job.payload.get("needles", [])) if needle in seen],
+    }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 if TYPE_CHECKING:
-    from ..executor import JobContext
+    from ..context import JobContext
     from ..models import Job
 
 log = structlog.get_logger("importd.handlers")

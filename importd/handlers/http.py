@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
+from ..context import JobContext
 from ..db import redact_value
-from ..executor import JobContext
 from ..models import InvalidPayload, Job, PermanentError
 from .sources import check_url, status_error
 

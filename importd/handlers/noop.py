@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..models import InvalidPayload
 
 if TYPE_CHECKING:
-    from ..executor import JobContext
+    from ..context import JobContext
     from ..models import Job
 
 

@@ -11,7 +11,7 @@ import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importd.executor import result_problem
+from importd.context import result_problem
 from tests.helpers import Conn
 from tests.unit.test_outcomes import _chars, _has_surrogate
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from importd.context import result_problem
 from importd.db import clean_text
-from importd.executor import result_problem
 
 # Text with what PostgreSQL refuses mixed in: NUL and halves of surrogate pairs.
 _chars = st.one_of(st.characters(), st.sampled_from(["\x00", "\ud800", "\udfff", "\ud83d"]))
@@ -62,7 +62,7 @@ def test_clean_text_fits_a_text_column(text: str) -> None:
 async def test_progress_refuses_what_the_job_row_cannot_hold() -> None:
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    from importd.executor import JobContext  # noqa: PLC0415
+    from importd.context import JobContext  # noqa: PLC0415
     from importd.models import Job  # noqa: PLC0415
 
     now = datetime.now(UTC)
@@ -79,7 +79,7 @@ async def test_progress_refuses_what_the_job_row_cannot_hold() -> None:
         timeout=60,
         created_at=now,
     )
-    ctx = JobContext(job, None, None, 0.0, "w", None)  # type: ignore[arg-type]
+    ctx = JobContext(job, pool=None, log=None, deadline=0.0)
     cases: list[tuple[Callable[[], object], str]] = [
         (lambda: ctx.progress(done=-1), "done must be between 0 and 2**63-1, not -1"),
         (lambda: ctx.progress(done=2**63), "done must be between 0 and 2**63-1"),

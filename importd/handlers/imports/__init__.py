@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...executor import JobContext
+from ...context import JobContext
 from ...models import Job
 from .common import LeaseLost, TooManyErrors
 from .job import Import

@@ -14,9 +14,9 @@ import asyncpg
 import httpx
 
 from ... import tables
-from ...executor import JobContext
+from ...context import JobContext
 from ...models import Job, PermanentError
-from ...repository import RowFailure, forget_failures, record_failures, save_checkpoint
+from ...repository import RowFailure, forget_failures, record_failures
 from .. import sources, spec
 from ..records import NdjsonRows, Records
 from . import reading
@@ -355,10 +355,8 @@ class Import:
         self, conn: asyncpg.Connection, checkpoint: dict[str, Any], total: int | None = None
     ) -> bool:
         """Write ``checkpoint`` and the counters, fenced by the lease."""
-        return await save_checkpoint(
+        return await self.ctx.save_checkpoint(
             conn,
-            self.job,
-            self.ctx.worker_id,
             checkpoint,
             rows_done=self.loaded,
             rows_failed=self.failed,
