@@ -1,9 +1,10 @@
-"""The composition root: pool, listener, worker, rescuer and supervisor in one TaskGroup.
+"""The composition root: pools, then every service (``services.py``) in one order.
 
 Signals are installed here and only here: the first SIGTERM/SIGINT starts a graceful
 shutdown (stop claiming, wait up to the grace, interrupt the rest and write them back to
-pending); a second one skips the wait. If any service dies, the others are stopped, the
-running jobs are written back, and the process exits non-zero for systemd to restart it.
+pending); a second one skips the wait. If any service dies, the others are stopped in
+order with no grace, the running jobs are written back with their attempt counted, and
+the process exits non-zero for systemd to restart it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from ._version import version
 from .backoff import Backoff
 from .cluster import ClusterError, persistent
 from .config import Settings
-from .executor import Executor, ResultWriter, StopReason
+from .executor import Executor, ResultWriter
 from .fleet import REFRESH_INTERVAL, Registration
 from .guard import LeaseKeeper, LoopMonitor
 from .lanes import QueueSlots
@@ -37,6 +38,7 @@ from .metrics import HealthServer, Metrics
 from .models import ExitCode, Status
 from .repository import Repository
 from .rescuer import Rescuer
+from .services import FINISHED, Loop, Service, Services, Stopping
 from .systemd import Notifier
 from .worker import TICK, Worker, WorkerOptions, Workers
 
@@ -132,8 +134,7 @@ class Daemon:
         self.settings = settings
         self.drain = drain
         self.worker_id = f"{settings.worker_id}:{secrets.token_hex(3)}"
-        self.stop_event = asyncio.Event()
-        self.hurry = asyncio.Event()
+        self.stopping = Stopping(settings.shutdown_grace)
         self.notifier = Notifier()
         self.interrupted = 0
         self.notifications = 0
@@ -143,17 +144,14 @@ class Daemon:
         # narrows them), and the queues (None: every queue). Set once handlers load.
         self.kinds: list[str] = []
         self.queues: list[str] | None = None
-        self._logged: set[int] = set()  # ids of service errors already logged
 
     def request_stop(self, why: str) -> None:
         """First call: graceful shutdown. Later calls: skip the grace."""
-        if not self.stop_event.is_set():
+        if self.stopping.request(why):
             log.info("shutdown_requested", reason=why, grace_s=self.settings.shutdown_grace)
-            self.stop_event.set()
             self.notifier.stopping()
         else:
             log.warning("shutdown_hurried", reason=why)
-            self.hurry.set()
 
     async def run(self) -> int:
         """Start, serve until stopped (or drained), shut down; returns the exit code."""
@@ -258,6 +256,14 @@ class Daemon:
         )
         executor.metrics.loop_lag.set_function(lambda: monitor.lag)
 
+        services = Services(self.stopping)
+        order = self._services(
+            registration, keeper, monitor, writer, executor, repo, rescuer, listener, workers
+        )
+        if drain is not None:
+            # drain rescues once up front: jobs a dead daemon held are runnable too.
+            workers.before = rescuer.rescue_once
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
@@ -270,80 +276,19 @@ class Daemon:
             queues=self.queues,
             listen=listener is not None,
         )
-        writer_task = asyncio.create_task(writer.run(), name="writer")
-        keeper.start(executor.leases_lost)
-        monitor.start()
         code = ExitCode.OK
-        timed_out = False
         try:
-            async with asyncio.TaskGroup() as tg:
-                services = []
-
-                def service(name: str, work: Awaitable[None]) -> None:
-                    services.append(tg.create_task(self._guard(name, work), name=name))
-
-                if listener is not None:
-                    service("listener", listener.run())
-                service("registration", registration.run())
-                service("loop-beat", monitor.beat())
-                if drain is None:
-                    service("rescuer", rescuer.run())
-                    service("supervisor", self._supervise(workers, executor, listener, monitor))
-                else:
-                    # drain rescues once up front: jobs a dead daemon held are runnable too.
-                    await rescuer.rescue_once()
-                    if drain.on_progress is not None:
-                        service(
-                            "progress", self._report(repo, executor, workers, drain.on_progress)
-                        )
-                service("stop-watch", self._stop_on(workers))
-                if s.metrics_address and drain is None:
-                    health = HealthServer(
-                        s.metrics_address,
-                        executor.metrics,
-                        alive=lambda: self._problem(workers, None, monitor, 10.0),
-                        ready=lambda: (
-                            self.schema_current and (listener is None or listener.connected)
-                        ),
-                    )
-                    service("metrics", health.run())
-                    service("sampler", self._sample(repo, executor.metrics))
-                try:
-                    async with asyncio.timeout(drain.timeout if drain else None):
-                        await workers.run()
-                except TimeoutError:
-                    timed_out = True
-                    log.warning("drain_timeout", timeout_s=drain.timeout if drain else None)
-                except BaseException:
-                    # A service (or the loop itself) died: no grace. The running jobs
-                    # end with their attempt counted (a job that crashes its daemon must
-                    # use up its attempts), then the TaskGroup reports the cause.
-                    self.interrupted = await workers.shutdown(0, self.hurry, StopReason.CRASH)
-                    raise
-                self.interrupted = await workers.shutdown(
-                    s.shutdown_grace if not timed_out else 0, self.hurry
-                )
-                for task in services:
-                    task.cancel()
-        except* Exception as group:
-            for exc in _leaves(group):
-                if id(exc) not in self._logged:
-                    log.error(
-                        "service_crashed",
-                        service="worker",
-                        error=db.describe_db_error(exc),
-                        exc_info=exc,
-                    )
+            await services.run(order, main=workers)
+        except Exception as exc:  # outside every service (they are guarded)
+            services.log_crash("daemon", exc)
             code = ExitCode.ERROR
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
-            writer.close()
-            await writer_task
-            await registration.leave()
-            monitor.stop()
-            keeper.stop()
             executor.close()
+        if services.crashed:
+            code = ExitCode.ERROR
+        self.interrupted = workers.interrupted
         if drain is not None and code is ExitCode.OK:
             await self._left_unserved(repo, registry)
         stats = executor.stats
@@ -351,7 +296,8 @@ class Daemon:
             ended = self._ended(executor)
             drain.on_progress(ended, max(self.progress_total, ended))
         if code is ExitCode.OK and drain is not None:
-            code = self._drain_code(executor, interrupted=timed_out or self.stop_event.is_set())
+            interrupted = any(why != FINISHED for why in self.stopping.asked)
+            code = self._drain_code(executor, interrupted=interrupted)
         log.info(
             "daemon_stopped",
             completed=stats.completed,
@@ -365,6 +311,76 @@ class Daemon:
             exit_code=int(code),
         )
         return code
+
+    def _services(
+        self,
+        registration: Registration,
+        keeper: LeaseKeeper,
+        monitor: LoopMonitor,
+        writer: ResultWriter,
+        executor: Executor,
+        repo: Repository,
+        rescuer: Rescuer,
+        listener: Listener | None,
+        workers: Workers,
+    ) -> list[Service]:
+        """Every service of this daemon, in the order they start (they stop in reverse):
+        what the others lean on comes first, so that it is still there while they stop.
+        The workers stop first (claims end, running jobs get the grace, then are
+        interrupted) while the listener still hears cancels and the writer still writes;
+        the writer finishes every queued outcome before the lease keeper stops; the
+        daemon leaves the registry last."""
+        s, drain = self.settings, self.drain
+        stopping = self.stopping
+
+        async def heartbeat() -> None:
+            keeper.start(executor.leases_lost)
+            monitor.start()
+            try:
+                await monitor.beat()
+            finally:
+                monitor.stop()
+                keeper.stop()
+
+        order: list[Service] = [
+            Loop("registration", registration.run, after=registration.leave),
+            Loop("heartbeat", heartbeat),
+            Loop("writer", writer.run, stop=writer.close, grace=None),
+        ]
+        if drain is None:
+            order.append(Loop("rescuer", rescuer.run))
+            if s.metrics_address:
+                health = HealthServer(
+                    s.metrics_address,
+                    executor.metrics,
+                    alive=lambda: self._problem(workers, None, monitor, 10.0),
+                    ready=lambda: self.schema_current and (listener is None or listener.connected),
+                )
+                order.append(Loop("metrics", health.run))
+                order.append(Loop("sampler", lambda: self._sample(repo, executor.metrics)))
+        if listener is not None:
+            order.append(Loop("listener", listener.run))
+        if drain is None:
+            order.append(
+                Loop("supervisor", lambda: self._supervise(workers, executor, listener, monitor))
+            )
+        else:
+            if drain.on_progress is not None:
+                report = drain.on_progress
+                order.append(
+                    Loop("progress", lambda: self._report(repo, executor, workers, report))
+                )
+            if drain.timeout is not None:
+                timeout = drain.timeout
+
+                async def timer() -> None:
+                    await asyncio.sleep(timeout)
+                    log.warning("drain_timeout", timeout_s=timeout)
+                    stopping.request("drain_timeout", grace=0)
+
+                order.append(Loop("drain-timeout", timer))
+        order.append(workers)
+        return order
 
     def _counting(
         self, notify: Callable[[str | None], None], metrics: Metrics
@@ -453,7 +469,7 @@ class Daemon:
             Worker(repo, executor, o, backlog=lambda: writer.backlog, claimed_so_far=claimed_so_far)
             for o in options
         )
-        return Workers(members)
+        return Workers(members, executor, self.stopping)
 
     def _drain_code(self, executor: Executor, *, interrupted: bool) -> ExitCode:
         final = executor.stats.last_status.values()
@@ -473,23 +489,6 @@ class Daemon:
         m.since_wake.set_function(
             lambda: loop.time() - workers.last_wake if workers.last_wake else 0.0
         )
-
-    async def _guard(self, name: str, work: Awaitable[None]) -> None:
-        """Run one service; an unexpected error is logged here, once, with its traceback
-        and the real cause (not the TaskGroup's wrapper), then ends the daemon."""
-        try:
-            await work
-        except Exception as exc:
-            for cause in _leaves(exc):
-                self._logged.add(id(cause))
-                log.error(
-                    "service_crashed",
-                    service=name,
-                    error=db.describe_db_error(cause),
-                    exc_info=cause,
-                )
-            self._logged.add(id(exc))
-            raise
 
     def _problem(
         self,
@@ -550,10 +549,6 @@ class Daemon:
         stats = executor.stats
         return stats.completed + stats.failed + stats.retried + stats.cancelled
 
-    async def _stop_on(self, workers: Workers) -> None:
-        await self.stop_event.wait()
-        workers.stop()
-
     async def _supervise(
         self,
         workers: Workers,
@@ -584,13 +579,6 @@ class Daemon:
             f"running {workers.in_flight}/{self.settings.total_slots}, "
             f"{executor.stats.completed:,} done, {listening}"
         )
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The errors inside (nested) exception groups: the causes, not their wrappers."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 EMBEDDED_DIR = Path("~/.local/share/importd/postgres")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -27,6 +28,9 @@ from .executor import Executor, StopReason
 from .lanes import Lane, RateLimit, plan_lanes
 from .models import Job
 from .repository import Repository
+
+if TYPE_CHECKING:
+    from .services import Stopping
 
 log = structlog.get_logger("importd.worker")
 
@@ -102,6 +106,11 @@ class Worker:
         return len(self._tasks)
 
     @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The tasks of the jobs started and not yet written back."""
+        return list(self._tasks)
+
+    @property
     def name(self) -> str:
         return self._opts.name
 
@@ -130,7 +139,7 @@ class Worker:
         self._kick.set()
 
     def stop(self) -> None:
-        """Stop claiming; ``run`` then waits for the running jobs (see ``shutdown``)."""
+        """Stop claiming: ``run`` returns (``Workers`` settles the running jobs)."""
         self._stopping = True
         self._kick.set()
 
@@ -334,45 +343,28 @@ class Worker:
             except TimeoutError:
                 pass
 
-    async def shutdown(
-        self, grace: float, hurry: asyncio.Event, reason: StopReason = StopReason.SHUTDOWN
-    ) -> int:
-        """Wait up to ``grace`` seconds (or until ``hurry``) for running jobs, cancel the
-        rest for ``reason`` (a shutdown writes them back to pending, a crash counts their
-        attempt), and wait for those writes. Returns how many were interrupted."""
-        self.stop()
-        if self._tasks and grace > 0 and not hurry.is_set():
-            log.info("shutdown_waiting", running=len(self._tasks), grace_s=grace)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + grace
-            hurry_wait = asyncio.create_task(hurry.wait())
-            try:
-                while self._tasks and not hurry.is_set():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    await asyncio.wait(
-                        [*self._tasks, hurry_wait],
-                        timeout=remaining,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-            finally:
-                hurry_wait.cancel()
-        interrupted = len(self._tasks)
-        if interrupted:
-            log.warning("shutdown_interrupting", running=interrupted)
-            self._executor.stop_all(reason)
-            await asyncio.wait(list(self._tasks))
-        return interrupted
-
 
 class Workers:
     """The workers of one daemon, one per served queue (or one for every queue), seen
-    from the daemon as one: notifications fan out, stop and shutdown reach all."""
+    from the daemon as one service: notifications fan out, a stop reaches all.
 
-    def __init__(self, workers: Sequence[Worker]) -> None:
+    Its stop has two phases, both driven by ``Stopping``: stop claiming and wait for the
+    running jobs while the grace lasts (and the stop is not hurried), then interrupt the
+    rest (the executor cancels their handlers for ``Stopping.job_reason``) and wait for
+    their write-backs. The claim loops themselves are never cancelled by a stop: a claim
+    in flight starts what it leased, which is then interrupted and written back, rather
+    than being left leased to nobody."""
+
+    name = "worker"
+
+    def __init__(self, workers: Sequence[Worker], executor: Executor, stopping: Stopping) -> None:
         self.members = list(workers)
         self.first_claim_done = asyncio.Event()
+        self.interrupted = 0  # runs still going when the stop interrupted them
+        # Awaited before the first claim (a drain's rescue of jobs a dead daemon held).
+        self.before: Callable[[], Awaitable[object]] | None = None
+        self._executor = executor
+        self._stopping = stopping
 
     @property
     def in_flight(self) -> int:
@@ -395,27 +387,67 @@ class Workers:
         for w in self.members:
             w.notify(queue)
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Stop claiming; ``run`` then settles the running jobs (see the class)."""
         for w in self.members:
             w.stop()
 
+    def grace(self, stopping: Stopping) -> float | None:
+        """None: the workers end their runs within ``stopping``'s grace themselves."""
+        return None
+
     async def run(self) -> None:
-        """Run every worker; returns when all have returned (stopped, or drained)."""
+        """Run every worker until stopped (or, draining, until nothing is left), then
+        settle the jobs still running."""
 
         async def first_claims() -> None:
             await asyncio.gather(*(w.first_claim_done.wait() for w in self.members))
             self.first_claim_done.set()
 
+        if self.before is not None:
+            await self.before()
         waiter = asyncio.create_task(first_claims())
         try:
             async with asyncio.TaskGroup() as tg:
                 for w in self.members:
                     tg.create_task(w.run(), name=f"worker-{w.name}")
+        except BaseException as exc:
+            # A claim loop died (or the daemon itself is torn down): no grace. The
+            # running jobs end with their attempt counted (a job that crashes its daemon
+            # must use up its attempts).
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            await self._interrupt(self._stopping.job_reason if cancelled else StopReason.CRASH)
+            raise
         finally:
             waiter.cancel()
+        await self._settle()
 
-    async def shutdown(
-        self, grace: float, hurry: asyncio.Event, reason: StopReason = StopReason.SHUTDOWN
-    ) -> int:
-        counts = await asyncio.gather(*(w.shutdown(grace, hurry, reason) for w in self.members))
-        return sum(counts)
+    def _running(self) -> list[asyncio.Task[None]]:
+        return [task for w in self.members for task in w.tasks]
+
+    async def _settle(self) -> None:
+        """Wait for the running jobs while the grace lasts, then interrupt the rest."""
+        stopping = self._stopping
+        running = self._running()
+        if running and stopping.left() > 0:
+            log.info("shutdown_waiting", running=len(running), grace_s=stopping.grace)
+            hurry = asyncio.create_task(stopping.hurried.wait())
+            try:
+                while (running := self._running()) and (left := stopping.left()) > 0:
+                    await asyncio.wait(
+                        [*running, hurry], timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    )
+            finally:
+                hurry.cancel()
+        await self._interrupt(stopping.job_reason)
+
+    async def _interrupt(self, reason: StopReason) -> None:
+        """Stop the jobs still running for ``reason`` and wait until every run is
+        written back."""
+        running = self._running()
+        if not running:
+            return
+        log.warning("shutdown_interrupting", running=len(running))
+        self._executor.stop_all(reason)
+        self.interrupted += len(running)
+        await asyncio.wait(running)
