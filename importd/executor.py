@@ -272,10 +272,11 @@ class Executor:
         if verb == "cancel" and arg.isdigit() and self.stop(int(arg), StopReason.CANCELLED):
             log.info("job_cancel_requested", job_id=int(arg))
 
-    def stop_all(self, reason: StopReason) -> None:
-        """Cancel every running job for ``reason``."""
-        for job_id in [*self.running, *self._starting]:
-            self.stop(job_id, reason)
+    def stop_all(self, reason: StopReason) -> int:
+        """Cancel every job whose handler still runs (or has yet to start) for
+        ``reason``; a run that only waits for its result write is left to get it.
+        Returns how many were stopped."""
+        return sum(self.stop(job_id, reason) for job_id in [*self.running, *self._starting])
 
     def leases_lost(self, job_ids: list[int]) -> None:
         """From the lease keeper: these jobs' leases are gone; stop their handlers."""

@@ -360,7 +360,7 @@ class Workers:
     def __init__(self, workers: Sequence[Worker], executor: Executor, stopping: Stopping) -> None:
         self.members = list(workers)
         self.first_claim_done = asyncio.Event()
-        self.interrupted = 0  # runs still going when the stop interrupted them
+        self.interrupted = 0  # runs whose handler the stop interrupted
         # Awaited before the first claim (a drain's rescue of jobs a dead daemon held).
         self.before: Callable[[], Awaitable[object]] | None = None
         self._executor = executor
@@ -442,12 +442,13 @@ class Workers:
         await self._interrupt(stopping.job_reason)
 
     async def _interrupt(self, reason: StopReason) -> None:
-        """Stop the jobs still running for ``reason`` and wait until every run is
-        written back."""
+        """Stop the handlers still running for ``reason`` and wait until every run is
+        written back. A run whose handler has returned only waits for its batched
+        write: it is not interrupted, and gets its write (its outcome is counted)."""
         running = self._running()
         if not running:
             return
-        log.warning("shutdown_interrupting", running=len(running))
-        self._executor.stop_all(reason)
-        self.interrupted += len(running)
+        stopped = self._executor.stop_all(reason)
+        log.warning("shutdown_interrupting", running=stopped, writing=len(running) - stopped)
+        self.interrupted += stopped
         await asyncio.wait(running)

@@ -186,6 +186,37 @@ async def test_second_signal_skips_the_grace(runs_table: Conn, daemons: StartDae
     assert await statuses(conn) == Counter({"pending": 1})
 
 
+async def test_a_run_whose_handler_returned_gets_its_write_at_shutdown(
+    runs_table: Conn, daemons: StartDaemon, dsn: str
+) -> None:
+    """A stop with no grace interrupts the handlers still running, not the runs that only
+    wait for their result write: those are written as they ended and counted so."""
+    conn = runs_table
+    job_id = await importd.enqueue(conn, "sleep", {"seconds": 0.3})
+    proc = daemons(*FAST, "--shutdown-grace", "0")
+    await wait_until(lambda: conn.fetchval("SELECT count(*) FROM test_runs"), what="the run")
+    # Hold the job's row so that its result write waits, then let the handler return.
+    blocker = await db.connect(dsn)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM import_jobs WHERE id = $1 FOR UPDATE", job_id)
+            await wait_until(
+                lambda: conn.fetchval("SELECT ended_at IS NOT NULL FROM test_runs"),
+                what="the handler to return",
+            )
+            proc.signal(signal.SIGTERM)
+            await proc.wait_for_event("shutdown_interrupting")
+    finally:
+        await blocker.close()
+    assert await proc.wait_exit(15) == 0
+    line = next(e for e in proc.events() if e["event"] == "shutdown_interrupting")
+    assert (line["running"], line["writing"]) == (0, 1)
+    stopped = next(e for e in proc.events() if e["event"] == "daemon_stopped")
+    assert (stopped["completed"], stopped["interrupted"], stopped["released"]) == (1, 0, 0)
+    row = await conn.fetchrow("SELECT status, attempts FROM import_jobs WHERE id = $1", job_id)
+    assert (row["status"], row["attempts"]) == ("completed", 1)
+
+
 @pytest.mark.timing
 async def test_timeouts_retry_with_growing_delays_then_fail(
     runs_table: Conn, daemons: StartDaemon
