@@ -60,7 +60,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "pg_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
         if item.get_closest_marker("db") and unit in Path(str(item.path)).parents:
-            raise pytest.UsageError(f"{item.nodeid} needs PostgreSQL: it belongs in tests/integration")
+            raise pytest.UsageError(
+                f"{item.nodeid} needs PostgreSQL: it belongs in tests/integration"
+            )
 
 
 def _cluster_port() -> int:
