@@ -1,4 +1,10 @@
-"""Connections to PostgreSQL: the pool, direct connections, and which errors are transient."""
+"""Connections to PostgreSQL: the pool, direct connections, and which errors are transient.
+
+The connector: with the COPY modules (``tables``, ``handlers.imports``), the one module
+that imports asyncpg. Every other module takes the types it passes around (``Pool``,
+``Connection``, ``Record``, ``Conn``) and the errors it tells apart (``ERRORS``,
+``is_transient``) from here.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import re
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import asyncpg
 import structlog
@@ -22,6 +28,38 @@ from tenacity import (
 
 T = TypeVar("T")
 log = structlog.get_logger("importd.db")
+
+# -- the types at the boundary -------------------------------------------------------
+# asyncpg ships no type information (mypy sees Any for all of it), so the types importd
+# passes around are named here, once.
+Pool: TypeAlias = asyncpg.Pool
+Connection: TypeAlias = asyncpg.Connection  # a connection of its own or one from a pool
+Record: TypeAlias = asyncpg.Record
+
+
+class Conn(Protocol):
+    """What runs one statement: a connection (inside its transaction, if any) or a pool
+    used like one (each statement on whichever connection it hands out)."""
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:
+        """Run ``query``; the command tag (``INSERT 0 1``)."""
+
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Record]:
+        """Every row ``query`` returns."""
+
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> Record | None:
+        """The first row ``query`` returns, or None."""
+
+    async def fetchval(
+        self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any:
+        """One value of the first row ``query`` returns (None without a row)."""
+
+
+# The errors of the database and its driver: any error PostgreSQL reported, and one the
+# driver raised for the connection (closed, broken, misused). Network errors
+# (OSError, TimeoutError) are not in it.
+ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
 
 # SQLSTATE classes that mean "the server or the connection is in trouble, try again":
 # 08 connection exception, 53 insufficient resources, 57P01-57P03 shutdown / cannot connect

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-import asyncpg
 import structlog
 
 from . import sql
+from .db import Conn, Connection
 
 log = structlog.get_logger("importd.migrate")
 
@@ -66,7 +66,7 @@ def _checksum(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-async def inspect(conn: asyncpg.Connection) -> SchemaState:
+async def inspect(conn: Conn) -> SchemaState:
     """Compare the migrations recorded in the database with those shipped."""
     exists = await conn.fetchval("SELECT to_regclass('public.importd_migrations') IS NOT NULL")
     applied: dict[int, str] = {}
@@ -87,7 +87,7 @@ async def inspect(conn: asyncpg.Connection) -> SchemaState:
     )
 
 
-async def verify(conn: asyncpg.Connection) -> SchemaState:
+async def verify(conn: Conn) -> SchemaState:
     """Raise SchemaMismatch unless the database is exactly at this code's version."""
     state = await inspect(conn)
     if not state.current:
@@ -95,7 +95,7 @@ async def verify(conn: asyncpg.Connection) -> SchemaState:
     return state
 
 
-async def apply(conn: asyncpg.Connection) -> list[str]:
+async def apply(conn: Connection) -> list[str]:
     """Apply every pending migration on ``conn``; returns the names applied.
 
     Each migration's transaction first takes a transaction-level advisory lock and looks

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from . import sql
-from .db import clean_text, redact_value
+from .db import Conn, Pool, Record, clean_text, redact_value
 from .lanes import Lane
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
@@ -25,9 +23,6 @@ from .models import (
     Job,
     Outcome,
 )
-
-# An asyncpg connection, or a pool used like one; the caller's own transaction is kept.
-Executor = Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +40,7 @@ class NewJob:
     tenant_id: str | None = None
 
 
-async def enqueue_many(conn: Executor, jobs: Iterable[NewJob]) -> list[int]:
+async def enqueue_many(conn: Conn, jobs: Iterable[NewJob]) -> list[int]:
     """Insert ``jobs`` in one statement on ``conn`` (inside its transaction, if any) and
     return their ids in order. A job whose ``dedup_key`` belongs to an unfinished job gets
     that job's id instead of a new row.
@@ -89,7 +84,7 @@ async def enqueue_many(conn: Executor, jobs: Iterable[NewJob]) -> list[int]:
 
 
 async def enqueue(
-    conn: Executor,
+    conn: Conn,
     kind: str,
     payload: dict[str, Any] | None = None,
     *,
@@ -118,7 +113,7 @@ async def enqueue(
     return job_id
 
 
-def _job(row: asyncpg.Record) -> Job:
+def _job(row: Record) -> Job:
     return Job(
         id=row["id"],
         kind=row["kind"],
@@ -149,7 +144,7 @@ class RowFailure:
 
 
 async def save_checkpoint(
-    conn: Executor,
+    conn: Conn,
     job: Job,
     worker_id: str,
     checkpoint: dict[str, Any],
@@ -175,7 +170,7 @@ async def save_checkpoint(
     return row is not None
 
 
-async def record_failures(conn: Executor, job: Job, failures: Sequence[RowFailure]) -> None:
+async def record_failures(conn: Conn, job: Job, failures: Sequence[RowFailure]) -> None:
     """Insert row-level errors of ``job``."""
     if failures:
         await conn.execute(
@@ -188,7 +183,7 @@ async def record_failures(conn: Executor, job: Job, failures: Sequence[RowFailur
         )
 
 
-async def forget_failures(conn: Executor, job_id: int) -> None:
+async def forget_failures(conn: Conn, job_id: int) -> None:
     """Delete the row-level errors of ``job_id``."""
     await conn.execute(sql.query("delete_job_errors"), job_id)
 
@@ -196,7 +191,7 @@ async def forget_failures(conn: Executor, job_id: int) -> None:
 class Repository:
     """The daemon's statements, on its pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
     async def claim(
@@ -253,7 +248,7 @@ class Repository:
 
     async def _claim(
         self,
-        conn: Executor,
+        conn: Conn,
         lane: Lane,
         limit: int,
         worker_id: str,
@@ -317,7 +312,7 @@ class Repository:
         return value
 
     async def finish(
-        self, worker_id: str, runs: Sequence[tuple[Job, Outcome]], conn: Executor | None = None
+        self, worker_id: str, runs: Sequence[tuple[Job, Outcome]], conn: Conn | None = None
     ) -> set[int]:
         """Write the outcomes of ``runs``; returns the ids whose lease still held (the
         others were rescued or cancelled meanwhile and are left untouched)."""
@@ -377,10 +372,10 @@ class Repository:
         rows = await self.pool.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)
         return {row["id"] for row in rows}
 
-    async def run_state(self, job_id: int) -> asyncpg.Record | None:
+    async def run_state(self, job_id: int) -> Record | None:
         """The fields of one job that say how its last run ended (status, attempts,
         lease, last error): to tell a write whose reply was lost from a lost lease."""
-        row: asyncpg.Record | None = await self.pool.fetchrow(sql.query("run_state"), job_id)
+        row: Record | None = await self.pool.fetchrow(sql.query("run_state"), job_id)
         return row
 
     async def count_runnable(
@@ -407,9 +402,9 @@ class Repository:
         )
         return {row["kind"]: row["n"] for row in rows}
 
-    async def count_jobs(self) -> list[asyncpg.Record]:
+    async def count_jobs(self) -> list[Record]:
         """Pending and running jobs by queue and status."""
-        rows: list[asyncpg.Record] = await self.pool.fetch(sql.query("count_jobs"))
+        rows: list[Record] = await self.pool.fetch(sql.query("count_jobs"))
         return rows
 
     async def register_daemon(
@@ -442,9 +437,9 @@ class Repository:
         rows = await self.pool.fetch(sql.query("prune_daemons"), stale_after)
         return [row["name"] for row in rows]
 
-    async def rescue(self, limit: int) -> list[asyncpg.Record]:
+    async def rescue(self, limit: int) -> list[Record]:
         """Return up to ``limit`` jobs with expired leases to pending (or failed)."""
-        rows: list[asyncpg.Record] = await self.pool.fetch(sql.query("rescue_jobs"), limit)
+        rows: list[Record] = await self.pool.fetch(sql.query("rescue_jobs"), limit)
         return rows
 
 
@@ -455,19 +450,27 @@ class Repository:
 EXACT_COUNT_LIMIT = 100_000
 
 
-async def job_states(conn: Executor, ids: Sequence[int]) -> dict[int, str]:
+async def _one(conn: Conn, query: str, *args: Any) -> Record:
+    """The row of query ``query``, one that always returns exactly one (an aggregate)."""
+    row = await conn.fetchrow(sql.query(query), *args)
+    if row is None:
+        raise RuntimeError(f"query {query} returned no row")
+    return row
+
+
+async def job_states(conn: Conn, ids: Sequence[int]) -> dict[int, str]:
     """The status of each of ``ids`` that exists."""
     rows = await conn.fetch(sql.query("job_states"), list(ids))
     return {int(r["id"]): str(r["status"]) for r in rows}
 
 
 async def status(
-    conn: Executor, running_limit: int = 20, daemons_seen_within: float = 30.0
+    conn: Conn, running_limit: int = 20, daemons_seen_within: float = 30.0
 ) -> dict[str, Any]:
     """Counts by queue, kind and status; the oldest runnable job; running jobs; the
     daemons seen in the last ``daemons_seen_within`` seconds."""
     counts = await conn.fetch(sql.query("status_counts"))
-    summary = await conn.fetchrow(sql.query("status_summary"))
+    summary = await _one(conn, "status_summary")
     running = await conn.fetch(sql.query("status_running"), running_limit)
     sharing = await conn.fetch(sql.query("status_sharing"))
     daemons = await live_daemons(conn, daemons_seen_within)
@@ -488,31 +491,31 @@ async def status(
     }
 
 
-async def live_daemons(conn: Executor, seen_within: float) -> list[dict[str, Any]]:
+async def live_daemons(conn: Conn, seen_within: float) -> list[dict[str, Any]]:
     """The daemons seen in the last ``seen_within`` seconds, by name."""
     rows = await conn.fetch(sql.query("status_daemons"), seen_within)
     return [dict(r) for r in rows]
 
 
-async def pending_kinds(conn: Executor) -> list[tuple[str, str, int]]:
+async def pending_kinds(conn: Conn) -> list[tuple[str, str, int]]:
     """Pending jobs as ``(queue, kind, count)``."""
     rows = await conn.fetch(sql.query("pending_kinds"))
     return [(r["queue"], r["kind"], r["n"]) for r in rows]
 
 
-async def job_details(conn: Executor, job_id: int) -> dict[str, Any] | None:
+async def job_details(conn: Conn, job_id: int) -> dict[str, Any] | None:
     """Every field of one job, with its row-error count."""
     row = await conn.fetchrow(sql.query("show_job"), job_id)
     return dict(row) if row is not None else None
 
 
-async def job_errors(conn: Executor, job_id: int, limit: int | None) -> list[dict[str, Any]]:
+async def job_errors(conn: Conn, job_id: int, limit: int | None) -> list[dict[str, Any]]:
     """Row-level errors of one job, by line."""
     return [dict(r) for r in await conn.fetch(sql.query("job_errors"), job_id, limit)]
 
 
 async def retry_jobs(
-    conn: Executor,
+    conn: Conn,
     ids: Sequence[int] | None,
     *,
     kind: str | None = None,
@@ -520,19 +523,17 @@ async def retry_jobs(
     since: datetime | None = None,
 ) -> tuple[int, int]:
     """Failed or cancelled jobs back to pending, in one statement: (retried, skipped)."""
-    row = await conn.fetchrow(
-        sql.query("retry_jobs"), list(ids) if ids else None, kind, queue, since
-    )
+    row = await _one(conn, "retry_jobs", list(ids) if ids else None, kind, queue, since)
     return int(row["retried"]), int(row["skipped"])
 
 
-async def cancel_jobs(conn: Executor, ids: Sequence[int]) -> list[tuple[int, str]]:
+async def cancel_jobs(conn: Conn, ids: Sequence[int]) -> list[tuple[int, str]]:
     """Cancel pending or running jobs; (id, status it had) of each one cancelled."""
     rows = await conn.fetch(sql.query("cancel_jobs"), list(ids))
     return [(r["id"], r["was"]) for r in rows]
 
 
-async def prune_jobs(conn: Executor, status: str, older_than: float, batch: int) -> int:
+async def prune_jobs(conn: Conn, status: str, older_than: float, batch: int) -> int:
     """Delete one batch of old finished jobs; how many went."""
     done = await conn.execute(sql.query("prune_jobs"), status, older_than, batch)
     return int(done.rsplit(" ", 1)[-1])
@@ -576,7 +577,7 @@ class JobFilter:
 
 
 async def list_jobs(
-    conn: Executor, filters: JobFilter, *, older_than: int | None, limit: int, window: int | None
+    conn: Conn, filters: JobFilter, *, older_than: int | None, limit: int, window: int | None
 ) -> tuple[list[dict[str, Any]], int]:
     """Up to ``limit`` jobs matching ``filters``, newest first, with ids below the cursor
     ``older_than`` (None: from the newest) and at most ``window`` ids below it (None: no
@@ -602,35 +603,35 @@ async def list_jobs(
     return found, top
 
 
-async def running_jobs(conn: Executor, limit: int) -> list[dict[str, Any]]:
+async def running_jobs(conn: Conn, limit: int) -> list[dict[str, Any]]:
     """The running jobs with their progress, the longest-running first (at most ``limit``)."""
     return [dict(r) for r in await conn.fetch(sql.query("status_running"), limit)]
 
 
-async def job_exists(conn: Executor, job_id: int) -> bool:
+async def job_exists(conn: Conn, job_id: int) -> bool:
     """Whether job ``job_id`` exists."""
     return bool(await conn.fetchval(sql.query("web_job_exists"), job_id))
 
 
 async def job_errors_page(
-    conn: Executor, job_id: int, *, limit: int, offset: int
+    conn: Conn, job_id: int, *, limit: int, offset: int
 ) -> list[dict[str, Any]]:
     """One page of a job's rejected rows, by source line."""
     rows = await conn.fetch(sql.query("web_job_errors"), job_id, limit, offset)
     return [dict(r) for r in rows]
 
 
-async def recent(conn: Executor) -> list[dict[str, Any]]:
+async def recent(conn: Conn) -> list[dict[str, Any]]:
     """Jobs finished in the last hour by minute, queue and status."""
     return [dict(r) for r in await conn.fetch(sql.query("web_recent"))]
 
 
-async def overview(conn: Executor) -> dict[str, Any]:
+async def overview(conn: Conn) -> dict[str, Any]:
     """What the dashboard's overview shows, in five small statements: unfinished jobs by
     queue and status, the last hour by minute, queue and status, the oldest runnable
     job's wait, the busiest tenants and the rate limits."""
-    live_row = await conn.fetchrow(sql.query("web_live"), None)
-    summary = await conn.fetchrow(sql.query("status_summary"))
+    live_row = await _one(conn, "web_live", None)
+    summary = await _one(conn, "status_summary")
     sharing = await conn.fetch(sql.query("status_sharing"))
     return {
         "counts": live_row["counts"],
@@ -641,14 +642,13 @@ async def overview(conn: Executor) -> dict[str, Any]:
     }
 
 
-async def daemons(conn: Executor) -> list[dict[str, Any]] | None:
+async def daemons(conn: Conn) -> list[dict[str, Any]] | None:
     """The daemon registry's rows; None where this schema has no registry."""
     if not await conn.fetchval(sql.query("web_daemons_present")):
         return None
     return [dict(r) for r in await conn.fetch(sql.query("web_daemons"))]
 
 
-async def live(conn: Executor, job_id: int | None) -> dict[str, Any]:
+async def live(conn: Conn, job_id: int | None) -> dict[str, Any]:
     """What an open dashboard page updates: running jobs, counts, a job."""
-    row = await conn.fetchrow(sql.query("web_live"), job_id)
-    return dict(row)
+    return dict(await _one(conn, "web_live", job_id))
