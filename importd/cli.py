@@ -12,8 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import asyncpg
-
 from . import config, daemon, db, doctor, logs, migrate, ops, payloads
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
@@ -439,13 +437,17 @@ def _fail(message: str, code: ExitCode) -> int:
     return int(code)
 
 
+# What a failed connection raises: the network's errors, and the database's and driver's.
+_CANNOT_CONNECT: tuple[type[Exception], ...] = (OSError, TimeoutError, *db.ERRORS)
+
+
 async def _connect(settings: config.Settings, *, schema: bool = True) -> Any:
     """A connection for one command; exit 5 when the database cannot be reached (refused,
     unknown host, wrong password, no such database), 4 when its schema is behind."""
     dsn = settings.require_dsn()
     try:
         conn = await db.connect(dsn, statement_cache_size=0)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except _CANNOT_CONNECT as exc:
         raise CliError(
             f"cannot connect to the database: {db.describe_db_error(exc)}", ExitCode.UNAVAILABLE
         ) from exc
@@ -730,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), exc.code)
     except migrate.SchemaMismatch as exc:
         return _fail(str(exc), ExitCode.SCHEMA)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except db.ERRORS as exc:
         return _fail(f"database error: {db.describe_db_error(exc)}", ExitCode.ERROR)
     except (OSError, TimeoutError) as exc:  # the connection broke after it was made
         return _fail(f"lost the database connection: {type(exc).__name__}: {exc}", ExitCode.ERROR)

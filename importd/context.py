@@ -19,11 +19,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .db import redact_value
+from .db import Connection, Pool, redact_value
 from .models import Job, Outcome
 
 if TYPE_CHECKING:
-    import asyncpg
     import httpx
 
     from .config import Settings
@@ -81,7 +80,7 @@ class JobContext:
         self,
         job: Job,
         *,
-        pool: asyncpg.Pool,
+        pool: Pool,
         log: Any,
         deadline: float,
         settings: HandlerSettings | None = None,
@@ -152,7 +151,7 @@ class JobContext:
         """The progress recorded so far (for the heartbeat)."""
         return dict(self._progress)
 
-    async def complete_in(self, conn: asyncpg.Connection, result: Any = None) -> bool:
+    async def complete_in(self, conn: Connection, result: Any = None) -> bool:
         """Mark the job completed inside ``conn``'s open transaction, so that the
         handler's own writes and the completion commit together. False when the lease is
         lost: the handler must then roll back (raise). A result PostgreSQL cannot store
@@ -165,7 +164,7 @@ class JobContext:
 
     async def save_checkpoint(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         checkpoint: dict[str, Any],
         *,
         rows_done: int,

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import structlog
 
@@ -79,11 +78,11 @@ SAMPLE_INTERVAL = 5.0  # seconds between samples of the job-count gauges
 LISTENER_BUDGET = 60.0
 
 
-async def open_pool(settings: Settings, *, patience: float, engine: bool = False) -> asyncpg.Pool:
+async def open_pool(settings: Settings, *, patience: float, engine: bool = False) -> db.Pool:
     """A pool, retrying an unreachable database for ``patience`` seconds."""
     dsn = settings.require_dsn()
     try:
-        pool: asyncpg.Pool = await db.retry_transient(
+        pool: db.Pool = await db.retry_transient(
             "connect",
             lambda: db.create_pool(
                 dsn,
@@ -173,9 +172,7 @@ class Daemon:
         finally:
             await engine.close()
 
-    async def _serve(
-        self, engine: asyncpg.Pool, pool: asyncpg.Pool, registry: handlers.Registry
-    ) -> int:
+    async def _serve(self, engine: db.Pool, pool: db.Pool, registry: handlers.Registry) -> int:
         # One HTTP client for every job of this daemon: connection reuse, one set of limits.
         async with httpx.AsyncClient(
             follow_redirects=False,
@@ -186,8 +183,8 @@ class Daemon:
 
     async def _serve_with(
         self,
-        engine: asyncpg.Pool,
-        pool: asyncpg.Pool,
+        engine: db.Pool,
+        pool: db.Pool,
         registry: handlers.Registry,
         http: httpx.AsyncClient,
     ) -> int:

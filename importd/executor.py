@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import httpx
 import structlog
 
@@ -22,6 +21,8 @@ from .backoff import Backoff
 from .config import Settings
 from .context import Fence, HandlerSettings, JobContext, encode_result
 from .db import (
+    Connection,
+    Pool,
     clean_text,
     describe_db_error,
     is_transient,
@@ -168,7 +169,7 @@ class Executor:
         self,
         *,
         repo: Repository,
-        pool: asyncpg.Pool,
+        pool: Pool,
         registry: Registry,
         writer: ResultWriter,
         keeper: LeaseKeeper,
@@ -210,13 +211,11 @@ class Executor:
     def _fence(self, job: Job) -> Fence:
         """The writes ``job``'s handler may make in its own transaction, under its lease."""
 
-        async def finish(conn: asyncpg.Connection, outcome: Outcome) -> bool:
+        async def finish(conn: Connection, outcome: Outcome) -> bool:
             applied = await self._repo.finish(self._worker_id, [(job, outcome)], conn=conn)
             return job.id in applied
 
-        async def checkpoint(
-            conn: asyncpg.Connection, data: dict[str, Any], **counters: Any
-        ) -> bool:
+        async def checkpoint(conn: Connection, data: dict[str, Any], **counters: Any) -> bool:
             return await save_checkpoint(conn, job, self._worker_id, data, **counters)
 
         return Fence(finish=finish, checkpoint=checkpoint)
