@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import structlog
 
-from . import db, handlers, migrate
+from . import db, handlers, migrate, sql
 from ._version import version
 from .backoff import Backoff
 from .cluster import ClusterError, persistent
@@ -606,8 +606,11 @@ def run_embedded(settings: Settings, directory: Path | None) -> int:
 async def _create_database(admin_dsn: str, name: str, dsn: str) -> None:
     admin = await db.connect(admin_dsn)
     try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await admin.execute(f'CREATE DATABASE "{name}"')  # a constant name
+        if not await admin.fetchval(sql.query("find_database"), name):
+            # SQL text in Python, and the one place: CREATE DATABASE cannot run in a
+            # transaction block, so no DO block can quote the name with format('%I'); the
+            # name is a constant of this module ("importd").
+            await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     conn = await db.connect(dsn)

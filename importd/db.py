@@ -26,6 +26,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from . import sql
+
 T = TypeVar("T")
 log = structlog.get_logger("importd.db")
 
@@ -361,7 +363,7 @@ async def readable_timestamps(conn: Any) -> None:
         decoder=_timestamp_in,
         format="text",
     )
-    await conn.execute("SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'")
+    await conn.execute(sql.query("set_readable_timestamps"))
 
 
 async def behind_pooler(conn: Any) -> bool:
@@ -369,7 +371,7 @@ async def behind_pooler(conn: Any) -> bool:
     (pgbouncer, Supavisor, pgcat) announces at connect is its own, so the process id in it
     is not the server session's ``pg_backend_pid()``."""
     announced = conn.get_server_pid()
-    actual = await conn.fetchval("SELECT pg_backend_pid()")
+    actual = await conn.fetchval(sql.query("backend_pid"))
     return bool(announced != actual)
 
 

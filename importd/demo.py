@@ -14,19 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import config, daemon, db, logs, migrate, ops
+from . import config, daemon, db, logs, migrate, ops, sql
 from .cluster import Cluster, ClusterError
 from .repository import enqueue
-
-TABLE = """
-CREATE TABLE people (
-    id        integer PRIMARY KEY,
-    name      text NOT NULL,
-    email     text,
-    signed_up date,
-    score     numeric(6, 2) CHECK (score >= 0),
-    meta      jsonb
-)"""
 
 
 def write_samples(folder: Path) -> dict[str, Path]:
@@ -68,7 +58,7 @@ async def _prepare(dsn: str, folder: Path) -> list[int]:
     conn = await db.connect(dsn)
     try:
         await migrate.apply(conn)
-        await conn.execute(TABLE)
+        await conn.execute(sql.query("create_demo_table"))
         files = write_samples(folder)
         return [
             await enqueue(conn, "csv", {"source": f"file://{files['clean']}", "table": "people"}),
@@ -88,7 +78,7 @@ async def _prepare(dsn: str, folder: Path) -> list[int]:
 async def _report(dsn: str, bad_job: int) -> str:
     conn = await db.connect(dsn)
     try:
-        loaded = await conn.fetchval("SELECT count(*) FROM people")
+        loaded = await conn.fetchval(sql.query("count_demo_rows"))
         status = await ops.status(conn)
         rejected = await ops.errors(conn, bad_job)
     finally:

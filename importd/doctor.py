@@ -43,10 +43,7 @@ async def run(settings: Settings) -> list[Check]:
         checks.append(Check("connection", OK, "connected"))
         state = await migrate.inspect(conn)
         checks.append(_schema(state))
-        version = await conn.fetchrow(
-            "SELECT current_setting('server_version_num')::int AS n, "
-            "current_setting('server_version') AS v"
-        )
+        version = await conn.fetchrow(sql.query("server_version"))
         checks.append(_version(version["n"], version["v"]))
         if state.applied:
             checks.append(await _trigger(conn))
@@ -213,8 +210,8 @@ async def _pooler(conn: Any, settings: Settings) -> Check:
         return Check("pooler", OK, "none: the DSN reaches PostgreSQL directly")
     other = await db.connect(settings.require_dsn(), timeout=10, statement_cache_size=0)
     try:
-        mine = {await conn.fetchval("SELECT pg_backend_pid()") for _ in range(3)}
-        theirs = await other.fetchval("SELECT pg_backend_pid()")
+        mine = {await conn.fetchval(sql.query("backend_pid")) for _ in range(3)}
+        theirs = await other.fetchval(sql.query("backend_pid"))
     finally:
         await other.close()
     if len(mine) == 1 and theirs not in mine:
@@ -261,7 +258,7 @@ async def _listen(settings: Settings, sender: Any) -> Check:
         pooled = await db.behind_pooler(conn)
         await conn.add_listener(channel, lambda *_: got.set())
         started = time.monotonic()
-        await sender.execute("SELECT pg_notify($1, 'ping')", channel)
+        await sender.execute(sql.query("notify_channel"), channel, "ping")
         try:
             async with asyncio.timeout(3):
                 await got.wait()

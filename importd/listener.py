@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
-from . import db
+from . import db, sql
 
 log = structlog.get_logger("importd.listener")
 
@@ -139,7 +139,7 @@ class Listener:
         self._probe_seen.clear()
         try:
             async with asyncio.timeout(self._probe_timeout):
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self._probe_token)
+                await conn.execute(sql.query("notify_channel"), CHANNEL, self._probe_token)
                 await self._probe_seen.wait()
         except TimeoutError:
             raise ListenerDead(

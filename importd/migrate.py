@@ -19,15 +19,6 @@ log = structlog.get_logger("importd.migrate")
 # pg_advisory_lock key: the bytes of "importd" plus a zero, read as a bigint.
 ADVISORY_LOCK_KEY = int.from_bytes(b"importd\x00", "big", signed=True)
 
-_BOOTSTRAP = """
-CREATE TABLE IF NOT EXISTS public.importd_migrations (
-    version     integer PRIMARY KEY,
-    name        text        NOT NULL,
-    checksum    text        NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
-
 
 class SchemaMismatch(Exception):
     """The database schema is older or newer than this version of importd knows."""
@@ -68,10 +59,10 @@ def _checksum(text: str) -> str:
 
 async def inspect(conn: Conn) -> SchemaState:
     """Compare the migrations recorded in the database with those shipped."""
-    exists = await conn.fetchval("SELECT to_regclass('public.importd_migrations') IS NOT NULL")
+    exists = await conn.fetchval(sql.query("find_migrations_table"))
     applied: dict[int, str] = {}
     if exists:
-        rows = await conn.fetch("SELECT version, checksum FROM public.importd_migrations")
+        rows = await conn.fetch(sql.query("applied_migrations"))
         applied = {row["version"]: row["checksum"] for row in rows}
     shipped = sql.migrations()
     known = {version for version, _, _ in shipped}
@@ -104,8 +95,8 @@ async def apply(conn: Connection) -> list[str]:
     transaction-mode pooler too."""
     done: list[str] = []
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
-        await conn.execute(_BOOTSTRAP)
+        await conn.execute(sql.query("lock_migrations"), ADVISORY_LOCK_KEY)
+        await conn.execute(sql.query("create_migrations_table"))
         found = await conn.fetchrow(sql.query("find_pg_net_design"))
         if found["functions"]:
             # The trigger that called pg_net goes in the same transaction as the
@@ -118,20 +109,14 @@ async def apply(conn: Connection) -> list[str]:
             )
     for version, name, text in sql.migrations():
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
+            await conn.execute(sql.query("lock_migrations"), ADVISORY_LOCK_KEY)
             state = await inspect(conn)
             if state.unknown:
                 raise SchemaMismatch(state.describe())
             if version in state.applied:
                 continue
             await conn.execute(text)
-            await conn.execute(
-                "INSERT INTO public.importd_migrations (version, name, checksum) "
-                "VALUES ($1, $2, $3)",
-                version,
-                name,
-                _checksum(text),
-            )
+            await conn.execute(sql.query("record_migration"), version, name, _checksum(text))
         log.info("migration_applied", version=version, migration=name)
         done.append(name)
     return done

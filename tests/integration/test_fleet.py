@@ -79,7 +79,7 @@ async def test_infinite_timestamps_are_refused(conn: Conn, column: str) -> None:
 async def test_migration_mends_infinite_rows_of_an_older_schema(empty_dsn: str) -> None:
     conn = await db.connect(empty_dsn)
     try:
-        await conn.execute(migrate._BOOTSTRAP)
+        await conn.execute(sql.query("create_migrations_table"))
         for version, name, text in sql.migrations():
             if version < 4:
                 await conn.execute(text)

@@ -1,0 +1,2 @@
+-- The rows `make demo` loaded into its table.
+SELECT count(*) FROM people
