@@ -516,8 +516,7 @@ class Daemon:
             try:
                 rows = await repo.count_jobs()
                 metrics.set_job_counts((r["queue"], r["status"], r["n"]) for r in rows)
-                async with repo.pool.acquire() as conn:
-                    self.schema_current = (await migrate.inspect(conn)).current
+                self.schema_current = await repo.schema_current()
             except Exception as exc:
                 if not db.is_transient(exc):
                     raise

@@ -311,17 +311,6 @@ async def prune(
     conn: Any, *, completed_after: float, failed_after: float, batch: int = 1000
 ) -> tuple[int, int]:
     """Delete finished jobs older than their retention, in batches: (deleted, batches)."""
-    deleted = batches = 0
-    for status, age in (
-        ("completed", completed_after),
-        ("failed", failed_after),
-        ("cancelled", failed_after),
-    ):
-        while True:
-            count = await repository.prune_jobs(conn, status, age, batch)
-            if count:
-                batches += 1
-                deleted += count
-            if count < batch:
-                break
-    return deleted, batches
+    return await repository.prune_finished(
+        conn, completed_after=completed_after, failed_after=failed_after, batch=batch
+    )

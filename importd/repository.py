@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import sql
+from . import migrate, sql, tables
 from .db import Conn, Pool, Record, clean_text, redact_value
 from .lanes import Lane
 from .models import (
@@ -442,6 +442,25 @@ class Repository:
         rows: list[Record] = await self.pool.fetch(sql.query("rescue_jobs"), limit)
         return rows
 
+    async def drop_orphan_staging(self) -> int:
+        """Drop the staging tables of jobs no longer pending or running; how many."""
+        async with self.pool.acquire() as conn:
+            return await tables.drop_orphan_staging(conn)
+
+    async def prune(
+        self, completed_after: float, failed_after: float, batch: int
+    ) -> tuple[int, int]:
+        """Delete finished jobs past their retention, in batches: (deleted, batches)."""
+        async with self.pool.acquire() as conn:
+            return await prune_finished(
+                conn, completed_after=completed_after, failed_after=failed_after, batch=batch
+            )
+
+    async def schema_current(self) -> bool:
+        """Whether the database's schema is still exactly the one this code knows."""
+        async with self.pool.acquire() as conn:
+            return (await migrate.inspect(conn)).current
+
 
 # -- operators' statements (importd status / show / retry / cancel / prune) ----------------
 
@@ -537,6 +556,26 @@ async def prune_jobs(conn: Conn, status: str, older_than: float, batch: int) -> 
     """Delete one batch of old finished jobs; how many went."""
     done = await conn.execute(sql.query("prune_jobs"), status, older_than, batch)
     return int(done.rsplit(" ", 1)[-1])
+
+
+async def prune_finished(
+    conn: Conn, *, completed_after: float, failed_after: float, batch: int = 1000
+) -> tuple[int, int]:
+    """Delete finished jobs older than their retention, in batches: (deleted, batches)."""
+    deleted = batches = 0
+    for status, age in (
+        ("completed", completed_after),
+        ("failed", failed_after),
+        ("cancelled", failed_after),
+    ):
+        while True:
+            count = await prune_jobs(conn, status, age, batch)
+            if count:
+                batches += 1
+                deleted += count
+            if count < batch:
+                break
+    return deleted, batches
 
 
 # -- importd web's reads -------------------------------------------------------------------

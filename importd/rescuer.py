@@ -10,7 +10,6 @@ import asyncio
 
 import structlog
 
-from . import ops, tables
 from .db import describe_db_error, is_transient
 from .metrics import Metrics
 from .repository import Repository
@@ -63,8 +62,7 @@ class Rescuer:
                 break
         self.rescued += moved
         # Staging tables of jobs that ended while their daemon was dead.
-        async with self._repo.pool.acquire() as conn:
-            dropped = await tables.drop_orphan_staging(conn)
+        dropped = await self._repo.drop_orphan_staging()
         if dropped:
             log.info("staging_dropped", tables=dropped)
         return moved
@@ -73,10 +71,7 @@ class Rescuer:
         """Delete finished jobs past their retention, in small batches."""
         assert self._retention is not None
         completed, failed = self._retention
-        async with self._repo.pool.acquire() as conn:
-            deleted, batches = await ops.prune(
-                conn, completed_after=completed, failed_after=failed, batch=PRUNE_BATCH
-            )
+        deleted, batches = await self._repo.prune(completed, failed, PRUNE_BATCH)
         if deleted:
             log.info("jobs_pruned", deleted=deleted, batches=batches)
         return deleted
