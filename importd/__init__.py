@@ -4,19 +4,26 @@ Producers call :func:`enqueue` / :func:`enqueue_many` inside their own transacti
 handlers are async functions registered with :func:`handler`.
 
 The database boundary: SQL lives in ``sql/`` (one statement a file under ``queries``,
-loaded by name through :mod:`importd.sql`; forward-only ``migrations``). These modules
-speak to asyncpg directly, and why:
+loaded by name through :mod:`importd.sql`; forward-only ``migrations``). Statements run
+through the connector, :mod:`importd.db`, on the pools and connections it opens; the
+statements about jobs and daemons are :mod:`importd.repository`'s, and the engine's
+services reach its pool only through a ``Repository``. Only the modules that must speak to asyncpg
+directly import it:
 
-- :mod:`importd.db`, the connector: pools, direct connections, which errors are transient;
-- :mod:`importd.repository`: the job statements, run on the engine's pool;
-- :mod:`importd.migrate`: whole migration files, each in its own transaction;
-- :mod:`importd.tables` and :mod:`importd.handlers.imports`: COPY, and the errors
-  PostgreSQL raises for a rejected row.
+- :mod:`importd.db`, the connector: it opens pools and connections (codecs, session
+  settings), tells transient errors from the rest, and names the types every other module
+  uses (``Pool``, ``Connection``, ``Record``, the ``Conn`` protocol, ``ERRORS``);
+- :mod:`importd.tables` and :mod:`importd.handlers.imports`: COPY, which is asyncpg's own
+  protocol (``copy_to_table``), and the error classes PostgreSQL raises for a rejected row,
+  which decide whether a row or the whole chunk failed.
 
-:mod:`importd.listener` holds a dedicated LISTEN connection, opened through ``db``, never
-taken from a pool. :mod:`importd.daemon`, :mod:`importd.executor` and :mod:`importd.cli`
-import asyncpg only for pool types and error classes: a known debt (issue 14), as is the
-SQL text left in Python. docs/ARCHITECTURE.md is the map.
+The listener's and the lease keeper's dedicated connections are asyncpg connections
+opened through ``db.connect``, never taken from a pool (LISTEN must stay on one session).
+No SQL text stands in Python except ``CREATE DATABASE`` in :mod:`importd.daemon` (no DO
+block can run it, so ``format('%I')`` cannot quote it; the name is a constant; commented
+there) and, a known debt, the savepoints of bad-row isolation in
+``handlers.imports.copying``. tests/test_boundary.py keeps these rules.
+docs/ARCHITECTURE.md is the map.
 """
 
 from __future__ import annotations
