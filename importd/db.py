@@ -298,13 +298,13 @@ async def create_pool(
     reset_sessions: bool = True,
     application_name: str = "importd",
     server_settings: dict[str, str] | None = None,
-) -> asyncpg.Pool:
+) -> Pool:
     """Open a pool with JSON codecs; raises the connection error as asyncpg gives it.
 
     ``reset_sessions=False`` saves the round trip of asyncpg's reset query on every
     release; only for pools whose users leave no session state behind (importd's own
     single-statement queries). ``server_settings`` are more session settings."""
-    pool: asyncpg.Pool = await asyncpg.create_pool(
+    pool: Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
@@ -324,7 +324,7 @@ async def connect(
     timeout: float = 10.0,
     application_name: str = "importd",
     statement_cache_size: int = 100,
-) -> Any:
+) -> Connection:
     """One connection of its own (not from an asyncpg pool), with JSON codecs.
 
     ``statement_cache_size=0`` for one-shot commands: they gain nothing from named
@@ -352,7 +352,7 @@ def _timestamp_in(text: str) -> datetime | str:
         return text  # a year Python cannot hold (20000, 100 BC): as PostgreSQL wrote it
 
 
-async def readable_timestamps(conn: Any) -> None:
+async def readable_timestamps(conn: Connection) -> None:
     """Let ``conn`` read every timestamptz a row may hold: a datetime (in UTC) where
     Python can hold it, PostgreSQL's own text otherwise (asyncpg's codec raises on a year
     after 9999 or before 1, and an operator's command must not)."""
@@ -366,7 +366,7 @@ async def readable_timestamps(conn: Any) -> None:
     await conn.execute(sql.query("set_readable_timestamps"))
 
 
-async def behind_pooler(conn: Any) -> bool:
+async def behind_pooler(conn: Connection) -> bool:
     """Whether ``conn`` reaches PostgreSQL through a pooler: the backend key a pooler
     (pgbouncer, Supavisor, pgcat) announces at connect is its own, so the process id in it
     is not the server session's ``pg_backend_pid()``."""

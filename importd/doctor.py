@@ -7,7 +7,6 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from . import db, fleet, migrate, repository, sql
 from .config import Settings, how_to_set
@@ -72,7 +71,7 @@ def _version(num: int, text: str) -> Check:
     return Check("server version", OK, f"PostgreSQL {text}")
 
 
-async def _trigger(conn: Any) -> Check:
+async def _trigger(conn: db.Connection) -> Check:
     row = await conn.fetchrow(sql.query("doctor_trigger"))
     functions = row["functions"]
     problems = []
@@ -103,7 +102,7 @@ async def _trigger(conn: Any) -> Check:
     return Check("trigger", OK, "enabled; both functions SECURITY DEFINER, search_path pinned")
 
 
-async def _health(conn: Any) -> list[Check]:
+async def _health(conn: db.Connection) -> list[Check]:
     sent = time.time()
     row = await conn.fetchrow(sql.query("doctor_health"))
     received = time.time()
@@ -161,7 +160,7 @@ async def _health(conn: Any) -> list[Check]:
 FLEET_VERSION = 4
 
 
-async def _fleet(conn: Any) -> Check:
+async def _fleet(conn: db.Connection) -> Check:
     """The live daemons, and the pending kinds none of them serves."""
     daemons = await repository.live_daemons(conn, fleet.STALE_AFTER)
     missing = fleet.unserved(await repository.pending_kinds(conn), daemons)
@@ -198,7 +197,7 @@ def _imports(settings: Settings) -> Check:
     return Check("imports", OK, f"into {', '.join(settings.tables)}; from {' and '.join(where)}")
 
 
-async def _pooler(conn: Any, settings: Settings) -> Check:
+async def _pooler(conn: db.Connection, settings: Settings) -> Check:
     """Whether ``dsn`` goes through a pooler, and in which mode.
 
     A pooler announces a backend key of its own at connect, so its process id differs from
@@ -239,7 +238,7 @@ async def _pooler(conn: Any, settings: Settings) -> Check:
     )
 
 
-async def _listen(settings: Settings, sender: Any) -> Check:
+async def _listen(settings: Settings, sender: db.Connection) -> Check:
     """A NOTIFY sent over the DSN (as a producer's would be), heard on the LISTEN
     connection; timed from before the NOTIFY to its arrival."""
     if not settings.listen:

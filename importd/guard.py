@@ -85,7 +85,7 @@ class LeaseKeeper:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._db_lock: asyncio.Lock | None = None
-        self._conn: Any = None
+        self._conn: db.Connection | None = None
         self._stopping = False
         self._ready = threading.Event()
         self._on_lost: Callable[[list[int]], None] = lambda _ids: None
@@ -211,7 +211,7 @@ class LeaseKeeper:
                 except Exception:  # closing a broken connection: nothing to do
                     self._conn.terminate()
 
-    async def _connection(self) -> Any:
+    async def _connection(self) -> db.Connection:
         if self._conn is None or self._conn.is_closed():
             self._conn = await db.connect(
                 self._dsn,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
@@ -79,7 +78,7 @@ class Listener:
                 self.connected = False
                 conn.terminate()
 
-    async def _connect(self) -> Any:
+    async def _connect(self) -> db.Connection:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
@@ -102,14 +101,16 @@ class Listener:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _on_notification(
+        self, _conn: db.Connection, _pid: int, _channel: str, payload: str
+    ) -> None:
         if payload.startswith(_PROBE_PREFIX):
             if payload == self._probe_token:
                 self._probe_seen.set()
             return
         self._on_wake(payload or None)
 
-    async def _serve(self, conn: Any) -> None:
+    async def _serve(self, conn: db.Connection) -> None:
         loop = asyncio.get_running_loop()
         self._lost.clear()
         conn.add_termination_listener(lambda _c: self._lost.set())
@@ -134,7 +135,7 @@ class Listener:
             await self._probe(conn)
             self.last_ok = loop.time()
 
-    async def _probe(self, conn: Any) -> None:
+    async def _probe(self, conn: db.Connection) -> None:
         self._probe_token = f"{_PROBE_PREFIX}{self._id}:{secrets.token_hex(4)}"
         self._probe_seen.clear()
         try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import fleet, repository
 from .config import parse_duration
-from .db import redact_value
+from .db import Conn, redact_value
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -58,7 +58,7 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default, indent=2, sort_keys=True)
 
 
-async def status(conn: Any, *, as_json: bool = False) -> str:
+async def status(conn: Conn, *, as_json: bool = False) -> str:
     """What is queued, what runs, what failed lately."""
     data = await repository.status(conn, daemons_seen_within=fleet.STALE_AFTER)
     by_group: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -202,7 +202,7 @@ _SHOWN = [
 ]
 
 
-async def show(conn: Any, job_id: int, *, as_json: bool = False, first_errors: int = 5) -> str:
+async def show(conn: Conn, job_id: int, *, as_json: bool = False, first_errors: int = 5) -> str:
     """Every field of a job, its last error, and its first row-level errors."""
     job = await repository.job_details(conn, job_id)
     if job is None:
@@ -234,7 +234,7 @@ async def show(conn: Any, job_id: int, *, as_json: bool = False, first_errors: i
     return "\n".join(lines)
 
 
-async def errors(conn: Any, job_id: int, *, as_json: bool = False) -> str:
+async def errors(conn: Conn, job_id: int, *, as_json: bool = False) -> str:
     """Every rejected row of a job: CSV (line, message, record) or JSON."""
     if await repository.job_details(conn, job_id) is None:
         raise LookupError(f"no job {job_id}")
@@ -262,7 +262,7 @@ _NOT_CANCELLED = {
 
 
 async def retry(
-    conn: Any, ids: list[int] | None, *, kind: str | None, queue: str | None, since: str | None
+    conn: Conn, ids: list[int] | None, *, kind: str | None, queue: str | None, since: str | None
 ) -> tuple[str, list[str]]:
     """Failed (or cancelled, by id) jobs back to pending, attempts reset: (what was done,
     a reason for each given id that was not retried)."""
@@ -285,7 +285,7 @@ async def retry(
     return text, problems
 
 
-async def cancel(conn: Any, ids: list[int]) -> tuple[str, list[str]]:
+async def cancel(conn: Conn, ids: list[int]) -> tuple[str, list[str]]:
     """Cancel pending or running jobs: (what was done, a reason for each id that was not
     cancelled)."""
     done = await repository.cancel_jobs(conn, ids)
@@ -308,7 +308,7 @@ async def cancel(conn: Any, ids: list[int]) -> tuple[str, list[str]]:
 
 
 async def prune(
-    conn: Any, *, completed_after: float, failed_after: float, batch: int = 1000
+    conn: Conn, *, completed_after: float, failed_after: float, batch: int = 1000
 ) -> tuple[int, int]:
     """Delete finished jobs older than their retention, in batches: (deleted, batches)."""
     return await repository.prune_finished(

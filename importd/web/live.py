@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from .. import repository
+from .. import db, repository
 from ..db import redact_value
 from ..listener import Listener
 
@@ -33,7 +33,9 @@ log = structlog.get_logger("importd.web")
 class Hub:
     """The web process's LISTEN connection and the streams it wakes."""
 
-    def __init__(self, pool: Any, dsn: str, *, interval: float = 1.0, min_gap: float = 0.5) -> None:
+    def __init__(
+        self, pool: db.Pool, dsn: str, *, interval: float = 1.0, min_gap: float = 0.5
+    ) -> None:
         self.pool = pool
         self.interval = interval
         self.min_gap = min_gap
