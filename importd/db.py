@@ -1,10 +1,9 @@
 """Connections to PostgreSQL: the pool, direct connections, and which errors are transient.
 
-The connector: with the COPY modules (``tables``, ``handlers.imports``), the one module
-that imports asyncpg. Every other module takes the types it passes around (``Pool``,
-``Connection``, ``Record``, ``Conn``) and the errors it tells apart (``ERRORS``,
-``is_transient``) from here.
-"""
+The connector. Apart from the COPY modules (``tables``, ``handlers.imports``), it is the
+only module that imports asyncpg: every other one takes the types it passes around
+(``Pool``, ``Connection``, ``Record``, ``Conn``) and the errors it tells apart (``ERRORS``,
+``is_transient``) from here."""
 
 from __future__ import annotations
 
