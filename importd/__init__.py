@@ -22,7 +22,7 @@ opened through ``db.connect``, never taken from a pool (LISTEN must stay on one 
 No SQL text stands in Python except ``CREATE DATABASE`` in :mod:`importd.daemon` (no DO
 block can run it, so ``format('%I')`` cannot quote it; the name is a constant; commented
 there) and, a known debt, the savepoints of bad-row isolation in
-``handlers.imports.copying``. tests/test_boundary.py keeps these rules.
+``handlers.imports.copying``. tests/unit/test_boundary.py keeps these rules.
 docs/ARCHITECTURE.md is the map.
 """
 

@@ -13,7 +13,7 @@ import pytest
 
 from importd import sql
 
-PACKAGE = Path(__file__).resolve().parent.parent / "importd"
+PACKAGE = Path(__file__).resolve().parents[2] / "importd"
 
 # The modules that import asyncpg, and why (the package docstring says the same).
 ASYNCPG_ALLOWED = {
