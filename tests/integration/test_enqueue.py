@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,133 @@ async def test_enqueue_many_ids_stay_in_order_beside_a_concurrent_producer(
         assert [by_id[i] for i in ids] == list(range(1000))
     finally:
         await other.close()
+
+
+_LATER = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+_ODD_ONE = {
+    "kind": "other",
+    "queue": "odd",
+    "tenant_id": "acme",
+    "priority": 7,
+    "run_at": _LATER,
+    "max_attempts": 9,
+    "timeout": 1.25,
+}
+
+
+@pytest.mark.parametrize("position", [0, 500, 999])
+@pytest.mark.parametrize("column", sorted(_ODD_ONE))
+async def test_enqueue_many_one_row_unlike_the_rest_keeps_its_own_value(
+    conn: Conn, column: str, position: int
+) -> None:
+    # A column that is the same in every row travels once (insert_jobs.sql): a batch in
+    # which one row differs must still store every row's own value.
+    usual: dict[str, Any] = {"kind": "noop"}
+    jobs = [
+        NewJob(payload={"n": i}, **(usual | ({column: _ODD_ONE[column]} if i == position else {})))
+        for i in range(1000)
+    ]
+    ids = await importd.enqueue_many(conn, jobs)
+    rows = {r["id"]: r for r in await conn.fetch("SELECT * FROM import_jobs")}
+    assert len(rows) == 1000
+    created = await conn.fetchval("SELECT now()")  # the insert's transaction has ended
+    for i, (job, job_id) in enumerate(zip(jobs, ids, strict=True)):
+        row = rows[job_id]
+        assert row["payload"] == {"n": i}
+        stored = {
+            "kind": row["kind"],
+            "queue": row["queue"],
+            "tenant_id": row["tenant_id"],
+            "priority": row["priority"],
+            "run_at": row["run_at"] if job.run_at is not None else None,
+            "max_attempts": row["max_attempts"],
+            "timeout": row["timeout"].total_seconds(),
+        }
+        assert stored == {name: getattr(job, name) for name in _ODD_ONE}
+        if job.run_at is None:
+            assert row["run_at"] <= created
+
+
+async def test_enqueue_many_constant_options_apply_to_every_row(conn: Conn) -> None:
+    jobs = [
+        NewJob(
+            "csv",
+            {"n": i},
+            queue="imports",
+            tenant_id="acme",
+            priority=-1,
+            run_at=_LATER,
+            max_attempts=3,
+            timeout=42,
+        )
+        for i in range(1000)
+    ]
+    ids = await importd.enqueue_many(conn, jobs)
+    rows = await conn.fetch(
+        "SELECT id, payload, kind, queue, tenant_id, priority, run_at, max_attempts, timeout "
+        "FROM import_jobs ORDER BY id"
+    )
+    assert [r["id"] for r in rows] == ids
+    assert [r["payload"]["n"] for r in rows] == list(range(1000))
+    assert {tuple(r.values())[2:] for r in rows} == {
+        ("csv", "imports", "acme", -1, _LATER, 3, timedelta(seconds=42))
+    }
+    # A batch of one is a batch whose every column is constant.
+    (one,) = await importd.enqueue_many(conn, [NewJob("noop", {"x": 1}, queue="solo")])
+    assert await conn.fetchval("SELECT queue FROM import_jobs WHERE id = $1", one) == "solo"
+
+
+async def test_enqueue_many_big_batch_mixing_dedup_and_plain_jobs(conn: Conn) -> None:
+    held = await importd.enqueue(conn, "csv", {"old": True}, dedup_key="k-3")
+    freed = await importd.enqueue(conn, "csv", {"old": True}, dedup_key="k-4")
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'completed', finished_at = now() WHERE id = $1", freed
+    )
+    # 3,000 jobs: every third carries one of ten keys (k-3 held by an unfinished job, k-4
+    # by a finished one), the others none.
+    jobs = [
+        NewJob("csv", {"n": i}, dedup_key=f"k-{i % 10}" if i % 3 == 0 else None)
+        for i in range(3000)
+    ]
+    ids = await importd.enqueue_many(conn, jobs)
+    assert len(ids) == 3000
+    first_of: dict[str, int] = {}
+    for job, job_id in zip(jobs, ids, strict=True):
+        if job.dedup_key is not None:
+            first_of.setdefault(job.dedup_key, job_id)
+            assert job_id == first_of[job.dedup_key]
+    assert first_of["k-3"] == held
+    assert freed not in ids
+    created = {
+        r["id"]: r["payload"]
+        for r in await conn.fetch(
+            "SELECT id, payload FROM import_jobs WHERE id <> ALL ($1)", [held, freed]
+        )
+    }
+    # One new row per job without a key and per first use of a key other than k-3, in
+    # input order.
+    seen: set[str | None] = {"k-3"}
+    expected = []
+    for i, job in enumerate(jobs):
+        if job.dedup_key is None or job.dedup_key not in seen:
+            expected.append(i)
+            seen.add(job.dedup_key)
+    assert sorted(created) == [ids[i] for i in expected]
+    assert [created[ids[i]]["n"] for i in expected] == expected
+    assert len(created) == 2000 + 9
+
+
+async def test_enqueue_many_one_notification_per_batch_and_queue(conn: Conn, dsn: str) -> None:
+    notes = await Notifications().start(dsn)
+    try:
+        # Outside a transaction block each batch is its own transaction: one notification
+        # per batch for each queue it touched, however many rows.
+        for _ in range(3):
+            await importd.enqueue_many(
+                conn, [NewJob("noop", {"n": i}, queue="a" if i % 2 else "b") for i in range(1000)]
+            )
+        await importd.enqueue_many(conn, [NewJob("noop", {}, queue="c") for _ in range(1000)])
+        payloads = await notes.settle()
+        assert sorted(payloads) == ["a"] * 3 + ["b"] * 3 + ["c"]
+    finally:
+        await notes.close()
