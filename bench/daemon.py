@@ -2,9 +2,12 @@
 
     python -m bench.daemon [--jobs 20000] [--runs 2] [--finished 1000000]
                            [--latency-jobs 500] [--rate 50] [--idle 30]
+    python -m bench.daemon --only-enqueue [--enqueue-rounds 4] [--enqueue-batches 50]
 
-- enqueue: ``enqueue_many`` in batches of 1,000 against a plain multi-row INSERT of the same
-  rows (``INSERT ... VALUES ($1, $2), ...``), interleaved.
+- enqueue: ``enqueue_many`` in batches of 1,000 against three references of the same rows,
+  interleaved: a plain multi-row INSERT (``INSERT ... VALUES ($1, $2), ...``), a COPY, and
+  the rows made by the server itself (``INSERT ... SELECT FROM generate_series``: the
+  table's own ceiling); rates, and CPU per job of the client and of the server.
 - drain: ``--jobs`` no-op jobs enqueued in batches of 1,000 into a fresh database, then one
   daemon with concurrency 16 and default settings (fair claim on) until every completion
   is persisted; the floor (bench/floor.py, a minimal LISTEN + SKIP LOCKED daemon) drains
@@ -88,45 +91,109 @@ async def drop(cluster: Cluster, name: str) -> None:
 # -- enqueue ---------------------------------------------------------------------------
 
 
-async def enqueue_rates(dsn: str, rounds: int, batches: int) -> list[tuple[float, float]]:
-    """(enqueue_many jobs/s, plain multi-row INSERT jobs/s) per round, interleaved."""
+ENQUEUE_SYSTEMS = ("enqueue_many", "INSERT", "COPY", "server")
+
+
+async def enqueue_rates(dsn: str, rounds: int, batches: int) -> dict[str, list[dict[str, Any]]]:
+    """Per system, per round: jobs/s, jobs/s by fifths, and CPU µs per job of the client
+    (this process) and of the server (the connection's backend), interleaved round by round.
+
+    enqueue_many    ``importd.enqueue_many`` of ``NewJob("noop", {"n": i})``, ids returned
+    INSERT          a plain multi-row ``INSERT ... VALUES ($1, $2), ... RETURNING id``
+    COPY            ``COPY import_jobs (kind, payload)`` of the same rows (no ids back)
+    server          ``INSERT ... SELECT ... FROM generate_series`` of the same rows, made
+                    by the server itself: what the table takes with no client at all
+    Each batch of 1,000 is its own transaction, and each system starts from an empty table.
+    """
     conn = await asyncpg.connect(dsn)
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
     values = ", ".join(f"(${2 * i + 1}, ${2 * i + 2}::jsonb)" for i in range(BATCH))
     plain = f"INSERT INTO import_jobs (kind, payload) VALUES {values} RETURNING id"
+    made = (
+        "INSERT INTO import_jobs (kind, payload) SELECT 'noop', jsonb_build_object('n', g) "
+        "FROM generate_series($1::int, $1::int + $2::int - 1) AS g RETURNING id"
+    )
 
-    async def api(payloads: list[dict[str, int]]) -> None:
-        await importd.enqueue_many(conn, [importd.NewJob("noop", p) for p in payloads])
+    async def api(first: int) -> None:
+        await importd.enqueue_many(
+            conn, [importd.NewJob("noop", {"n": n}) for n in range(first, first + BATCH)]
+        )
 
-    async def reference(payloads: list[dict[str, int]]) -> None:
+    async def insert(first: int) -> None:
         args: list[Any] = []
-        for p in payloads:
-            args += ["noop", json.dumps(p)]
+        for n in range(first, first + BATCH):
+            args += ["noop", json.dumps({"n": n})]
         await conn.fetch(plain, *args)
 
-    async def rate(fn: Any) -> float:
+    async def copy(first: int) -> None:
+        await conn.copy_records_to_table(
+            "import_jobs",
+            records=[("noop", json.dumps({"n": n})) for n in range(first, first + BATCH)],
+            columns=["kind", "payload"],
+        )
+
+    async def server(first: int) -> None:
+        await conn.fetch(made, first, BATCH)
+
+    fns = dict(zip(ENQUEUE_SYSTEMS, (api, insert, copy, server), strict=True))
+
+    async def measure(fn: Any) -> dict[str, Any]:
+        fifth = max(1, batches // 5)
+        marks = []
+        client0, server0 = time.process_time(), cpu_seconds(backend)
         began = time.perf_counter()
         for b in range(batches):
             async with conn.transaction():
-                await fn([{"n": b * BATCH + i} for i in range(BATCH)])
+                await fn(b * BATCH)
+            if (b + 1) % fifth == 0:
+                marks.append(time.perf_counter())
         elapsed = time.perf_counter() - began
+        client, served = time.process_time() - client0, cpu_seconds(backend) - server0
         await conn.execute("TRUNCATE import_jobs CASCADE")
-        return batches * BATCH / elapsed
+        jobs = batches * BATCH
+        starts = [began, *marks[:-1]]
+        return {
+            "rate": jobs / elapsed,
+            "fifths": [fifth * BATCH / (e - s) for s, e in zip(starts, marks, strict=True)],
+            "client_us": client / jobs * 1e6,
+            "server_us": served / jobs * 1e6,
+        }
 
-    out = []
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in ENQUEUE_SYSTEMS}
     try:
-        await rate(api)  # warm-up: caches, prepared statements
-        await rate(reference)
+        for fn in fns.values():  # warm-up: caches, prepared statements
+            await measure(fn)
         for r in range(rounds):
-            if r % 2:
-                ref = await rate(reference)
-                mine = await rate(api)
-            else:
-                mine = await rate(api)
-                ref = await rate(reference)
-            out.append((mine, ref))
+            order = ENQUEUE_SYSTEMS if r % 2 == 0 else tuple(reversed(ENQUEUE_SYSTEMS))
+            for name in order:
+                out[name].append(await measure(fns[name]))
     finally:
         await conn.close()
     return out
+
+
+def enqueue_rows(res: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
+    """The enqueue figures: each system's rates, and enqueue_many's ratio against each."""
+    rows = []
+    mine = res["enqueue_many"]
+    for name in ENQUEUE_SYSTEMS:
+        runs = res[name]
+        text = (
+            f"{_span([r['rate'] for r in runs])} jobs/s (fifths "
+            f"{_span([f for r in runs for f in r['fifths']])}); CPU per job: client "
+            f"{_span([r['client_us'] for r in runs], '{:.1f}')} µs + server "
+            f"{_span([r['server_us'] for r in runs], '{:.1f}')} µs"
+        )
+        if name != "enqueue_many":
+            ratio = [m["rate"] / r["rate"] for m, r in zip(mine, runs, strict=True)]
+            worst = min(
+                a / b
+                for m, r in zip(mine, runs, strict=True)
+                for a, b in zip(m["fifths"], r["fifths"], strict=True)
+            )
+            text += f"; enqueue_many = {_span(ratio, '{:.2f}')}x this (worst fifth {worst:.2f}x)"
+        rows.append((f"enqueue, batches of 1,000: {name}", text))
+    return rows
 
 
 # -- drain -----------------------------------------------------------------------------
@@ -427,17 +494,12 @@ async def main(args: Any) -> None:
             ),
         ]
         work = await clone(cluster, "bench_template", "bench_enqueue")
-        rates = await enqueue_rates(work, args.enqueue_rounds, args.enqueue_batches)
-        rows.append(
-            (
-                "enqueue_many, batches of 1,000",
-                f"{_span([m for m, _ in rates])} jobs/s = "
-                f"{_span([m / r for m, r in rates], '{:.2f}')}x a plain multi-row INSERT "
-                f"({_span([r for _, r in rates])} jobs/s)",
-            )
-        )
+        enq = await enqueue_rates(work, args.enqueue_rounds, args.enqueue_batches)
+        rows += enqueue_rows(enq)
         await drop(cluster, "bench_enqueue")
         print(table("importd daemon benchmark (so far)", rows), flush=True)
+        if args.only_enqueue:
+            return
 
         if args.finished and "finished" in args.cases:
             finished = await clone(cluster, "bench_template", "bench_template_finished")
@@ -536,6 +598,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--enqueue-rounds", type=int, default=4)
     parser.add_argument("--enqueue-batches", type=int, default=50)
+    parser.add_argument(
+        "--only-enqueue", action="store_true", help="the enqueue figures alone, then stop"
+    )
     parser.add_argument("--latency-jobs", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--idle", type=float, default=30.0)
