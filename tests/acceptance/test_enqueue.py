@@ -68,3 +68,19 @@ async def test_cli_enqueue_payloads_file_in_order(conn: Conn, dsn: str, tmp_path
     rows = await conn.fetch("SELECT payload, queue, tenant_id FROM import_jobs ORDER BY id")
     assert [r["payload"]["n"] for r in rows] == list(range(2500))
     assert {(r["queue"], r["tenant_id"]) for r in rows} == {("bulk", "t9")}
+
+
+async def test_cli_enqueue_payloads_bad_line_keeps_the_batches_before_it(
+    conn: Conn, dsn: str, tmp_path: Path
+) -> None:
+    # The batch sent while the next is read still lands when a later line is refused;
+    # the refused line's own batch does not.
+    lines = [json.dumps({"n": i}) for i in range(2600)]
+    lines[2499] = "[1, 2]"
+    source = tmp_path / "jobs.ndjson"
+    source.write_text("\n".join(lines) + "\n")
+    done = run_importd("enqueue", "noop", "--dsn", dsn, "--payloads", str(source))
+    assert done.returncode == 2
+    assert f"{source}:2500: a payload must be a JSON object" in done.stderr
+    rows = await conn.fetch("SELECT payload FROM import_jobs ORDER BY id")
+    assert [r["payload"]["n"] for r in rows] == list(range(2000))
