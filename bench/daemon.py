@@ -4,10 +4,11 @@
                            [--latency-jobs 500] [--rate 50] [--idle 30]
     python -m bench.daemon --only-enqueue [--enqueue-rounds 4] [--enqueue-batches 50]
 
-- enqueue: ``enqueue_many`` in batches of 1,000 against three references of the same rows,
-  interleaved: a plain multi-row INSERT (``INSERT ... VALUES ($1, $2), ...``), a COPY, and
-  the rows made by the server itself (``INSERT ... SELECT FROM generate_series``: the
-  table's own ceiling); rates, and CPU per job of the client and of the server.
+- enqueue: ``enqueue_many`` in batches of 1,000 against four references of the same rows,
+  interleaved: a plain multi-row INSERT (``INSERT ... VALUES ($1, $2), ...``), a COPY, a
+  COPY into a temporary table + INSERT ... SELECT ... RETURNING, and the rows made by the
+  server itself (``INSERT ... SELECT FROM generate_series``: the table's own ceiling);
+  rates, and CPU per job of the client and of the server.
 - drain: ``--jobs`` no-op jobs enqueued in batches of 1,000 into a fresh database, then one
   daemon with concurrency 16 and default settings (fair claim on) until every completion
   is persisted; the floor (bench/floor.py, a minimal LISTEN + SKIP LOCKED daemon) drains
@@ -91,7 +92,7 @@ async def drop(cluster: Cluster, name: str) -> None:
 # -- enqueue ---------------------------------------------------------------------------
 
 
-ENQUEUE_SYSTEMS = ("enqueue_many", "INSERT", "COPY", "server")
+ENQUEUE_SYSTEMS = ("enqueue_many", "INSERT", "COPY", "COPY+INSERT", "server")
 
 
 async def enqueue_rates(dsn: str, rounds: int, batches: int) -> dict[str, list[dict[str, Any]]]:
@@ -101,6 +102,8 @@ async def enqueue_rates(dsn: str, rounds: int, batches: int) -> dict[str, list[d
     enqueue_many    ``importd.enqueue_many`` of ``NewJob("noop", {"n": i})``, ids returned
     INSERT          a plain multi-row ``INSERT ... VALUES ($1, $2), ... RETURNING id``
     COPY            ``COPY import_jobs (kind, payload)`` of the same rows (no ids back)
+    COPY+INSERT     a COPY into a temporary table, then ``INSERT ... SELECT ... RETURNING
+                    id`` from it: the way to get ids back from a COPY
     server          ``INSERT ... SELECT ... FROM generate_series`` of the same rows, made
                     by the server itself: what the table takes with no client at all
     Each batch of 1,000 is its own transaction, and each system starts from an empty table.
@@ -132,10 +135,25 @@ async def enqueue_rates(dsn: str, rounds: int, batches: int) -> dict[str, list[d
             columns=["kind", "payload"],
         )
 
+    await conn.execute(
+        "CREATE TEMP TABLE staged (kind text, payload jsonb, ord serial) ON COMMIT DELETE ROWS"
+    )
+
+    async def staged(first: int) -> None:
+        await conn.copy_records_to_table(
+            "staged",
+            records=[("noop", json.dumps({"n": n})) for n in range(first, first + BATCH)],
+            columns=["kind", "payload"],
+        )
+        await conn.fetch(
+            "INSERT INTO import_jobs (kind, payload) SELECT kind, payload FROM staged "
+            "ORDER BY ord RETURNING id"
+        )
+
     async def server(first: int) -> None:
         await conn.fetch(made, first, BATCH)
 
-    fns = dict(zip(ENQUEUE_SYSTEMS, (api, insert, copy, server), strict=True))
+    fns = dict(zip(ENQUEUE_SYSTEMS, (api, insert, copy, staged, server), strict=True))
 
     async def measure(fn: Any) -> dict[str, Any]:
         fifth = max(1, batches // 5)

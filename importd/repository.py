@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from . import migrate, sql, tables
 from .db import Conn, Pool, Record, clean_text, redact_value
@@ -98,33 +98,45 @@ async def enqueue_many(conn: Conn, jobs: Iterable[NewJob]) -> list[int]:
             raise TypeError(
                 f"a job payload must be a JSON object (dict), not {type(job.payload).__name__}"
             )
-    # One encoder call for the whole batch: a call per payload cost ten times as much.
-    payloads = json.dumps([job.payload for job in batch])
-    columns = [
+    if all(job.dedup_key is None for job in batch):
+        ids: list[int] = await conn.fetchval(
+            sql.query("insert_jobs"),
+            *(_once_if_constant(c) if isinstance(c, list) else c for c in _columns(batch)),
+        )
+        return ids
+    found: list[int | None] = await conn.fetchval(
+        sql.query("enqueue_jobs"), *_columns(batch), [job.dedup_key for job in batch]
+    )
+    # A dedup key that a concurrent, just-committed transaction took is invisible to the
+    # statement's snapshot (its id comes back NULL, its row was not inserted): ask again
+    # for those rows alone (the others are in), and the next snapshot sees the holder.
+    for _ in range(5):
+        missing = [i for i, job_id in enumerate(found) if job_id is None]
+        if not missing:
+            return cast(list[int], found)
+        again = [batch[i] for i in missing]
+        retried: list[int | None] = await conn.fetchval(
+            sql.query("enqueue_jobs"), *_columns(again), [job.dedup_key for job in again]
+        )
+        for i, job_id in zip(missing, retried, strict=True):
+            found[i] = job_id
+    raise RuntimeError("enqueue: a dedup key kept changing hands; try again")
+
+
+def _columns(batch: list[NewJob]) -> list[Any]:
+    """The statement's parameters $1..$8 for ``batch``: one list per column, and the
+    payloads as one JSON array (one encoder call for the whole batch: a call per payload
+    cost ten times as much)."""
+    return [
         [job.kind for job in batch],
         [job.queue for job in batch],
         [job.tenant_id for job in batch],
-        payloads,
+        json.dumps([job.payload for job in batch]),
         [job.priority for job in batch],
         [job.run_at for job in batch],
         [job.max_attempts for job in batch],
         [float(job.timeout) for job in batch],
     ]
-    if all(job.dedup_key is None for job in batch):
-        ids: list[int] = await conn.fetchval(
-            sql.query("insert_jobs"),
-            *(_once_if_constant(c) if isinstance(c, list) else c for c in columns),
-        )
-        return ids
-    dedup_keys = [job.dedup_key for job in batch]
-    # A dedup key that a concurrent, just-committed transaction took is invisible to this
-    # statement's snapshot: ask again and the next snapshot sees it.
-    for _ in range(5):
-        rows = await conn.fetch(sql.query("enqueue_jobs"), *columns, dedup_keys)
-        found = [row["id"] for row in rows]
-        if None not in found:
-            return found
-    raise RuntimeError("enqueue: a dedup key kept changing hands; try again")
 
 
 def _once_if_constant(values: list[Any]) -> list[Any]:

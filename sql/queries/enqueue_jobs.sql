@@ -1,11 +1,15 @@
 -- Insert jobs from parallel arrays in one statement and return one id per input row, in
--- input order. A row whose dedup_key belongs to an unfinished job (in the table, or
--- earlier in the same batch) is not inserted; the existing job's id comes back instead.
+-- input order, as one array (NULL for a key whose holder this snapshot cannot see). A row
+-- whose dedup_key belongs to an unfinished job (in the table, or earlier in the same
+-- batch) is not inserted; the existing job's id comes back instead.
 -- $4 is the batch's payloads as one JSON array, encoded once by the client and sent as
 -- text so any connection works, whatever its codecs.
 -- Ids are drawn from the identity sequence first so each input row knows its own.
 WITH input AS (
-    SELECT t.*, nextval(pg_catalog.pg_get_serial_sequence('public.import_jobs', 'id')) AS new_id
+    -- The sequence is looked up once (an initplan), not once per row.
+    SELECT t.*,
+           nextval((SELECT pg_catalog.pg_get_serial_sequence('public.import_jobs', 'id')
+                   )::regclass) AS new_id
     FROM ROWS FROM (unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
                     jsonb_array_elements($4::text::jsonb), unnest($5::smallint[]),
                     unnest($6::timestamptz[]), unnest($7::int[]), unnest($8::float8[]),
@@ -26,19 +30,19 @@ ins AS (
     DO NOTHING
     RETURNING id, dedup_key
 )
-SELECT coalesce(mine.id, sibling.id, existing.id) AS id,
-       mine.id IS NOT NULL AS created
+SELECT array_agg(coalesce(mine.id, sibling.id, existing.id) ORDER BY i.ord)
 FROM input AS i
 LEFT JOIN ins AS mine ON mine.id = i.new_id
-LEFT JOIN LATERAL (
-    SELECT s.id FROM ins AS s
-    WHERE i.dedup_key IS NOT NULL AND s.dedup_key = i.dedup_key
-    LIMIT 1
-) AS sibling ON true
+-- The row that took this key in this batch: ins holds at most one row per key (the unique
+-- index), so a plain join, not a search of ins per row (that cost O(batch²): 35 µs a job
+-- in a batch of 1,000 keys).
+LEFT JOIN ins AS sibling ON sibling.dedup_key = i.dedup_key
+-- The unfinished job that already held the key, looked up only for a row that got no id
+-- above.
 LEFT JOIN LATERAL (
     SELECT e.id FROM public.import_jobs AS e
-    WHERE i.dedup_key IS NOT NULL AND e.dedup_key = i.dedup_key
+    WHERE mine.id IS NULL AND sibling.id IS NULL
+      AND i.dedup_key IS NOT NULL AND e.dedup_key = i.dedup_key
       AND e.status IN ('pending', 'running')
     LIMIT 1
 ) AS existing ON true
-ORDER BY i.ord

@@ -10,7 +10,7 @@ import pytest
 
 import importd
 from importd import NewJob
-from tests.helpers import Conn, Notifications
+from tests.helpers import Conn, Notifications, wait_until
 
 
 async def test_enqueue_inside_a_rolled_back_transaction_leaves_nothing(
@@ -296,3 +296,39 @@ async def test_enqueue_many_one_notification_per_batch_and_queue(conn: Conn, dsn
         assert sorted(payloads) == ["a"] * 3 + ["b"] * 3 + ["c"]
     finally:
         await notes.close()
+
+
+async def test_dedup_key_taken_by_a_concurrent_transaction_returns_its_job(
+    conn: Conn, dsn: str
+) -> None:
+    # B's batch waits on A's uncommitted key; once A commits, B's statement cannot see A's
+    # row in its snapshot (its id comes back NULL) and enqueue_many asks again: B gets A's
+    # job, and its other rows are inserted once.
+    import asyncpg  # noqa: PLC0415
+
+    other = await asyncpg.connect(dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        held = await importd.enqueue(conn, "csv", {"by": "a"}, dedup_key="race")
+        pid = await other.fetchval("SELECT pg_backend_pid()")
+        batch = [NewJob("csv", {"by": "b", "n": i}) for i in range(500)]
+        batch[250] = NewJob("csv", {"by": "b"}, dedup_key="race")
+        waiting = asyncio.ensure_future(importd.enqueue_many(other, batch))
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ),
+            what="the second batch to wait for the first transaction's key",
+        )
+        await tx.commit()
+        ids = await waiting
+        assert ids[250] == held
+        assert len(set(ids)) == 500
+        rows = await conn.fetch("SELECT id, payload FROM import_jobs ORDER BY id")
+        assert len(rows) == 500  # A's job and B's 499 others
+        assert [r["payload"].get("n") for r in rows if r["id"] != held] == [
+            i for i in range(500) if i != 250
+        ]
+    finally:
+        await other.close()
