@@ -50,6 +50,7 @@ bench: venv ## the benchmarks in bench/ (prints figures; takes a few minutes)
 	$(BIN)/python -m bench.imports
 	$(BIN)/python -m bench.sharing
 	$(BIN)/python -m bench.redact
+	$(BIN)/python -m bench.table_cost
 	$(BIN)/python -m bench.web
 
 web: venv ## the dashboard on http://127.0.0.1:8080/ (IMPORTD_DSN or DATABASE_URL names the database)

@@ -4,7 +4,8 @@
                            [--latency-jobs 500] [--rate 50] [--idle 30]
     python -m bench.daemon --only-enqueue [--enqueue-rounds 4] [--enqueue-batches 50]
 
-- enqueue: ``enqueue_many`` in batches of 1,000 against four references of the same rows,
+- enqueue: ``enqueue_many`` in batches of 1,000 against four references of the same rows
+  (and ``enqueue_many`` of jobs that carry dedup keys),
   interleaved: a plain multi-row INSERT (``INSERT ... VALUES ($1, $2), ...``), a COPY, a
   COPY into a temporary table + INSERT ... SELECT ... RETURNING, and the rows made by the
   server itself (``INSERT ... SELECT FROM generate_series``: the table's own ceiling);
@@ -92,7 +93,7 @@ async def drop(cluster: Cluster, name: str) -> None:
 # -- enqueue ---------------------------------------------------------------------------
 
 
-ENQUEUE_SYSTEMS = ("enqueue_many", "INSERT", "COPY", "COPY+INSERT", "server")
+ENQUEUE_SYSTEMS = ("enqueue_many", "INSERT", "COPY", "COPY+INSERT", "server", "with keys")
 
 
 async def enqueue_rates(dsn: str, rounds: int, batches: int) -> dict[str, list[dict[str, Any]]]:
@@ -106,6 +107,7 @@ async def enqueue_rates(dsn: str, rounds: int, batches: int) -> dict[str, list[d
                     id`` from it: the way to get ids back from a COPY
     server          ``INSERT ... SELECT ... FROM generate_series`` of the same rows, made
                     by the server itself: what the table takes with no client at all
+    with keys       ``enqueue_many`` of the same jobs, each with a dedup key of its own
     Each batch of 1,000 is its own transaction, and each system starts from an empty table.
     """
     conn = await asyncpg.connect(dsn)
@@ -153,7 +155,17 @@ async def enqueue_rates(dsn: str, rounds: int, batches: int) -> dict[str, list[d
     async def server(first: int) -> None:
         await conn.fetch(made, first, BATCH)
 
-    fns = dict(zip(ENQUEUE_SYSTEMS, (api, insert, copy, staged, server), strict=True))
+    async def keyed(first: int) -> None:
+        await importd.enqueue_many(
+            conn,
+            [
+                importd.NewJob("noop", {"n": n}, dedup_key=f"key-{n}")
+                for n in range(first, first + BATCH)
+            ],
+        )
+
+    systems = (api, insert, copy, staged, server, keyed)
+    fns = dict(zip(ENQUEUE_SYSTEMS, systems, strict=True))
 
     async def measure(fn: Any) -> dict[str, Any]:
         fifth = max(1, batches // 5)
@@ -209,7 +221,14 @@ def enqueue_rows(res: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
                 for m, r in zip(mine, runs, strict=True)
                 for a, b in zip(m["fifths"], r["fifths"], strict=True)
             )
-            text += f"; enqueue_many = {_span(ratio, '{:.2f}')}x this (worst fifth {worst:.2f}x)"
+            cpu = [
+                (m["client_us"] + m["server_us"]) / (r["client_us"] + r["server_us"])
+                for m, r in zip(mine, runs, strict=True)
+            ]
+            text += (
+                f"; enqueue_many = {_span(ratio, '{:.2f}')}x this rate (worst fifth "
+                f"{worst:.2f}x), {_span(cpu, '{:.2f}')}x its CPU per job"
+            )
         rows.append((f"enqueue, batches of 1,000: {name}", text))
     return rows
 
