@@ -54,7 +54,7 @@ class NewJob:
         # The generated __init__ of a frozen dataclass goes through object.__setattr__
         # once per field: 2.5 µs per job, more than enqueue_many's own work per job. The
         # slots' own setters do the same in 1.5 (the signature is the generated one;
-        # tests/test_enqueue.py compares them).
+        # tests/unit/test_new_job.py compares them).
         _set_kind(self, kind)
         _set_payload(self, payload)
         _set_queue(self, queue)
