@@ -1,4 +1,4 @@
-"""Redaction benchmark: ``importd.db.redact`` over 1 MiB of several kinds of text, against
+"""Redaction benchmark: ``importd.redaction.redact`` over 1 MiB of several kinds of text, against
 ``json.dumps`` of the same text (what storing it costs anyway) measured in the same run,
 and the ratio of 2 MiB to 1 MiB (about 2 when linear; quadratic code would show 4).
 
@@ -15,7 +15,7 @@ import string
 import time
 from collections.abc import Callable
 
-from importd import db
+from importd import redaction
 
 from .common import machine, table
 
@@ -80,8 +80,8 @@ def measure(text: str, doubled: str, repeat: int) -> tuple[float, float, float]:
     times, to_json, growth = [], [], []
     for _ in range(repeat):
         reference = timed(lambda: json.dumps(text))
-        spent = timed(lambda: db.redact(text))
-        twice = timed(lambda: db.redact(doubled))
+        spent = timed(lambda: redaction.redact(text))
+        twice = timed(lambda: redaction.redact(doubled))
         times.append(spent)
         to_json.append(spent / reference)
         growth.append(twice / spent)
@@ -93,11 +93,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     for secret in (TOKEN, PASSWORD, "another-secret-1", "and:another@2", "a-third-one-3"):
-        db.register_secret(secret)
+        redaction.register_secret(secret)
     one, two = texts(MIB), texts(2 * MIB)
     rows = []
     for name, text in one.items():
-        redacted = db.redact(text)
+        redacted = redaction.redact(text)
         assert TOKEN not in redacted and PASSWORD not in redacted
         spent, to_json, growth = measure(text, two[name], args.repeat)
         rows.append(

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import config, daemon, db, doctor, logs, migrate, ops, payloads
+from . import config, daemon, db, doctor, logs, migrate, ops, payloads, redaction
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -433,7 +433,7 @@ def _settings(args: argparse.Namespace) -> config.Settings:
 
 
 def _fail(message: str, code: ExitCode) -> int:
-    print(f"importd: {db.redact(message)}", file=sys.stderr)
+    print(f"importd: {redaction.redact(message)}", file=sys.stderr)
     return int(code)
 
 

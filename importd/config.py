@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import urls
-from .db import redact, register_secret, secrets_in
 from .lanes import QueueSlots, RateLimit
+from .redaction import redact, register_secret, secrets_in
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
 

@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .db import Connection, Pool, redact_value
+from .db import Connection, Pool
 from .models import Job, Outcome
+from .redaction import redact_value
 
 if TYPE_CHECKING:
     import httpx

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import structlog
 
-from . import db, handlers, migrate, sql
+from . import db, handlers, migrate, redaction, sql
 from ._version import version
 from .backoff import Backoff
 from .cluster import ClusterError, persistent
@@ -625,7 +625,7 @@ def run(settings: Settings, drain: DrainOptions | None = None) -> int:
     try:
         return asyncio.run(daemon.run())
     except StartupError as exc:
-        log.error("startup_failed", error=db.redact(str(exc)), exit_code=int(exc.code))
+        log.error("startup_failed", error=redaction.redact(str(exc)), exit_code=int(exc.code))
         return exc.code
     except handlers.HandlerError as exc:
         # A handler module that fails to import: its traceback says where.

@@ -8,7 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from . import db, fleet, migrate, repository, sql
+from . import db, fleet, migrate, redaction, repository, sql
 from .config import Settings, how_to_set
 from .models import ExitCode
 
@@ -306,5 +306,5 @@ def render(checks: list[Check]) -> str:
     """A line per check."""
     width = max(len(c.name) for c in checks)
     return "\n".join(
-        f"{c.level.upper():<8} {c.name.ljust(width)}  {db.redact(c.detail)}" for c in checks
+        f"{c.level.upper():<8} {c.name.ljust(width)}  {redaction.redact(c.detail)}" for c in checks
     )

@@ -20,19 +20,12 @@ import structlog
 from .backoff import Backoff
 from .config import Settings
 from .context import Fence, HandlerSettings, JobContext, encode_result
-from .db import (
-    Connection,
-    Pool,
-    clean_text,
-    describe_db_error,
-    is_transient,
-    retry_transient,
-    traceback_text,
-)
+from .db import Connection, Pool, describe_db_error, is_transient, retry_transient
 from .guard import LeaseKeeper
 from .handlers import Registry
 from .metrics import Metrics
 from .models import Job, Outcome, PermanentError, RetryLater, Status
+from .redaction import clean_text, traceback_text
 from .repository import Repository, save_checkpoint
 
 log = structlog.get_logger("importd.executor")

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from .db import redact, redact_value
+from .redaction import redact, redact_value
 
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|authorization|credential|dsn)", re.I)
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from . import fleet, repository
 from .config import parse_duration
-from .db import Conn, redact_value
+from .db import Conn
+from .redaction import redact_value
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:

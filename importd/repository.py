@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from . import migrate, sql, tables
-from .db import Conn, Pool, Record, clean_text, redact_value
+from .db import Conn, Pool, Record
 from .lanes import Lane
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
@@ -23,6 +23,7 @@ from .models import (
     Job,
     Outcome,
 )
+from .redaction import clean_text, redact_value
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from .db import describe_db_error, is_transient, traceback_text
+from .db import describe_db_error, is_transient
 from .executor import Executor, StopReason
 from .lanes import Lane, RateLimit, plan_lanes
 from .models import Job
+from .redaction import traceback_text
 from .repository import Repository
 
 if TYPE_CHECKING:

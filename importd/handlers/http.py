@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 
 from ..context import JobContext
-from ..db import redact_value
 from ..models import InvalidPayload, Job, PermanentError
+from ..redaction import redact_value
 from .sources import check_url, status_error
 
 MAX_RESPONSE = 64 * 1024

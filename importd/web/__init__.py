@@ -33,8 +33,8 @@ from starlette.types import Receive, Scope, Send
 
 from .. import __version__, db, fleet, ops, repository
 from ..config import ConfigError, Settings
-from ..db import redact, redact_value
 from ..models import Status
+from ..redaction import redact, redact_value
 from . import security
 from .live import Hub
 

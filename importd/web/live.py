@@ -24,8 +24,8 @@ from typing import Any
 import structlog
 
 from .. import db, repository
-from ..db import redact_value
 from ..listener import Listener
+from ..redaction import redact_value
 
 log = structlog.get_logger("importd.web")
 

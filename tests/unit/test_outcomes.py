@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from importd.context import result_problem
-from importd.db import clean_text
+from importd.redaction import clean_text
 
 # Text with what PostgreSQL refuses mixed in: NUL and halves of surrogate pairs.
 _chars = st.one_of(st.characters(), st.sampled_from(["\x00", "\ud800", "\udfff", "\ud83d"]))

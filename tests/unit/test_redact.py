@@ -12,23 +12,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importd import db
+from importd import redaction
 
 TOKEN = "tok:Tail-" + "Zq7@x" * 5  # a ':' and an '@' inside, like the issue's token
 
 
 @contextmanager
 def only_secrets(*values: str) -> Iterator[None]:
-    """Exactly ``values`` registered while the block runs (the registry is global)."""
-    saved = set(db._SECRETS)
-    db._SECRETS.clear()
+    """Exactly ``values`` registered in the process's registry while the block runs."""
+    saved = redaction.SECRETS.forms
+    redaction.SECRETS.clear()
     try:
         for value in values:
-            db.register_secret(value)
+            redaction.register_secret(value)
         yield
     finally:
-        db._SECRETS.clear()
-        db._SECRETS.update(saved)
+        redaction.SECRETS.restore(saved)
 
 
 # A secret never contains "*" (the mask is "***", so a secret made of stars could
@@ -52,8 +51,8 @@ def test_no_secret_survives_wherever_it_was_put(
         at = int(where * len(text))
         text = text[:at] + secret + text[at:]
     with only_secrets(*secrets):
-        masked = db.redact(text)
-        as_value = db.redact_value({text: [text, {"k": text}], "plain": text})
+        masked = redaction.redact(text)
+        as_value = redaction.redact_value({text: [text, {"k": text}], "plain": text})
     for secret in secrets:
         assert secret not in masked
         assert secret not in json.dumps(as_value, ensure_ascii=False)
@@ -70,8 +69,8 @@ plain_text = st.text(
 @given(text=plain_text, secrets=st.lists(st.tuples(secret_text, secret_text), max_size=3))
 def test_text_without_secrets_is_unchanged(text: str, secrets: list[tuple[str, str]]) -> None:
     with only_secrets(*(f"{a}:{b}" for a, b in secrets)):
-        assert db.redact(text) == text
-        assert db.redact_value({text: [text]}) == {text: [text]}
+        assert redaction.redact(text) == text
+        assert redaction.redact_value({text: [text]}) == {text: [text]}
 
 
 # A URL's password may hold anything but the characters that end the authority (and
@@ -99,10 +98,10 @@ def test_a_dsns_passwords_are_masked_whatever_they_hold(
 ) -> None:
     dsn = f"postgresql://app:{password}@db.example:5432/app?{key}={key_password}&sslmode=require"
     with only_secrets():  # nothing registered: the patterns alone
-        assert db.redact(dsn) == (
+        assert redaction.redact(dsn) == (
             f"postgresql://app:***@db.example:5432/app?{key}=***&sslmode=require"
         )
-        assert db.redact(f"error: {dsn} refused") == (
+        assert redaction.redact(f"error: {dsn} refused") == (
             f"error: postgresql://app:***@db.example:5432/app?{key}=***&sslmode=require refused"
         )
 
@@ -146,7 +145,7 @@ def test_a_dsns_passwords_are_masked_whatever_they_hold(
 )
 def test_the_issues_leaks_are_masked(text: str, shown: str, hidden: list[str]) -> None:
     with only_secrets(TOKEN):
-        masked = db.redact(text)
+        masked = redaction.redact(text)
     assert shown in masked, masked
     for part in hidden:
         assert part not in masked, masked
@@ -154,7 +153,7 @@ def test_the_issues_leaks_are_masked(text: str, shown: str, hidden: list[str]) -
 
 def test_a_token_as_a_json_key_and_under_sensitive_keys_is_masked() -> None:
     with only_secrets(TOKEN):
-        masked = db.redact_value(
+        masked = redaction.redact_value(
             {
                 TOKEN: 1,
                 f"x{TOKEN}y": [TOKEN],
@@ -170,5 +169,5 @@ def test_a_token_as_a_json_key_and_under_sensitive_keys_is_masked() -> None:
 def test_percent_encoded_and_json_escaped_forms_are_masked_too() -> None:
     secret = 'pa"ss@word/1'
     with only_secrets(secret):
-        assert db.redact("postgresql://u:pa%22ss%40word%2F1@h/d") == "postgresql://u:***@h/d"
-        assert db.redact(json.dumps({"p": secret})) == '{"p": "***"}'
+        assert redaction.redact("postgresql://u:pa%22ss%40word%2F1@h/d") == "postgresql://u:***@h/d"
+        assert redaction.redact(json.dumps({"p": secret})) == '{"p": "***"}'
