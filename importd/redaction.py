@@ -21,7 +21,7 @@ import json
 import operator
 import re
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any
 from urllib.parse import quote, unquote
@@ -59,14 +59,29 @@ def _anycase(word: str) -> str:
     return "".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
+def _trie(words: Iterable[str], char: Callable[[str], str] = re.escape) -> str:
+    """A pattern that matches exactly ``words``, as a trie: the engine tries one
+    alternative per character instead of one per word."""
+    by_first: dict[str, list[str]] = {}
+    for word in sorted(set(words)):
+        if word:
+            by_first.setdefault(word[0], []).append(word[1:])
+    alternatives = [char(first) + _trie(rests, char) for first, rests in by_first.items()]
+    if not alternatives:
+        return ""
+    body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+    return f"(?:{body})?" if "" in words else body
+
+
 # A URL's password: from "://user:" to the last "@" before the host (the authority ends
 # at the first "/", "?", "#" or whitespace, as asyncpg and urllib read it), so a raw "@"
 # inside the password is masked too. (A password already masked as a registered secret
 # is skipped.)
 _PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#\s]*)(?P<at>@)")
 # The same for masking: the "@"-ended segments are taken possessively (no backtracking
-# on a head without "@"), and only the head is captured: re.split keeps it.
-_URL_SPLIT = re.compile(r"(://[^:/?#\s]*+:)(?!\*\*\*@)(?:[^/?#\s@]*+@)++")
+# on a head without "@"), and only the head is captured: re.split keeps it. (A password
+# masked already is masked again, to the same text: cheaper than a test for it.)
+_URL_SPLIT = re.compile(r"(://[^:/?#\s]*+:)[^/?#\s@]*+@(?:[^/?#\s@]*+@)*+")
 
 # Keys that end in another key are covered by it (a key that ends in "token" counts).
 _KEY_SUFFIXES = tuple(
@@ -83,26 +98,39 @@ _KEY_BEFORE = (
     + "|".join(f"(?<={_anycase(k)}{space}=)" for k in _KEY_SUFFIXES for space in ("", " "))
     + ")"
 )
-_VALUE = r"[ \t]*+(?P<pw>'(?:[^'\\]|\\.)*+'?|[^\s&'\"]++)"
+_VALUE = r"[ \t]*+(?P<pw>[^\s&'\"]++|'(?:[^'\\]|\\.)*+'?)"
 _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # For masking: a run of such pairs on one line (separated by blanks or "&", each later
-# key exactly a sensitive one) is one match, masked as one.
-_KEY_AHEAD = "(?:" + "|".join(_anycase(k) for k in _KEY_SUFFIXES) + ")"
+# key exactly a sensitive one, each later value unquoted) is one match, masked as one.
+# (A pair the run stops before is a match of its own.) A value that ends in a key
+# followed by " =" takes the next value too (it is a value's key as well).
+_KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
 _VALUE_NC = _VALUE.replace("?P<pw>", "?:")
 _SENSITIVE_KV_RUN = re.compile(
-    "=" + _KEY_BEFORE + _VALUE_NC + rf"(?:[ \t&]++{_KEY_AHEAD} ?={_VALUE_NC})*+"
+    "="
+    + _KEY_BEFORE
+    + _VALUE_NC
+    + rf"(?:[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++| ={_KEY_BEFORE}{_VALUE_NC})*+"
 )
+# Whether a text holds a key at all (searched in its lower-cased copy).
+_ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
 
 # "Bearer <token>": everything up to whitespace, a quote or a delimiter is the token; a
 # run of them on one line is masked as one. The usual spellings are each replaced by a
 # constant (the pattern starts with a literal the engine finds fast); any other
 # spelling (BeArEr) by a pass that keeps the word as written.
-_CREDENTIAL_TAIL = r"[ \t]++(?!\*\*\*(?:[\s\"'<>,;]|$))[^\s\"'<>,;]++"
-_BEARER_RUN = rf"{_CREDENTIAL_TAIL}(?:[ \t]++{_anycase('bearer')}{_CREDENTIAL_TAIL})*+"
+# (A token masked already is masked again, to the same text.) A token that ends in a
+# sensitive key followed by " =" takes the value too: masked first, the token would take
+# the key the value's pass looks back for.
+_CREDENTIAL_TAIL = r"[ \t]++[^\s\"'<>,;]++" + f"(?: ={_KEY_BEFORE}{_VALUE_NC})?+"
+_BEARER_WORD = _anycase("bearer")
+_BEARER_RUN = (
+    rf"{_CREDENTIAL_TAIL}(?:(?:[ \t]++{_BEARER_WORD}|(?<={_BEARER_WORD})){_CREDENTIAL_TAIL})*+"
+)
 _BEARER_SPELLINGS = {
     word: re.compile(word + _BEARER_RUN) for word in ("Bearer", "bearer", "BEARER")
 }
-_BEARER_SPLIT = re.compile(f"({_anycase('bearer')}){_BEARER_RUN}")
+_BEARER_SPLIT = re.compile(f"({_BEARER_WORD}){_BEARER_RUN}")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -123,7 +151,9 @@ def _mask_after_heads(pattern: re.Pattern[str], text: str, mask: str) -> str:
 
 
 def _mask_urls(text: str) -> str:
-    return _mask_after_heads(_URL_SPLIT, text, MASK + "@") if "://" in text else text
+    if "://" not in text or "@" not in text:
+        return text
+    return _mask_after_heads(_URL_SPLIT, text, MASK + "@")
 
 
 def _mask_bearer(text: str, lowered: str) -> str:
@@ -143,7 +173,7 @@ def _mask_bearer(text: str, lowered: str) -> str:
 def _mask_sensitive_values(text: str, lowered: str) -> str:
     equals = text.count("=")
     # Text dense with "=" is searched for a key first (each "=" costs the engine a try).
-    if not equals or (equals > len(text) >> 6 and not any(k in lowered for k in _KEY_SUFFIXES)):
+    if not equals or (equals > len(text) >> 6 and not _ANY_KEY.search(lowered)):
         return text
     return _SENSITIVE_KV_RUN.sub("=" + MASK, text)
 

@@ -4,14 +4,19 @@ masked, and every path to a job row, the log and the CLI goes through it."""
 
 from __future__ import annotations
 
+import ast
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import importd
 from importd import redaction
 
 TOKEN = "tok:Tail-" + "Zq7@x" * 5  # a ':' and an '@' inside, like the issue's token
@@ -104,6 +109,126 @@ def test_a_dsns_passwords_are_masked_whatever_they_hold(
         assert redaction.redact(f"error: {dsn} refused") == (
             f"error: postgresql://app:***@db.example:5432/app?{key}=***&sslmode=require refused"
         )
+
+
+# Dense and hostile text: credentials a few characters apart, keys in any letter case,
+# and filler that looks like the start of one ("=", "://u:", "Bear"). Every planted value
+# is unique and marked (Q...Z), so "absent from the output" means "masked".
+planted = st.builds(
+    lambda digits, extra: f"Q{digits:06d}{extra}Z",
+    st.integers(0, 10**6),
+    st.text(alphabet="0123456789:@.-_+", max_size=8),
+)
+sensitive_key = st.builds(
+    lambda prefix, key, upper, space: (prefix + (key.upper() if upper else key)) + space,
+    st.sampled_from(["", "csrf", "db_"]),
+    st.sampled_from(redaction.SENSITIVE_KEYS),
+    st.booleans(),
+    st.sampled_from(["", " "]),
+)
+bearer_word = st.sampled_from(["Bearer", "bearer", "BEARER", "BeArEr", "bEARER"])
+# Filler that must come through unchanged (no secret, no key, no credential).
+filler = st.sampled_from(
+    ["kept=1", "dbname=app", "=", "==", "a://u:", "://", "Bear", "word", "x@y"]
+)
+
+
+@st.composite
+def hostile_items(draw: Any) -> list[tuple[str, str, str | None]]:
+    """(text, as redacted alone, the value it hides) for each of a few dozen items."""
+    items: list[tuple[str, str, str | None]] = []
+    for _ in range(draw(st.integers(1, 40))):
+        kind = draw(st.sampled_from(["kv", "bearer", "url", "secret", "filler"]))
+        value = draw(planted)
+        if kind == "kv":
+            key = draw(sensitive_key)
+            items.append((f"{key}={value}", f"{key}={redaction.MASK}", value))
+        elif kind == "bearer":
+            word = draw(bearer_word)
+            items.append((f"{word} {value}", f"{word} {redaction.MASK}", value))
+        elif kind == "url":
+            url = f"postgresql://app:{value}@db.example/app"
+            items.append((url, "postgresql://app:***@db.example/app", value))
+        elif kind == "secret":
+            items.append((f"s{value}s", f"s{redaction.MASK}s", value))
+        else:
+            word = draw(filler)
+            items.append((word, word, None))
+    return items
+
+
+def _registry_for(items: list[tuple[str, str, str | None]]) -> redaction.Secrets:
+    return redaction.Secrets(text[1:-1] for text, masked, _ in items if masked == "s***s")
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=hostile_items(), separator=st.sampled_from(["\n", " \n", "\t\n"]))
+def test_hostile_items_one_a_line_are_each_masked_as_alone(
+    items: list[tuple[str, str, str | None]], separator: str
+) -> None:
+    secrets = _registry_for(items)
+    text = separator.join(item for item, _, _ in items)
+    assert secrets.redact(text) == separator.join(masked for _, masked, _ in items)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=hostile_items(), separators=st.lists(st.sampled_from([" ", "&", "  ", " & ", "\t"])))
+def test_hostile_items_packed_on_one_line_leave_no_value_and_keep_the_filler(
+    items: list[tuple[str, str, str | None]], separators: list[str]
+) -> None:
+    secrets = _registry_for(items)
+    before = [separators[i % len(separators)] if separators else " " for i in range(len(items))]
+    text = "".join(sep + item for sep, (item, _, _) in zip(before, items, strict=True))
+    masked = secrets.redact(text)
+    for item, _, value in items:
+        if value is not None:
+            assert value not in masked, (value, masked)
+        elif not any("&" in sep for sep in before):
+            # (With "&" between them, filler may be part of a bearer token or, after
+            # "a://u:", of a URL's password: "&" ends neither.)
+            assert item in masked, (item, masked)
+
+
+@pytest.mark.parametrize(
+    ("piece", "shown"),
+    [
+        ("password=x ", "password=***"),
+        ("Bearer x ", "Bearer ***"),
+        ("a://u:p@", "a://u:***@"),
+        ("=", "="),
+        ("a://u:", "a://u:"),
+        ("token=x&", "token=***"),
+    ],
+)
+def test_a_megabyte_of_one_hostile_piece_is_masked(piece: str, shown: str) -> None:
+    text = piece * (2**20 // len(piece))
+    masked = redaction.Secrets().redact(text)
+    assert masked.startswith(shown)
+    assert "x" not in masked and "p@" not in masked
+
+
+def test_a_registry_of_its_own_is_independent_of_the_processs() -> None:
+    own = redaction.Secrets([TOKEN])
+    with only_secrets():
+        assert own.redact(f"got {TOKEN}") == "got ***"
+        assert redaction.redact(f"got {TOKEN}") == f"got {TOKEN}"
+    assert TOKEN not in redaction.SECRETS.forms or TOKEN in own.forms
+
+
+def test_redaction_is_pure_and_config_and_logs_do_not_import_the_database_module() -> None:
+    root = Path(importd.__file__).parent
+    imported = {
+        name: {
+            (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+            for node in ast.walk(ast.parse((root / f"{name}.py").read_text()))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        for name in ("redaction", "config", "logs")
+    }
+    assert all(m.split(".")[0] in sys.stdlib_module_names for m in imported["redaction"] if m)
+    assert "__future__" in imported["redaction"]
+    assert not any(m == "db" or m.endswith(".db") for m in imported["config"] | imported["logs"])
 
 
 @pytest.mark.parametrize(
