@@ -102,15 +102,12 @@ _VALUE = r"[ \t]*+(?P<pw>[^\s&'\"]++|'(?:[^'\\]|\\.)*+'?)"
 _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # For masking: a run of such pairs on one line (separated by blanks or "&", each later
 # key exactly a sensitive one, each later value unquoted) is one match, masked as one.
-# (A pair the run stops before is a match of its own.) A value that ends in a key
-# followed by " =" takes the next value too (it is a value's key as well).
+# (A pair the run stops before is a match of its own; so is a value that ends in a key
+# followed by " =": the look-behind reads the text as it was before this pass.)
 _KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
 _VALUE_NC = _VALUE.replace("?P<pw>", "?:")
 _SENSITIVE_KV_RUN = re.compile(
-    "="
-    + _KEY_BEFORE
-    + _VALUE_NC
-    + rf"(?:[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++| ={_KEY_BEFORE}{_VALUE_NC})*+"
+    "=" + _KEY_BEFORE + _VALUE_NC + rf"(?:[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++)*+"
 )
 # Whether a text holds a key at all (searched in its lower-cased copy).
 _ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
@@ -120,8 +117,9 @@ _ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
 # constant (the pattern starts with a literal the engine finds fast); any other
 # spelling (BeArEr) by a pass that keeps the word as written.
 # (A token masked already is masked again, to the same text.) A token that ends in a
-# sensitive key followed by " =" takes the value too: masked first, the token would take
-# the key the value's pass looks back for.
+# sensitive key followed by " =" takes the value too (masked first, the token would take
+# the key the value's pass looks back for), and one that ends in "bearer" is followed
+# by the next token in the run (its own match could not start inside this one).
 _CREDENTIAL_TAIL = r"[ \t]++[^\s\"'<>,;]++" + f"(?: ={_KEY_BEFORE}{_VALUE_NC})?+"
 _BEARER_WORD = _anycase("bearer")
 _BEARER_RUN = (
