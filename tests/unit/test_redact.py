@@ -207,6 +207,14 @@ def test_a_megabyte_of_one_hostile_piece_is_masked(piece: str, shown: str) -> No
     assert "x" not in masked and "p@" not in masked
 
 
+def test_credentials_side_by_side_on_one_line_are_masked_as_one() -> None:
+    secrets = redaction.Secrets()
+    assert secrets.redact("password=a token=b&SIG=c dbname=app") == "password=*** dbname=app"
+    assert secrets.redact("Bearer a Bearer b, next") == "Bearer ***, next"
+    # On lines of their own, each keeps its key.
+    assert secrets.redact("password=a\ntoken=b") == "password=***\ntoken=***"
+
+
 def test_a_registry_of_its_own_is_independent_of_the_processs() -> None:
     own = redaction.Secrets([TOKEN])
     with only_secrets():
