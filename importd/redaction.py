@@ -87,16 +87,37 @@ _URL_SPLIT = re.compile(r"(://[^:/?#\s]*+:)[^/?#\s@]*+@(?:[^/?#\s@]*+@)*+")
 _KEY_SUFFIXES = tuple(
     sorted({k for k in SENSITIVE_KEYS if not any(k != o and k.endswith(o) for o in SENSITIVE_KEYS)})
 )
+
+
+def _ends_before_equals(words: list[str], depth: int = 1) -> str:
+    """Look-behinds that hold at an "=" right after one of ``words`` (in any letter
+    case), as a trie from the last character back: one more character at each level,
+    so the engine tries a few look-behinds per "=" instead of one per word."""
+    by_char: dict[str, list[str]] = {}
+    for word in words:
+        by_char.setdefault(word[-depth].lower(), []).append(word)
+    alternatives = []
+    for group in sorted(by_char.values(), key=len, reverse=True):
+        if len(group) == 1:
+            alternatives.append(f"(?<={_anycase(group[0])}=)")
+            continue
+        inner = [""] if any(len(w) == depth for w in group) else []
+        longer = [w for w in group if len(w) > depth]
+        if longer:
+            inner.append(_ends_before_equals(longer, depth + 1))
+        head = f"(?<={_anycase(group[0][-depth:])}=)"
+        alternatives.append(head + (inner[0] if len(inner) == 1 else f"(?:{'|'.join(inner)})"))
+    return alternatives[0] if len(alternatives) == 1 else f"(?:{'|'.join(alternatives)})"
+
+
 # A match starts at "=", a literal the engine finds fast, and looks back for the key; it
 # is replaced by the constant "=***" (a replacement without group references stays in
 # C: a template costs a Python call per match on Python 3.11). A first look-behind for
 # the keys' last letters (or the one space allowed before "=") turns most "=" away
 # cheaply.
 _LAST_LETTERS = "".join(sorted({k[-1] + k[-1].upper() for k in _KEY_SUFFIXES}))
-_KEY_BEFORE = (
-    rf"(?<=[{_LAST_LETTERS} ]=)(?:"
-    + "|".join(f"(?<={_anycase(k)}{space}=)" for k in _KEY_SUFFIXES for space in ("", " "))
-    + ")"
+_KEY_BEFORE = rf"(?<=[{_LAST_LETTERS} ]=)" + _ends_before_equals(
+    [k + space for k in _KEY_SUFFIXES for space in ("", " ")]
 )
 _VALUE = r"[ \t]*+(?P<pw>[^\s&'\"]++|'(?:[^'\\]|\\.)*+'?)"
 _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
