@@ -54,7 +54,8 @@ async def _plans(conn: Any, query: str, *args: Any) -> list[str]:
                 "LOAD 'auto_explain'; SET LOCAL auto_explain.log_min_duration = 0; "
                 "SET LOCAL auto_explain.log_nested_statements = on; "
                 "SET LOCAL auto_explain.log_level = notice; "
-                "SET LOCAL auto_explain.log_analyze = on; SET LOCAL auto_explain.log_timing = off"
+                "SET LOCAL auto_explain.log_analyze = on; SET LOCAL auto_explain.log_timing = off; "
+                "SET LOCAL auto_explain.log_buffers = on"
             )
             rows = await conn.fetch(query, *args)
             assert len(rows) == 16
@@ -125,3 +126,39 @@ async def test_without_the_settings_the_same_statement_sorts_the_backlog(conn: C
     )
     plan = "\n".join(r[0] for r in await conn.fetch(statement))
     assert "Sort" in plan, plan
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["never-analyzed", "stale-statistics"])
+@pytest.mark.parametrize("queues", [None, ["q1"]], ids=["every-queue", "one-queue"])
+async def test_a_fair_claim_with_one_tenant_at_work_runs_two_statements(
+    conn: Conn, stale: bool, queues: list[str] | None
+) -> None:
+    # The common case: one (queue, tenant) pair holds every pending job, nothing to share.
+    # Half of the backlog was claimed and finished first, so the index entries of those
+    # jobs lie dead at the start of the pair's range, as during a drain.
+    if stale:
+        await conn.execute(
+            "INSERT INTO import_jobs (kind, queue, status, attempts, started_at, finished_at) "
+            "SELECT 'noop', 'q1', 'completed', 1, now(), now() FROM generate_series(1, 3000)"
+        )
+        await conn.execute("ANALYZE import_jobs")
+    for _ in range(4):
+        await importd.enqueue_many(conn, [NewJob("noop", {}, queue="q1") for _ in range(1000)])
+    claimed = await conn.fetch(sql.query("claim_jobs"), 2000, "w", None, KINDS, 30.0, None, None)
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'completed', finished_at = now(), locked_by = NULL, "
+        "locked_until = NULL WHERE id = ANY ($1::bigint[])",
+        [r["id"] for r in claimed],
+    )
+    args = (16, "w", 30.0, queues, KINDS, None, None, None, "q1", "")
+    plans = await _plans(conn, sql.query("claim_fair"), *args)
+    nested = [p for p in plans if "public.import_jobs" in p]
+    # the probe for a second pair, and the claim: not the walk's five
+    assert len(nested) == 2, nested
+    _check(plans)
+    # the probe reads a few index pages from the live end, never the 2,000 dead entries
+    # (about ten pages of import_jobs_fair_idx)
+    probe = nested[0]
+    assert "Index Scan Backward using import_jobs_fair_idx" in probe, probe
+    pages = [int(n) for n in re.findall(r"shared hit=(\d+)", probe)]
+    assert pages and max(pages) <= 8, probe

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -84,6 +85,82 @@ async def test_fair_claim_shares_a_big_claim_evenly(conn: Conn, dsn: str) -> Non
             Lane(None, None), 9, "w", lease_margin=1, fair=True, tenant_cap=2
         )
         assert sorted(str(j.tenant_id) for j in jobs) == ["A", "A", "B", "B", "C"]
+    finally:
+        await pool.close()
+
+
+# (tenant, queue, what its jobs are: "" a mix, "later" all scheduled, "other" all of a
+# kind the claim does not serve)
+ONE_PAIR_SCENARIOS: dict[str, list[tuple[str | None, str, str]]] = {
+    # every pending job in one (queue, tenant) pair: the claim takes its one-pair path
+    "no tenant": [(None, "default", "")],
+    "one tenant": [("T", "default", "")],
+    # a second pair with only scheduled jobs, or only jobs of a kind not served: the walk
+    "and a scheduled tenant": [("T", "default", ""), ("U", "default", "later")],
+    "and another kind's tenant": [(None, "default", ""), ("U", "default", "other")],
+    "and another queue": [("T", "default", ""), (None, "elsewhere", "")],
+}
+
+
+@pytest.mark.parametrize("scenario", list(ONE_PAIR_SCENARIOS))
+async def test_fair_claim_with_one_pair_at_work_claims_what_the_walk_claims(
+    conn: Conn, dsn: str, scenario: str
+) -> None:
+    """The fair claim's one-pair path (0007) against the walk it short-cuts: the same jobs
+    in the same order, claim after claim, over priorities, scheduled jobs and kinds the
+    daemon does not serve. The walk is forced by excluding a kind no job has."""
+    now = datetime.now(UTC)
+    later = now + timedelta(hours=1)
+    jobs = []
+    for tenant, queue, what in ONE_PAIR_SCENARIOS[scenario]:
+        for i in range(40):
+            kind = "other" if what == "other" or i % 7 == 3 else "noop"
+            # due at different moments, the later-enqueued ones earlier
+            run_at = later if what == "later" or i % 5 == 1 else now - timedelta(seconds=i)
+            priority = (0, 5, -1)[i % 3]
+            jobs.append(
+                importd.NewJob(
+                    kind, {"n": i}, tenant_id=tenant, queue=queue, priority=priority, run_at=run_at
+                )
+            )
+    await importd.enqueue_many(conn, jobs)
+    pool = await db.create_pool(dsn, max_size=2)
+    try:
+        repo = Repository(pool)
+        orders: list[list[list[int]]] = []
+        for skip in (None, ("absent",)):
+            await conn.execute(
+                "UPDATE import_jobs SET status = 'pending', attempts = 0, "
+                "locked_by = NULL, locked_until = NULL"
+            )
+            lane = Lane(None, ("noop", "csv"), skip_kinds=skip)
+            order: list[list[int]] = []
+            for size in (1, 2, 16, 3, 16, 16, 16):
+                got, _ = await repo.claim_lane(lane, size, "w", lease_margin=1, fair=True)
+                order.append([j.id for j in got])
+            orders.append(order)
+        fast, walk = orders
+        assert fast == walk
+        claimed = sum(len(c) for c in fast)
+        runnable = await count_jobs(conn, "kind = 'noop' AND run_at <= now()")
+        assert claimed == runnable > 0
+    finally:
+        await pool.close()
+
+
+async def test_fair_claim_with_two_tenants_at_work_still_takes_turns(conn: Conn, dsn: str) -> None:
+    # The kinds given, as a daemon gives them: the claim checks for a second pair and walks.
+    await importd.enqueue_many(
+        conn, [importd.NewJob("noop", {}, tenant_id=t) for t in "AAAAB" + "B"]
+    )
+    pool = await db.create_pool(dsn, max_size=2)
+    try:
+        repo, lane = Repository(pool), Lane(None, ("noop",))
+        order: list[str | None] = []
+        for _ in range(4):
+            (job,) = (await repo.claim_lane(lane, 1, "w", lease_margin=1, fair=True))[0]
+            order.append(job.tenant_id)
+        assert order == ["A", "B", "A", "B"]
     finally:
         await pool.close()
 
