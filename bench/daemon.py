@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -277,6 +279,7 @@ async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str,
         extra = ("--no-fair",) if system == "importd --no-fair" else ()
         proc = start_daemon(dsn, "--concurrency", str(concurrency), *extra, log_path=log_path)
     cpu_start: float | None = None  # after start-up (imports, connections)
+    server_start: dict[int, float] = {}
     try:
         while await conn.fetchval(
             "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'pending') "
@@ -288,9 +291,13 @@ async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str,
                 "SELECT EXISTS (SELECT FROM import_jobs WHERE status = 'running')"
             ):
                 cpu_start = cpu_seconds(proc.pid)
+                server_start = await backend_cpu(conn)
             await asyncio.sleep(0.25)
-        # The daemon's own CPU per job (the server's is not in it).
+        # The daemon's own CPU per job (the server's is not in it), and its server
+        # processes' (every backend of this database but ours; one that appeared later
+        # counts from zero).
         cpu = cpu_seconds(proc.pid) - (cpu_start or 0.0)
+        server = sum(t - server_start.get(p, 0.0) for p, t in (await backend_cpu(conn)).items())
         began = await conn.fetchval("SELECT min(started_at) FROM import_jobs WHERE id >= $1", first)
         ends = [
             r[0]
@@ -313,7 +320,25 @@ async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str,
         edge = ends[k * jobs // 5 - 1]
         fifths.append((jobs / 5) / max((edge - last).total_seconds(), 1e-6))
         last = edge
-    return {"rate": jobs / span, "fifths": fifths, "cpu_us": cpu / jobs * 1e6}
+    return {
+        "rate": jobs / span,
+        "fifths": fifths,
+        "cpu_us": cpu / jobs * 1e6,
+        "server_us": server / jobs * 1e6,
+    }
+
+
+async def backend_cpu(conn: asyncpg.Connection) -> dict[int, float]:
+    """CPU seconds so far of every server process on ``conn``'s database but its own."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    out = {}
+    for (pid,) in pids:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            out[pid] = cpu_seconds(pid)
+    return out
 
 
 CASES = ("cold", "warm", "finished")
@@ -350,7 +375,17 @@ async def latency(dsn: str, system: str, count: int, rate: float) -> dict[str, f
         proc = start_daemon(dsn, "--concurrency", "16", log_path=OUT / "latency.log")
     conn = await asyncpg.connect(dsn)
     try:
-        await asyncio.sleep(2)  # listening and idle
+        # Started, listening and idle: one job through first (start-up under load can take
+        # seconds, which a fixed wait would put into the first jobs' latency).
+        async with conn.transaction():
+            warm = await importd.enqueue(conn, "stamp", {})
+        while (
+            await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", warm) != "completed"
+        ):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{system} exited with {proc.returncode}")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # idle again: its result written, nothing to claim
         commits: dict[int, float] = {}
         interval = 1 / rate
         next_at = time.perf_counter()
@@ -362,18 +397,23 @@ async def latency(dsn: str, system: str, count: int, rate: float) -> dict[str, f
             await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
         while (
             await conn.fetchval("SELECT count(*) FROM import_jobs WHERE status = 'completed'")
-            < count
+            < count + 1
         ):
             await asyncio.sleep(0.1)
         rows = await conn.fetch(
-            "SELECT id, result, extract(epoch FROM started_at)::float8 AS claimed FROM import_jobs"
+            "SELECT id, result, extract(epoch FROM started_at)::float8 AS claimed "
+            "FROM import_jobs WHERE id <> $1",
+            warm,
         )
-        total, wake, start = [], [], []
+        total, wake, start, task = [], [], [], []
         for r in rows:
-            started = json.loads(r["result"])["started"]
+            result = json.loads(r["result"])
+            started = result["started"]
             total.append((started - commits[r["id"]]) * 1000)
             wake.append((r["claimed"] - commits[r["id"]]) * 1000)
             start.append((started - r["claimed"]) * 1000)
+            if "task_ms" in result:  # importd: executor.start → handler start
+                task.append(result["task_ms"])
         total.sort()
         return {
             "p50_ms": statistics.median(total),
@@ -382,6 +422,7 @@ async def latency(dsn: str, system: str, count: int, rate: float) -> dict[str, f
             "max_ms": total[-1],
             "wake_p50_ms": statistics.median(wake),
             "start_p50_ms": statistics.median(start),
+            "task_p50_ms": statistics.median(task) if task else math.nan,
         }
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -423,9 +464,10 @@ WHERE j.id = n.id RETURNING j.id, j.kind, j.payload
 """
 
 
-async def claim_round_trips(dsn: str, count: int = 200) -> dict[str, float]:
+async def claim_round_trips(dsn: str, count: int = 200, commit: bool = True) -> dict[str, float]:
     """p50 ms of one claim of up to 16 that finds one pending job, by claim statement:
-    importd's fair claim (the default), its plain claim, and the floor's."""
+    importd's fair claim (the default), its plain claim, and the floor's. ``commit``
+    False: the statement alone, in a transaction rolled back (no commit, no WAL flush)."""
     conn = await asyncpg.connect(dsn, server_settings={"importd.notify": "off"})
     claims = {
         "fair": (
@@ -440,9 +482,13 @@ async def claim_round_trips(dsn: str, count: int = 200) -> dict[str, float]:
         for i in range(count + 10):
             for name, (query, args) in claims.items():
                 await conn.execute("INSERT INTO import_jobs (kind) VALUES ('noop')")
+                if not commit:
+                    await conn.execute("BEGIN")
                 began = time.perf_counter()
                 rows = await conn.fetch(query, *args)
                 elapsed = (time.perf_counter() - began) * 1000
+                if not commit:
+                    await conn.execute("ROLLBACK")
                 assert len(rows) == 1
                 await conn.execute("DELETE FROM import_jobs")
                 if i >= 10:
@@ -450,6 +496,30 @@ async def claim_round_trips(dsn: str, count: int = 200) -> dict[str, float]:
     finally:
         await conn.close()
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+async def commit_flush(dsn: str, count: int = 200) -> tuple[float, float]:
+    """p50 ms of a one-row UPDATE committed on its own, as PostgreSQL is set up
+    (synchronous_commit on: the commit waits for the WAL flush) and with
+    synchronous_commit off for the session (no wait): the difference is the flush that
+    every claim's and every finish's commit waits for."""
+    conn = await asyncpg.connect(dsn, server_settings={"importd.notify": "off"})
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        job_id = await conn.fetchval("INSERT INTO import_jobs (kind) VALUES ('noop') RETURNING id")
+        for i in range(count + 10):
+            for mode in ("on", "off"):
+                await conn.execute(f"SET synchronous_commit = {mode}")
+                began = time.perf_counter()
+                await conn.execute(
+                    "UPDATE import_jobs SET updated_at = now() WHERE id = $1", job_id
+                )
+                if i >= 10:
+                    times[mode].append((time.perf_counter() - began) * 1000)
+        await conn.execute("DELETE FROM import_jobs")
+    finally:
+        await conn.close()
+    return statistics.median(times["on"]), statistics.median(times["off"])
 
 
 async def idle_cpu(dsn: str, seconds: float) -> float:
@@ -465,7 +535,40 @@ async def idle_cpu(dsn: str, seconds: float) -> float:
         proc.wait(30)
 
 
+async def set_synchronous_commit(cluster: Cluster, database: str, mode: str) -> None:
+    """The database's default synchronous_commit for the sessions that connect next."""
+    admin = await asyncpg.connect(cluster.dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" SET synchronous_commit = {mode}')
+    finally:
+        await admin.close()
+
+
 # -- report ----------------------------------------------------------------------------
+
+
+def latency_rows(label: str, lat: dict[str, list[dict[str, float]]]) -> list[tuple[str, str]]:
+    rows = []
+    for system in ("floor", "importd"):
+        runs = lat[system]
+        text = (
+            f"p50 {_span([r['p50_ms'] for r in runs], '{:.2f}')} ms, "
+            f"p95 {_span([r['p95_ms'] for r in runs], '{:.2f}')} ms, "
+            f"p99 {_span([r['p99_ms'] for r in runs], '{:.2f}')} ms"
+        )
+        if system == "importd":
+            pairs = list(zip(runs, lat["floor"], strict=True))
+            p50 = _span([r["p50_ms"] / f["p50_ms"] for r, f in pairs], "{:.2f}")
+            p99 = _span([r["p99_ms"] / f["p99_ms"] for r, f in pairs], "{:.2f}")
+            text += f" = p50 {p50}x, p99 {p99}x floor"
+        wake = _span([r["wake_p50_ms"] for r in runs], "{:.2f}")
+        start = _span([r["start_p50_ms"] for r in runs], "{:.2f}")
+        text += f"; p50 commit→claim start {wake} ms, claim start→handler {start} ms"
+        if system == "importd":
+            task = _span([r["task_p50_ms"] for r in runs], "{:.3f}")
+            text += f" (of which the task start, executor → handler, {task} ms)"
+        rows.append((f"{label}: {system}", text))
+    return rows
 
 
 def _span(values: list[float], fmt: str = "{:,.0f}") -> str:
@@ -483,7 +586,8 @@ def drain_rows(case: str, res: dict[str, list[dict[str, Any]]]) -> list[tuple[st
         (
             f"drain, {case}: floor",
             f"{_span([r['rate'] for r in floor])} jobs/s; "
-            f"daemon CPU {_span([r['cpu_us'] for r in floor])} µs/job; fifths "
+            f"daemon CPU {_span([r['cpu_us'] for r in floor])} µs/job, "
+            f"its server processes {_span([r['server_us'] for r in floor])} µs/job; fifths "
             + " | ".join(", ".join(f"{f:,.0f}" for f in r["fifths"]) for r in floor),
         )
     ]
@@ -500,7 +604,8 @@ def drain_rows(case: str, res: dict[str, list[dict[str, Any]]]) -> list[tuple[st
             (
                 f"drain, {case}: {system}",
                 f"{_span([r['rate'] for r in runs])} jobs/s = {_span(ratios, '{:.2f}')}x floor; "
-                f"daemon CPU {_span([r['cpu_us'] for r in runs])} µs/job; "
+                f"daemon CPU {_span([r['cpu_us'] for r in runs])} µs/job, "
+                f"its server processes {_span([r['server_us'] for r in runs])} µs/job; "
                 f"by fifths x floor "
                 + " | ".join(", ".join(f"{x:.2f}" for x in fr) for fr in fifth_ratios)
                 + f"; worst fifth {worst:.2f}x",
@@ -530,10 +635,11 @@ async def main(args: Any) -> None:
                 f"wal_sync_method={pg['wal_sync_method']}",
             ),
         ]
-        work = await clone(cluster, "bench_template", "bench_enqueue")
-        enq = await enqueue_rates(work, args.enqueue_rounds, args.enqueue_batches)
-        rows += enqueue_rows(enq)
-        await drop(cluster, "bench_enqueue")
+        if args.enqueue_rounds:
+            work = await clone(cluster, "bench_template", "bench_enqueue")
+            enq = await enqueue_rates(work, args.enqueue_rounds, args.enqueue_batches)
+            rows += enqueue_rows(enq)
+            await drop(cluster, "bench_enqueue")
         print(table("importd daemon benchmark (so far)", rows), flush=True)
         if args.only_enqueue:
             return
@@ -555,59 +661,45 @@ async def main(args: Any) -> None:
         work = await clone(cluster, "bench_template", "bench_latency")
         if not args.latency_jobs:
             args.runs = 0
-        lat: dict[str, list[dict[str, float]]] = {"floor": [], "importd": []}
-        for run in range(args.runs):
-            for system in ("floor", "importd") if run % 2 == 0 else ("importd", "floor"):
-                lat[system].append(await latency(work, system, args.latency_jobs, args.rate))
-        for system in ("floor", "importd") if args.runs else ():
-            runs = lat[system]
-            text = (
-                f"p50 {_span([r['p50_ms'] for r in runs], '{:.2f}')} ms, "
-                f"p95 {_span([r['p95_ms'] for r in runs], '{:.2f}')} ms, "
-                f"p99 {_span([r['p99_ms'] for r in runs], '{:.2f}')} ms"
-            )
-            if system == "importd":
-                text += (
-                    " = p50 "
-                    + _span(
-                        [
-                            r["p50_ms"] / f["p50_ms"]
-                            for r, f in zip(runs, lat["floor"], strict=True)
-                        ],
-                        "{:.2f}",
-                    )
-                    + "x, p99 "
-                    + _span(
-                        [
-                            r["p99_ms"] / f["p99_ms"]
-                            for r, f in zip(runs, lat["floor"], strict=True)
-                        ],
-                        "{:.2f}",
-                    )
-                    + "x floor"
-                )
-            wake = _span([r["wake_p50_ms"] for r in runs], "{:.2f}")
-            start = _span([r["start_p50_ms"] for r in runs], "{:.2f}")
-            text += f"; p50 commit→claim start {wake} ms, claim start→handler {start} ms"
-            rows.append(
-                (f"latency commit→start ({args.latency_jobs} at {args.rate:g}/s): {system}", text)
-            )
+        modes = ["on", "off"] if args.latency_async else ["on"]
+        for mode in modes if args.runs else ():
+            # off: the daemons' (and the producer's) commits return before the WAL
+            # flush, what a database or role set to synchronous_commit = off gets.
+            await set_synchronous_commit(cluster, "bench_latency", mode)
+            lat: dict[str, list[dict[str, float]]] = {"floor": [], "importd": []}
+            for run in range(args.runs):
+                for system in ("floor", "importd") if run % 2 == 0 else ("importd", "floor"):
+                    lat[system].append(await latency(work, system, args.latency_jobs, args.rate))
+            label = f"latency commit→start ({args.latency_jobs} at {args.rate:g}/s"
+            label += ")" if mode == "on" else ", synchronous_commit off)"
+            rows += latency_rows(label, lat)
+        await set_synchronous_commit(cluster, "bench_latency", "on")
         if args.runs and args.latency_jobs:
             delay = await notify_delay(work)
             trips = await claim_round_trips(work)
-            rows.append(
+            alone = await claim_round_trips(work, commit=False)
+            flush_on, flush_off = await commit_flush(work)
+            rows += [
                 (
                     "  where it goes: commit→notification on another connection",
                     f"p50 {delay:.2f} ms",
-                )
-            )
-            rows.append(
+                ),
                 (
                     "  where it goes: one claim finding 1 job (round trip p50)",
                     f"fair {trips['fair']:.2f} ms, plain {trips['plain']:.2f} ms, "
                     f"floor's statement {trips['floor']:.2f} ms",
-                )
-            )
+                ),
+                (
+                    "  where it goes: the same claim without its commit (rolled back)",
+                    f"fair {alone['fair']:.2f} ms, plain {alone['plain']:.2f} ms, "
+                    f"floor's statement {alone['floor']:.2f} ms",
+                ),
+                (
+                    "  where it goes: a one-row UPDATE's commit (round trip p50)",
+                    f"{flush_on:.2f} ms; with synchronous_commit off {flush_off:.2f} ms "
+                    f"(the WAL flush each claim waits for: {flush_on - flush_off:.2f} ms)",
+                ),
+            ]
         if args.idle:
             idle = await idle_cpu(work, args.idle)
             rows.append((f"idle CPU ({args.idle:g} s, listening)", f"{idle:.2f} %"))
@@ -633,12 +725,18 @@ if __name__ == "__main__":
     parser.add_argument(
         "--cases", default=",".join(CASES), help="drain cases, comma-separated: " + ", ".join(CASES)
     )
-    parser.add_argument("--enqueue-rounds", type=int, default=4)
+    parser.add_argument("--enqueue-rounds", type=int, default=4, help="0: skip the enqueue")
     parser.add_argument("--enqueue-batches", type=int, default=50)
     parser.add_argument(
         "--only-enqueue", action="store_true", help="the enqueue figures alone, then stop"
     )
     parser.add_argument("--latency-jobs", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument(
+        "--no-latency-async",
+        dest="latency_async",
+        action="store_false",
+        help="skip the latency runs with synchronous_commit off",
+    )
     parser.add_argument("--idle", type=float, default=30.0)
     asyncio.run(main(parser.parse_args()))

@@ -10,5 +10,6 @@ import importd
 
 @importd.handler("stamp")
 async def stamp(job: importd.Job, ctx: importd.JobContext) -> Any:
-    """Return the wall-clock time at which the handler started."""
-    return {"started": time.time()}
+    """Return the wall-clock time at which the handler started, and how long its task took
+    to start after the worker handed the claimed job to the executor (ms)."""
+    return {"started": time.time(), "task_ms": (time.monotonic() - ctx.started) * 1000}
