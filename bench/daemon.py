@@ -1,7 +1,9 @@
 """Daemon benchmarks, each figure a ratio against a reference measured in the same run.
 
     python -m bench.daemon [--jobs 20000] [--runs 2] [--finished 1000000]
+                           [--cases cold,warm,finished] [--side-by-side]
                            [--latency-jobs 500] [--rate 50] [--idle 30]
+                           [--enqueue-rounds 4 (0: skip the enqueue)]
     python -m bench.daemon --only-enqueue [--enqueue-rounds 4] [--enqueue-batches 50]
 
 - enqueue: ``enqueue_many`` in batches of 1,000 against four references of the same rows
@@ -18,9 +20,18 @@
     warm      VACUUM ANALYZE after the enqueue
     finished  ``--finished`` finished rows in the table, analyzed while nothing was pending
               (the statistics say no job is pending), then the enqueue: no ANALYZE after
-  Rates come by fifths of each drain, so a cliff cannot hide in an average.
+  Rates come by fifths of each drain, so a cliff cannot hide in an average. Each drain
+  also reports its daemon's CPU per job and its server processes' (the backends of its
+  database).
+  ``--side-by-side``: the floor and importd drain cold backlogs at the same time, each in
+  its own database, and importd's completions are divided by the floor's in five equal
+  slices of the time both ran: the same background load for both.
 - latency: commit of a one-job transaction to the start of its handler at ``--rate`` jobs/s,
-  importd and the floor, interleaved.
+  importd and the floor, interleaved; then again with ``synchronous_commit = off`` for
+  the database (``--no-latency-async`` skips it). Where it goes: commit → notification,
+  commit → the claim's start (the wake-up path), claim start → handler, the task start
+  (executor → handler), each claim statement with and without its commit, and the WAL
+  flush a commit waits for.
 - idle CPU of a listening daemon.
 """
 
@@ -29,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -325,6 +337,8 @@ async def drain(dsn: str, system: str, jobs: int, concurrency: int) -> dict[str,
         "fifths": fifths,
         "cpu_us": cpu / jobs * 1e6,
         "server_us": server / jobs * 1e6,
+        "began": began,
+        "ends": ends,
     }
 
 
@@ -360,6 +374,36 @@ async def drain_case(
             results[system].append(await drain(dsn, system, args.jobs, args.concurrency))
             await drop(cluster, "bench_drain")
     return results
+
+
+async def drain_side_by_side(cluster: Cluster, args: Any) -> list[dict[str, Any]]:
+    """The floor and importd (fair claim on) draining cold backlogs at the same time, each
+    in its own database of the same cluster: both meet the same background load, which on
+    a shared machine swings more between two drains than the two daemons differ. Per run:
+    each one's result, and importd's completions over the floor's in five equal slices of
+    the time both were draining."""
+    systems = ("floor", "importd")
+    out = []
+    for _ in range(args.runs):
+        dsns = {}
+        for system in systems:
+            dsns[system] = await clone(cluster, "bench_template", f"bench_pair_{system}")
+            await enqueue_backlog(dsns[system], args.jobs, analyze=False)
+        floor, mine = await asyncio.gather(
+            *(drain(dsns[s], s, args.jobs, args.concurrency) for s in systems)
+        )
+        for system in systems:
+            await drop(cluster, f"bench_pair_{system}")
+        start = max(floor["began"], mine["began"])
+        end = min(floor["ends"][-1], mine["ends"][-1])
+        step = (end - start) / 5
+        edges = [start + step * k for k in range(6)]
+        ratios = []
+        for lo, hi in itertools.pairwise(edges):
+            done = [sum(lo < t <= hi for t in r["ends"]) for r in (floor, mine)]
+            ratios.append(done[1] / done[0] if done[0] else math.inf)
+        out.append({"floor": floor, "importd": mine, "ratios": ratios})
+    return out
 
 
 # -- latency ---------------------------------------------------------------------------
@@ -658,6 +702,18 @@ async def main(args: Any) -> None:
             rows += drain_rows(label, res)
             print("\n".join(f"{k}  {v}" for k, v in drain_rows(label, res)), flush=True)
 
+        if args.side_by_side:
+            pairs = await drain_side_by_side(cluster, args)
+            text = (
+                f"floor {_span([p['floor']['rate'] for p in pairs])} jobs/s, importd "
+                f"{_span([p['importd']['rate'] for p in pairs])} jobs/s; importd x floor "
+                "in the same fifths of time "
+                + " | ".join(", ".join(f"{x:.2f}" for x in p["ratios"]) for p in pairs)
+                + f"; worst fifth {min(min(p['ratios']) for p in pairs):.2f}x"
+            )
+            rows.append(("drain, cold, side by side (both at once)", text))
+            print(f"{rows[-1][0]}  {text}", flush=True)
+
         work = await clone(cluster, "bench_template", "bench_latency")
         if not args.latency_jobs:
             args.runs = 0
@@ -732,6 +788,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--latency-jobs", type=int, default=500)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="also drain cold backlogs with the floor and importd at the same time",
+    )
     parser.add_argument(
         "--no-latency-async",
         dest="latency_async",
