@@ -11,11 +11,13 @@
 -- When every pending job in the claim's scope belongs to one (queue, tenant) pair (no
 -- tenants at all, or one; the common case), there is nothing to share: round-robin over
 -- one pair is "oldest first within each priority", the plain claim's order. The function
--- now learns that first, from the first and the last entry of import_jobs_fair_idx (two
--- index reads from either end, in one statement), and then claims the pair's jobs in one
--- statement: 2 statements instead of 5. Everything else is 0005's function unchanged:
--- several pairs, a per-tenant cap (its lock and counts), exclusions (rate-limited lanes)
--- or several queues take the walk as before.
+-- now learns that first: the last pair with pending jobs, and whether any pending job
+-- sorts before it (two backward reads of import_jobs_fair_idx, in one statement, that
+-- never step over the dead entries a drain leaves at the start of a pair's range); then
+-- it claims the pair's jobs in one statement: 2 statements instead of 5. Only a daemon's
+-- own claim takes this path (its kinds given, no exclusions, every queue or one, no
+-- per-tenant cap); several pairs, a cap (its lock and counts), exclusions (rate-limited
+-- lanes) or several queues take the walk as before.
 --
 -- The probe looks at every pending job of the scope, runnable or scheduled, of any kind:
 -- it can only see more pairs than the claim could take from, never fewer, so a claim it
@@ -23,8 +25,9 @@
 -- another pair committed between the probe and the claim is left to the next claim, as
 -- it would be had it committed a moment later.
 --
--- The edits against 0005's body, for whoever changes this function next: the fast path
--- (`fq` ... `END IF;` before the cap's lock) and its variables; nothing else.
+-- The edits against 0005's body, for whoever changes this function next: the one-pair
+-- path (from "IF simple AND p_tenant_cap IS NULL" to its "END IF;", before the cap's
+-- lock) and its variables lq, lt, others; nothing else.
 CREATE OR REPLACE FUNCTION public.importd_claim_fair(
     p_limit        integer,
     p_worker       text,
