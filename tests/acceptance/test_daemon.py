@@ -200,9 +200,13 @@ async def test_a_run_whose_handler_returned_gets_its_write_at_shutdown(
     try:
         async with blocker.transaction():
             await blocker.execute("SELECT 1 FROM import_jobs WHERE id = $1 FOR UPDATE", job_id)
+            # The handler has returned once its result write waits on the held row.
             await wait_until(
-                lambda: conn.fetchval("SELECT ended_at IS NOT NULL FROM test_runs"),
-                what="the handler to return",
+                lambda: conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '-- End a batch of runs%'"
+                ),
+                what="the result write to wait on the held row",
             )
             proc.signal(signal.SIGTERM)
             await proc.wait_for_event("shutdown_interrupting")
