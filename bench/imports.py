@@ -3,7 +3,7 @@ server, and the daemon's peak memory for 1M and 5M rows; hostile files: 20,000 b
 in 1M against the same file without them, peak memory under a 200 MB record, and a
 100,000-column header.
 
-    python -m bench.imports [--rows 1000000] [--big-rows 5000000] [--skip-big]
+    python -m bench.imports [--rows 1000000] [--big-rows 5000000] [--skip-big] [--streams 1,2]
     python -m bench.imports --only-hostile [--bad-rows 20000] [--record-mb 200]
 """
 
@@ -198,10 +198,15 @@ def psql_copy(cluster_bin: Path, dsn: str, table_name: str, path: Path) -> float
     return time.perf_counter() - began
 
 
-def drain(dsn: str, root: Path, check: bool = True) -> tuple[float, float]:
-    """Run ``importd drain``; its wall time and its peak RSS in MiB."""
+def drain(dsn: str, root: Path, check: bool = True, streams: int = 1) -> tuple[float, float]:
+    """Run ``importd drain`` (``copy_streams``: ``streams``); its wall time and its peak
+    RSS in MiB."""
     env = dict(
-        os.environ, PYTHONPATH=str(ROOT), IMPORTD_IMPORT_ROOTS=str(root), IMPORTD_TABLES="public.*"
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        IMPORTD_IMPORT_ROOTS=str(root),
+        IMPORTD_TABLES="public.*",
+        IMPORTD_COPY_STREAMS=str(streams),
     )
     began = time.perf_counter()
     proc = subprocess.Popen(
@@ -215,7 +220,13 @@ def drain(dsn: str, root: Path, check: bool = True) -> tuple[float, float]:
 
 
 async def import_once(
-    dsn: str, root: Path, path: Path, name: str, atomic: bool, max_errors: int = 0
+    dsn: str,
+    root: Path,
+    path: Path,
+    name: str,
+    atomic: bool,
+    max_errors: int = 0,
+    streams: int = 1,
 ) -> tuple[float, float, dict[str, Any]]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -227,7 +238,7 @@ async def import_once(
             {"source": f"file://{path}", "table": name, "atomic": atomic, "max_errors": max_errors},
             timeout=3600,
         )
-        _, rss = await asyncio.to_thread(drain, dsn, root)
+        _, rss = await asyncio.to_thread(drain, dsn, root, True, streams)
         row = await conn.fetchrow(
             "SELECT status, result, last_error FROM import_jobs WHERE id = $1", job_id
         )
@@ -274,6 +285,7 @@ async def main(args: Any) -> None:
             )
         )
         return
+    streams = [int(n) for n in args.streams.split(",")]
     small = root / "small.csv"
     generate(small, 10_000)
     path = root / "bench.csv"
@@ -289,20 +301,21 @@ async def main(args: Any) -> None:
         await conn.execute(TABLE.format(name="via_psql"))
         await conn.close()
         # This machine's timings wander: each figure is the median of --repeat runs,
-        # interleaved so that a slow minute hurts every contender alike.
-        psql_runs, plain_runs, atomic_runs = [], [], []
+        # interleaved so that a slow minute hurts every contender alike; each import's
+        # ratio is also taken against the psql run just before it.
+        psql_runs: list[float] = []
+        runs: dict[tuple[bool, int], list[tuple[float, float, float]]] = {
+            (atomic, n): [] for n in streams for atomic in (False, True)
+        }
         for _ in range(args.repeat):
             await conn_exec(dsn, "TRUNCATE via_psql")
-            psql_runs.append(
-                await asyncio.to_thread(psql_copy, cluster.bindir, dsn, "via_psql", path)
-            )
-            plain_runs.append(await import_once(dsn, root, path, "plain_load", atomic=False))
-            atomic_runs.append(await import_once(dsn, root, path, "atomic_load", atomic=True))
+            psql_s = await asyncio.to_thread(psql_copy, cluster.bindir, dsn, "via_psql", path)
+            psql_runs.append(psql_s)
+            for (atomic, n), got in runs.items():
+                name = f"{'atomic' if atomic else 'plain'}_load"
+                took, rss, _ = await import_once(dsn, root, path, name, atomic, streams=n)
+                got.append((took, rss, took / psql_s))
         psql_s = statistics.median(psql_runs)
-        plain_s = statistics.median(r[0] for r in plain_runs)
-        plain_rss = max(r[1] for r in plain_runs)
-        atomic_s = statistics.median(r[0] for r in atomic_runs)
-        atomic_rss = max(r[1] for r in atomic_runs)
         small_s, _, small_result = await import_once(dsn, root, small, "small_load", True)
         big_rss = None
         if not args.skip_big:
@@ -317,15 +330,21 @@ async def main(args: Any) -> None:
             f"{pg['version']}, fsync={pg['fsync']}, synchronous_commit={pg['synchronous_commit']}",
         ),
         ("file", f"{args.rows:,} rows, {size / 2**20:.0f} MiB, 8 columns"),
-        ("psql \\copy", f"{psql_s:.2f} s (median of {args.repeat})"),
         (
-            "importd atomic: false",
-            f"{plain_s:.2f} s ({plain_s / psql_s:.2f}x psql), peak RSS {plain_rss:.0f} MiB",
+            "psql \\copy",
+            f"{psql_s:.2f} s (median of {args.repeat}; {', '.join(f'{x:.2f}' for x in psql_runs)})",
         ),
-        (
-            "importd atomic: true",
-            f"{atomic_s:.2f} s ({atomic_s / psql_s:.2f}x psql), peak RSS {atomic_rss:.0f} MiB",
-        ),
+        *[
+            (
+                f"importd atomic: {str(atomic).lower()}, copy_streams {n}",
+                f"{statistics.median(r[0] for r in got):.2f} s "
+                f"({statistics.median(r[0] for r in got) / psql_s:.2f}x psql's median; "
+                f"against the psql run before each: "
+                f"{', '.join(f'{r[2]:.2f}x' for r in got)}), "
+                f"peak RSS {max(r[1] for r in got):.0f} MiB",
+            )
+            for (atomic, n), got in runs.items()
+        ],
         (
             "10,000-record file, end to end",
             f"{small_s * 1000:.0f} ms ({small_result['rows_loaded']:,} rows loaded)",
@@ -335,7 +354,8 @@ async def main(args: Any) -> None:
         rows.append(
             (
                 f"peak RSS at {args.big_rows:,} rows (atomic: false)",
-                f"{big_rss:.0f} MiB (vs {plain_rss:.0f} MiB at {args.rows:,})",
+                f"{big_rss:.0f} MiB (vs {max(r[1] for r in runs[(False, streams[0])]):.0f} MiB"
+                f" at {args.rows:,})",
             )
         )
     print(table("importd import benchmark", rows))
@@ -349,6 +369,9 @@ if __name__ == "__main__":
     parser.add_argument("--big-rows", type=int, default=5_000_000)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--streams", default="1,2", help="the copy_streams settings to measure (default 1,2)"
+    )
     parser.add_argument(
         "--only-hostile",
         action="store_true",

@@ -41,6 +41,7 @@ _DAEMON_FIELDS = (
     "worker_name",
     "metrics_address",
     "max_record_bytes",
+    "copy_streams",
 )
 
 

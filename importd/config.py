@@ -284,6 +284,12 @@ FIELDS: tuple[Field, ...] = (
     Field("copy_chunk_rows", _positive_int, 20_000, "rows per COPY chunk (and checkpoint)"),
     Field("copy_chunk_bytes", _positive_int, 8 * 2**20, "bytes per COPY chunk at most"),
     Field(
+        "copy_streams",
+        _positive_int,
+        1,
+        "connections one import COPYs over at once (direct and atomic imports)",
+    ),
+    Field(
         "max_record_bytes",
         _positive_int,
         4 * 2**20,
@@ -377,6 +383,7 @@ class Settings:
     http_token: str | None = None
     copy_chunk_rows: int = 20_000
     copy_chunk_bytes: int = 8 * 2**20
+    copy_streams: int = 1
     max_record_bytes: int = 4 * 2**20
     retention_completed: float = 7 * 86400.0
     retention_failed: float = 30 * 86400.0
@@ -421,9 +428,9 @@ class Settings:
 
     @property
     def effective_pool_size(self) -> int:
-        """Connections of the handlers' pool: an atomic import holds two (its loader and
-        its mover), plus a couple for the rest."""
-        return self.pool_size or 2 * self.total_slots + 2
+        """Connections of the handlers' pool: an atomic import holds one per COPY stream
+        and one for its mover, plus a couple for the rest."""
+        return self.pool_size or (self.copy_streams + 1) * self.total_slots + 2
 
     @property
     def total_slots(self) -> int:

@@ -35,7 +35,7 @@ _BIGINT_MAX = 2**63 - 1
 @dataclass(frozen=True)
 class HandlerSettings:
     """The settings a handler may read: where imports may come from and go to, the HTTP
-    endpoint, the COPY sizes. No DSN, no daemon internals (slots, leases, intervals)."""
+    endpoint, the COPY sizes and streams. No DSN, no daemon internals (slots, leases, intervals)."""
 
     import_roots: tuple[str, ...]
     url_prefixes: tuple[str, ...]
@@ -46,6 +46,7 @@ class HandlerSettings:
     copy_chunk_rows: int
     copy_chunk_bytes: int
     max_record_bytes: int
+    copy_streams: int
 
     @classmethod
     def of(cls, settings: Settings) -> HandlerSettings:

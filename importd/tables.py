@@ -127,11 +127,12 @@ async def copy_in(
     columns: list[str],
     data: bytes,
     fmt: CopyFormat,
-) -> None:
-    """COPY ``data`` into ``schema.table`` (asyncpg quotes the names)."""
-    await conn.copy_to_table(
+) -> int:
+    """COPY ``data`` into ``schema.table`` (asyncpg quotes the names); the rows copied."""
+    status = await conn.copy_to_table(
         table, source=_pieces(data), columns=columns, schema_name=schema, **fmt.options()
     )
+    return int(str(status).rsplit(" ", 1)[-1])
 
 
 async def _pieces(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:

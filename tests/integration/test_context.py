@@ -61,5 +61,6 @@ async def test_a_handler_context_reaches_no_dsn_nor_daemon_internals(
             "copy_chunk_rows",
             "copy_chunk_bytes",
             "max_record_bytes",
+            "copy_streams",
         )
     )

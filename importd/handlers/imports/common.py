@@ -43,7 +43,7 @@ class Prepared:
     """A chunk with its COPY data, ready to load."""
 
     chunk: Chunk
-    batch: Batch
+    batch: Batch | None  # None: the chunk's bytes go to COPY as they are
     failures: list[RowFailure]
 
 

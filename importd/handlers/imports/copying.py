@@ -18,6 +18,7 @@ missing column, never the internal one.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 from collections.abc import Callable
@@ -202,6 +203,41 @@ class Copier:
         if error is None:
             await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
             return len(batch)
+        return await self._recover(conn, into, columns, batch, failures, error)
+
+    async def copy_raw(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        data: bytes,
+        batch_of: Callable[[], Batch],
+        failures: list[RowFailure],
+    ) -> int:
+        """COPY a chunk's source bytes as they are (CSV that needs no change, loaded
+        into the target); only when PostgreSQL rejects a row are they split into records
+        (``batch_of``, run in a thread) to isolate it. Returns the rows loaded."""
+        await conn.execute(f"SAVEPOINT {_TRY}")
+        try:
+            loaded = await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
+        except ROW_LEVEL as exc:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            batch = await asyncio.to_thread(batch_of)
+            return await self._recover(conn, into, columns, batch, failures, exc)
+        await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+        return loaded
+
+    async def _recover(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        batch: Batch,
+        failures: list[RowFailure],
+        error: asyncpg.PostgresError,
+    ) -> int:
+        """Load ``batch``, whose COPY failed with ``error`` (savepoint ``importd_try``
+        still set): the good rows load, the bad ones go to ``failures``."""
         loaded = await self._checked(conn, into, batch, failures)
         if loaded is None:
             loaded = await self._isolate(conn, into, columns, batch.rows(), failures, error)

@@ -18,15 +18,16 @@ from ...context import JobContext
 from ...models import Job, PermanentError
 from ...repository import RowFailure, forget_failures, record_failures
 from .. import sources, spec
-from ..records import NdjsonRows, Records
+from ..records import NdjsonRows, Records, Splitter
 from . import reading
 from .common import RAW_LIMIT, Budget, LeaseLost, Prepared, TooManyErrors, classify, raw_text
-from .copying import Copier
+from .copying import Batch, Copier
 from .moving import Move, Mover
 from .reading import Chunk
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_INTERVAL = 1.0  # seconds of loading per committed checkpoint, at most
+STREAM_WAIT = 5.0  # seconds to wait for the pool's connections of parallel COPY streams
 # Starts the raw record of a row the target rejected when the source could not be read
 # again: what follows is the row's staged values as JSON, not the source text.
 UNREAD_MARK = "[not the source text"
@@ -107,6 +108,7 @@ class Import:
         self.started = time.monotonic()
         self.fingerprint: dict[str, Any] = {}
         self.reader: reading.Reader | None = None
+        self._data_line = 1  # the line the records start on, after a header
 
     @property
     def loaded(self) -> int:
@@ -221,11 +223,7 @@ class Import:
                 leftover = await self._begin(batches)
             self._prepare_copier()
             await self._prepare_staging(fresh=cp is None)
-            await self._pipeline(
-                reading.chunks(
-                    leftover, batches, start, self.chunk_rows, self.settings.copy_chunk_bytes
-                )
-            )
+            await self._pipeline(self._chunks(opened, reader, batches, leftover, start, cp))
         finally:
             await opened.close()
         if self.mover is not None:
@@ -233,6 +231,37 @@ class Import:
         async with self.ctx.pool.acquire() as conn:
             await self._save_totals(conn)
         return self._result()
+
+    def _chunks(
+        self,
+        opened: sources.Opened,
+        reader: reading.Reader,
+        batches: AsyncIterator[Records],
+        leftover: Records,
+        start: int,
+        cp: dict[str, Any] | None,
+    ) -> AsyncIterator[Chunk]:
+        """The source's chunks: CSV with LF line ends is cut from its bytes (records
+        split only where needed); NDJSON and other line ends go through the splitter."""
+        s = self.spec
+        rows, size = self.chunk_rows, self.settings.copy_chunk_bytes
+        if s.fmt != "csv" or reader.newline != b"\n":
+            return reading.chunks(leftover, batches, start, rows, size)
+        if cp:  # resumed where a chunk ended
+            pending, offset, line = b"", start, int(cp["line"])
+        else:
+            offset = self.offset if s.header else reader.origin
+            pending = b"".join(reader.fed)[offset - reader.origin :]
+            line = self._data_line
+        reader.fed = []
+        quote, escape = s.quote.encode(), s.escape.encode()
+        limit = self.settings.max_record_bytes
+        cutter = reading.Cutter(quote, escape, rows, min(size, limit), limit)
+
+        def splitter(first_line: int, at: int) -> Splitter:
+            return Splitter(quote, escape, first_line, newline=b"\n", limit=limit, offset=at)
+
+        return reading.raw_chunks(opened.blocks, pending, offset, line, cutter, splitter)
 
     async def _begin(self, batches: AsyncIterator[Records]) -> Records:
         """A fresh start: forget old row errors, read the header, fix the columns."""
@@ -262,6 +291,7 @@ class Import:
             return first
         header, rest = first.split(1)
         self.offset = header.ends[0]
+        self._data_line = header.next_line(0)
         if not header.datas[0]:
             raise PermanentError(
                 f"HeaderTooLong: the header line is longer than max_record_bytes="
@@ -376,8 +406,11 @@ class Import:
             try:
                 async for chunk in chunks:
                     failures: list[RowFailure] = []
-                    # Off the event loop: converting NDJSON is CPU work.
-                    batch = await asyncio.to_thread(copier.prepare, chunk.records, failures)
+                    batch = None
+                    if not (chunk.copyable and self.mode == "direct"):
+                        # Off the event loop: splitting records and converting NDJSON
+                        # are CPU work.
+                        batch = await asyncio.to_thread(_prepare, copier, chunk, failures)
                     await queue.put(Prepared(chunk, batch, failures))
                     await queue.join()
             except Exception as exc:  # hand the reader's error to the loader
@@ -386,6 +419,18 @@ class Import:
             await queue.put(None)
 
         producer = asyncio.create_task(produce())
+        streams = self.settings.copy_streams if self.mode in ("direct", "atomic") else 1
+        try:
+            if streams > 1:
+                await self._parallel(queue, streams)
+            else:
+                await self._serial(queue)
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _serial(self, queue: asyncio.Queue[Prepared | Exception | None]) -> None:
+        """Load the chunks over one connection, a transaction about every second."""
         # Chunks share a transaction until it is about a second old (less under a short
         # timeout): the checkpoint, and so the job row, is written about once a second,
         # and a crash costs at most that much work.
@@ -415,8 +460,130 @@ class Import:
         finally:
             if span is not None:
                 await span.close(self.ctx.pool)
-            producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _parallel(
+        self, queue: asyncio.Queue[Prepared | Exception | None], streams: int
+    ) -> None:
+        """Load the chunks over ``streams`` connections at once (``copy_streams``), each
+        chunk in a transaction of its own. The COPYs overlap; the commits keep the
+        chunks' order: a chunk commits, with the checkpoint that accounts for it, only
+        once the chunk before it has, so a checkpoint never passes a chunk that is not
+        committed. When the pool cannot spare the extra connections at once, fewer
+        streams load."""
+        pool = self.ctx.pool
+        conns = [await pool.acquire()]
+        free: asyncio.Queue[Any] = asyncio.Queue()
+        tasks: list[asyncio.Task[None]] = []
+        errors: list[BaseException] = []
+        try:
+            while len(conns) < streams:
+                try:
+                    conns.append(await pool.acquire(timeout=STREAM_WAIT))
+                except TimeoutError:
+                    self.ctx.log.warning("import_streams_reduced", streams=len(conns))
+                    break
+            for conn in conns:
+                free.put_nowait(conn)
+            turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            turn.set_result(True)
+            part_no = self.parts
+            while (item := await queue.get()) is not None:
+                queue.task_done()
+                if isinstance(item, Exception):
+                    raise item
+                if self.mover is not None:
+                    self.mover.check()  # stop early if the move already failed
+                conn = await free.get()
+                if errors:
+                    free.put_nowait(conn)
+                    break
+                part = None
+                if self.mode == "atomic":
+                    part, part_no = tables.Staging(self.job.id, part_no), part_no + 1
+                mine: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+                lane = self._lane(conn, item, part, part_no, turn, mine, free, errors)
+                tasks.append(asyncio.create_task(lane))
+                tasks = [task for task in tasks if not task.done()]
+                turn = mine
+            await asyncio.gather(*tasks)
+            if errors:
+                raise errors[0]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for conn in conns:
+                await pool.release(conn)
+
+    async def _lane(
+        self,
+        conn: Any,
+        prepared: Prepared,
+        part: tables.Staging | None,
+        parts: int,
+        before: asyncio.Future[bool],
+        mine: asyncio.Future[bool],
+        free: asyncio.Queue[Any],
+        errors: list[BaseException],
+    ) -> None:
+        """One chunk over one of the parallel connections: COPY it in a transaction,
+        wait for the chunk before it to commit, then commit it (or roll it back when an
+        earlier chunk failed). Its error goes to ``errors`` once it is its turn.
+        ``parts``: the staging tables committed once this chunk is (atomic)."""
+        assert self.target is not None and self.copier is not None
+        s, chunk = self.spec, prepared.chunk
+        failures = list(prepared.failures)  # NDJSON rows rejected before COPY
+        into = (part.schema, part.name) if part else (s.schema, s.table)
+        tx = conn.transaction()
+        committed = False
+        try:
+            error: Exception | None = None
+            loaded = 0
+            try:
+                await tx.start()
+                if part is not None:
+                    await part.create(conn, self.target, self.columns)
+                loaded = await self._copy(
+                    conn, into, self.copier.columns(self.columns), prepared, failures
+                )
+            except Exception as exc:
+                error = exc
+                if isinstance(exc, TooManyErrors):
+                    # Counted into the budget as it was raised: not yet its turn.
+                    self.budget.failed -= len(failures)
+            if not await before:
+                return  # an earlier chunk failed: this one is rolled back
+            # Every chunk before this one is committed: its turn.
+            try:
+                if error is not None and not isinstance(error, TooManyErrors):
+                    raise error
+                # (Raised during the COPY, TooManyErrors is raised again here, its
+                # message counting the rows of the chunks committed before this one.)
+                self.budget.check(failures)
+                if error is not None:
+                    raise error
+            except TooManyErrors:
+                with contextlib.suppress(Exception):
+                    await tx.rollback()
+                async with conn.transaction():  # what the chunk found
+                    await record_failures(conn, self.job, failures)
+                raise
+            self.budget.loaded += loaded
+            self.offset = chunk.end_offset
+            self.parts = parts
+            span = Span(conn, tx, time.monotonic(), failures, [part] if part else [])
+            span.next_line = chunk.next_line
+            await self._commit(span)
+            committed = True
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            if not committed:
+                with contextlib.suppress(Exception):
+                    await tx.rollback()
+            if not mine.done():
+                mine.set_result(committed)
+            free.put_nowait(conn)
 
     # -- one chunk -----------------------------------------------------------------
 
@@ -450,9 +617,10 @@ class Import:
                 await part.create(conn, self.target, self.columns)
                 span.parts.append(part)
                 self.parts += 1
-            loaded = await self.copier.copy_chunk(conn, into, columns, batch, failures)
+            loaded = await self._copy(conn, into, columns, prepared, failures)
             if self.staging is not None:
-                lines = (chunk.records.lines[0], chunk.next_line)
+                assert batch is not None
+                lines = (chunk.first_line, chunk.next_line)
                 rejected = len(failures)
                 moved = await self.move.isolating(
                     conn, self.staging, lines, failures, (batch.lines, batch.raws)
@@ -475,6 +643,28 @@ class Import:
                 span.failures = found  # recorded by the caller, once
             raise
         await savepoint.commit()
+
+    async def _copy(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        prepared: Prepared,
+        failures: list[RowFailure],
+    ) -> int:
+        """COPY one chunk (its source bytes as they are, or its prepared batch)."""
+        assert self.copier is not None
+        copier, chunk = self.copier, prepared.chunk
+        if prepared.batch is None:
+            return await copier.copy_raw(
+                conn,
+                into,
+                columns,
+                chunk.raw,
+                lambda: _prepare(copier, chunk, failures),
+                failures,
+            )
+        return await copier.copy_chunk(conn, into, columns, prepared.batch, failures)
 
     async def _commit(self, span: Span) -> None:
         """Record the span's rejected rows and the checkpoint that accounts for its
@@ -614,6 +804,11 @@ class Import:
                     await table.drop(conn)
         except Exception as exc:  # the rescuer's sweep drops them later
             self.ctx.log.warning("staging_drop_failed", error=str(exc), exc_info=exc)
+
+
+def _prepare(copier: Copier, chunk: Chunk, failures: list[RowFailure]) -> Batch:
+    """The COPY data of ``chunk`` (its records split first, for a raw chunk)."""
+    return copier.prepare(chunk.records, failures)
 
 
 def _short(name: str) -> str:

@@ -1,0 +1,68 @@
+"""Parallel COPY streams (``copy_streams`` 2): an import whose daemon is killed mid-way
+resumes and loads every good row exactly once, each bad one reported once."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+import importd
+from tests.helpers import Conn, StartDaemon, importd_env, wait_until
+from tests.integration.test_imports_streams import SLOW, mixed_csv
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+async def test_sigkill_mid_import_with_two_streams_resumes_exactly_once(
+    conn: Conn, daemons: StartDaemon, tmp_path: Path, atomic: bool
+) -> None:
+    await conn.execute("CREATE TABLE plain (a text, b int, c text)")
+    await conn.execute(SLOW.format(delay=0.0003, table="plain"))
+    source = mixed_csv(tmp_path / "big.csv", 8000, {500, 5000, 7999})
+    job_id = await importd.enqueue(
+        conn,
+        "csv",
+        {
+            "source": source,
+            "table": "plain",
+            "atomic": atomic,
+            "max_errors": 10,
+            "chunk_rows": 500,
+        },
+        timeout=30,
+        max_attempts=25,
+    )
+    env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
+    flags = (
+        *("--lease-margin", "1", "--rescue-interval", "0.5", "--backoff-base", "0.1"),
+        *("--poll-interval", "1", "--copy-streams", "2"),
+    )
+    first = daemons(*flags, env=env)
+    await wait_until(
+        lambda: conn.fetchval("SELECT rows_done >= 2000 FROM import_jobs WHERE id = $1", job_id),
+        timeout=60,
+        what="progress",
+    )
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    second = daemons(*flags, env=env)
+    await wait_until(
+        lambda: conn.fetchval("SELECT status = 'completed' FROM import_jobs WHERE id = $1", job_id),
+        timeout=180,
+        what="the import to complete",
+    )
+    row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
+    assert row["attempts"] >= 2
+    assert row["result"]["rows_loaded"] == 7997 and row["result"]["rows_rejected"] == 3
+    counts = await conn.fetchrow("SELECT count(*) AS n, count(DISTINCT b) AS d FROM plain")
+    assert counts["n"] == counts["d"] == 7997  # every good row, none twice
+    lines = [
+        r["line_number"]
+        for r in await conn.fetch(
+            "SELECT line_number FROM import_job_errors WHERE job_id = $1 ORDER BY 1", job_id
+        )
+    ]
+    assert lines == [1 + i + (i - 1) // 13 + (i > 4000) for i in (500, 5000, 7999)]
+    resumed = [e for e in second.events() if e["event"] == "import_resumed"]
+    assert resumed and resumed[0]["rows_loaded"] >= 2000  # it did not start over
