@@ -323,7 +323,7 @@ FIELDS: tuple[Field, ...] = (
         "pool_size",
         lambda t: _positive_int(t) if t not in (None, "", 0) else None,
         None,
-        "connections for handlers (default: 2 x concurrency + 2; an atomic import uses two)",
+        "connections for handlers (default: (copy_streams + 1) x concurrency + 2)",
     ),
     Field("worker_name", _optional_str, None, "this daemon's name in locked_by (default host:pid)"),
     Field("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
