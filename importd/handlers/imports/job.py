@@ -241,11 +241,13 @@ class Import:
         start: int,
         cp: dict[str, Any] | None,
     ) -> AsyncIterator[Chunk]:
-        """The source's chunks: CSV with LF line ends is cut from its bytes (records
-        split only where needed); NDJSON and other line ends go through the splitter."""
+        """The source's chunks: a CSV with LF line ends loaded directly into its table is
+        cut from its bytes (records split only where PostgreSQL rejects a row); the rest
+        goes through the splitter (staged rows need every record's line: splitting the
+        stream is then cheaper than cutting it first)."""
         s = self.spec
         rows, size = self.chunk_rows, self.settings.copy_chunk_bytes
-        if s.fmt != "csv" or reader.newline != b"\n":
+        if s.fmt != "csv" or reader.newline != b"\n" or self.mode != "direct":
             return reading.chunks(leftover, batches, start, rows, size)
         if cp:  # resumed where a chunk ended
             pending, offset, line = b"", start, int(cp["line"])
@@ -407,7 +409,7 @@ class Import:
                 async for chunk in chunks:
                     failures: list[RowFailure] = []
                     batch = None
-                    if not (chunk.copyable and self.mode == "direct"):
+                    if not chunk.copyable:
                         # Off the event loop: splitting records and converting NDJSON
                         # are CPU work.
                         batch = await asyncio.to_thread(_prepare, copier, chunk, failures)
