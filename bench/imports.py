@@ -177,6 +177,54 @@ async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
     return rows
 
 
+def reading_cpu(path: Path, repeat: int) -> tuple[list[float], list[float]]:
+    """CPU seconds of the reading stage alone over ``path`` (no database), interleaved
+    ``repeat`` times: records split out and joined again for COPY (what staged imports
+    do, and direct ones did before), against chunks cut from the bytes and sent as they
+    are (direct imports; a chunk that is not copyable is split all the same)."""
+    from importd import tables  # noqa: PLC0415
+    from importd.handlers.imports import reading  # noqa: PLC0415
+    from importd.handlers.imports.copying import Copier  # noqa: PLC0415
+    from importd.handlers.records import Records, Splitter  # noqa: PLC0415
+
+    limit = 4 * 2**20
+
+    async def blocks() -> Any:
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                yield block
+
+    def copier() -> Copier:
+        fmt = tables.CopyFormat("csv")
+        return Copier(fmt, "utf_8", ",", '"', False, None, limit, lambda _: None)
+
+    async def split() -> None:
+        reader = reading.Reader(b'"', b'"', 1, None, limit, at_start=True, utf8=True)
+        prepare = copier().prepare
+        batches = reader.records(blocks())
+        async for chunk in reading.chunks(Records(), batches, 0, 20_000, 8 * 2**20):
+            prepare(chunk.records, [])
+
+    async def cut() -> None:
+        cutter = reading.Cutter(b'"', b'"', 20_000, limit, limit)
+        prepare = copier().prepare
+
+        def splitter(line: int, at: int) -> Splitter:
+            return Splitter(b'"', b'"', line, newline=b"\n", limit=limit, offset=at)
+
+        async for chunk in reading.raw_chunks(blocks(), b"", 0, 1, cutter, splitter):
+            if not chunk.copyable:
+                prepare(chunk.records, [])
+
+    got: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeat):
+        for runs, stage in zip(got, (split, cut), strict=True):
+            began = time.process_time()
+            asyncio.run(stage())
+            runs.append(time.process_time() - began)
+    return got
+
+
 def psql_copy(cluster_bin: Path, dsn: str, table_name: str, path: Path) -> float:
     psql = cluster_bin / "psql"
     if not psql.exists():
@@ -293,6 +341,7 @@ async def main(args: Any) -> None:
     big = root / "big.csv"
     if not args.skip_big:
         generate(big, args.big_rows)
+    split_cpu, cut_cpu = await asyncio.to_thread(reading_cpu, path, args.repeat)
     cluster = await asyncio.to_thread(start_cluster)
     try:
         dsn = await fresh_database(cluster, "bench_imports")
@@ -345,6 +394,12 @@ async def main(args: Any) -> None:
             )
             for (atomic, n), got in runs.items()
         ],
+        (
+            "reading stage CPU (no database)",
+            f"split into records and joined {', '.join(f'{x:.2f}' for x in split_cpu)} s; "
+            f"cut from the bytes {', '.join(f'{x:.2f}' for x in cut_cpu)} s "
+            f"({statistics.median(c / w for c, w in zip(cut_cpu, split_cpu, strict=True)):.2f}x)",
+        ),
         (
             "10,000-record file, end to end",
             f"{small_s * 1000:.0f} ms ({small_result['rows_loaded']:,} rows loaded)",
