@@ -30,7 +30,7 @@ from .redaction import redact, register_secret, secrets_in
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 class ConfigError(Exception):
@@ -140,7 +140,7 @@ class Setting:
 
 
 def setting(
-    default: T,
+    default: _T,
     help: str,
     *,
     flag: str | None = None,
@@ -155,7 +155,7 @@ def setting(
     unit: Unit = "",
     check: Callable[[tuple[str, ...]], None] | None = None,
     shown: str | None = None,
-) -> T:
+) -> _T:
     """Declare one setting, as a field of ``Settings`` whose annotation is its type.
 
     ``help`` is its line in ``--help``. ``flag`` is its command-line flag when not
@@ -169,9 +169,20 @@ def setting(
     12h, 7d; ``bytes``: shown in MiB). ``shown`` is how the default reads when its value
     says little (``None`` meaning "computed")."""
     declared = Setting(
-        help, flag, metavar, commands, masked, also_env, at_least, above, at_most, choices,
-        unit, check, shown,
-    )  # fmt: skip
+        help=help,
+        flag=flag,
+        metavar=metavar,
+        commands=commands,
+        masked=masked,
+        also_env=also_env,
+        at_least=at_least,
+        above=above,
+        at_most=at_most,
+        choices=choices,
+        unit=unit,
+        check=check,
+        shown=shown,
+    )
     return dataclasses.field(default=default, metadata={_KEY: declared})
 
 
@@ -374,9 +385,10 @@ class Settings:
     def require_dsn(self) -> str:
         """The DSN, or a ConfigError that says how to give one."""
         if not self.dsn:
+            f = _BY_NAME["dsn"]
             raise ConfigError(
-                "no database given: pass --dsn, or set IMPORTD_DSN or DATABASE_URL "
-                "(e.g. postgresql://user@host/db)"
+                f"no database given: pass {f.option}, or set "
+                f"{' or '.join((f.env, *f.declared.also_env))} (e.g. postgresql://user@host/db)"
             )
         return self.dsn
 
