@@ -2,7 +2,7 @@
 
 Each setting is declared once, as a field of ``Settings`` (its type is the annotation, the
 rest is given to ``setting()``); ``FIELDS`` lists them for the CLI's flags, ``load``,
-``importd config`` and the README's table (checked by tests/test_settings.py).
+``importd config`` and the README's table (checked by tests/unit/test_settings.py).
 
 Secrets (the DSNs, the tokens) may also come from files: ``IMPORTD_DSN_FILE`` or, under
 systemd's ``LoadCredential=``, ``$CREDENTIALS_DIRECTORY/dsn``. They are never printed
