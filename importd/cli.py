@@ -24,26 +24,6 @@ from .models import (
 from .progress import Progress
 from .repository import NewJob, enqueue, enqueue_many
 
-_DAEMON_FIELDS = (
-    "concurrency",
-    "poll_interval",
-    "shutdown_grace",
-    "lease_margin",
-    "heartbeat_interval",
-    "loop_block_warn",
-    "rescue_interval",
-    "probe_interval",
-    "backoff_base",
-    "backoff_max",
-    "backoff_jitter",
-    "statement_cache_size",
-    "pool_size",
-    "worker_name",
-    "metrics_address",
-    "max_record_bytes",
-    "copy_streams",
-)
-
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
@@ -105,77 +85,41 @@ def _did_you_mean(given: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dsn", help="PostgreSQL URL (else IMPORTD_DSN, else DATABASE_URL)")
+def _add_common(parser: argparse.ArgumentParser, command: str) -> None:
+    """``--config`` and the flag of every setting ``command`` takes (all of them for
+    ``importd config``), each made from its one declaration in ``config.Settings``."""
     parser.add_argument(
         "--config",
         dest="config_path",
         metavar="FILE",
-        help="TOML file (default /etc/importd/importd.toml when present)",
+        help="TOML file (else IMPORTD_CONFIG, else /etc/importd/importd.toml when present)",
     )
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", choices=["auto", "json", "console"])
-
-
-def _add_daemon(parser: argparse.ArgumentParser) -> None:
     for field in config.FIELDS:
-        if field.name in _DAEMON_FIELDS:
-            parser.add_argument(
-                f"--{field.name.replace('_', '-')}",
-                dest=field.name,
-                metavar=field.name.split("_")[-1].upper(),
-                help=field.help
-                if field.default is None
-                else f"{field.help} (default {field.default})",
-            )
-    parser.add_argument(
-        "--handlers",
-        action="append",
-        metavar="MODULE",
-        help="import MODULE for its @importd.handler kinds (repeatable)",
-    )
-    parser.add_argument(
-        "--rate-limit",
-        dest="rate_limits",
-        action="append",
-        metavar="LIMIT",
-        help="at most this many job starts over every daemon: QUEUE=10/s, "
-        "kind:KIND=600/min, optional :BURST (repeatable)",
-    )
-    parser.add_argument(
-        "--tenant-concurrency",
-        dest="tenant_concurrency",
-        metavar="K",
-        help="running jobs per tenant at most, over every daemon (default: no cap)",
-    )
-    parser.add_argument(
-        "--import-root",
-        dest="import_roots",
-        action="append",
-        metavar="DIR",
-        help="file:// sources may be read from under DIR, an absolute path (repeatable)",
-    )
-    parser.add_argument(
-        "--table",
-        dest="tables",
-        action="append",
-        metavar="NAME",
-        help="imports may write this table: table, schema.table or schema.* (repeatable)",
-    )
-    parser.add_argument(
-        "--url-prefix",
-        dest="url_prefixes",
-        action="append",
-        metavar="URL",
-        help="https:// sources and http jobs may reach URLs starting with URL (repeatable)",
-    )
-    parser.add_argument(
-        "--no-fair",
-        dest="fair",
-        action="store_const",
-        const=False,
-        help="claim in priority, run_at, id order instead of round-robin across tenants",
-    )
+        if field.takes_flag_in(command):
+            _add_setting(parser, field)
+
+
+def _add_setting(parser: argparse.ArgumentParser, field: config.Field) -> None:
+    notes = []
+    if field.kind == "list":
+        notes.append("repeatable")
+    if field.shown_default != "—":
+        notes.append(f"default {field.shown_default}")
+    notes.append(" or ".join((field.env, *field.declared.also_env)))
+    if field.secret:
+        notes.append(f"secret: {field.env}_FILE keeps it out of ps")
+    text = f"{field.help} ({'; '.join(notes)})".replace("%", "%%")
+    kwargs: dict[str, Any] = {"dest": field.name, "help": text}
+    if field.kind == "bool":
+        # A switch: its flag turns the default around.
+        kwargs.update(action="store_const", const=not field.default)
+    elif field.declared.choices:
+        kwargs["choices"] = field.declared.choices
+    else:
+        kwargs["metavar"] = field.declared.metavar or field.name.split("_")[-1].upper()
+        if field.kind == "list":
+            kwargs["action"] = "append"
+    parser.add_argument(field.option, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  importd migrate --dsn postgresql://app@db/app\n"
         "  importd migrate --check   # exit 1 and list what is pending",
     )
-    _add_common(p)
+    _add_common(p, "migrate")
     p.add_argument(
         "--check",
         action="store_true",
@@ -214,9 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  importd run --queue imports=6 --queue webhooks=2 --rate-limit webhooks=10/s "
         "--tenant-concurrency 2",
     )
-    _add_common(p)
-    _add_daemon(p)
-    p.add_argument("--listen-dsn", help="direct connection for LISTEN (when --dsn is a pooler)")
+    _add_common(p, "run")
     p.add_argument(
         "--embedded",
         nargs="?",
@@ -224,21 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATA_DIR",
         help="run on a local PostgreSQL that importd manages in DATA_DIR "
         "(default ~/.local/share/importd/postgres), for trying importd out",
-    )
-    p.add_argument(
-        "--no-listen",
-        dest="listen",
-        action="store_const",
-        const=False,
-        help="poll only; for setups that cannot LISTEN",
-    )
-    p.add_argument(
-        "--queue",
-        dest="queues",
-        action="append",
-        metavar="NAME[=SLOTS]",
-        help="serve this queue, with SLOTS of its own (repeatable; default: every queue, "
-        "sharing --concurrency)",
     )
 
     p = sub.add_parser(
@@ -249,15 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit codes: 0 all completed (or nothing to do), 10 some failed,\n"
         "11 some left pending for a retry, 12 stopped by --timeout/signal",
     )
-    _add_common(p)
-    _add_daemon(p)
-    p.add_argument(
-        "--queue",
-        dest="queues",
-        action="append",
-        metavar="NAME[=SLOTS]",
-        help="only this queue, with SLOTS of its own (repeatable)",
-    )
+    _add_common(p, "drain")
     p.add_argument(
         "--kind", dest="kinds", action="append", metavar="KIND", help="only this kind (repeatable)"
     )
@@ -275,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="example:\n  importd status --watch 2",
     )
-    _add_common(p)
+    _add_common(p, "status")
     p.add_argument("--json", action="store_true", help="for scripts")
     p.add_argument(
         "--watch",
@@ -292,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="example:\n  importd show 42\n  importd show 42 --errors > rejected.csv",
     )
-    _add_common(p)
+    _add_common(p, "show")
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true", help="for scripts")
     p.add_argument(
@@ -305,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="examples:\n  importd retry 42 43\n  importd retry --failed --kind csv --since 2h",
     )
-    _add_common(p)
+    _add_common(p, "retry")
     p.add_argument("ids", type=int, nargs="*", metavar="ID")
     p.add_argument("--failed", action="store_true", help="every failed job (with the filters)")
     p.add_argument("--kind")
@@ -318,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="example:\n  importd cancel 42",
     )
-    _add_common(p)
+    _add_common(p, "cancel")
     p.add_argument("ids", type=int, nargs="+", metavar="ID")
 
     p = sub.add_parser(
@@ -327,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="example:\n  importd prune --older-than 7d --failed-older-than 30d",
     )
-    _add_common(p)
+    _add_common(p, "prune")
     p.add_argument(
         "--older-than",
         default="7d",
@@ -348,21 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  importd doctor   # exit 1 when any check is an error, "
         "4 when the schema is behind",
     )
-    _add_common(p)
-    p.add_argument("--listen-dsn", help="the LISTEN connection to check (default --dsn)")
-    p.add_argument(
-        "--no-listen",
-        dest="listen",
-        action="store_const",
-        const=False,
-        help="check a poll-only setup (the daemons run with --no-listen)",
-    )
-    for flag, dest, what in (
-        ("--import-root", "import_roots", "DIR"),
-        ("--table", "tables", "NAME"),
-        ("--url-prefix", "url_prefixes", "URL"),
-    ):
-        p.add_argument(flag, dest=dest, action="append", metavar=what, help="as for run")
+    _add_common(p, "doctor")
 
     p = sub.add_parser(
         "config",
@@ -370,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="example:\n  IMPORTD_CONCURRENCY=16 importd config --json",
     )
-    _add_common(p)
+    _add_common(p, "config")
     p.add_argument("--json", action="store_true", help="as JSON instead of TOML")
 
     p = sub.add_parser(
@@ -381,20 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  IMPORTD_WEB_TOKEN_FILE=/etc/importd/web_token importd web --listen 0.0.0.0:8080\n\n"
         "Off loopback, and for retry / cancel, it asks for web_token (IMPORTD_WEB_TOKEN).",
     )
-    _add_common(p)
-    p.add_argument(
-        "--listen",
-        dest="web_listen",
-        metavar="HOST:PORT",
-        help="where to listen (default 127.0.0.1:8080; other addresses need web_token)",
-    )
-    p.add_argument(
-        "--read-only",
-        dest="web_read_only",
-        action="store_const",
-        const=True,
-        help="show no retry / cancel buttons, refuse those requests",
-    )
+    _add_common(p, "web")
 
     p = sub.add_parser(
         "enqueue",
@@ -403,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  importd enqueue csv --payload "
         '\'{"source": "file:///data/u.csv", "table": "users"}\'',
     )
-    _add_common(p)
+    _add_common(p, "enqueue")
     p.add_argument("kind")
     p.add_argument("--payload", default="{}", help="the job's JSON object (default {})")
     p.add_argument(

@@ -1,21 +1,28 @@
 """Settings: one frozen object built from flags > environment > TOML file > defaults.
 
-Secrets (the DSNs) may also come from files: ``IMPORTD_DSN_FILE`` or, under systemd's
-``LoadCredential=``, ``$CREDENTIALS_DIRECTORY/dsn``. They are never printed unredacted.
+Each setting is declared once, as a field of ``Settings`` (its type is the annotation, the
+rest is given to ``setting()``); ``FIELDS`` lists them for the CLI's flags, ``load``,
+``importd config`` and the README's table (checked by tests/unit/test_settings.py).
+
+Secrets (the DSNs, the tokens) may also come from files: ``IMPORTD_DSN_FILE`` or, under
+systemd's ``LoadCredential=``, ``$CREDENTIALS_DIRECTORY/dsn``. They are never printed
+unredacted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import socket
 import stat
 import tomllib
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from . import urls
 from .lanes import QueueSlots, RateLimit
@@ -23,30 +30,11 @@ from .redaction import redact, register_secret, secrets_in
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
 
+_T = TypeVar("_T")
+
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message names it and says what to do."""
-
-
-def _positive_int(text: Any) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _positive_float(text: Any) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def _non_negative_float(text: Any) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
 
 
 def _bool(text: Any) -> bool:
@@ -74,44 +62,33 @@ def parse_duration(text: Any) -> float:
     """Seconds in ``90``, ``90s``, ``15m``, ``12h``, ``7d`` or ``2w``."""
     match = _DURATION.match(str(text))
     if not match:
-        raise ValueError(f"{text!r} is not a duration (like 90s, 15m, 12h, 7d)")
+        raise ValueError(f"{str(text)!r} is not a duration (like 90s, 15m, 12h, 7d)")
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _optional_positive_int(text: Any) -> int | None:
-    if text in (None, "", 0, "0", "off", "none"):
-        return None
-    return _positive_int(text)
-
-
-def _queue_list(text: Any) -> tuple[str, ...]:
-    items = _str_list(text)
-    names = [QueueSlots.parse(item).name for item in items]
-    if len(set(names)) != len(names):
-        raise ValueError("a queue is named twice")
-    return items
-
-
-def _rate_list(text: Any) -> tuple[str, ...]:
-    items = _str_list(text)
-    keys = [RateLimit.parse(item).key for item in items]
+def _distinct(what: str, keys: list[str]) -> None:
     if len(set(keys)) != len(keys):
-        raise ValueError("two rate limits for the same queue or kind")
-    return items
+        raise ValueError(what)
 
 
-def _url_prefix_list(text: Any) -> tuple[str, ...]:
-    items = _str_list(text)
+def _queue_list(items: tuple[str, ...]) -> None:
+    _distinct("a queue is named twice", [QueueSlots.parse(item).name for item in items])
+
+
+def _rate_list(items: tuple[str, ...]) -> None:
+    keys = [RateLimit.parse(item).key for item in items]
+    _distinct("two rate limits for the same queue or kind", keys)
+
+
+def _url_prefix_list(items: tuple[str, ...]) -> None:
     for item in items:
         try:
             urls.parse_prefix(item)
         except ValueError as exc:
             raise ValueError(f"{item!r}: {exc}") from None
-    return items
 
 
-def _root_list(text: Any) -> tuple[str, ...]:
-    roots = _str_list(text)
+def _root_list(roots: tuple[str, ...]) -> None:
     for root in roots:
         if not os.path.isabs(root):
             raise ValueError(f"{root!r} is a relative path: give the directory's absolute path")
@@ -123,279 +100,276 @@ def _root_list(text: Any) -> tuple[str, ...]:
             raise ValueError(f"{root}: {exc.strerror}") from None
         if not stat.S_ISDIR(info.st_mode):
             raise ValueError(f"{root} is not a directory")
-    return roots
 
 
-def how_to_set(name: str, example: str) -> str:
-    """How to add ``example`` to the list setting ``name``: its flag, its environment
-    variable and its key in the config file, for refusals that point at the setting."""
-    f = _BY_NAME[name]
-    return (
-        f"the '{name}' setting: {f.option} {example}, {f.env}={example}, or "
-        f'{name} = ["{example}"] in the config file'
-    )
+def format_duration(seconds: float) -> str:
+    """``seconds`` as the largest whole unit ``parse_duration`` reads (``7d``, ``90s``)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
 
 
-def _choice(*options: str) -> Callable[[Any], str]:
-    def parse(text: Any) -> str:
-        value = str(text).lower()
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return value
+# The commands whose flags a setting has (``importd config`` takes every setting's flag).
+EVERY_COMMAND: tuple[str, ...] = ("*",)
+DAEMON: tuple[str, ...] = ("run", "drain")
 
-    return parse
-
-
-def _optional_str(text: Any) -> str | None:
-    return str(text) if text not in (None, "") else None
+Masking = Literal["", "passwords", "whole"]
+Unit = Literal["", "bytes", "duration"]
+Kind = Literal["bool", "int", "float", "str", "list"]
 
 
 @dataclass(frozen=True)
-class Field:
-    """One setting: its parser, default, and the line of help the CLI and README show."""
+class Setting:
+    """What a field of ``Settings`` declares besides its name, type and default (see
+    ``setting``)."""
 
-    name: str
-    parse: Callable[[Any], Any]
-    default: Any
     help: str
-    secret: bool = False
-    flag: str | None = None  # the command-line flag, when not --<name>
+    flag: str | None
+    metavar: str | None
+    commands: tuple[str, ...]
+    masked: Masking
+    also_env: tuple[str, ...]
+    at_least: float | None
+    above: float | None
+    at_most: float | None
+    choices: tuple[str, ...]
+    unit: Unit
+    check: Callable[[tuple[str, ...]], None] | None
+    shown: str | None
 
-    @property
-    def option(self) -> str:
-        """The command-line flag that sets it."""
-        return self.flag or "--" + self.name.replace("_", "-")
 
-    @property
-    def env(self) -> str:
-        """The environment variable that sets it."""
-        return "IMPORTD_" + self.name.upper()
+def setting(
+    default: _T,
+    help: str,
+    *,
+    flag: str | None = None,
+    metavar: str | None = None,
+    commands: tuple[str, ...] = DAEMON,
+    masked: Masking = "",
+    also_env: tuple[str, ...] = (),
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+    choices: tuple[str, ...] = (),
+    unit: Unit = "",
+    check: Callable[[tuple[str, ...]], None] | None = None,
+    shown: str | None = None,
+) -> _T:
+    """Declare one setting, as a field of ``Settings`` whose annotation is its type.
+
+    ``help`` is its line in ``--help``. ``flag`` is its command-line flag when not
+    ``--<name>`` (``--no-<name>`` for a switch that is on by default), taken by the
+    ``commands`` named. ``masked`` makes it a secret: ``"passwords"`` for a DSN (its
+    passwords are masked), ``"whole"`` for a token; a secret may also come from
+    ``IMPORTD_<NAME>_FILE`` or ``$CREDENTIALS_DIRECTORY/<name>``. ``also_env`` names
+    environment variables read after ``IMPORTD_<NAME>``. ``at_least``, ``above`` and
+    ``at_most`` bound a number, ``choices`` a string, ``check`` a list (it raises
+    ValueError). ``unit`` says how a number is read and shown (``duration``: 90s, 15m,
+    12h, 7d; ``bytes``: shown in MiB). ``shown`` is how the default reads when its value
+    says little (``None`` meaning "computed")."""
+    declared = Setting(
+        help=help,
+        flag=flag,
+        metavar=metavar,
+        commands=commands,
+        masked=masked,
+        also_env=also_env,
+        at_least=at_least,
+        above=above,
+        at_most=at_most,
+        choices=choices,
+        unit=unit,
+        check=check,
+        shown=shown,
+    )
+    return dataclasses.field(default=default, metadata={_KEY: declared})
 
 
-FIELDS: tuple[Field, ...] = (
-    Field("dsn", _optional_str, None, "PostgreSQL connection string (also DATABASE_URL)", True),
-    Field(
-        "listen_dsn",
-        _optional_str,
-        None,
-        "direct connection for LISTEN when the pool goes through a pooler",
-        True,
-    ),
-    Field(
-        "concurrency",
-        _positive_int,
-        8,
-        "handlers running at once (also the slots of each --queue given without =SLOTS)",
-    ),
-    Field("poll_interval", _positive_float, 10.0, "seconds between polls without notifications"),
-    Field("listen", _bool, True, "LISTEN for notifications (false: poll only)"),
-    Field(
-        "shutdown_grace",
-        _non_negative_float,
-        30.0,
-        "seconds running jobs get to finish after SIGTERM",
-    ),
-    Field(
-        "lease_margin",
-        _positive_float,
-        30.0,
-        "seconds a lease outlasts the job's timeout (crash detection delay)",
-    ),
-    Field(
-        "heartbeat_interval",
-        _positive_float,
-        1.0,
-        "seconds between progress / lease writes of a running job",
-    ),
-    Field(
-        "loop_block_warn",
-        _positive_float,
-        1.0,
-        "seconds the event loop may stall before loop_blocked is logged (a blocking handler)",
-    ),
-    Field("rescue_interval", _positive_float, 5.0, "seconds between rescues of expired leases"),
-    Field(
-        "probe_interval",
-        _positive_float,
-        5.0,
-        "seconds between the listener's self-NOTIFY health probes",
-    ),
-    Field("backoff_base", _positive_float, 1.0, "first retry delay in seconds"),
-    Field("backoff_max", _positive_float, 600.0, "retry delay cap in seconds"),
-    Field(
-        "backoff_jitter",
-        _non_negative_float,
-        0.5,
-        "fraction of each retry delay that is randomised (0-1)",
-    ),
-    Field("handlers", _str_list, (), "extra modules to import for their @importd.handler kinds"),
-    Field(
-        "queues",
-        _queue_list,
-        (),
-        "queues to serve, each NAME or NAME=SLOTS with slots of its own (empty: every "
-        "queue, sharing concurrency)",
-        flag="--queue",
-    ),
-    Field(
-        "fair",
-        _bool,
-        True,
-        "claim round-robin across tenants within a priority (false: priority, run_at, id)",
-    ),
-    Field(
-        "tenant_concurrency",
-        _optional_positive_int,
-        None,
-        "running jobs per tenant at most, over every daemon (default: no cap)",
-    ),
-    Field(
-        "rate_limits",
-        _rate_list,
-        (),
-        "job starts per second over every daemon: QUEUE=10/s, kind:KIND=600/min, optional :BURST",
-        flag="--rate-limit",
-    ),
-    Field(
-        "import_roots",
-        _root_list,
-        (),
-        "directories file:// sources may be read from (repeatable; none: file sources are refused)",
-        flag="--import-root",
-    ),
-    Field(
-        "url_prefixes",
-        _url_prefix_list,
-        (),
-        "URL prefixes https:// sources and http jobs may reach, compared by scheme, host, "
-        "port and whole path segments (none: refused)",
-        flag="--url-prefix",
-    ),
-    Field(
-        "tables",
-        _str_list,
-        (),
-        "a table imports may write: table, schema.table or schema.* (repeatable; none: "
-        "every import refused)",
-        flag="--table",
-    ),
-    Field("http_url", _optional_str, None, "default endpoint of http jobs without payload.url"),
-    Field("http_token", _optional_str, None, "bearer token sent by http jobs", True),
-    Field("copy_chunk_rows", _positive_int, 20_000, "rows per COPY chunk (and checkpoint)"),
-    Field("copy_chunk_bytes", _positive_int, 8 * 2**20, "bytes per COPY chunk at most"),
-    Field(
-        "copy_streams",
-        _positive_int,
-        1,
-        "connections one import COPYs over at once (direct and atomic imports)",
-    ),
-    Field(
-        "max_record_bytes",
-        _positive_int,
-        4 * 2**20,
-        "longest CSV/NDJSON record accepted; a longer one is a row error (memory stays flat)",
-    ),
-    Field(
-        "retention_completed",
-        parse_duration,
-        7 * 86400.0,
-        "completed jobs older than this are pruned by the daemon (7d, 12h, ...)",
-    ),
-    Field(
-        "retention_failed",
-        parse_duration,
-        30 * 86400.0,
-        "failed and cancelled jobs older than this are pruned by the daemon",
-    ),
-    Field(
-        "metrics_address",
-        _optional_str,
-        None,
-        "host:port for /metrics, /healthz and /readyz (off when unset)",
-    ),
-    Field(
-        "statement_cache_size",
-        int,
-        100,
-        "asyncpg prepared statement cache (0 behind a transaction-mode pooler)",
-    ),
-    Field(
-        "pool_size",
-        lambda t: _positive_int(t) if t not in (None, "", 0) else None,
-        None,
-        "connections for handlers (default: (copy_streams + 1) x concurrency + 2)",
-    ),
-    Field("worker_name", _optional_str, None, "this daemon's name in locked_by (default host:pid)"),
-    Field("log_level", _choice("debug", "info", "warning", "error"), "info", "log level"),
-    Field(
-        "log_format",
-        _choice("auto", "json", "console"),
-        "auto",
-        "log format (auto: console on a TTY, JSON otherwise and under systemd)",
-    ),
-    # importd web: the dashboard.
-    Field(
-        "web_listen",
-        _optional_str,
-        "127.0.0.1:8080",
-        "host:port of importd web (any address but loopback needs web_token)",
-        flag="--listen",
-    ),
-    Field(
-        "web_token",
-        _optional_str,
-        None,
-        "token importd web asks for (needed off loopback, and for retry / cancel)",
-        True,
-    ),
-    Field("web_read_only", _bool, False, "importd web without retry / cancel", flag="--read-only"),
-)
-_BY_NAME = {f.name: f for f in FIELDS}
+_KEY = "importd.setting"
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The effective configuration of one importd process."""
+    """The effective configuration of one importd process: one field per setting, each
+    declared once (type, default, flag, secrecy, help); flags, the environment, the TOML
+    file, ``importd config``, validation and the README's table all follow from it."""
 
-    dsn: str | None = None
-    listen_dsn: str | None = None
-    concurrency: int = 8
-    poll_interval: float = 10.0
-    listen: bool = True
-    shutdown_grace: float = 30.0
-    lease_margin: float = 30.0
-    heartbeat_interval: float = 1.0
-    loop_block_warn: float = 1.0
-    rescue_interval: float = 5.0
-    probe_interval: float = 5.0
-    backoff_base: float = 1.0
-    backoff_max: float = 600.0
-    backoff_jitter: float = 0.5
-    handlers: tuple[str, ...] = ()
-    queues: tuple[str, ...] = ()
-    fair: bool = True
-    tenant_concurrency: int | None = None
-    rate_limits: tuple[str, ...] = ()
-    import_roots: tuple[str, ...] = ()
-    url_prefixes: tuple[str, ...] = ()
-    tables: tuple[str, ...] = ()
-    http_url: str | None = None
-    http_token: str | None = None
-    copy_chunk_rows: int = 20_000
-    copy_chunk_bytes: int = 8 * 2**20
-    copy_streams: int = 1
-    max_record_bytes: int = 4 * 2**20
-    retention_completed: float = 7 * 86400.0
-    retention_failed: float = 30 * 86400.0
-    metrics_address: str | None = None
-    statement_cache_size: int = 100
-    pool_size: int | None = None
-    worker_name: str | None = None
-    log_level: str = "info"
-    log_format: str = "auto"
-    web_listen: str | None = "127.0.0.1:8080"
-    web_token: str | None = None
-    web_read_only: bool = False
+    dsn: str | None = setting(
+        None,
+        "PostgreSQL connection string",
+        commands=EVERY_COMMAND,
+        masked="passwords",
+        also_env=("DATABASE_URL",),
+    )
+    listen_dsn: str | None = setting(
+        None,
+        "direct connection for LISTEN when dsn goes through a pooler",
+        commands=("run", "doctor"),
+        masked="passwords",
+        shown="dsn",
+    )
+    concurrency: int = setting(
+        8,
+        "handlers running at once (also the slots of each --queue given without =SLOTS)",
+        at_least=1,
+    )
+    poll_interval: float = setting(10.0, "seconds between polls without notifications", above=0)
+    listen: bool = setting(
+        True,
+        "LISTEN for notifications; off (--no-listen): poll only, for setups that cannot LISTEN",
+        commands=("run", "doctor"),
+    )
+    shutdown_grace: float = setting(
+        30.0, "seconds running jobs get to finish after SIGTERM", at_least=0
+    )
+    lease_margin: float = setting(
+        30.0, "seconds a lease outlasts the job's timeout (crash detection delay)", above=0
+    )
+    heartbeat_interval: float = setting(
+        1.0, "seconds between progress / lease writes of a running job", above=0
+    )
+    loop_block_warn: float = setting(
+        1.0,
+        "seconds the event loop may stall before loop_blocked is logged (a blocking handler)",
+        above=0,
+    )
+    rescue_interval: float = setting(5.0, "seconds between rescues of expired leases", above=0)
+    probe_interval: float = setting(
+        5.0, "seconds between the listener's self-NOTIFY health probes", above=0
+    )
+    backoff_base: float = setting(1.0, "first retry delay in seconds", above=0)
+    backoff_max: float = setting(600.0, "retry delay cap in seconds", above=0)
+    backoff_jitter: float = setting(
+        0.5, "fraction of each retry delay that is randomised", at_least=0, at_most=1
+    )
+    handlers: tuple[str, ...] = setting(
+        (), "extra modules to import for their @importd.handler kinds", metavar="MODULE"
+    )
+    queues: tuple[str, ...] = setting(
+        (),
+        "queues to serve, each NAME or NAME=SLOTS with slots of its own (none: every "
+        "queue, sharing concurrency)",
+        flag="--queue",
+        metavar="NAME[=SLOTS]",
+        check=_queue_list,
+        shown="all",
+    )
+    fair: bool = setting(
+        True,
+        "claim round-robin across tenants within a priority; off (--no-fair): priority, run_at, id",
+    )
+    tenant_concurrency: int | None = setting(
+        None,
+        "running jobs per tenant at most, counted over every daemon",
+        metavar="K",
+        at_least=1,
+        shown="off",
+    )
+    rate_limits: tuple[str, ...] = setting(
+        (),
+        "job starts over every daemon: QUEUE=10/s, kind:KIND=600/min, optional :BURST",
+        flag="--rate-limit",
+        metavar="LIMIT",
+        check=_rate_list,
+    )
+    import_roots: tuple[str, ...] = setting(
+        (),
+        "directories file:// sources may be read from, absolute paths (none: file "
+        "sources are refused)",
+        flag="--import-root",
+        metavar="DIR",
+        commands=(*DAEMON, "doctor"),
+        check=_root_list,
+    )
+    url_prefixes: tuple[str, ...] = setting(
+        (),
+        "URL prefixes https:// sources and http jobs may reach, compared by scheme, host, "
+        "port and whole path segments (none: refused)",
+        flag="--url-prefix",
+        metavar="URL",
+        commands=(*DAEMON, "doctor"),
+        check=_url_prefix_list,
+    )
+    tables: tuple[str, ...] = setting(
+        (),
+        "tables imports may write: table, schema.table or schema.* (none: every import refused)",
+        flag="--table",
+        metavar="NAME",
+        commands=(*DAEMON, "doctor"),
+    )
+    http_url: str | None = setting(
+        None, "default endpoint of http jobs without payload.url", metavar="URL"
+    )
+    http_token: str | None = setting(None, "bearer token sent by http jobs", masked="whole")
+    copy_chunk_rows: int = setting(20_000, "rows per COPY chunk (and checkpoint)", at_least=1)
+    copy_chunk_bytes: int = setting(
+        8 * 2**20, "bytes per COPY chunk at most", at_least=1, unit="bytes"
+    )
+    copy_streams: int = setting(
+        1, "connections one import COPYs over at once (direct and atomic imports)", at_least=1
+    )
+    max_record_bytes: int = setting(
+        4 * 2**20,
+        "longest CSV/NDJSON record accepted; a longer one is a row error (memory stays flat)",
+        at_least=1,
+        unit="bytes",
+    )
+    retention_completed: float = setting(
+        7 * 86400.0,
+        "completed jobs older than this are pruned by the daemon (7d, 12h, ...)",
+        metavar="AGE",
+        unit="duration",
+    )
+    retention_failed: float = setting(
+        30 * 86400.0,
+        "failed and cancelled jobs older than this are pruned by the daemon",
+        metavar="AGE",
+        unit="duration",
+    )
+    metrics_address: str | None = setting(
+        None,
+        "host:port for /metrics, /healthz and /readyz",
+        metavar="HOST:PORT",
+        shown="off",
+    )
+    statement_cache_size: int = setting(
+        100, "asyncpg prepared statement cache (0 behind a transaction-mode pooler)", at_least=0
+    )
+    pool_size: int | None = setting(
+        None,
+        "connections for handlers (an import holds one per COPY stream, an atomic one one "
+        "more for its mover)",
+        at_least=1,
+        shown="(copy_streams + 1) × slots + 2",  # noqa: RUF001 - the README's sign
+    )
+    worker_name: str | None = setting(None, "this daemon's name in locked_by", shown="host:pid")
+    log_level: str = setting(
+        "info", "log level", commands=EVERY_COMMAND, choices=("debug", "info", "warning", "error")
+    )
+    log_format: str = setting(
+        "auto",
+        "log format (auto: console on a TTY, JSON otherwise and under systemd)",
+        commands=EVERY_COMMAND,
+        choices=("auto", "json", "console"),
+    )
+    # importd web: the dashboard.
+    web_listen: str | None = setting(
+        "127.0.0.1:8080",
+        "host:port of importd web (any address but loopback needs web_token)",
+        flag="--listen",
+        metavar="HOST:PORT",
+        commands=("web",),
+    )
+    web_token: str | None = setting(
+        None,
+        "token importd web asks for (needed off loopback, and for retry / cancel)",
+        commands=("web",),
+        masked="whole",
+    )
+    web_read_only: bool = setting(
+        False, "importd web without retry / cancel", flag="--read-only", commands=("web",)
+    )
 
     def __post_init__(self) -> None:
         # Whoever builds settings (the CLI, a test, an embedding program), their secrets
@@ -404,7 +378,7 @@ class Settings:
             value = getattr(self, f.name)
             if not f.secret or not isinstance(value, str):
                 continue
-            if f.name in ("dsn", "listen_dsn"):
+            if f.declared.masked == "passwords":
                 # Its passwords, not the whole string: `importd config` and logs still
                 # show which host and database are meant.
                 for secret in secrets_in(value):
@@ -415,9 +389,10 @@ class Settings:
     def require_dsn(self) -> str:
         """The DSN, or a ConfigError that says how to give one."""
         if not self.dsn:
+            f = _BY_NAME["dsn"]
             raise ConfigError(
-                "no database given: pass --dsn, or set IMPORTD_DSN or DATABASE_URL "
-                "(e.g. postgresql://user@host/db)"
+                f"no database given: pass {f.option}, or set "
+                f"{' or '.join((f.env, *f.declared.also_env))} (e.g. postgresql://user@host/db)"
             )
         return self.dsn
 
@@ -463,12 +438,151 @@ class Settings:
             if f.secret and isinstance(value, str):
                 # A DSN shows its host and database with every password masked; any
                 # other secret (the bearer token) is masked whole.
-                value = redact(value) if f.name in ("dsn", "listen_dsn") else "***"
+                value = redact(value) if f.declared.masked == "passwords" else "***"
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()!r})"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting as the rest of importd sees it: the field of ``Settings`` (name, type,
+    default) with its declaration, and what follows from them."""
+
+    name: str
+    kind: Kind
+    optional: bool  # None is a value (unset)
+    default: Any
+    declared: Setting
+
+    @property
+    def option(self) -> str:
+        """The command-line flag that sets it."""
+        if self.declared.flag:
+            return self.declared.flag
+        dashed = self.name.replace("_", "-")
+        return f"--no-{dashed}" if self.default is True else f"--{dashed}"
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return "IMPORTD_" + self.name.upper()
+
+    @property
+    def help(self) -> str:
+        """Its line of help."""
+        return self.declared.help
+
+    @property
+    def secret(self) -> bool:
+        """Whether it is masked (and may come from a file)."""
+        return bool(self.declared.masked)
+
+    def takes_flag_in(self, command: str) -> bool:
+        """Whether ``importd COMMAND`` has its flag (``importd config`` has every one)."""
+        commands = self.declared.commands
+        return command == "config" or commands == EVERY_COMMAND or command in commands
+
+    @property
+    def shown_default(self) -> str:
+        """The default as ``--help`` and the README show it."""
+        default = self.default
+        if self.declared.shown is not None:
+            return self.declared.shown
+        if default is None or default == ():
+            return "—"
+        if isinstance(default, bool):
+            return "true" if default else "false"
+        if self.declared.unit == "bytes" and default % 2**20 == 0:
+            return f"{default // 2**20} MiB"
+        if self.declared.unit == "duration":
+            return format_duration(default)
+        if isinstance(default, float):
+            return f"{default:g}"
+        return str(default)
+
+    def parse(self, raw: Any) -> Any:
+        """The value of ``raw`` (a flag's, environment variable's or file's); ValueError
+        or TypeError saying what is wrong with it."""
+        d = self.declared
+        if self.optional and (raw is None or raw == ""):
+            return None
+        if self.kind == "bool":
+            return _bool(raw)
+        if self.kind == "list":
+            items = _str_list(raw)
+            if d.check is not None:
+                d.check(items)
+            return items
+        if self.kind == "str":
+            text = str(raw)
+            if d.choices:
+                text = text.lower()
+                if text not in d.choices:
+                    raise ValueError(f"must be one of {', '.join(d.choices)}")
+            return text
+        if self.optional and str(raw).strip().lower() in ("0", "off", "none"):
+            return None  # an optional number: 0, off or none leave it unset
+        if isinstance(raw, bool):
+            raise ValueError("must be a number")  # TOML's true is no count
+        number: float
+        if d.unit == "duration":
+            number = parse_duration(raw)
+        elif self.kind == "int":
+            # Through its text: 3.5 in the file is refused as "3.5" on the command line is.
+            number = int(str(raw))
+        else:
+            number = float(raw)
+        _check_range(number, d)
+        return number
+
+
+def _check_range(number: float, d: Setting) -> None:
+    # Written so that NaN is out of every range.
+    if d.at_least is not None and d.at_most is not None:
+        if not d.at_least <= number <= d.at_most:
+            raise ValueError(f"must be between {d.at_least:g} and {d.at_most:g}")
+    elif d.at_least is not None and not number >= d.at_least:
+        raise ValueError(f"must be at least {d.at_least:g}")
+    elif d.at_most is not None and not number <= d.at_most:
+        raise ValueError(f"must be at most {d.at_most:g}")
+    if d.above is not None and not number > d.above:
+        raise ValueError(f"must be greater than {d.above:g}")
+
+
+def _field(f: dataclasses.Field[Any], annotation: Any) -> Field:
+    declared = f.metadata.get(_KEY)
+    if not isinstance(declared, Setting):
+        raise TypeError(f"Settings.{f.name}: declare it with config.setting()")
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = len(args) < len(typing.get_args(annotation))
+    base = args[0] if optional and len(args) == 1 else annotation
+    kinds: dict[Any, Kind] = {bool: "bool", int: "int", float: "float", str: "str"}
+    kind = "list" if base == tuple[str, ...] else kinds.get(base)
+    if kind is None:
+        raise TypeError(f"Settings.{f.name}: a setting cannot be of type {annotation}")
+    return Field(f.name, kind, optional, f.default, declared)
+
+
+_HINTS = typing.get_type_hints(Settings)
+FIELDS: tuple[Field, ...] = tuple(_field(f, _HINTS[f.name]) for f in dataclasses.fields(Settings))
+_BY_NAME = {f.name: f for f in FIELDS}
+
+
+def how_to_set(name: str, example: str) -> str:
+    """How to set ``name`` to ``example`` (add it, for a list): its flag, its environment
+    variable and its key in the config file, for refusals that point at the setting.
+    For a setting that takes a value (a switch's flag takes none)."""
+    f = _BY_NAME[name]
+    if f.kind == "bool":
+        raise ValueError(f"{name} is a switch: {f.option}, {f.env}=true/false")
+    in_file = json.dumps([example] if f.kind == "list" else example)
+    return (
+        f"the '{name}' setting: {f.option} {example}, {f.env}={example}, or "
+        f"{name} = {in_file} in the config file"
+    )
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -521,8 +635,9 @@ def load(
             source, raw = f.option, given[f.name]
         elif f.env in env:
             source, raw = f.env, env[f.env]
-        elif f.name == "dsn" and env.get("DATABASE_URL"):
-            source, raw = "DATABASE_URL", env["DATABASE_URL"]
+        elif any(env.get(name) for name in f.declared.also_env):
+            source = next(name for name in f.declared.also_env if env.get(name))
+            raw = env[source]
         elif f.secret and env.get(f.env + "_FILE"):
             source = f.env + "_FILE"
             raw = _read_secret_file(Path(env[f.env + "_FILE"]), f.name)
@@ -542,10 +657,7 @@ def load(
         except (TypeError, ValueError) as exc:
             shown = "***" if f.secret else repr(raw)
             raise ConfigError(f"{source}: bad value {shown}: {exc}") from None
-    settings = Settings(**values)
-    if settings.backoff_jitter > 1:
-        raise ConfigError("backoff_jitter: must be between 0 and 1")
-    return settings
+    return Settings(**values)
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

@@ -6,9 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from importd import config
-from tests.helpers import (
-    ROOT,
-)
 
 
 def test_configuration_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
@@ -39,11 +36,3 @@ def test_secrets_come_from_files_and_credentials(tmp_path: Path) -> None:
     assert settings.http_token == "file-token-123"
     shown = repr(settings)
     assert "from-creds" not in shown and "file-token-123" not in shown
-
-
-def test_readme_documents_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [
-        f.name for f in config.FIELDS if f"`{f.name}`" not in readme or f"`{f.env}`" not in readme
-    ]
-    assert missing == []

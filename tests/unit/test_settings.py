@@ -1,0 +1,288 @@
+"""One source for each setting: its declaration on ``config.Settings`` makes its flag, its
+environment variable, its file key, its validation, its line in ``importd config`` and
+its row in the README. (The flags and variables through a real ``importd config``:
+tests/acceptance/test_settings.py.)"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from importd import cli, config
+from tests.helpers import ROOT
+
+FIELDS = config.FIELDS
+
+# A value for each list setting that its check accepts ("" stands for a directory that
+# exists, made by the test).
+LIST_SAMPLES = {
+    "handlers": "tests.jobs",
+    "queues": "imports=3",
+    "rate_limits": "webhooks=10/s",
+    "import_roots": "",
+    "url_prefixes": "https://example.com/api/",
+    "tables": "public.customers",
+}
+
+
+def sample(field: config.Field, directory: Path) -> tuple[str, Any]:
+    """A text a user could give for ``field`` and the value ``importd config --json``
+    shows for it (not the default, so that it shows the text was read)."""
+    if field.kind == "bool":
+        return ("false" if field.default else "true"), not field.default
+    if field.kind == "int":
+        return "3", 3
+    if field.kind == "float":
+        return "0.25", 0.25
+    if field.kind == "list":
+        assert field.name in LIST_SAMPLES, f"add a sample {field.name} to LIST_SAMPLES"
+        text = LIST_SAMPLES[field.name] or str(directory)
+        return text, [text]
+    if field.declared.choices:
+        choice = [c for c in field.declared.choices if c != field.default][-1]
+        return choice, choice
+    if field.declared.masked == "passwords":
+        return "postgresql://app:sample-pw@db/app", "postgresql://app:***@db/app"
+    if field.declared.masked == "whole":
+        return "sample-secret-1234567890", "***"
+    return "sample.example:8123", "sample.example:8123"
+
+
+def _empty(directory: Path) -> Path:
+    """An empty config file: what a test loads is not what /etc/importd holds."""
+    path = directory / "empty.toml"
+    path.write_text("")
+    return path
+
+
+def test_every_setting_has_its_own_name_flag_and_environment_variable() -> None:
+    names = [f.name for f in FIELDS]
+    options = [f.option for f in FIELDS]
+    envs = [f.env for f in FIELDS]
+    assert len(set(names)) == len(names)
+    assert len(set(options)) == len(options), "two settings share a flag"
+    assert len(set(envs)) == len(envs)
+    for f in FIELDS:
+        assert re.fullmatch(r"--[a-z][a-z-]+", f.option), f.name
+        assert f.env == "IMPORTD_" + f.name.upper()
+        assert f.help, f.name
+        assert f.parse(f.default) == f.default, f"{f.name}: its default is out of bounds"
+
+
+def test_importd_config_toml_reads_back_as_the_same_settings(tmp_path: Path) -> None:
+    environ = {}
+    for f in FIELDS:
+        if not f.secret:
+            environ[f.env] = sample(f, tmp_path)[0]
+    chosen = config.load({}, environ=environ, config_path=_empty(tmp_path))
+    text = cli._render_config(chosen, as_json=False)
+    assert [
+        line.split(" ")[1 if line.startswith("#") else 0] for line in text.splitlines()[1:]
+    ] == [f.name for f in FIELDS]
+    path = tmp_path / "importd.toml"
+    path.write_text(text)
+    assert config.load({}, environ={}, config_path=path) == chosen
+    assert chosen != config.Settings()
+
+
+@pytest.fixture
+def no_outside_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the CLI reads besides its flags is not this machine's: no IMPORTD_*
+    variables, no /etc/importd/importd.toml."""
+    for name in list(os.environ):
+        if name.startswith("IMPORTD_") or name in ("DATABASE_URL", "CREDENTIALS_DIRECTORY"):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+
+
+# The flags of the settings before they were made from the declarations: a script or a
+# unit file may use any of them, so none may change its name or what it sets.
+_EVERYWHERE = "--dsn --log-level --log-format "
+_DAEMON = (
+    _EVERYWHERE + "--concurrency --poll-interval --shutdown-grace --lease-margin "
+    "--heartbeat-interval --loop-block-warn --rescue-interval --probe-interval --backoff-base "
+    "--backoff-max --backoff-jitter --max-record-bytes --metrics-address "
+    "--statement-cache-size --pool-size --worker-name --handlers --rate-limit "
+    "--tenant-concurrency --import-root --table --url-prefix --no-fair --queue"
+)
+EARLIER_FLAGS = {
+    "run": _DAEMON + " --listen-dsn --no-listen",
+    "drain": _DAEMON,
+    "doctor": _EVERYWHERE + "--listen-dsn --no-listen --import-root --table --url-prefix",
+    "web": _EVERYWHERE + "--listen --read-only",
+    **{
+        c: _EVERYWHERE
+        for c in ["migrate", "status", "show", "retry", "cancel", "prune", "config", "enqueue"]
+    },
+}
+
+
+def test_earlier_flags_keep_their_names_and_settings(
+    tmp_path: Path, no_outside_settings: None
+) -> None:
+    parser = cli.build_parser()
+    for command, flags in EARLIER_FLAGS.items():
+        for flag in flags.split():
+            f = next(f for f in FIELDS if f.option == flag)
+            text, _ = sample(f, tmp_path)
+            argv = [command, flag] if f.kind == "bool" else [command, flag, text]
+            argv += {"enqueue": ["csv"], "show": ["1"], "cancel": ["1"]}.get(command, [])
+            loaded = cli._settings(parser.parse_args(argv))
+            assert getattr(loaded, f.name) == f.parse(text), (command, flag)
+
+
+def test_how_to_set_gives_advice_that_works(tmp_path: Path, no_outside_settings: None) -> None:
+    for f in FIELDS:
+        if f.kind == "bool":
+            continue
+        text, _ = sample(f, tmp_path)
+        advice = config.how_to_set(f.name, text)
+        match = re.fullmatch(
+            rf"the '{f.name}' setting: (--\S+) (.+), (IMPORTD_\w+)=(.+), or "
+            rf"{f.name} = (.+) in the config file",
+            advice,
+        )
+        assert match, advice
+        flag, flag_value, env, env_value, in_file = match.groups()
+        by_flag = cli._settings(cli.build_parser().parse_args(["config", flag, flag_value]))
+        by_env = config.load({}, environ={env: env_value}, config_path=_empty(tmp_path))
+        path = tmp_path / "importd.toml"
+        path.write_text(f"{f.name} = {in_file}\n")
+        by_file = config.load({}, environ={}, config_path=path)
+        expected = config.load({f.name: text}, environ={}, config_path=_empty(tmp_path))
+        assert getattr(expected, f.name) != f.default
+        for way in (by_flag, by_env, by_file):
+            assert getattr(way, f.name) == getattr(expected, f.name), (f.name, advice)
+
+
+def _readme_table() -> list[list[str]]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| setting | environment | flag | default | meaning |")
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|", 4)])
+    return rows
+
+
+def test_the_readme_table_lists_each_setting_as_declared() -> None:
+    rows = _readme_table()
+
+    def code(cell: str) -> str:
+        found = re.match(r"`([^`]+)`", cell)
+        return found.group(1) if found else cell
+
+    assert [code(row[0]) for row in rows] == [f.name for f in FIELDS]
+    for row, f in zip(rows, FIELDS, strict=True):
+        assert code(row[1]) == f.env, f.name
+        assert code(row[2]) == f.option, f.name
+        assert row[3].replace("`", "") == f.shown_default, f.name
+        assert row[4], f.name
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"IMPORTD_CONCURRENCY": "0"}, "IMPORTD_CONCURRENCY: bad value '0': must be at least 1"),
+        ({"IMPORTD_POLL_INTERVAL": "0"}, "must be greater than 0"),
+        ({"IMPORTD_POLL_INTERVAL": "nan"}, "must be greater than 0"),
+        ({"IMPORTD_SHUTDOWN_GRACE": "nan"}, "must be at least 0"),
+        ({"IMPORTD_BACKOFF_JITTER": "1.5"}, "IMPORTD_BACKOFF_JITTER: bad value '1.5': must be"),
+        ({"IMPORTD_LOG_LEVEL": "loud"}, "must be one of debug, info, warning, error"),
+        ({"IMPORTD_FAIR": "maybe"}, "IMPORTD_FAIR: bad value 'maybe': must be true or false"),
+        ({"IMPORTD_RETENTION_FAILED": "3 days"}, "is not a duration"),
+        ({"IMPORTD_WEB_TOKEN": "x", "IMPORTD_STATEMENT_CACHE_SIZE": "-1"}, "at least 0"),
+        ({"IMPORTD_QUEUES": "a,a=2"}, "a queue is named twice"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_where_it_came_from(
+    given: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({}, environ=given, config_path=_empty(tmp_path))
+    assert message in str(caught.value)
+
+
+def test_edges_of_the_ranges_are_accepted(tmp_path: Path) -> None:
+    loaded = config.load(
+        {},
+        environ={
+            "IMPORTD_SHUTDOWN_GRACE": "0",
+            "IMPORTD_BACKOFF_JITTER": "1",
+            "IMPORTD_STATEMENT_CACHE_SIZE": "0",
+            "IMPORTD_TENANT_CONCURRENCY": "off",
+            "IMPORTD_POOL_SIZE": "0",
+            "IMPORTD_RETENTION_COMPLETED": "12h",
+        },
+        config_path=_empty(tmp_path),
+    )
+    assert loaded.shutdown_grace == 0 and loaded.backoff_jitter == 1
+    assert loaded.statement_cache_size == 0
+    assert loaded.tenant_concurrency is None and loaded.pool_size is None
+    assert loaded.retention_completed == 12 * 3600
+
+
+NUMBERS = [f for f in FIELDS if f.kind in ("int", "float")]
+
+
+def _outcome(load: Any) -> tuple[str, Any]:
+    try:
+        return "ok", load()
+    except config.ConfigError as exc:
+        where, _, what = str(exc).partition(": bad value ")
+        return "refused", (where, what)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(NUMBERS),
+    number=st.one_of(
+        st.integers(-3, 10**7),
+        st.floats(allow_nan=True, allow_infinity=False, width=32),
+        st.sampled_from([0, 1, -1, 0.5, 1.5, 3.0]),
+    ),
+)
+def test_a_number_means_the_same_from_a_flag_the_environment_and_the_file(
+    field: config.Field, number: float
+) -> None:
+    """Whichever way it comes (a flag's text, the environment's, a TOML number), a number
+    is accepted as the same value, or refused for the same reason naming that way; what
+    is accepted lies within the bounds the setting declares."""
+    text = str(number)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "importd.toml"
+        path.write_text(f"{field.name} = {text}\n")
+        none = _empty(Path(directory))
+        ways = {
+            field.option: _outcome(lambda: config.load({field.name: text}, config_path=none)),
+            field.env: _outcome(
+                lambda: config.load({}, environ={field.env: text}, config_path=none)
+            ),
+            f"{path}: {field.name}": _outcome(
+                lambda: config.load({}, environ={}, config_path=path)
+            ),
+        }
+    results = set()
+    for where, (status, detail) in ways.items():
+        if status == "refused":
+            assert detail[0] == where
+            results.add(("refused", detail[1].split(": ", 1)[1]))
+        else:
+            results.add(("ok", getattr(detail, field.name)))
+    assert len(results) == 1, (field.name, text, ways)
+    status, value = results.pop()
+    if status == "ok" and value is not None:
+        d = field.declared
+        assert not math.isnan(value)
+        assert d.at_least is None or value >= d.at_least
+        assert d.above is None or value > d.above
+        assert d.at_most is None or value <= d.at_most
