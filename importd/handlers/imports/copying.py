@@ -1,5 +1,15 @@
 """Records → COPY: the COPY data of a chunk, loaded in one statement; only when
-PostgreSQL rejects a row are the rows built one by one to isolate it.
+PostgreSQL rejects a row are bad rows sought, by three means, each the fallback of the
+one before:
+
+1. the screen (``screening``, ``Copier._screened``): records whose values all have a
+   shape their types surely accept are known good; PostgreSQL converts the others (the
+   suspects, 2 % of a chunk when 2 % of its rows are bad) in a temporary table, and the
+   chunk loads without its bad rows in one COPY, in file order;
+2. the set-based check (``Copier._checked``): the whole chunk converted in the temporary
+   table, a subtransaction per row, and moved by one ``INSERT … SELECT``;
+3. isolation COPY by COPY (``Copier._isolate``), for rows that do not split into fields
+   or that the target's constraints refuse.
 
 Isolating bad rows costs about one failed COPY per bad row, whatever their number: a
 COPY error names its line, the rows before it are known good and travel with the next
@@ -30,6 +40,7 @@ from ... import sql, tables
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
 from .common import ROW_LEVEL, Row, describe, raw_text
+from .screening import Screen
 
 MIN_WINDOW = 16
 _TRY = "importd_try"
@@ -46,15 +57,53 @@ class Batch:
     bodies: list[bytes]
     payload: bytes
     prefix: bytes  # b"%d," : the source line, first in a staged row; b"" when direct
+    # The indexes of the rows the screen could not vouch for, when the chunk was screened
+    # before its COPY (see ``Copier.copy_chunk``); None when it was not.
+    suspects: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
 
-    def joined(self) -> bytes:
-        """The COPY data of the rows, each with its line prefix."""
-        heads = map(self.prefix.__mod__, self.lines)
-        return b"".join(
-            itertools.chain.from_iterable(zip(heads, self.bodies, itertools.repeat(b"\n")))
+    def without(self, indexes: list[int]) -> bytes:
+        """The COPY data of the rows but those at ``indexes`` (ascending): slices of
+        ``payload`` around them, not a join of every row again."""
+        # Where row i starts: the bodies before it, a newline each, and their prefixes
+        # (the prefix's text plus the digits of their lines, ascending: counted by
+        # ranges of equal length, not row by row).
+        ends = list(itertools.accumulate(map(len, self.bodies)))
+        extra = len(self.prefix) - 1 if self.prefix else 1  # "%d," → "," + "\n"
+
+        def start(i: int) -> int:
+            if not i:
+                return 0
+            offset = ends[i - 1] + i * extra
+            if self.prefix:
+                lo = 0
+                while lo < i:
+                    digits = len(str(self.lines[lo]))
+                    hi = bisect.bisect_left(self.lines, 10**digits, lo, i)
+                    offset += digits * (hi - lo)
+                    lo = hi
+            return offset
+
+        view = memoryview(self.payload)
+        parts, begin = [], 0
+        for index in indexes:
+            parts.append(view[begin : start(index)])
+            begin = start(index + 1)
+        parts.append(view[begin:])
+        return b"".join(parts)
+
+    def subset(self, indexes: list[int]) -> Batch:
+        """The rows at ``indexes`` (ascending), with the COPY data of them alone."""
+        lines = [self.lines[i] for i in indexes]
+        bodies = [self.bodies[i] for i in indexes]
+        return Batch(
+            lines,
+            [self.raws[i] for i in indexes],
+            bodies,
+            _join(self.prefix, lines, bodies),
+            self.prefix,
         )
 
     def rows(self) -> list[Row]:
@@ -71,6 +120,16 @@ class Batch:
             Row(line, raw, body + b"\n")
             for line, raw, body in zip(self.lines, self.raws, self.bodies, strict=True)
         ]
+
+
+def _join(prefix: bytes, lines: list[int], bodies: list[bytes]) -> bytes:
+    """The COPY data of rows ``bodies`` at source ``lines``, each after ``prefix``."""
+    if not bodies:
+        return b""
+    if not prefix:
+        return b"\n".join(bodies) + b"\n"
+    heads = map(prefix.__mod__, lines)
+    return b"".join(itertools.chain.from_iterable(zip(heads, bodies, itertools.repeat(b"\n"))))
 
 
 def locate(rows: list[Row], line: int | None, csv: bool) -> int | None:
@@ -119,6 +178,18 @@ class Copier:
         # the quote; with another escape its quote tracking may differ from the
         # splitter's, so a row found through a multi-line record is checked alone.
         self._doubt = self._csv and copy_format.escape != copy_format.quote
+        self._screen: Screen | None = None
+        self._checks: dict[tuple[str, str], asyncpg.Record] = {}  # build_check's statements
+        self._screen_built = False
+        # The columns the screen checks once bad rows appeared: those that held a bad
+        # value so far (None: every column). Checking a column costs every record a
+        # little; one that held no bad value yet is left to COPY, and if it holds one
+        # later, that chunk's COPY fails, takes the set-based check, and the column
+        # joins the screen: once per column at most.
+        self._watch: set[str] | None = None
+        # Whether the last chunk had bad rows: then the next is screened before its COPY
+        # (in ``prepare``, in the producer's thread) and goes straight to ``_screened``.
+        self.suspecting = False
 
     # -- COPY data -----------------------------------------------------------------
 
@@ -151,7 +222,7 @@ class Copier:
                     kept.append(data)
             lines, datas = kept_lines, kept
         if self.ndjson is not None:
-            return self._ndjson(lines, datas, failures)
+            return self._screen_early(self._ndjson(lines, datas, failures))
         raws = datas
         # (One join and one search at C speed; the test per record only when a CR is there.)
         if b"\r" in b"".join(datas) and any(data.endswith(b"\r") for data in datas):
@@ -160,7 +231,49 @@ class Copier:
         if not self.staged and b"\\." in datas:
             # A line "\." alone would end the COPY; quoted, it is the value it is in CSV.
             datas = [self._dot if data == b"\\." else data for data in datas]
-        return Batch(lines, raws, datas, self._join(lines, datas), self._prefix)
+        return self._screen_early(Batch(lines, raws, datas, self._join(lines, datas), self._prefix))
+
+    def _screen_early(self, batch: Batch) -> Batch:
+        """Screen ``batch`` now, off the event loop, when the chunk before had bad rows
+        (its own will likely fail its COPY)."""
+        screen = self.screen()
+        if self.suspecting and screen is not None and batch.bodies:
+            batch.suspects = screen.suspects(batch.bodies)
+        return batch
+
+    def screen(self) -> Screen | None:
+        """The screen of this import's columns (None: not screened; see
+        ``screening``)."""
+        if not self._screen_built and self.types is not None:
+            self._screen = self._build_screen()
+            self._screen_built = True
+        return self._screen
+
+    def _build_screen(self) -> Screen | None:
+        if self._doubt or self.types is None:
+            return None
+        fmt = self.copy_format
+        watch = None
+        if self._watch is not None:
+            watch = {i for i, name in enumerate(self.names) if name in self._watch}
+        return Screen.build(
+            self.types, fmt.format, fmt.delimiter, fmt.quote, fmt.escape, fmt.null, watch
+        )
+
+    def _watch_columns(self, found: list[RowFailure]) -> None:
+        """Narrow the screen to the columns that held bad values so far, once some did
+        (``found``: the rows a chunk rejected)."""
+        named = set()
+        for failure in found:
+            text = failure.message
+            for name in self.names:
+                if text.startswith(f"column {name}: "):
+                    named.add(name)
+        if not named or (self._watch is not None and named <= self._watch):
+            return
+        self._watch = named if self._watch is None else self._watch | named
+        self._screen = self._build_screen()
+        self._screen_built = True
 
     def _ndjson(self, lines: list[int], datas: list[bytes], failures: list[RowFailure]) -> Batch:
         assert self.ndjson is not None
@@ -178,12 +291,7 @@ class Copier:
         return Batch(kept_lines, raws, bodies, self._join(kept_lines, bodies), self._prefix)
 
     def _join(self, lines: list[int], bodies: list[bytes]) -> bytes:
-        if not bodies:
-            return b""
-        if not self._prefix:
-            return b"\n".join(bodies) + b"\n"
-        heads = map(self._prefix.__mod__, lines)
-        return b"".join(itertools.chain.from_iterable(zip(heads, bodies, itertools.repeat(b"\n"))))
+        return _join(self._prefix, lines, bodies)
 
     # -- loading -------------------------------------------------------------------
 
@@ -196,13 +304,45 @@ class Copier:
         failures: list[RowFailure],
     ) -> int:
         """COPY a chunk in one statement; rejected rows go to ``failures``. Returns the
-        rows loaded."""
+        rows loaded.
+
+        A chunk whose COPY fails is screened (``screening``): PostgreSQL converts only
+        the suspects, in a temporary table, and the rest loads in one COPY with the bad
+        ones left out (``_screened``). After a chunk with bad rows the next one is
+        screened first and does not try the COPY that would likely fail."""
         if not batch.payload:
             return 0
+        before = len(failures)
         await conn.execute(f"SAVEPOINT {_TRY}")
+        loaded = None
+        suspects = batch.suspects
+        # Screened up front: skip the COPY that would likely fail (it stops at the first
+        # bad row, but the whole chunk is sent: about a tenth of a COPY), unless the
+        # screen doubts a quarter of the rows or more. It may then not know this file's
+        # way of writing a value, and a COPY that succeeds is cheaper than converting
+        # them all one by one.
+        if suspects and len(suspects) <= len(batch) // 4:
+            loaded = await self._screened(conn, into, columns, batch, suspects, failures)
+        if loaded is None:
+            loaded = await self._whole(conn, into, columns, batch, failures)
+        await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+        self.suspecting = len(failures) > before
+        if self.suspecting and self._screen is not None:
+            self._watch_columns(failures[before:])
+        return loaded
+
+    async def _whole(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        batch: Batch,
+        failures: list[RowFailure],
+    ) -> int:
+        """COPY the whole chunk; when that fails, screen it, then check it set-based,
+        then isolate its bad rows COPY by COPY, whichever works first."""
         error = await self._try(conn, into, columns, batch.payload)
         if error is None:
-            await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
             return len(batch)
         return await self._recover(conn, into, columns, batch, failures, error)
 
@@ -239,10 +379,55 @@ class Copier:
     ) -> int:
         """Load ``batch``, whose COPY failed with ``error`` (savepoint ``importd_try``
         still set): the good rows load, the bad ones go to ``failures``."""
+        suspects = batch.suspects
+        if suspects is None and (screen := self.screen()) is not None:
+            suspects = await asyncio.to_thread(screen.suspects, batch.bodies)
+        if suspects:
+            loaded = await self._screened(conn, into, columns, batch, suspects, failures)
+            if loaded is not None:
+                return loaded
         loaded = await self._checked(conn, into, batch, failures)
         if loaded is None:
             loaded = await self._isolate(conn, into, columns, batch.rows(), failures, error)
-        await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+        return loaded
+
+    async def _screened(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        batch: Batch,
+        suspects: list[int],
+        failures: list[RowFailure],
+    ) -> int | None:
+        """Load ``batch`` whose rows at ``suspects`` the screen could not vouch for: the
+        suspects alone go through the set-based check (``_convert``, which notes the bad
+        ones and loads nothing), then the chunk without its bad rows loads in one COPY,
+        in file order. None (nothing loaded, nothing rejected) when the suspects cannot
+        be checked so: the caller takes the whole chunk down the older path.
+
+        Exact whatever the screen says: the bad rows are the ones PostgreSQL's own
+        conversion refused, and a row called good in error (or one the target's
+        constraints refuse) fails the COPY of the rest, which is then checked and
+        isolated as any failing chunk."""
+        checked = await self._convert(conn, into, batch.subset(suspects), insert=False)
+        if checked is None:
+            return None
+        bad = {row["line"]: row["message"] for row in checked[1]}
+        gone = [i for i in suspects if batch.lines[i] in bad]
+        for i in gone:
+            self.reject(failures, Row(batch.lines[i], batch.raws[i], b""), bad[batch.lines[i]])
+        count = len(batch) - len(gone)
+        if not count:
+            return 0
+        error = await self._try(conn, into, columns, batch.without(gone) if gone else batch.payload)
+        if error is None:
+            return count
+        left = set(gone)
+        rest = batch.subset([i for i in range(len(batch)) if i not in left])
+        loaded = await self._checked(conn, into, rest, failures)
+        if loaded is None:
+            loaded = await self._isolate(conn, into, columns, rest.rows(), failures, error)
         return loaded
 
     async def _checked(
@@ -256,21 +441,49 @@ class Copier:
         statements whatever the number of bad rows. None when that cannot be done (a row
         COPY cannot even split into fields, or the target refuses a converted row): the
         caller then isolates bad rows COPY by COPY."""
+        checked = await self._convert(conn, into, batch, insert=True)
+        if checked is None:
+            return None
+        loaded, bad = checked
+        raws = dict(zip(batch.lines, batch.raws, strict=True))
+        for row in bad:
+            self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
+        return loaded
+
+    async def _convert(
+        self,
+        conn: asyncpg.Connection,
+        into: tuple[str, str],
+        batch: Batch,
+        insert: bool,
+    ) -> tuple[int, list[asyncpg.Record]] | None:
+        """Convert the rows of ``batch`` as COPY would, in a temporary text table, one
+        exception block per row; with ``insert``, load the good ones into ``into``. The
+        rows loaded and the bad rows (line, message), or None (after a rollback to
+        ``importd_try``) when a row does not split into fields, the target refuses a
+        converted row, or temporary tables may not be created."""
         if self.types is None or any("$" in name for name in [*self.names, *self.types]):
             return None  # (no dollar sign may end the DO block's quoting early)
-        statements = await conn.fetchrow(
-            sql.query("build_check"),
-            _CHECK,
-            self.names,
-            self.types,
-            into[0],
-            into[1],
-            self.staged,
-        )
+        statements = self._checks.get(into)
+        if statements is None and not insert and self._checks:
+            statements = next(iter(self._checks.values()))  # (only "insert" names ``into``)
+        if statements is None:
+            statements = await conn.fetchrow(
+                sql.query("build_check"),
+                _CHECK,
+                self.names,
+                self.types,
+                into[0],
+                into[1],
+                self.staged,
+            )
+            # Atomic imports load each chunk into a table of its own: keep the last.
+            self._checks = {into: statements}
         payload = batch.payload
         if not self.staged:
             prefix = b"%d" + (self._delimiter if self._csv else b"\t")
-            payload = Batch(batch.lines, batch.raws, batch.bodies, b"", prefix).joined()
+            payload = _join(prefix, batch.lines, batch.bodies)
+        status = "INSERT 0 0"
         try:
             await conn.execute(statements["create"])
             await tables.copy_in(
@@ -282,18 +495,15 @@ class Copier:
                 self.copy_format,
             )
             await conn.execute(statements["check"])
-            status = await conn.execute(statements["insert"])
+            if insert:
+                status = await conn.execute(statements["insert"])
             bad = await conn.fetch(statements["errors"])
-            await conn.execute(statements["drop"])
         except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
             # A row that does not split into fields, a row the target refuses, or no
             # right to create temporary tables: COPY by COPY then.
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
-        raws = dict(zip(batch.lines, batch.raws, strict=True))
-        for row in bad:
-            self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
-        return int(status.rsplit(" ", 1)[-1])
+        return int(status.rsplit(" ", 1)[-1]), bad
 
     async def _try(
         self, conn: asyncpg.Connection, into: tuple[str, str], columns: list[str], payload: bytes

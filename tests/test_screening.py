@@ -1,0 +1,335 @@
+"""The screen of bad-row chunks (importd/handlers/imports/screening.py): whatever record it
+calls good, PostgreSQL's own COPY accepts (checked against the real server, in CSV and in
+the text format NDJSON is sent in); and imports of files whose good, doubtful and bad
+values are mixed in every chunk load exactly what PostgreSQL, COPYing each record alone
+in file order, accepts: the same rows, in the same order, the same rejected lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import importd
+from importd.handlers.imports.copying import Batch, _join
+from importd.handlers.imports.screening import ANY, Screen, shape
+
+SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+# Every type the screen knows, and a column of it.
+COLUMNS = {
+    "i2": "smallint",
+    "i4": "integer",
+    "i8": "bigint",
+    "n": "numeric",
+    "n73": "numeric(7,3)",
+    "n50": "numeric(5,0)",
+    "r": "real",
+    "f": "double precision",
+    "b": "boolean",
+    "d": "date",
+    "ts": "timestamp without time zone",
+    "tz": "timestamp with time zone",
+    "tz0": "timestamp(0) with time zone",
+    "u": "uuid",
+    "t": "text",
+    "vc": "character varying",
+    "v5": "character varying(5)",
+    "c3": "character(3)",
+}
+NAMES = list(COLUMNS)
+TYPES = list(COLUMNS.values())
+
+# Text PostgreSQL can hold (no NUL, no lone surrogate); no line may start with "\." (in
+# PostgreSQL 15 that ends CSV data even inside quotes, whatever the screen says).
+TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=12,
+).filter(lambda t: "\n\\." not in t and "\r\\." not in t)
+# Near misses: what a type's shape almost allows, and values a wrong shape would take.
+NEAR = st.one_of(
+    st.text(alphabet="0123456789-+.:eETZ /ntrufalsyo", max_size=25),
+    st.sampled_from(
+        [
+            "2147483648",
+            "32768",
+            "9223372036854775808",
+            "-",
+            "+",
+            ".",
+            "1.",
+            ".5",
+            "1e400",
+            "NaN",
+            "2024-02-29",
+            "2023-02-29",
+            "0000-01-01",
+            "2024-00-10",
+            "2024-04-31",
+            "2024-01-01 24:00",
+            "2024-01-01T23:59:60",
+            "2024-01-01 10:00+15:00",
+            "tru",
+            "o",
+            "00000000-0000-0000-0000-00000000000g",
+            "123456",
+            "99999.9995",
+        ]
+    ),
+)
+
+
+def values(type_name: str) -> st.SearchStrategy[str | None]:
+    """Values for a column of ``type_name``: its shape's, near misses, text, NULL."""
+    pattern = shape(type_name)
+    own = (
+        st.from_regex(pattern.decode(), fullmatch=True)
+        if pattern not in (None, ANY)
+        else TEXT.map(lambda t: t[:7])
+    )
+    return st.one_of(own, own, NEAR, TEXT, st.none())
+
+
+RECORDS = st.lists(st.tuples(*map(values, TYPES)), min_size=1, max_size=25)
+
+
+def csv_body(record: tuple[str | None, ...], quote_all: bool) -> bytes:
+    """One CSV record as COPY reads it: NULL unquoted and empty, "" an empty string."""
+    out = []
+    for value in record:
+        if value is None:
+            out.append("")
+        elif quote_all or value == "" or any(c in value for c in ',"\r\n'):
+            out.append('"' + value.replace('"', '""') + '"')
+        else:
+            out.append(value)
+    return ",".join(out).encode()
+
+
+def text_body(record: tuple[str | None, ...]) -> bytes:
+    """One record in COPY's text format, as importd writes NDJSON records."""
+    return "\t".join(
+        "\\N"
+        if value is None
+        else value.replace("\\", "\\\\")
+        .replace("\t", "\\t")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        for value in record
+    ).encode()
+
+
+@pytest.fixture
+async def screened(conn) -> Any:
+    columns = ", ".join(f"{name} {type_name}" for name, type_name in COLUMNS.items())
+    await conn.execute(f"CREATE TABLE screened ({columns})")
+    return conn
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=SLOW)
+@given(records=RECORDS, fmt=st.sampled_from(["csv", "text"]), quote_all=st.booleans())
+async def test_whatever_the_screen_calls_good_postgresql_copies(
+    screened, records, fmt: str, quote_all: bool
+) -> None:
+    conn = screened
+    screen = Screen.build(TYPES, fmt, ",", '"', '"', "")
+    assert screen is not None
+    bodies = [csv_body(r, quote_all) if fmt == "csv" else text_body(r) for r in records]
+    good = [body for body in bodies if screen.good(body)]
+    if not good:
+        return
+    options: dict[str, Any] = {"format": fmt}
+    if fmt == "csv":
+        options.update(delimiter=",", quote='"', null="")
+    await conn.execute("TRUNCATE screened")
+    try:
+        await conn.copy_to_table(
+            "screened", source=io.BytesIO(b"\n".join(good) + b"\n"), columns=NAMES, **options
+        )
+    except asyncpg.PostgresError as exc:
+        pytest.fail(f"the screen called good a record PostgreSQL refused: {exc} ({good})")
+    assert await conn.fetchval("SELECT count(*) FROM screened") == len(good)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "good", "suspect"),
+    [
+        ("integer", ["0", "-123", "+999999999", ""], ["1234567890", "1.0", "acct1", " 1"]),
+        ("smallint", ["9999"], ["32767", "1e3"]),
+        ("bigint", ["-999999999999999999"], ["9223372036854775807"]),
+        ("numeric", ["-3.14159", "10"], ["1e5", "NaN", "1."]),
+        ("numeric(12,2)", ["-1234567890.12", "5"], ["12345678901", "1.005"]),
+        ("double precision", ["0.251583", "-5"], ["1e300", "Infinity"]),
+        ("boolean", ["t", "FALSE", "yes", "0"], ["maybe", "tr"]),
+        ("date", ["2024-01-31", "2023-12-30"], ["2024-02-29", "2024-04-31", "31/01/2024"]),
+        (
+            "timestamp with time zone",
+            ["2024-01-01T00:00:37+00:00", "2024-06-30 12:00:00.123456", "2024-01-01"],
+            ["2024-01-01 24:00", "2024-01-01T00:00:37 PST"],
+        ),
+        ("uuid", ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"], ["a0eebc999c0b4ef8bb6d6bb9bd380a11"]),
+        ("character varying(3)", ["abc", '"a""b"'], ["abcd"]),
+    ],
+)
+def test_the_screen_vouches_for_common_values_only(
+    type_name: str, good: list[str], suspect: list[str]
+) -> None:
+    screen = Screen.build(["text", type_name], "csv", ",", '"', '"', "")
+    assert screen is not None
+    for value in good:
+        assert screen.good(b"x," + value.encode()), value
+    for value in suspect:
+        assert not screen.good(b"x," + value.encode()), value
+
+
+def test_tables_with_an_unscreened_type_are_not_screened() -> None:
+    assert Screen.build(["integer", "jsonb"], "csv", ",", '"', '"', "") is None
+    assert Screen.build(["integer", "numeric(5,-2)"], "csv", ",", '"', '"', "") is None
+    assert Screen.build(["integer"], "csv", ",", '"', "\\", "") is None  # another escape
+
+
+@given(
+    bodies=st.lists(st.binary(max_size=6).filter(lambda b: b"\n" not in b), max_size=12),
+    prefix=st.sampled_from([b"", b"%d,", b"%d\t"]),
+    data=st.data(),
+)
+def test_a_batch_without_some_rows_is_the_copy_data_of_the_others(
+    bodies: list[bytes], prefix: bytes, data: Any
+) -> None:
+    lines = [3 * i + 1 for i in range(len(bodies))]
+    batch = Batch(lines, bodies, bodies, _join(prefix, lines, bodies), prefix)
+    gone = sorted(
+        data.draw(st.sets(st.sampled_from(range(len(bodies)))) if bodies else st.just(set()))
+    )
+    kept = [i for i in range(len(bodies)) if i not in gone]
+    expected = _join(prefix, [lines[i] for i in kept], [bodies[i] for i in kept])
+    assert batch.without(gone) == expected
+    assert batch.subset(kept).payload == expected
+
+
+# -- imports through the screen, against PostgreSQL COPYing each record alone -----------
+
+MIXED = "k int UNIQUE, n numeric(6,2), d date, at timestamptz, ok boolean, note text"
+HEADER = ["k", "n", "d", "at", "ok", "note"]
+FIELD = {
+    # good for the screen / doubtful for it but good / bad (for PostgreSQL)
+    "k": st.one_of(
+        st.integers(0, 40).map(str),
+        st.sampled_from(["+7", "0000000012", "2147483647", " 5"]),
+        st.sampled_from(["x", "2147483648", "1.5", ""]),
+    ),
+    "n": st.one_of(
+        st.sampled_from(["12.34", "-9999.99", "0"]),
+        st.sampled_from(["1234.567", "1e2", "00012.5"]),
+        st.sampled_from(["99999.99", "9999.999", "abc"]),
+    ),
+    "d": st.one_of(
+        st.sampled_from(["2024-01-31", "1999-12-30"]),
+        st.sampled_from(["2024-02-29", "20240131", "Jan 5 2024"]),
+        st.sampled_from(["2023-02-29", "2024-13-01", "soon"]),
+    ),
+    "at": st.one_of(
+        st.sampled_from(["2024-01-31T10:00:00+02:00", "2024-01-31 10:00:00.5"]),
+        st.sampled_from(["2024-01-31 10:00:00.1234567", "2024-01-31 10:00 UTC"]),
+        st.sampled_from(["2024-01-31 25:00", "yesterday-ish"]),
+    ),
+    "ok": st.one_of(
+        st.sampled_from(["t", "false", "YES"]),
+        st.sampled_from([" t", "tr", "of"]),
+        st.sampled_from(["maybe", "2"]),
+    ),
+    "note": st.one_of(st.none(), st.text(alphabet='ab ,"\n', max_size=6)),
+}
+MIXED_RECORD = st.one_of(
+    st.tuples(*(st.one_of(st.none(), FIELD[c]) if c != "note" else FIELD[c] for c in HEADER)),
+    st.tuples(FIELD["k"], FIELD["n"]),  # too few fields
+)
+
+
+def write_csv(records: list[tuple[str | None, ...]]) -> tuple[str, list[tuple[int, str]]]:
+    """The file's text, and each record's start line and own text (with its newline)."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HEADER)
+    line = 2
+    starts = []
+    for record in records:
+        before = out.tell()
+        writer.writerow(["" if v is None else v for v in record])
+        text = out.getvalue()[before:]
+        starts.append((line, text))
+        line += text.count("\n")
+    return out.getvalue(), starts
+
+
+@pytest.fixture
+async def mixed(conn) -> Any:
+    for name in ("mixed_t", "mixed_f", "mixed_ref"):
+        await conn.execute(
+            f"CREATE TABLE {name} ({MIXED}, seq bigint GENERATED ALWAYS AS IDENTITY)"
+        )
+    return conn
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=SLOW)
+@given(
+    records=st.lists(MIXED_RECORD, min_size=1, max_size=45),
+    chunk_rows=st.sampled_from([10, 17, 1000]),
+)
+async def test_imports_load_what_postgresql_copies_record_by_record(
+    mixed, drain, tmp_path: Path, records, chunk_rows: int
+) -> None:
+    conn = mixed
+    text, starts = write_csv(records)
+    path = tmp_path / "mixed.csv"
+    path.write_text(text)
+    await conn.execute("TRUNCATE mixed_t, mixed_f, mixed_ref, import_job_errors RESTART IDENTITY")
+    # The reference: each record COPYed alone, in file order (a record with a NULL in
+    # ``k`` writes "" for it, as the file does: unquoted and empty is NULL).
+    rejected = []
+    for line, record_text in starts:
+        try:
+            await conn.copy_to_table(
+                "mixed_ref", source=io.BytesIO(record_text.encode()), columns=HEADER, format="csv"
+            )
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+            rejected.append(line)
+    query = "SELECT k, n::text, d::text, at::text, ok, note FROM {} ORDER BY seq"
+    expected = [tuple(r) for r in await conn.fetch(query.format("mixed_ref"))]
+    jobs = {
+        atomic: await importd.enqueue(
+            conn,
+            "csv",
+            {
+                "source": f"file://{path}",
+                "table": "mixed_t" if atomic else "mixed_f",
+                "atomic": atomic,
+                "max_errors": 10_000,
+                "chunk_rows": chunk_rows,
+            },
+        )
+        for atomic in (True, False)
+    }
+    await drain(import_roots=(str(tmp_path),), tables=("public.mixed_t", "public.mixed_f"))
+    for atomic, job_id in jobs.items():
+        row = await conn.fetchrow(
+            "SELECT status, last_error FROM import_jobs WHERE id = $1", job_id
+        )
+        assert row["status"] == "completed", row["last_error"]
+        table = "mixed_t" if atomic else "mixed_f"
+        got = [tuple(r) for r in await conn.fetch(query.format(table))]
+        assert got == expected, atomic  # the same rows, in file order
+        lines = await conn.fetch(
+            "SELECT line_number, raw_record FROM import_job_errors WHERE job_id = $1 "
+            "ORDER BY line_number",
+            job_id,
+        )
+        assert [r["line_number"] for r in lines] == rejected, atomic
+        raw = dict(starts)
+        assert all(r["raw_record"] == raw[r["line_number"]].rstrip("\n") for r in lines)
