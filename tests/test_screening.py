@@ -333,3 +333,49 @@ async def test_imports_load_what_postgresql_copies_record_by_record(
         assert [r["line_number"] for r in lines] == rejected, atomic
         raw = dict(starts)
         assert all(r["raw_record"] == raw[r["line_number"]].rstrip("\n") for r in lines)
+
+
+async def test_a_column_that_turns_bad_late_is_still_exact(conn, drain, tmp_path: Path) -> None:
+    """Once bad rows appeared the screen checks only the columns that held them; a bad
+    value in another column later makes that chunk's COPY fail, and the chunk is still
+    loaded exactly (and the column checked from then on)."""
+    for name in ("late_t", "late_f"):
+        await conn.execute(f"CREATE TABLE {name} (k int, d date, note text)")
+    rows, bad = ["k,d,note"], {}
+    for i in range(1, 91):
+        line = i + 1
+        k, d = str(i), "2024-01-31"
+        if i <= 40 and i % 3 == 0:
+            k, bad[line] = f"k{i}", "column k: "
+        if i > 40 and i % 4 == 0:
+            d, bad[line] = "2023-02-29", "column d: "
+        rows.append(f"{k},{d},row {i}")
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(rows) + "\n")
+    jobs = {
+        atomic: await importd.enqueue(
+            conn,
+            "csv",
+            {
+                "source": f"file://{path}",
+                "table": "late_t" if atomic else "late_f",
+                "atomic": atomic,
+                "max_errors": 100,
+                "chunk_rows": 10,
+            },
+        )
+        for atomic in (True, False)
+    }
+    await drain(import_roots=(str(tmp_path),), tables=("public.late_t", "public.late_f"))
+    for atomic, job_id in jobs.items():
+        table = "late_t" if atomic else "late_f"
+        loaded = await conn.fetch(f"SELECT note FROM {table} ORDER BY ctid")
+        good = [f"row {i}" for i in range(1, 91) if i + 1 not in bad]
+        assert [r["note"] for r in loaded] == good, atomic
+        errors = await conn.fetch(
+            "SELECT line_number, message FROM import_job_errors WHERE job_id = $1 "
+            "ORDER BY line_number",
+            job_id,
+        )
+        assert [r["line_number"] for r in errors] == sorted(bad), atomic
+        assert all(r["message"].startswith(bad[r["line_number"]]) for r in errors), atomic
