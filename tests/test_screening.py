@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +380,50 @@ async def test_a_column_that_turns_bad_late_is_still_exact(conn, drain, tmp_path
         )
         assert [r["line_number"] for r in errors] == sorted(bad), atomic
         assert all(r["message"].startswith(bad[r["line_number"]]) for r in errors), atomic
+
+
+async def test_ndjson_records_are_screened_exactly(conn, drain, tmp_path: Path) -> None:
+    """NDJSON goes to COPY in the text format; its chunks are screened the same way."""
+    for name in ("nd_t", "nd_f"):
+        await conn.execute(f"CREATE TABLE {name} (a text, b int, n numeric(6,2))")
+    lines, bad = [], []
+    for i in range(1, 61):
+        b: object = i
+        if i % 4 == 0:
+            b = f"b{i}"  # a string in an int column: the row is bad
+            bad.append(i)
+        elif i % 7 == 0:
+            b = 2147483647  # ten digits: a suspect, and good
+        lines.append(json.dumps({"a": f"x\t{i}\\", "b": b, "n": None if i % 5 else "1.5"}))
+    path = tmp_path / "f.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    jobs = {
+        atomic: await importd.enqueue(
+            conn,
+            "ndjson",
+            {
+                "source": f"file://{path}",
+                "table": "nd_t" if atomic else "nd_f",
+                "atomic": atomic,
+                "max_errors": 100,
+                "chunk_rows": 10,
+            },
+        )
+        for atomic in (True, False)
+    }
+    await drain(import_roots=(str(tmp_path),), tables=("public.nd_t", "public.nd_f"))
+    for atomic, job_id in jobs.items():
+        table = "nd_t" if atomic else "nd_f"
+        got = [
+            tuple(r) for r in await conn.fetch(f"SELECT a, b, n::text FROM {table} ORDER BY ctid")
+        ]
+        expected = [
+            (f"x\t{i}\\", 2147483647 if i % 7 == 0 else i, None if i % 5 else "1.50")
+            for i in range(1, 61)
+            if i not in bad
+        ]
+        assert got == expected, atomic
+        errors = await conn.fetch(
+            "SELECT line_number FROM import_job_errors WHERE job_id = $1 ORDER BY 1", job_id
+        )
+        assert [r["line_number"] for r in errors] == bad, atomic
