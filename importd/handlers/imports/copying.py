@@ -60,6 +60,9 @@ class Batch:
     # The indexes of the rows the screen could not vouch for, when the chunk was screened
     # before its COPY (see ``Copier.copy_chunk``); None when it was not.
     suspects: list[int] | None = None
+    # PostgreSQL's verdict on the suspects, when another connection already checked them
+    # (``Copier.check_ahead``): the message of each bad one by its line.
+    verdicts: dict[int, str] | None = None
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -410,10 +413,12 @@ class Copier:
         conversion refused, and a row called good in error (or one the target's
         constraints refuse) fails the COPY of the rest, which is then checked and
         isolated as any failing chunk."""
-        checked = await self._convert(conn, into, batch.subset(suspects), insert=False)
-        if checked is None:
-            return None
-        bad = {row["line"]: row["message"] for row in checked[1]}
+        bad = batch.verdicts if suspects is batch.suspects else None
+        if bad is None:
+            checked = await self._convert(conn, into, batch.subset(suspects), insert=False)
+            if checked is None:
+                return None
+            bad = {row["line"]: row["message"] for row in checked[1]}
         gone = [i for i in suspects if batch.lines[i] in bad]
         for i in gone:
             self.reject(failures, Row(batch.lines[i], batch.raws[i], b""), bad[batch.lines[i]])
@@ -429,6 +434,34 @@ class Copier:
         if loaded is None:
             loaded = await self._isolate(conn, into, columns, rest.rows(), failures, error)
         return loaded
+
+    async def check_ahead(self, pool: asyncpg.Pool, batch: Batch) -> None:
+        """Have PostgreSQL convert the suspects of ``batch`` now, on a connection of
+        their own, while the chunk before is in its COPY: the loader then finds the
+        verdicts ready (``Batch.verdicts``) and runs only the COPY of the rest, as for a
+        clean chunk. A conversion depends on the value, its type and the session's
+        settings (DateStyle, TimeZone), which every connection of the pool has alike
+        (asyncpg resets them on release), not on the transaction: the verdicts are the
+        ones the loader's own connection would give. When no connection is free at
+        once, or the check cannot be done so, nothing is set and the loader checks the
+        suspects itself."""
+        suspects = batch.suspects
+        if not suspects or len(suspects) > len(batch) // 4 or self.types is None:
+            return
+        try:
+            conn = await pool.acquire(timeout=0.05)
+        except TimeoutError:
+            return  # (never wait: the loader may hold the pool's last connections)
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SAVEPOINT {_TRY}")
+                checked = await self._convert(
+                    conn, ("pg_temp", _CHECK), batch.subset(suspects), insert=False
+                )
+        finally:
+            await pool.release(conn)
+        if checked is not None:
+            batch.verdicts = {row["line"]: row["message"] for row in checked[1]}
 
     async def _checked(
         self,
