@@ -4,8 +4,10 @@ one before:
 
 1. the screen (``screening``, ``Copier._screened``): records whose values all have a
    shape their types surely accept are known good; PostgreSQL converts the others (the
-   suspects, 2 % of a chunk when 2 % of its rows are bad) in a temporary table, and the
-   chunk loads without its bad rows in one COPY, in file order;
+   suspects, 2 % of a chunk when 2 % of its rows are bad) in a temporary table (after a
+   chunk with bad rows, on another connection while the chunk before is in its COPY:
+   ``Copier.check_ahead``), and the chunk loads without its bad rows in one COPY, in
+   file order;
 2. the set-based check (``Copier._checked``): the whole chunk converted in the temporary
    table, a subtransaction per row, and moved by one ``INSERT … SELECT``;
 3. isolation COPY by COPY (``Copier._isolate``), for rows that do not split into fields
