@@ -65,6 +65,7 @@ class Batch:
     # PostgreSQL's verdict on the suspects, when another connection already checked them
     # (``Copier.check_ahead``): the message of each bad one by its line.
     verdicts: dict[int, str] | None = None
+    ahead: asyncio.Task[None] | None = None  # the check that sets ``verdicts``, running
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -315,6 +316,8 @@ class Copier:
         the suspects, in a temporary table, and the rest loads in one COPY with the bad
         ones left out (``_screened``). After a chunk with bad rows the next one is
         screened first and does not try the COPY that would likely fail."""
+        if batch.ahead is not None:
+            await batch.ahead
         if not batch.payload:
             return 0
         before = len(failures)
@@ -436,6 +439,15 @@ class Copier:
         if loaded is None:
             loaded = await self._isolate(conn, into, columns, rest.rows(), failures, error)
         return loaded
+
+    def start_check_ahead(self, pool: asyncpg.Pool, batch: Batch) -> None:
+        """Start ``check_ahead`` for ``batch`` as a task of its own (``Batch.ahead``,
+        awaited by ``copy_chunk``), so that the producer goes on preparing meanwhile."""
+        suspects = batch.suspects
+        if suspects and len(suspects) <= len(batch) // 4 and self.types is not None:
+            batch.ahead = asyncio.create_task(self.check_ahead(pool, batch))
+            # (awaited by the loader; retrieved here too when the loader never comes)
+            batch.ahead.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def check_ahead(self, pool: asyncpg.Pool, batch: Batch) -> None:
         """Have PostgreSQL convert the suspects of ``batch`` now, on a connection of

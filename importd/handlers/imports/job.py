@@ -413,7 +413,7 @@ class Import:
                         # Off the event loop: splitting records and converting NDJSON
                         # are CPU work.
                         batch = await asyncio.to_thread(_prepare, copier, chunk, failures)
-                        await copier.check_ahead(self.ctx.pool, batch)  # (bad rows only)
+                        copier.start_check_ahead(self.ctx.pool, batch)  # (bad rows only)
                     await queue.put(Prepared(chunk, batch, failures))
                     await queue.join()
             except Exception as exc:  # hand the reader's error to the loader
