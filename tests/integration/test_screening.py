@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import importd
 from importd.handlers.imports.screening import ANY, Screen, shape
+from tests.helpers import Conn, Drain
 
 SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
@@ -49,7 +50,7 @@ TYPES = list(COLUMNS.values())
 # Text PostgreSQL can hold (no NUL, no lone surrogate); no line may start with "\." (in
 # PostgreSQL 15 that ends CSV data even inside quotes, whatever the screen says).
 TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
     max_size=12,
 ).filter(lambda t: "\n\\." not in t and "\r\\." not in t)
 # Near misses: what a type's shape almost allows, and values a wrong shape would take.
@@ -126,7 +127,7 @@ def text_body(record: tuple[str | None, ...]) -> bytes:
 
 
 @pytest.fixture
-async def screened(conn) -> Any:
+async def screened(conn: Conn) -> Any:
     columns = ", ".join(f"{name} {type_name}" for name, type_name in COLUMNS.items())
     await conn.execute(f"CREATE TABLE screened ({columns})")
     return conn
@@ -135,7 +136,7 @@ async def screened(conn) -> Any:
 @settings(max_examples=150, deadline=None, suppress_health_check=SLOW)
 @given(records=RECORDS, fmt=st.sampled_from(["csv", "text"]), quote_all=st.booleans())
 async def test_whatever_the_screen_calls_good_postgresql_copies(
-    screened, records, fmt: str, quote_all: bool
+    screened: Conn, records: list[tuple[str | None, ...]], fmt: str, quote_all: bool
 ) -> None:
     conn = screened
     screen = Screen.build(TYPES, fmt, ",", '"', '"', "")
@@ -213,7 +214,7 @@ def write_csv(records: list[tuple[str | None, ...]]) -> tuple[str, list[tuple[in
 
 
 @pytest.fixture
-async def mixed(conn) -> Any:
+async def mixed(conn: Conn) -> Any:
     for name in ("mixed_t", "mixed_f", "mixed_ref"):
         await conn.execute(
             f"CREATE TABLE {name} ({MIXED}, seq bigint GENERATED ALWAYS AS IDENTITY)"
@@ -227,7 +228,11 @@ async def mixed(conn) -> Any:
     chunk_rows=st.sampled_from([10, 17, 1000]),
 )
 async def test_imports_load_what_postgresql_copies_record_by_record(
-    mixed, drain, tmp_path: Path, records, chunk_rows: int
+    mixed: Conn,
+    drain: Drain,
+    tmp_path: Path,
+    records: list[tuple[str | None, ...]],
+    chunk_rows: int,
 ) -> None:
     conn = mixed
     text, starts = write_csv(records)
@@ -279,7 +284,9 @@ async def test_imports_load_what_postgresql_copies_record_by_record(
         assert all(r["raw_record"] == raw[r["line_number"]].rstrip("\n") for r in lines)
 
 
-async def test_a_column_that_turns_bad_late_is_still_exact(conn, drain, tmp_path: Path) -> None:
+async def test_a_column_that_turns_bad_late_is_still_exact(
+    conn: Conn, drain: Drain, tmp_path: Path
+) -> None:
     """Once bad rows appeared the screen checks only the columns that held them; a bad
     value in another column later makes that chunk's COPY fail, and the chunk is still
     loaded exactly (and the column checked from then on)."""
@@ -325,7 +332,9 @@ async def test_a_column_that_turns_bad_late_is_still_exact(conn, drain, tmp_path
         assert all(r["message"].startswith(bad[r["line_number"]]) for r in errors), atomic
 
 
-async def test_ndjson_records_are_screened_exactly(conn, drain, tmp_path: Path) -> None:
+async def test_ndjson_records_are_screened_exactly(
+    conn: Conn, drain: Drain, tmp_path: Path
+) -> None:
     """NDJSON goes to COPY in the text format; its chunks are screened the same way."""
     for name in ("nd_t", "nd_f"):
         await conn.execute(f"CREATE TABLE {name} (a text, b int, n numeric(6,2))")

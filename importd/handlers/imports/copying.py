@@ -371,9 +371,17 @@ class Copier:
             loaded = await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
         except ROW_LEVEL as exc:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            before = len(failures)
             batch = await asyncio.to_thread(batch_of)
-            return await self._recover(conn, into, columns, batch, failures, exc)
+            loaded = await self._recover(conn, into, columns, batch, failures, exc)
+            # As after a prepared chunk: the next chunks are prepared and screened before
+            # their COPY (the job stops sending raw bytes while ``suspecting``).
+            self.suspecting = len(failures) > before
+            if self.suspecting and self._screen is not None:
+                self._watch_columns(failures[before:])
+            return loaded
         await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+        self.suspecting = False
         return loaded
 
     async def _recover(

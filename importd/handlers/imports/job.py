@@ -409,9 +409,12 @@ class Import:
                 async for chunk in chunks:
                     failures: list[RowFailure] = []
                     batch = None
-                    if not chunk.copyable:
-                        # Off the event loop: splitting records and converting NDJSON
-                        # are CPU work.
+                    # Raw bytes go to COPY unless they need a change, or the last chunk
+                    # had bad rows: then records are split and screened before the COPY
+                    # (its suspects checked ahead), which costs less than a COPY that
+                    # fails and a split after it. Off the event loop: splitting records
+                    # and converting NDJSON are CPU work.
+                    if not chunk.copyable or copier.suspecting:
                         batch = await asyncio.to_thread(_prepare, copier, chunk, failures)
                         copier.start_check_ahead(self.ctx.pool, batch)  # (bad rows only)
                     await queue.put(Prepared(chunk, batch, failures))
