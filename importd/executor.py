@@ -206,6 +206,10 @@ class Executor:
 
         async def finish(conn: Connection, outcome: Outcome) -> bool:
             applied = await self._repo.finish(self._worker_id, [(job, outcome)], conn=conn)
+            if job.id in applied:
+                # Once this transaction commits the row is no longer running: the lease
+                # keeper must take a heartbeat that misses it for the run's end, not a loss.
+                self._keeper.completing(job.id)
             return job.id in applied
 
         async def checkpoint(conn: Connection, data: dict[str, Any], **counters: Any) -> bool:
