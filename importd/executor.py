@@ -206,6 +206,10 @@ class Executor:
 
         async def finish(conn: Connection, outcome: Outcome) -> bool:
             applied = await self._repo.finish(self._worker_id, [(job, outcome)], conn=conn)
+            if job.id in applied:
+                # Once this transaction commits the row is no longer running: the lease
+                # keeper must take a heartbeat that misses it for the run's end, not a loss.
+                self._keeper.completing(job.id)
             return job.id in applied
 
         async def checkpoint(conn: Connection, data: dict[str, Any], **counters: Any) -> bool:
@@ -321,6 +325,13 @@ class Executor:
                     on_handler_done()
                 self.on_handler_done()
             elapsed = time.monotonic() - started
+            if ctx.finished_in_transaction and not (
+                error is None and outcome is not None and outcome.status is Status.COMPLETED
+            ):
+                # The handler wrote the completion in its transaction, then did not return:
+                # whether that transaction committed (a failed COMMIT, or a stop while it
+                # ran, leaves the row as it was) is only known from the row.
+                ctx.finished_in_transaction = await self._committed(job, bound)
             if ctx.finished_in_transaction:
                 outcome = None  # the handler committed the completion itself
                 self._record(job, Status.COMPLETED, duration=elapsed)
@@ -332,6 +343,24 @@ class Executor:
             self._keeper.unregister(job.id)
             self.running.pop(job.id, None)
             self._reasons.pop(job.id, None)
+
+    async def _committed(self, job: Job, bound: Any) -> bool:
+        """Whether the row says this run completed the job (its handler's transaction
+        committed the completion). When the row cannot be read, False: the run's outcome
+        is then written, fenced, which changes the row only if the completion did not
+        commit."""
+        try:
+            state = await retry_transient(
+                "read_run", lambda: self._repo.run_state(job.id), give_up_after=5.0
+            )
+        except Exception as exc:
+            bound.warning("run_state_unknown", error=describe_error(exc))
+            return False
+        return (
+            state is not None
+            and state["status"] == str(Status.COMPLETED)
+            and state["attempts"] == job.attempt
+        )
 
     async def _outcome(
         self, job: Job, ctx: JobContext, bound: Any

@@ -57,6 +57,10 @@ class Lease:
     in_thread: bool  # a synchronous handler: nothing but its own return can stop it
     handler_running: bool = True
     expiring: bool = False  # its handler was told to stop before the lease runs out
+    # Its handler wrote the completion inside its own transaction (``complete_in``): once
+    # that commits, the row is no longer running, and that is the run's end, not a loss.
+    completing: bool = False
+    completed: bool = False  # the completion committed: nothing left to renew
 
 
 class LeaseKeeper:
@@ -145,6 +149,14 @@ class LeaseKeeper:
             if (lease := self._leases.get(job_id)) is not None:
                 lease.handler_running = False
 
+    def completing(self, job_id: int) -> None:
+        """``job_id``'s handler wrote the job's completion in its own open transaction:
+        when a heartbeat then misses its row, the row is read to tell that commit from a
+        lost lease."""
+        with self._lock:
+            if (lease := self._leases.get(job_id)) is not None:
+                lease.completing = True
+
     def unregister(self, job_id: int) -> None:
         """Stop renewing ``job_id``'s lease: its run is written (or abandoned)."""
         with self._lock:
@@ -229,7 +241,11 @@ class LeaseKeeper:
 
     async def _beat(self) -> None:
         now = time.monotonic()
-        leases = [lease for lease in self.snapshot() if now - lease.started >= self._interval]
+        leases = [
+            lease
+            for lease in self.snapshot()
+            if now - lease.started >= self._interval and not lease.completed
+        ]
         if leases:
             beats = [
                 (lease.job, max(lease.deadline - now, 0.0) + self._margin, lease.progress())
@@ -263,8 +279,45 @@ class LeaseKeeper:
                         elif self._leases.get(lease.job.id) is lease:
                             lost.append(lease.job.id)
                 if lost:
+                    lost = await self._not_completed(lost)
+                if lost:
                     self._on_lost(lost)
         self._check_expiring()
+
+    async def _not_completed(self, missing: list[int]) -> list[int]:
+        """Of the jobs a heartbeat missed, those whose lease is really lost: not the
+        ones whose handler completed the job in its own transaction, which the heartbeat
+        (waiting on the row that transaction held) found completed once it committed."""
+        with self._lock:
+            completing = {
+                job_id: lease
+                for job_id in missing
+                if (lease := self._leases.get(job_id)) is not None and lease.completing
+            }
+        if not completing:
+            return missing
+        assert self._db_lock is not None
+        done: set[int] = set()
+        try:
+            async with self._db_lock, asyncio.timeout(self._timeout):
+                repo = Repository(await self._connection())
+                for job_id, lease in completing.items():
+                    row = await repo.run_state(job_id)
+                    # Only this attempt's fenced write completes the row with this count.
+                    if (
+                        row is not None
+                        and row["status"] == str(Status.COMPLETED)
+                        and row["attempts"] == lease.job.attempt
+                    ):
+                        done.add(job_id)
+        except Exception as exc:
+            # Unknown: say lost, as before (the executor reads the row again anyway).
+            log.warning("run_state_unknown", jobs=len(completing), error=db.describe_db_error(exc))
+        if done:
+            with self._lock:
+                for job_id in done:
+                    completing[job_id].completed = True
+        return [job_id for job_id in missing if job_id not in done]
 
     async def _renew(self, beats: list[tuple[Job, float, dict[str, int | None]]]) -> set[int]:
         assert self._db_lock is not None
@@ -290,7 +343,10 @@ class LeaseKeeper:
         expiring = [
             lease
             for lease in self.snapshot()
-            if lease.handler_running and not lease.expiring and now > lease.expires - safety
+            if lease.handler_running
+            and not lease.expiring
+            and not lease.completed
+            and now > lease.expires - safety
         ]
         if not expiring:
             return

@@ -5,7 +5,11 @@ good or is cancelled, and the daemon goes on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import time
 
+import asyncpg
 import structlog
 
 import importd
@@ -68,3 +72,67 @@ async def test_a_write_whose_reply_was_lost_is_read_back_not_called_lost(
         writer.close()
         await writing
         executor.close()
+
+
+async def test_a_completion_committed_by_the_handler_is_not_a_lost_lease(
+    conn: Conn, dsn: str
+) -> None:
+    """A handler completes its job in its own transaction (``complete_in``); the heartbeat
+    that waited on the row meanwhile finds it completed once that commits: the run's end,
+    not a lost lease. A job cancelled after such a completion was rolled back is lost."""
+    from importd import db  # noqa: PLC0415
+    from importd.guard import LeaseKeeper  # noqa: PLC0415
+    from importd.models import Outcome  # noqa: PLC0415
+    from importd.repository import Repository, cancel_jobs  # noqa: PLC0415
+
+    repo = Repository(conn)
+    for _ in range(2):
+        await importd.enqueue(conn, "noop", {}, timeout=30)
+    done, undone = await repo.claim(2, "A", queues=None, kinds=None, lease_margin=5.0)
+    lost: list[int] = []
+    keeper = LeaseKeeper(dsn, "A", interval=0.05, margin=5)
+    keeper.start(lost.extend)
+    handler = await db.connect(dsn)
+    try:
+        now = time.monotonic()
+        for job in (done, undone):
+            keeper.register(job, deadline=now + 30, leased_at=now, progress=dict)
+
+        async def beats_after(n: int) -> bool:
+            await asyncio.sleep(0)  # let the keeper's reports reach this loop
+            return keeper.beats >= n
+
+        async def heartbeat_waits() -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND application_name = 'importd-leases'"
+                )
+            )
+
+        # The completion commits while a heartbeat waits on the row.
+        async with handler.transaction():
+            assert await repo.finish("A", [(done, Outcome.completed({}))], conn=handler)
+            keeper.completing(done.id)
+            await wait_until(heartbeat_waits, what="a heartbeat to wait on the row")
+        await wait_until(functools.partial(beats_after, keeper.beats + 3), what="heartbeats")
+        assert lost == []
+        assert [lease.job.id for lease in keeper.snapshot() if not lease.completed] == [undone.id]
+        # A completion rolled back leaves the run holding the lease; an operator's cancel
+        # then takes it, and the keeper says so.
+        with contextlib.suppress(asyncpg.DivisionByZeroError):
+            async with handler.transaction():
+                assert await repo.finish("A", [(undone, Outcome.completed({}))], conn=handler)
+                keeper.completing(undone.id)
+                await wait_until(heartbeat_waits, what="a heartbeat to wait on the row")
+                await handler.execute("SELECT 1/0")  # the handler fails: rolled back
+        assert await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", undone.id) == (
+            "running"
+        )
+        await wait_until(functools.partial(beats_after, keeper.beats + 2), what="heartbeats")
+        assert lost == []  # still running under this lease
+        assert await cancel_jobs(conn, [undone.id]) == [(undone.id, "running")]
+        await wait_until(lambda: asyncio.sleep(0, result=lost == [undone.id]), what="lost")
+    finally:
+        await handler.close()
+        keeper.stop()
