@@ -23,6 +23,7 @@ from .context import Fence, HandlerSettings, JobContext, encode_result
 from .db import Connection, Pool, describe_db_error, is_transient, retry_transient
 from .guard import LeaseKeeper
 from .handlers import Registry
+from .logs import LazyBound
 from .metrics import Metrics
 from .models import Job, Outcome, PermanentError, RetryLater, Status
 from .redaction import clean_text, traceback_text
@@ -194,6 +195,8 @@ class Executor:
         self._starting: set[int] = set()  # started, but their task has not run yet
         self._in_handler: set[int] = set()  # their handler has not ended yet
         self._reasons: dict[int, StopReason] = {}
+        self._async_handlers: dict[int, bool] = {}  # by id(handler): async def or not
+        self._on_rows: dict[str, Callable[[int, int], None]] = {}  # by kind
         self.stats = RunStats()
         # Synchronous (plain def) handlers run here: one thread per slot at most.
         slots = settings.total_slots if settings is not None else 8
@@ -237,16 +240,40 @@ class Executor:
         self.active += 1  # counted now, not when the task first runs: the slot is taken
         self._starting.add(job.id)
         now = time.monotonic()
+        # Its fields are bound to the logger only when a line is logged at an enabled level.
+        bound = LazyBound(
+            log,
+            job_id=job.id,
+            kind=job.kind,
+            queue=job.queue,
+            attempt=job.attempt,
+            tenant_id=job.tenant_id,
+        )
+        on_rows = self._on_rows.get(job.kind)
+        if on_rows is None:
+            on_rows = self._on_rows[job.kind] = functools.partial(
+                self.metrics.rows_progress, job.kind
+            )
+        ctx = JobContext(
+            job,
+            pool=self._pool,
+            log=bound,
+            deadline=now + job.timeout,
+            settings=self._handler_settings,
+            http=self._http,
+            fence=self._fence(job),
+            on_rows=on_rows,
+        )
+        ctx.started = now
         # The lease is kept from now on, from the keeper's thread, until the run is written.
         self._keeper.register(
             job,
             deadline=now + job.timeout,
             leased_at=leased_at if leased_at is not None else now,
-            progress=lambda: {},
+            progress=ctx.take_progress,
         )
         self._in_handler.add(job.id)
-        task = asyncio.create_task(self._run(job, on_handler_done, now), name=f"job-{job.id}")
-        return task
+        return asyncio.create_task(self._run(job, ctx, on_handler_done), name=f"job-{job.id}")
 
     def stop(self, job_id: int, reason: StopReason) -> bool:
         """Cancel the running job ``job_id`` for ``reason``; False if it is not running."""
@@ -283,31 +310,14 @@ class Executor:
                 self.stop(job_id, StopReason.LEASE_LOST)
 
     async def _run(
-        self, job: Job, on_handler_done: Callable[[], None] | None, started: float
+        self, job: Job, ctx: JobContext, on_handler_done: Callable[[], None] | None
     ) -> None:
-        bound = log.bind(
-            job_id=job.id,
-            kind=job.kind,
-            queue=job.queue,
-            attempt=job.attempt,
-            tenant_id=job.tenant_id,
-        )
-        ctx = JobContext(
-            job,
-            pool=self._pool,
-            log=bound,
-            deadline=started + job.timeout,
-            settings=self._handler_settings,
-            http=self._http,
-            fence=self._fence(job),
-            on_rows=functools.partial(self.metrics.rows_progress, job.kind),
-        )
-        ctx.started = started
+        bound = ctx.log
+        started = ctx.started
         task = asyncio.current_task()
         assert task is not None
         self.running[job.id] = (task, ctx)
         self._starting.discard(job.id)
-        self._keeper.attach(job.id, ctx.take_progress)
         outcome: Outcome | None
         error: BaseException | None = None
         try:
@@ -378,11 +388,14 @@ class Executor:
                 "handed back"
             ), None
         bound.debug("job_started")
+        is_async = self._async_handlers.get(id(fn))
+        if is_async is None:
+            is_async = self._async_handlers[id(fn)] = _is_async(fn)
         timer = asyncio.timeout(job.timeout)
         thread: asyncio.Future[Any] | None = None
         try:
             async with timer:
-                if _is_async(fn):
+                if is_async:
                     result = await fn(job, ctx)
                 else:
                     # A plain def runs in a worker thread, so it cannot block the loop.

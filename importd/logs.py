@@ -32,6 +32,53 @@ def redact_event(
     return event
 
 
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+def log_enabled(level: int, logger: Any) -> bool:
+    """Whether ``logger`` (structlog's, as configured) writes events of ``level``: True
+    when its wrapper cannot tell."""
+    check = getattr(logger, "is_enabled_for", None)
+    return True if check is None else bool(check(level))
+
+
+def _nop(*_args: Any, **_kw: Any) -> None:
+    return None
+
+
+class LazyBound:
+    """``logger.bind(**fields)``, bound only when an event of an enabled level is logged
+    (or anything else is asked of it): a job's run binds its fields for every line it
+    logs, and most runs log none at the daemon's level. Events, levels and fields are
+    those of the bound logger."""
+
+    __slots__ = ("_bound", "_fields", "_logger")
+
+    def __init__(self, logger: Any, **fields: Any) -> None:
+        self._logger = logger
+        self._fields = fields
+        self._bound: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        bound = self._bound
+        if bound is None:
+            level = _LEVELS.get(name)
+            if level is not None and not log_enabled(level, self._logger):
+                return _nop
+            bound = self._bound = self._logger.bind(**self._fields)
+        return getattr(bound, name)
+
+
 def use_json(fmt: str, stream: Any = None) -> bool:
     """Whether ``fmt`` ('auto', 'json', 'console') means JSON on ``stream``."""
     if fmt != "auto":

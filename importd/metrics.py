@@ -238,6 +238,12 @@ class Metrics:
         """Observe ``value`` in a histogram."""
         self._child(metric, *labels).observe(value)
 
+    def observe_many(self, metric: Any, values: Iterable[float], *labels: str) -> None:
+        """Observe each of ``values`` in a histogram (its child looked up once)."""
+        observe = self._child(metric, *labels).observe
+        for value in values:
+            observe(value)
+
     def rows_progress(self, kind: str, loaded: int, rejected: int) -> None:
         """Count rows an import loaded / rejected since its last report."""
         if loaded > 0:

@@ -15,6 +15,7 @@ claims over its lanes (``lanes.py``): the main one, and one per rate limit in it
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ import structlog
 from .db import describe_db_error, is_transient
 from .executor import Executor, StopReason
 from .lanes import Lane, RateLimit, plan_lanes
+from .logs import log_enabled
 from .models import Job
 from .redaction import traceback_text
 from .repository import Repository
@@ -181,17 +183,9 @@ class Worker:
                 self._empty_streak += 1
                 pause = min(0.001 * 2**self._empty_streak, 0.05)
                 self._quiet_until = loop.time() + pause
-            metrics = self._executor.metrics
+            if jobs:
+                self._count_claimed(jobs)
             for job in jobs:
-                metrics.count(metrics.claimed, job.kind, job.queue)
-                metrics.observe(metrics.start_latency, job.waited, job.queue)
-                log.debug(
-                    "job_claimed",
-                    job_id=job.id,
-                    kind=job.kind,
-                    queue=job.queue,
-                    attempt=job.attempt,
-                )
                 self.active += 1
                 task = self._executor.start(job, self.slot_freed, leased_at)
                 self._tasks.add(task)
@@ -208,6 +202,30 @@ class Worker:
                 # after the claimed jobs started, so it adds nothing to their latency.
                 await self._schedule_next_due(loop, held)
             self.first_claim_done.set()
+
+    def _count_claimed(self, jobs: list[Job]) -> None:
+        """The claim's metrics and debug lines: counters once per kind and queue, the
+        start latencies per job into a histogram child looked up once per queue."""
+        metrics = self._executor.metrics
+        groups: dict[tuple[str, str], int] = {}
+        waits: dict[str, list[float]] = {}
+        for job in jobs:
+            key = (job.kind, job.queue)
+            groups[key] = groups.get(key, 0) + 1
+            waits.setdefault(job.queue, []).append(job.waited)
+        for (kind, queue), n in groups.items():
+            metrics.count(metrics.claimed, kind, queue, n)
+        for queue, values in waits.items():
+            metrics.observe_many(metrics.start_latency, values, queue)
+        if log_enabled(logging.DEBUG, log):
+            for job in jobs:
+                log.debug(
+                    "job_claimed",
+                    job_id=job.id,
+                    kind=job.kind,
+                    queue=job.queue,
+                    attempt=job.attempt,
+                )
 
     async def _claim(self, free: int) -> tuple[list[Job], dict[str, float]]:
         """Claim up to ``free`` jobs over the lanes, the first lane changing each time.
