@@ -150,6 +150,50 @@ def describe_error(exc: BaseException) -> str:
     return clean_text(text, MAX_ERROR_CHARS)
 
 
+class _Timeout:
+    """``asyncio.timeout(delay)`` for the task running a job, as a plain ``with`` block:
+    the same timer (one handle, armed on entry, cancelled on exit), the same cancel of
+    the task when it fires and the same ``TimeoutError`` out of the block, without the
+    asynchronous context manager's coroutines and look-ups on every run."""
+
+    __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
+
+    def __init__(self, task: asyncio.Task[Any], delay: float) -> None:
+        self._task = task
+        self._delay = delay
+        self._handle: asyncio.TimerHandle | None = None
+        self._cancelling = 0
+        self._expired = False
+
+    def __enter__(self) -> _Timeout:
+        loop = self._task.get_loop()
+        self._cancelling = self._task.cancelling()
+        self._handle = loop.call_at(loop.time() + self._delay, self._on_timeout)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            raise TimeoutError from exc  # no other cancel was asked for: ours to handle
+
+    def _on_timeout(self) -> None:
+        self._task.cancel()
+        self._expired = True
+        self._handle = None
+
+    def expired(self) -> bool:
+        """Whether the timeout fired while the block ran."""
+        return self._expired
+
+
 def _is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004  (an instance with an async __call__)
@@ -391,10 +435,12 @@ class Executor:
         is_async = self._async_handlers.get(id(fn))
         if is_async is None:
             is_async = self._async_handlers[id(fn)] = _is_async(fn)
-        timer = asyncio.timeout(job.timeout)
+        task = asyncio.current_task()
+        assert task is not None
+        timer = _Timeout(task, job.timeout)
         thread: asyncio.Future[Any] | None = None
         try:
-            async with timer:
+            with timer:
                 if is_async:
                     result = await fn(job, ctx)
                 else:

@@ -1,0 +1,157 @@
+"""The run's cheap stand-ins behave as what they replace: the job timeout as
+``asyncio.timeout``, the lazily bound logger as ``logger.bind``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from io import StringIO
+from typing import Any
+
+import pytest
+import structlog
+
+from importd import logs
+from importd.executor import _Timeout
+
+# A block that runs under a timeout of 0.05 s: what it does, as a coroutine function.
+Body = Callable[[], Awaitable[str]]
+
+
+async def _sleeps() -> str:
+    await asyncio.sleep(1)
+    return "returned"
+
+
+async def _returns() -> str:
+    await asyncio.sleep(0)
+    return "returned"
+
+
+async def _swallows() -> str:
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(1)
+    return "returned"
+
+
+async def _raises() -> str:
+    await asyncio.sleep(0)
+    raise ValueError("boom")
+
+
+async def _times_out_inside() -> str:
+    async with asyncio.timeout(0.001):
+        await asyncio.sleep(1)
+    return "returned"
+
+
+async def _under(body: Body, cheap: bool, cancel_after: float | None) -> tuple[str, bool]:
+    """What leaves the block (its return value or the exception's name) and whether the
+    timeout says it expired, for the real ``asyncio.timeout`` or ``_Timeout``."""
+
+    async def run() -> tuple[str, bool]:
+        task = asyncio.current_task()
+        assert task is not None
+        timer: Any = _Timeout(task, 0.05) if cheap else asyncio.timeout(0.05)
+        try:
+            if cheap:
+                with timer:
+                    out = await body()
+            else:
+                async with timer:
+                    out = await body()
+        except (TimeoutError, ValueError) as exc:
+            return type(exc).__name__, timer.expired()
+        return out, timer.expired()
+
+    task = asyncio.create_task(run())
+    if cancel_after is not None:
+        await asyncio.sleep(cancel_after)
+        task.cancel()
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return "CancelledError", False
+
+
+@pytest.mark.parametrize("body", [_sleeps, _returns, _swallows, _raises, _times_out_inside])
+@pytest.mark.parametrize("cancel_after", [None, 0.01])
+async def test_the_job_timeout_ends_a_block_as_asyncio_timeout_does(
+    body: Body, cancel_after: float | None
+) -> None:
+    real = await _under(body, cheap=False, cancel_after=cancel_after)
+    cheap = await _under(body, cheap=True, cancel_after=cancel_after)
+    assert cheap == real
+
+
+async def test_the_job_timeout_leaves_the_task_uncancelled_after_it_fired() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    with pytest.raises(TimeoutError), _Timeout(task, 0.01):
+        await asyncio.sleep(1)
+    assert task.cancelling() == 0
+    await asyncio.sleep(0)  # the task runs on: nothing left to cancel it
+
+
+@pytest.fixture
+def json_lines() -> Iterator[StringIO]:
+    """structlog configured at level warning, its JSON lines written to a buffer."""
+    out = StringIO()
+    old = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
+        wrapper_class=structlog.make_filtering_bound_logger(30),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield out
+    finally:
+        structlog.configure(**old)
+
+
+def test_a_lazily_bound_logger_logs_what_the_bound_one_logs(json_lines: StringIO) -> None:
+    logger = structlog.get_logger("test")
+    fields: dict[str, Any] = {"job_id": 7, "kind": "noop", "tenant_id": None}
+    lazy = logs.LazyBound(logger, **fields)
+    lazy.debug("not_written", n=1)
+    lazy.info("not_written_either")
+    lazy.warning("written", n=2)
+    lazy.bind(extra=True).error("bound_further")
+    eager = logger.bind(**fields)
+    eager.warning("written", n=2)
+    eager.bind(extra=True).error("bound_further")
+    lines = [json.loads(line) for line in json_lines.getvalue().splitlines()]
+    assert [e["event"] for e in lines] == ["written", "bound_further"] * 2
+    assert lines[:2] == lines[2:]
+    assert lines[0] == {"event": "written", "n": 2, "level": "warning", **fields}
+
+
+def test_a_lazily_bound_logger_binds_only_for_a_line_it_writes(json_lines: StringIO) -> None:
+    binds: list[dict[str, Any]] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = structlog.get_logger("test")
+
+        def is_enabled_for(self, level: int) -> bool:
+            return bool(self.inner.is_enabled_for(level))
+
+        def bind(self, **kw: Any) -> Any:
+            binds.append(kw)
+            return self.inner.bind(**kw)
+
+    lazy = logs.LazyBound(Counting(), job_id=1)
+    for _ in range(3):
+        lazy.debug("job_started")
+        lazy.info("job_completed", duration_ms=1.0)
+    assert binds == []
+    lazy.warning("job_lease_lost")
+    lazy.error("job_failed")
+    assert binds == [{"job_id": 1}]
+    assert [json.loads(x)["event"] for x in json_lines.getvalue().splitlines()] == [
+        "job_lease_lost",
+        "job_failed",
+    ]
