@@ -16,12 +16,14 @@ import structlog
 from importd import logs
 from importd.executor import _Timeout
 
-# A block that runs under a timeout of 0.05 s: what it does, as a coroutine function.
+# A block that runs under a timeout of LIMIT seconds: what it does, as a coroutine function.
+# (Long enough that a loaded machine's stall does not fire it where it must not fire.)
+LIMIT = 0.5
 Body = Callable[[], Awaitable[str]]
 
 
 async def _sleeps() -> str:
-    await asyncio.sleep(1)
+    await asyncio.sleep(5)
     return "returned"
 
 
@@ -32,7 +34,7 @@ async def _returns() -> str:
 
 async def _swallows() -> str:
     with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.sleep(1)
+        await asyncio.sleep(5)
     return "returned"
 
 
@@ -43,7 +45,7 @@ async def _raises() -> str:
 
 async def _times_out_inside() -> str:
     async with asyncio.timeout(0.001):
-        await asyncio.sleep(1)
+        await asyncio.sleep(5)
     return "returned"
 
 
@@ -54,7 +56,7 @@ async def _under(body: Body, cheap: bool, cancel_after: float | None) -> tuple[s
     async def run() -> tuple[str, bool]:
         task = asyncio.current_task()
         assert task is not None
-        timer: Any = _Timeout(task, 0.05) if cheap else asyncio.timeout(0.05)
+        timer: Any = _Timeout(task, LIMIT) if cheap else asyncio.timeout(LIMIT)
         try:
             if cheap:
                 with timer:
@@ -90,7 +92,7 @@ async def test_the_job_timeout_leaves_the_task_uncancelled_after_it_fired() -> N
     task = asyncio.current_task()
     assert task is not None
     with pytest.raises(TimeoutError), _Timeout(task, 0.01):
-        await asyncio.sleep(1)
+        await asyncio.sleep(5)
     assert task.cancelling() == 0
     await asyncio.sleep(0)  # the task runs on: nothing left to cancel it
 
