@@ -463,7 +463,14 @@ class Daemon:
             return sum(w.claimed for w in members)
 
         members.extend(
-            Worker(repo, executor, o, backlog=lambda: writer.backlog, claimed_so_far=claimed_so_far)
+            Worker(
+                repo,
+                executor,
+                o,
+                self.stopping,
+                backlog=lambda: writer.backlog,
+                claimed_so_far=claimed_so_far,
+            )
             for o in options
         )
         return Workers(members, executor, self.stopping)

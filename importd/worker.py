@@ -72,10 +72,12 @@ class Worker:
         repo: Repository,
         executor: Executor,
         options: WorkerOptions,
+        stopping: Stopping,
         backlog: Callable[[], int] = lambda: 0,
         claimed_so_far: Callable[[], int] | None = None,
     ) -> None:
         self._repo = repo
+        self._stop = stopping.requested  # the daemon's stop state, read, never kept here
         self._backlog = backlog
         self._executor = executor
         self._opts = options
@@ -93,7 +95,6 @@ class Worker:
         self._more = False
         self._poll_at = 0.0
         self._due_at = math.inf
-        self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.claimed = 0
         # What counts against max_jobs: this worker's claims, or all workers' of a daemon.
@@ -141,13 +142,13 @@ class Worker:
         self.active -= 1
         self._kick.set()
 
-    def stop(self) -> None:
-        """Stop claiming: ``run`` returns (``Workers`` settles the running jobs)."""
-        self._stopping = True
+    def wake(self) -> None:
+        """Look at the stop state now: once ``Stopping`` is requested ``run`` returns
+        (``Workers`` settles the running jobs)."""
         self._kick.set()
 
     async def run(self) -> None:
-        """The loop; returns after ``stop`` (or, draining, when nothing is left)."""
+        """The loop; returns once the daemon stops (or, draining, when nothing is left)."""
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
@@ -307,7 +308,7 @@ class Worker:
 
     async def _wait_for_work(self, loop: asyncio.AbstractEventLoop) -> bool:
         while True:
-            if self._stopping:
+            if self._stop.is_set():
                 return False
             now = loop.time()
             self.last_tick = now
@@ -353,7 +354,7 @@ class Worker:
         for the database to come back is alive, not wedged."""
         loop = asyncio.get_running_loop()
         end = loop.time() + delay
-        while not self._stopping and (left := end - loop.time()) > 0:
+        while not self._stop.is_set() and (left := end - loop.time()) > 0:
             self.last_tick = loop.time()
             self._kick.clear()
             try:
@@ -407,9 +408,10 @@ class Workers:
             w.notify(queue)
 
     def request_stop(self) -> None:
-        """Stop claiming; ``run`` then settles the running jobs (see the class)."""
+        """Stop claiming (each worker reads ``Stopping``, already requested); ``run``
+        then settles the running jobs (see the class)."""
         for w in self.members:
-            w.stop()
+            w.wake()
 
     def grace(self, stopping: Stopping) -> float | None:
         """None: the workers end their runs within ``stopping``'s grace themselves."""
