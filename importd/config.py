@@ -137,6 +137,7 @@ class Setting:
     unit: Unit
     check: Callable[[tuple[str, ...]], None] | None
     shown: str | None
+    handler: bool
 
 
 def setting(
@@ -155,6 +156,7 @@ def setting(
     unit: Unit = "",
     check: Callable[[tuple[str, ...]], None] | None = None,
     shown: str | None = None,
+    handler: bool = False,
 ) -> _T:
     """Declare one setting, as a field of ``Settings`` whose annotation is its type.
 
@@ -167,7 +169,10 @@ def setting(
     ``at_most`` bound a number, ``choices`` a string, ``check`` a list (it raises
     ValueError). ``unit`` says how a number is read and shown (``duration``: 90s, 15m,
     12h, 7d; ``bytes``: shown in MiB). ``shown`` is how the default reads when its value
-    says little (``None`` meaning "computed")."""
+    says little (``None`` meaning "computed"). ``handler`` puts it in the handlers' part,
+    ``context.HandlerSettings`` (never a DSN: a handler gets no connection string)."""
+    if handler and masked == "passwords":
+        raise ValueError("a DSN is never a handler setting")
     declared = Setting(
         help=help,
         flag=flag,
@@ -182,6 +187,7 @@ def setting(
         unit=unit,
         check=check,
         shown=shown,
+        handler=handler,
     )
     return dataclasses.field(default=default, metadata={_KEY: declared})
 
@@ -281,6 +287,7 @@ class Settings:
         metavar="DIR",
         commands=(*DAEMON, "doctor"),
         check=_root_list,
+        handler=True,
     )
     url_prefixes: tuple[str, ...] = setting(
         (),
@@ -290,6 +297,7 @@ class Settings:
         metavar="URL",
         commands=(*DAEMON, "doctor"),
         check=_url_prefix_list,
+        handler=True,
     )
     tables: tuple[str, ...] = setting(
         (),
@@ -297,23 +305,39 @@ class Settings:
         flag="--table",
         metavar="NAME",
         commands=(*DAEMON, "doctor"),
+        handler=True,
     )
     http_url: str | None = setting(
-        None, "default endpoint of http jobs without payload.url", metavar="URL"
+        None,
+        "default endpoint of http jobs without payload.url",
+        metavar="URL",
+        handler=True,
     )
-    http_token: str | None = setting(None, "bearer token sent by http jobs", masked="whole")
-    copy_chunk_rows: int = setting(20_000, "rows per COPY chunk (and checkpoint)", at_least=1)
+    http_token: str | None = setting(
+        None, "bearer token sent by http jobs", masked="whole", handler=True
+    )
+    copy_chunk_rows: int = setting(
+        20_000, "rows per COPY chunk (and checkpoint)", at_least=1, handler=True
+    )
     copy_chunk_bytes: int = setting(
-        8 * 2**20, "bytes per COPY chunk at most", at_least=1, unit="bytes"
+        8 * 2**20,
+        "bytes per COPY chunk at most",
+        at_least=1,
+        unit="bytes",
+        handler=True,
     )
     copy_streams: int = setting(
-        1, "connections one import COPYs over at once (direct and atomic imports)", at_least=1
+        1,
+        "connections one import COPYs over at once (direct and atomic imports)",
+        at_least=1,
+        handler=True,
     )
     max_record_bytes: int = setting(
         4 * 2**20,
         "longest CSV/NDJSON record accepted; a longer one is a row error (memory stays flat)",
         at_least=1,
         unit="bytes",
+        handler=True,
     )
     retention_completed: float = setting(
         7 * 86400.0,

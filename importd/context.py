@@ -35,7 +35,11 @@ _BIGINT_MAX = 2**63 - 1
 @dataclass(frozen=True)
 class HandlerSettings:
     """The settings a handler may read: where imports may come from and go to, the HTTP
-    endpoint, the COPY sizes and streams. No DSN, no daemon internals (slots, leases, intervals)."""
+    endpoint, the COPY sizes and streams. No DSN, no daemon internals (slots, leases, intervals).
+
+    The fields are the settings declared with ``setting(..., handler=True)`` in
+    ``config.Settings``, with their names and types (written here for mypy) and no
+    defaults of their own; tests/unit/test_context.py checks that they stay in step."""
 
     import_roots: tuple[str, ...]
     url_prefixes: tuple[str, ...]
