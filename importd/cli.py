@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import difflib
 import json
+import os
+import select
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -585,8 +587,42 @@ def _web(settings: config.Settings) -> int:
     return web.serve(settings)
 
 
+def _reader_gone() -> bool:
+    """Whether whoever read our stdout has gone: a pipe whose reading end is closed
+    (``importd status | head``) polls as an error. A broken pipe elsewhere (a database
+    socket) is not this."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # no file (captured), or no poll()
+        return False
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def _output_closed() -> int:
+    """End quietly, as grep or git do when their reader goes away: no message, status
+    128 + SIGPIPE. What stdout still buffers goes to /dev/null, so that Python's flush at
+    exit does not complain either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return int(ExitCode.OUTPUT_CLOSED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``importd`` console script."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a reader gone shows here, not in Python's flush at exit
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise
+        return _output_closed()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
@@ -642,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except db.ERRORS as exc:
         return _fail(f"database error: {db.describe_db_error(exc)}", ExitCode.ERROR)
     except (OSError, TimeoutError) as exc:  # the connection broke after it was made
+        if isinstance(exc, BrokenPipeError) and _reader_gone():
+            return _output_closed()  # no: our reader went away
         return _fail(f"lost the database connection: {type(exc).__name__}: {exc}", ExitCode.ERROR)
     return _fail(f"unknown command {args.command}", ExitCode.USAGE)
 

@@ -27,6 +27,9 @@ class ExitCode(enum.IntEnum):
     DRAIN_FAILED = 10  # drain: at least one job failed for good
     DRAIN_PENDING = 11  # drain: some job was left pending for a later retry
     DRAIN_INTERRUPTED = 12  # drain: stopped by --timeout or a signal before it was done
+    # stdout's reader went away (``importd status | head``): 128 + SIGPIPE, as the shell
+    # reports grep or git killed by SIGPIPE in the same place; nothing is printed.
+    OUTPUT_CLOSED = 141
 
 
 class Status(enum.StrEnum):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from importlib import metadata
 from typing import Any
 
@@ -151,3 +154,31 @@ async def test_drain_stopped_by_its_timeout_exits_12_and_logs_it(conn: Any, dsn:
     stopped = [json.loads(line) for line in done.stderr.splitlines() if '"daemon_stopped"' in line]
     assert [e["exit_code"] for e in stopped] == [12]
     assert await conn.fetchval("SELECT status FROM import_jobs") == "pending"
+
+
+def _with_reader_gone(*args: str) -> subprocess.CompletedProcess[str]:
+    """``importd ARGS | head -0``, without the race: the pipe's reading end is closed
+    before importd writes a byte."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "importd", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=importd_env(),
+        )
+    finally:
+        os.close(write_end)
+
+
+async def test_a_reader_that_went_away_ends_the_command_quietly_with_141(dsn: str) -> None:
+    # Like grep or git killed by SIGPIPE: no "lost the database connection", no traceback.
+    for argv in (["config"], ["config", "--json"], ["status", "--dsn", dsn]):
+        done = await asyncio.to_thread(_with_reader_gone, *argv)
+        assert (done.returncode, done.stderr) == (141, ""), argv
+    # The same commands, read to the end, still exit 0 with their output.
+    done = await asyncio.to_thread(run_importd, "status", "--dsn", dsn)
+    assert done.returncode == 0 and done.stdout, done.stderr
