@@ -167,6 +167,8 @@ async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
         )
     finally:
         await conn.close()
+    if row is None:
+        raise RuntimeError(f"job {job_id} is gone")
     rows.append(
         (
             f"a {args.columns:,}-column header",
@@ -290,6 +292,8 @@ async def import_once(
         row = await conn.fetchrow(
             "SELECT status, result, last_error FROM import_jobs WHERE id = $1", job_id
         )
+        if row is None:
+            raise RuntimeError(f"job {job_id} is gone")
         if row["status"] != "completed":
             raise RuntimeError(f"import failed: {row['last_error']}")
         result = json.loads(row["result"])

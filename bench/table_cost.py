@@ -74,16 +74,18 @@ async def variants(conn: asyncpg.Connection) -> dict[str, str]:
         return name
 
     await copy("bare", "tc_bare")
-    base = [("primary key", "tc_pkey", None, False)]
+    base: list[tuple[str, str, asyncpg.Record | None, bool]] = [
+        ("primary key", "tc_pkey", None, False)
+    ]
     for i, index in enumerate(i for i in indexes if not i["indisprimary"]):
         base.append((f"+ {index['relname']}", f"tc_idx{i}", index, False))
     base.append(("+ checks", "tc_checks", None, True))
     base.append(("+ trigger", "tc_trigger", None, False))
-    for label, name, index, constraints in base:
+    for label, name, extra, constraints in base:
         await copy(label, name, constraints)
         await conn.execute(on(pkey["def"], name, pkey["relname"], f"{name}_pkey"))
-        if index is not None:
-            await conn.execute(on(index["def"], name, index["relname"], f"{name}_index"))
+        if extra is not None:
+            await conn.execute(on(extra["def"], name, extra["relname"], f"{name}_index"))
         if label == "+ trigger":
             await conn.execute(on(trigger["def"], name))
     out["import_jobs"] = "import_jobs"

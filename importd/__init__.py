@@ -13,16 +13,17 @@ directly import it:
 - :mod:`importd.db`, the connector: it opens pools and connections (codecs, session
   settings), tells transient errors from the rest, and names the types every other module
   uses (``Pool``, ``Connection``, ``Record``, the ``Conn`` protocol, ``ERRORS``);
-- :mod:`importd.tables` and :mod:`importd.handlers.imports`: COPY, which is asyncpg's own
-  protocol (``copy_to_table``), and the error classes PostgreSQL raises for a rejected row,
-  which decide whether a row or the whole chunk failed.
+- :mod:`importd.handlers.imports`: the error classes PostgreSQL raises for a rejected row,
+  which decide whether a row or the whole chunk failed, around COPY (asyncpg's own
+  protocol, ``copy_to_table``, run by :mod:`importd.tables` on a ``db.Connection``).
 
 The listener's and the lease keeper's dedicated connections are asyncpg connections
 opened through ``db.connect``, never taken from a pool (LISTEN must stay on one session).
 No SQL text stands in Python except ``CREATE DATABASE`` in :mod:`importd.daemon` (no DO
 block can run it, so ``format('%I')`` cannot quote it; the name is a constant; commented
-there) and, a known debt, the savepoints of bad-row isolation in
-``handlers.imports.copying``. tests/unit/test_boundary.py keeps these rules.
+there) and the savepoints of bad-row isolation in ``handlers.imports.copying``
+(``RELEASE``+``SAVEPOINT`` go in one round trip; a query file holds one statement).
+mypy checks the boundary against asyncpg-stubs. tests/unit/test_boundary.py keeps these rules.
 docs/ARCHITECTURE.md is the map.
 """
 

@@ -1,7 +1,7 @@
 """Connections to PostgreSQL: the pool, direct connections, and which errors are transient.
 
-The connector. Apart from the COPY modules (``tables``, ``handlers.imports``), it is the
-only module that imports asyncpg: every other one takes the types it passes around
+The connector. Apart from the import handlers (COPY's row errors), it is the only module
+that imports asyncpg: every other one takes the types it passes around
 (``Pool``, ``Connection``, ``Record``, ``Conn``) and the errors it tells apart (``ERRORS``,
 ``is_transient``) from here."""
 
@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 import asyncpg
 import structlog
@@ -31,10 +31,18 @@ T = TypeVar("T")
 log = structlog.get_logger("importd.db")
 
 # -- the types at the boundary -------------------------------------------------------
-# asyncpg ships no type information (mypy sees Any for all of it), so the types importd
-# passes around are named here, once.
-Pool: TypeAlias = asyncpg.Pool
-Connection: TypeAlias = asyncpg.Connection  # a connection of its own or one from a pool
+# The types importd passes around, named here once. mypy checks them against
+# asyncpg-stubs (a dev dependency, the installed asyncpg's version); asyncpg's classes are
+# not generic at run time, so the parameters exist for mypy only.
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    # A connection of its own, or one from a pool (a proxy with the same methods).
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:
+    Pool = asyncpg.Pool
+    Connection = asyncpg.Connection
 Record: TypeAlias = asyncpg.Record
 
 
@@ -55,6 +63,15 @@ class Conn(Protocol):
         self, query: str, *args: Any, column: int = 0, timeout: float | None = None
     ) -> Any:
         """One value of the first row ``query`` returns (None without a row)."""
+
+
+async def one(conn: Conn, name: str, *args: Any) -> Record:
+    """The row of query ``name`` (``sql/queries/<name>.sql``), one that always returns
+    exactly one (an aggregate, a probe of the catalog): no row is a bug, said so here."""
+    row = await conn.fetchrow(sql.query(name), *args)
+    if row is None:
+        raise RuntimeError(f"query {name} returned no row")
+    return row
 
 
 # The errors of the database and its driver: any error PostgreSQL reported, and one the

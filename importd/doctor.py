@@ -42,7 +42,7 @@ async def run(settings: Settings) -> list[Check]:
         checks.append(Check("connection", OK, "connected"))
         state = await migrate.inspect(conn)
         checks.append(_schema(state))
-        version = await conn.fetchrow(sql.query("server_version"))
+        version = await db.one(conn, "server_version")
         checks.append(_version(version["n"], version["v"]))
         if state.applied:
             checks.append(await _trigger(conn))
@@ -72,7 +72,7 @@ def _version(num: int, text: str) -> Check:
 
 
 async def _trigger(conn: db.Connection) -> Check:
-    row = await conn.fetchrow(sql.query("doctor_trigger"))
+    row = await db.one(conn, "doctor_trigger")
     functions = row["functions"]
     problems = []
     if row["trigger_enabled"] is None:
@@ -104,7 +104,7 @@ async def _trigger(conn: db.Connection) -> Check:
 
 async def _health(conn: db.Connection) -> list[Check]:
     sent = time.time()
-    row = await conn.fetchrow(sql.query("doctor_health"))
+    row = await db.one(conn, "doctor_health")
     received = time.time()
     out = []
     usage = row["queue_usage"]

@@ -29,7 +29,7 @@ import structlog
 
 from . import db
 from .models import ExitCode, Job, Outcome, Status
-from .repository import Repository
+from .repository import finish_runs, renew_leases, run_state
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -237,7 +237,7 @@ class LeaseKeeper:
         assert self._db_lock is not None
         async with self._db_lock:
             conn = await self._connection()
-            return await Repository(conn).finish(self._worker_id, runs)
+            return await finish_runs(conn, self._worker_id, runs)
 
     async def _beat(self) -> None:
         now = time.monotonic()
@@ -300,9 +300,9 @@ class LeaseKeeper:
         done: set[int] = set()
         try:
             async with self._db_lock, asyncio.timeout(self._timeout):
-                repo = Repository(await self._connection())
+                conn = await self._connection()
                 for job_id, lease in completing.items():
-                    row = await repo.run_state(job_id)
+                    row = await run_state(conn, job_id)
                     # Only this attempt's fenced write completes the row with this count.
                     if (
                         row is not None
@@ -322,16 +322,16 @@ class LeaseKeeper:
     async def _renew(self, beats: list[tuple[Job, float, dict[str, int | None]]]) -> set[int]:
         assert self._db_lock is not None
         async with self._db_lock, asyncio.timeout(self._timeout):
-            repo = Repository(await self._connection())
+            conn = await self._connection()
             try:
-                return await repo.heartbeat(self._worker_id, beats)
+                return await renew_leases(conn, self._worker_id, beats)
             except Exception as exc:
                 if db.is_transient(exc):
                     raise
                 # The progress a handler reported was refused: keep the lease all the same.
                 log.error("progress_refused", error=db.describe_db_error(exc), exc_info=exc)
-                return await repo.heartbeat(
-                    self._worker_id, [(job, lease_s, {}) for job, lease_s, _ in beats]
+                return await renew_leases(
+                    conn, self._worker_id, [(job, lease_s, {}) for job, lease_s, _ in beats]
                 )
 
     def _check_expiring(self) -> None:

@@ -102,8 +102,9 @@ class Listener:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _on_notification(
-        self, _conn: db.Connection, _pid: int, _channel: str, payload: str
+        self, _conn: db.Connection, _pid: int, _channel: str, payload: object
     ) -> None:
+        assert isinstance(payload, str)  # a NOTIFY payload is text (asyncpg's type: object)
         if payload.startswith(_PROBE_PREFIX):
             if payload == self._probe_token:
                 self._probe_seen.set()

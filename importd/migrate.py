@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from . import sql
+from . import db, sql
 from .db import Conn, Connection
 
 log = structlog.get_logger("importd.migrate")
@@ -97,7 +97,7 @@ async def apply(conn: Connection) -> list[str]:
     async with conn.transaction():
         await conn.execute(sql.query("lock_migrations"), ADVISORY_LOCK_KEY)
         await conn.execute(sql.query("create_migrations_table"))
-        found = await conn.fetchrow(sql.query("find_pg_net_design"))
+        found = await db.one(conn, "find_pg_net_design")
         if found["functions"]:
             # The trigger that called pg_net goes in the same transaction as the
             # functions: from the commit on, no insert calls pg_net.

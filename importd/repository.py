@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from . import migrate, sql, tables
 from .db import Conn, Pool, Record
+from .db import one as _one
 from .lanes import Lane
 from .models import (
     DEFAULT_MAX_ATTEMPTS,
@@ -255,6 +256,72 @@ async def forget_failures(conn: Conn, job_id: int) -> None:
     await conn.execute(sql.query("delete_job_errors"), job_id)
 
 
+async def finish_runs(conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outcome]]) -> set[int]:
+    """Write the outcomes of ``runs``; returns the ids whose lease still held (the
+    others were rescued or cancelled meanwhile and are left untouched)."""
+    if not runs:
+        return set()
+    ids, attempts, statuses, errors, delays, refunds = [], [], [], [], [], []
+    results: list[str | None] = []
+    for job, outcome in runs:
+        ids.append(job.id)
+        attempts.append(job.attempt)
+        statuses.append(str(outcome.status))
+        # Every result and error reaches the row through redaction, whatever the
+        # handler put in it (an endpoint's echo of the token, a DSN in a message);
+        # an error is also cleaned of what a text column cannot hold. A result the
+        # executor checked comes encoded (and redacted) already.
+        result = outcome.encoded
+        if result is None and outcome.result is not None:
+            result = json.dumps(redact_value(outcome.result))
+        results.append(result)
+        errors.append(clean_text(outcome.error) if outcome.error is not None else None)
+        delays.append(float(outcome.delay))
+        refunds.append(outcome.refund)
+    rows = await conn.fetch(
+        sql.query("finish_jobs"),
+        worker_id,
+        ids,
+        attempts,
+        statuses,
+        results,
+        errors,
+        delays,
+        refunds,
+    )
+    return {row["id"] for row in rows}
+
+
+async def renew_leases(
+    conn: Conn, worker_id: str, beats: Sequence[tuple[Job, float, dict[str, int | None]]]
+) -> set[int]:
+    """For each ``(job, lease_s, progress)``: store the progress and keep the lease at
+    least ``lease_s`` seconds ahead. Returns the ids whose lease still holds."""
+    if not beats:
+        return set()
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+    for job, lease_s, progress in beats:
+        values = (
+            job.id,
+            job.attempt,
+            lease_s,
+            progress.get("rows_done"),
+            progress.get("rows_total"),
+            progress.get("rows_failed"),
+            progress.get("bytes_read"),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    rows = await conn.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)
+    return {row["id"] for row in rows}
+
+
+async def run_state(conn: Conn, job_id: int) -> Record | None:
+    """The fields of one job that say how its last run ended (status, attempts, lease,
+    last error): to tell a write whose reply was lost from a lost lease."""
+    return await conn.fetchrow(sql.query("run_state"), job_id)
+
+
 class Repository:
     """The daemon's statements, on its pool."""
 
@@ -297,9 +364,7 @@ class Repository:
             taken = await conn.fetchrow(sql.query("rate_take"), rate.key, rate.interval, rate.burst)
             if taken is None:  # the row is made at start-up; a new limit made meanwhile
                 await conn.execute(sql.query("rate_ensure"), [rate.key])
-                taken = await conn.fetchrow(
-                    sql.query("rate_take"), rate.key, rate.interval, rate.burst
-                )
+                taken = await _one(conn, "rate_take", rate.key, rate.interval, rate.burst)
             allowed = min(limit, taken["allowed"])
             jobs: list[Job] = []
             if allowed > 0:
@@ -381,69 +446,18 @@ class Repository:
     async def finish(
         self, worker_id: str, runs: Sequence[tuple[Job, Outcome]], conn: Conn | None = None
     ) -> set[int]:
-        """Write the outcomes of ``runs``; returns the ids whose lease still held (the
-        others were rescued or cancelled meanwhile and are left untouched)."""
-        if not runs:
-            return set()
-        ids, attempts, statuses, errors, delays, refunds = [], [], [], [], [], []
-        results: list[str | None] = []
-        for job, outcome in runs:
-            ids.append(job.id)
-            attempts.append(job.attempt)
-            statuses.append(str(outcome.status))
-            # Every result and error reaches the row through redaction, whatever the
-            # handler put in it (an endpoint's echo of the token, a DSN in a message);
-            # an error is also cleaned of what a text column cannot hold. A result the
-            # executor checked comes encoded (and redacted) already.
-            result = outcome.encoded
-            if result is None and outcome.result is not None:
-                result = json.dumps(redact_value(outcome.result))
-            results.append(result)
-            errors.append(clean_text(outcome.error) if outcome.error is not None else None)
-            delays.append(float(outcome.delay))
-            refunds.append(outcome.refund)
-        target = conn if conn is not None else self.pool
-        rows = await target.fetch(
-            sql.query("finish_jobs"),
-            worker_id,
-            ids,
-            attempts,
-            statuses,
-            results,
-            errors,
-            delays,
-            refunds,
-        )
-        return {row["id"] for row in rows}
+        """Write the outcomes of ``runs`` (see ``finish_runs``), on ``conn`` or the pool."""
+        return await finish_runs(conn if conn is not None else self.pool, worker_id, runs)
 
     async def heartbeat(
         self, worker_id: str, beats: Sequence[tuple[Job, float, dict[str, int | None]]]
     ) -> set[int]:
-        """For each ``(job, lease_s, progress)``: store the progress and keep the lease at
-        least ``lease_s`` seconds ahead. Returns the ids whose lease still holds."""
-        if not beats:
-            return set()
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
-        for job, lease_s, progress in beats:
-            values = (
-                job.id,
-                job.attempt,
-                lease_s,
-                progress.get("rows_done"),
-                progress.get("rows_total"),
-                progress.get("rows_failed"),
-                progress.get("bytes_read"),
-            )
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-        rows = await self.pool.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)
-        return {row["id"] for row in rows}
+        """Renew leases and store progress (see ``renew_leases``) on the pool."""
+        return await renew_leases(self.pool, worker_id, beats)
 
     async def run_state(self, job_id: int) -> Record | None:
-        """The fields of one job that say how its last run ended (status, attempts,
-        lease, last error): to tell a write whose reply was lost from a lost lease."""
-        row: Record | None = await self.pool.fetchrow(sql.query("run_state"), job_id)
-        return row
+        """How one job's last run ended (see ``run_state``), on the pool."""
+        return await run_state(self.pool, job_id)
 
     async def count_runnable(
         self, queues: Sequence[str] | None = None, kinds: Sequence[str] | None = None
@@ -536,14 +550,6 @@ class Repository:
 EXACT_COUNT_LIMIT = 100_000
 
 
-async def _one(conn: Conn, query: str, *args: Any) -> Record:
-    """The row of query ``query``, one that always returns exactly one (an aggregate)."""
-    row = await conn.fetchrow(sql.query(query), *args)
-    if row is None:
-        raise RuntimeError(f"query {query} returned no row")
-    return row
-
-
 async def job_states(conn: Conn, ids: Sequence[int]) -> dict[int, str]:
     """The status of each of ``ids`` that exists."""
     rows = await conn.fetch(sql.query("job_states"), list(ids))
@@ -556,11 +562,11 @@ async def status(
     """Counts by queue, kind and status; the oldest runnable job; running jobs; the
     daemons seen in the last ``daemons_seen_within`` seconds."""
     counts = await conn.fetch(sql.query("status_counts"))
-    summary = await _one(conn, "status_summary")
+    row = await _one(conn, "status_summary")
     running = await conn.fetch(sql.query("status_running"), running_limit)
     sharing = await conn.fetch(sql.query("status_sharing"))
     daemons = await live_daemons(conn, daemons_seen_within)
-    summary = dict(summary)
+    summary = dict(row)
     # Exact where a count is cheap; the estimate (shown as "about") only for big tables.
     summary["exact_rows"] = (
         await conn.fetchval(sql.query("count_all_jobs"))

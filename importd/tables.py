@@ -8,13 +8,12 @@ asyncpg's COPY, never by string formatting here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
-
-import asyncpg
+from typing import Any, cast
 
 from . import sql
+from .db import Connection, Record
 from .models import InvalidPayload
 
 # importd's own tables: the job queue, its row errors, and every importd_* table
@@ -76,7 +75,7 @@ class Table:
         return [c.name for c in self.columns if c.writable]
 
 
-async def describe(conn: asyncpg.Connection, schema: str, name: str) -> Table | None:
+async def describe(conn: Connection, schema: str, name: str) -> Table | None:
     """The target table ``schema.name`` as this role sees it, or None. Raises
     InvalidPayload when it is a view that reaches one of importd's own tables (an
     updatable view on import_jobs would forge jobs as surely as the table itself)."""
@@ -121,7 +120,7 @@ class CopyFormat:
 
 
 async def copy_in(
-    conn: asyncpg.Connection,
+    conn: Connection,
     schema: str,
     table: str,
     columns: list[str],
@@ -129,8 +128,10 @@ async def copy_in(
     fmt: CopyFormat,
 ) -> int:
     """COPY ``data`` into ``schema.table`` (asyncpg quotes the names); the rows copied."""
+    # asyncpg sends each piece as it comes (any bytes-like object); its stubs say bytes.
+    pieces = cast("AsyncIterable[bytes]", _pieces(data))
     status = await conn.copy_to_table(
-        table, source=_pieces(data), columns=columns, schema_name=schema, **fmt.options()
+        table, source=pieces, columns=columns, schema_name=schema, **fmt.options()
     )
     return int(str(status).rsplit(" ", 1)[-1])
 
@@ -155,7 +156,7 @@ class Staging:
     def __init__(self, job_id: int, part: int | None = None) -> None:
         self.job_id = job_id
         self.name = f"job_{job_id}" if part is None else f"job_{job_id}_{part}"
-        self._statements: asyncpg.Record | None = None
+        self._statements: Record | None = None
 
     @classmethod
     def named(cls, job_id: int, name: str) -> Staging:
@@ -167,25 +168,25 @@ class Staging:
         return cls(job_id, int(part) if part is not None else None)
 
     @classmethod
-    async def all_of(cls, conn: asyncpg.Connection, job_id: int) -> list[Staging]:
+    async def all_of(cls, conn: Connection, job_id: int) -> list[Staging]:
         """Every staging table of ``job_id``, in creation order."""
         rows = await conn.fetch(sql.query("staging_tables"), job_id)
         return [cls.named(job_id, row["name"]) for row in rows]
 
-    async def _stmt(self, conn: asyncpg.Connection, key: str) -> str:
+    async def _stmt(self, conn: Connection, key: str) -> str:
         if self._statements is None:
             self._statements = await conn.fetchrow(sql.query("staging_state"), self.name)
         assert self._statements is not None
         return str(self._statements[key])
 
-    async def create(self, conn: asyncpg.Connection, target: Table, columns: list[str]) -> None:
+    async def create(self, conn: Connection, target: Table, columns: list[str]) -> None:
         """Create the table (columns of ``target`` plus ``importd_line``) if missing."""
         statement = await conn.fetchval(
             sql.query("build_staging"), self.name, target.schema, target.name, columns
         )
         await conn.execute(statement)
 
-    async def filled(self, conn: asyncpg.Connection) -> bool:
+    async def filled(self, conn: Connection) -> bool:
         """Whether the table exists and holds a row."""
         self._statements = await conn.fetchrow(sql.query("staging_state"), self.name)
         assert self._statements is not None
@@ -193,31 +194,33 @@ class Staging:
             await conn.fetchval(self._statements["probe"])
         )
 
-    async def drop(self, conn: asyncpg.Connection) -> None:
+    async def drop(self, conn: Connection) -> None:
         """Drop the table if it exists."""
         await conn.execute(await self._stmt(conn, "drop"))
 
-    async def truncate(self, conn: asyncpg.Connection) -> None:
+    async def truncate(self, conn: Connection) -> None:
         """Empty the table."""
         await conn.execute(await self._stmt(conn, "truncate"))
 
-    async def index_lines(self, conn: asyncpg.Connection) -> None:
+    async def index_lines(self, conn: Connection) -> None:
         """Index ``importd_line`` (before isolating bad rows by line range)."""
         await conn.execute(await self._stmt(conn, "index_lines"))
 
-    async def range_stats(self, conn: asyncpg.Connection, lo: int, hi: int) -> asyncpg.Record:
+    async def range_stats(self, conn: Connection, lo: int, hi: int) -> Record:
         """``n``, ``lo`` and the median ``mid`` of the staged lines in ``[lo, hi)``."""
-        row: asyncpg.Record = await conn.fetchrow(await self._stmt(conn, "range_stats"), lo, hi)
+        row = await conn.fetchrow(await self._stmt(conn, "range_stats"), lo, hi)
+        if row is None:  # an aggregate: always one row
+            raise RuntimeError("range_stats returned no row")
         return row
 
-    async def one_row(self, conn: asyncpg.Connection, lo: int, hi: int) -> asyncpg.Record | None:
+    async def one_row(self, conn: Connection, lo: int, hi: int) -> Record | None:
         """A staged row in ``[lo, hi)`` as JSON text, with its line."""
-        row: asyncpg.Record | None = await conn.fetchrow(await self._stmt(conn, "one_row"), lo, hi)
+        row: Record | None = await conn.fetchrow(await self._stmt(conn, "one_row"), lo, hi)
         return row
 
     async def move_statement(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         target: Table,
         columns: list[str],
         on_conflict: str,
@@ -236,7 +239,7 @@ class Staging:
         return statement
 
 
-async def drop_orphan_staging(conn: asyncpg.Connection) -> int:
+async def drop_orphan_staging(conn: Connection) -> int:
     """Drop staging tables whose job is no longer pending or running."""
     statements = [r["statement"] for r in await conn.fetch(sql.query("orphan_staging"))]
     for statement in statements:

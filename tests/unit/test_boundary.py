@@ -18,7 +18,6 @@ PACKAGE = Path(__file__).resolve().parents[2] / "importd"
 # The modules that import asyncpg, and why (the package docstring says the same).
 ASYNCPG_ALLOWED = {
     "importd.db": "the connector: pools, connections, codecs, the error classes",
-    "importd.tables": "COPY into target and staging tables",
     "importd.handlers.imports": "COPY, and the error classes a rejected row raises",
 }
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from importd.context import result_problem
+from importd.db import Pool
 from importd.redaction import clean_text
 
 # Text with what PostgreSQL refuses mixed in: NUL and halves of surrogate pairs.
@@ -79,7 +80,8 @@ async def test_progress_refuses_what_the_job_row_cannot_hold() -> None:
         timeout=60,
         created_at=now,
     )
-    ctx = JobContext(job, pool=None, log=None, deadline=0.0)
+    # No database in this layer: the checks refuse the values before any use of the pool.
+    ctx = JobContext(job, pool=cast("Pool", None), log=None, deadline=0.0)
     cases: list[tuple[Callable[[], object], str]] = [
         (lambda: ctx.progress(done=-1), "done must be between 0 and 2**63-1, not -1"),
         (lambda: ctx.progress(done=2**63), "done must be between 0 and 2**63-1"),

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from ... import sql, tables
+from ... import db, tables
+from ...db import Connection, Record
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
 from .common import ROW_LEVEL, Row, describe, raw_text
@@ -185,7 +186,7 @@ class Copier:
         # splitter's, so a row found through a multi-line record is checked alone.
         self._doubt = self._csv and copy_format.escape != copy_format.quote
         self._screen: Screen | None = None
-        self._checks: dict[tuple[str, str], asyncpg.Record] = {}  # build_check's statements
+        self._checks: dict[tuple[str, str], Record] = {}  # build_check's statements
         self._screen_built = False
         # The columns the screen checks once bad rows appeared: those that held a bad
         # value so far (None: every column). Checking a column costs every record a
@@ -303,7 +304,7 @@ class Copier:
 
     async def copy_chunk(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         columns: list[str],
         batch: Batch,
@@ -341,7 +342,7 @@ class Copier:
 
     async def _whole(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         columns: list[str],
         batch: Batch,
@@ -356,7 +357,7 @@ class Copier:
 
     async def copy_raw(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         columns: list[str],
         data: bytes,
@@ -386,7 +387,7 @@ class Copier:
 
     async def _recover(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         columns: list[str],
         batch: Batch,
@@ -409,7 +410,7 @@ class Copier:
 
     async def _screened(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         columns: list[str],
         batch: Batch,
@@ -487,7 +488,7 @@ class Copier:
 
     async def _checked(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         batch: Batch,
         failures: list[RowFailure],
@@ -507,11 +508,11 @@ class Copier:
 
     async def _convert(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         batch: Batch,
         insert: bool,
-    ) -> tuple[int, list[asyncpg.Record]] | None:
+    ) -> tuple[int, list[Record]] | None:
         """Convert the rows of ``batch`` as COPY would, in a temporary text table, one
         exception block per row; with ``insert``, load the good ones into ``into``. The
         rows loaded and the bad rows (line, message), or None (after a rollback to
@@ -523,8 +524,9 @@ class Copier:
         if statements is None and not insert and self._checks:
             statements = next(iter(self._checks.values()))  # (only "insert" names ``into``)
         if statements is None:
-            statements = await conn.fetchrow(
-                sql.query("build_check"),
+            statements = await db.one(
+                conn,
+                "build_check",
                 _CHECK,
                 self.names,
                 self.types,
@@ -561,7 +563,7 @@ class Copier:
         return int(status.rsplit(" ", 1)[-1]), bad
 
     async def _try(
-        self, conn: asyncpg.Connection, into: tuple[str, str], columns: list[str], payload: bytes
+        self, conn: Connection, into: tuple[str, str], columns: list[str], payload: bytes
     ) -> asyncpg.PostgresError | None:
         """COPY ``payload`` after savepoint ``importd_try``; on a row-level error, roll
         back to it (it stays) and return the error."""
@@ -573,7 +575,7 @@ class Copier:
         return None
 
     async def _settle(
-        self, conn: asyncpg.Connection, into: tuple[str, str], columns: list[str], rows: list[Row]
+        self, conn: Connection, into: tuple[str, str], columns: list[str], rows: list[Row]
     ) -> asyncpg.PostgresError | None:
         """COPY ``rows``; on success keep them (a new savepoint after them)."""
         error = await self._try(conn, into, columns, b"".join(row.payload for row in rows))
@@ -583,7 +585,7 @@ class Copier:
 
     async def _isolate(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         columns: list[str],
         rows: list[Row],
@@ -653,7 +655,7 @@ class Copier:
 
     async def _bisect(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         columns: list[str],
         rows: list[Row],

@@ -15,6 +15,7 @@ import httpx
 
 from ... import tables
 from ...context import JobContext
+from ...db import Connection
 from ...models import Job, PermanentError
 from ...repository import RowFailure, forget_failures, record_failures
 from .. import sources, spec
@@ -376,7 +377,7 @@ class Import:
             for table in existing:  # staged by earlier attempts: move them again
                 self.mover.add(table)
 
-    async def _save_totals(self, conn: asyncpg.Connection) -> None:
+    async def _save_totals(self, conn: Connection) -> None:
         """The final counters, rows_total included (known only now), beside the last
         committed checkpoint (a retry must resume from what is really loaded)."""
         await self._store(
@@ -384,7 +385,7 @@ class Import:
         )
 
     async def _store(
-        self, conn: asyncpg.Connection, checkpoint: dict[str, Any], total: int | None = None
+        self, conn: Connection, checkpoint: dict[str, Any], total: int | None = None
     ) -> bool:
         """Write ``checkpoint`` and the counters, fenced by the lease."""
         return await self.ctx.save_checkpoint(
@@ -652,7 +653,7 @@ class Import:
 
     async def _copy(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         into: tuple[str, str],
         columns: list[str],
         prepared: Prepared,

@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import asyncpg
-
 from ... import tables
+from ...db import Connection, Record
 from ...repository import RowFailure
 from .common import RAW_LIMIT, ROW_LEVEL, describe, raw_text
 
@@ -50,7 +49,7 @@ class Move:
 
     async def isolating(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         staging: tables.Staging,
         lines: tuple[int, int],
         failures: list[RowFailure],
@@ -94,7 +93,7 @@ class Move:
     def _raw(
         self,
         line: int,
-        row: asyncpg.Record | None,
+        row: Record | None,
         raws: tuple[Sequence[int], Sequence[bytes]] | None,
     ) -> str | None:
         """The raw record of rejected source line ``line``."""
