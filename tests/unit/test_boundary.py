@@ -46,10 +46,11 @@ SQL_ALLOWED = {
     # CREATE DATABASE cannot run in a transaction block, so no DO block can quote the
     # name with format('%I'); the name is a constant. Commented where it is.
     ("importd.daemon", "CREATE DATABASE"),
-    # The savepoints of bad-row isolation stay, on purpose: after each good batch,
+    # The savepoints of bad-row isolation stay, on purpose: after each group of rows that
+    # loads while bad rows are isolated (Copier._settle),
     # "RELEASE SAVEPOINT importd_try; SAVEPOINT importd_try" goes as ONE simple-protocol
     # message (one round trip); a sql/queries file holds one statement, so moving it means
-    # two files and a second round trip per batch. The other three belong to the same
+    # two files and a second round trip per group. The other three belong to the same
     # protocol and stay beside it. No input reaches them: the name is a constant (_TRY).
     ("importd.handlers.imports.copying", "SAVEPOINT"),
     ("importd.handlers.imports.copying", "RELEASE SAVEPOINT"),
