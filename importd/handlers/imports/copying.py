@@ -335,10 +335,15 @@ class Copier:
         if loaded is None:
             loaded = await self._whole(conn, into, columns, batch, failures)
         await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
-        self.suspecting = len(failures) > before
-        if self.suspecting and self._screen is not None:
-            self._watch_columns(failures[before:])
+        self._note_bad_rows(failures[before:])
         return loaded
+
+    def _note_bad_rows(self, found: list[RowFailure]) -> None:
+        """After a chunk: whether it had bad rows (then the next is screened before its
+        COPY), and which columns held them (the screen watches those)."""
+        self.suspecting = bool(found)
+        if found and self._screen is not None:
+            self._watch_columns(found)
 
     async def _whole(
         self,
@@ -377,9 +382,7 @@ class Copier:
             loaded = await self._recover(conn, into, columns, batch, failures, exc)
             # As after a prepared chunk: the next chunks are prepared and screened before
             # their COPY (the job stops sending raw bytes while ``suspecting``).
-            self.suspecting = len(failures) > before
-            if self.suspecting and self._screen is not None:
-                self._watch_columns(failures[before:])
+            self._note_bad_rows(failures[before:])
             return loaded
         await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
         self.suspecting = False
