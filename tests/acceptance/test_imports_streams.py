@@ -30,7 +30,11 @@ async def test_sigkill_mid_import_with_two_streams_resumes_exactly_once(
             "max_errors": 10,
             "chunk_rows": 500,
         },
-        timeout=30,
+        # The lease a SIGKILL leaves behind runs out timeout + lease_margin after the claim,
+        # so the timeout is as short as one run allows: a direct import resumes chunk by
+        # chunk across timeouts, an atomic one must fit its final move (8,000 rows through
+        # the slow trigger, about 3 s) into one run.
+        timeout=12 if atomic else 4,
         max_attempts=25,
     )
     env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")

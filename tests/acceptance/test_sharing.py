@@ -45,7 +45,7 @@ async def test_small_tenants_are_not_stuck_behind_a_big_one(
     for proc in procs:
         await proc.wait_for_event("daemon_ready")
     await importd.enqueue_many(
-        conn, [importd.NewJob("sleep", {"seconds": 0.05}, tenant_id="A") for _ in range(1000)]
+        conn, [importd.NewJob("sleep", {"seconds": 0.05}, tenant_id="A") for _ in range(400)]
     )
     await wait_until(lambda: count_jobs(conn, "status <> 'pending'"), what="A under way")
     async with conn.transaction():
@@ -70,7 +70,7 @@ async def test_small_tenants_are_not_stuck_behind_a_big_one(
     if fair:
         assert a_meanwhile < 40, a_meanwhile
     else:
-        assert a_meanwhile > 500, a_meanwhile  # FIFO: B and C wait for nearly all of A
+        assert a_meanwhile > 300, a_meanwhile  # FIFO: B and C wait for nearly all of A
     for proc in procs:
         proc.signal(signal.SIGTERM)
     assert [await p.wait_exit() for p in procs] == [0, 0]
@@ -118,15 +118,15 @@ async def test_rate_limit_holds_across_three_daemons(
 ) -> None:
     conn = runs_table
     procs = [
-        daemons("--concurrency", "8", "--rate-limit", "webhooks=10/s", *FAST) for _ in range(3)
+        daemons("--concurrency", "8", "--rate-limit", "webhooks=20/s", *FAST) for _ in range(3)
     ]
     for proc in procs:
         await proc.wait_for_event("daemon_ready")
     await importd.enqueue_many(
-        conn, [importd.NewJob("record", {}, queue="webhooks") for _ in range(200)]
+        conn, [importd.NewJob("record", {}, queue="webhooks") for _ in range(100)]
     )
     await wait_until(
-        lambda: _eq(conn, "status = 'completed'", 200), timeout=60, what="200 completions"
+        lambda: _eq(conn, "status = 'completed'", 100), timeout=60, what="100 completions"
     )
     starts = [
         r["t"]
@@ -134,13 +134,13 @@ async def test_rate_limit_holds_across_three_daemons(
             "SELECT extract(epoch FROM started_at)::float8 AS t FROM test_runs ORDER BY 1"
         )
     ]
-    assert len(starts) == 200
+    assert len(starts) == 100
     span = starts[-1] - starts[0]
-    assert span >= 19.0  # 200 starts at 10/s: the first at 0, the last at 19.9
-    assert span < 21.0  # and no job waited much longer than the limit requires
+    assert span >= 4.9  # 100 starts at 20/s: the first at 0, the last at 4.95
+    assert span < 6.0  # and no job waited much longer than the limit requires
     # the README's tolerance: at most rate x W + burst starts in any window of W seconds
-    worst = max(sum(1 for t in starts[i : i + 20] if t - s < 1.0) for i, s in enumerate(starts))
-    assert worst <= 11, worst
+    worst = max(sum(1 for t in starts[i : i + 30] if t - s < 1.0) for i, s in enumerate(starts))
+    assert worst <= 21, worst
     assert await conn.fetchval("SELECT count(DISTINCT worker) FROM test_runs") >= 2
     for proc in procs:
         proc.signal(signal.SIGTERM)
