@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,3 +31,23 @@ class Backoff:
         spread = ceiling * self.jitter
         roll = (rng or random).random()
         return ceiling - spread + spread * roll
+
+
+class _Attempt(Protocol):
+    attempt_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class FullJitter:
+    """Reconnect timing for tenacity's ``wait=``: attempt n waits ``first * 2**(n-1)`` plus
+    up to ``jitter`` seconds at random, at most ``cap`` (the formula of tenacity's
+    ``wait_exponential_jitter``, whose first-wait argument changed name between releases
+    that importd supports)."""
+
+    first: float
+    cap: float
+    jitter: float = 1.0
+
+    def __call__(self, state: _Attempt) -> float:
+        exponent = min(max(state.attempt_number - 1, 0), 60)
+        return min(self.first * 2.0**exponent + random.uniform(0, self.jitter), self.cap)

@@ -21,10 +21,10 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_delay,
-    wait_exponential_jitter,
 )
 
 from . import sql
+from .backoff import FullJitter
 from .redaction import redact
 
 T = TypeVar("T")
@@ -237,7 +237,7 @@ async def retry_transient(
         _log_failure(what, 1, 0.0, exc)
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(initial=0.05, max=max_wait),
+        wait=FullJitter(first=0.05, cap=max_wait),
         stop=stop_after_delay(give_up_after) if give_up_after is not None else (lambda _s: False),
         before_sleep=_log_retry(what, tries_before=1),
         reraise=True,

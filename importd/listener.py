@@ -14,9 +14,10 @@ import secrets
 from collections.abc import Callable
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from . import db, sql
+from .backoff import FullJitter
 
 log = structlog.get_logger("importd.listener")
 
@@ -90,7 +91,7 @@ class Listener:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda e: db.is_transient(e) or isinstance(e, OSError)),
-            wait=wait_exponential_jitter(initial=0.2, max=self._max_backoff),
+            wait=FullJitter(first=0.2, cap=self._max_backoff),
             before_sleep=before_sleep,
             reraise=True,
         )

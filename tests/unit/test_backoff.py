@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
-from importd.backoff import Backoff
+from importd.backoff import Backoff, FullJitter
 
 
 def test_grows_exponentially_then_caps() -> None:
@@ -19,3 +20,12 @@ def test_jitter_stays_in_the_upper_part_of_the_delay() -> None:
     delays = [b.delay(3, rng) for _ in range(2000)]
     assert min(delays) >= 4.0 and max(delays) <= 8.0
     assert max(delays) - min(delays) > 3.5  # actually spread, not constant
+
+
+def test_reconnect_waits_grow_with_up_to_a_second_of_jitter_under_the_cap() -> None:
+    wait = FullJitter(first=0.2, cap=2.0)
+    for n, low in [(1, 0.2), (2, 0.4), (3, 0.8)]:
+        waits = [wait(SimpleNamespace(attempt_number=n)) for _ in range(500)]
+        assert low <= min(waits) and max(waits) <= low + 1.0
+        assert max(waits) - min(waits) > 0.5  # spread, so reconnecting daemons scatter
+    assert {wait(SimpleNamespace(attempt_number=n)) for n in (5, 60, 10_000)} == {2.0}
