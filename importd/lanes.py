@@ -102,6 +102,11 @@ class Lane:
     def name(self) -> str:
         return self.rate.key if self.rate else "main"
 
+    def walked_to(self, queue: str, tenant_id: str | None) -> None:
+        """The fair walk's next claim starts after this (queue, tenant) pair: the last
+        job a claim of this lane took."""
+        self.cursor = (queue, tenant_id or "")
+
 
 def plan_lanes(
     queues: Sequence[str] | None,

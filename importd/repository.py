@@ -353,8 +353,9 @@ class Repository:
         tenant_cap: int | None = None,
     ) -> tuple[list[Job], float | None]:
         """Lease up to ``limit`` runnable jobs of ``lane`` to ``worker_id``, in the order
-        they were picked. The second value is set when the lane's rate limit held jobs
-        back: the seconds until it allows the next start."""
+        they were picked (a fair claim walks on from ``lane.cursor``; the caller moves
+        the cursor). The second value is set when the lane's rate limit held jobs back:
+        the seconds until it allows the next start."""
         if lane.rate is None:
             return await self._claim(
                 self.pool, lane, limit, worker_id, lease_margin, fair, tenant_cap
@@ -415,10 +416,7 @@ class Repository:
             after_queue,
             after_tenant,
         )
-        jobs = [_job(row) for row in rows]
-        if jobs:
-            lane.cursor = (jobs[-1].queue, jobs[-1].tenant_id or "")
-        return jobs
+        return [_job(row) for row in rows]
 
     async def ensure_rate_limits(self, keys: Sequence[str]) -> None:
         """Create the shared rows of these rate limits (idle) if they do not exist."""

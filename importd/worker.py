@@ -248,6 +248,8 @@ class Worker:
                 fair=self._opts.fair,
                 tenant_cap=self._opts.tenant_cap,
             )
+            if got:
+                lane.walked_to(got[-1].queue, got[-1].tenant_id)
             jobs.extend(got)
             self.claims += 1
             self._executor.metrics.claim(bool(got))

@@ -6,16 +6,26 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 import importd
 from importd import db
 from importd.lanes import Lane, RateLimit, plan_lanes
+from importd.models import Job
 from importd.repository import Repository
 from tests.helpers import Conn, Drain, count_jobs
 
 # -- the claim itself ---------------------------------------------------------------------
+
+
+async def walk(repo: Repository, lane: Lane, limit: int, **options: Any) -> list[Job]:
+    """A fair claim of ``lane`` that moves the lane's cursor on, as a worker does."""
+    jobs, _ = await repo.claim_lane(lane, limit, "w", lease_margin=1, fair=True, **options)
+    if jobs:
+        lane.walked_to(jobs[-1].queue, jobs[-1].tenant_id)
+    return jobs
 
 
 async def test_fair_claim_order_round_robin_within_priority(conn: Conn, dsn: str) -> None:
@@ -32,9 +42,9 @@ async def test_fair_claim_order_round_robin_within_priority(conn: Conn, dsn: str
         lane = Lane(None, None)
         order = []
         for _ in range(12):
-            (job,) = (await repo.claim_lane(lane, 1, "w", lease_margin=1, fair=True))[0]
+            (job,) = await walk(repo, lane, 1)
             order.append((job.tenant_id or "-", job.payload["n"]))
-        assert (await repo.claim_lane(lane, 1, "w", lease_margin=1, fair=True))[0] == []
+        assert await walk(repo, lane, 1) == []
         # strict priority first; then round-robin by tenant, oldest first within each
         # (the walk goes in tenant order from where the last claim stopped, at Z)
         assert order == [
@@ -136,11 +146,11 @@ async def test_fair_claim_with_one_pair_at_work_claims_what_the_walk_claims(
             lane = Lane(None, ("noop", "csv"), skip_kinds=skip)
             order: list[list[int]] = []
             for size in (1, 2, 16, 3, 16, 16, 16):
-                got, _ = await repo.claim_lane(lane, size, "w", lease_margin=1, fair=True)
+                got = await walk(repo, lane, size)
                 order.append([j.id for j in got])
             orders.append(order)
-        fast, walk = orders
-        assert fast == walk
+        fast, walked = orders
+        assert fast == walked
         claimed = sum(len(c) for c in fast)
         runnable = await count_jobs(conn, "kind = 'noop' AND run_at <= now()")
         assert claimed == runnable > 0
@@ -158,7 +168,7 @@ async def test_fair_claim_with_two_tenants_at_work_still_takes_turns(conn: Conn,
         repo, lane = Repository(pool), Lane(None, ("noop",))
         order: list[str | None] = []
         for _ in range(4):
-            (job,) = (await repo.claim_lane(lane, 1, "w", lease_margin=1, fair=True))[0]
+            (job,) = await walk(repo, lane, 1)
             order.append(job.tenant_id)
         assert order == ["A", "B", "A", "B"]
     finally:
