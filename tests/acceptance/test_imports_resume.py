@@ -3,7 +3,6 @@ changed between attempts is caught."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
 
@@ -87,17 +86,20 @@ async def test_progress_is_visible_while_an_import_runs(
     env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
     daemons("--poll-interval", "1", env=env)
     seen = set()
-    while True:
+
+    async def completed_watching_progress() -> bool:
         row = await conn.fetchrow(
             "SELECT status, rows_done, bytes_read FROM import_jobs WHERE id = $1", job_id
         )
-        if row["status"] == "completed":
-            break
         if row["status"] == "running" and row["rows_done"]:
             seen.add((row["rows_done"], row["bytes_read"]))
             # what the row says is loaded is loaded: progress never runs ahead of the data
             assert await conn.fetchval("SELECT count(*) FROM plain") >= row["rows_done"]
-        await asyncio.sleep(0.1)
+        return bool(row["status"] == "completed")
+
+    await wait_until(
+        completed_watching_progress, timeout=60, interval=0.1, what="the import to complete"
+    )
     assert len(seen) >= 2, seen  # it moved while running
     assert all(0 < done <= 4000 and read > 0 for done, read in seen)
     final = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)

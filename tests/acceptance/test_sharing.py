@@ -95,7 +95,9 @@ async def test_tenant_cap_holds_across_three_daemons(conn: Conn, daemons: StartD
     )
     peaks: dict[str, int] = {}
     peak_total = 0
-    while await count_jobs(conn, "status IN ('pending', 'running')"):
+
+    async def done_watching_peaks() -> bool:
+        nonlocal peak_total
         rows = await conn.fetch(
             "SELECT tenant_id, count(*) AS n FROM import_jobs "
             "WHERE status = 'running' GROUP BY tenant_id"
@@ -103,7 +105,9 @@ async def test_tenant_cap_holds_across_three_daemons(conn: Conn, daemons: StartD
         for r in rows:
             peaks[r["tenant_id"]] = max(peaks.get(r["tenant_id"], 0), r["n"])
         peak_total = max(peak_total, sum(r["n"] for r in rows))
-        await asyncio.sleep(0.01)
+        return not await count_jobs(conn, "status IN ('pending', 'running')")
+
+    await wait_until(done_watching_peaks, timeout=60, interval=0.01, what="every job done")
     assert await count_jobs(conn, "status = 'completed'") == 60
     assert max(peaks.values()) == 2, peaks  # the cap binds, and holds
     assert peak_total > 4  # several tenants ran side by side, on several daemons

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import importd
-from tests.helpers import Conn, Drain
+from tests.helpers import Conn, Drain, wait_until
 
 TABLES = ("public.abc", "public.abc_f", "public.abc_n", "public.one", "public.nums")
 BOTH = {True: "abc", False: "abc_f"}  # the table each atomic mode loads
@@ -248,10 +248,11 @@ async def test_truncated_while_imported_fails_the_job_never_a_short_completion(
         max_attempts=1,
     )
     drained = asyncio.create_task(load())
-    for _ in range(600):
-        if (await job(abc, job_id))["rows_done"] >= 100:
-            break
-        await asyncio.sleep(0.05)
+
+    async def first_chunk_loaded() -> bool:
+        return bool((await job(abc, job_id))["rows_done"] >= 100)
+
+    await wait_until(first_chunk_loaded, timeout=30, what="the first chunk")
     os.truncate(path, path.stat().st_size // 2)
     assert await drained == 10
     row = await job(abc, job_id)
