@@ -25,6 +25,12 @@ def test_wheel_installs_and_migrates(tmp_path: Path, empty_dsn: str) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "importd/sql/migrations/0001_import_jobs.sql" in names
     assert "importd/sql/queries/claim_jobs.sql" in names
+    # A type checker trusts the package's annotations (PEP 561); the licence travels along.
+    assert "importd/py.typed" in names
+    dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+    assert f"{dist_info}/licenses/LICENSE" in names, names
+    metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
+    assert "License-File: LICENSE" in metadata and "Classifier: Framework :: AsyncIO" in metadata
     # importd web's templates and assets ship in the package: nothing comes from a CDN.
     for asset in ("templates/base.html", "templates/job.html", "static/app.js", "static/app.css"):
         assert f"importd/web/{asset}" in names, asset
@@ -73,3 +79,19 @@ def test_wheel_installs_and_migrates(tmp_path: Path, empty_dsn: str) -> None:
     assert applied.returncode == 0, applied.stderr
     checked = run("migrate", "--check", "--dsn", empty_dsn)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The version is the distribution's, read at run time: one place, pyproject.toml.
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "importd", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert version.stdout.strip() == f"importd {metadata_version(metadata)}", version.stdout
+
+
+def metadata_version(metadata: str) -> str:
+    return next(
+        line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Version: ")
+    )
