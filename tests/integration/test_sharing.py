@@ -1,5 +1,6 @@
-"""Fair sharing: queues with slots of their own, tenant-fair claims and the per-tenant
-cap, rate limits shared by daemons, wake-up storms. Real processes, real PostgreSQL."""
+"""Fair sharing, the claim itself on a real PostgreSQL: tenant-fair claim order, the
+per-tenant cap, rate-limited claims, a kind's limit in a drain. Daemons sharing these
+(real processes, wake-up storms) are in tests/acceptance/test_sharing.py."""
 
 from __future__ import annotations
 
