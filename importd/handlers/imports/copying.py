@@ -26,6 +26,12 @@ found by that same rule; where a multi-line record makes the count doubtful, the
 checked alone before it is rejected. In staging tables every row carries its source
 line in ``importd_line``, written first in the row, so a short row names the user's
 missing column, never the internal one.
+
+A raw chunk (``reading.raw_chunks``) goes to COPY as the source's bytes (``copy_raw``)
+and is split into records only when that COPY fails. After a chunk with bad rows
+(``Copier.suspecting``) the next one, raw or not, is prepared and screened before its
+COPY, and so on until a chunk has none. Once bad values were found, the screen looks only
+at the columns that held them so far (``Copier._watch``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """One run of an import job: the pipeline source → records → COPY → checkpoint, with
-the direct, per-chunk and atomic strategies side by side (see the package docstring)."""
+the direct, per-chunk and atomic strategies side by side (see the package docstring).
+
+The producer reads and prepares the next chunk while the loader's COPY runs
+(``Import._pipeline``). The loader is one connection (``_serial``) or, with
+``copy_streams`` > 1 in the direct and atomic strategies, several (``_parallel``): each
+chunk in a transaction of its own, committed in chunk order with its checkpoint."""
 
 from __future__ import annotations
 

@@ -1,5 +1,11 @@
 """Source → records → chunks: the bytes of a file or URL, split into records with their
-source lines, cut into chunks of rows for COPY; and the columns a file's start fixes."""
+source lines, cut into chunks of rows for COPY; and the columns a file's start fixes.
+
+A CSV with LF line ends loaded directly into its table skips the split: ``raw_chunks``
+cuts the bytes into chunks at record boundaries found by quote parity (``Cutter``), and
+a chunk is split into records (``Chunk.records``) only when it cannot go to COPY as it
+is (``Cutter.copyable``), when PostgreSQL rejected one of its rows, or after a chunk
+with bad rows (see ``copying``)."""
 
 from __future__ import annotations
 

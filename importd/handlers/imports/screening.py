@@ -7,10 +7,10 @@ the point and two after it, an ISO date whose day exists in every year, a ``text
 field of any kind, the NULL marker; anything else (a word in an ``int`` column, but also
 a ten-digit integer, the 29th of February, a ``jsonb`` value) is a *suspect*. The shapes
 are conservative on purpose, and a property test checks them against the server's own
-COPY (``tests/test_screening.py``); but the loader's exactness does not rest on them
-(see ``copying.Copier._screened``): a suspect is converted by PostgreSQL itself, and a
-record wrongly called good only makes the chunk's COPY fail, which sends the chunk down
-the set-based and then the row-by-row path as before.
+COPY (``tests/integration/test_screening.py``); but the loader's exactness does not rest
+on them (see ``copying.Copier._screened``): a suspect is converted by PostgreSQL itself,
+and a record wrongly called good only makes the chunk's COPY fail, which sends the chunk
+down the set-based and then the row-by-row path as before.
 
 Why in Python and not a regular expression in SQL: PostgreSQL's ``~`` took about 5 µs a
 value on the benchmark's columns (half a second for a 20,000-row chunk, more than the
