@@ -1,4 +1,5 @@
--- The tenant-fair claim (see importd_claim_fair in migrations 0003 and 0004): up to $1
+-- The tenant-fair claim (importd_claim_fair, defined by migration 0003 and redefined by 0004,
+-- 0005 and 0007; the definition in force is 0007's): up to $1
 -- jobs for daemon $2, lease margin $3 seconds; $4..$7 the queue / kind filters and
 -- exclusions (a daemon always passes $5: the kinds it has handlers for);
 -- $8 the per-tenant cap (NULL: none); $9, $10 the walk's cursor from the previous claim.
