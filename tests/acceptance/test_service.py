@@ -36,7 +36,9 @@ async def test_sd_notify_ready_status_watchdog_stopping(
         await wait_until(lambda: "READY" in notify.kinds(), timeout=15, what="READY=1")
         first = notify.drain()[0][1]
         assert first.startswith("READY=1\nSTATUS=running 0/8, 0 done, listener ok")
-        assert proc.saw("daemon_ready") and proc.saw("listener_connected")
+        # (the log lines were written before READY; the test reads them a moment later)
+        await proc.wait_for_event("daemon_ready", timeout=5)
+        await proc.wait_for_event("listener_connected", timeout=5)
         await importd.enqueue(conn, "noop", {})
 
         def status_after_the_job() -> bool:
