@@ -183,12 +183,12 @@ def _imports(settings: Settings) -> Check:
     if not settings.tables:
         problems.append(
             "no tables allowed: every csv / ndjson job fails; allow one with "
-            + how_to_set("tables", "public.customers")
+            + how_to_set("tables", "public.customers", "doctor")
         )
     if not settings.import_roots and not settings.url_prefixes:
         problems.append(
             "no import_roots and no url_prefixes: every source is refused; allow a "
-            "directory with " + how_to_set("import_roots", "/srv/uploads")
+            "directory with " + how_to_set("import_roots", "/srv/uploads", "doctor")
         )
     if problems:
         return Check("imports", WARNING, "; ".join(problems))

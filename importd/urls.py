@@ -235,6 +235,22 @@ def parse_prefix(text: str) -> NormalURL:
     return normalise(text)
 
 
+def well_formed(url: object, field_name: str) -> NormalURL:
+    """``url`` normalised, checked for its own shape only (a URL string, https:// or
+    http://, no credentials, no control characters, a host, a path that stays under the
+    root), for a process that does not know the daemon's ``url_prefixes``: InvalidURL
+    naming ``field_name`` otherwise."""
+    if not isinstance(url, str) or not url:
+        raise InvalidURL(f"InvalidURL: {field_name}: expected an https:// URL")
+    try:
+        return normalise(url)
+    except ValueError as exc:
+        raise InvalidURL(
+            f"InvalidURL: {field_name}: {exc}; a URL must be https:// (http:// only where a "
+            "prefix says so)"
+        ) from None
+
+
 def allowed(url: str, prefixes: tuple[str, ...], field_name: str) -> httpx.URL:
     """The ``httpx.URL`` to fetch for ``url``: normalised, under one of ``prefixes``, and
     exactly what was checked. Raises InvalidURL (a permanent error) otherwise."""

@@ -163,18 +163,26 @@ def _check_whole(fd: int, real: str, opened: os.stat_result, end: int, source: s
         )
 
 
-def check_url(url: str, prefixes: tuple[str, ...], field_name: str = "payload.source") -> httpx.URL:
+def check_url(
+    url: str,
+    prefixes: tuple[str, ...],
+    field_name: str = "payload.source",
+    *,
+    command: str | None = None,
+) -> httpx.URL:
     """The URL to fetch for ``url``: normalised and under one of ``prefixes`` (compared
-    by parts, see importd.urls), or an InvalidURL error."""
+    by parts, see importd.urls), or an InvalidURL error whose advice names the ways to
+    set url_prefixes that work for ``command`` (None: a daemon's)."""
     try:
         return urls.allowed(url, prefixes, field_name)
     except urls.InvalidURL as exc:
-        raise urls.InvalidURL(_with_hint(str(exc), url, field_name)) from None
+        raise urls.InvalidURL(_with_hint(str(exc), url, field_name, command)) from None
 
 
-def _with_hint(message: str, url: str, field_name: str) -> str:
-    """A refusal that also says how to allow the URL (the setting's flag, environment
-    variable and file key) and, for a source, that file:// paths are accepted too."""
+def _with_hint(message: str, url: str, field_name: str, command: str | None) -> str:
+    """A refusal that also says how to allow the URL (the setting's flag where
+    ``command`` has it, environment variable and file key) and, for a source, that
+    file:// paths are accepted too."""
     if field_name == "payload.source" and "expected an https:// URL" in message:
         message = message.replace(
             "expected an https:// URL", "expected a file:///path or an https:// URL", 1
@@ -187,7 +195,8 @@ def _with_hint(message: str, url: str, field_name: str) -> str:
         return message
     default = urls.DEFAULT_PORTS[normal.scheme]
     port = "" if normal.port == default else f":{normal.port}"
-    return f"{message}; add one with {how_to_set('url_prefixes', f'{normal.scheme}://{normal.host}{port}/')}"
+    example = f"{normal.scheme}://{normal.host}{port}/"
+    return f"{message}; add one with {how_to_set('url_prefixes', example, command)}"
 
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}

@@ -128,9 +128,16 @@ KNOWN = {
 CSV_ONLY = {"delimiter", "quote", "escape", "header", "encoding", "null"}
 
 
-def parse(payload: dict[str, Any], fmt: str, allowed_tables: tuple[str, ...] | None) -> ImportSpec:
+def parse(
+    payload: dict[str, Any],
+    fmt: str,
+    allowed_tables: tuple[str, ...] | None,
+    *,
+    command: str | None = None,
+) -> ImportSpec:
     """Validate ``payload`` of a ``csv`` or ``ndjson`` job (``allowed_tables=None``: every
-    field but the table allowlist, for producers that do not know it)."""
+    field but the table allowlist, for producers that do not know it). A refusal by the
+    allowlist names the ways to set it that work for ``command`` (None: a daemon's)."""
     unknown = sorted(set(payload) - KNOWN)
     if unknown:
         raise InvalidPayload(
@@ -159,7 +166,7 @@ def parse(payload: dict[str, Any], fmt: str, allowed_tables: tuple[str, ...] | N
         raise InvalidPayload(
             f"payload.table: {schema}.{table} is not in importd's table allowlist "
             f"({'none configured' if not allowed_tables else ', '.join(allowed_tables)}); "
-            f"add it with {how_to_set('tables', f'{schema}.{table}')}"
+            f"add it with {how_to_set('tables', f'{schema}.{table}', command)}"
         )
 
     mapping: dict[str, str] = {}

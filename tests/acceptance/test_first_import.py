@@ -118,13 +118,29 @@ async def test_enqueue_checks_payloads_against_the_handlers_rules(
     calls.append(
         (["enqueue", "csv", "--no-validate", "--payload", '{"anything": 1}', "--dsn", dsn], {})
     )
-    *refused, from_file, not_allowed, forced = await asyncio.to_thread(run_importd_batch, calls)
+    # Without url_prefixes for enqueue, a well-formed URL passes (the daemon's prefixes
+    # decide), from the payload or from http_url.
+    url = json.dumps({"url": "https://example.com/x"})
+    calls.append((["enqueue", "http", "--payload", url, "--dsn", dsn], {}))
+    calls.append(
+        (
+            ["enqueue", "http", "--payload", "{}", "--dsn", dsn],
+            {"IMPORTD_HTTP_URL": "https://example.com/fn"},
+        )
+    )
+    *refused, from_file, not_allowed, forced, by_url, by_setting = await asyncio.to_thread(
+        run_importd_batch, calls
+    )
     for (kind, _, reason), done in zip(cases, refused, strict=True):
         assert done.returncode == 2, (kind, done.stderr)
         assert reason in done.stderr and "--no-validate" in done.stderr, (kind, done.stderr)
     assert from_file.returncode == 2
     assert f"{lines}:2: payload.table: required" in from_file.stderr
-    assert not_allowed.returncode == 2 and "--table public.other" in not_allowed.stderr
-    assert forced.returncode == 0, forced.stderr
-    assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 1
+    # enqueue has no --table flag: the refusal names the variable and the file key.
+    assert not_allowed.returncode == 2 and "IMPORTD_TABLES=public.other" in not_allowed.stderr
+    assert 'tables = ["public.other"]' in not_allowed.stderr
+    assert "--table" not in not_allowed.stderr
+    for done in (forced, by_url, by_setting):
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 3
     await importd.enqueue(conn, "noop", {})  # the Python API checks nothing: its caller's job
