@@ -619,10 +619,20 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    section = data.get("importd", data)
+    # Keys may stand at the top level, under [importd], or both (a line added above the
+    # table of the shipped file): one set of settings, each given once.
+    merged = {key: value for key, value in data.items() if key != "importd"}
+    section = data.get("importd", {})
     if not isinstance(section, dict):
         raise ConfigError(f"config file {path}: [importd] must be a table")
-    return section
+    for key, value in section.items():
+        if key in merged:
+            raise ConfigError(
+                f"config file {path}: {key!r} is set both at the top level and under "
+                "[importd]; keep one"
+            )
+        merged[key] = value
+    return merged
 
 
 def _read_secret_file(path: Path, what: str) -> str:
