@@ -66,6 +66,38 @@ def parse_duration(text: Any) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$", re.ASCII)
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+}
+
+
+def parse_bytes(text: Any) -> int:
+    """Bytes in ``8388608``, ``8 MiB``, ``512KiB``, ``1.5 GiB`` (binary units: KiB, MiB,
+    GiB), ``10 MB`` (decimal: kB, MB, GB) or ``100 B``; units in any letter case. A
+    fraction must come to a whole number of bytes."""
+    match = _SIZE.match(str(text))
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(
+            f"{str(text)[:40]!r} is not a size (like 4194304, 512 KiB, 8 MiB, 1 GiB or 10 MB)"
+        )
+    number: str = match.group(1)
+    whole, _, fraction = number.partition(".")
+    scale: int = 10 ** len(fraction)
+    numerator = (int(whole) * scale + int(fraction or "0")) * _SIZE_UNITS[unit]
+    if numerator % scale:
+        raise ValueError(f"{str(text)[:40]!r} is not a whole number of bytes")
+    return numerator // scale
+
+
 def _distinct(what: str, keys: list[str]) -> None:
     if len(set(keys)) != len(keys):
         raise ValueError(what)
@@ -168,9 +200,10 @@ def setting(
     environment variables read after ``IMPORTD_<NAME>``. ``at_least``, ``above`` and
     ``at_most`` bound a number, ``choices`` a string, ``check`` a list (it raises
     ValueError). ``unit`` says how a number is read and shown (``duration``: 90s, 15m,
-    12h, 7d; ``bytes``: shown in MiB). ``shown`` is how the default reads when its value
-    says little (``None`` meaning "computed"). ``handler`` puts it in the handlers' part,
-    ``context.HandlerSettings`` (never a DSN: a handler gets no connection string)."""
+    12h, 7d; ``bytes``: 8388608, 512 KiB, 8 MiB, 10 MB, shown in MiB). ``shown`` is how
+    the default reads when its value says little (``None`` meaning "computed").
+    ``handler`` puts it in the handlers' part, ``context.HandlerSettings`` (never a DSN:
+    a handler gets no connection string)."""
     if handler and masked == "passwords":
         raise ValueError("a DSN is never a handler setting")
     declared = Setting(
@@ -554,6 +587,8 @@ class Field:
         number: float
         if d.unit == "duration":
             number = parse_duration(raw)
+        elif d.unit == "bytes":
+            number = parse_bytes(raw)
         elif self.kind == "int":
             # Through its text: 3.5 in the file is refused as "3.5" on the command line is.
             number = int(str(raw))

@@ -5,10 +5,13 @@ tests/acceptance/test_settings.py.)"""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +289,131 @@ def test_a_number_means_the_same_from_a_flag_the_environment_and_the_file(
         assert d.at_least is None or value >= d.at_least
         assert d.above is None or value > d.above
         assert d.at_most is None or value <= d.at_most
+
+
+def test_keys_at_the_top_level_and_under_importd_are_read_together(tmp_path: Path) -> None:
+    """The README's pooler line written above the shipped file's [importd] table."""
+    path = tmp_path / "importd.toml"
+    shipped = (ROOT / "systemd" / "importd.toml").read_text()
+    assert shipped.lstrip().splitlines()[3] == "[importd]"  # the case the README leads to
+    path.write_text("statement_cache_size = 0\n" + shipped.replace("/srv/uploads", str(tmp_path)))
+    loaded = config.load({}, environ={}, config_path=path)
+    assert loaded.statement_cache_size == 0  # top level
+    assert loaded.tables == ("public.customers",)  # under [importd]
+    assert loaded.import_roots == (str(tmp_path),)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "concurrency = 4\n[importd]\nconcurrency = 8\n",
+            "'concurrency' is set both at the top level and under [importd]",
+        ),
+        ("concurency = 4\n[importd]\nconcurrency = 8\n", "unknown setting 'concurency'"),
+        ("[importd]\nconcurrency = 8\n[other]\nx = 1\n", "unknown setting 'other'"),
+        ("importd = 3\n", "[importd] must be a table"),
+    ],
+)
+def test_a_key_given_twice_or_unknown_in_the_file_is_one_line_exit_3(
+    text: str, message: str, tmp_path: Path, no_outside_settings: None
+) -> None:
+    path = tmp_path / "importd.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({}, environ={}, config_path=path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert cli.main(["config", "--config", str(path)]) == 3
+
+
+BYTES = [f for f in FIELDS if f.declared.unit == "bytes"]
+# The units by their definitions (IEC 80000-13 binary prefixes, SI decimal ones).
+UNIT_SIZES = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "kB": 1000, "MB": 1000**2}
+UNIT_SIZES["GB"] = 1000**3
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(BYTES),
+    whole=st.integers(0, 5000),
+    tenths=st.one_of(st.none(), st.integers(0, 9)),
+    unit=st.sampled_from([*UNIT_SIZES, ""]),
+    space=st.sampled_from(["", " ", "  "]),
+    upper=st.booleans(),
+)
+def test_a_byte_size_with_a_unit_means_its_bytes_from_every_source(
+    field: config.Field, whole: int, tenths: int | None, unit: str, space: str, upper: bool
+) -> None:
+    """``8 MiB`` (what --help and the README show), ``4MiB``, ``1.5 GiB``, ``10 MB``: the
+    same bytes from a flag, the environment or the file, or the same refusal; the bytes
+    computed here with fractions, independently of the parser's integer arithmetic."""
+    number = f"{whole}" if tenths is None else f"{whole}.{tenths}"
+    text = f"{number}{space}{unit.upper() if upper else unit}"
+    exact = Fraction(number) * UNIT_SIZES.get(unit, 1)
+    expected = int(exact) if exact.denominator == 1 and exact >= 1 else None
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "importd.toml"
+        path.write_text(f"{field.name} = {json.dumps(text)}\n")
+        none = _empty(Path(directory))
+        ways: dict[str, Callable[[], config.Settings]] = {
+            "flag": lambda: config.load({field.name: text}, environ={}, config_path=none),
+            "env": lambda: config.load({}, environ={field.env: text}, config_path=none),
+            "file": lambda: config.load({}, environ={}, config_path=path),
+        }
+        for way, load in ways.items():
+            if expected is None:
+                with pytest.raises(config.ConfigError) as caught:
+                    load()
+                assert "bad value" in str(caught.value), (way, text)
+            else:
+                assert getattr(load(), field.name) == expected, (way, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("8 MiBs", "'8 MiBs' is not a size (like 4194304, 512 KiB, 8 MiB, 1 GiB or 10 MB)"),
+        ("eight", "is not a size"),
+        ("8 M", "is not a size"),
+        ("-1 MiB", "is not a size"),
+        ("1e6", "is not a size"),
+        ("0.5", "is not a whole number of bytes"),
+        ("0 MiB", "must be at least 1"),
+    ],
+)
+def test_a_bad_byte_size_is_refused_saying_what_a_size_looks_like(
+    text: str, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load({}, environ={"IMPORTD_MAX_RECORD_BYTES": text}, config_path=_empty(tmp_path))
+    assert str(caught.value).startswith("IMPORTD_MAX_RECORD_BYTES: bad value")
+    assert message in str(caught.value)
+
+
+def test_the_shown_default_of_a_byte_size_reads_back_as_the_default() -> None:
+    for f in BYTES:
+        assert f.shown_default.endswith(" MiB")
+        assert f.parse(f.shown_default) == f.default
+        assert f.parse(f.shown_default.replace(" ", "")) == f.default
+
+
+def test_refusals_name_only_the_flags_the_command_has(
+    tmp_path: Path, no_outside_settings: None
+) -> None:
+    """Whatever command gives the advice, each way it names works for that command."""
+    parser = cli.build_parser()
+    for command in EARLIER_FLAGS:
+        for f in FIELDS:
+            if f.kind == "bool":
+                continue
+            text, _ = sample(f, tmp_path)
+            advice = config.how_to_set(f.name, text, command)
+            assert f"{f.env}={text}" in advice, advice
+            flag = re.match(rf"the '{f.name}' setting: (--\S+) ", advice)
+            assert (flag is not None) == f.takes_flag_in(command), (command, advice)
+            if flag is None:
+                continue
+            argv = [command, flag.group(1), text]
+            argv += {"enqueue": ["csv"], "show": ["1"], "cancel": ["1"]}.get(command, [])
+            assert getattr(cli._settings(parser.parse_args(argv)), f.name) == f.parse(text)
