@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         action="store_true",
-        help="apply nothing; exit 0 if current, 1 with the pending list otherwise",
+        help="apply nothing; exit 0 if current, 1 with the pending list, 4 if the schema "
+        "is newer than this importd",
     )
 
     p = sub.add_parser(
@@ -336,9 +337,16 @@ def _fail(message: str, code: ExitCode) -> int:
 _CANNOT_CONNECT: tuple[type[Exception], ...] = (OSError, TimeoutError, *db.ERRORS)
 
 
-async def _connect(settings: config.Settings, *, schema: bool = True) -> Any:
+# The commands that only read: against a schema newer than this importd they warn on
+# stderr and go on. Every other command refuses it (exit 4): an older importd could write
+# rows that the newer daemons misread.
+READ_ONLY = frozenset({"status", "show"})
+
+
+async def _connect(settings: config.Settings, *, schema: bool = True, command: str = "") -> Any:
     """A connection for one command; exit 5 when the database cannot be reached (refused,
-    unknown host, wrong password, no such database), 4 when its schema is behind."""
+    unknown host, wrong password, no such database), 4 when its schema is behind, or
+    ahead of this importd for a command that writes (one of ``READ_ONLY`` warns)."""
     dsn = settings.require_dsn()
     try:
         conn = await db.connect(dsn, statement_cache_size=0)
@@ -352,9 +360,11 @@ async def _connect(settings: config.Settings, *, schema: bool = True) -> Any:
         except BaseException:
             await conn.close()
             raise
-        if state.pending:
+        if state.pending or (state.unknown and command not in READ_ONLY):
             await conn.close()
             raise CliError(state.describe(), ExitCode.SCHEMA)
+        if state.unknown:
+            print(f"importd: warning: {state.describe()}", file=sys.stderr)
     return conn
 
 
@@ -366,6 +376,8 @@ async def _migrate(settings: config.Settings, check: bool) -> int:
             print(state.describe())
             for name in state.pending:
                 print(f"pending: {name}")
+            if state.unknown:
+                return int(ExitCode.SCHEMA)  # newer than this importd: upgrade it
             return 0 if state.current else 1
         applied = await migrate.apply(conn)
         print(
@@ -397,7 +409,7 @@ async def _enqueue_many(
         return _fail(f"--payloads: cannot read {args.payloads}: {exc.strerror}", ExitCode.USAGE)
     bar = Progress("enqueue", 0)
     try:
-        conn = await _connect(settings)
+        conn = await _connect(settings, command="enqueue")
     except BaseException:
         if stream is not sys.stdin:
             stream.close()
@@ -481,7 +493,7 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
             payloads.check(args.kind, payload, settings)
         except InvalidPayload as exc:
             return _fail(f"{exc} (--no-validate enqueues it anyway)", ExitCode.USAGE)
-    conn = await _connect(settings)
+    conn = await _connect(settings, command="enqueue")
     try:
         job_id = await enqueue(
             conn,
@@ -502,7 +514,7 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
 
 
 async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
-    conn = await _connect(settings)
+    conn = await _connect(settings, command=args.command)
     try:
         await db.readable_timestamps(conn)
         if args.command == "status":

@@ -11,6 +11,7 @@ from importlib import metadata
 from typing import Any
 
 import importd
+from importd import sql
 from tests.helpers import importd_env, run_importd, run_importd_batch
 
 COMMANDS_WITH_A_DATABASE = [
@@ -110,6 +111,50 @@ async def test_an_unmigrated_database_exits_4_for_every_command(empty_dsn: str) 
         assert done.returncode == 4, (argv, done.stdout, done.stderr)
         assert "run 'importd migrate'" in done.stdout + done.stderr, argv
         assert "UndefinedTable" not in done.stdout + done.stderr, argv
+
+
+async def test_a_schema_newer_than_importd_exits_4_for_every_command_that_writes(
+    conn: Any, dsn: str
+) -> None:
+    """An older importd against a migrated-ahead database (a rolling upgrade that ran the
+    new migrate first): every command that writes or runs jobs refuses, with 4, since it
+    could write rows the newer daemons misread; status and show read on with a warning."""
+    newer = max(version for version, _, _ in sql.migrations()) + 1
+    failed = await importd.enqueue(conn, "noop", {})
+    await conn.execute(
+        "UPDATE import_jobs SET status = 'failed', finished_at = now() WHERE id = $1", failed
+    )
+    pending = await importd.enqueue(conn, "noop", {})
+    await conn.execute(
+        "INSERT INTO importd_migrations (version, name, checksum) VALUES ($1, $2, 'x')",
+        newer,
+        f"{newer:04d}_from_the_future",
+    )
+    refused = [
+        ["enqueue", "noop"],
+        ["retry", str(failed)],
+        ["cancel", str(pending)],
+        ["prune", "--older-than", "0s"],
+        ["migrate"],
+        ["migrate", "--check"],
+        ["doctor"],
+        ["run"],
+        ["drain"],
+    ]
+    reading = [["status"], ["show", str(pending)]]
+    results = await _run_all([[*argv, "--dsn", dsn] for argv in refused + reading])
+    for argv, done in zip(refused, results[: len(refused)], strict=True):
+        assert done.returncode == 4, (argv, done.stdout, done.stderr)
+        assert f"unknown migrations [{newer}]" in done.stdout + done.stderr, argv
+        assert "upgrade importd" in done.stdout + done.stderr, argv
+    for argv, done in zip(reading, results[len(refused) :], strict=True):
+        assert done.returncode == 0, (argv, done.stderr)
+        assert done.stdout, argv
+        assert done.stderr.startswith("importd: warning: the database schema is newer"), argv
+    # Nothing was written: the failed job is still failed, the pending one pending, both
+    # still there, and no job was added.
+    rows = await conn.fetch("SELECT id, status FROM import_jobs ORDER BY id")
+    assert [(r["id"], r["status"]) for r in rows] == [(failed, "failed"), (pending, "pending")]
 
 
 async def test_a_database_that_cannot_be_reached_exits_5(dsn: str) -> None:
