@@ -565,7 +565,8 @@ async def _operate(settings: config.Settings, args: argparse.Namespace) -> int:
 
 
 def _say_unserved(left: dict[str, int]) -> None:
-    """drain's closing line on the jobs it left pending for want of a handler."""
+    """drain's last line on the jobs it left pending for want of a handler (after its
+    ``daemon_stopped`` summary and its last ``progress`` line)."""
     if left:
         kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(left.items()))
         print(
@@ -652,11 +653,13 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command in ("run", "drain"):
             settings.require_dsn()
             drain = None
+            # drain's report on what it left pending comes last, after its summary.
+            unserved: dict[str, int] = {}
             if args.command == "drain":
                 bar = Progress("drain", 0)
                 drain = daemon.DrainOptions(
                     on_progress=bar.update,
-                    on_unserved=_say_unserved,
+                    on_unserved=unserved.update,
                     queues=args.queues,
                     kinds=args.kinds,
                     max_jobs=args.max_jobs,
@@ -665,6 +668,7 @@ def _main(argv: Sequence[str] | None) -> int:
             code = daemon.run(settings, drain)
             if drain is not None:
                 bar.finish(exit_code=code)
+                _say_unserved(unserved)
             return code
         if args.command == "migrate":
             return asyncio.run(_migrate(settings, args.check))
