@@ -354,7 +354,7 @@ class Settings:
     )
     copy_chunk_bytes: int = setting(
         8 * 2**20,
-        "bytes per COPY chunk at most",
+        "bytes per COPY chunk at most: a number, or with a unit (KiB, MiB, GiB; kB, MB, GB)",
         at_least=1,
         unit="bytes",
         handler=True,
@@ -367,7 +367,8 @@ class Settings:
     )
     max_record_bytes: int = setting(
         4 * 2**20,
-        "longest CSV/NDJSON record accepted; a longer one is a row error (memory stays flat)",
+        "longest CSV/NDJSON record accepted, in bytes or with a unit like copy_chunk_bytes; a "
+        "longer one is a row error (memory stays flat)",
         at_least=1,
         unit="bytes",
         handler=True,
@@ -400,7 +401,12 @@ class Settings:
         at_least=1,
         shown="(copy_streams + 1) × slots + 2",  # noqa: RUF001 - the README's sign
     )
-    worker_name: str | None = setting(None, "this daemon's name in locked_by", shown="host:pid")
+    worker_name: str | None = setting(
+        None,
+        "the start of this daemon's name in locked_by: each process adds ':' and 6 random hex "
+        "digits",
+        shown="host:pid",
+    )
     log_level: str = setting(
         "info", "log level", commands=EVERY_COMMAND, choices=("debug", "info", "warning", "error")
     )
@@ -484,7 +490,8 @@ class Settings:
 
     @property
     def worker_id(self) -> str:
-        """The name written to ``locked_by``."""
+        """The start of the name written to ``locked_by``: each daemon process adds
+        ``:`` and 6 random hex digits, so that two given one name never share a lease."""
         return self.worker_name or f"{socket.gethostname()}:{os.getpid()}"
 
     def redacted(self) -> dict[str, Any]:

@@ -417,3 +417,34 @@ def test_refusals_name_only_the_flags_the_command_has(
             argv = [command, flag.group(1), text]
             argv += {"enqueue": ["csv"], "show": ["1"], "cancel": ["1"]}.get(command, [])
             assert getattr(cli._settings(parser.parse_args(argv)), f.name) == f.parse(text)
+
+
+def test_the_dsn_comes_from_the_first_source_in_the_readmes_order(tmp_path: Path) -> None:
+    """--dsn, IMPORTD_DSN, DATABASE_URL, IMPORTD_DSN_FILE, $CREDENTIALS_DIRECTORY/dsn, the
+    file's dsn key: each wins over every one after it. So a DATABASE_URL in the unit's
+    environment file overrides the LoadCredential= file."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "dsn").write_text("postgresql://u@credential/db\n")
+    (tmp_path / "dsn_file").write_text("postgresql://u@dsn-file/db\n")
+    path = tmp_path / "importd.toml"
+    path.write_text('dsn = "postgresql://u@config-file/db"\n')
+    sources: list[tuple[str, str | None, str]] = [
+        ("flag", None, "postgresql://u@flag/db"),
+        ("IMPORTD_DSN", "postgresql://u@importd-dsn/db", "postgresql://u@importd-dsn/db"),
+        ("DATABASE_URL", "postgresql://u@database-url/db", "postgresql://u@database-url/db"),
+        ("IMPORTD_DSN_FILE", str(tmp_path / "dsn_file"), "postgresql://u@dsn-file/db"),
+        ("CREDENTIALS_DIRECTORY", str(credentials), "postgresql://u@credential/db"),
+    ]
+    for first in range(len(sources) + 1):
+        given = sources[first:]
+        flags = {"dsn": sources[0][2]} if first == 0 else {}
+        environ = {name: value for name, value, _ in given if value is not None}
+        loaded = config.load(flags, environ=environ, config_path=path)
+        expected = given[0][2] if given else "postgresql://u@config-file/db"
+        assert loaded.dsn == expected, [name for name, _, _ in given]
+    # An empty DATABASE_URL is passed over; an empty IMPORTD_DSN means no DSN.
+    environ = {"DATABASE_URL": "", "IMPORTD_DSN_FILE": str(tmp_path / "dsn_file")}
+    assert config.load({}, environ=environ, config_path=path).dsn == "postgresql://u@dsn-file/db"
+    environ = {"IMPORTD_DSN": "", "DATABASE_URL": "postgresql://u@database-url/db"}
+    assert config.load({}, environ=environ, config_path=path).dsn is None
