@@ -157,6 +157,16 @@ async def test_a_schema_newer_than_importd_exits_4_for_every_command_that_writes
     assert [(r["id"], r["status"]) for r in rows] == [(failed, "failed"), (pending, "pending")]
 
 
+async def test_a_handlers_module_that_cannot_be_imported_exits_3(dsn: str) -> None:
+    # The README: --handlers needs the module importable by the daemon's Python.
+    results = await _run_all(
+        [[command, "--dsn", dsn, "--handlers", "myapp_not_installed.jobs"] for command in DAEMONS]
+    )
+    for done in results:
+        assert done.returncode == 3, done.stderr
+        assert "startup_failed" in done.stderr and "myapp_not_installed" in done.stderr
+
+
 async def test_a_database_that_cannot_be_reached_exits_5(dsn: str) -> None:
     refused = "postgresql://postgres@127.0.0.1:1/x"
     no_role = dsn.replace("postgres@", "no_such_role@")
