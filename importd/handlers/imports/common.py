@@ -13,7 +13,7 @@ from ...models import PermanentError
 from ...repository import RowFailure
 
 if TYPE_CHECKING:
-    from .copying import Batch
+    from .copying import Batch, Screened
     from .reading import Chunk
 
 ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -45,6 +45,7 @@ class Prepared:
     chunk: Chunk
     batch: Batch | None  # None: the chunk's bytes go to COPY as they are
     failures: list[RowFailure]
+    screened: Screened | None = None  # those bytes, screened (after a chunk with bad rows)
 
 
 def raw_text(data: bytes, encoding: str) -> str:

@@ -135,6 +135,33 @@ class Batch:
         ]
 
 
+@dataclass
+class Screened:
+    """A chunk's source bytes screened as they are (``Copier.screen_raw``, CSV loaded
+    directly): its suspects as rows of their own, and where each lies in the bytes. The
+    rest is never split into records: it goes to COPY as slices of the bytes."""
+
+    data: bytes
+    rows: Batch  # the suspects (each record without its line end)
+    spans: list[tuple[int, int]]  # where each suspect starts and ends (after its line end)
+    lines: int  # the line ends of ``data``: its records, or more
+    # PostgreSQL's verdict on the suspects, when another connection already checked them
+    # (``Copier.check_ahead``), and the task that sets it, as for a ``Batch``.
+    verdicts: dict[int, str] | None = None
+    ahead: asyncio.Task[None] | None = None
+
+    def without(self, indexes: list[int]) -> bytes:
+        """The bytes but the suspects at ``indexes`` (ascending)."""
+        view = memoryview(self.data)
+        parts, begin = [], 0
+        for index in indexes:
+            start, end = self.spans[index]
+            parts.append(view[begin:start])
+            begin = end
+        parts.append(view[begin:])
+        return b"".join(parts)
+
+
 def _join(prefix: bytes, lines: list[int], bodies: list[bytes]) -> bytes:
     """The COPY data of rows ``bodies`` at source ``lines``, each after ``prefix``."""
     if not bodies:
@@ -253,6 +280,28 @@ class Copier:
         if self.suspecting and screen is not None and batch.bodies:
             batch.suspects = screen.suspects(batch.bodies)
         return batch
+
+    def screen_raw(self, data: bytes, first_line: int) -> Screened | None:
+        """Screen a chunk's source bytes ``data`` (whole CSV records from source line
+        ``first_line``, COPYable as they are: ``reading.Cutter.copyable``) without
+        splitting them into records; None when they cannot be screened so (the caller
+        prepares the chunk instead). CPU-bound: run it in a thread."""
+        screen = self.screen()
+        if screen is None or self.staged or not self._csv:
+            return None
+        spans = screen.spans(data)
+        if spans is None:
+            return None
+        lines, raws = [], []
+        line, at = first_line, 0
+        for start, end in spans:
+            line += data.count(b"\n", at, start)
+            at = start
+            raw = data[start : end - 1] if data[end - 1 : end] == b"\n" else data[start:end]
+            lines.append(line)
+            raws.append(raw)
+        rows = Batch(lines, raws, raws, self._join(lines, raws), self._prefix)
+        return Screened(data, rows, spans, data.count(b"\n") + 1)
 
     def screen(self) -> Screen | None:
         """The screen of this import's columns (None: not screened; see
@@ -374,25 +423,77 @@ class Copier:
         data: bytes,
         batch_of: Callable[[], Batch],
         failures: list[RowFailure],
+        screened: Screened | None = None,
     ) -> int:
         """COPY a chunk's source bytes as they are (CSV that needs no change, loaded
         into the target); only when PostgreSQL rejects a row are they split into records
-        (``batch_of``, run in a thread) to isolate it. Returns the rows loaded."""
+        (``batch_of``, run in a thread) to isolate it. Returns the rows loaded.
+
+        ``screened``: the bytes were screened before (``screen_raw``, after a chunk with
+        bad rows): PostgreSQL converts the suspects alone and the bytes without the bad
+        ones load in one COPY (``_raw_screened``), unless the screen doubts a quarter of
+        the lines or more (as in ``copy_chunk``)."""
         await conn.execute(f"SAVEPOINT {_TRY}")
+        before = len(failures)
+        if screened is not None and len(screened.rows) <= screened.lines // 4:
+            loaded = await self._raw_screened(conn, into, columns, screened, batch_of, failures)
+            if loaded is not None:
+                await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+                self._note_bad_rows(failures[before:])
+                return loaded
         try:
             loaded = await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
         except ROW_LEVEL as exc:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
-            before = len(failures)
             batch = await asyncio.to_thread(batch_of)
             loaded = await self._recover(conn, into, columns, batch, failures, exc)
-            # As after a prepared chunk: the next chunks are prepared and screened before
-            # their COPY (the job stops sending raw bytes while ``suspecting``).
+            # As after a prepared chunk: the next chunks are screened before their COPY
+            # (from their bytes, or prepared when that cannot be done).
             self._note_bad_rows(failures[before:])
             return loaded
         await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
         self.suspecting = False
         return loaded
+
+    async def _raw_screened(
+        self,
+        conn: Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        screened: Screened,
+        batch_of: Callable[[], Batch],
+        failures: list[RowFailure],
+    ) -> int | None:
+        """``_screened`` for a chunk's bytes: the suspects checked (ahead, or here), the
+        bytes without the bad ones COPYed in one statement. When that COPY fails (a row
+        the screen vouched for in error, or one the target's constraints refuse), the
+        chunk is split into records (``batch_of``) and its other rows checked and
+        isolated as any failing chunk's. None (nothing loaded, nothing rejected) when
+        the suspects cannot be checked so."""
+        if screened.ahead is not None:
+            await screened.ahead
+        rows = screened.rows
+        bad = screened.verdicts if rows else {}
+        if bad is None:
+            checked = await self._convert(conn, into, rows, insert=False)
+            if checked is None:
+                return None
+            bad = {row["line"]: row["message"] for row in checked[1]}
+        gone = [i for i, line in enumerate(rows.lines) if line in bad]
+        for i in gone:
+            self.reject(failures, Row(rows.lines[i], rows.raws[i], b""), bad[rows.lines[i]])
+        data = screened.without(gone) if gone else screened.data
+        if not data:
+            return 0
+        try:
+            return await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
+        except ROW_LEVEL as exc:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            error = exc
+        batch = await asyncio.to_thread(batch_of)
+        left = {rows.lines[i] for i in gone}
+        rest = [i for i, line in enumerate(batch.lines) if line not in left]
+        return await self._rest(conn, into, columns, batch.subset(rest), failures, error)
 
     async def _recover(
         self,
@@ -453,33 +554,59 @@ class Copier:
             return count
         left = set(gone)
         rest = batch.subset([i for i in range(len(batch)) if i not in left])
+        return await self._rest(conn, into, columns, rest, failures, error)
+
+    async def _rest(
+        self,
+        conn: Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        rest: Batch,
+        failures: list[RowFailure],
+        error: asyncpg.PostgresError,
+    ) -> int:
+        """Load ``rest``, a chunk's rows but the bad ones the screen's check found, whose
+        COPY failed with ``error`` anyway: set-based, else COPY by COPY."""
         loaded = await self._checked(conn, into, rest, failures)
         if loaded is None:
             loaded = await self._isolate(conn, into, columns, rest.rows(), failures, error)
         return loaded
 
-    def start_check_ahead(self, pool: asyncpg.Pool, batch: Batch) -> None:
-        """Start ``check_ahead`` for ``batch`` as a task of its own (``Batch.ahead``,
-        awaited by ``copy_chunk``), so that the producer goes on preparing meanwhile."""
-        suspects = batch.suspects
-        if suspects and len(suspects) <= len(batch) // 4 and self.types is not None:
-            batch.ahead = asyncio.create_task(self.check_ahead(pool, batch))
+    def start_check_ahead(self, pool: asyncpg.Pool, target: Batch | Screened) -> None:
+        """Start ``check_ahead`` for ``target`` as a task of its own (its ``ahead``,
+        awaited by the loader), so that the producer goes on preparing meanwhile."""
+        if self._ahead(target):
+            target.ahead = asyncio.create_task(self.check_ahead(pool, target))
             # (awaited by the loader; retrieved here too when the loader never comes)
-            batch.ahead.add_done_callback(lambda t: t.cancelled() or t.exception())
+            target.ahead.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def check_ahead(self, pool: asyncpg.Pool, batch: Batch) -> None:
-        """Have PostgreSQL convert the suspects of ``batch`` now, on a connection of
+    def _ahead(self, target: Batch | Screened) -> bool:
+        """Whether ``check_ahead`` converts the suspects of ``target``: when there are
+        some and they are fewer than a quarter of its rows (or lines)."""
+        if self.types is None:
+            return False
+        if isinstance(target, Screened):
+            return 0 < len(target.rows) <= target.lines // 4
+        suspects = target.suspects
+        return bool(suspects) and len(suspects or ()) <= len(target) // 4
+
+    async def check_ahead(self, pool: asyncpg.Pool, target: Batch | Screened) -> None:
+        """Have PostgreSQL convert the suspects of ``target`` now, on a connection of
         their own, while the chunk before is in its COPY: the loader then finds the
-        verdicts ready (``Batch.verdicts``) and runs only the COPY of the rest, as for a
+        verdicts ready (``verdicts``) and runs only the COPY of the rest, as for a
         clean chunk. A conversion depends on the value, its type and the session's
         settings (DateStyle, TimeZone), which every connection of the pool has alike
         (asyncpg resets them on release), not on the transaction: the verdicts are the
         ones the loader's own connection would give. When no connection is free at
         once, or the check cannot be done so, nothing is set and the loader checks the
         suspects itself."""
-        suspects = batch.suspects
-        if not suspects or len(suspects) > len(batch) // 4 or self.types is None:
+        if not self._ahead(target):
             return
+        if isinstance(target, Screened):
+            rows = target.rows
+        else:
+            assert target.suspects is not None
+            rows = target.subset(target.suspects)
         try:
             conn = await pool.acquire(timeout=0.05)
         except TimeoutError:
@@ -487,13 +614,11 @@ class Copier:
         try:
             async with conn.transaction():
                 await conn.execute(f"SAVEPOINT {_TRY}")
-                checked = await self._convert(
-                    conn, ("pg_temp", _CHECK), batch.subset(suspects), insert=False
-                )
+                checked = await self._convert(conn, ("pg_temp", _CHECK), rows, insert=False)
         finally:
             await pool.release(conn)
         if checked is not None:
-            batch.verdicts = {row["line"]: row["message"] for row in checked[1]}
+            target.verdicts = {row["line"]: row["message"] for row in checked[1]}
 
     async def _checked(
         self,

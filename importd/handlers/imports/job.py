@@ -414,16 +414,23 @@ class Import:
             try:
                 async for chunk in chunks:
                     failures: list[RowFailure] = []
-                    batch = None
-                    # Raw bytes go to COPY unless they need a change, or the last chunk
-                    # had bad rows: then records are split and screened before the COPY
-                    # (its suspects checked ahead), which costs less than a COPY that
-                    # fails and a split after it. Off the event loop: splitting records
-                    # and converting NDJSON are CPU work.
-                    if not chunk.copyable or copier.suspecting:
+                    batch, screened = None, None
+                    # Raw bytes go to COPY unless they need a change. After a chunk with
+                    # bad rows they are screened first, as they are (its suspects
+                    # checked ahead), which costs less than a COPY that fails and a
+                    # split after it; where they cannot be screened so, or need a
+                    # change, records are split (and screened). Off the event loop:
+                    # screening, splitting records and converting NDJSON are CPU work.
+                    if chunk.copyable and copier.suspecting:
+                        screened = await asyncio.to_thread(
+                            copier.screen_raw, chunk.raw, chunk.first_line
+                        )
+                    if not chunk.copyable or (copier.suspecting and screened is None):
                         batch = await asyncio.to_thread(_prepare, copier, chunk, failures)
-                        copier.start_check_ahead(self.ctx.pool, batch)  # (bad rows only)
-                    await queue.put(Prepared(chunk, batch, failures))
+                    target = screened or batch
+                    if target is not None:
+                        copier.start_check_ahead(self.ctx.pool, target)  # (bad rows only)
+                    await queue.put(Prepared(chunk, batch, failures, screened))
                     await queue.join()
             except Exception as exc:  # hand the reader's error to the loader
                 await queue.put(exc)
@@ -675,6 +682,7 @@ class Import:
                 chunk.raw,
                 lambda: _prepare(copier, chunk, failures),
                 failures,
+                prepared.screened,
             )
         return await copier.copy_chunk(conn, into, columns, prepared.batch, failures)
 

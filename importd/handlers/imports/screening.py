@@ -29,7 +29,7 @@ path they took before.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 _INT = {"smallint": 4, "integer": 9, "bigint": 18}  # digits that always fit
 _FLOAT = rb"[-+]?[0-9]{1,30}(?:\.[0-9]{1,30})?"  # far from float4's range at both ends
@@ -93,8 +93,16 @@ class Screen:
     import's columns and COPY format (``csv`` with the quote as its own escape, or
     ``text`` as NDJSON is sent)."""
 
-    def __init__(self, pattern: re.Pattern[bytes]) -> None:
+    def __init__(self, pattern: re.Pattern[bytes], record: bytes | None = None) -> None:
         self._match = pattern.fullmatch
+        # CSV only: runs of known good records, each with its line end, matched in one
+        # call (``spans``); and any record that splits into fields, to step over one
+        # that is not known good.
+        self._run: Callable[[bytes, int], re.Match[bytes] | None] | None = None
+        self._record: Callable[[bytes, int], re.Match[bytes] | None] | None = None
+        if record is not None:
+            self._run = re.compile(rb"(?:%s(?:\n|\Z))*+" % pattern.pattern).match
+            self._record = re.compile(record).match
 
     @classmethod
     def build(
@@ -129,10 +137,14 @@ class Screen:
             )
             null_marker = re.escape(null.encode())
             separator = marks[b"d"]
+            field_ = anything % marks
+            # Any record that splits into fields (as many as it has), to its line end.
+            record: bytes | None = rb"%s(?:%s%s)*+(?:\n|\Z)" % (field_, separator, field_)
         elif fmt == "text":
             anything = rb"[^\t\0]*+"
             null_marker = rb"\\N"
             separator = rb"\t"
+            record = None
         else:
             return None
         fields = []
@@ -166,7 +178,7 @@ class Screen:
             else:
                 field = rb"(?:%s|%s)" % (pattern, null_marker)
             fields.append(field)
-        return cls(re.compile(separator.join(fields)))
+        return cls(re.compile(separator.join(fields)), record)
 
     def good(self, body: bytes) -> bool:
         """Whether the record ``body`` (without its newline) is known to convert."""
@@ -176,3 +188,32 @@ class Screen:
         """The indexes of the records of ``bodies`` not known good."""
         # ``map`` calls the compiled pattern without a Python step per record.
         return [i for i, found in enumerate(map(self._match, bodies)) if found is None]
+
+    def spans(self, data: bytes) -> list[tuple[int, int]] | None:
+        """Where the suspects of CSV data ``data`` lie: the start and the end (after its
+        line end) of each record not known good, found at C speed over the whole data,
+        without splitting it into records (one call of the compiled pattern per run of
+        good records, one per suspect). None when a record does not split into fields
+        (a quote inside an unquoted field, a NUL byte, a carriage return) or the format
+        is not CSV: the caller then splits the data into records.
+
+        ``data``: whole records with LF line ends (the last one's may be missing), no
+        blank line: a chunk COPY takes as it is (``reading.Cutter.copyable``). A record
+        ends, as for the splitter, at the first line end after an even number of quotes:
+        every field either quoted (its quotes paired) or without quotes."""
+        run, record = self._run, self._record
+        if run is None or record is None:
+            return None
+        found: list[tuple[int, int]] = []
+        at, size = 0, len(data)
+        while True:
+            good = run(data, at)
+            assert good is not None  # (a repeat matches at least nothing)
+            at = good.end()
+            if at >= size:
+                return found
+            suspect = record(data, at)
+            if suspect is None or suspect.end() <= at or data[at : at + 1] == b"\n":
+                return None
+            found.append((at, suspect.end()))
+            at = suspect.end()
