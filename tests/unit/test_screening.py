@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
-from importd.handlers.imports.copying import Batch, _join
+from importd.handlers.imports.copying import Batch, Copier, _join
 from importd.handlers.imports.screening import Screen
+from importd.handlers.records import Splitter
+from importd.tables import CopyFormat
 
 
 @pytest.mark.parametrize(
@@ -69,3 +71,105 @@ def test_a_batch_without_some_rows_is_the_copy_data_of_the_others(
     expected = _join(prefix, [lines[i] for i in kept], [bodies[i] for i in kept])
     assert batch.without(gone) == expected
     assert batch.subset(kept).payload == expected
+
+
+# -- screening a chunk's bytes as they are (Screen.spans), against the splitter and the
+# per-record screen -----------------------------------------------------------------------
+
+SPAN_TYPES = ["integer", "text", "date", "character varying(3)"]
+# Fields mostly well formed (quoted or not, with commas, quotes and line breaks inside
+# quotes), sometimes not: a quote inside an unquoted field, a NUL byte, an open quote.
+PLAIN = st.sampled_from(["", "7", "-12", "x1", "2024-01-31", "2023-02-29", "abc", "abcd"])
+QUOTED = st.text(alphabet='a1,"\n', max_size=5).map(lambda t: '"' + t.replace('"', '""') + '"')
+ODD = st.sampled_from(['a"b', '"', '"a"b"', "\x00", '"a', "1\x00"])
+FIELD = st.one_of(PLAIN, PLAIN, QUOTED)
+# As many fields as columns, each likely of its column's shape; or any fields.
+GOOD_FIELDS = [["7", "-12", ""], ["x", '"a\nb"'], ["2024-01-31"], ["abc", '"a,b"']]
+RECORD = st.one_of(
+    st.tuples(*(st.one_of(st.sampled_from(good), FIELD) for good in GOOD_FIELDS)).map(",".join),
+    st.tuples(*(st.one_of(st.sampled_from(good), FIELD) for good in GOOD_FIELDS)).map(",".join),
+    st.lists(st.one_of(FIELD, ODD), min_size=1, max_size=5).map(",".join),
+).filter(bool)  # (an empty record would be a blank line: no record)
+
+
+def well_formed(body: bytes) -> bool:
+    """Whether a record's fields are each quoted (quotes inside doubled) or free of
+    quotes, and no NUL byte anywhere: a parser of its own, not the screen's pattern."""
+    if b"\0" in body:
+        return False
+    at, size = 0, len(body)
+    while True:  # at: the start of a field
+        if body[at : at + 1] == b'"':
+            at += 1
+            while True:
+                close = body.find(b'"', at)
+                if close < 0:
+                    return False
+                if body[close + 1 : close + 2] == b'"':
+                    at = close + 2
+                    continue
+                at = close + 1
+                break
+            if at == size:
+                return True
+            if body[at : at + 1] != b",":
+                return False
+            at += 1
+        else:
+            comma = body.find(b",", at)
+            end = size if comma < 0 else comma
+            if b'"' in body[at:end]:
+                return False
+            if comma < 0:
+                return True
+            at = comma + 1
+
+
+@given(
+    records=st.lists(RECORD, min_size=1, max_size=12),
+    last_newline=st.booleans(),
+    watch=st.sampled_from([None, {0}, {2, 3}]),
+    first_line=st.integers(1, 100),
+)
+def test_the_bytes_screen_finds_the_records_the_record_screen_doubts(
+    records: list[str], last_newline: bool, watch: set[int] | None, first_line: int
+) -> None:
+    """``spans`` over a chunk's bytes (no blank line, LF line ends, as COPY takes them)
+    names exactly the records the splitter cuts and the per-record screen doubts, with
+    their bytes and lines; or None, exactly when a record is not well formed."""
+    data = "\n".join(records).encode() + (b"\n" if last_newline else b"")
+    assume(data.strip(b"\n") and not data.startswith(b"\n") and b"\n\n" not in data)
+    screen = Screen.build(SPAN_TYPES, "csv", ",", '"', '"', "", watch)
+    assert screen is not None
+    splitter = Splitter(b'"', None, first_line, newline=b"\n")
+    split = splitter.feed(data)
+    split.extend(splitter.finish())
+    spans = screen.spans(data)
+    if not all(map(well_formed, split.datas)):
+        event("a record not well formed")
+        assert spans is None
+        return
+    assert spans is not None
+    starts = [0, *split.ends[:-1]]
+    expected = [
+        (start, end)
+        for start, end, body in zip(starts, split.ends, split.datas, strict=True)
+        if not screen.good(body)
+    ]
+    assert spans == expected
+    event(
+        f"suspects: {'none' if not expected else 'all' if len(expected) == len(split) else 'some'}"
+    )
+    event("multi-line records" if any(b"\n" in body for body in split.datas) else "one line each")
+    copier = Copier(CopyFormat("csv"), "utf_8", ",", '"', False, None, 1 << 20, lambda _: None)
+    copier.names = [f"c{i}" for i in range(len(SPAN_TYPES))]
+    copier.types = SPAN_TYPES
+    copier._watch = None if watch is None else {copier.names[i] for i in watch}
+    screened = copier.screen_raw(data, first_line)
+    assert screened is not None
+    doubted = [i for i, body in enumerate(split.datas) if not screen.good(body)]
+    assert screened.rows.lines == [split.lines[i] for i in doubted]
+    assert screened.rows.raws == [split.datas[i] for i in doubted]
+    kept = [i for i in range(len(split)) if i not in doubted]
+    rest = b"".join(data[starts[i] : split.ends[i]] for i in kept)
+    assert screened.without(list(range(len(doubted)))) == rest
