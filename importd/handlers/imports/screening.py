@@ -28,8 +28,9 @@ path they took before.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 _INT = {"smallint": 4, "integer": 9, "bigint": 18}  # digits that always fit
 _FLOAT = rb"[-+]?[0-9]{1,30}(?:\.[0-9]{1,30})?"  # far from float4's range at both ends
@@ -93,16 +94,18 @@ class Screen:
     import's columns and COPY format (``csv`` with the quote as its own escape, or
     ``text`` as NDJSON is sent)."""
 
-    def __init__(self, pattern: re.Pattern[bytes], record: bytes | None = None) -> None:
+    def __init__(
+        self, pattern: re.Pattern[bytes], start: bytes | None = None, quote: bytes = b'"'
+    ) -> None:
         self._match = pattern.fullmatch
-        # CSV only: runs of known good records, each with its line end, matched in one
-        # call (``spans``); and any record that splits into fields, to step over one
-        # that is not known good.
-        self._run: Callable[[bytes, int], re.Match[bytes] | None] | None = None
-        self._record: Callable[[bytes, int], re.Match[bytes] | None] | None = None
-        if record is not None:
-            self._run = re.compile(rb"(?:%s(?:\n|\Z))*+" % pattern.pattern).match
-            self._record = re.compile(record).match
+        # CSV only (``spans``): the start of a record whose watched fields are known
+        # good, up to the last of them; and the line ends not followed by such a start.
+        self._start: Callable[[bytes, int], re.Match[bytes] | None] | None = None
+        self._doubted: Callable[[bytes], Iterator[re.Match[bytes]]] | None = None
+        self._quote = quote
+        if start is not None:
+            self._start = re.compile(start).match
+            self._doubted = re.compile(rb"\n(?!%s)" % start).finditer
 
     @classmethod
     def build(
@@ -137,14 +140,10 @@ class Screen:
             )
             null_marker = re.escape(null.encode())
             separator = marks[b"d"]
-            field_ = anything % marks
-            # Any record that splits into fields (as many as it has), to its line end.
-            record: bytes | None = rb"%s(?:%s%s)*+(?:\n|\Z)" % (field_, separator, field_)
         elif fmt == "text":
             anything = rb"[^\t\0]*+"
             null_marker = rb"\\N"
             separator = rb"\t"
-            record = None
         else:
             return None
         fields = []
@@ -178,7 +177,14 @@ class Screen:
             else:
                 field = rb"(?:%s|%s)" % (pattern, null_marker)
             fields.append(field)
-        return cls(re.compile(separator.join(fields)), record)
+        start = None
+        if fmt == "csv":
+            # The fields up to the last one checked, and what follows it.
+            checked = [i for i, f in enumerate(fields) if f != anything % marks]
+            last = checked[-1] if checked else -1
+            after = separator if last + 1 < len(fields) else rb"(?:\n|\Z)"
+            start = separator.join(fields[: last + 1]) + after if checked else b""
+        return cls(re.compile(separator.join(fields)), start, quote.encode())
 
     def good(self, body: bytes) -> bool:
         """Whether the record ``body`` (without its newline) is known to convert."""
@@ -191,29 +197,57 @@ class Screen:
 
     def spans(self, data: bytes) -> list[tuple[int, int]] | None:
         """Where the suspects of CSV data ``data`` lie: the start and the end (after its
-        line end) of each record not known good, found at C speed over the whole data,
-        without splitting it into records (one call of the compiled pattern per run of
-        good records, one per suspect). None when a record does not split into fields
-        (a quote inside an unquoted field, a NUL byte, a carriage return) or the format
-        is not CSV: the caller then splits the data into records.
+        line end) of each record not known good, without splitting the data into
+        records. None when the format is not CSV.
 
         ``data``: whole records with LF line ends (the last one's may be missing), no
-        blank line: a chunk COPY takes as it is (``reading.Cutter.copyable``). A record
-        ends, as for the splitter, at the first line end after an even number of quotes:
-        every field either quoted (its quotes paired) or without quotes."""
-        run, record = self._run, self._record
-        if run is None or record is None:
+        blank line, the quote its own escape: a chunk COPY takes as it is
+        (``reading.Cutter.copyable``). Its records are then cut as the splitter and
+        PostgreSQL cut them: a line end ends a record where the quotes before it, from
+        the start of ``data``, are even.
+
+        One search at C speed finds the lines whose start does not have known good
+        fields up to the last watched column (``_doubted``): every record the screen
+        doubts, when its fields up to there are well formed, and some lines that start
+        no record (inside a quoted field) or whose record is good after all. Each such
+        line is then checked: it starts a record when the quotes before it are even;
+        the record ends at the first line end after an even number of its own quotes,
+        and is a suspect when the screen does not call it good. A record the search
+        misses (its fields up to the last watched column look good but it is not: a
+        field too many or too few) stays in the data and makes its COPY fail, which
+        the caller handles as any failing chunk: exactness never rests on the search,
+        only on the spans being whole records."""
+        start, doubted = self._start, self._doubted
+        if start is None or doubted is None:
             return None
+        quote, good = self._quote, self._match
         found: list[tuple[int, int]] = []
-        at, size = 0, len(data)
-        while True:
-            good = run(data, at)
-            assert good is not None  # (a repeat matches at least nothing)
-            at = good.end()
-            if at >= size:
-                return found
-            suspect = record(data, at)
-            if suspect is None or suspect.end() <= at or data[at : at + 1] == b"\n":
-                return None
-            found.append((at, suspect.end()))
-            at = suspect.end()
+        size = len(data)
+        # Quotes counted up to ``counted``: an even count there means a record starts.
+        counted, odd = 0, 0
+        done = 0  # the end of the last suspect found: lines before it are taken
+        first = [] if start(data, 0) else [0]
+        for at in itertools.chain(first, (line.start() + 1 for line in doubted(data))):
+            if at < done or at >= size:
+                continue
+            odd ^= data.count(quote, counted, at) & 1
+            counted = at
+            if odd:
+                continue  # inside a quoted field: no record starts here
+            end, inside = at, 0  # the record's line end, after an even count of quotes
+            while True:
+                newline = data.find(b"\n", end)
+                if newline < 0:
+                    end = size
+                    break
+                inside ^= data.count(quote, end, newline) & 1
+                end = newline + 1
+                if not inside:
+                    break
+            body = data[at : end - 1] if data[end - 1 : end] == b"\n" else data[at:end]
+            if good(body) is None:
+                found.append((at, end))
+            done = end
+            odd ^= data.count(quote, counted, end) & 1
+            counted = end
+        return found
