@@ -379,3 +379,53 @@ async def test_ndjson_records_are_screened_exactly(
             "SELECT line_number FROM import_job_errors WHERE job_id = $1 ORDER BY 1", job_id
         )
         assert [r["line_number"] for r in errors] == bad, atomic
+
+
+async def test_columns_named_like_the_checks_own_names_are_checked_exactly(
+    conn: Conn, drain: Drain, tmp_path: Path
+) -> None:
+    """The row-by-row check (sql/queries/build_check.sql) declares variables and names
+    of its own; columns named like them are checked like any others."""
+    names = ["r", "e", "line", "message", "importd_column", "importd_lines", "v1"]
+    columns = ", ".join(f"{name} {'text' if name == 'message' else 'int'}" for name in names)
+    for table in ("own_t", "own_f"):
+        await conn.execute(f"CREATE TABLE {table} ({columns})")
+    rows, bad = [",".join(names)], {}
+    for i in range(1, 61):
+        values = [str(i)] * len(names)
+        values[3] = f"m{i}"
+        if i % 5 == 0:
+            column = (i // 5) % len(names)
+            column = column if column != 3 else 0
+            values[column], bad[i + 1] = f"x{i}", names[column]
+        rows.append(",".join(values))
+    path = tmp_path / "own.csv"
+    path.write_text("\n".join(rows) + "\n")
+    jobs = {
+        atomic: await importd.enqueue(
+            conn,
+            "csv",
+            {
+                "source": f"file://{path}",
+                "table": "own_t" if atomic else "own_f",
+                "atomic": atomic,
+                "max_errors": 100,
+                "chunk_rows": 10,
+            },
+        )
+        for atomic in (True, False)
+    }
+    await drain(import_roots=(str(tmp_path),), tables=("public.own_t", "public.own_f"))
+    for atomic, job_id in jobs.items():
+        table = "own_t" if atomic else "own_f"
+        got = [r["message"] for r in await conn.fetch(f"SELECT message FROM {table} ORDER BY r")]
+        assert got == [f"m{i}" for i in range(1, 61) if i + 1 not in bad], atomic
+        errors = await conn.fetch(
+            "SELECT line_number, message FROM import_job_errors WHERE job_id = $1 "
+            "ORDER BY line_number",
+            job_id,
+        )
+        assert [r["line_number"] for r in errors] == sorted(bad), atomic
+        assert all(r["message"].startswith(f"column {bad[r['line_number']]}: ") for r in errors), (
+            atomic
+        )

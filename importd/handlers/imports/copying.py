@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +54,6 @@ from .screening import Screen
 
 MIN_WINDOW = 16
 _TRY = "importd_try"
-_CHECK = "importd_check"
 
 
 @dataclass
@@ -614,7 +614,8 @@ class Copier:
         try:
             async with conn.transaction():
                 await conn.execute(f"SAVEPOINT {_TRY}")
-                checked = await self._convert(conn, ("pg_temp", _CHECK), rows, insert=False)
+                into = ("pg_temp", self._check_table())
+                checked = await self._convert(conn, into, rows, insert=False)
         finally:
             await pool.release(conn)
         if checked is not None:
@@ -661,7 +662,7 @@ class Copier:
             statements = await db.one(
                 conn,
                 "build_check",
-                _CHECK,
+                self._check_table(),
                 self.names,
                 self.types,
                 into[0],
@@ -680,7 +681,7 @@ class Copier:
             await tables.copy_in(
                 conn,
                 "pg_temp",
-                _CHECK,
+                self._check_table(),
                 ["importd_line", *self.names],
                 payload,
                 self.copy_format,
@@ -695,6 +696,13 @@ class Copier:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
         return int(status.rsplit(" ", 1)[-1]), bad
+
+    def _check_table(self) -> str:
+        """The temporary table ``_convert`` uses: one per session and set of columns (the
+        name says which: the table stays for the session, and a pooled connection may
+        serve another import later)."""
+        key = "\0".join([*self.names, "", *(self.types or ())]).encode()
+        return "importd_check_" + hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
 
     async def _try(
         self, conn: Connection, into: tuple[str, str], columns: list[str], payload: bytes
