@@ -149,6 +149,10 @@ class Screened:
     # (``Copier.check_ahead``), and the task that sets it, as for a ``Batch``.
     verdicts: dict[int, str] | None = None
     ahead: asyncio.Task[None] | None = None
+    # What the verdicts make of the chunk (``Copier._settle_screened``), worked out by the
+    # check ahead too, off the loader's way: the bad suspects' indexes, their rows as
+    # rejected, and the bytes without them.
+    settled: tuple[list[int], list[RowFailure], bytes] | None = None
 
     def without(self, indexes: list[int]) -> bytes:
         """The bytes but the suspects at ``indexes`` (ascending)."""
@@ -477,16 +481,19 @@ class Copier:
         if screened.ahead is not None:
             await screened.ahead
         rows = screened.rows
-        bad = screened.verdicts if rows else {}
-        if bad is None:
-            checked = await self._convert(conn, into, rows, insert=False)
-            if checked is None:
-                return None
-            bad = {row["line"]: row["message"] for row in checked[1]}
-        gone = [i for i, line in enumerate(rows.lines) if line in bad]
-        for i in gone:
-            self.reject(failures, Row(rows.lines[i], rows.raws[i], b""), bad[rows.lines[i]])
-        data = screened.without(gone) if gone else screened.data
+        settled = screened.settled
+        if settled is None:
+            bad = screened.verdicts if rows else {}
+            if bad is None:
+                checked = await self._convert(conn, into, rows, insert=False)
+                if checked is None:
+                    return None
+                bad = {row["line"]: row["message"] for row in checked[1]}
+            settled = self._settle_screened(screened, bad)
+        gone, rejected, data = settled
+        for failure in rejected:  # (as ``reject``: max_errors counted row by row)
+            failures.append(failure)
+            self._check(failures)
         if not data:
             return 0
         try:
@@ -498,6 +505,19 @@ class Copier:
         left = {rows.lines[i] for i in gone}
         rest = [i for i, line in enumerate(batch.lines) if line not in left]
         return await self._rest(conn, into, columns, batch.subset(rest), failures, error)
+
+    def _settle_screened(
+        self, screened: Screened, bad: dict[int, str]
+    ) -> tuple[list[int], list[RowFailure], bytes]:
+        """What the verdicts ``bad`` (message by line) make of ``screened``: see
+        ``Screened.settled``."""
+        rows = screened.rows
+        gone = [i for i, line in enumerate(rows.lines) if line in bad]
+        rejected = [
+            RowFailure(rows.lines[i], bad[rows.lines[i]], raw_text(rows.raws[i], self.encoding))
+            for i in gone
+        ]
+        return gone, rejected, screened.without(gone) if gone else screened.data
 
     async def _recover(
         self,
@@ -624,6 +644,8 @@ class Copier:
             await pool.release(conn)
         if checked is not None:
             target.verdicts = {row["line"]: row["message"] for row in checked[1]}
+            if isinstance(target, Screened):
+                target.settled = self._settle_screened(target, target.verdicts)
 
     async def _checked(
         self,
