@@ -7,7 +7,8 @@ one before:
    suspects, 2 % of a chunk when 2 % of its rows are bad) in a temporary table (after a
    chunk with bad rows, on another connection while the chunk before is in its COPY:
    ``Copier.check_ahead``), and the chunk loads without its bad rows in one COPY, in
-   file order;
+   file order (a raw chunk, screened from its bytes: ``Copier.screen_raw``, as slices
+   of them: ``Screened``);
 2. the set-based check (``Copier._checked``): the whole chunk converted in the temporary
    table, a subtransaction per row, and moved by one ``INSERT … SELECT``;
 3. isolation COPY by COPY (``Copier._isolate``), for rows that do not split into fields
@@ -285,11 +286,14 @@ class Copier:
             batch.suspects = screen.suspects(batch.bodies)
         return batch
 
-    def screen_raw(self, data: bytes, first_line: int) -> Screened | None:
+    def screen_raw(
+        self, data: bytes, first_line: int, next_line: int | None = None
+    ) -> Screened | None:
         """Screen a chunk's source bytes ``data`` (whole CSV records from source line
-        ``first_line``, COPYable as they are: ``reading.Cutter.copyable``) without
-        splitting them into records; None when they cannot be screened so (the caller
-        prepares the chunk instead). CPU-bound: run it in a thread."""
+        ``first_line`` to ``next_line``, when known, COPYable as they are:
+        ``reading.Cutter.copyable``) without splitting them into records; None when they
+        cannot be screened so (the caller prepares the chunk instead). CPU-bound: run it
+        in a thread."""
         screen = self.screen()
         if screen is None or self.staged or not self._csv:
             return None
@@ -305,7 +309,8 @@ class Copier:
             lines.append(line)
             raws.append(raw)
         rows = Batch(lines, raws, raws, self._join(lines, raws), self._prefix)
-        return Screened(data, rows, spans, data.count(b"\n") + 1)
+        count = next_line - first_line if next_line is not None else data.count(b"\n") + 1
+        return Screened(data, rows, spans, count)
 
     def screen(self) -> Screen | None:
         """The screen of this import's columns (None: not screened; see

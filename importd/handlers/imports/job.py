@@ -423,7 +423,7 @@ class Import:
                     # screening, splitting records and converting NDJSON are CPU work.
                     if chunk.copyable and copier.suspecting:
                         screened = await asyncio.to_thread(
-                            copier.screen_raw, chunk.raw, chunk.first_line
+                            copier.screen_raw, chunk.raw, chunk.first_line, chunk.next_line
                         )
                     if not chunk.copyable or (copier.suspecting and screened is None):
                         batch = await asyncio.to_thread(_prepare, copier, chunk, failures)
