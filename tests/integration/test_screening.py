@@ -429,3 +429,77 @@ async def test_columns_named_like_the_checks_own_names_are_checked_exactly(
         assert all(r["message"].startswith(f"column {bad[r['line_number']]}: ") for r in errors), (
             atomic
         )
+
+
+# Mostly good records, a few bad or doubtful ones: after the first bad chunk a direct
+# import screens each chunk from its bytes (its suspects under a quarter of its lines).
+GOOD_RECORD = st.tuples(
+    st.integers(0, 20_000).map(str),  # (a duplicate now and then: UNIQUE refuses it)
+    st.sampled_from(["12.34", "-9999.99", ""]),
+    st.sampled_from(["2024-01-31", ""]),
+    st.sampled_from(["2024-01-31T10:00:00+02:00", ""]),
+    st.sampled_from(["t", "false", ""]),
+    # (no blank line, even quoted: such a chunk is split into records instead)
+    st.one_of(st.none(), st.text(alphabet='ab ,"\n', max_size=6)).filter(
+        lambda t: t is None or "\n\n" not in t
+    ),
+)
+# One record in eight or so from MIXED_RECORD (of those, about half bad).
+SPARSE_RECORD = st.integers(0, 7).flatmap(lambda n: MIXED_RECORD if n == 0 else GOOD_RECORD)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=SLOW)
+@given(
+    records=st.lists(SPARSE_RECORD, min_size=60, max_size=200),
+    chunk_rows=st.sampled_from([20, 30, 40]),
+)
+async def test_direct_imports_screening_chunks_from_their_bytes_load_what_postgresql_copies(
+    mixed: Conn,
+    drain: Drain,
+    tmp_path: Path,
+    records: list[tuple[str | None, ...]],
+    chunk_rows: int,
+) -> None:
+    """A direct CSV import screens the chunks after a bad one from their bytes
+    (``Screen.spans``) and COPYs them without their bad rows; a duplicate key the screen
+    cannot see makes that COPY fail and the chunk take the failing chunk's path. The
+    table and the rejected lines are PostgreSQL's own, each record COPYed alone in file
+    order."""
+    conn = mixed
+    text, starts = write_csv(records)
+    path = tmp_path / "sparse.csv"
+    path.write_text(text)
+    await conn.execute("TRUNCATE mixed_f, mixed_ref, import_job_errors RESTART IDENTITY")
+    rejected = []
+    for line, record_text in starts:
+        try:
+            await conn.copy_to_table(
+                "mixed_ref", source=io.BytesIO(record_text.encode()), columns=HEADER, format="csv"
+            )
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+            rejected.append(line)
+    query = "SELECT k, n::text, d::text, at::text, ok, note FROM {} ORDER BY seq"
+    job_id = await importd.enqueue(
+        conn,
+        "csv",
+        {
+            "source": f"file://{path}",
+            "table": "mixed_f",
+            "atomic": False,
+            "max_errors": 10_000,
+            "chunk_rows": chunk_rows,
+        },
+    )
+    await drain(import_roots=(str(tmp_path),), tables=("public.mixed_f",))
+    row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id = $1", job_id)
+    assert row["status"] == "completed", row["last_error"]
+    got = [tuple(r) for r in await conn.fetch(query.format("mixed_f"))]
+    assert got == [tuple(r) for r in await conn.fetch(query.format("mixed_ref"))]
+    lines = await conn.fetch(
+        "SELECT line_number, raw_record FROM import_job_errors WHERE job_id = $1 "
+        "ORDER BY line_number",
+        job_id,
+    )
+    assert [r["line_number"] for r in lines] == rejected
+    raw = dict(starts)
+    assert all(r["raw_record"] == raw[r["line_number"]].rstrip("\n") for r in lines)
