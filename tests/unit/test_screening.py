@@ -1,7 +1,9 @@
 """The screen of bad-row chunks (importd/handlers/imports/screening.py) on its own: it
 vouches for the values users write and for nothing doubtful; tables with a type it does
-not know are not screened; and the COPY data of a chunk without some rows is exactly that
-of the others. Against the server's own COPY: tests/integration/test_screening.py."""
+not know are not screened; the COPY data of a chunk without some rows is exactly that of
+the others; and a chunk's bytes screened as they are (``Screen.spans``) name only whole
+records, as the splitter cuts them, that the per-record screen doubts. Against the
+server's own COPY: tests/integration/test_screening.py."""
 
 from __future__ import annotations
 
