@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from importd import logs
-from importd.executor import _Timeout
+from importd.executor import Deadlines, _Timeout
 
 # A block that runs under a timeout of LIMIT seconds: what it does, as a coroutine function.
 # (Long enough that a loaded machine's stall does not fire it where it must not fire.)
@@ -95,6 +95,34 @@ async def test_the_job_timeout_leaves_the_task_uncancelled_after_it_fired() -> N
         await asyncio.sleep(5)
     assert task.cancelling() == 0
     await asyncio.sleep(0)  # the task runs on: nothing left to cancel it
+
+
+async def test_timeouts_sharing_one_timer_each_fire_at_their_own_deadline() -> None:
+    """Blocks under one ``Deadlines``: each one that outlives its delay ends with
+    ``TimeoutError`` after that delay, not another block's; one that ends first is left
+    alone, and so is the task after its block has ended."""
+    deadlines = Deadlines()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    async def under(delay: float, body: Body) -> tuple[str, float]:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            with _Timeout(task, delay, deadlines):
+                out = await body()
+        except TimeoutError:
+            out = "TimeoutError"
+        ended = loop.time() - began
+        await asyncio.sleep(LIMIT)  # a fired timer must not reach the task after its block
+        return out, ended
+
+    results = await asyncio.gather(
+        under(3 * LIMIT, _sleeps), under(LIMIT, _returns), under(LIMIT, _sleeps)
+    )
+    (late, late_at), (early, _), (first, first_at) = results
+    assert (late, early, first) == ("TimeoutError", "returned", "TimeoutError")
+    assert LIMIT <= first_at < 3 * LIMIT <= late_at
 
 
 @pytest.fixture
