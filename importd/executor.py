@@ -8,6 +8,7 @@ import contextvars
 import enum
 import functools
 import inspect
+import logging
 import math
 import re
 import time
@@ -24,7 +25,7 @@ from .context import Fence, HandlerSettings, JobContext, encode_result
 from .db import Connection, Pool, describe_db_error, is_transient, retry_transient
 from .guard import Lease, LeaseKeeper
 from .handlers import Registry
-from .logs import LazyBound
+from .logs import LazyBound, log_enabled
 from .metrics import Metrics
 from .models import Job, Outcome, PermanentError, RetryLater, Status
 from .redaction import clean_text, traceback_text
@@ -339,6 +340,11 @@ class Executor:
             max_workers=max(slots, 1), thread_name_prefix="importd-handler"
         )
 
+    def _fence_maker(self, job: Job) -> Callable[[], Fence]:
+        """What builds ``job``'s fence when its handler first writes under the lease (a
+        closure, like the fence's own functions: the context shows no more of the run)."""
+        return lambda: self._fence(job)
+
     def _fence(self, job: Job) -> Fence:
         """The writes ``job``'s handler may make in its own transaction, under its lease."""
 
@@ -375,45 +381,65 @@ class Executor:
         ``on_run_end`` once its run is over (its outcome written or abandoned): the task
         may end before that, the write being the result writer's. ``leased_at``
         (time.monotonic()) is when the claim that leased it was sent."""
-        self.active += 1  # counted now, not when the task first runs: the slot is taken
-        self._starting.add(job.id)
+        return self.start_many([job], on_handler_done, leased_at, on_run_end)[0]
+
+    def start_many(
+        self,
+        jobs: Sequence[Job],
+        on_handler_done: Callable[[], None] | None = None,
+        leased_at: float | None = None,
+        on_run_end: Callable[[], None] | None = None,
+    ) -> list[asyncio.Task[None]]:
+        """``start`` for each of ``jobs``, leased by one claim: their leases registered
+        with the keeper at once."""
         now = time.monotonic()
-        # Its fields are bound to the logger only when a line is logged at an enabled level.
-        bound = LazyBound(
-            log,
-            job_id=job.id,
-            kind=job.kind,
-            queue=job.queue,
-            attempt=job.attempt,
-            tenant_id=job.tenant_id,
-        )
-        on_rows = self._on_rows.get(job.kind)
-        if on_rows is None:
-            on_rows = self._on_rows[job.kind] = functools.partial(
-                self.metrics.rows_progress, job.kind
+        contexts = []
+        for job in jobs:
+            self.active += 1  # counted now, not when the task first runs: the slot is taken
+            self._starting.add(job.id)
+            on_rows = self._on_rows.get(job.kind)
+            if on_rows is None:
+                on_rows = self._on_rows[job.kind] = functools.partial(
+                    self.metrics.rows_progress, job.kind
+                )
+            contexts.append(
+                JobContext(
+                    job,
+                    pool=self._pool,
+                    # Its fields are bound only when a line is logged at an enabled level.
+                    log=LazyBound(
+                        log,
+                        job_id=job.id,
+                        kind=job.kind,
+                        queue=job.queue,
+                        attempt=job.attempt,
+                        tenant_id=job.tenant_id,
+                    ),
+                    deadline=now + job.timeout,
+                    settings=self._handler_settings,
+                    http=self._http,
+                    make_fence=self._fence_maker(job),
+                    on_rows=on_rows,
+                    started=now,
+                )
             )
-        ctx = JobContext(
-            job,
-            pool=self._pool,
-            log=bound,
-            deadline=now + job.timeout,
-            settings=self._handler_settings,
-            http=self._http,
-            fence=self._fence(job),
-            on_rows=on_rows,
-        )
-        ctx.started = now
-        # The lease is kept from now on, from the keeper's thread, until the run is written.
-        lease = self._keeper.register(
-            job,
-            deadline=now + job.timeout,
+        # The leases are kept from now on, from the keeper's thread, until the runs are
+        # written.
+        leases = self._keeper.register_many(
+            jobs,
+            deadlines=[ctx.deadline for ctx in contexts],
             leased_at=leased_at if leased_at is not None else now,
-            progress=ctx.take_progress,
+            progress=[ctx.take_progress for ctx in contexts],
         )
-        self._in_handler.add(job.id)
-        return asyncio.create_task(
-            self._run(job, ctx, lease, on_handler_done, on_run_end), name=f"job-{job.id}"
-        )
+        tasks = []
+        for job, ctx, lease in zip(jobs, contexts, leases, strict=True):
+            self._in_handler.add(job.id)
+            tasks.append(
+                asyncio.create_task(
+                    self._run(job, ctx, lease, on_handler_done, on_run_end), name=f"job-{job.id}"
+                )
+            )
+        return tasks
 
     def stop(self, job_id: int, reason: StopReason) -> bool:
         """Cancel the running job ``job_id`` for ``reason``; False if it is not running."""
@@ -535,22 +561,41 @@ class Executor:
 
     def _written(self, done: list[Written]) -> None:
         """The result writer wrote a batch: the posted runs in it end here, those whose
-        write failed or found no lease go on in a task of their own (read back, retry)."""
+        write failed or found no lease go on in a task of their own (read back, retry).
+        Completions are counted once per kind and queue, their log level looked up once."""
         ended: list[int] = []
+        completed: dict[tuple[str, str], list[float]] = {}
+        logged = log_enabled(logging.INFO, log)
+        track = self.stats.track_jobs
         for job, outcome, result, run in done:
-            if result is True:
-                self._report(job, outcome, run.bound, run.elapsed, run.error)
-                ended.append(job.id)
-                self.running.pop(job.id, None)
-                self._reasons.pop(job.id, None)
-                if run.on_end is not None:
-                    run.on_end()
-            else:
+            if result is not True:
                 follow = asyncio.create_task(
                     self._after_write(job, outcome, run, result), name=f"job-{job.id}-write"
                 )
                 self._followups.add(follow)
                 follow.add_done_callback(self._followups.discard)
+                continue
+            if outcome.status is Status.COMPLETED:
+                if logged:
+                    run.bound.info("job_completed", duration_ms=round(run.elapsed * 1000, 1))
+                durations = completed.get((job.kind, job.queue))
+                if durations is None:
+                    durations = completed[job.kind, job.queue] = []
+                durations.append(run.elapsed)
+                if track:
+                    self.stats.last_status[job.id] = Status.COMPLETED
+            else:
+                self._report(job, outcome, run.bound, run.elapsed, run.error)
+            ended.append(job.id)
+            self.running.pop(job.id, None)
+            self._reasons.pop(job.id, None)
+            if run.on_end is not None:
+                run.on_end()
+        m = self.metrics
+        for (kind, queue), durations in completed.items():
+            self.stats.completed += len(durations)
+            m.count(m.completed, kind, queue, len(durations))
+            m.observe_many(m.duration, durations, kind, queue)
         if ended:
             self._keeper.unregister_many(ended)
 

@@ -134,6 +134,34 @@ class LeaseKeeper:
             self._leases[job.id] = lease
         return lease
 
+    def register_many(
+        self,
+        jobs: Sequence[Job],
+        *,
+        deadlines: Sequence[float],
+        leased_at: float,
+        progress: Sequence[Callable[[], Any]],
+    ) -> list[Lease]:
+        """``register`` for each of ``jobs`` (leased by one claim at ``leased_at``), under
+        one acquisition of the lock."""
+        started = time.monotonic()
+        margin = self._margin
+        leases = [
+            Lease(
+                job,
+                deadline=deadline,
+                expires=leased_at + job.timeout + margin,
+                progress=read,
+                started=started,
+                in_thread=False,
+            )
+            for job, deadline, read in zip(jobs, deadlines, progress, strict=True)
+        ]
+        with self._lock:
+            for lease in leases:
+                self._leases[lease.job.id] = lease
+        return leases
+
     def attach(self, job_id: int, progress: Callable[[], dict[str, int | None]]) -> None:
         """Where the heartbeat reads ``job_id``'s progress from."""
         with self._lock:

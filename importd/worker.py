@@ -182,11 +182,10 @@ class Worker:
                 self._quiet_until = loop.time() + pause
             if jobs:
                 self._count_claimed(jobs)
-            start, slot_freed, run_ended = self._executor.start, self.slot_freed, self._run_ended
-            for job in jobs:
-                self.active += 1
-                self._runs += 1
-                start(job, slot_freed, leased_at, run_ended)
+            if jobs:
+                self.active += len(jobs)
+                self._runs += len(jobs)
+                self._executor.start_many(jobs, self.slot_freed, leased_at, self._run_ended)
             now = loop.time()
             self.last_tick = now
             if now >= self._poll_at:

@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given
+from hypothesis import strategies as st
 
 from importd import logs
 from importd.executor import Deadlines, _Timeout
+from importd.metrics import Metrics
 
 # A block that runs under a timeout of LIMIT seconds: what it does, as a coroutine function.
 # (Long enough that a loaded machine's stall does not fire it where it must not fire.)
@@ -123,6 +126,43 @@ async def test_timeouts_sharing_one_timer_each_fire_at_their_own_deadline() -> N
     (late, late_at), (early, _), (first, first_at) = results
     assert (late, early, first) == ("TimeoutError", "returned", "TimeoutError")
     assert LIMIT <= first_at < 3 * LIMIT <= late_at
+
+
+def _histogram(metrics: Metrics) -> dict[str, float]:
+    """The duration histogram's samples of kind noop, queue default, by name and bound."""
+    return {
+        f"{sample.name}{sample.labels.get('le', '')}": sample.value
+        for family in metrics.registry.collect()
+        if family.name == "importd_job_duration_seconds"
+        for sample in family.samples
+        if sample.labels.get("kind") == "noop" and not sample.name.endswith("_created")
+    }
+
+
+@given(
+    st.lists(
+        st.floats(min_value=-1e6, max_value=1e6) | st.sampled_from([0.005, 0.1, 1.0, 3600.0]),
+        max_size=40,
+    ),
+    st.lists(st.floats(min_value=0, max_value=1e4), max_size=5),
+)
+def test_observing_many_values_at_once_counts_what_observing_each_counts(
+    values: list[float], before: list[float]
+) -> None:
+    """``observe_many`` (buckets added to once each) against the client library's own
+    ``observe`` per value: the same bucket counts and count, the same sum but for
+    rounding, also on a histogram that already holds values."""
+    each, many = Metrics(kinds=["noop"]), Metrics(kinds=["noop"])
+    for metrics in (each, many):
+        for value in before:
+            metrics.observe(metrics.duration, value, "noop", "default")
+    for value in values:
+        each.observe(each.duration, value, "noop", "default")
+    many.observe_many(many.duration, values, "noop", "default")
+    expected, got = _histogram(each), _histogram(many)
+    total = expected.pop("importd_job_duration_seconds_sum", 0.0)
+    assert got.pop("importd_job_duration_seconds_sum", 0.0) == pytest.approx(total, abs=1e-6)
+    assert got == expected
 
 
 @pytest.fixture
