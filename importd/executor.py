@@ -40,6 +40,10 @@ _TAGGED = re.compile(r"^[A-Z][A-Za-z]+: ")
 MAX_ERROR_CHARS = 2000
 
 
+# The outcome of every run whose handler returned None (an outcome is never changed).
+_COMPLETED = Outcome(Status.COMPLETED)
+
+
 class StopReason(enum.StrEnum):
     """Why the daemon cancelled a running job."""
 
@@ -515,7 +519,7 @@ class Executor:
         try:
             if job.id in self._reasons:  # stopped before it started
                 raise asyncio.CancelledError
-            outcome, error = await self._outcome(job, ctx, bound)
+            outcome, error = await self._outcome(job, ctx, bound, task)
         except asyncio.CancelledError:
             outcome = self._stopped(job)
         finally:  # the slot frees whatever happened
@@ -632,7 +636,7 @@ class Executor:
         )
 
     async def _outcome(
-        self, job: Job, ctx: JobContext, bound: Any
+        self, job: Job, ctx: JobContext, bound: Any, task: asyncio.Task[Any]
     ) -> tuple[Outcome, BaseException | None]:
         """Run the handler; how the run ended, and the exception that ended it (for the
         log line's traceback)."""
@@ -650,8 +654,6 @@ class Executor:
         is_async = self._async_handlers.get(id(fn))
         if is_async is None:
             is_async = self._async_handlers[id(fn)] = _is_async(fn)
-        task = asyncio.current_task()
-        assert task is not None
         timer = _Timeout(task, job.timeout, self._deadlines)
         thread: asyncio.Future[Any] | None = None
         try:
@@ -725,6 +727,8 @@ class Executor:
             return Outcome.failed(
                 f"ResultNotJSON: the handler's result cannot be stored: {problem}"
             ), None
+        if result is None:
+            return _COMPLETED, None
         # Encoded once: the result write sends this text.
         return Outcome(Status.COMPLETED, result=result, encoded=encoded), None
 

@@ -23,6 +23,7 @@ from .models import (
     DEFAULT_TIMEOUT_S,
     Job,
     Outcome,
+    Status,
 )
 from .redaction import clean_text, redact_value
 
@@ -261,6 +262,8 @@ async def finish_runs(conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outc
     others were rescued or cancelled meanwhile and are left untouched)."""
     if not runs:
         return set()
+    if all(outcome.status is Status.COMPLETED and not outcome.refund for _, outcome in runs):
+        return await _finish_completed(conn, worker_id, runs)
     ids, attempts, statuses, errors, delays, refunds = [], [], [], [], [], []
     results: list[str | None] = []
     for job, outcome in runs:
@@ -289,6 +292,22 @@ async def finish_runs(conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outc
         delays,
         refunds,
     )
+    return {row["id"] for row in rows}
+
+
+async def _finish_completed(
+    conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outcome]]
+) -> set[int]:
+    """``finish_runs`` of a batch whose runs all completed: the same write, fewer arrays."""
+    ids, attempts, results = [], [], []
+    for job, outcome in runs:
+        ids.append(job.id)
+        attempts.append(job.attempt)
+        result = outcome.encoded
+        if result is None and outcome.result is not None:
+            result = json.dumps(redact_value(outcome.result))
+        results.append(result)
+    rows = await conn.fetch(sql.query("finish_completed"), worker_id, ids, attempts, results)
     return {row["id"] for row in rows}
 
 
