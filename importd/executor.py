@@ -327,6 +327,7 @@ class Executor:
         # Runs whose batched write failed or found no lease, going on in a task.
         self._followups: set[asyncio.Task[None]] = set()
         self._deadlines = Deadlines()  # the job timeouts, on one timer handle
+        self._debug = True  # whether runs log at debug level (see start_many)
         self._keeper = keeper
         self._worker_id = worker_id
         self._backoff = backoff
@@ -397,6 +398,8 @@ class Executor:
         """``start`` for each of ``jobs``, leased by one claim: their leases registered
         with the keeper at once."""
         now = time.monotonic()
+        # Whether runs log at debug level: looked up once per claim, not once per run.
+        self._debug = log_enabled(logging.DEBUG, log)
         contexts = []
         for job in jobs:
             self.active += 1  # counted now, not when the task first runs: the slot is taken
@@ -436,10 +439,11 @@ class Executor:
             progress=[ctx.take_progress for ctx in contexts],
         )
         tasks = []
+        create_task = asyncio.get_running_loop().create_task  # named once, not twice
         for job, ctx, lease in zip(jobs, contexts, leases, strict=True):
             self._in_handler.add(job.id)
             tasks.append(
-                asyncio.create_task(
+                create_task(
                     self._run(job, ctx, lease, on_handler_done, on_run_end), name=f"job-{job.id}"
                 )
             )
@@ -650,7 +654,8 @@ class Executor:
                 f"NotServed: daemon {self._worker_id} has no handler for kind {job.kind!r}; "
                 "handed back"
             ), None
-        bound.debug("job_started")
+        if self._debug:
+            bound.debug("job_started")
         is_async = self._async_handlers.get(id(fn))
         if is_async is None:
             is_async = self._async_handlers[id(fn)] = _is_async(fn)
