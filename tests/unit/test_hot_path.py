@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from io import StringIO
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -18,6 +20,8 @@ from hypothesis import strategies as st
 from importd import logs
 from importd.executor import Deadlines, _Timeout
 from importd.metrics import Metrics
+from importd.models import Job
+from importd.repository import _job
 
 # A block that runs under a timeout of LIMIT seconds: what it does, as a coroutine function.
 # (Long enough that a loaded machine's stall does not fire it where it must not fire.)
@@ -163,6 +167,34 @@ def test_observing_many_values_at_once_counts_what_observing_each_counts(
     total = expected.pop("importd_job_duration_seconds_sum", 0.0)
     assert got.pop("importd_job_duration_seconds_sum", 0.0) == pytest.approx(total, abs=1e-6)
     assert got == expected
+
+
+def test_a_claimed_row_becomes_the_job_its_columns_say() -> None:
+    """``_job`` passes the fields by position: each one must come from its column."""
+    row: dict[str, Any] = {
+        "id": 1,
+        "kind": "kind",
+        "queue": "queue",
+        "tenant_id": "tenant",
+        "payload": {"p": 1},
+        "priority": 2,
+        "run_at": datetime(2001, 1, 1, tzinfo=UTC),
+        "attempts": 3,
+        "max_attempts": 4,
+        "timeout_s": 5.5,
+        "created_at": datetime(2002, 2, 2, tzinfo=UTC),
+        "rows_done": 6,
+        "rows_failed": 7,
+        "rows_total": 8,
+        "checkpoint": {"c": 9},
+        "waited_s": 10.5,
+    }
+    renamed = {"attempts": "attempt", "timeout_s": "timeout", "waited_s": "waited"}
+    expected = {renamed.get(column, column): value for column, value in row.items()}
+    job = _job(cast("Any", row))
+    assert dataclasses.asdict(job) == expected
+    assert {f.name for f in dataclasses.fields(Job)} == set(expected)
+    assert _job(cast("Any", {**row, "waited_s": -1.0})).waited == 0.0  # clocks apart
 
 
 @pytest.fixture
