@@ -323,7 +323,7 @@ class Executor:
         self._pool = pool
         self._registry = registry
         self._writer = writer
-        writer.on_written = self._written
+        writer.on_written = self._batch_written
         # Runs whose batched write failed or found no lease, going on in a task.
         self._followups: set[asyncio.Task[None]] = set()
         self._deadlines = Deadlines()  # the job timeouts, on one timer handle
@@ -511,7 +511,7 @@ class Executor:
         on_run_end: Callable[[], None] | None,
     ) -> bool:
         """The run up to its outcome; True when the outcome went to the result writer
-        (the run then ends in ``_written``, once its batch is written)."""
+        (the run then ends in ``_batch_written``, once its batch is written)."""
         bound = ctx.log
         started = ctx.started
         task = asyncio.current_task()
@@ -567,7 +567,7 @@ class Executor:
         if on_run_end is not None:
             on_run_end()
 
-    def _written(self, done: list[Written]) -> None:
+    def _batch_written(self, done: list[Written]) -> None:
         """The result writer wrote a batch: the posted runs in it end here, those whose
         write failed or found no lease go on in a task of their own (read back, retry).
         Completions are counted once per kind and queue, their log level looked up once."""

@@ -381,9 +381,9 @@ class Workers:
         self.before: Callable[[], Awaitable[object]] | None = None
         self._executor = executor
         self._stopping = stopping
-        self._run_ended = asyncio.Event()  # set whenever a run of any member ends
+        self._ended = asyncio.Event()  # set whenever a run of any member ends
         for w in self.members:
-            w.on_run_end = self._run_ended.set
+            w.on_run_end = self._ended.set
 
     @property
     def in_flight(self) -> int:
@@ -444,8 +444,8 @@ class Workers:
 
     async def _runs_end(self, timeout: float | None, *also: asyncio.Future[Any]) -> None:
         """Wait until a run ends (or one of ``also`` is done), at most ``timeout`` s."""
-        self._run_ended.clear()
-        waiter = asyncio.ensure_future(self._run_ended.wait())
+        self._ended.clear()
+        waiter = asyncio.ensure_future(self._ended.wait())
         try:
             await asyncio.wait(
                 [waiter, *also], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
