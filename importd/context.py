@@ -93,6 +93,8 @@ class JobContext:
         http: httpx.AsyncClient | None = None,
         fence: Fence | None = None,
         on_rows: Callable[[int, int], None] | None = None,
+        make_fence: Callable[[], Fence] | None = None,
+        started: float | None = None,
     ) -> None:
         self.job = job
         self.pool = pool  # the handlers' pool (not the engine's)
@@ -101,10 +103,11 @@ class JobContext:
         self.settings = settings if settings is not None else HandlerSettings.defaults()
         self.http = http  # one shared client per daemon
         self._fence = fence
+        self._make_fence = make_fence  # built on first use: most handlers never write
         self._on_rows = on_rows  # (rows loaded, rows rejected) since the last report
         self._rows_seen = (job.rows_done, job.rows_failed)  # an earlier attempt's count
         self._progress: dict[str, int | None] = {}
-        self.started = asyncio.get_running_loop().time()
+        self.started = started if started is not None else asyncio.get_running_loop().time()
         self.finished_in_transaction = False
 
     @property
@@ -191,6 +194,8 @@ class JobContext:
         )
 
     def _held(self) -> Fence:
+        if self._fence is None and self._make_fence is not None:
+            self._fence = self._make_fence()
         if self._fence is None:
             raise RuntimeError("this JobContext runs outside a daemon: no lease to write under")
         return self._fence

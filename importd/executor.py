@@ -8,6 +8,8 @@ import contextvars
 import enum
 import functools
 import inspect
+import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -21,9 +23,9 @@ from .backoff import Backoff
 from .config import Settings
 from .context import Fence, HandlerSettings, JobContext, encode_result
 from .db import Connection, Pool, describe_db_error, is_transient, retry_transient
-from .guard import LeaseKeeper
+from .guard import Lease, LeaseKeeper
 from .handlers import Registry
-from .logs import LazyBound
+from .logs import LazyBound, log_enabled
 from .metrics import Metrics
 from .models import Job, Outcome, PermanentError, RetryLater, Status
 from .redaction import clean_text, traceback_text
@@ -36,6 +38,10 @@ _TAGGED = re.compile(r"^[A-Z][A-Za-z]+: ")
 
 # How much of an error message is kept in last_error.
 MAX_ERROR_CHARS = 2000
+
+
+# The outcome of every run whose handler returned None (an outcome is never changed).
+_COMPLETED = Outcome(Status.COMPLETED)
 
 
 class StopReason(enum.StrEnum):
@@ -65,7 +71,33 @@ class RunStats:
     last_status: dict[int, Status] = field(default_factory=dict)
 
 
-_Item = tuple[Job, Outcome, float, "asyncio.Future[bool]"]
+class _Run:
+    """A run whose handler has ended and whose outcome waits for the writer: what its
+    end needs once the batch is written (no task waits for it)."""
+
+    __slots__ = ("bound", "elapsed", "error", "lease", "on_end")
+
+    def __init__(
+        self,
+        bound: Any,
+        elapsed: float,
+        error: BaseException | None,
+        lease: Lease | None,
+        on_end: Callable[[], None] | None,
+    ) -> None:
+        self.bound = bound
+        self.elapsed = elapsed
+        self.error = error
+        self.lease = lease
+        self.on_end = on_end
+
+
+# (job, outcome, seconds to retry a transient failure for, who waits for it): a future
+# (``submit``) or a run that the writer hands to ``on_written`` with its batch (``post``).
+_Item = tuple[Job, Outcome, float, "asyncio.Future[bool] | _Run"]
+# What ``on_written`` gets per posted run: True once written, False if the lease no longer
+# held, or the exception the write ended with.
+Written = tuple[Job, Outcome, "bool | BaseException", _Run]
 
 
 class ResultWriter:
@@ -81,6 +113,8 @@ class ResultWriter:
         self._writing = 0
         self._kick = asyncio.Event()
         self._closing = False
+        # Gets the posted runs of each batch once it is written (the executor's).
+        self.on_written: Callable[[list[Written]], None] = lambda _done: None
 
     async def submit(self, job: Job, outcome: Outcome, give_up_after: float) -> bool:
         """Queue one outcome; True once written, False if the lease no longer held."""
@@ -88,6 +122,12 @@ class ResultWriter:
         self._pending.append((job, outcome, give_up_after, future))
         self._kick.set()
         return await future
+
+    def post(self, job: Job, outcome: Outcome, give_up_after: float, run: _Run) -> None:
+        """Queue one outcome; ``on_written`` gets it with its batch once written (no
+        future, no task to wake per run)."""
+        self._pending.append((job, outcome, give_up_after, run))
+        self._kick.set()
 
     def close(self) -> None:
         """Finish what is queued, then let ``run`` return."""
@@ -131,13 +171,23 @@ class ResultWriter:
                 for item in batch:
                     await self._write([item])
                 return
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            self._settle(batch, exc)
             return
-        for job, _, _, future in batch:
-            if not future.done():
-                future.set_result(job.id in applied)
+        self._settle(batch, applied)
+
+    def _settle(self, batch: Sequence[_Item], applied: set[int] | BaseException) -> None:
+        written: list[Written] = []
+        for job, outcome, _, waiter in batch:
+            result = applied if isinstance(applied, BaseException) else job.id in applied
+            if isinstance(waiter, _Run):
+                written.append((job, outcome, result, waiter))
+            elif not waiter.done():
+                if isinstance(result, BaseException):
+                    waiter.set_exception(result)
+                else:
+                    waiter.set_result(result)
+        if written:
+            self.on_written(written)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -150,33 +200,75 @@ def describe_error(exc: BaseException) -> str:
     return clean_text(text, MAX_ERROR_CHARS)
 
 
+class Deadlines:
+    """The job timeouts of one event loop on one timer handle, armed for the earliest
+    deadline: a job that ends before its timeout (nearly every one) costs a dict entry,
+    not a timer handle pushed onto the loop's heap and cancelled again. When the handle
+    fires, the timeouts due by then fire and it is armed for the next one."""
+
+    __slots__ = ("_at", "_handle", "_timers")
+
+    def __init__(self) -> None:
+        self._timers: dict[_Timeout, float] = {}  # each open block and its deadline
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = math.inf  # when the handle fires
+
+    def add(self, timer: _Timeout, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._timers[timer] = when
+        if when < self._at:
+            self._arm(loop, when)
+
+    def discard(self, timer: _Timeout) -> None:
+        # The handle stays armed: when it fires it finds nothing due and moves on.
+        self._timers.pop(timer, None)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = when
+        self._handle = loop.call_at(when, self._fire, loop)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        due_by = self._at  # the loop ran the handle: its time has come
+        self._handle, self._at = None, math.inf
+        due = [timer for timer, when in self._timers.items() if when <= due_by]
+        for timer in due:
+            del self._timers[timer]
+            timer.fire()
+        if self._timers:
+            self._arm(loop, min(self._timers.values()))
+
+
 class _Timeout:
     """``asyncio.timeout(delay)`` for the task running a job, as a plain ``with`` block:
-    the same timer (one handle, armed on entry, cancelled on exit), the same cancel of
-    the task when it fires and the same ``TimeoutError`` out of the block, without the
-    asynchronous context manager's coroutines and look-ups on every run."""
+    the same cancel of the task when it fires and the same ``TimeoutError`` out of the
+    block, without the asynchronous context manager's coroutines and look-ups on every
+    run, and on the shared timer of ``deadlines`` (a timer of its own when None)."""
 
-    __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
+    __slots__ = ("_cancelling", "_deadlines", "_delay", "_expired", "_open", "_task")
 
-    def __init__(self, task: asyncio.Task[Any], delay: float) -> None:
+    def __init__(
+        self, task: asyncio.Task[Any], delay: float, deadlines: Deadlines | None = None
+    ) -> None:
         self._task = task
         self._delay = delay
-        self._handle: asyncio.TimerHandle | None = None
+        self._deadlines = deadlines if deadlines is not None else Deadlines()
         self._cancelling = 0
         self._expired = False
+        self._open = False
 
     def __enter__(self) -> _Timeout:
         loop = self._task.get_loop()
         self._cancelling = self._task.cancelling()
-        self._handle = loop.call_at(loop.time() + self._delay, self._on_timeout)
+        self._open = True
+        self._deadlines.add(self, loop, loop.time() + self._delay)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._open = False
+        self._deadlines.discard(self)
         if (
             self._expired
             and self._task.uncancel() <= self._cancelling
@@ -184,10 +276,11 @@ class _Timeout:
         ):
             raise TimeoutError from exc  # no other cancel was asked for: ours to handle
 
-    def _on_timeout(self) -> None:
-        self._task.cancel()
-        self._expired = True
-        self._handle = None
+    def fire(self) -> None:
+        """The deadline has come while the block runs: cancel its task."""
+        if self._open and not self._expired:
+            self._task.cancel()
+            self._expired = True
 
     def expired(self) -> bool:
         """Whether the timeout fired while the block ran."""
@@ -226,11 +319,15 @@ class Executor:
         )
         # Handlers running now (a run's result write may still be queued after that).
         self.active = 0
-        self.on_handler_done: Callable[[], None] = lambda: None
         self._repo = repo
         self._pool = pool
         self._registry = registry
         self._writer = writer
+        writer.on_written = self._batch_written
+        # Runs whose batched write failed or found no lease, going on in a task.
+        self._followups: set[asyncio.Task[None]] = set()
+        self._deadlines = Deadlines()  # the job timeouts, on one timer handle
+        self._debug = True  # whether runs log at debug level (see start_many)
         self._keeper = keeper
         self._worker_id = worker_id
         self._backoff = backoff
@@ -247,6 +344,11 @@ class Executor:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(slots, 1), thread_name_prefix="importd-handler"
         )
+
+    def _fence_maker(self, job: Job) -> Callable[[], Fence]:
+        """What builds ``job``'s fence when its handler first writes under the lease (a
+        closure, like the fence's own functions: the context shows no more of the run)."""
+        return lambda: self._fence(job)
 
     def _fence(self, job: Job) -> Fence:
         """The writes ``job``'s handler may make in its own transaction, under its lease."""
@@ -277,47 +379,75 @@ class Executor:
         job: Job,
         on_handler_done: Callable[[], None] | None = None,
         leased_at: float | None = None,
+        on_run_end: Callable[[], None] | None = None,
     ) -> asyncio.Task[None]:
         """Run ``job`` in a task of its own; ``on_handler_done`` is called when its
-        handler has returned (its slot is free), before the result is written.
-        ``leased_at`` (time.monotonic()) is when the claim that leased it was sent."""
-        self.active += 1  # counted now, not when the task first runs: the slot is taken
-        self._starting.add(job.id)
+        handler has returned (its slot is free), before the result is written, and
+        ``on_run_end`` once its run is over (its outcome written or abandoned): the task
+        may end before that, the write being the result writer's. ``leased_at``
+        (time.monotonic()) is when the claim that leased it was sent."""
+        return self.start_many([job], on_handler_done, leased_at, on_run_end)[0]
+
+    def start_many(
+        self,
+        jobs: Sequence[Job],
+        on_handler_done: Callable[[], None] | None = None,
+        leased_at: float | None = None,
+        on_run_end: Callable[[], None] | None = None,
+    ) -> list[asyncio.Task[None]]:
+        """``start`` for each of ``jobs``, leased by one claim: their leases registered
+        with the keeper at once."""
         now = time.monotonic()
-        # Its fields are bound to the logger only when a line is logged at an enabled level.
-        bound = LazyBound(
-            log,
-            job_id=job.id,
-            kind=job.kind,
-            queue=job.queue,
-            attempt=job.attempt,
-            tenant_id=job.tenant_id,
-        )
-        on_rows = self._on_rows.get(job.kind)
-        if on_rows is None:
-            on_rows = self._on_rows[job.kind] = functools.partial(
-                self.metrics.rows_progress, job.kind
+        # Whether runs log at debug level: looked up once per claim, not once per run.
+        self._debug = log_enabled(logging.DEBUG, log)
+        contexts = []
+        for job in jobs:
+            self.active += 1  # counted now, not when the task first runs: the slot is taken
+            self._starting.add(job.id)
+            on_rows = self._on_rows.get(job.kind)
+            if on_rows is None:
+                on_rows = self._on_rows[job.kind] = functools.partial(
+                    self.metrics.rows_progress, job.kind
+                )
+            contexts.append(
+                JobContext(
+                    job,
+                    pool=self._pool,
+                    # Its fields are bound only when a line is logged at an enabled level.
+                    log=LazyBound(
+                        log,
+                        job_id=job.id,
+                        kind=job.kind,
+                        queue=job.queue,
+                        attempt=job.attempt,
+                        tenant_id=job.tenant_id,
+                    ),
+                    deadline=now + job.timeout,
+                    settings=self._handler_settings,
+                    http=self._http,
+                    make_fence=self._fence_maker(job),
+                    on_rows=on_rows,
+                    started=now,
+                )
             )
-        ctx = JobContext(
-            job,
-            pool=self._pool,
-            log=bound,
-            deadline=now + job.timeout,
-            settings=self._handler_settings,
-            http=self._http,
-            fence=self._fence(job),
-            on_rows=on_rows,
-        )
-        ctx.started = now
-        # The lease is kept from now on, from the keeper's thread, until the run is written.
-        self._keeper.register(
-            job,
-            deadline=now + job.timeout,
+        # The leases are kept from now on, from the keeper's thread, until the runs are
+        # written.
+        leases = self._keeper.register_many(
+            jobs,
+            deadlines=[ctx.deadline for ctx in contexts],
             leased_at=leased_at if leased_at is not None else now,
-            progress=ctx.take_progress,
+            progress=[ctx.take_progress for ctx in contexts],
         )
-        self._in_handler.add(job.id)
-        return asyncio.create_task(self._run(job, ctx, on_handler_done), name=f"job-{job.id}")
+        tasks = []
+        create_task = asyncio.get_running_loop().create_task  # named once, not twice
+        for job, ctx, lease in zip(jobs, contexts, leases, strict=True):
+            self._in_handler.add(job.id)
+            tasks.append(
+                create_task(
+                    self._run(job, ctx, lease, on_handler_done, on_run_end), name=f"job-{job.id}"
+                )
+            )
+        return tasks
 
     def stop(self, job_id: int, reason: StopReason) -> bool:
         """Cancel the running job ``job_id`` for ``reason``; False if it is not running."""
@@ -354,8 +484,34 @@ class Executor:
                 self.stop(job_id, StopReason.LEASE_LOST)
 
     async def _run(
-        self, job: Job, ctx: JobContext, on_handler_done: Callable[[], None] | None
+        self,
+        job: Job,
+        ctx: JobContext,
+        lease: Lease | None,
+        on_handler_done: Callable[[], None] | None,
+        on_run_end: Callable[[], None] | None,
     ) -> None:
+        posted = False
+        try:
+            posted = await self._execute(job, ctx, lease, on_handler_done, on_run_end)
+        except Exception as exc:
+            log.error(
+                "job_task_crashed", job_id=job.id, error=repr(exc), exception=traceback_text(exc)
+            )
+        finally:
+            if not posted:
+                self._end(job.id, on_run_end)
+
+    async def _execute(
+        self,
+        job: Job,
+        ctx: JobContext,
+        lease: Lease | None,
+        on_handler_done: Callable[[], None] | None,
+        on_run_end: Callable[[], None] | None,
+    ) -> bool:
+        """The run up to its outcome; True when the outcome went to the result writer
+        (the run then ends in ``_batch_written``, once its batch is written)."""
         bound = ctx.log
         started = ctx.started
         task = asyncio.current_task()
@@ -365,38 +521,105 @@ class Executor:
         outcome: Outcome | None
         error: BaseException | None = None
         try:
-            try:
-                if job.id in self._reasons:  # stopped before it started
-                    raise asyncio.CancelledError
-                outcome, error = await self._outcome(job, ctx, bound)
-            except asyncio.CancelledError:
-                outcome = self._stopped(job)
-            finally:  # the slot frees whatever happened
-                self._in_handler.discard(job.id)
-                self._keeper.handler_done(job.id)
-                self.active -= 1
-                if on_handler_done is not None:
-                    on_handler_done()
-                self.on_handler_done()
-            elapsed = time.monotonic() - started
-            if ctx.finished_in_transaction and not (
-                error is None and outcome is not None and outcome.status is Status.COMPLETED
-            ):
-                # The handler wrote the completion in its transaction, then did not return:
-                # whether that transaction committed (a failed COMMIT, or a stop while it
-                # ran, leaves the row as it was) is only known from the row.
-                ctx.finished_in_transaction = await self._committed(job, bound)
-            if ctx.finished_in_transaction:
-                outcome = None  # the handler committed the completion itself
-                self._record(job, Status.COMPLETED, duration=elapsed)
-                bound.info("job_completed", duration_ms=round(elapsed * 1000, 1))
-            if outcome is not None:
-                await self._write(job, outcome, bound, elapsed, error)
-        finally:
+            if job.id in self._reasons:  # stopped before it started
+                raise asyncio.CancelledError
+            outcome, error = await self._outcome(job, ctx, bound, task)
+        except asyncio.CancelledError:
+            outcome = self._stopped(job)
+        finally:  # the slot frees whatever happened
             self._in_handler.discard(job.id)
-            self._keeper.unregister(job.id)
+            if lease is not None:
+                lease.handler_running = False  # read by the keeper's thread
+            else:
+                self._keeper.handler_done(job.id)
+            self.active -= 1
+            if on_handler_done is not None:
+                on_handler_done()
+        elapsed = time.monotonic() - started
+        if ctx.finished_in_transaction and not (
+            error is None and outcome is not None and outcome.status is Status.COMPLETED
+        ):
+            # The handler wrote the completion in its transaction, then did not return:
+            # whether that transaction committed (a failed COMMIT, or a stop while it
+            # ran, leaves the row as it was) is only known from the row.
+            ctx.finished_in_transaction = await self._committed(job, bound)
+        if ctx.finished_in_transaction:
+            outcome = None  # the handler committed the completion itself
+            self._record(job, Status.COMPLETED, duration=elapsed)
+            bound.info("job_completed", duration_ms=round(elapsed * 1000, 1))
+        if outcome is None:
+            return False
+        patience = (
+            lease.expires - time.monotonic()
+            if lease is not None
+            else self._keeper.lease_left(job.id)
+        )
+        run = _Run(bound, elapsed, error, lease, on_run_end)
+        self._writer.post(job, outcome, max(patience, 1.0), run)
+        return True
+
+    def _end(self, job_id: int, on_run_end: Callable[[], None] | None) -> None:
+        """The run of ``job_id`` is over: its lease is no longer kept, its worker told."""
+        self._in_handler.discard(job_id)
+        self._keeper.unregister(job_id)
+        self.running.pop(job_id, None)
+        self._reasons.pop(job_id, None)
+        if on_run_end is not None:
+            on_run_end()
+
+    def _batch_written(self, done: list[Written]) -> None:
+        """The result writer wrote a batch: the posted runs in it end here, those whose
+        write failed or found no lease go on in a task of their own (read back, retry).
+        Completions are counted once per kind and queue, their log level looked up once."""
+        ended: list[int] = []
+        completed: dict[tuple[str, str], list[float]] = {}
+        logged = log_enabled(logging.INFO, log)
+        track = self.stats.track_jobs
+        for job, outcome, result, run in done:
+            if result is not True:
+                follow = asyncio.create_task(
+                    self._after_write(job, outcome, run, result), name=f"job-{job.id}-write"
+                )
+                self._followups.add(follow)
+                follow.add_done_callback(self._followups.discard)
+                continue
+            if outcome.status is Status.COMPLETED:
+                if logged:
+                    run.bound.info("job_completed", duration_ms=round(run.elapsed * 1000, 1))
+                durations = completed.get((job.kind, job.queue))
+                if durations is None:
+                    durations = completed[job.kind, job.queue] = []
+                durations.append(run.elapsed)
+                if track:
+                    self.stats.last_status[job.id] = Status.COMPLETED
+            else:
+                self._report(job, outcome, run.bound, run.elapsed, run.error)
+            ended.append(job.id)
             self.running.pop(job.id, None)
             self._reasons.pop(job.id, None)
+            if run.on_end is not None:
+                run.on_end()
+        m = self.metrics
+        for (kind, queue), durations in completed.items():
+            self.stats.completed += len(durations)
+            m.count(m.completed, kind, queue, len(durations))
+            m.observe_many(m.duration, durations, kind, queue)
+        if ended:
+            self._keeper.unregister_many(ended)
+
+    async def _after_write(
+        self, job: Job, outcome: Outcome, run: _Run, first: bool | BaseException
+    ) -> None:
+        """A posted run whose batched write failed or found no lease: what ``_write``
+        does after a write, from that first answer on."""
+        try:
+            await self._write(job, outcome, run.bound, run.elapsed, run.error, first=first)
+        except Exception as exc:
+            log.error(
+                "job_task_crashed", job_id=job.id, error=repr(exc), exception=traceback_text(exc)
+            )
+        finally:
+            self._end(job.id, run.on_end)
 
     async def _committed(self, job: Job, bound: Any) -> bool:
         """Whether the row says this run completed the job (its handler's transaction
@@ -417,7 +640,7 @@ class Executor:
         )
 
     async def _outcome(
-        self, job: Job, ctx: JobContext, bound: Any
+        self, job: Job, ctx: JobContext, bound: Any, task: asyncio.Task[Any]
     ) -> tuple[Outcome, BaseException | None]:
         """Run the handler; how the run ended, and the exception that ended it (for the
         log line's traceback)."""
@@ -431,13 +654,12 @@ class Executor:
                 f"NotServed: daemon {self._worker_id} has no handler for kind {job.kind!r}; "
                 "handed back"
             ), None
-        bound.debug("job_started")
+        if self._debug:
+            bound.debug("job_started")
         is_async = self._async_handlers.get(id(fn))
         if is_async is None:
             is_async = self._async_handlers[id(fn)] = _is_async(fn)
-        task = asyncio.current_task()
-        assert task is not None
-        timer = _Timeout(task, job.timeout)
+        timer = _Timeout(task, job.timeout, self._deadlines)
         thread: asyncio.Future[Any] | None = None
         try:
             with timer:
@@ -510,6 +732,8 @@ class Executor:
             return Outcome.failed(
                 f"ResultNotJSON: the handler's result cannot be stored: {problem}"
             ), None
+        if result is None:
+            return _COMPLETED, None
         # Encoded once: the result write sends this text.
         return Outcome(Status.COMPLETED, result=result, encoded=encoded), None
 
@@ -559,10 +783,11 @@ class Executor:
         bound: Any,
         elapsed: float,
         error: BaseException | None = None,
+        first: bool | BaseException | None = None,
     ) -> None:
         duration_ms = round(elapsed * 1000, 1)
         try:
-            applied = await self._submit(job, outcome, bound)
+            applied = await self._submit(job, outcome, bound, first)
         except Exception as exc:
             if is_transient(exc):
                 bound.error(
@@ -599,6 +824,18 @@ class Executor:
             self.stats.lost += 1
             bound.warning("job_lease_lost", outcome=str(outcome.status), duration_ms=duration_ms)
             return
+        self._report(job, outcome, bound, elapsed, error)
+
+    def _report(
+        self,
+        job: Job,
+        outcome: Outcome,
+        bound: Any,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> None:
+        """The log line and the counts of a run whose outcome was written."""
+        duration_ms = round(elapsed * 1000, 1)
         status = outcome.status
         tb = {"exception": traceback_text(error)} if error is not None else {}
         if status is Status.COMPLETED:
@@ -619,12 +856,20 @@ class Executor:
             )
         self._record(job, status, released=bool(outcome.refund), duration=elapsed)
 
-    async def _submit(self, job: Job, outcome: Outcome, bound: Any) -> bool:
+    async def _submit(
+        self, job: Job, outcome: Outcome, bound: Any, first: bool | BaseException | None = None
+    ) -> bool:
         """Write one outcome, retried for as long as the lease surely holds; True once
         written. A write whose reply was lost (the connection dropped after the commit)
-        is read back before the lease is called lost."""
-        patience = max(self._keeper.lease_left(job.id), 1.0)
-        applied = await self._writer.submit(job, outcome, patience)
+        is read back before the lease is called lost. ``first``: the answer of a write
+        already made (the batched one of a posted run), instead of writing now."""
+        if first is None:
+            patience = max(self._keeper.lease_left(job.id), 1.0)
+            applied = await self._writer.submit(job, outcome, patience)
+        elif isinstance(first, BaseException):
+            raise first
+        else:
+            applied = first
         if applied:
             return True
         try:

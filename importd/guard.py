@@ -118,8 +118,10 @@ class LeaseKeeper:
         leased_at: float,
         progress: Callable[[], Any],
         in_thread: bool = False,
-    ) -> None:
-        """Keep ``job``'s lease from now on; the claim leased it at ``leased_at``."""
+    ) -> Lease:
+        """Keep ``job``'s lease from now on; the claim leased it at ``leased_at``. The
+        lease returned is the one kept: its owner may set ``handler_running`` and read
+        ``expires`` without the lock (one attribute, written or read whole)."""
         lease = Lease(
             job,
             deadline=deadline,
@@ -130,6 +132,35 @@ class LeaseKeeper:
         )
         with self._lock:
             self._leases[job.id] = lease
+        return lease
+
+    def register_many(
+        self,
+        jobs: Sequence[Job],
+        *,
+        deadlines: Sequence[float],
+        leased_at: float,
+        progress: Sequence[Callable[[], Any]],
+    ) -> list[Lease]:
+        """``register`` for each of ``jobs`` (leased by one claim at ``leased_at``), under
+        one acquisition of the lock."""
+        started = time.monotonic()
+        margin = self._margin
+        leases = [
+            Lease(
+                job,
+                deadline=deadline,
+                expires=leased_at + job.timeout + margin,
+                progress=read,
+                started=started,
+                in_thread=False,
+            )
+            for job, deadline, read in zip(jobs, deadlines, progress, strict=True)
+        ]
+        with self._lock:
+            for lease in leases:
+                self._leases[lease.job.id] = lease
+        return leases
 
     def attach(self, job_id: int, progress: Callable[[], dict[str, int | None]]) -> None:
         """Where the heartbeat reads ``job_id``'s progress from."""
@@ -161,6 +192,13 @@ class LeaseKeeper:
         """Stop renewing ``job_id``'s lease: its run is written (or abandoned)."""
         with self._lock:
             self._leases.pop(job_id, None)
+
+    def unregister_many(self, job_ids: list[int]) -> None:
+        """``unregister`` for each of ``job_ids``, under one acquisition of the lock."""
+        with self._lock:
+            pop = self._leases.pop
+            for job_id in job_ids:
+                pop(job_id, None)
 
     def lease_left(self, job_id: int) -> float:
         """Seconds the lease of ``job_id`` surely holds (0 when not kept here)."""

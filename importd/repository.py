@@ -23,6 +23,7 @@ from .models import (
     DEFAULT_TIMEOUT_S,
     Job,
     Outcome,
+    Status,
 )
 from .redaction import clean_text, redact_value
 
@@ -182,23 +183,26 @@ async def enqueue(
 
 
 def _job(row: Record) -> Job:
+    """The run a claimed row describes. Positional, in ``Job``'s field order: on every
+    claimed job, keywords cost half as much again as the fields themselves
+    (tests/unit/test_hot_path.py checks each field against its column)."""
     return Job(
-        id=row["id"],
-        kind=row["kind"],
-        queue=row["queue"],
-        tenant_id=row["tenant_id"],
-        payload=row["payload"],
-        priority=row["priority"],
-        run_at=row["run_at"],
-        attempt=row["attempts"],
-        max_attempts=row["max_attempts"],
-        timeout=row["timeout_s"],
-        created_at=row["created_at"],
-        rows_done=row["rows_done"],
-        rows_failed=row["rows_failed"],
-        rows_total=row["rows_total"],
-        checkpoint=row["checkpoint"],
-        waited=max(row["waited_s"], 0.0),
+        row["id"],  # id
+        row["kind"],  # kind
+        row["queue"],  # queue
+        row["tenant_id"],  # tenant_id
+        row["payload"],  # payload
+        row["priority"],  # priority
+        row["run_at"],  # run_at
+        row["attempts"],  # attempt
+        row["max_attempts"],  # max_attempts
+        row["timeout_s"],  # timeout
+        row["created_at"],  # created_at
+        row["rows_done"],  # rows_done
+        row["rows_failed"],  # rows_failed
+        row["rows_total"],  # rows_total
+        row["checkpoint"],  # checkpoint
+        max(row["waited_s"], 0.0),  # waited
     )
 
 
@@ -261,6 +265,8 @@ async def finish_runs(conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outc
     others were rescued or cancelled meanwhile and are left untouched)."""
     if not runs:
         return set()
+    if all(outcome.status is Status.COMPLETED and not outcome.refund for _, outcome in runs):
+        return await _finish_completed(conn, worker_id, runs)
     ids, attempts, statuses, errors, delays, refunds = [], [], [], [], [], []
     results: list[str | None] = []
     for job, outcome in runs:
@@ -289,6 +295,22 @@ async def finish_runs(conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outc
         delays,
         refunds,
     )
+    return {row["id"] for row in rows}
+
+
+async def _finish_completed(
+    conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outcome]]
+) -> set[int]:
+    """``finish_runs`` of a batch whose runs all completed: the same write, fewer arrays."""
+    ids, attempts, results = [], [], []
+    for job, outcome in runs:
+        ids.append(job.id)
+        attempts.append(job.attempt)
+        result = outcome.encoded
+        if result is None and outcome.result is not None:
+            result = json.dumps(redact_value(outcome.result))
+        results.append(result)
+    rows = await conn.fetch(sql.query("finish_completed"), worker_id, ids, attempts, results)
     return {row["id"] for row in rows}
 
 

@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,7 +29,6 @@ from .executor import Executor, StopReason
 from .lanes import Lane, RateLimit, plan_lanes
 from .logs import log_enabled
 from .models import Job
-from .redaction import traceback_text
 from .repository import Repository
 
 if TYPE_CHECKING:
@@ -95,7 +94,9 @@ class Worker:
         self._more = False
         self._poll_at = 0.0
         self._due_at = math.inf
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._runs = 0  # started and not yet written back
+        # Called whenever one of this worker's runs ends (``Workers`` waits on it).
+        self.on_run_end: Callable[[], None] = lambda: None
         self.claimed = 0
         # What counts against max_jobs: this worker's claims, or all workers' of a daemon.
         self._claimed_so_far = claimed_so_far or (lambda: self.claimed)
@@ -107,12 +108,7 @@ class Worker:
     @property
     def in_flight(self) -> int:
         """Jobs started and not yet written back."""
-        return len(self._tasks)
-
-    @property
-    def tasks(self) -> list[asyncio.Task[None]]:
-        """The tasks of the jobs started and not yet written back."""
-        return list(self._tasks)
+        return self._runs
 
     @property
     def name(self) -> str:
@@ -186,11 +182,10 @@ class Worker:
                 self._quiet_until = loop.time() + pause
             if jobs:
                 self._count_claimed(jobs)
-            for job in jobs:
-                self.active += 1
-                task = self._executor.start(job, self.slot_freed, leased_at)
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
+            if jobs:
+                self.active += len(jobs)
+                self._runs += len(jobs)
+                self._executor.start_many(jobs, self.slot_freed, leased_at, self._run_ended)
             now = loop.time()
             self.last_tick = now
             if now >= self._poll_at:
@@ -298,15 +293,14 @@ class Worker:
             skip_kinds=lane.skip_kinds,
         )
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        exc = None if task.cancelled() else task.exception()
-        if exc is not None:
-            log.error("job_task_crashed", error=repr(exc), exception=traceback_text(exc))
+    def _run_ended(self) -> None:
+        """Called by the executor once a run's outcome is written (or abandoned)."""
+        self._runs -= 1
         if self._opts.tenant_cap is not None:
             # Its result is written: its tenant may be under the cap again.
             self._notified = True
         self._kick.set()
+        self.on_run_end()
 
     async def _wait_for_work(self, loop: asyncio.AbstractEventLoop) -> bool:
         while True:
@@ -387,6 +381,9 @@ class Workers:
         self.before: Callable[[], Awaitable[object]] | None = None
         self._executor = executor
         self._stopping = stopping
+        self._ended = asyncio.Event()  # set whenever a run of any member ends
+        for w in self.members:
+            w.on_run_end = self._ended.set
 
     @property
     def in_flight(self) -> int:
@@ -445,21 +442,26 @@ class Workers:
             waiter.cancel()
         await self._settle()
 
-    def _running(self) -> list[asyncio.Task[None]]:
-        return [task for w in self.members for task in w.tasks]
+    async def _runs_end(self, timeout: float | None, *also: asyncio.Future[Any]) -> None:
+        """Wait until a run ends (or one of ``also`` is done), at most ``timeout`` s."""
+        self._ended.clear()
+        waiter = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait(
+                [waiter, *also], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
 
     async def _settle(self) -> None:
         """Wait for the running jobs while the grace lasts, then interrupt the rest."""
         stopping = self._stopping
-        running = self._running()
-        if running and stopping.left() > 0:
-            log.info("shutdown_waiting", running=len(running), grace_s=stopping.grace)
+        if self.in_flight and stopping.left() > 0:
+            log.info("shutdown_waiting", running=self.in_flight, grace_s=stopping.grace)
             hurry = asyncio.create_task(stopping.hurried.wait())
             try:
-                while (running := self._running()) and (left := stopping.left()) > 0:
-                    await asyncio.wait(
-                        [*running, hurry], timeout=left, return_when=asyncio.FIRST_COMPLETED
-                    )
+                while self.in_flight and (left := stopping.left()) > 0 and not hurry.done():
+                    await self._runs_end(left, hurry)
             finally:
                 hurry.cancel()
         await self._interrupt(stopping.job_reason)
@@ -468,10 +470,11 @@ class Workers:
         """Stop the handlers still running for ``reason`` and wait until every run is
         written back. A run whose handler has returned only waits for its batched
         write: it is not interrupted, and gets its write (its outcome is counted)."""
-        running = self._running()
+        running = self.in_flight
         if not running:
             return
         stopped = self._executor.stop_all(reason)
-        log.warning("shutdown_interrupting", running=stopped, writing=len(running) - stopped)
+        log.warning("shutdown_interrupting", running=stopped, writing=running - stopped)
         self.interrupted += stopped
-        await asyncio.wait(running)
+        while self.in_flight:
+            await self._runs_end(None)

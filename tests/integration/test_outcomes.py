@@ -11,7 +11,11 @@ import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import importd
+from importd import sql
 from importd.context import result_problem
+from importd.models import Outcome
+from importd.repository import Repository, finish_runs
 from tests.helpers import Conn
 from tests.unit.test_outcomes import _chars, _has_surrogate
 
@@ -63,3 +67,62 @@ async def test_result_problem_agrees_with_postgresql(conn: Conn) -> None:
             assert _has_surrogate(value), (value, problem)
 
     await asyncio.to_thread(agree)
+
+
+async def test_a_batch_of_completions_leaves_the_rows_the_general_write_leaves(
+    conn: Conn,
+) -> None:
+    """A batch that only completes jobs goes by its own, smaller statement: the rows it
+    leaves are those the statement for every outcome leaves, fence included (a row whose
+    lease another daemon holds now, or whose attempt moved on, stays as it was)."""
+    repo = Repository(conn)
+    await conn.execute("UPDATE import_jobs SET status = 'completed' WHERE status = 'pending'")
+    results: list[Any] = [None, {"rows": 3}, None, "text", None]
+    rows = {}
+    for way in ("general", "completed"):
+        for n in range(len(results)):
+            await importd.enqueue(conn, "noop", {"n": n, "way": way})
+        await conn.execute(
+            "UPDATE import_jobs SET last_error = 'Boom: earlier attempt' "
+            "WHERE payload->>'way' = $1",
+            way,
+        )
+        jobs = sorted(
+            await repo.claim(len(results), "A", queues=None, kinds=None, lease_margin=30.0),
+            key=lambda job: job.payload["n"],
+        )
+        # The fourth job is another daemon's now, the fifth on a later attempt.
+        await conn.execute("UPDATE import_jobs SET locked_by = 'B' WHERE id = $1", jobs[3].id)
+        await conn.execute("UPDATE import_jobs SET attempts = 2 WHERE id = $1", jobs[4].id)
+        runs = [(job, Outcome.completed(r)) for job, r in zip(jobs, results, strict=True)]
+        if way == "completed":
+            written = await finish_runs(conn, "A", runs)
+        else:
+            # The statement for every outcome, as a batch with a retry in it would send.
+            written = {
+                row["id"]
+                for row in await conn.fetch(
+                    sql.query("finish_jobs"),
+                    "A",
+                    [job.id for job, _ in runs],
+                    [job.attempt for job, _ in runs],
+                    ["completed"] * len(runs),
+                    [json.dumps(r) if r is not None else None for r in results],
+                    [None] * len(runs),
+                    [0.0] * len(runs),
+                    [0] * len(runs),
+                )
+            }
+        assert written == {job.id for job in jobs[:3]}
+        rows[way] = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT status, result, last_error, attempts, locked_by, "
+                "locked_until IS NULL AS unlocked, finished_at IS NOT NULL AS finished, "
+                "run_at = created_at AS run_at_kept "
+                "FROM import_jobs WHERE payload->>'way' = $1 ORDER BY (payload->>'n')::int",
+                way,
+            )
+        ]
+    assert rows["completed"] == rows["general"]
+    assert [r["status"] for r in rows["completed"]] == ["completed"] * 3 + ["running"] * 2
