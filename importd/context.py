@@ -107,6 +107,10 @@ class JobContext:
         self._on_rows = on_rows  # (rows loaded, rows rejected) since the last report
         self._rows_seen = (job.rows_done, job.rows_failed)  # an earlier attempt's count
         self._progress: dict[str, int | None] = {}
+        # Progress reports made / read by the heartbeat: the run's last write carries
+        # what the heartbeat has not read (a handler shorter than a heartbeat interval).
+        self._reports = 0
+        self._reports_read = 0
         self.started = started if started is not None else asyncio.get_running_loop().time()
         self.finished_in_transaction = False
 
@@ -123,7 +127,8 @@ class JobContext:
         failed: int | None = None,
         bytes_read: int | None = None,
     ) -> None:
-        """Record progress; the heartbeat writes it to the job row about once a second.
+        """Record progress; the heartbeat writes it to the job row about once a second,
+        and the run's outcome writes what no heartbeat read.
 
         Raises ``ValueError`` here, in the handler, for a value the job row cannot hold:
         not an integer, negative, beyond a bigint, or ``done`` above ``total``."""
@@ -149,6 +154,7 @@ class JobContext:
         for key, _, value in given:
             if value is not None:
                 self._progress[key] = value
+        self._reports += 1
         if self._on_rows is not None and (done is not None or failed is not None):
             seen_done, seen_failed = self._rows_seen
             new_done = done if done is not None else seen_done
@@ -158,7 +164,13 @@ class JobContext:
 
     def take_progress(self) -> dict[str, int | None]:
         """The progress recorded so far (for the heartbeat)."""
+        self._reports_read = self._reports  # (read first: a report meanwhile stays unread)
         return dict(self._progress)
+
+    def unread_progress(self) -> dict[str, int | None] | None:
+        """The progress recorded so far if the heartbeat has not read all of it, else
+        None: what the run's last write must carry."""
+        return dict(self._progress) if self._reports != self._reports_read else None
 
     async def complete_in(self, conn: Connection, result: Any = None) -> bool:
         """Mark the job completed inside ``conn``'s open transaction, so that the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import dataclasses
 import enum
 import functools
 import inspect
@@ -555,6 +556,9 @@ class Executor:
             else self._keeper.lease_left(job.id)
         )
         run = _Run(bound, elapsed, error, lease, on_run_end)
+        unread = ctx.unread_progress()
+        if unread is not None:  # a short run: no heartbeat wrote what it reported
+            outcome = dataclasses.replace(outcome, progress=unread)
         self._writer.post(job, outcome, max(patience, 1.0), run)
         return True
 

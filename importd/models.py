@@ -101,6 +101,9 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
     # The result as JSON text, when already encoded (and checked) by the executor.
     encoded: str | None = None
+    # Progress the handler reported that no heartbeat wrote yet (rows_done, rows_total,
+    # rows_failed, bytes_read): written with the outcome.
+    progress: dict[str, int | None] | None = None
 
     @classmethod
     def completed(cls, result: Any = None) -> Outcome:

@@ -265,9 +265,13 @@ async def finish_runs(conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outc
     others were rescued or cancelled meanwhile and are left untouched)."""
     if not runs:
         return set()
-    if all(outcome.status is Status.COMPLETED and not outcome.refund for _, outcome in runs):
+    if all(
+        outcome.status is Status.COMPLETED and not outcome.refund and outcome.progress is None
+        for _, outcome in runs
+    ):
         return await _finish_completed(conn, worker_id, runs)
     ids, attempts, statuses, errors, delays, refunds = [], [], [], [], [], []
+    progress: dict[str, list[int | None]] = {key: [] for key in PROGRESS_COLUMNS}
     results: list[str | None] = []
     for job, outcome in runs:
         ids.append(job.id)
@@ -284,6 +288,9 @@ async def finish_runs(conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outc
         errors.append(clean_text(outcome.error) if outcome.error is not None else None)
         delays.append(float(outcome.delay))
         refunds.append(outcome.refund)
+        reported = outcome.progress or {}
+        for key, values in progress.items():
+            values.append(reported.get(key))
     rows = await conn.fetch(
         sql.query("finish_jobs"),
         worker_id,
@@ -294,6 +301,7 @@ async def finish_runs(conn: Conn, worker_id: str, runs: Sequence[tuple[Job, Outc
         errors,
         delays,
         refunds,
+        *progress.values(),
     )
     return {row["id"] for row in rows}
 
@@ -314,6 +322,10 @@ async def _finish_completed(
     return {row["id"] for row in rows}
 
 
+# The job row's progress columns, as ``JobContext.progress`` names them.
+PROGRESS_COLUMNS = ("rows_done", "rows_total", "rows_failed", "bytes_read")
+
+
 async def renew_leases(
     conn: Conn, worker_id: str, beats: Sequence[tuple[Job, float, dict[str, int | None]]]
 ) -> set[int]:
@@ -323,15 +335,7 @@ async def renew_leases(
         return set()
     columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
     for job, lease_s, progress in beats:
-        values = (
-            job.id,
-            job.attempt,
-            lease_s,
-            progress.get("rows_done"),
-            progress.get("rows_total"),
-            progress.get("rows_failed"),
-            progress.get("bytes_read"),
-        )
+        values = (job.id, job.attempt, lease_s, *(progress.get(c) for c in PROGRESS_COLUMNS))
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     rows = await conn.fetch(sql.query("heartbeat_jobs"), worker_id, *columns)

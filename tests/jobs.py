@@ -82,6 +82,16 @@ async def steps(job: importd.Job, ctx: importd.JobContext) -> Any:
     return {"rows": total}
 
 
+@importd.handler("quick_progress")
+async def quick_progress(job: importd.Job, ctx: importd.JobContext) -> Any:
+    """Report progress and end at once (well within a heartbeat interval): return, or
+    fail for good when ``payload.fail``."""
+    ctx.progress(done=1, total=3, bytes_read=42)
+    if job.payload.get("fail"):
+        raise importd.PermanentError("stopped after the first of three")
+    return {"ok": True}
+
+
 @importd.handler("introspect")
 async def introspect(job: importd.Job, ctx: importd.JobContext) -> Any:
     """What the handler can reach through its context: the names it offers, the names

@@ -6,11 +6,14 @@
 -- Times are the moment of the write (clock_timestamp()), not the start of the
 -- transaction: an atomic import completes in its own, long transaction.
 -- A completed job keeps no error: an earlier attempt's last_error is cleared.
+-- $9..$12: progress the handler reported that no heartbeat wrote (NULL: keep the row's).
 WITH u AS (
     SELECT *
     FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[],
-                $7::float8[], $8::int[])
-         AS u(id, attempt, status, result, last_error, delay_s, refund)
+                $7::float8[], $8::int[], $9::bigint[], $10::bigint[], $11::bigint[],
+                $12::bigint[])
+         AS u(id, attempt, status, result, last_error, delay_s, refund,
+              rows_done, rows_total, rows_failed, bytes_read)
 )
 UPDATE public.import_jobs AS j
 SET status       = u.status,
@@ -20,6 +23,10 @@ SET status       = u.status,
     run_at       = CASE WHEN u.status = 'pending'
                         THEN clock_timestamp() + make_interval(secs => u.delay_s)
                         ELSE j.run_at END,
+    rows_done    = coalesce(u.rows_done, j.rows_done),
+    rows_total   = coalesce(u.rows_total, j.rows_total),
+    rows_failed  = coalesce(u.rows_failed, j.rows_failed),
+    bytes_read   = coalesce(u.bytes_read, j.bytes_read),
     locked_by    = NULL,
     locked_until = NULL,
     finished_at  = CASE WHEN u.status = 'pending' THEN NULL ELSE clock_timestamp() END,

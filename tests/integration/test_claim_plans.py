@@ -204,6 +204,7 @@ async def test_result_writes_read_their_own_rows_without_statistics(conn: Conn) 
             [None] * 16,
             [0.0] * 16,
             [0] * 16,
+            *([[None] * 16] * 4),
         ),
     }
     for name, args in writes.items():

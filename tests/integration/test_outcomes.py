@@ -16,7 +16,7 @@ from importd import sql
 from importd.context import result_problem
 from importd.models import Outcome
 from importd.repository import Repository, finish_runs
-from tests.helpers import Conn
+from tests.helpers import Conn, Drain
 from tests.unit.test_outcomes import _chars, _has_surrogate
 
 # Text with what PostgreSQL refuses mixed in: NUL and halves of surrogate pairs.
@@ -111,6 +111,7 @@ async def test_a_batch_of_completions_leaves_the_rows_the_general_write_leaves(
                     [None] * len(runs),
                     [0.0] * len(runs),
                     [0] * len(runs),
+                    *([[None] * len(runs)] * 4),  # no progress to write
                 )
             }
         assert written == {job.id for job in jobs[:3]}
@@ -126,3 +127,24 @@ async def test_a_batch_of_completions_leaves_the_rows_the_general_write_leaves(
         ]
     assert rows["completed"] == rows["general"]
     assert [r["status"] for r in rows["completed"]] == ["completed"] * 3 + ["running"] * 2
+
+
+async def test_progress_of_a_run_shorter_than_a_heartbeat_reaches_the_row(
+    conn: Conn, drain: Drain
+) -> None:
+    """A handler that reports progress and ends before any heartbeat ran: the run's last
+    write carries it (completed or failed alike); a run that reports none keeps the
+    batched write of plain completions."""
+    done = await importd.enqueue(conn, "quick_progress", {})
+    failed = await importd.enqueue(conn, "quick_progress", {"fail": True})
+    silent = await importd.enqueue(conn, "noop", {})
+    assert await drain(heartbeat_interval=30.0) == 10  # (one job failed for good)
+    rows = {
+        r["id"]: (r["status"], r["rows_done"], r["rows_total"], r["bytes_read"])
+        for r in await conn.fetch(
+            "SELECT id, status, rows_done, rows_total, bytes_read FROM import_jobs"
+        )
+    }
+    assert rows[done] == ("completed", 1, 3, 42)
+    assert rows[failed] == ("failed", 1, 3, 42)
+    assert rows[silent][0] == "completed" and rows[silent][2] is None
