@@ -1,5 +1,6 @@
 """Parallel COPY streams (``copy_streams`` 2): an import whose daemon is killed mid-way
-resumes and loads every good row exactly once, each bad one reported once."""
+resumes and loads every good row exactly once, each bad one reported once; an atomic
+import of a file (one transaction, no streams) starts over and does the same."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ import pytest
 
 import importd
 from tests.helpers import Conn, StartDaemon, importd_env, wait_until
+from tests.httpserver import Reply, Server
 from tests.integration.test_imports_streams import SLOW, mixed_csv
 
 
-@pytest.mark.parametrize("atomic", [False, True])
-async def test_sigkill_mid_import_with_two_streams_resumes_exactly_once(
-    conn: Conn, daemons: StartDaemon, tmp_path: Path, atomic: bool
+@pytest.mark.parametrize("how", ["direct", "atomic-url", "atomic-file"])
+async def test_sigkill_mid_import_loads_every_row_exactly_once(
+    conn: Conn, daemons: StartDaemon, tmp_path: Path, how: str
 ) -> None:
     await conn.execute("CREATE TABLE plain (a text, b int, c text)")
     await conn.execute(SLOW.format(delay=0.0003, table="plain"))
     source = mixed_csv(tmp_path / "big.csv", 8000, {500, 5000, 7999})
+    atomic = how != "direct"
+    server = Server().start()
+    if how == "atomic-url":  # staged in chunks, resumed with Range requests
+        body = (tmp_path / "big.csv").read_bytes()
+        source = server.route("/big.csv", Reply(200, body, ranges=True))
     job_id = await importd.enqueue(
         conn,
         "csv",
@@ -37,7 +44,11 @@ async def test_sigkill_mid_import_with_two_streams_resumes_exactly_once(
         timeout=12 if atomic else 4,
         max_attempts=25,
     )
-    env = importd_env(IMPORTD_IMPORT_ROOTS=str(tmp_path), IMPORTD_TABLES="public.plain")
+    env = importd_env(
+        IMPORTD_IMPORT_ROOTS=str(tmp_path),
+        IMPORTD_TABLES="public.plain",
+        IMPORTD_URL_PREFIXES=server.url + "/",
+    )
     flags = (
         *("--lease-margin", "1", "--rescue-interval", "0.5", "--backoff-base", "0.1"),
         *("--poll-interval", "1", "--copy-streams", "2"),
@@ -69,4 +80,11 @@ async def test_sigkill_mid_import_with_two_streams_resumes_exactly_once(
     ]
     assert lines == [1 + i + (i - 1) // 13 + (i > 4000) for i in (500, 5000, 7999)]
     resumed = [e for e in second.events() if e["event"] == "import_resumed"]
-    assert resumed and resumed[0]["rows_loaded"] >= 2000  # it did not start over
+    if how == "atomic-file":  # nothing of the killed run was kept: it started over
+        assert resumed == []
+    else:
+        assert resumed and resumed[0]["rows_loaded"] >= 2000  # it did not start over
+    if how == "atomic-url":
+        ranges = [h.headers.get("Range") for h in server.hits("/big.csv")]
+        assert any(r and not r.startswith("bytes=0-") for r in ranges), ranges
+    server.stop()

@@ -1,7 +1,9 @@
 """Parallel COPY streams (``copy_streams``): two connections load exactly what one does —
 the same rows, the same rejected rows at the same lines, the same rows left loaded when
 max_errors is passed — they do COPY at once, and an import killed mid-way resumes exactly
-once (tests/acceptance/test_imports_streams.py)."""
+once (tests/acceptance/test_imports_streams.py). Streams serve direct imports and staged
+atomic ones (from a URL); an atomic import of a file loads in one transaction, so one
+connection."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import pytest
 
 import importd
 from tests.helpers import Conn, Drain, wait_until
+from tests.httpserver import Reply, Server
 
 SLOW = """
 CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -35,6 +38,11 @@ def mixed_csv(path: Path, rows: int, bad: set[int]) -> str:
     return f"file://{path}"
 
 
+def serve(server: Server, path: Path) -> str:
+    """The URL at which ``server`` serves the file at ``path`` (with Range requests)."""
+    return server.route("/" + path.name, Reply(200, path.read_bytes(), ranges=True))
+
+
 async def outcome(conn: Conn, job_id: int, table: str) -> tuple[Any, ...]:
     job = await conn.fetchrow(
         "SELECT status, last_error, result FROM import_jobs WHERE id = $1", job_id
@@ -54,13 +62,17 @@ async def outcome(conn: Conn, job_id: int, table: str) -> tuple[Any, ...]:
     return job["status"], last_error, result, [tuple(r) for r in rows], [tuple(e) for e in errors]
 
 
-@pytest.mark.parametrize("atomic", [False, True])
+@pytest.mark.parametrize("how", ["direct", "atomic-url", "atomic-file"])
 @pytest.mark.parametrize("max_errors", [100, 4])
 async def test_two_streams_load_exactly_what_one_does(
-    conn: Conn, drain: Drain, tmp_path: Path, atomic: bool, max_errors: int
+    conn: Conn, drain: Drain, tmp_path: Path, how: str, max_errors: int
 ) -> None:
     bad = {5, 260, 261, 777, 1301, 1850, 1999}
     source = mixed_csv(tmp_path / "m.csv", 2000, bad)
+    atomic = how != "direct"
+    server = Server().start()
+    if how == "atomic-url":
+        source = serve(server, tmp_path / "m.csv")
     got: dict[int, tuple[Any, ...]] = {}
     for streams in (1, 2):
         table = f"t{streams}"
@@ -77,8 +89,14 @@ async def test_two_streams_load_exactly_what_one_does(
             },
             max_attempts=1,
         )
-        await drain(import_roots=(str(tmp_path),), tables=("public.*",), copy_streams=streams)
+        await drain(
+            import_roots=(str(tmp_path),),
+            url_prefixes=(server.url + "/",),
+            tables=("public.*",),
+            copy_streams=streams,
+        )
         got[streams] = await outcome(conn, job_id, table)
+    server.stop()
     assert got[2] == got[1]
     status, last_error, result, rows, errors = got[1]
     if max_errors == 100:
@@ -99,10 +117,8 @@ async def test_two_streams_load_exactly_what_one_does(
             assert loaded == [i for i in range(1, len(loaded) + 5) if i not in bad]
 
 
-@pytest.mark.parametrize("atomic", [False, True])
-async def test_two_streams_copy_at_once(
-    conn: Conn, drain: Drain, tmp_path: Path, atomic: bool
-) -> None:
+@pytest.mark.parametrize("how", ["direct", "atomic-url"])
+async def test_two_streams_copy_at_once(conn: Conn, drain: Drain, tmp_path: Path, how: str) -> None:
     # A slow column type: COPY checks it, into the target or into a staging table.
     await conn.execute("""
         CREATE FUNCTION slow_ok(v text) RETURNS bool LANGUAGE plpgsql AS $$
@@ -110,11 +126,21 @@ async def test_two_streams_copy_at_once(
         CREATE DOMAIN slow_text AS text CHECK (slow_ok(VALUE));
         CREATE TABLE plain (a text, b int, c slow_text)""")
     source = mixed_csv(tmp_path / "s.csv", 2000, set())
+    server = Server().start()
+    if how == "atomic-url":
+        source = serve(server, tmp_path / "s.csv")
     job_id = await importd.enqueue(
-        conn, "csv", {"source": source, "table": "plain", "atomic": atomic, "chunk_rows": 100}
+        conn,
+        "csv",
+        {"source": source, "table": "plain", "atomic": how != "direct", "chunk_rows": 100},
     )
     drained = asyncio.create_task(
-        drain(import_roots=(str(tmp_path),), tables=("public.*",), copy_streams=2)
+        drain(
+            import_roots=(str(tmp_path),),
+            url_prefixes=(server.url + "/",),
+            tables=("public.*",),
+            copy_streams=2,
+        )
     )
     await wait_until(
         lambda: conn.fetchval(
@@ -125,6 +151,7 @@ async def test_two_streams_copy_at_once(
         what="two COPYs at once",
     )
     assert await drained == 0
+    server.stop()
     row = await conn.fetchrow("SELECT status, result FROM import_jobs WHERE id = $1", job_id)
     assert row["status"] == "completed" and row["result"]["rows_loaded"] == len(
         await conn.fetch("SELECT DISTINCT b FROM plain")

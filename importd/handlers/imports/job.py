@@ -72,10 +72,19 @@ class Span:
 class Import:
     """One run of an import job.
 
-    Strategies: ``direct`` COPYs into the target; ``per_chunk`` COPYs into ``job_<id>``
-    and moves each chunk with the conflict rule; ``atomic`` COPYs each chunk into a
-    staging table of its own, moved by a ``Mover`` in the transaction that completes
-    the job."""
+    Strategies: ``direct`` COPYs into the target, a transaction about every second;
+    ``single`` (atomic, from a file, ``on_conflict: error``) does the same in one
+    transaction, which completes the job; ``per_chunk`` COPYs into ``job_<id>`` and
+    moves each chunk with the conflict rule; ``atomic`` (from a URL, or with a conflict
+    rule) COPYs each chunk into a staging table of its own, moved by a ``Mover`` in the
+    transaction that completes the job.
+
+    Why an atomic import of a file does not stage: a staged import that is retried
+    resumes its staging but must move every staged row again (the move's transaction
+    died with the run), so a retry costs about what a fresh start in one transaction
+    costs, while every first run pays the server's work twice (COPY into staging, then
+    ``INSERT … SELECT``). A URL's import stages: its retry resumes the download with
+    ``Range`` instead of fetching the file again."""
 
     def __init__(self, job: Job, ctx: JobContext, fmt: str) -> None:
         self.job = job
@@ -88,19 +97,16 @@ class Import:
         self.offset = 0
         self.columns: list[str] = []
         self.target: tables.Table | None = None
-        self.mode = (
-            "atomic"
-            if self.spec.atomic
-            else "direct"
-            if self.spec.on_conflict == "error"
-            else "per_chunk"
-        )
+        self.mode = _strategy(self.spec)
+        # The strategies whose rows are COPYed straight into the target (no staging).
+        self.into_target = self.mode in ("direct", "single")
         self.staging: tables.Staging | None = (
             tables.Staging(job.id) if self.mode == "per_chunk" else None
         )
         self.parts = 0  # atomic: staging tables (chunks) committed so far
         self.committed: dict[str, Any] | None = None  # the last checkpoint committed
         self.mover: Mover | None = None
+        self.whole: Span | None = None  # single: the one transaction, until it commits
         self.copier: Copier | None = None
         self.move: Move | None = None
         self.copy_format = tables.CopyFormat(
@@ -155,7 +161,7 @@ class Import:
             await self._drop_staging()
             raise
         except BaseException as exc:
-            if self.mode != "direct" and (
+            if not self.into_target and (
                 isinstance(exc, PermanentError)
                 or (self.job.last_attempt and isinstance(exc, Exception))
             ):
@@ -164,11 +170,14 @@ class Import:
         finally:
             if self.mover is not None:
                 await self.mover.close()
+            if self.whole is not None:  # (rolled back unless it committed)
+                await self.whole.close(self.ctx.pool)
 
     async def _usable_checkpoint(self) -> dict[str, Any] | None:
         cp = self.job.checkpoint
         if (
             not cp
+            or self.mode == "single"  # nothing of an earlier run was kept: start over
             or cp.get("version") != CHECKPOINT_VERSION
             or cp.get("source") != self.spec.source
         ):
@@ -234,6 +243,8 @@ class Import:
             await opened.close()
         if self.mover is not None:
             return await self._finish_atomic(self.mover)
+        if self.whole is not None:
+            return await self._finish_single(self.whole)
         async with self.ctx.pool.acquire() as conn:
             await self._save_totals(conn)
         return self._result()
@@ -253,7 +264,7 @@ class Import:
         stream is then cheaper than cutting it first)."""
         s = self.spec
         rows, size = self.chunk_rows, self.settings.copy_chunk_bytes
-        if s.fmt != "csv" or reader.newline != b"\n" or self.mode != "direct":
+        if s.fmt != "csv" or reader.newline != b"\n" or not self.into_target:
             return reading.chunks(leftover, batches, start, rows, size)
         if cp:  # resumed where a chunk ended
             pending, offset, line = b"", start, int(cp["line"])
@@ -347,7 +358,7 @@ class Import:
             self.spec.encoding,
             self.spec.delimiter,
             self.spec.quote,
-            self.mode != "direct",
+            not self.into_target,
             ndjson,
             self.settings.max_record_bytes,
             self.budget.check,
@@ -438,6 +449,7 @@ class Import:
             await queue.put(None)
 
         producer = asyncio.create_task(produce())
+        # One transaction is one connection: ``single`` loads serially.
         streams = self.settings.copy_streams if self.mode in ("direct", "atomic") else 1
         try:
             if streams > 1:
@@ -452,8 +464,10 @@ class Import:
         """Load the chunks over one connection, a transaction about every second."""
         # Chunks share a transaction until it is about a second old (less under a short
         # timeout): the checkpoint, and so the job row, is written about once a second,
-        # and a crash costs at most that much work.
+        # and a crash costs at most that much work. ``single`` keeps its one transaction
+        # open for ``_finish_single``.
         interval = min(CHECKPOINT_INTERVAL, self.job.timeout / 10)
+        single = self.mode == "single"
         span: Span | None = None
         try:
             while (item := await queue.get()) is not None:
@@ -462,16 +476,25 @@ class Import:
                     raise item
                 if span is None:
                     span = await Span.open(self.ctx.pool)
+                    if single:
+                        self.whole = span
                 await self._load_chunk(span, item)
-                if time.monotonic() - span.started >= interval:
+                if single:
+                    self.ctx.progress(
+                        self.loaded, failed=len(span.failures), bytes_read=self.offset
+                    )
+                elif time.monotonic() - span.started >= interval:
                     await self._commit(span)
                     await span.close(self.ctx.pool)
                     span = None
-            if span is not None:
+            if single:
+                span = None  # (self.whole holds it)
+            elif span is not None:
                 await self._commit(span)
         except TooManyErrors:
             if span is not None:  # what the span found, whatever became of its rows
                 await span.close(self.ctx.pool)
+                self.whole = None
                 async with self.ctx.pool.acquire() as conn, conn.transaction():
                     await record_failures(conn, self.job, span.failures)
                 span = None
@@ -656,7 +679,7 @@ class Import:
             await savepoint.rollback()
             self.budget.loaded, self.offset, span.next_line, self.parts, kept, self.skipped = before
             del span.parts[kept:]
-            if self.mode != "atomic" and span.next_line:
+            if self.mode in ("direct", "per_chunk") and span.next_line:
                 found, span.failures = span.failures, []
                 await self._commit(span)
                 span.failures = found  # recorded by the caller, once
@@ -739,6 +762,20 @@ class Import:
         if not await self.ctx.complete_in(conn, result):
             raise LeaseLost("the job's lease was lost before the final move")
         await mover.commit()
+        return result
+
+    async def _finish_single(self, whole: Span) -> dict[str, Any]:
+        """Record the rejected rows and complete the job in the import's one
+        transaction: the rows become visible exactly when the job is completed."""
+        conn = whole.conn
+        await record_failures(conn, self.job, whole.failures)
+        self.budget.failed += len(whole.failures)
+        await self._save_totals(conn)
+        result = self._result()
+        if not await self.ctx.complete_in(conn, result):
+            raise LeaseLost("the job's lease was lost; nothing was loaded")
+        await whole.tx.commit()
+        whole.tx = None
         return result
 
     async def _with_source_records(self, failures: list[RowFailure]) -> list[RowFailure]:
@@ -824,6 +861,14 @@ class Import:
                     await table.drop(conn)
         except Exception as exc:  # the rescuer's sweep drops them later
             self.ctx.log.warning("staging_drop_failed", error=str(exc), exc_info=exc)
+
+
+def _strategy(s: spec.ImportSpec) -> str:
+    """How an import loads (see ``Import``)."""
+    if not s.atomic:
+        return "direct" if s.on_conflict == "error" else "per_chunk"
+    from_file = s.source.partition(":")[0].lower() == "file"
+    return "single" if from_file and s.on_conflict == "error" else "atomic"
 
 
 def _prepare(copier: Copier, chunk: Chunk, failures: list[RowFailure]) -> Batch:
