@@ -13,8 +13,11 @@ One pipeline, each stage in its own module:
 Exactly once, whatever crashes: every chunk of rows commits in one transaction with the
 checkpoint that accounts for it (source offset, line, counters), and that transaction
 only commits while this run still holds the job's lease. A retry resumes after the last
-committed chunk. With ``atomic: true`` the rows go to an UNLOGGED per-job staging table
-and move to the target in the transaction that marks the job completed.
+committed chunk. With ``atomic: true`` the rows become visible in the transaction that
+marks the job completed: an import of a file COPYs into the target in that one
+transaction (a retry starts over); one from a URL, or with a conflict rule, COPYs into
+UNLOGGED per-chunk staging tables whose rows a mover moves in it (a retry resumes the
+staging and moves them all again).
 """
 
 from __future__ import annotations
