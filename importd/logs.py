@@ -99,6 +99,18 @@ def _dropping(events: frozenset[str]) -> Any:
     return drop
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a line is written (not when logging was set up):
+    a test harness or an embedding application that swaps the stream, and closes the
+    old one, keeps getting the lines."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(
     level: str = "info", fmt: str = "auto", *, per_job: frozenset[str] = frozenset()
 ) -> None:
@@ -128,6 +140,6 @@ def configure(
     structlog.configure(
         processors=[*shared, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
