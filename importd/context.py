@@ -113,6 +113,9 @@ class JobContext:
         self._reports_read = 0
         self.started = started if started is not None else asyncio.get_running_loop().time()
         self.finished_in_transaction = False
+        # What the job's user can change, said after "JobTimeout: …" should this run
+        # exceed its timeout (a handler sets it; e.g. an atomic import: nothing was kept).
+        self.timeout_hint: str | None = None
 
     @property
     def remaining(self) -> float:

@@ -681,6 +681,8 @@ class Executor:
             if not timer.expired():
                 return self._failure(job, describe_error(exc)), exc
             error = f"JobTimeout: the job exceeded its timeout of {job.timeout:g} s"
+            if ctx.timeout_hint:
+                error += f"; {ctx.timeout_hint}"
             if thread is not None and not thread.done():
                 late = await self._outlive(job, ctx, thread, bound)
                 error += (

@@ -181,3 +181,26 @@ async def test_https_atomic_import_resumes_with_range_requests(conn: Conn, drain
         server.stop()
     counts = await conn.fetchrow("SELECT count(*) AS n, count(DISTINCT id) AS d FROM plain")
     assert counts["n"] == counts["d"] == 20_000
+
+
+async def test_an_atomic_import_that_times_out_says_what_to_change(
+    conn: Conn, drain: Drain, tmp_path: Path
+) -> None:
+    """An atomic import of a file keeps nothing of a run that timed out: its error says
+    so, how far the run got, and what to change."""
+    await conn.execute(SLOW_TABLE.format(delay=0.002))
+    source = csv_file(tmp_path / "slow.csv", 3000)
+    job_id = await importd.enqueue(
+        conn,
+        "csv",
+        {"source": source, "table": "plain", "chunk_rows": 100},
+        timeout=1.5,
+        max_attempts=1,
+    )
+    assert await drain(import_roots=(str(tmp_path),), tables=("plain",)) == 10
+    error = await conn.fetchval("SELECT last_error FROM import_jobs WHERE id = $1", job_id)
+    assert error.startswith("JobTimeout: the job exceeded its timeout of 1.5 s; an atomic")
+    assert "keeps nothing of a run that stops" in error and "atomic: false" in error
+    loaded = int(error.split(" rows were loaded")[0].rsplit("(", 1)[1].replace(",", ""))
+    assert 0 < loaded < 3000  # how far it got
+    assert await conn.fetchval("SELECT count(*) FROM plain") == 0  # and nothing was kept

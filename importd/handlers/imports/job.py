@@ -387,6 +387,11 @@ class Import:
             if self.mode == "atomic":
                 existing = await tables.Staging.all_of(conn, self.job.id)
         if self.mode == "atomic":
+            self.ctx.timeout_hint = (
+                "an atomic import keeps its staged chunks for the next run, but moves "
+                "every one of them again in it; if its runs keep timing out, raise the "
+                "job's timeout"
+            )
             self.mover = Mover(self.ctx.pool, self.move)
             self.budget.elsewhere = self.mover.failures
             await self.mover.start()
@@ -480,6 +485,12 @@ class Import:
                         self.whole = span
                 await self._load_chunk(span, item)
                 if single:
+                    self.ctx.timeout_hint = (
+                        "an atomic import of a file loads it whole in one run and keeps "
+                        f"nothing of a run that stops ({self.loaded:,} rows were loaded); "
+                        "raise the job's timeout, or import with atomic: false, which "
+                        "resumes where a run stopped"
+                    )
                     self.ctx.progress(
                         self.loaded, failed=len(span.failures), bytes_read=self.offset
                     )
