@@ -146,10 +146,23 @@ async def _pieces(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]
         yield view[start : start + size]
 
 
+LINE = "importd_line"  # a helper table's column of source lines (never a user's column)
+
+
+def positional(count: int) -> list[str]:
+    """The columns of a helper table (staging, check) that hold the values of an
+    import's ``count`` columns, in their order: ``c1``..``cN``. Never the user's names:
+    a target may have columns of any name, ``importd_line`` included."""
+    return [f"c{k}" for k in range(1, count + 1)]
+
+
 class Staging:
     """One staging table in ``importd_staging``: ``job_<id>`` or a chunk's ``job_<id>_<n>``.
 
-    Its name is built here from integers only, and quoted by ``format('%I')`` in SQL.
+    Its name is built here from integers only, and quoted by ``format('%I')`` in SQL. Its
+    columns: ``importd_line`` (the source line), then ``c1``..``cN`` for the import's
+    columns in order, with their types (``sql/queries/build_staging.sql``). An older
+    release named them after the user's columns: such a table is ``stale`` here.
     """
 
     schema = "importd_staging"
@@ -181,7 +194,8 @@ class Staging:
         return str(self._statements[key])
 
     async def create(self, conn: Connection, target: Table, columns: list[str]) -> None:
-        """Create the table (columns of ``target`` plus ``importd_line``) if missing."""
+        """Create the table (``importd_line``, then ``columns`` of ``target`` as
+        ``c1``..``cN``) if missing."""
         statement = await conn.fetchval(
             sql.query("build_staging"), self.name, target.schema, target.name, columns
         )
@@ -194,6 +208,21 @@ class Staging:
         return bool(self._statements["present"]) and bool(
             await conn.fetchval(self._statements["probe"])
         )
+
+    async def stale(self, conn: Connection, target: Table, columns: list[str]) -> bool:
+        """Whether the table exists but not in the shape this release gives it for
+        ``columns`` of ``target`` (names, order and types): one an older release left, or
+        one made for other columns or types. Its rows must not be read as this import's."""
+        self._statements = await conn.fetchrow(sql.query("staging_state"), self.name)
+        assert self._statements is not None
+        if not self._statements["present"]:
+            return False
+        types = {c.name: c.type for c in target.columns}
+        expected = [f"{LINE} bigint"] + [
+            f"{name} {types.get(column)}"
+            for name, column in zip(positional(len(columns)), columns, strict=True)
+        ]
+        return list(self._statements["shape"]) != expected
 
     async def drop(self, conn: Connection) -> None:
         """Drop the table if it exists."""
@@ -214,9 +243,13 @@ class Staging:
             raise RuntimeError("range_stats returned no row")
         return row
 
-    async def one_row(self, conn: Connection, lo: int, hi: int) -> Record | None:
-        """A staged row in ``[lo, hi)`` as JSON text, with its line."""
-        row: Record | None = await conn.fetchrow(await self._stmt(conn, "one_row"), lo, hi)
+    async def one_row(
+        self, conn: Connection, lo: int, hi: int, columns: list[str]
+    ) -> Record | None:
+        """A staged row in ``[lo, hi)`` as JSON text under the user's ``columns``, with
+        its line."""
+        statement = await self._stmt(conn, "one_row")
+        row: Record | None = await conn.fetchrow(statement, lo, hi, columns)
         return row
 
     async def move_statement(

@@ -1,9 +1,13 @@
 -- The statements that check rows of a failing chunk in one pass, set-based: the rows go
--- (by COPY) into temporary table $1 of text columns $2 plus their source lines, a DO
--- block converts each row to types $3 the way COPY would and notes the error of each bad
--- row, then the good rows move into $4.$5 (with their source line when $6, a staging
--- table). Column names are quoted by format('%I'); the types are format_type()'s own
--- output.
+-- (by COPY) into temporary table $1, whose text columns c1..cN hold the values of the
+-- import's columns $2 in their order, after the row's source line, a DO block converts
+-- each row to types $3 the way COPY would and notes the error of each bad row, then the
+-- good rows move into $4.$5: into the columns $2 of the target, or (when $6) into the
+-- columns c1..cN of a staging table, with the source line. The helper table's own
+-- columns never take a user's name (importd_line, importd_error and c1..cN: a target
+-- may have columns of any name); the user's names appear only where rows go into the
+-- target and in the messages of bad rows. Names are quoted by format('%I'); the types
+-- are format_type()'s own output.
 --
 -- "create" makes the table once per session (its name says which columns it has) and
 -- empties it for each use; ON COMMIT DELETE ROWS empties it at each commit too. Creating
@@ -23,7 +27,7 @@ SELECT
         'CREATE TEMP TABLE IF NOT EXISTS %I (importd_line bigint, %s, importd_error text) '
         'ON COMMIT DELETE ROWS; DELETE FROM pg_temp.%I',
         $1::text,
-        (SELECT pg_catalog.string_agg(pg_catalog.format('%I text', c), ', ' ORDER BY o)
+        (SELECT pg_catalog.string_agg(pg_catalog.format('%I text', 'c' || o), ', ' ORDER BY o)
          FROM cols),
         $1::text) AS "create",
     pg_catalog.format(
@@ -48,7 +52,7 @@ END $importd$$f$,
          FROM cols),
         $1::text,
         (SELECT pg_catalog.string_agg(
-            pg_catalog.format('importd_column := %s; v%s := r.%I;', o, o, c), ' ' ORDER BY o)
+            pg_catalog.format('importd_column := %s; v%s := r.%I;', o, o, 'c' || o), ' ' ORDER BY o)
          FROM cols),
         (SELECT pg_catalog.string_agg(pg_catalog.format('%L', c), ', ' ORDER BY o)
          FROM cols),
@@ -56,9 +60,11 @@ END $importd$$f$,
     pg_catalog.format(
         'INSERT INTO %I.%I (%s%s) SELECT %s%s FROM pg_temp.%I WHERE importd_error IS NULL',
         $4::text, $5::text,
-        (SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ' ORDER BY o) FROM cols),
+        (SELECT pg_catalog.string_agg(
+            pg_catalog.format('%I', CASE WHEN $6::bool THEN 'c' || o ELSE c END), ', '
+            ORDER BY o) FROM cols),
         CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
-        (SELECT pg_catalog.string_agg(pg_catalog.format('CAST(%I AS %s)', c, t), ', '
+        (SELECT pg_catalog.string_agg(pg_catalog.format('CAST(%I AS %s)', 'c' || o, t), ', '
                                       ORDER BY o) FROM cols),
         CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
         $1::text) AS "insert",

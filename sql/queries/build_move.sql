@@ -1,8 +1,10 @@
--- The statement that moves rows of staging table importd_staging.$1 into $2.$3 (columns
--- $4), with the conflict rule $5 on key columns $6. The generated statement takes the
--- rows whose source line lies in [$1, $2). Identifiers are quoted by format('%I').
+-- The statement that moves rows of staging table importd_staging.$1 (its columns c1..cN,
+-- by position: build_staging) into columns $4 of $2.$3, with the conflict rule $5 on key
+-- columns $6. The generated statement takes the rows whose source line lies in [$1, $2).
+-- Identifiers are quoted by format('%I').
 WITH cols AS (
-    SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ' ORDER BY o) AS list
+    SELECT pg_catalog.string_agg(pg_catalog.format('%I', c), ', ' ORDER BY o) AS list,
+           pg_catalog.string_agg(pg_catalog.format('%I', 'c' || o), ', ' ORDER BY o) AS staged
     FROM unnest($4::text[]) WITH ORDINALITY AS t(c, o)
 ),
 keys AS (
@@ -18,7 +20,7 @@ sets AS (
 SELECT pg_catalog.format(
     'INSERT INTO %I.%I AS target (%s) SELECT %s FROM importd_staging.%I '
     'WHERE importd_line >= $1 AND importd_line < $2 %s',
-    $2::text, $3::text, cols.list, cols.list, $1::text,
+    $2::text, $3::text, cols.list, cols.staged, $1::text,
     CASE $5::text
         WHEN 'ignore' THEN 'ON CONFLICT ' || coalesce('(' || keys.list || ') ', '') || 'DO NOTHING'
         WHEN 'update' THEN CASE WHEN sets.list IS NULL

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 _COPY_LINE = re.compile(r"\bCOPY [^,]+, line (\d+)(?:, column ([^:]+))?")
 RAW_LIMIT = 1000
+# PostgreSQL's message for a short row; the column is a helper table's in a staged COPY.
+_MISSING = re.compile(r'(?<=^missing data for column )"(c[0-9]+)"$')
 
 
 class LeaseLost(Exception):
@@ -54,16 +56,30 @@ def raw_text(data: bytes, encoding: str) -> str:
     return text.replace("\x00", "\\0").rstrip("\r\n")[:RAW_LIMIT]
 
 
-def describe(exc: asyncpg.PostgresError) -> tuple[int | None, str]:
-    """The COPY line (1-based within the statement) an error names, and a message."""
+def describe(exc: asyncpg.PostgresError, names: list[str] | None = None) -> tuple[int | None, str]:
+    """The COPY line (1-based within the statement) an error names, and a message.
+
+    ``names``: the COPY went into a helper table whose columns ``c1``..``cN`` hold the
+    values of the user's columns ``names``: a column it names is told under the user's
+    name."""
     context = getattr(exc, "context", None) or ""
     match = _COPY_LINE.search(context)
     message = exc.message
+    if names is not None:
+        message = _MISSING.sub(lambda m: f'"{_user(m.group(1), names)}"', message)
     if match and match.group(2):
-        message = f"column {match.group(2)}: {message}"
+        column = match.group(2) if names is None else _user(match.group(2), names)
+        message = f"column {column}: {message}"
     if exc.detail:
         message += f" ({exc.detail})"
     return (int(match.group(1)) if match else None), message
+
+
+def _user(column: str, names: list[str]) -> str:
+    """The user's name of helper column ``column`` (``c<k>``: the k-th of ``names``)."""
+    if column[:1] == "c" and column[1:].isdigit() and 1 <= int(column[1:]) <= len(names):
+        return names[int(column[1:]) - 1]
+    return column
 
 
 class Budget:

@@ -25,8 +25,11 @@ Line numbers: PostgreSQL counts the lines of a COPY its own way (newlines inside
 fields count, but in the first record only carriage returns do), so the failing row is
 found by that same rule; where a multi-line record makes the count doubtful, the row is
 checked alone before it is rejected. In staging tables every row carries its source
-line in ``importd_line``, written first in the row, so a short row names the user's
-missing column, never the internal one.
+line in ``importd_line``, written first in the row. The helper tables' columns never
+take the user's names (a target may have columns of any name): the values go to
+``c1``..``cN`` by position (``tables.positional``), and a COPY error that names one of
+them (a value that does not convert, a short row's missing column) is told under the
+user's name (``describe``).
 
 A raw chunk (``reading.raw_chunks``) goes to COPY as the source's bytes (``copy_raw``)
 and is split into records only when that COPY fails. After a chunk with bad rows
@@ -239,8 +242,14 @@ class Copier:
     # -- COPY data -----------------------------------------------------------------
 
     def columns(self, columns: list[str]) -> list[str]:
-        """The COPY column list for the import's columns."""
-        return ["importd_line", *columns] if self.staged else columns
+        """The COPY column list for the import's columns: theirs, or a staging table's
+        (the source line, then ``c1``..``cN``)."""
+        return [tables.LINE, *tables.positional(len(columns))] if self.staged else columns
+
+    def _describe(self, error: asyncpg.PostgresError) -> tuple[int | None, str]:
+        """``describe`` for a COPY into ``into``: a staging table's columns told under
+        the user's names."""
+        return describe(error, self.names if self.staged else None)
 
     def _too_long(self, line: int, size: int, raw: bytes | None) -> RowFailure:
         return RowFailure(
@@ -713,7 +722,7 @@ class Copier:
                 conn,
                 "pg_temp",
                 self._check_table(),
-                ["importd_line", *self.names],
+                [tables.LINE, *tables.positional(len(self.names))],
                 payload,
                 self.copy_format,
             )
@@ -773,7 +782,7 @@ class Copier:
         while True:
             # Here: the COPY of carried + rows[start:start + size] failed with ``error``.
             batch = carried + rows[start : start + size]
-            line, message = describe(error)
+            line, message = self._describe(error)
             index = locate(batch, line, self._csv)
             if index is not None and index >= len(carried) and self._doubt:
                 doubtful = any(
@@ -786,7 +795,7 @@ class Copier:
                         await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
                         index = None
                     else:
-                        message = describe(alone)[1]
+                        message = self._describe(alone)[1]
             if index is None or index < len(carried):
                 loaded += await self._bisect(conn, into, columns, batch, failures)
                 carried, start, size = [], start + size, MIN_WINDOW
@@ -840,7 +849,7 @@ class Copier:
         if error is None:
             return len(rows)
         if len(rows) == 1:
-            self.reject(failures, rows[0], describe(error)[1])
+            self.reject(failures, rows[0], self._describe(error)[1])
             return 0
         half = len(rows) // 2
         return await self._bisect(conn, into, columns, rows[:half], failures) + await self._bisect(

@@ -183,9 +183,17 @@ class Import:
         ):
             return None
         if self.mode == "atomic" and cp.get("parts", 0) > 0:
+            assert self.target is not None
+            columns = list(cp.get("columns") or ())
             async with self.ctx.pool.acquire() as conn:
                 parts = await tables.Staging.all_of(conn, self.job.id)
+                stale = [p for p in parts if await p.stale(conn, self.target, columns)]
                 filled = len(parts) == cp["parts"] and await parts[-1].filled(conn)
+            if stale:
+                # Staged by an older release (its tables named the user's columns), or
+                # for columns the table no longer has so: never read as this one's.
+                self.ctx.log.warning("import_restarting", reason="staging tables of another shape")
+                return None
             if not filled:
                 # An UNLOGGED table loses its rows in a server crash: start again.
                 self.ctx.log.warning("import_restarting", reason="staging tables lost")
@@ -383,6 +391,10 @@ class Import:
                 for table in await tables.Staging.all_of(conn, self.job.id):
                     await table.drop(conn)
             if self.staging is not None:
+                # (Emptied after each chunk: one of another shape, an older release's,
+                # is dropped and made again.)
+                if await self.staging.stale(conn, self.target, self.columns):
+                    await self.staging.drop(conn)
                 await self.staging.create(conn, self.target, self.columns)
             if self.mode == "atomic":
                 existing = await tables.Staging.all_of(conn, self.job.id)

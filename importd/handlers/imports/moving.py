@@ -80,7 +80,7 @@ class Move:
                 if stats["n"] == 0:
                     return 0
                 if stats["n"] == 1:
-                    row = await staging.one_row(conn, lo, hi)
+                    row = await staging.one_row(conn, lo, hi, self.columns)
                     line = row["line"] if row else lo
                     failures.append(RowFailure(line, describe(exc)[1], self._raw(line, row, raws)))
                     self._check(failures)
