@@ -159,7 +159,6 @@ async def test_columns_named_like_importds_own(
     assert [(e["line_number"], named(e["message"])) for e in errors] == bad, [
         tuple(e) for e in errors
     ]
-    print(strategy, [tuple(e) for e in errors])
     for e in errors:
         assert not INTERNAL.search(e["message"]), e["message"]
         assert e["raw_record"] and not INTERNAL.search(e["raw_record"]), e["raw_record"]
@@ -169,3 +168,72 @@ async def test_columns_named_like_importds_own(
         assert not await conn.fetchval(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'importd_staging'"
         )
+
+
+@pytest.mark.parametrize("strategy", ["atomic-url", "per-chunk"])
+async def test_staging_tables_of_an_older_release_are_never_resumed(
+    conn: Conn, drain: Drain, tmp_path: Path, server: Server, strategy: str
+) -> None:
+    """An attempt of an older release left its staging table (named after the user's
+    columns, the line last) and a checkpoint after its first chunk: this release never
+    reads that table as one of its own. The target's columns are named c2, c1 (the old
+    table's names are this release's positional names, in another order and types).
+    Atomic: the staged rows are not trusted, the import starts over and loads exactly the
+    file. Per chunk (the table is emptied at each chunk's commit): it is made again, and
+    the import resumes after its first chunk."""
+    await conn.execute("CREATE TABLE swapped (c2 int, c1 text)")
+    data = ("c2,c1\n" + "".join(f"{i},a{i}\n" for i in range(1, 31))).encode()
+    if strategy == "atomic-url":
+        url = server.route("/s.csv", Reply(200, data, ranges=True))
+        extra: dict[str, Any] = {"atomic": True}
+        staging = "job_{id}_0"
+    else:
+        (tmp_path / "s.csv").write_bytes(data)
+        url = f"file://{tmp_path / 's.csv'}"
+        extra = {"atomic": False, "on_conflict": "ignore"}
+        staging = "job_{id}"
+    job_id = await importd.enqueue(
+        conn, "csv", {"source": url, "table": "swapped", "chunk_rows": 10, **extra}
+    )
+    name = staging.format(id=job_id)
+    first = b"".join(data.splitlines(keepends=True)[:11])  # the header and 10 records
+    checkpoint = {
+        "version": 1,
+        "source": url,
+        "offset": len(first),
+        "line": 12,
+        "columns": ["c2", "c1"],
+        "loaded": 10,
+        "failed": 0,
+        "fingerprint": {},
+        "parts": 1 if strategy == "atomic-url" else 0,
+        "newline": "\n",
+    }
+    await conn.execute(
+        "UPDATE import_jobs SET checkpoint = $2::text::jsonb WHERE id = $1",
+        job_id,
+        json.dumps(checkpoint),
+    )
+    # The older release's shape: the user's names, in the file's order, the line last.
+    await conn.execute(
+        f"CREATE UNLOGGED TABLE importd_staging.{name} (c2 int, c1 text, importd_line bigint)"
+    )
+    if strategy == "atomic-url":  # staged rows (not the file's: a resume would show them)
+        await conn.execute(
+            f"INSERT INTO importd_staging.{name} "
+            "SELECT 1000 + i, 'stale' || i, i + 1 FROM generate_series(1, 10) AS i"
+        )
+    else:  # the first chunk, loaded and committed with the checkpoint
+        await conn.execute(
+            "INSERT INTO swapped SELECT i, 'a' || i FROM generate_series(1, 10) AS i"
+        )
+    settings = {"import_roots": (str(tmp_path),), "url_prefixes": (server.url + "/",)}
+    assert await drain(**settings, tables=("public.swapped",)) == 0
+    job = await conn.fetchrow(
+        "SELECT status, last_error, result FROM import_jobs WHERE id = $1", job_id
+    )
+    assert job["status"] == "completed", job["last_error"]
+    assert not await conn.fetchval("SELECT count(*) FROM import_job_errors")
+    got = sorted(tuple(r) for r in await conn.fetch("SELECT c2, c1 FROM swapped"))
+    assert got == [(i, f"a{i}") for i in range(1, 31)]
+    assert job["result"]["rows_loaded"] == 30
