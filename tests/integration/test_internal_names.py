@@ -237,3 +237,46 @@ async def test_staging_tables_of_an_older_release_are_never_resumed(
     got = sorted(tuple(r) for r in await conn.fetch("SELECT c2, c1 FROM swapped"))
     assert got == [(i, f"a{i}") for i in range(1, 31)]
     assert job["result"]["rows_loaded"] == 30
+
+
+NO_TEMP_TABLES = """
+CREATE FUNCTION no_temp_tables() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE schema_name LIKE 'pg_temp%') THEN
+        RAISE EXCEPTION 'no temporary tables here' USING ERRCODE = '42P10';
+    END IF;
+END $$;
+CREATE EVENT TRIGGER no_temp_tables ON ddl_command_end EXECUTE FUNCTION no_temp_tables();
+"""
+
+
+@pytest.mark.parametrize("strategy", ["direct", "per-chunk"])
+async def test_an_sql_error_of_the_check_is_told_as_what_it_is(
+    conn: Conn, drain: Drain, tmp_path: Path, strategy: str
+) -> None:
+    """A statement of the set-based check fails with an SQL error of its own (here an
+    event trigger refuses its temporary table, with the SQLSTATE of a bad ON CONFLICT
+    clause): the job fails at once saying the check failed and why, never blaming the
+    payload's conflict_columns."""
+    await conn.execute("CREATE TABLE plain (a int, b text)")
+    await conn.execute(NO_TEMP_TABLES)
+    try:
+        path = tmp_path / "p.csv"
+        path.write_text("a,b\n" + "".join(f"{'x' if i == 5 else i},b{i}\n" for i in range(20)))
+        payload: dict[str, Any] = {"source": f"file://{path}", "table": "plain"}
+        if strategy == "per-chunk":
+            payload["on_conflict"] = "ignore"
+        job_id = await importd.enqueue(conn, "csv", payload)
+        assert await drain(import_roots=(str(tmp_path),), tables=("public.plain",)) == 10
+    finally:
+        await conn.execute("DROP EVENT TRIGGER no_temp_tables")
+    job = await conn.fetchrow(
+        "SELECT status, attempts, last_error FROM import_jobs WHERE id = $1", job_id
+    )
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert job["last_error"].startswith("CheckFailed: "), job["last_error"]
+    assert (
+        "InvalidColumnReferenceError (SQLSTATE 42P10): no temporary tables here"
+        in job["last_error"]
+    )
+    assert "conflict_columns" not in job["last_error"]

@@ -31,6 +31,29 @@ class TooManyErrors(PermanentError):
     """More rows were rejected than ``max_errors`` allows."""
 
 
+class CheckFailed(PermanentError):
+    """The set-based check of a failing chunk's rows (``Copier._convert``) failed with an
+    SQL error of its own (not a row's conversion error, which it records): importd's
+    fault, not the file's; a retry would fail the same way."""
+
+    @classmethod
+    def of(cls, exc: asyncpg.PostgresError) -> CheckFailed:
+        """The error for ``exc``, raised by one of the check's statements."""
+        detail = f" ({exc.detail})" if exc.detail else ""
+        return cls(
+            f"CheckFailed: importd's check of a chunk's rows (sql/queries/build_check.sql) "
+            f"failed: {type(exc).__name__} (SQLSTATE {exc.sqlstate}): {exc.message}{detail}; "
+            "a fault of importd, not of the file: report it"
+        )
+
+
+def lasting(exc: asyncpg.PostgresError) -> bool:
+    """Whether ``exc`` is an error of the statement itself (a name, a type, a feature),
+    which a retry would meet again, rather than of the moment (a lost connection, a
+    deadlock, a server shutting down, out of memory)."""
+    return (exc.sqlstate or "")[:2] in ("42", "0A")
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One row on its way to COPY: its source line, its source bytes, its COPY bytes."""
@@ -123,7 +146,12 @@ class Budget:
 
 def classify(exc: asyncpg.PostgresError, table: str, on_conflict: str) -> PermanentError | None:
     """The permanent error that ``exc`` is, with what to change, or None when a retry may
-    get past it (a lost connection, a deadlock, a server shutting down)."""
+    get past it (a lost connection, a deadlock, a server shutting down).
+
+    Only what any statement of an import may raise is told here, by its class: an error
+    whose cause is one statement's (the conflict rule of a move: ``Move``; the check of a
+    failing chunk: ``CheckFailed``) is told where that statement runs, so that an error
+    of another statement is never blamed on it."""
     state = exc.sqlstate or ""
     detail = f" ({exc.detail})" if exc.detail else ""
     if isinstance(exc, asyncpg.InsufficientPrivilegeError):
@@ -131,11 +159,6 @@ def classify(exc: asyncpg.PostgresError, table: str, on_conflict: str) -> Perman
         return PermanentError(
             f"PermissionDenied: {exc.message}{detail}; grant importd's role {need} on "
             f"{table} and USAGE on its schema"
-        )
-    if isinstance(exc, asyncpg.InvalidColumnReferenceError) or state == "42P10":
-        return PermanentError(
-            f"payload.conflict_columns: {exc.message}; name the columns of a unique index "
-            f"or constraint of {table}"
         )
     if state.startswith("0A") or state == "22023":
         return PermanentError(

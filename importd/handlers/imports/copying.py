@@ -53,7 +53,7 @@ from ... import db, tables
 from ...db import Connection, Record
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
-from .common import ROW_LEVEL, Row, describe, raw_text
+from .common import ROW_LEVEL, CheckFailed, Row, describe, lasting, raw_text
 from .screening import Screen
 
 MIN_WINDOW = 16
@@ -692,7 +692,9 @@ class Copier:
         exception block per row; with ``insert``, load the good ones into ``into``. The
         rows loaded and the bad rows (line, message), or None (after a rollback to
         ``importd_try``) when a row does not split into fields, the target refuses a
-        converted row, or temporary tables may not be created."""
+        converted row, or temporary tables may not be created. Any other SQL error of
+        the check's statements is raised as ``CheckFailed`` (when a retry would meet it
+        again) or as it is."""
         if self.types is None or any("$" in name for name in [*self.names, *self.types]):
             return None  # (no dollar sign may end the DO block's quoting early)
         statements = self._checks.get(into)
@@ -735,6 +737,13 @@ class Copier:
             # right to create temporary tables: COPY by COPY then.
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
+        except asyncpg.PostgresError as exc:
+            # Not a row's error (the DO block records those): the check's own. Told as
+            # what it is, not as the import's (``classify`` would blame the payload);
+            # one of the moment (a lost server, a deadlock) is retried as it is.
+            if lasting(exc):
+                raise CheckFailed.of(exc) from exc
+            raise
         return int(status.rsplit(" ", 1)[-1]), bad
 
     def _check_table(self) -> str:

@@ -26,7 +26,16 @@ from ...repository import RowFailure, forget_failures, record_failures
 from .. import sources, spec
 from ..records import NdjsonRows, Records, Splitter
 from . import reading
-from .common import RAW_LIMIT, Budget, LeaseLost, Prepared, TooManyErrors, classify, raw_text
+from .common import (
+    RAW_LIMIT,
+    Budget,
+    CheckFailed,
+    LeaseLost,
+    Prepared,
+    TooManyErrors,
+    classify,
+    raw_text,
+)
 from .copying import Batch, Copier
 from .moving import Move, Mover
 from .reading import Chunk
@@ -147,6 +156,9 @@ class Import:
         try:
             try:
                 return await self._load(checkpoint)
+            except CheckFailed as exc:  # importd's own fault: said once, with its trace
+                self.ctx.log.error("import_check_failed", error=str(exc), exc_info=exc)
+                raise
             except asyncpg.PostgresError as exc:
                 permanent = classify(exc, s.qualified, s.on_conflict)
                 if permanent is None:

@@ -17,8 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import asyncpg
+
 from ... import tables
 from ...db import Connection, Record
+from ...models import PermanentError
 from ...repository import RowFailure
 from .common import RAW_LIMIT, ROW_LEVEL, describe, raw_text
 
@@ -72,6 +75,14 @@ class Move:
                 async with conn.transaction():
                     status = await conn.execute(statement, lo, hi)
                 return int(status.rsplit(" ", 1)[-1])
+            except asyncpg.InvalidColumnReferenceError as exc:
+                if self.on_conflict == "error":
+                    raise
+                # The ON CONFLICT clause names no unique index or constraint.
+                raise PermanentError(
+                    f"payload.conflict_columns: {exc.message}; name the columns of a "
+                    f"unique index or constraint of {self.target.schema}.{self.target.name}"
+                ) from exc
             except ROW_LEVEL as exc:
                 if not indexed:
                     await staging.index_lines(conn)
