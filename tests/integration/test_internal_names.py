@@ -105,7 +105,7 @@ def server() -> Iterator[Server]:
     srv.stop()
 
 
-STRATEGIES = {
+STRATEGIES: dict[str, dict[str, Any]] = {
     "direct": {"atomic": False},
     "atomic-file": {"atomic": True},
     "per-chunk": {"atomic": False, "on_conflict": "ignore"},

@@ -15,9 +15,9 @@ from importd.handlers.imports.common import describe
 # bytes), the helper tables' own names and the positional ones above all.
 NAMES = st.one_of(
     st.sampled_from(["importd_line", "importd_error", "c1", "c2", "c10", "r", "e", "v1"]),
-    st.text(
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1
-    ).filter(lambda s: len(s.encode()) <= 63),
+    st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1).filter(
+        lambda s: len(s.encode()) <= 63
+    ),
 )
 
 
