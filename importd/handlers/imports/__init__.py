@@ -18,6 +18,11 @@ marks the job completed: an import of a file COPYs into the target in that one
 transaction (a retry starts over); one from a URL, or with a conflict rule, COPYs into
 UNLOGGED per-chunk staging tables whose rows a mover moves in it (a retry resumes the
 staging and moves them all again).
+
+Helper tables (staging, the check's temporary table) name their columns by position
+(``c1``..``cN``, after ``importd_line``), never after the user's: a target may have
+columns of any name. Staging tables of another shape (an older release's) are never
+resumed from.
 """
 
 from __future__ import annotations
