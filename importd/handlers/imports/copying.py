@@ -749,8 +749,10 @@ class Copier:
     def _check_table(self) -> str:
         """The temporary table ``_convert`` uses: one per session and set of columns (the
         name says which: the table stays for the session, and a pooled connection may
-        serve another import later)."""
-        key = "\0".join([*self.names, "", *(self.types or ())]).encode()
+        serve another import later). The key names the table's shape too (positional
+        columns): a session a pooler shares with a daemon of an older release, whose
+        table of the same columns named them after the user's, never meets it."""
+        key = "\0".join(["positional", *self.names, "", *(self.types or ())]).encode()
         return "importd_check_" + hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
 
     async def _try(
