@@ -298,19 +298,35 @@ async def test_missing_privileges_fail_at_once_saying_what_to_grant(
     await abc.execute("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO importd_weak")
     await abc.execute("GRANT ALL ON SCHEMA importd_staging TO importd_weak")
     await abc.execute("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO importd_weak")
+    # A schema importd's role has no USAGE on: describing the target is refused.
+    await abc.execute("CREATE SCHEMA hidden; CREATE TABLE hidden.t (a text, b int, c text)")
+    await abc.execute("GRANT ALL ON hidden.t TO importd_weak")
     try:
         source = write(root, "ok.csv", "a,b,c\nx,1,y\n")
         job_id = await importd.enqueue(
             abc, "csv", {"source": source, "table": "abc", "atomic": False}
         )
+        hidden = {
+            atomic: await importd.enqueue(
+                abc, "csv", {"source": source, "table": "hidden.t", "atomic": atomic}
+            )
+            for atomic in (True, False)
+        }
         parts = urlsplit(dsn)
         weak = urlunsplit(
             parts._replace(netloc="importd_weak:weak-password-1@" + parts.netloc.rpartition("@")[2])
         )
-        assert await load(dsn=weak) == 10
+        assert await load(dsn=weak, tables=(*TABLES, "hidden.t")) == 10
         row = await job(abc, job_id)
         assert row["status"] == "failed" and row["attempts"] == 1, row["last_error"]
         assert "PermissionDenied: permission denied for table abc" in row["last_error"]
         assert "grant importd's role INSERT on public.abc" in row["last_error"]
+        for atomic, hidden_id in hidden.items():
+            row = await job(abc, hidden_id)
+            assert row["status"] == "failed" and row["attempts"] == 1, (atomic, row["last_error"])
+            assert "permission denied for schema hidden" in row["last_error"]
+            assert "GRANT USAGE ON SCHEMA hidden TO importd's role" in row["last_error"]
+        assert await abc.fetchval("SELECT count(*) FROM hidden.t") == 0
     finally:
         await abc.execute("DROP OWNED BY importd_weak; DROP ROLE importd_weak")
+        await abc.execute("DROP SCHEMA hidden CASCADE")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -76,6 +77,13 @@ class Span:
                 self.tx = None
         finally:
             await pool.release(self.conn)
+
+
+def _ident(name: str) -> str:
+    """``name`` as SQL would need it typed in a GRANT (quoted unless plain)."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 class Import:
@@ -146,8 +154,21 @@ class Import:
     async def run(self) -> Any:
         """Load the file; the job's result."""
         s = self.spec
-        async with self.ctx.pool.acquire() as conn:
-            self.target = await tables.describe(conn, s.schema, s.table)
+        try:
+            async with self.ctx.pool.acquire() as conn:
+                self.target = await tables.describe(conn, s.schema, s.table)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            # Reading the catalog for a table in a schema without USAGE: no retry helps.
+            raise PermanentError(
+                f"PermissionDenied: {exc.message}; GRANT USAGE ON SCHEMA "
+                f"{_ident(s.schema)} TO importd's role (and INSERT on "
+                f"{s.qualified})"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            permanent = classify(exc, s.qualified, s.on_conflict)
+            if permanent is None:
+                raise
+            raise permanent from exc
         if self.target is None:
             raise PermanentError(
                 f"TableNotFound: {s.qualified} does not exist or importd's role cannot see it"
