@@ -232,6 +232,23 @@ async def test_a_record_longer_than_max_record_bytes_is_a_row_error(
         )
 
 
+async def test_a_header_field_past_the_csv_field_limit_fails_at_once_saying_so(
+    abc: Conn, load: Drain, root: Path
+) -> None:
+    source = write(root, "wide.csv", "a," + "h" * 200_000 + ",c\nx,1,y\n")
+    jobs = [
+        await importd.enqueue(abc, "csv", {"source": source, "table": table, "atomic": atomic})
+        for atomic, table in BOTH.items()
+    ]
+    assert await load() == 10
+    for job_id in jobs:
+        row = await job(abc, job_id)
+        assert row["status"] == "failed" and row["attempts"] == 1, row["last_error"]
+        assert row["last_error"].startswith(
+            "HeaderMismatch: a header field is longer than 131,072 characters"
+        ), row["last_error"]
+
+
 async def test_truncated_while_imported_fails_the_job_never_a_short_completion(
     abc: Conn, load: Drain, root: Path
 ) -> None:

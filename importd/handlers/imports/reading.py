@@ -384,7 +384,18 @@ def header_fields(data: bytes, spec: Any) -> list[str]:
     dialect: dict[str, Any] = {"delimiter": spec.delimiter, "quotechar": spec.quote}
     if spec.escape != spec.quote:
         dialect.update(escapechar=spec.escape, doublequote=False)
-    fields = next(csv.reader([text], **dialect), [])
+    try:
+        fields = next(csv.reader([text], **dialect), [])
+    except csv.Error as exc:
+        # Python's csv refuses a field over its limit (131,072 characters); no column
+        # name is that long (PostgreSQL's are at most 63 bytes), so no retry can help.
+        limit = csv.field_size_limit()
+        if "field limit" in str(exc):
+            raise PermanentError(
+                f"HeaderMismatch: a header field is longer than {limit:,} characters; no "
+                "column name is that long"
+            ) from None
+        raise PermanentError(f"HeaderMismatch: the header line is not CSV: {exc}") from None
     if not any(f.strip() for f in fields):
         raise PermanentError("HeaderMismatch: the header line is empty")
     return fields
