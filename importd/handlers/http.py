@@ -65,15 +65,20 @@ async def call_function(job: Job, ctx: JobContext) -> Any:
         raise status_error(response, "the endpoint", data)
     ctx.log.debug("http_called", status=response.status_code, bytes=len(data))
     # An endpoint that echoes the request would put the token in the job row: mask it.
-    return {"status": response.status_code, "body": redact_value(_decode(data, response))}
+    return {"status": response.status_code, "body": _decode(data, response)}
 
 
 def _decode(data: bytes, response: httpx.Response) -> Any:
+    """The answer's body, secrets masked: its JSON value, or its text when it is not JSON
+    or is nested too deep for Python to walk (``RecursionError``; no retry would help)."""
     if not data:
         return None
     if "json" in response.headers.get("content-type", ""):
         try:
-            return json.loads(data)
-        except ValueError:
+            value = json.loads(data)
+            # Stored as jsonb: the value must also be encoded again, as deep as it is.
+            json.dumps(value)
+            return redact_value(value)
+        except (ValueError, RecursionError):
             pass
-    return data.decode("utf-8", "replace")
+    return redact_value(data.decode("utf-8", "replace"))

@@ -107,6 +107,27 @@ async def test_404_fails_at_once_with_status_and_body(
     assert "function not found: import-users" in failed["last_error"]
 
 
+async def test_an_answer_nested_too_deep_for_python_is_kept_as_text_and_not_posted_again(
+    conn: Conn, server: Server, call: Drain
+) -> None:
+    depths = (900, 950, 5000)
+    jobs = {}
+    for depth in depths:
+        answer = b"[" * depth + b"]" * depth
+        url = server.route(
+            f"/deep{depth}", Reply(200, answer, {"Content-Type": "application/json"})
+        )
+        jobs[depth] = await importd.enqueue(conn, "http", {"url": url})
+    assert await call() == 0
+    for depth, job_id in jobs.items():
+        done = await row(conn, job_id)
+        assert done["status"] == "completed" and done["attempts"] == 1, done["last_error"]
+        assert len(server.hits(f"/deep{depth}")) == 1
+        body = done["result"]["body"]
+        text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
+        assert text == "[" * depth + "]" * depth
+
+
 async def test_an_endpoint_that_never_answers_times_out(
     conn: Conn, server: Server, call: Drain
 ) -> None:
