@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 from . import urls
 from .lanes import QueueSlots, RateLimit
-from .redaction import redact, register_secret, secrets_in
+from .redaction import MIN_SECRET_LENGTH, redact, register_secret, secrets_in
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
 
@@ -448,6 +448,19 @@ class Settings:
                     register_secret(secret)
             else:
                 register_secret(value)
+
+    def too_short_to_mask(self) -> list[str]:
+        """The secret settings holding a value (a DSN: a password) shorter than
+        ``MIN_SECRET_LENGTH``, which redaction cannot mask in free text: their names only."""
+        short = []
+        for f in FIELDS:
+            value = getattr(self, f.name)
+            if not f.secret or not isinstance(value, str) or not value:
+                continue
+            found = secrets_in(value) if f.declared.masked == "passwords" else [value]
+            if any(len(secret) < MIN_SECRET_LENGTH for secret in found):
+                short.append(f.name)
+        return short
 
     def require_dsn(self) -> str:
         """The DSN, or a ConfigError that says how to give one."""

@@ -126,6 +126,19 @@ async def _cache_for_pooler(settings: Settings) -> Settings:
     return dataclasses.replace(settings, statement_cache_size=0)
 
 
+def warn_unmaskable(settings: Settings) -> None:
+    """One warning naming the secret settings too short to be masked in free text (a
+    log line, an error, a job row); never their values."""
+    short = settings.too_short_to_mask()
+    if short:
+        log.warning(
+            "secret_too_short_to_mask",
+            settings=short,
+            detail=f"secrets shorter than {redaction.MIN_SECRET_LENGTH} characters are not "
+            "masked in logs, errors and job rows: use longer ones",
+        )
+
+
 class Daemon:
     """One importd process's engine, for ``run`` and for ``drain``."""
 
@@ -154,6 +167,7 @@ class Daemon:
 
     async def run(self) -> int:
         """Start, serve until stopped (or drained), shut down; returns the exit code."""
+        warn_unmaskable(self.settings)
         s = self.settings = await _cache_for_pooler(self.settings)
         registry = handlers.load(s.handlers)
         patience = 10.0 if self.drain else 60.0

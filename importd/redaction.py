@@ -197,6 +197,11 @@ def _mask_sensitive_values(text: str, lowered: str) -> str:
     return _SENSITIVE_KV_RUN.sub("=" + MASK, text)
 
 
+# Shorter secret values are not masked in free text (they would mask innocent words);
+# the daemon warns at start-up about a setting whose secret is that short.
+MIN_SECRET_LENGTH = 6
+
+
 class Secrets:
     """The secret values a process knows (passwords, tokens), and the redaction that
     masks them in any text together with what looks like a credential.
@@ -216,10 +221,10 @@ class Secrets:
 
     def register(self, value: str | None) -> None:
         """Mask ``value`` (and its encoded forms) in every redacted text from now on."""
-        if not value or len(value) < 6:
+        if not value or len(value) < MIN_SECRET_LENGTH:
             return
         forms = {value, unquote(value), quote(value, safe=""), json.dumps(value)[1:-1]}
-        self._set(self._forms | {form for form in forms if len(form) >= 6})
+        self._set(self._forms | {form for form in forms if len(form) >= MIN_SECRET_LENGTH})
 
     def clear(self) -> None:
         """Forget every registered value."""

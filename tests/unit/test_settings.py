@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from importd import cli, config
+from importd import cli, config, daemon
 from tests.helpers import ROOT
 
 FIELDS = config.FIELDS
@@ -448,3 +449,24 @@ def test_the_dsn_comes_from_the_first_source_in_the_readmes_order(tmp_path: Path
     assert config.load({}, environ=environ, config_path=path).dsn == "postgresql://u@dsn-file/db"
     environ = {"IMPORTD_DSN": "", "DATABASE_URL": "postgresql://u@database-url/db"}
     assert config.load({}, environ=environ, config_path=path).dsn is None
+
+
+def test_secrets_too_short_to_mask_are_named_once_at_start_never_shown() -> None:
+    short = config.Settings(
+        dsn="postgresql://importd:pw1@db.example/jobs",
+        http_token="tok9",
+        web_token="a-long-enough-web-token",
+    )
+    with capture_logs() as lines:
+        daemon.warn_unmaskable(short)
+    (line,) = lines
+    assert line["event"] == "secret_too_short_to_mask" and line["log_level"] == "warning"
+    assert line["settings"] == ["dsn", "http_token"]
+    assert "pw1" not in json.dumps(line) and "tok9" not in json.dumps(line)
+
+    long_enough = config.Settings(
+        dsn="postgresql://importd:long-password@db.example/jobs", http_token="tok-long-1"
+    )
+    with capture_logs() as lines:
+        daemon.warn_unmaskable(long_enough)
+    assert lines == []
