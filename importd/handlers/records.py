@@ -11,7 +11,8 @@ from __future__ import annotations
 import itertools
 import json
 import operator
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,6 +323,82 @@ def _dump(value: Any) -> str:
 def loads(data: bytes | str) -> Any:
     """JSON with numbers kept as their text (``Number``); NaN and Infinity refused."""
     return json.loads(data, parse_float=Number, parse_int=Number, parse_constant=_no_constant)
+
+
+_DECODER = json.JSONDecoder(parse_float=Number, parse_int=Number, parse_constant=_no_constant)
+_SPACE = re.compile(r"[ \t\n\r]*")
+# The decoder's C string scanner (absent from the type stubs): (text, after its end).
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+# Characters of JSON text one call into the C decoder parses at most in ``object_keys``
+# (a millisecond or two): the GIL, which C code holds for the whole call, is free to
+# another thread (the event loop) between two calls.
+JSON_STEP = 1 << 15
+
+
+def object_keys(data: bytes) -> list[str] | None:
+    """The keys of the JSON object ``data`` as ``loads`` gives them (in order, each once),
+    or None for another JSON value; ValueError when it is not JSON, RecursionError when
+    it nests too deep. Unlike ``loads``, from a thread it never holds the GIL long,
+    whatever ``data`` holds: a container with more than ``JSON_STEP`` characters after
+    its start is walked value by value, each value decoded (checked) by one C call."""
+    if len(data) <= JSON_STEP:
+        obj = loads(data)
+        return [str(key) for key in obj] if isinstance(obj, dict) else None
+    text = data.decode(json.detect_encoding(data), "surrogatepass")
+    pos = _skip_space(text, 0)
+    keys: dict[str, None] = {}
+    end = _walk_object(text, pos, keys) if text.startswith("{", pos) else _walk(text, pos)
+    if _skip_space(text, end) != len(text):
+        raise ValueError(f"Extra data: char {end}")
+    return list(keys) if text.startswith("{", pos) else None
+
+
+def _skip_space(text: str, pos: int) -> int:
+    match = _SPACE.match(text, pos)
+    assert match is not None  # (it matches the empty string)
+    return match.end()
+
+
+def _walk(text: str, pos: int) -> int:
+    """The end of the JSON value at ``pos`` (no space before it), checked."""
+    if len(text) - pos <= JSON_STEP or not text.startswith(("[", "{"), pos):
+        # A scalar is one linear scan (a long string is copied, not tokenised).
+        return int(_DECODER.raw_decode(text, pos)[1])
+    if text[pos] == "{":
+        return _walk_object(text, pos, {})
+    pos = _skip_space(text, pos + 1)
+    if text.startswith("]", pos):
+        return pos + 1
+    while True:
+        pos = _skip_space(text, _walk(text, pos))
+        if text.startswith(",", pos):
+            pos = _skip_space(text, pos + 1)
+        elif text.startswith("]", pos):
+            return pos + 1
+        else:
+            raise ValueError(f"Expecting ',' delimiter: char {pos}")
+
+
+def _walk_object(text: str, pos: int, keys: dict[str, None]) -> int:
+    """The end of the JSON object at ``pos``, checked; its keys added to ``keys``."""
+    pos = _skip_space(text, pos + 1)
+    if text.startswith("}", pos):
+        return pos + 1
+    while True:
+        if not text.startswith('"', pos):
+            raise ValueError(f"Expecting property name enclosed in double quotes: char {pos}")
+        key, pos = _scanstring(text, pos + 1, True)
+        keys.setdefault(key, None)
+        pos = _skip_space(text, pos)
+        if not text.startswith(":", pos):
+            raise ValueError(f"Expecting ':' delimiter: char {pos}")
+        pos = _skip_space(text, _walk(text, _skip_space(text, pos + 1)))
+        if text.startswith(",", pos):
+            pos = _skip_space(text, pos + 1)
+        elif text.startswith("}", pos):
+            return pos + 1
+        else:
+            raise ValueError(f"Expecting ',' delimiter: char {pos}")
 
 
 class NdjsonRows:

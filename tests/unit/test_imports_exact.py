@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from importd.handlers import sources
+from importd.handlers.imports import reading
+from importd.models import PermanentError
 
 
 async def test_a_file_that_changes_while_read_raises_source_changed(root: Path) -> None:
@@ -34,3 +37,13 @@ async def test_a_file_that_changes_while_read_raises_source_changed(root: Path) 
                     pass
         finally:
             await opened.close()
+
+
+def test_a_header_of_more_fields_than_a_table_can_have_fails_before_it_is_split() -> None:
+    csv_spec = SimpleNamespace(encoding="utf-8", delimiter=",", quote='"', escape='"')
+    with pytest.raises(PermanentError, match=r"header line has 300,000 fields; .* 1,600"):
+        reading.header_fields(",".join(f"c{i}" for i in range(300_000)).encode(), csv_spec)
+    # Delimiters inside quotes are no fields: such a header is split by the csv module.
+    quoted = b'"' + b"," * 5000 + b'",b'
+    assert reading.header_fields(quoted, csv_spec) == ["," * 5000, "b"]
+    assert reading.header_fields(b"a,b,c\r\n", csv_spec) == ["a", "b", "c"]

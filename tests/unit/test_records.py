@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from importd.handlers import records
 from importd.handlers.records import NdjsonRows, Records, RowError, Splitter
 
 CSV = (
@@ -97,9 +101,6 @@ def test_ndjson_rows() -> None:
 import csv  # noqa: E402
 import io  # noqa: E402
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 FIELD = st.text(alphabet=st.sampled_from(list('ab,"\n é')), max_size=6)
 
 
@@ -141,3 +142,58 @@ def test_splitter_finds_the_records_and_lines_csv_finds(
             assert size > limit
             assert after == (expected[index + 1][0] if index + 1 < len(expected) else after)
     assert splitter.consumed == len(data)
+
+
+def _reference_keys(data: bytes) -> list[str] | str | None:
+    """What ``object_keys`` must say, from ``json.loads`` (one C call)."""
+    try:
+        obj = json.loads(data, parse_float=str, parse_int=str, parse_constant=_refuse)
+    except ValueError:
+        return "not JSON"
+    return list(obj) if isinstance(obj, dict) else None
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _object_keys_or_error(data: bytes) -> list[str] | str | None:
+    try:
+        return records.object_keys(data)
+    except ValueError:
+        return "not JSON"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    value=_JSON,
+    indent=st.sampled_from([None, 0, 1]),
+    cut=st.integers(0, 400),
+    junk=st.sampled_from(["", ",", "]", "}", '"', ":", " ", "x", "{", "1"]),
+    step=st.sampled_from([0, 3, 16]),
+)
+def test_object_keys_walked_in_steps_agree_with_json_loads(
+    value: Any, indent: int | None, cut: int, junk: str, step: int
+) -> None:
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    # Also text that is not JSON: a character put in at some place.
+    for data in (text, text[:cut] + junk + text[cut:]):
+        raw = data.encode()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(records, "JSON_STEP", step)
+            assert _object_keys_or_error(raw) == _reference_keys(raw), data
+
+
+def test_object_keys_of_a_long_record_keep_order_and_duplicates_once() -> None:
+    big = b'{"b": [' + b",".join([b"1"] * 40_000) + b'], "a": {"x": 1}, "b": 2}'
+    assert records.object_keys(big) == ["b", "a"]
+    assert records.object_keys(b"[" + big + b"]") is None
+    with pytest.raises(ValueError):
+        records.object_keys(big[:-1])

@@ -335,19 +335,21 @@ class Import:
         if not first:
             raise PermanentError(f"EmptySource: {s.source} is empty")
         assert self.target is not None
+        # Parsing the header (or first record) and checking its columns run in a thread:
+        # hostile input (a 4 MiB header, 300,000 columns) must not hold the event loop.
         if s.fmt == "ndjson":
             # Like a CSV header, the columns are fixed at the start: the mapped ones, or
             # the keys of the first record. Columns outside the list keep their defaults.
             if s.mapping:
                 self.columns = list(dict.fromkeys(s.mapping.values()))
-                self._check_columns(self.columns, "payload.columns")
+                await asyncio.to_thread(self._check_columns, self.columns, "payload.columns")
             else:
-                self.columns = reading.first_keys(first)
-                self._check_columns(self.columns, "first record")
+                self.columns = await asyncio.to_thread(reading.first_keys, first)
+                await asyncio.to_thread(self._check_columns, self.columns, "first record")
             return first
         if not s.header:
             self.columns = list(s.columns) if s.columns else self.target.writable
-            self._check_columns(self.columns, "payload.columns")
+            await asyncio.to_thread(self._check_columns, self.columns, "payload.columns")
             return first
         header, rest = first.split(1)
         self.offset = header.ends[0]
@@ -357,10 +359,14 @@ class Import:
                 f"HeaderTooLong: the header line is longer than max_record_bytes="
                 f"{self.settings.max_record_bytes:,}"
             )
-        fields = reading.header_fields(header.datas[0], s)
-        self.columns = [s.mapping.get(f, f) for f in fields]
-        self._check_columns(self.columns, "header")
+        self.columns = await asyncio.to_thread(self._header_columns, header.datas[0])
         return rest
+
+    def _header_columns(self, line: bytes) -> list[str]:
+        """The columns a CSV header line names (mapped), checked; in a thread."""
+        columns = [self.spec.mapping.get(f, f) for f in reading.header_fields(line, self.spec)]
+        self._check_columns(columns, "header")
+        return columns
 
     def _check_columns(self, columns: list[str], where: str) -> None:
         assert self.target is not None

@@ -17,7 +17,7 @@ from typing import Any
 
 from ...models import PermanentError
 from .. import sources
-from ..records import Records, Splitter, loads
+from ..records import Records, Splitter, object_keys
 
 
 class Chunk:
@@ -364,13 +364,16 @@ def first_keys(first: Records) -> list[str]:
     """The keys of the first record that is a JSON object (NDJSON without a mapping)."""
     for data in first.datas:
         with contextlib.suppress(ValueError, RecursionError):
-            obj = loads(data) if data else None
-            if isinstance(obj, dict) and obj:
-                return [str(key) for key in obj]
+            keys = object_keys(data) if data else None
+            if keys:
+                return keys
     raise PermanentError(
         "NoColumns: the first lines hold no JSON object to take the "
         "columns from; give them with payload.columns"
     )
+
+
+MAX_COLUMNS = 1600  # PostgreSQL's limit of a table's columns
 
 
 def header_fields(data: bytes, spec: Any) -> list[str]:
@@ -381,6 +384,15 @@ def header_fields(data: bytes, spec: Any) -> list[str]:
         raise PermanentError(
             f"HeaderEncoding: the header line is not {spec.encoding}: {exc.reason}"
         ) from None
+    if spec.quote not in text and spec.escape not in text:
+        # Every delimiter ends a field: a header of more fields than a table can have
+        # columns fails before millions of fields are made (and freed) holding the GIL.
+        count = text.count(spec.delimiter) + 1
+        if count > MAX_COLUMNS:
+            raise PermanentError(
+                f"HeaderMismatch: the header line has {count:,} fields; a PostgreSQL table "
+                f"has at most {MAX_COLUMNS:,} columns"
+            )
     dialect: dict[str, Any] = {"delimiter": spec.delimiter, "quotechar": spec.quote}
     if spec.escape != spec.quote:
         dialect.update(escapechar=spec.escape, doublequote=False)
