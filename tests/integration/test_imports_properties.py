@@ -22,11 +22,12 @@ import importd
 from tests.helpers import Conn, Drain
 
 INT4 = (-(2**31), 2**31 - 1)
-# Each example is a real import (both atomic modes, one drain): few examples keep the
-# suite fast; the generators put every kind of trouble in most of them.
+# Each example is a real import (both atomic modes, one drain, 0.15 - 0.2 s): 35 and 25
+# examples keep this file at 11 - 13 s on a loaded 2-core machine (the suite's budget is
+# about 15 s); the generators put every kind of trouble in most of them.
 SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-EXAMPLES = settings(max_examples=20, deadline=None, suppress_health_check=SLOW)
-ND_EXAMPLES = settings(max_examples=15, deadline=None, suppress_health_check=SLOW)
+EXAMPLES = settings(max_examples=35, deadline=None, suppress_health_check=SLOW)
+ND_EXAMPLES = settings(max_examples=25, deadline=None, suppress_health_check=SLOW)
 
 
 @pytest.fixture
