@@ -18,7 +18,14 @@ import pytest
 import importd
 from tests.helpers import Conn, Drain, wait_until
 
-TABLES = ("public.abc", "public.abc_f", "public.abc_n", "public.one", "public.nums")
+TABLES = (
+    "public.abc",
+    "public.abc_f",
+    "public.abc_n",
+    "public.abc_nf",
+    "public.one",
+    "public.nums",
+)
 BOTH = {True: "abc", False: "abc_f"}  # the table each atomic mode loads
 
 
@@ -27,6 +34,7 @@ async def abc(conn: Conn) -> Any:
     await conn.execute("CREATE TABLE abc (a text, b int, c text)")
     await conn.execute("CREATE TABLE abc_f (a text, b int, c text)")
     await conn.execute("CREATE TABLE abc_n (a text, b int, c text)")
+    await conn.execute("CREATE TABLE abc_nf (a text, b int, c text)")
     await conn.execute("CREATE TABLE one (v text)")
     await conn.execute("CREATE TABLE nums (n numeric, j jsonb, t text, f float8)")
     return conn
@@ -208,6 +216,7 @@ async def test_a_record_longer_than_max_record_bytes_is_a_row_error(
         ("csv", True, "abc", csv_text, [3, 5]),
         ("csv", False, "abc_f", csv_text, [3, 5]),
         ("ndjson", True, "abc_n", nd_text, [2]),
+        ("ndjson", False, "abc_nf", nd_text, [2]),
     ]
     jobs = []
     for fmt, atomic, table, text, lines in cases:
@@ -292,8 +301,9 @@ async def test_a_hostile_header_or_first_record_does_not_hold_the_event_loop(
     assert longest < 0.3, f"the event loop was held {longest * 1000:.0f} ms"
 
 
+@pytest.mark.parametrize("atomic", [True, False])
 async def test_truncated_while_imported_fails_the_job_never_a_short_completion(
-    abc: Conn, load: Drain, root: Path
+    abc: Conn, load: Drain, root: Path, atomic: bool
 ) -> None:
     await abc.execute("""
         CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -304,7 +314,7 @@ async def test_truncated_while_imported_fails_the_job_never_a_short_completion(
     job_id = await importd.enqueue(
         abc,
         "csv",
-        {"source": f"file://{path}", "table": "abc", "atomic": False, "chunk_rows": 100},
+        {"source": f"file://{path}", "table": "abc", "atomic": atomic, "chunk_rows": 100},
         max_attempts=1,
     )
     drained = asyncio.create_task(load())
@@ -317,6 +327,8 @@ async def test_truncated_while_imported_fails_the_job_never_a_short_completion(
     assert await drained == 10
     row = await job(abc, job_id)
     assert row["status"] == "failed" and "SourceChanged" in row["last_error"], row["last_error"]
+    if atomic:  # nothing of a failed atomic import is kept
+        assert await abc.fetchval("SELECT count(*) FROM abc") == 0
 
 
 async def test_errors_retrying_cannot_fix_fail_at_once(abc: Conn, load: Drain, root: Path) -> None:
