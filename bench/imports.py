@@ -5,12 +5,14 @@ in 1M against the same file without them, peak memory under a 200 MB record, and
 
     python -m bench.imports [--rows 1000000] [--big-rows 5000000] [--skip-big] [--streams 1,2]
     python -m bench.imports --only-hostile [--bad-rows 20000] [--record-mb 200] [--atomic false]
+        [--bad-shape int,short,extra,utf8,jsonb] [--bad-rows-only] [--rows 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -35,6 +37,7 @@ CREATE TABLE {name} (
     id bigint, account int, title text, body text, created timestamptz,
     amount numeric(12, 2), ratio double precision, note text
 )"""
+JSONB_TABLE = TABLE.replace("ratio double precision", "ratio jsonb")
 
 
 def generate(path: Path, rows: int, seed: int = 1) -> int:
@@ -63,10 +66,30 @@ def generate(path: Path, rows: int, seed: int = 1) -> int:
     return path.stat().st_size
 
 
-def spoil(clean: Path, spoiled: Path, bad: int) -> int:
-    """``clean`` with ``bad`` records spread evenly through it made bad (the integer
-    column ``account`` holds a word); the count of records spoiled. Streamed, so that this
-    process stays small (a child's peak RSS starts from its parent's at fork)."""
+# How a record is spoiled, by ``--bad-shape``: a word in the integer column ``account``
+# (``int``, and ``jsonb``: the same into a table whose ``ratio`` is a jsonb column), a
+# field too few (``short``: the last one dropped), a field too many (``extra``), bytes that
+# are not UTF-8 in the text column ``title`` (``utf8``).
+SHAPES = ("int", "short", "extra", "utf8", "jsonb")
+
+
+def spoil_fields(fields: list[bytes], shape: str) -> list[bytes]:
+    """The fields of a spoiled record (see ``SHAPES``)."""
+    if shape in ("int", "jsonb"):
+        return [fields[0], b"acct" + fields[1], *fields[2:]]
+    if shape == "short":
+        return fields[:-1]
+    if shape == "extra":
+        return [*fields, b"x"]
+    if shape == "utf8":
+        return [fields[0], fields[1], fields[2] + b"\xff", *fields[3:]]
+    raise ValueError(shape)
+
+
+def spoil(clean: Path, spoiled: Path, bad: int, shape: str = "int") -> int:
+    """``clean`` with ``bad`` records spread evenly through it made bad (``shape``: see
+    ``SHAPES``); the count of records spoiled. Streamed, so that this process stays small
+    (a child's peak RSS starts from its parent's at fork)."""
 
     def candidate(line: bytes) -> bool:
         # Records that are one line each (every 50th has a quoted newline).
@@ -82,9 +105,8 @@ def spoil(clean: Path, spoiled: Path, bad: int) -> int:
         for line in src:
             if candidate(line):
                 if seen in picks:
-                    fields = line.split(b",")
-                    fields[1] = b"acct" + fields[1]
-                    line = b",".join(fields)  # noqa: PLW2901
+                    fields = spoil_fields(line.rstrip(b"\n").split(b","), shape)
+                    line = b",".join(fields) + b"\n"  # noqa: PLW2901
                 seen += 1
             out.write(line)
     return len(picks)
@@ -110,18 +132,23 @@ async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
     """The hostile-input figures (see the module docstring)."""
     clean = root / "clean.csv"
     generate(clean, args.rows, seed=2)
-    spoiled = root / "spoiled.csv"
-    spoil(clean, spoiled, args.bad_rows)
     rows: list[tuple[str, str]] = []
     modes = {"both": (True, False), "true": (True,), "false": (False,)}[args.atomic]
-    for atomic in modes:
+    for shape, atomic in itertools.product(args.bad_shape.split(","), modes):
+        spoiled = root / f"spoiled_{shape}.csv"
+        spoil(clean, spoiled, args.bad_rows, shape)
+        create = JSONB_TABLE if shape == "jsonb" else TABLE
         clean_runs, bad_runs = [], []  # (seconds, CPU seconds of importd drain)
         for _ in range(args.repeat):
-            took, _, result = await import_once(dsn, root, clean, "clean_load", atomic)
+            took, _, result = await import_once(
+                dsn, root, clean, "clean_load", atomic, create=create
+            )
             clean_runs.append((took, result["drain_cpu_s"]))
             took, _, result = await import_once(
-                dsn, root, spoiled, "bad_load", atomic, max_errors=args.bad_rows
+                dsn, root, spoiled, "bad_load", atomic, max_errors=args.bad_rows, create=create
             )
+            if result["rows_rejected"] != args.bad_rows:
+                raise RuntimeError(f"{result['rows_rejected']} rows rejected, not {args.bad_rows}")
             bad_runs.append((took, result["drain_cpu_s"]))
         clean_s, bad_s = (statistics.median(r[0] for r in runs) for runs in (clean_runs, bad_runs))
         clean_cpu, bad_cpu = (
@@ -130,7 +157,8 @@ async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
         pairs = [b[0] / c[0] for c, b in zip(clean_runs, bad_runs, strict=True)]
         rows.append(
             (
-                f"{args.rows:,} rows, {args.bad_rows:,} bad (atomic: {str(atomic).lower()})",
+                f"{args.rows:,} rows, {args.bad_rows:,} bad, {shape} "
+                f"(atomic: {str(atomic).lower()})",
                 f"{bad_s:.2f} s vs {clean_s:.2f} s without them: {bad_s / clean_s:.2f}x "
                 f"(medians of {args.repeat}; runs {', '.join(f'{x:.2f}' for x, _ in bad_runs)}"
                 f" vs {', '.join(f'{x:.2f}' for x, _ in clean_runs)}; each bad run against "
@@ -139,6 +167,8 @@ async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
                 f"{clean_cpu:.2f} s ({bad_cpu / clean_cpu:.2f}x)",
             )
         )
+    if args.bad_rows_only:
+        return rows
     big = root / "record.csv"
     big_record(big, args.record_mb)
     _, rss, result = await import_once(dsn, root, big, "big_record", True, max_errors=1)
@@ -291,10 +321,11 @@ async def import_once(
     atomic: bool,
     max_errors: int = 0,
     streams: int = 1,
+    create: str = TABLE,
 ) -> tuple[float, float, dict[str, Any]]:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f"DROP TABLE IF EXISTS {name}; " + TABLE.format(name=name))
+        await conn.execute(f"DROP TABLE IF EXISTS {name}; " + create.format(name=name))
         await conn.execute("CHECKPOINT")
         job_id = await importd.enqueue(
             conn,
@@ -459,6 +490,16 @@ if __name__ == "__main__":
         choices=["both", "true", "false"],
         default="both",
         help="the atomic modes of the bad-rows figure (default both)",
+    )
+    parser.add_argument(
+        "--bad-shape",
+        default="int",
+        help=f"how bad rows are bad, comma-separated: {', '.join(SHAPES)} (default int)",
+    )
+    parser.add_argument(
+        "--bad-rows-only",
+        action="store_true",
+        help="only the bad-rows figures (no huge record, no wide header)",
     )
     parser.add_argument("--record-mb", type=int, default=200)
     parser.add_argument("--columns", type=int, default=100_000)

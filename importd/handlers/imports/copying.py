@@ -54,9 +54,10 @@ from ...db import Connection, Record
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
 from .common import ROW_LEVEL, CheckFailed, Row, describe, lasting, raw_text
-from .screening import Screen
+from .screening import Screen, _length, shape
 
 MIN_WINDOW = 16
+_FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
 _TRY = "importd_try"
 
 
@@ -180,6 +181,12 @@ def _join(prefix: bytes, lines: list[int], bodies: list[bytes]) -> bytes:
     return b"".join(itertools.chain.from_iterable(zip(heads, bodies, itertools.repeat(b"\n"))))
 
 
+def _server_utf8(conn: Connection) -> bool:
+    """Whether the server's encoding is UTF8 (then COPY refuses the bytes of a UTF-8 file
+    that are not UTF-8 with the message ``Screen.verdict`` gives, and nothing else)."""
+    return str(getattr(conn.get_settings(), "server_encoding", "")).upper() == "UTF8"
+
+
 def locate(rows: list[Row], line: int | None, csv: bool) -> int | None:
     """The index of the row PostgreSQL means by COPY line ``line``, or None."""
     if line is None or line < 1:
@@ -235,6 +242,8 @@ class Copier:
         # later, that chunk's COPY fails, takes the set-based check, and the column
         # joins the screen: once per column at most.
         self._watch: set[str] | None = None
+        # Whether a record with a field too few or too many was seen (see ``Screen``).
+        self._fields_seen = False
         # Whether the last chunk had bad rows: then the next is screened before its COPY
         # (in ``prepare``, in the producer's thread) and goes straight to ``_screened``.
         self.suspecting = False
@@ -336,13 +345,35 @@ class Copier:
         watch = None
         if self._watch is not None:
             watch = {i for i, name in enumerate(self.names) if name in self._watch}
+        elif any(shape(t) is None and _length(t) is None for t in self.types):
+            # A type the screen does not know (jsonb, an enum, a domain…): the screen
+            # vouches for the other columns and leaves that one to COPY. If it holds a bad
+            # value, the COPY of the chunk without its suspects fails and takes the
+            # set-based check, and the column is watched from then on (so no screen).
+            watch = {i for i, t in enumerate(self.types) if shape(t) or _length(t)}
+            if self.types and not watch:
+                return None
         return Screen.build(
-            self.types, fmt.format, fmt.delimiter, fmt.quote, fmt.escape, fmt.null, watch
+            self.types,
+            fmt.format,
+            fmt.delimiter,
+            fmt.quote,
+            fmt.escape,
+            fmt.null,
+            watch,
+            whole=self._fields_seen,
+            utf8=self._csv and fmt.encoding == "UTF8",
         )
 
     def _watch_columns(self, found: list[RowFailure]) -> None:
         """Narrow the screen to the columns that held bad values so far, once some did
         (``found``: the rows a chunk rejected)."""
+        if not self._fields_seen and any(f.message.startswith(_FIELD_COUNT) for f in found):
+            # A record with a field too few or too many: the bytes screen looks at whole
+            # lines from now on (``Screen.build``'s ``whole``).
+            self._fields_seen = True
+            self._screen = self._build_screen()
+            self._screen_built = True
         named = set()
         # (Most rows name a column already watched: one C-speed test each for those.)
         known = tuple(f"column {name}: " for name in self._watch or ())
@@ -499,10 +530,9 @@ class Copier:
         if settled is None:
             bad = screened.verdicts if rows else {}
             if bad is None:
-                checked = await self._convert(conn, into, rows, insert=False)
-                if checked is None:
+                bad = await self._verdicts(conn, into, rows)
+                if bad is None:
                     return None
-                bad = {row["line"]: row["message"] for row in checked[1]}
             settled = self._settle_screened(screened, bad)
         gone, rejected, data = settled
         for failure in rejected:  # (as ``reject``: max_errors counted row by row)
@@ -577,10 +607,9 @@ class Copier:
         isolated as any failing chunk."""
         bad = batch.verdicts if suspects is batch.suspects else None
         if bad is None:
-            checked = await self._convert(conn, into, batch.subset(suspects), insert=False)
-            if checked is None:
+            bad = await self._verdicts(conn, into, batch.subset(suspects))
+            if bad is None:
                 return None
-            bad = {row["line"]: row["message"] for row in checked[1]}
         gone = [i for i in suspects if batch.lines[i] in bad]
         for i in gone:
             self.reject(failures, Row(batch.lines[i], batch.raws[i], b""), bad[batch.lines[i]])
@@ -653,13 +682,73 @@ class Copier:
             async with conn.transaction():
                 await conn.execute(f"SAVEPOINT {_TRY}")
                 into = ("pg_temp", self._check_table())
-                checked = await self._convert(conn, into, rows, insert=False)
+                verdicts = await self._verdicts(conn, into, rows)
         finally:
             await pool.release(conn)
-        if checked is not None:
-            target.verdicts = {row["line"]: row["message"] for row in checked[1]}
+        if verdicts is not None:
+            target.verdicts = verdicts
             if isinstance(target, Screened):
                 target.settled = self._settle_screened(target, target.verdicts)
+
+    async def _verdicts(
+        self, conn: Connection, into: tuple[str, str], rows: Batch
+    ) -> dict[int, str] | None:
+        """PostgreSQL's verdict on suspect ``rows``: the message of each bad one by its
+        line; None (after a rollback to ``importd_try``) when they cannot be checked
+        set-based.
+
+        Where the verdict is certain without PostgreSQL (``Screen.verdict``: bytes that
+        are not UTF-8, a field too many, a field too few after fields that surely
+        convert) it is taken from the screen, with PostgreSQL's own message; a record
+        with a field too few and fields in doubt goes to the check with NULL for its
+        missing fields, and its message is the first of its present fields' errors, or
+        else the missing one's. The others go to ``_convert`` as they are. (A record
+        COPY cannot split into fields would make the whole check fail.)"""
+        screen = self.screen()
+        if screen is None or not self._csv:
+            checked = await self._convert(conn, into, rows, insert=False)
+            return None if checked is None else {r["line"]: r["message"] for r in checked[1]}
+        utf8 = self.copy_format.encoding == "UTF8" and _server_utf8(conn)
+        decided: dict[int, str] = {}
+        short: dict[int, int] = {}  # line → the index of its first missing column
+        kept: list[int] = []
+        bodies = list(rows.bodies)
+        for i, (line, body) in enumerate(zip(rows.lines, rows.bodies, strict=True)):
+            verdict = screen.verdict(body + b"\n", body, self.names, utf8)
+            if isinstance(verdict, str):
+                decided[line] = verdict
+                continue
+            if verdict is not None:
+                count = screen.fields(body)
+                assert count is not None
+                short[line] = count
+                bodies[i] = verdict
+            kept.append(i)
+        if kept:
+            lines = [rows.lines[i] for i in kept]
+            sent = [bodies[i] for i in kept]
+            batch = Batch(
+                lines, [rows.raws[i] for i in kept], sent, self._join(lines, sent), self._prefix
+            )
+            checked = await self._convert(conn, into, batch, insert=False)
+            if checked is None:
+                return None
+            for row in checked[1]:
+                line, message = row["line"], row["message"]
+                count = short.get(line)
+                if count is not None:
+                    # Which column failed: one of the fields present, or a NULL put in
+                    # for a missing one (a domain that refuses NULL).
+                    names = enumerate(self.names)
+                    at = {i for i, name in names if message.startswith(f"column {name}: ")}
+                    if not at or (min(at) < count <= max(at)):
+                        return None  # (the name says no column for sure)
+                    if min(at) >= count:
+                        continue  # the missing field's error comes first
+                decided[line] = message
+            for line, count in short.items():
+                decided.setdefault(line, f'missing data for column "{self.names[count]}"')
+        return decided
 
     async def _checked(
         self,

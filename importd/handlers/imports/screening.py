@@ -34,6 +34,8 @@ path they took before.
 
 from __future__ import annotations
 
+import codecs
+import heapq
 import itertools
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -95,6 +97,114 @@ def _length(type_name: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def _field(
+    fmt: str,
+    pattern: bytes | None,
+    length: int | None,
+    anything: bytes,
+    marks: dict[bytes, bytes],
+    null_marker: bytes,
+) -> bytes:
+    """The pattern of one field of format ``fmt`` whose value has ``pattern`` (or is
+    text of at most ``length`` characters)."""
+    if length is not None:
+        # At most ``length`` bytes (so characters) of plain text, or NULL.
+        if fmt == "csv":
+            field = (
+                rb"(?:%(q)s(?:[^%(q)s\0]|%(q)s%(q)s){0,%(n)s}%(q)s"
+                rb"|[^%(d)s%(q)s\r\n\0]{0,%(n)s})"
+            )
+            return field % {**marks, b"n": b"%d" % length}
+        return rb"(?:[^\t\\\0]{0,%(n)s}|\\N)" % {b"n": b"%d" % length}
+    assert pattern is not None
+    if pattern == ANY:
+        return anything % marks if fmt == "csv" else anything
+    if fmt == "csv":
+        return rb"(?:%s|%s%s%s|%s)" % (pattern, marks[b"q"], pattern, marks[b"q"], null_marker)
+    return rb"(?:%s|%s)" % (pattern, null_marker)
+
+
+def invalid_at(data: bytes) -> int:
+    """Where the first byte PostgreSQL refuses in UTF-8 text lies in ``data`` (a byte
+    sequence that is not UTF-8, or a NUL byte, which no text may hold); -1 if none.
+    Python's strict decoder and PostgreSQL's ``pg_utf8_islegal`` refuse the same
+    sequences (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF), and
+    both stop at the first byte of the first bad one."""
+    try:
+        codecs.utf_8_decode(data, "strict", True)
+        at = -1
+    except UnicodeDecodeError as exc:
+        at = exc.start
+    nul = data.find(b"\0", 0, at if at >= 0 else len(data))
+    return nul if nul >= 0 else at
+
+
+def _invalid_lines(data: bytes) -> Iterator[int]:
+    """The start of each line of ``data`` that holds a byte PostgreSQL refuses in UTF-8
+    text (``invalid_at``), ascending: one decode at C speed when there is none."""
+    at = 0
+    while at < len(data):
+        view = data if not at else data[at:]
+        bad = invalid_at(view)
+        if bad < 0:
+            return
+        bad += at
+        yield data.rfind(b"\n", 0, bad) + 1
+        newline = data.find(b"\n", bad)
+        if newline < 0:
+            return
+        at = newline + 1
+
+
+def bad_utf8(record: bytes) -> str | None:
+    """PostgreSQL's message for ``record`` (the bytes COPY reads for one record, with its
+    line end) when it is not valid UTF-8; None when it is. As ``report_invalid_encoding``
+    writes it: the bytes from the bad one on, as many as its first byte says the
+    character has (``pg_utf_mblen``), at most to the end of the record, at most 8."""
+    at = invalid_at(record)
+    if at < 0:
+        return None
+    lead = record[at]
+    size = (
+        2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4 if lead & 0xF8 == 0xF0 else 1
+    )
+    shown = record[at : at + size]
+    return 'invalid byte sequence for encoding "UTF8": ' + " ".join(f"0x{b:02x}" for b in shown)
+
+
+class _Shapes:
+    """The count of a CSV record's fields, and the pattern of its first fields each
+    known to convert (for ``Screen.verdict``)."""
+
+    def __init__(
+        self, delimiter: bytes, quote: bytes, null: bytes, strict: list[bytes | None]
+    ) -> None:
+        self.delimiter, self.quote, self.null, self.strict = delimiter, quote, null, strict
+        self._present: dict[int, re.Pattern[bytes]] = {}
+
+    def count(self, body: bytes) -> int | None:
+        """The fields of record ``body`` as PostgreSQL splits them: one more than its
+        delimiters outside quotes (a quote opens or closes a quoted part wherever it
+        stands, a doubled one twice); None when its quotes do not close."""
+        parts = body.split(self.quote)
+        if not len(parts) % 2:
+            return None
+        return 1 + sum(part.count(self.delimiter) for part in parts[::2])
+
+    def present(self, count: int) -> re.Pattern[bytes]:
+        """The records whose ``count`` first fields are each known to convert (a
+        pattern that matches nothing when a column's type is not screened)."""
+        found = self._present.get(count)
+        if found is None:
+            fields = self.strict[:count]
+            if any(f is None for f in fields):
+                found = re.compile(rb"(?!)")
+            else:
+                found = re.compile(re.escape(self.delimiter).join(f for f in fields if f))
+            self._present[count] = found
+        return found
+
+
 class Screen:
     """Splits a chunk's COPY bodies into known good records and suspects, for one
     import's columns and COPY format (``csv`` with the quote as its own escape, or
@@ -104,6 +214,8 @@ class Screen:
         self, pattern: re.Pattern[bytes], start: bytes | None = None, quote: bytes = b'"'
     ) -> None:
         self._match = pattern.fullmatch
+        self._shapes: _Shapes | None = None  # CSV: fields counted (``verdict``)
+        self._utf8 = False  # records that are not UTF-8 are suspects
         # CSV only (``spans``): the start of a record whose watched fields are known
         # good, up to the last of them; and the line ends not followed by such a start.
         self._start: Callable[[bytes, int], re.Match[bytes] | None] | None = None
@@ -123,6 +235,8 @@ class Screen:
         escape: str,
         null: str,
         watch: Collection[int] | None = None,
+        whole: bool = False,
+        utf8: bool = False,
     ) -> Screen | None:
         """The screen for columns of ``types``; None when a type or the format is not
         screened (an escape other than the quote: PostgreSQL's quote tracking may then
@@ -130,7 +244,13 @@ class Screen:
 
         ``watch``: the indexes of the columns whose values are checked (None: all); the
         others need only be fields. A record called good then surely converts in the
-        watched columns only (see ``copying.Copier.copy_chunk`` for why)."""
+        watched columns only (see ``copying.Copier.copy_chunk`` for why). A column of a
+        type not screened may be left out of ``watch``: its values are then any field.
+
+        ``whole``: the bytes screen (``spans``) looks at every field of a line, not only
+        those up to the last watched column, so that a record with a field too few or
+        too many is found (costlier: set once such a record was seen). ``utf8``: the
+        data is UTF-8 for COPY, and a record that is not valid UTF-8 is a suspect."""
         if not types:
             return None
         if fmt == "csv":
@@ -147,59 +267,96 @@ class Screen:
             null_marker = re.escape(null.encode())
             separator = marks[b"d"]
         elif fmt == "text":
+            marks = {}
             anything = rb"[^\t\0]*+"
             null_marker = rb"\\N"
             separator = rb"\t"
         else:
             return None
-        fields = []
+        fields: list[bytes] = []
+        strict: list[bytes | None] = []  # each column's field checked, watched or not
         for index, type_name in enumerate(types):
             pattern = shape(type_name)
             length = _length(type_name)
             if pattern is None and length is None:
-                return None
+                if watch is None or index in watch:
+                    return None
+                # An unknown type left to COPY: only its watched neighbours are vouched
+                # for (see ``copying.Copier._build_screen``).
+                strict.append(None)
+                fields.append(anything % marks if fmt == "csv" else anything)
+                continue
+            strict.append(
+                _field(fmt, pattern, length, anything, marks, null_marker) if fmt == "csv" else None
+            )
             if watch is not None and index not in watch:
                 pattern, length = ANY, None
-            if length is not None:
-                # At most ``length`` bytes (so characters) of plain text, or NULL.
-                if fmt == "csv":
-                    field = (
-                        rb"(?:%(q)s(?:[^%(q)s\0]|%(q)s%(q)s){0,%(n)s}%(q)s"
-                        rb"|[^%(d)s%(q)s\r\n\0]{0,%(n)s})"
-                    )
-                else:
-                    field = rb"(?:[^\t\\\0]{0,%(n)s}|\\N)"
-                field %= {**marks, b"n": b"%d" % length} if fmt == "csv" else {b"n": b"%d" % length}
-            elif pattern == ANY:
-                field = anything % marks if fmt == "csv" else anything
-            elif fmt == "csv":
-                field = rb"(?:%s|%s%s%s|%s)" % (
-                    pattern,
-                    marks[b"q"],
-                    pattern,
-                    marks[b"q"],
-                    null_marker,
-                )
-            else:
-                field = rb"(?:%s|%s)" % (pattern, null_marker)
-            fields.append(field)
+            fields.append(_field(fmt, pattern, length, anything, marks, null_marker))
         start = None
         if fmt == "csv":
-            # The fields up to the last one checked, and what follows it.
+            # The fields up to the last one checked, and what follows it; with ``whole``,
+            # every field and the line end (a field too few or too many is a suspect).
             checked = [i for i, f in enumerate(fields) if f != anything % marks]
+            if whole:
+                checked.append(len(fields) - 1)
             last = checked[-1] if checked else -1
             after = separator if last + 1 < len(fields) else rb"(?:\n|\Z)"
             start = separator.join(fields[: last + 1]) + after if checked else b""
-        return cls(re.compile(separator.join(fields)), start, quote.encode())
+        screen = cls(re.compile(separator.join(fields)), start, quote.encode())
+        if fmt == "csv":
+            screen._shapes = _Shapes(delimiter.encode(), quote.encode(), null.encode(), strict)
+        screen._utf8 = utf8
+        return screen
 
     def good(self, body: bytes) -> bool:
         """Whether the record ``body`` (without its newline) is known to convert."""
-        return self._match(body) is not None
+        return self._match(body) is not None and not (self._utf8 and invalid_at(body) >= 0)
 
     def suspects(self, bodies: Sequence[bytes]) -> list[int]:
         """The indexes of the records of ``bodies`` not known good."""
         # ``map`` calls the compiled pattern without a Python step per record.
-        return [i for i, found in enumerate(map(self._match, bodies)) if found is None]
+        found = [i for i, hit in enumerate(map(self._match, bodies)) if hit is None]
+        if self._utf8 and invalid_at(b"\n".join(bodies)) >= 0:  # (one pass at C speed)
+            found = sorted({*found, *(i for i, body in enumerate(bodies) if invalid_at(body) >= 0)})
+        return found
+
+    def fields(self, body: bytes) -> int | None:
+        """The count of fields of CSV record ``body`` (None: its quotes do not close, or
+        not CSV)."""
+        return None if self._shapes is None else self._shapes.count(body)
+
+    def verdict(
+        self, record: bytes, body: bytes, names: Sequence[str], utf8: bool
+    ) -> str | bytes | None:
+        """PostgreSQL's verdict on the suspect ``body`` (a CSV record without its line
+        end; ``record``: the bytes COPY reads for it, with its line end) where it is
+        certain without PostgreSQL (``utf8``: the file and the server are UTF-8): the
+        message of its error (a ``str``); or the record
+        with NULL fields for its missing ones (``bytes``: PostgreSQL converts the fields
+        present; when they convert, the message is ``missing data for column`` and the
+        name in ``names`` of the first missing one); or None
+        (PostgreSQL converts the record as it is).
+
+        COPY (PostgreSQL 15, ``NextCopyFrom``) checks a record in this order: its bytes
+        in the file's encoding (the whole record with its line end, before any field is
+        split), its count of fields when there are too many, then each column in turn,
+        where a missing field is an error of its own after the columns before it
+        converted."""
+        if utf8:
+            message = bad_utf8(record)
+            if message is not None:
+                return message
+        shapes = self._shapes
+        if shapes is None:
+            return None
+        count = shapes.count(body)
+        if count is None or count == len(shapes.strict):
+            return None
+        if count > len(shapes.strict):
+            return "extra data after last expected column"
+        if shapes.present(count).fullmatch(body) is not None:
+            return f'missing data for column "{names[count]}"'
+        return body + (shapes.delimiter + shapes.null) * (len(shapes.strict) - count)
 
     def spans(self, data: bytes) -> list[tuple[int, int]] | None:
         """Where the suspects of CSV data ``data`` lie: the start and the end (after its
@@ -228,17 +385,24 @@ class Screen:
             return None
         quote, good = self._quote, self._match
         found: list[tuple[int, int]] = []
+        lines: Iterator[tuple[int, bool]]
         size = len(data)
         # Quotes counted up to ``counted``: an even count there means a record starts.
         counted, odd = 0, 0
         done = 0  # the end of the last suspect found: lines before it are taken
-        first = [] if start(data, 0) else [0]
-        for at in itertools.chain(first, (line.start() + 1 for line in doubted(data))):
+        first = [] if start(data, 0) else [(0, False)]
+        lines = itertools.chain(first, ((line.start() + 1, False) for line in doubted(data)))
+        if self._utf8:
+            # Lines with bytes that are not UTF-8: their records are suspects too.
+            lines = heapq.merge(lines, ((at, True) for at in _invalid_lines(data)))
+        for at, forced in lines:
             if at < done or at >= size:
                 continue
             odd ^= data.count(quote, counted, at) & 1
             counted = at
             if odd:
+                if forced:
+                    return None  # (its record starts on a line before: split the chunk)
                 continue  # inside a quoted field: no record starts here
             end, inside = at, 0  # the record's line end, after an even count of quotes
             while True:
@@ -251,7 +415,7 @@ class Screen:
                 if not inside:
                     break
             body = data[at : end - 1] if data[end - 1 : end] == b"\n" else data[at:end]
-            if good(body) is None:
+            if good(body) is None or (self._utf8 and invalid_at(data[at:end]) >= 0):
                 found.append((at, end))
             done = end
             odd ^= data.count(quote, counted, end) & 1
