@@ -124,18 +124,20 @@ def _field(
     return rb"(?:%s|%s)" % (pattern, null_marker)
 
 
-def invalid_at(data: bytes) -> int:
-    """Where the first byte PostgreSQL refuses in UTF-8 text lies in ``data`` (a byte
-    sequence that is not UTF-8, or a NUL byte, which no text may hold); -1 if none.
-    Python's strict decoder and PostgreSQL's ``pg_utf8_islegal`` refuse the same
-    sequences (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF), and
-    both stop at the first byte of the first bad one."""
+def invalid_at(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """Where the first byte PostgreSQL refuses in UTF-8 text lies in ``data[start:end]``
+    (a byte sequence that is not UTF-8, or a NUL byte, which no text may hold), as an
+    index of ``data``; -1 if none. Python's strict decoder and PostgreSQL's
+    ``pg_utf8_islegal`` refuse the same sequences (RFC 3629: no overlong forms, no
+    surrogates, nothing past U+10FFFF), and both stop at the first byte of the first bad
+    one."""
+    end = len(data) if end is None else end
     try:
-        codecs.utf_8_decode(data, "strict", True)
+        codecs.utf_8_decode(memoryview(data)[start:end], "strict", True)
         at = -1
     except UnicodeDecodeError as exc:
-        at = exc.start
-    nul = data.find(b"\0", 0, at if at >= 0 else len(data))
+        at = start + exc.start
+    nul = data.find(b"\0", start, at if at >= 0 else end)
     return nul if nul >= 0 else at
 
 
@@ -144,11 +146,9 @@ def _invalid_lines(data: bytes) -> Iterator[int]:
     text (``invalid_at``), ascending: one decode at C speed when there is none."""
     at = 0
     while at < len(data):
-        view = data if not at else data[at:]
-        bad = invalid_at(view)
+        bad = invalid_at(data, at)
         if bad < 0:
             return
-        bad += at
         yield data.rfind(b"\n", 0, bad) + 1
         newline = data.find(b"\n", bad)
         if newline < 0:
@@ -415,7 +415,7 @@ class Screen:
                 if not inside:
                     break
             body = data[at : end - 1] if data[end - 1 : end] == b"\n" else data[at:end]
-            if good(body) is None or (self._utf8 and invalid_at(data[at:end]) >= 0):
+            if good(body) is None or (self._utf8 and invalid_at(data, at, end) >= 0):
                 found.append((at, end))
             done = end
             odd ^= data.count(quote, counted, end) & 1
