@@ -163,7 +163,10 @@ def test_the_bytes_screen_finds_the_records_the_record_screen_doubts(
     event("a record not well formed" if None in map(fields, split.datas) else "well formed")
     event(f"suspects: {'none' if not spans else 'all' if len(spans) == len(split) else 'some'}")
     event("multi-line records" if any(b"\n" in body for body in split.datas) else "one line each")
-    copier = Copier(CopyFormat("csv"), "utf_8", ",", '"', False, None, 1 << 20, lambda _: None)
+    # (A file in LATIN1: no record is a suspect for its bytes, as for ``screen`` here.)
+    copier = Copier(
+        CopyFormat("csv", encoding="LATIN1"), "latin_1", ",", '"', False, None, 1 << 20, print
+    )
     copier.names = [f"c{i}" for i in range(len(SPAN_TYPES))]
     copier.types = SPAN_TYPES
     copier._watch = None if watch is None else {copier.names[i] for i in watch}
@@ -173,3 +176,82 @@ def test_the_bytes_screen_finds_the_records_the_record_screen_doubts(
     assert screened.rows.raws == [split.datas[i] for i in indexes]
     rest = b"".join(data[starts[i] : split.ends[i]] for i in range(len(split)) if i not in indexes)
     assert screened.without(list(range(len(indexes)))) == rest
+
+
+# -- bad shapes: a field too few or too many, bytes that are not UTF-8 --------------------
+
+NOT_UTF8 = st.sampled_from([b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xc0\xaf"])
+
+
+@given(
+    records=st.lists(
+        st.tuples(RECORD, st.one_of(st.just(b""), NOT_UTF8), st.integers(0, 8)), min_size=1
+    ),
+    last_newline=st.booleans(),
+    watch=st.sampled_from([None, {0}, {2, 3}]),
+)
+def test_the_bytes_screen_finds_every_record_of_a_bad_shape(
+    records: list[tuple[str, bytes, int]], last_newline: bool, watch: set[int] | None
+) -> None:
+    """With ``whole`` and ``utf8``, ``spans`` names every record whose fields are well
+    formed but too few or too many, and every record with bytes that are not UTF-8 (or
+    gives up, None, when such bytes lie on a line inside a quoted field: the chunk is
+    then split into records); still whole records only, each one the screen doubts."""
+    bodies = []
+    for text, bad, place in records:
+        body = text.encode()
+        at = min(place, len(body))
+        bodies.append(body[:at] + bad + body[at:])
+    data = b"\n".join(bodies) + (b"\n" if last_newline else b"")
+    assume(not data.startswith(b"\n") and b"\n\n" not in data)
+    screen = Screen.build(SPAN_TYPES, "csv", ",", '"', '"', "", watch, whole=True, utf8=True)
+    assert screen is not None
+    splitter = Splitter(b'"', None, 1, newline=b"\n")
+    split = splitter.feed(data)
+    split.extend(splitter.finish())
+    spans = screen.spans(data)
+    if spans is None:
+        event("gave up")
+        return
+    starts = [0, *split.ends[:-1]]
+    where = {(start, end): i for i, (start, end) in enumerate(zip(starts, split.ends, strict=True))}
+    assert all(span in where for span in spans), "a span that is not a whole record"
+    indexes = {where[span] for span in spans}
+    assert not any(screen.good(split.datas[i]) for i in indexes)
+    for i, body in enumerate(split.datas):
+        if fields(body) not in (None, len(SPAN_TYPES)):
+            assert i in indexes, body
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            assert i in indexes, body
+            event("not UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("body", "verdict"),
+    [
+        (b"1,x,2024-01-31", 'missing data for column "d4"'),
+        (b"1", 'missing data for column "d2"'),
+        (b"1,x,2024-01-31,abc,z", "extra data after last expected column"),
+        (b'1,"x,y,z",2024-01-31,"a,b",', "extra data after last expected column"),
+        (b"x1,y,2024-01-31,abc,z", "extra data after last expected column"),  # before values
+        (b"x1,\xff,2024-01-31,abc,z", 'invalid byte sequence for encoding "UTF8": 0xff'),
+        (b"1,\xe2\x82", 'invalid byte sequence for encoding "UTF8": 0xe2 0x82 0x0a'),
+        (b"x1,y", b"x1,y,,"),  # a field in doubt: PostgreSQL converts it, NULL for the rest
+        (b"1,x,2023-02-29", b"1,x,2023-02-29,"),
+        (b"1,x,2024-01-31,abc", None),  # as many fields as columns: PostgreSQL's
+        (b'1,"x,2024-01-31', None),  # its quotes do not close
+        (b"1,x\ry,2024-01-31,abc,z", None),  # a carriage return: PostgreSQL's own error
+    ],
+)
+def test_the_verdicts_the_screen_gives_without_postgresql(
+    body: bytes, verdict: str | bytes | None
+) -> None:
+    screen = Screen.build(SPAN_TYPES, "csv", ",", '"', '"', "", {0}, utf8=True)
+    assert screen is not None
+    names = ["d1", "d2", "d3", "d4"]
+    assert screen.verdict(body + b"\n", body, names, utf8=True) == verdict
+    if isinstance(verdict, str) and verdict.startswith("invalid byte"):
+        # Not UTF-8 for COPY (or a server of another encoding): PostgreSQL's to judge.
+        assert screen.verdict(body + b"\n", body, names, utf8=False) is None

@@ -143,17 +143,28 @@ def invalid_at(data: bytes, start: int = 0, end: int | None = None) -> int:
 
 def _invalid_lines(data: bytes) -> Iterator[int]:
     """The start of each line of ``data`` that holds a byte PostgreSQL refuses in UTF-8
-    text (``invalid_at``), ascending: one decode at C speed when there is none."""
-    at = 0
-    while at < len(data):
-        bad = invalid_at(data, at)
+    text (``invalid_at``), ascending: decoded at C speed in windows that double while
+    they hold no bad byte (a decoding error copies the rest of its input: a window, not
+    the rest of the chunk)."""
+    view, size = memoryview(data), len(data)
+    at, window = 0, 4096
+    while at < size:
+        end = min(size, at + window)
+        try:
+            used = codecs.utf_8_decode(view[at:end], "strict", end == size)[1]
+            bad = data.find(b"\0", at, at + used)
+        except UnicodeDecodeError as exc:
+            bad = data.find(b"\0", at, at + exc.start)
+            if bad < 0:
+                bad = at + exc.start
         if bad < 0:
-            return
+            at, window = at + used, min(2 * window, 1 << 20)
+            continue
         yield data.rfind(b"\n", 0, bad) + 1
         newline = data.find(b"\n", bad)
         if newline < 0:
             return
-        at = newline + 1
+        at, window = newline + 1, 4096
 
 
 def bad_utf8(record: bytes) -> str | None:
@@ -337,15 +348,20 @@ class Screen:
         name in ``names`` of the first missing one); or None
         (PostgreSQL converts the record as it is).
 
-        COPY (PostgreSQL 15, ``NextCopyFrom``) checks a record in this order: its bytes
-        in the file's encoding (the whole record with its line end, before any field is
+        COPY (PostgreSQL 15, ``NextCopyFrom``) checks a record in this order: its line
+        (a carriage return, an end-of-data marker: records with either are left to it),
+        its bytes in the file's encoding (the whole record with its line end, before any field is
         split), its count of fields when there are too many, then each column in turn,
         where a missing field is an error of its own after the columns before it
         converted."""
+        if b"\r" in body or b"\\." in body:
+            return None  # (PostgreSQL reads such a line its own way, before the rest)
         if utf8:
             message = bad_utf8(record)
             if message is not None:
                 return message
+        elif not record.isascii() or b"\0" in record:
+            return None  # (bytes another encoding, or its conversion, may refuse)
         shapes = self._shapes
         if shapes is None:
             return None
