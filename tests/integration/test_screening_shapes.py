@@ -36,7 +36,9 @@ GOOD = {
 BAD = {
     "k": st.sampled_from(["x", "2147483648", "1.5"]),
     "j": st.sampled_from(["{", "nope", "[1"]),
-    "note": st.sampled_from(["x\\xff", "\\xc3", "a\\xe2\\x82", "\\xed\\xa0\\x80z", "\\xf8"]),
+    "note": st.sampled_from(
+        ["x\\xff", "\\xc3", "a\\xe2\\x82", "\\xed\\xa0\\x80z", "\\xf8", '"a\n\\xffb"', "\\x00"]
+    ),
     "n": st.sampled_from(["99999.99", "abc"]),
 }
 

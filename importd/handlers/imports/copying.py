@@ -3,7 +3,9 @@ PostgreSQL rejects a row are bad rows sought, by three means, each the fallback 
 one before:
 
 1. the screen (``screening``, ``Copier._screened``): records whose values all have a
-   shape their types surely accept are known good; PostgreSQL converts the others (the
+   shape their types surely accept are known good; a record of a bad shape (a field too
+   many or too few, bytes that are not UTF-8) is judged by the screen where that is
+   certain (``Copier._verdicts``); PostgreSQL converts the others (the
    suspects, 2 % of a chunk when 2 % of its rows are bad) in a temporary table (after a
    chunk with bad rows, on another connection while the chunk before is in its COPY:
    ``Copier.check_ahead``), and the chunk loads without its bad rows in one COPY, in
@@ -384,6 +386,13 @@ class Copier:
             for name in self.names:
                 if text.startswith(f"column {name}: "):
                     named.add(name)
+        if not named and self._watch is None:
+            # Bad rows, none for a value (a field too few or too many, bytes that are not
+            # UTF-8): no column needs watching; the screen looks at fields and bytes only.
+            self._watch = set()
+            self._screen = self._build_screen()
+            self._screen_built = True
+            return
         if not named or (self._watch is not None and named <= self._watch):
             return
         self._watch = named if self._watch is None else self._watch | named
