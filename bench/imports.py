@@ -69,8 +69,9 @@ def generate(path: Path, rows: int, seed: int = 1) -> int:
 # How a record is spoiled, by ``--bad-shape``: a word in the integer column ``account``
 # (``int``, and ``jsonb``: the same into a table whose ``ratio`` is a jsonb column), a
 # field too few (``short``: the last one dropped), a field too many (``extra``), bytes that
-# are not UTF-8 in the text column ``title`` (``utf8``).
-SHAPES = ("int", "short", "extra", "utf8", "jsonb")
+# are not UTF-8 in the text column ``title`` (``utf8``), a value that is not JSON in the
+# jsonb column ``ratio`` (``badjson``, into the table of ``jsonb``).
+SHAPES = ("int", "short", "extra", "utf8", "jsonb", "badjson")
 
 
 def spoil_fields(fields: list[bytes], shape: str) -> list[bytes]:
@@ -81,6 +82,8 @@ def spoil_fields(fields: list[bytes], shape: str) -> list[bytes]:
         return fields[:-1]
     if shape == "extra":
         return [*fields, b"x"]
+    if shape == "badjson":
+        return [*fields[:6], b"{" + fields[6], *fields[7:]]
     if shape == "utf8":
         return [fields[0], fields[1], fields[2] + b"\xff", *fields[3:]]
     raise ValueError(shape)
@@ -137,7 +140,7 @@ async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
     for shape, atomic in itertools.product(args.bad_shape.split(","), modes):
         spoiled = root / f"spoiled_{shape}.csv"
         spoil(clean, spoiled, args.bad_rows, shape)
-        create = JSONB_TABLE if shape == "jsonb" else TABLE
+        create = JSONB_TABLE if shape in ("jsonb", "badjson") else TABLE
         clean_runs, bad_runs = [], []  # (seconds, CPU seconds of importd drain)
         for _ in range(args.repeat):
             took, _, result = await import_once(
