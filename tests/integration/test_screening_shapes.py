@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 import importd
 from importd.handlers.imports.screening import bad_utf8
 from tests.helpers import Conn, Drain
+from tests.httpserver import Reply, Server
 
 SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 COLUMNS = "k int, j jsonb, note text, n numeric(6,2)"
@@ -73,15 +75,27 @@ def message(exc: asyncpg.PostgresError) -> tuple[str, str]:
 
 
 @pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server().start()
+    yield srv
+    srv.stop()
+
+
+# The tables each import loads: a file, atomic and not (the direct path); a URL, atomic
+# (staged: each row with its source line, moved at the end).
+TARGETS = {"shapes_t": True, "shapes_f": False, "shapes_u": True}
+
+
+@pytest.fixture
 async def shapes(conn: Conn) -> Any:
-    for name in ("shapes_t", "shapes_f", "shapes_ref"):
+    for name in (*TARGETS, "shapes_ref"):
         await conn.execute(
             f"CREATE TABLE {name} ({COLUMNS}, seq bigint GENERATED ALWAYS AS IDENTITY)"
         )
     return conn
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=SLOW)
+@settings(max_examples=30, deadline=None, suppress_health_check=SLOW)
 @given(
     records=st.lists(record(), min_size=1, max_size=60),
     chunk_rows=st.sampled_from([10, 16, 1000]),
@@ -90,6 +104,7 @@ async def shapes(conn: Conn) -> Any:
 async def test_bad_shapes_load_what_postgresql_copies_record_by_record(
     shapes: Conn,
     drain: Drain,
+    server: Server,
     tmp_path: Path,
     records: list[bytes],
     chunk_rows: int,
@@ -105,7 +120,8 @@ async def test_bad_shapes_load_what_postgresql_copies_record_by_record(
     data += b"\n".join(records) + (b"\n" if final_newline else b"")
     path = tmp_path / "shapes.csv"
     path.write_bytes(data)
-    await conn.execute("TRUNCATE shapes_t, shapes_f, shapes_ref, import_job_errors")
+    await conn.execute("TRUNCATE shapes_t, shapes_f, shapes_u, shapes_ref, import_job_errors")
+    url = server.route("/shapes.csv", Reply(200, data))
     expected_errors = []
     for start, body in starts:
         try:
@@ -117,37 +133,39 @@ async def test_bad_shapes_load_what_postgresql_copies_record_by_record(
     query = "SELECT k, j::text, note, n::text FROM {} ORDER BY seq"
     expected = [tuple(r) for r in await conn.fetch(query.format("shapes_ref"))]
     jobs = {
-        atomic: await importd.enqueue(
+        table: await importd.enqueue(
             conn,
             "csv",
             {
-                "source": f"file://{path}",
-                "table": "shapes_t" if atomic else "shapes_f",
+                "source": url if table == "shapes_u" else f"file://{path}",
+                "table": table,
                 "atomic": atomic,
                 "max_errors": 10_000,
                 "chunk_rows": chunk_rows,
             },
         )
-        for atomic in (True, False)
+        for table, atomic in TARGETS.items()
     }
-    await drain(import_roots=(str(tmp_path),), tables=("public.shapes_t", "public.shapes_f"))
-    for atomic, job_id in jobs.items():
+    await drain(
+        import_roots=(str(tmp_path),),
+        tables=tuple(f"public.{t}" for t in TARGETS),
+        url_prefixes=(server.url + "/",),
+    )
+    for table, job_id in jobs.items():
         row = await conn.fetchrow(
             "SELECT status, last_error FROM import_jobs WHERE id = $1", job_id
         )
         assert row["status"] == "completed", row["last_error"]
-        got = [
-            tuple(r) for r in await conn.fetch(query.format("shapes_t" if atomic else "shapes_f"))
-        ]
-        assert got == expected, atomic  # the same rows, in file order
+        got = [tuple(r) for r in await conn.fetch(query.format(table))]
+        assert got == expected, table  # the same rows, in file order
         errors = await conn.fetch(
             "SELECT line_number, message FROM import_job_errors WHERE job_id = $1 "
             "ORDER BY line_number",
             job_id,
         )
-        assert [r["line_number"] for r in errors] == [e[0] for e in expected_errors], atomic
+        assert [r["line_number"] for r in errors] == [e[0] for e in expected_errors], table
         for r, (_, full, short) in zip(errors, expected_errors, strict=True):
-            assert r["message"] in (full, short), (atomic, r["line_number"])
+            assert r["message"] in (full, short), (table, r["line_number"])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=SLOW)
