@@ -242,6 +242,11 @@ async def save_checkpoint(
     return row is not None
 
 
+async def count_failures(conn: Conn, job_id: int) -> int:
+    """How many row-level errors ``job_id`` has recorded."""
+    return int(await conn.fetchval(sql.query("count_job_errors"), job_id))
+
+
 async def record_failures(conn: Conn, job: Job, failures: Sequence[RowFailure]) -> None:
     """Insert row-level errors of ``job``."""
     if failures:

@@ -203,6 +203,8 @@ async def test_more_errors_than_max_errors_fails_the_job(
     assert "TooManyErrors: 3 rows rejected, more than max_errors=2" in row["last_error"]
     assert len(await errors(conn, job_id)) == 3
     loaded = await conn.fetchval("SELECT count(*) FROM people")
+    # The row's counters say what the failure left: the rows kept, the errors recorded.
+    assert (row["rows_done"], row["rows_failed"]) == (loaded, 3)
     if atomic:
         assert loaded == 0
         assert "nothing was loaded" in row["last_error"]

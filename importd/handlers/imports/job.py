@@ -23,7 +23,7 @@ from ... import tables
 from ...context import JobContext
 from ...db import Connection
 from ...models import Job, PermanentError
-from ...repository import RowFailure, forget_failures, record_failures
+from ...repository import RowFailure, count_failures, forget_failures, record_failures
 from .. import sources, spec
 from ..records import NdjsonRows, Records, Splitter
 from . import reading
@@ -192,6 +192,12 @@ class Import:
                 async with self.ctx.pool.acquire() as conn, conn.transaction():
                     await record_failures(conn, self.job, found)
             await self._drop_staging()
+            # The job row's counters as the failure leaves things (written with it): the
+            # rows that stay loaded (none for an atomic import), the errors recorded.
+            async with self.ctx.pool.acquire() as conn:
+                failed = await count_failures(conn, self.job.id)
+            kept = 0 if s.atomic or not self.committed else int(self.committed["loaded"])
+            self.ctx.progress(kept, failed=failed)
             raise
         except BaseException as exc:
             if not self.into_target and (
