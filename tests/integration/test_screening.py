@@ -126,6 +126,25 @@ def text_body(record: tuple[str | None, ...]) -> bytes:
     ).encode()
 
 
+async def enqueue_both_modes(conn: Conn, path: Path, prefix: str) -> dict[bool, int]:
+    """An import of ``path`` in each atomic mode, into ``<prefix>_t`` (atomic) and
+    ``<prefix>_f``; the job ids by mode."""
+    return {
+        atomic: await importd.enqueue(
+            conn,
+            "csv",
+            {
+                "source": f"file://{path}",
+                "table": f"{prefix}_t" if atomic else f"{prefix}_f",
+                "atomic": atomic,
+                "max_errors": 100,
+                "chunk_rows": 10,
+            },
+        )
+        for atomic in (True, False)
+    }
+
+
 @pytest.fixture
 async def screened(conn: Conn) -> Any:
     columns = ", ".join(f"{name} {type_name}" for name, type_name in COLUMNS.items())
@@ -303,20 +322,7 @@ async def test_a_column_that_turns_bad_late_is_still_exact(
         rows.append(f"{k},{d},row {i}")
     path = tmp_path / "late.csv"
     path.write_text("\n".join(rows) + "\n")
-    jobs = {
-        atomic: await importd.enqueue(
-            conn,
-            "csv",
-            {
-                "source": f"file://{path}",
-                "table": "late_t" if atomic else "late_f",
-                "atomic": atomic,
-                "max_errors": 100,
-                "chunk_rows": 10,
-            },
-        )
-        for atomic in (True, False)
-    }
+    jobs = await enqueue_both_modes(conn, path, "late")
     await drain(import_roots=(str(tmp_path),), tables=("public.late_t", "public.late_f"))
     for atomic, job_id in jobs.items():
         table = "late_t" if atomic else "late_f"
@@ -401,20 +407,7 @@ async def test_columns_named_like_the_checks_own_names_are_checked_exactly(
         rows.append(",".join(values))
     path = tmp_path / "own.csv"
     path.write_text("\n".join(rows) + "\n")
-    jobs = {
-        atomic: await importd.enqueue(
-            conn,
-            "csv",
-            {
-                "source": f"file://{path}",
-                "table": "own_t" if atomic else "own_f",
-                "atomic": atomic,
-                "max_errors": 100,
-                "chunk_rows": 10,
-            },
-        )
-        for atomic in (True, False)
-    }
+    jobs = await enqueue_both_modes(conn, path, "own")
     await drain(import_roots=(str(tmp_path),), tables=("public.own_t", "public.own_f"))
     for atomic, job_id in jobs.items():
         table = "own_t" if atomic else "own_f"
