@@ -18,7 +18,9 @@ SET rows_done    = coalesce(u.rows_done, j.rows_done),
 FROM u
 WHERE j.id = u.id
   AND j.id = ANY ($2::bigint[])  -- lets the planner fetch just these rows by key
-  AND j.status = 'running'
+  -- coalesce (status is never NULL), as in finish_jobs.sql: the keys, not every entry
+  -- of import_jobs_rescue_idx (each lease since the last vacuum), find the rows.
+  AND coalesce(j.status, '') = 'running'
   AND j.locked_by = $1
   AND j.attempts = u.attempt
 RETURNING j.id

@@ -179,7 +179,8 @@ async def _explain(conn: Any, query: str, *args: Any) -> str:
 async def test_result_writes_read_their_own_rows_without_statistics(conn: Conn) -> None:
     # A drain's writes on a never-analyzed table: 1,600 jobs leased and completed first
     # leave their entries in import_jobs_rescue_idx (a partial index on running jobs)
-    # until a vacuum. A write must read its own rows by key, not all those entries.
+    # until a vacuum. A write (and the heartbeat's renewal) must read its own rows by key,
+    # not all those entries.
     await importd.enqueue_many(conn, [NewJob("noop", {}) for _ in range(3000)])
     claim = sql.query("claim_jobs")
     for _ in range(100):
@@ -206,6 +207,8 @@ async def test_result_writes_read_their_own_rows_without_statistics(conn: Conn) 
             [0] * 16,
             *([[None] * 16] * 4),
         ),
+        # the lease keeper's renewal of every running job, once a second
+        "heartbeat_jobs": ("w", ids, attempts, [30.0] * 16, *([[None] * 16] * 4)),
     }
     for name, args in writes.items():
         plan = await _explain(conn, sql.query(name), *args)
