@@ -630,18 +630,24 @@ class Executor:
         committed the completion). When the row cannot be read, False: the run's outcome
         is then written, fenced, which changes the row only if the completion did not
         commit."""
+        known, state = await self._run_state(job, bound)
+        return (
+            known
+            and state is not None
+            and state["status"] == str(Status.COMPLETED)
+            and state["attempts"] == job.attempt
+        )
+
+    async def _run_state(self, job: Job, bound: Any) -> tuple[bool, Any]:
+        """The job row's state, read back (``(True, row or None)``), or ``(False, None)``
+        when it cannot be read (said in the log)."""
         try:
-            state = await retry_transient(
+            return True, await retry_transient(
                 "read_run", lambda: self._repo.run_state(job.id), give_up_after=5.0
             )
         except Exception as exc:
             bound.warning("run_state_unknown", error=describe_error(exc))
-            return False
-        return (
-            state is not None
-            and state["status"] == str(Status.COMPLETED)
-            and state["attempts"] == job.attempt
-        )
+            return False, None
 
     async def _outcome(
         self, job: Job, ctx: JobContext, bound: Any, task: asyncio.Task[Any]
@@ -878,14 +884,8 @@ class Executor:
             applied = first
         if applied:
             return True
-        try:
-            state = await retry_transient(
-                "read_run", lambda: self._repo.run_state(job.id), give_up_after=5.0
-            )
-        except Exception as exc:
-            bound.warning("run_state_unknown", error=describe_error(exc))
-            return False
-        if state is not None and _written(job, outcome, state):
+        known, state = await self._run_state(job, bound)
+        if known and state is not None and _written(job, outcome, state):
             bound.info("job_write_confirmed", outcome=str(outcome.status))
             return True
         return False
