@@ -194,10 +194,15 @@ class Import:
             await self._drop_staging()
             # The job row's counters as the failure leaves things (written with it): the
             # rows that stay loaded (none for an atomic import), the errors recorded.
-            async with self.ctx.pool.acquire() as conn:
-                failed = await count_failures(conn, self.job.id)
-            kept = 0 if s.atomic or not self.committed else int(self.committed["loaded"])
-            self.ctx.progress(kept, failed=failed)
+            # (Best effort: the counters must not turn the failure into something else.)
+            try:
+                async with self.ctx.pool.acquire() as conn:
+                    failed = await count_failures(conn, self.job.id)
+            except Exception as exc:
+                self.ctx.log.warning("import_counters_unread", error=str(exc), exc_info=exc)
+            else:
+                kept = 0 if s.atomic or not self.committed else int(self.committed["loaded"])
+                self.ctx.progress(kept, failed=failed)
             raise
         except BaseException as exc:
             if not self.into_target and (
