@@ -55,6 +55,10 @@ class Column:
     type: str
     is_json: bool
     writable: bool
+    # How the screen of bad rows judges its values: a domain without constraints as its
+    # base type, an enum by its labels (``describe_table.sql``).
+    screen_as: str = ""
+    labels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,18 @@ async def describe(conn: Connection, schema: str, name: str) -> Table | None:
             "(through a view): importd's own tables are never import targets, whatever "
             "the 'tables' setting allows"
         )
-    return Table(
-        schema, name, tuple(Column(r["name"], r["type"], r["is_json"], r["writable"]) for r in rows)
+    columns = tuple(
+        Column(
+            r["name"],
+            r["type"],
+            r["is_json"],
+            r["writable"],
+            r["screen_as"],
+            None if r["labels"] is None else tuple(r["labels"]),
+        )
+        for r in rows
     )
+    return Table(schema, name, columns)
 
 
 @dataclass(frozen=True)

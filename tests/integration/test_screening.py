@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import importd
-from importd.handlers.imports.screening import ANY, Screen, shape
+from importd import tables
+from importd.handlers.imports.screening import ANY, Labels, Screen, shape, value_type
 from tests.helpers import Conn, Drain
 
 SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -175,6 +176,221 @@ async def test_whatever_the_screen_calls_good_postgresql_copies(
     except asyncpg.PostgresError as exc:
         pytest.fail(f"the screen called good a record PostgreSQL refused: {exc} ({good})")
     assert await conn.fetchval("SELECT count(*) FROM screened") == len(good)
+
+
+# -- json, jsonb, enums, domains and arrays -----------------------------------------------
+
+MORE = {
+    "j": "json",
+    "jb": "jsonb",
+    "e": "mood",
+    "dm": "plain_int",
+    "ai": "integer[]",
+    "an": "numeric(5,2)[]",
+    "aw": "text[]",
+    "ab": "boolean[]",
+}
+MORE_TYPES = """
+CREATE TYPE mood AS ENUM ('happy', 'so so', 'a,b', 'say "hi"', 'Zoë');
+CREATE DOMAIN plain_int AS integer;
+"""
+JSON_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=6),
+)
+JSON_VALUE = st.recursive(
+    JSON_SCALAR,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+def json_text(value: Any, ascii_only: bool, spaced: bool) -> str:
+    """``value`` as Python's json module writes it (an independent JSON writer)."""
+    separators = (", ", ": ") if spaced else (",", ":")
+    return json.dumps(value, ensure_ascii=ascii_only, separators=separators)
+
+
+JSON_NEAR = st.sampled_from(
+    [
+        "{0.5",
+        "[1,]",
+        '{"a":1,}',
+        "[1 2]",
+        '"\\u0000"',
+        '"\\ud800"',
+        '"\\uDC00x"',
+        "1e400",
+        "1e99",
+        "1E-99",
+        "NaN",
+        "Infinity",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        '"a',
+        "tru",
+        "[[[[[[1]]]]]]",
+        '"\\/"',
+        '"\\q"',
+        ' {"a": 1}',
+        '{"a"\t: 1}',
+        "\t1",
+    ]
+)
+JSON_FIELD = st.one_of(
+    st.builds(json_text, JSON_VALUE, st.booleans(), st.booleans()), JSON_NEAR, TEXT, st.none()
+)
+ENUM_FIELD = st.one_of(
+    st.sampled_from(["happy", "so so", "a,b", 'say "hi"', "Zoë"]),
+    st.sampled_from(["Happy", "happy ", "sad", ""]),
+    TEXT,
+    st.none(),
+)
+
+
+def array_text(items: list[str | None]) -> str:
+    return "{" + ",".join("NULL" if item is None else item for item in items) + "}"
+
+
+def array_field(item: st.SearchStrategy[str], near: list[str]) -> st.SearchStrategy[str | None]:
+    return st.one_of(
+        st.lists(st.one_of(item, st.none()), max_size=4).map(array_text),
+        st.sampled_from(["{1, 2}", "{{1}}", "{1,}", "{", "{}", "{a b}", "{NULL}", *near]),
+        TEXT,
+        st.none(),
+    )
+
+
+MORE_FIELDS = {
+    "j": JSON_FIELD,
+    "jb": JSON_FIELD,
+    "e": ENUM_FIELD,
+    "dm": st.one_of(st.integers(-(2**31), 2**31).map(str), NEAR, st.none()),
+    "ai": array_field(st.integers(-(2**31), 2**31).map(str), ["{1.5}", "{+7}", "{0x1}"]),
+    "an": array_field(
+        st.decimals(-1000, 1000, places=2, allow_nan=False).map(str), ["{1e2}", "{-999.995}"]
+    ),
+    "aw": array_field(
+        st.text(alphabet='ab ,"{}\\Nl\u00eb', min_size=1, max_size=4), ['{"a b"}', "{a\\,b}"]
+    ),
+    "ab": array_field(st.sampled_from(["t", "f", "true", "NO", "maybe", "1"]), ["{tr}"]),
+}
+
+
+@pytest.fixture
+async def screened_more(conn: Conn) -> Any:
+    await conn.execute(MORE_TYPES)
+    columns = ", ".join(f"{name} {type_name}" for name, type_name in MORE.items())
+    await conn.execute(f"CREATE TABLE screened_more ({columns})")
+    return conn
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=SLOW)
+@given(
+    records=st.lists(st.tuples(*MORE_FIELDS.values()), min_size=1, max_size=25),
+    fmt=st.sampled_from(["csv", "text"]),
+    quote_all=st.booleans(),
+)
+async def test_json_enums_domains_and_arrays_the_screen_calls_good_postgresql_copies(
+    screened_more: Conn, records: list[tuple[str | None, ...]], fmt: str, quote_all: bool
+) -> None:
+    """The types are read from the catalog as an import reads them (``tables.describe``:
+    the enum's labels, the domain's base type)."""
+    conn = screened_more
+    target = await tables.describe(conn, "public", "screened_more")
+    assert target is not None
+    kinds = [value_type(column) for column in target.columns]
+    assert kinds[2] == Labels(("happy", "so so", "a,b", 'say "hi"', "Zoë"))
+    assert kinds[3] == "integer"
+    screen = Screen.build(kinds, fmt, ",", '"', '"', "")
+    assert screen is not None
+    bodies = [csv_body(r, quote_all) if fmt == "csv" else text_body(r) for r in records]
+    good = [body for body in bodies if screen.good(body)]
+    if not good:
+        return
+    options: dict[str, Any] = {"format": fmt}
+    if fmt == "csv":
+        options.update(delimiter=",", quote='"', null="")
+    await conn.execute("TRUNCATE screened_more")
+    try:
+        await conn.copy_to_table(
+            "screened_more",
+            source=io.BytesIO(b"\n".join(good) + b"\n"),
+            columns=list(MORE),
+            **options,
+        )
+    except asyncpg.PostgresError as exc:
+        pytest.fail(f"the screen called good a record PostgreSQL refused: {exc} ({good})")
+    assert await conn.fetchval("SELECT count(*) FROM screened_more") == len(good)
+
+
+async def test_bad_values_in_json_enum_and_array_columns_load_exactly(
+    conn: Conn, drain: Drain, tmp_path: Path
+) -> None:
+    """Bad values in a jsonb, an enum and an array column, spread through many chunks
+    (each column turns bad in its turn, so the screen starts watching it mid-file), in
+    both atomic modes: the table and the rejected lines are PostgreSQL's own, each record
+    COPYed alone in file order."""
+    await conn.execute(MORE_TYPES)
+    columns = (
+        "k int, jb jsonb, e mood, ai integer[], note text, seq bigint GENERATED ALWAYS AS IDENTITY"
+    )
+    for name in ("more_t", "more_f", "more_ref"):
+        await conn.execute(f"CREATE TABLE {name} ({columns})")
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["k", "jb", "e", "ai", "note"])
+    starts = []
+    for i in range(1, 301):
+        jb = json.dumps({"n": i, "tags": ["a", "b"], "ok": i % 2 == 0})
+        e = ["happy", "so so", "a,b"][i % 3]
+        ai = f"{{{i},{-i}}}"
+        if i > 40 and i % 9 == 0:
+            jb = "{" + str(i)  # not JSON
+        if i > 120 and i % 11 == 0:
+            e = "sad"
+        if i > 200 and i % 7 == 0:
+            ai = f"{{{i},x}}"
+        if i % 50 == 0:
+            jb = json.dumps({"deep": [[[[[i]]]]]})  # good, but past the screen's depth
+        before = out.tell()
+        writer.writerow([str(i), jb, e, ai, f"row {i}\nline two" if i % 13 == 0 else f"row {i}"])
+        text = out.getvalue()[before:]
+        starts.append((i, text))
+    path = tmp_path / "more.csv"
+    path.write_text(out.getvalue())
+    header = ["k", "jb", "e", "ai", "note"]
+    rejected, line = [], 2
+    for _, record_text in starts:
+        try:
+            await conn.copy_to_table(
+                "more_ref", source=io.BytesIO(record_text.encode()), columns=header, format="csv"
+            )
+        except asyncpg.DataError:
+            rejected.append(line)
+        line += record_text.count("\n")
+    assert len(rejected) > 30
+    query = "SELECT k, jb, e::text, ai, note FROM {} ORDER BY seq"
+    expected = [tuple(r) for r in await conn.fetch(query.format("more_ref"))]
+    jobs = await enqueue_both_modes(conn, path, "more")
+    await drain(import_roots=(str(tmp_path),), tables=("public.more_t", "public.more_f"))
+    for atomic, job_id in jobs.items():
+        row = await conn.fetchrow(
+            "SELECT status, last_error FROM import_jobs WHERE id = $1", job_id
+        )
+        assert row["status"] == "completed", row["last_error"]
+        table = "more_t" if atomic else "more_f"
+        assert [tuple(r) for r in await conn.fetch(query.format(table))] == expected, atomic
+        lines = await conn.fetch(
+            "SELECT line_number FROM import_job_errors WHERE job_id = $1 ORDER BY line_number",
+            job_id,
+        )
+        assert [r["line_number"] for r in lines] == rejected, atomic
 
 
 # -- imports through the screen, against PostgreSQL COPYing each record alone -----------

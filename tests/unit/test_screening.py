@@ -14,7 +14,7 @@ from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
 from importd.handlers.imports.copying import Batch, Copier, _join
-from importd.handlers.imports.screening import Screen
+from importd.handlers.imports.screening import Labels, Screen
 from importd.handlers.records import Splitter
 from importd.tables import CopyFormat
 
@@ -37,6 +37,16 @@ from importd.tables import CopyFormat
         ),
         ("uuid", ["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"], ["a0eebc999c0b4ef8bb6d6bb9bd380a11"]),
         ("character varying(3)", ["abc", '"a""b"'], ["abcd"]),
+        (
+            "jsonb",
+            ["0.5", "null", '"{""a"": [1, {""b"": ""x\\""y""}], ""c"": true}"', '"""Zo\u00eb"""'],
+            ["{0.5", '"[1,]"', '"{""a"":1,}"', '"""\\u0000"""', "1e400", "NaN", '""', '"[1 2]"'],
+        ),
+        ("json", ['"[]"', '"""\\u0041"""'], ['"[[[[[1]]]]]"', '"\t1"']),
+        ("integer[]", ["{1}", '"{1,NULL,-3}"', "{}"], ['"{1, 2}"', "{1.5}", "{{1}}", '"{1,}"']),
+        ("numeric(5,2)[]", ['"{1.25,-999.99}"'], ["{1000}", "{1.255}"]),
+        ("text[]", ['"{a,NULL,Zoë}"', "{x}"], ['"{a b}"', '"{""a""}"', "{a", "{a\\,b}"]),
+        ("boolean[]", ['"{t,false}"'], ["{maybe}"]),
     ],
 )
 def test_the_screen_vouches_for_common_values_only(
@@ -50,8 +60,24 @@ def test_the_screen_vouches_for_common_values_only(
         assert not screen.good(b"x," + value.encode()), value
 
 
+def test_an_enum_is_screened_by_its_labels() -> None:
+    mood = Labels(("happy", "so so", "a,b", 'say "hi"', ""))
+    screen = Screen.build(["integer", mood], "csv", ",", '"', '"', "")
+    assert screen is not None
+    good = [b"1,happy", b"1,so so", b'1,"a,b"', b'1,"say ""hi"""', b'1,""', b"1,"]
+    suspect = [b"1,Happy", b"1,happy ", b"1,a,b", b"1,sad", b'1,"hap""py"']
+    assert [body for body in good if not screen.good(body)] == []
+    assert [body for body in suspect if screen.good(body)] == []
+    text = Screen.build(["integer", mood], "text", "\t", '"', '"', "")
+    assert text is not None
+    assert text.good(b"1\tso so") and text.good(b"1\t\\N") and not text.good(b"1\tsad")
+
+
 def test_tables_with_an_unscreened_type_are_not_screened() -> None:
-    assert Screen.build(["integer", "jsonb"], "csv", ",", '"', '"', "") is None
+    assert Screen.build(["integer", "point"], "csv", ",", '"', '"', "") is None
+    assert Screen.build(["integer", "int4range"], "csv", ",", '"', '"', "") is None
+    assert Screen.build(["integer", "point[]"], "csv", ",", '"', '"', "") is None
+    assert Screen.build(["integer", Labels(())], "csv", ",", '"', '"', "") is None
     assert Screen.build(["integer", "numeric(5,-2)"], "csv", ",", '"', '"', "") is None
     assert Screen.build(["integer"], "csv", ",", '"', "\\", "") is None  # another escape
 

@@ -56,7 +56,7 @@ from ...db import Connection, Record
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
 from .common import ROW_LEVEL, CheckFailed, Row, describe, lasting, raw_text
-from .screening import Screen, _length, shape
+from .screening import Screen, ValueType, screens
 
 MIN_WINDOW = 16
 _FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
@@ -228,6 +228,9 @@ class Copier:
         self._delimiter = delimiter.encode()
         self.names: list[str] = []
         self.types: list[str] | None = None  # the import's columns and their types
+        # Their types as the screen judges values (``screening.value_type``: an
+        # enum's labels, a domain's base type); None: ``types``.
+        self.screen_types: list[ValueType] | None = None
         self._csv = ndjson is None
         self._prefix = (b"%d" + (delimiter.encode() if self._csv else b"\t")) if staged else b""
         self._dot = quote.encode() + b"\\." + quote.encode()
@@ -343,20 +346,22 @@ class Copier:
     def _build_screen(self) -> Screen | None:
         if self._doubt or self.types is None:
             return None
+        kinds = self.screen_types or self.types
         fmt = self.copy_format
         watch = None
         if self._watch is not None:
             watch = {i for i, name in enumerate(self.names) if name in self._watch}
-        elif any(shape(t) is None and _length(t) is None for t in self.types):
-            # A type the screen does not know (jsonb, an enum, a domain…): the screen
-            # vouches for the other columns and leaves that one to COPY. If it holds a bad
-            # value, the COPY of the chunk without its suspects fails and takes the
-            # set-based check, and the column is watched from then on (so no screen).
-            watch = {i for i, t in enumerate(self.types) if shape(t) or _length(t)}
-            if self.types and not watch:
+        elif not all(map(screens, kinds)):
+            # A type the screen does not know (a composite, a domain with a CHECK…): the
+            # screen vouches for the other columns and leaves that one to COPY. If it
+            # holds a bad value, the COPY of the chunk without its suspects fails and
+            # takes the set-based check, and the column is watched from then on (so no
+            # screen).
+            watch = {i for i, t in enumerate(kinds) if screens(t)}
+            if kinds and not watch:
                 return None
         return Screen.build(
-            self.types,
+            kinds,
             fmt.format,
             fmt.delimiter,
             fmt.quote,

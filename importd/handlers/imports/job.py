@@ -40,6 +40,7 @@ from .common import (
 from .copying import Batch, Copier
 from .moving import Move, Mover
 from .reading import Chunk
+from .screening import value_type
 
 CHECKPOINT_VERSION = 1
 CHECKPOINT_INTERVAL = 1.0  # seconds of loading per committed checkpoint, at most
@@ -425,6 +426,7 @@ class Import:
         self.copier.names = list(self.columns)
         if all(name in by_name for name in self.columns):  # (a resumed run: maybe not)
             self.copier.types = [by_name[name].type for name in self.columns]
+            self.copier.screen_types = [value_type(by_name[name]) for name in self.columns]
         self.move = Move(
             self.target,
             self.columns,

@@ -27,11 +27,18 @@ column, where splitting it into records and matching each took 7 + 9 ms).
 Types screened (by ``format_type``'s name): ``smallint``, ``integer``, ``bigint``,
 ``numeric``/``numeric(p,s)``, ``real``, ``double precision``, ``boolean``, ``date``,
 ``timestamp``/``timestamptz`` (any precision), ``uuid``, ``text``, ``character
-varying``/``character`` with or without a length. A column of any other type
-(``jsonb``, an enum, a domain, an array) is left to COPY: the screen vouches for the
-other columns only, and a bad value in that column makes the COPY of the chunk without
-its suspects fail, which takes the set-based check; once such a column held a bad value
-the screen is off for the import (its chunks take the path they took before).
+varying``/``character`` with or without a length; ``json``/``jsonb`` (``_json``: JSON
+nested at most four deep, whose strings hold no control character and only escapes
+every server takes, whose numbers fit ``numeric``), an enum (``Labels``: exactly one of
+its labels), a one-dimensional array of numbers, booleans, dates, uuids or plain words
+(``_array``), and a domain without constraints (screened as its base type:
+``tables.Column.screen_type``). A value of those written some other way (pretty-printed
+JSON with a tab, an array with spaces) is a suspect like any other, converted by
+PostgreSQL. A column of any other type (a composite, a range, a domain with a CHECK) is
+left to COPY: the screen vouches for the other columns only, and a bad value in that
+column makes the COPY of the chunk without its suspects fail, which takes the set-based
+check; once such a column held a bad value the screen is off for the import (its chunks
+take the path they took before).
 
 Bad shapes (``Screen.verdict``): a record with a field too many, one with too few whose
 fields present surely convert, and one whose bytes are not UTF-8 (in a UTF-8 file, on a
@@ -54,6 +61,9 @@ import heapq
 import itertools
 import re
 from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+
+from ...tables import Column
 
 _INT = {"smallint": 4, "integer": 9, "bigint": 18}  # digits that always fit
 _FLOAT = rb"[-+]?[0-9]{1,30}(?:\.[0-9]{1,30})?"  # far from float4's range at both ends
@@ -107,6 +117,155 @@ def shape(type_name: str) -> bytes | None:
     return None
 
 
+@dataclass(frozen=True)
+class Labels:
+    """An enum type, by its labels (in their order): its values are exactly these, case
+    and spaces included."""
+
+    labels: tuple[str, ...]
+
+
+# A column's type for the screen: its name as ``format_type`` writes it, or an enum's
+# labels (``value_type``).
+ValueType = str | Labels
+
+
+def value_type(column: Column) -> ValueType:
+    """How the screen judges the values of ``column``: an enum by its labels, a domain
+    without constraints as its base type, any other as its type."""
+    if column.labels is not None:
+        return Labels(column.labels)
+    return column.screen_as or column.type
+
+
+# JSON as PostgreSQL's json and jsonb read it, conservatively: a number whose digits fit
+# ``numeric`` at both ends (at most 100 before and after the point, an exponent of two
+# digits: numeric refuses one past 1000), ``true``/``false``/``null``, strings without a
+# control character (JSON wants them escaped) and with the escapes every server takes
+# (``\u`` only below U+0080 and not U+0000, which jsonb refuses, as it refuses a lone
+# surrogate; past U+007F a server not in UTF-8 may refuse it), arrays and objects nested
+# at most ``_JSON_DEPTH`` deep.
+_JSON_NUMBER = rb"-?(?:0|[1-9][0-9]{0,99})(?:\.[0-9]{1,100})?(?:[eE][-+]?[0-9]{1,2})?"
+_JSON_DEPTH = 4
+_JSON_ESCAPES = rb"(?:%s|%s|[/bfnrt]|u00(?:0[1-9a-fA-F]|[1-7][0-9a-fA-F]))"
+# The plain words of an array of text: what ``array_in`` takes unquoted as it is (no
+# brace, comma, quote, backslash or white space; "NULL" is a NULL element, which text
+# takes).
+_ARRAY_WORD = rb"[^{},\"\\\s\0%s]++"
+# The element types of arrays screened (those whose shapes hold no character
+# ``array_in`` reads its own way), and the text types.
+_ARRAY_ELEMENTS = {
+    *_INT,
+    "numeric",
+    "real",
+    "double precision",
+    "boolean",
+    "date",
+    "uuid",
+}
+_TEXT = ("text", "character varying", "bpchar")
+
+
+def _json(quote: bytes, backslash: bytes, plain: bytes, space: bytes) -> bytes:
+    """The pattern of JSON values as they stand in a field: ``quote`` and ``backslash``
+    the patterns of one JSON quote and backslash there (a CSV quote doubled, a text
+    format backslash doubled), ``plain`` the class of the other characters of a string,
+    ``space`` of white space between tokens."""
+    escape = backslash + _JSON_ESCAPES % (quote, backslash)
+    string = quote + rb"(?:%s|%s)*+" % (plain, escape) + quote
+    value = rb"(?:%s|%s|true|false|null)" % (_JSON_NUMBER, string)
+    ws = space + b"*+"
+    for _ in range(_JSON_DEPTH):
+        # Each member is followed by a comma that some member follows, or by the end.
+        array = rb"\[%s(?:%s%s(?:,(?!%s\])%s|(?=\])))*+\]" % (ws, value, ws, ws, ws)
+        member = rb"%s%s:%s%s%s" % (string, ws, ws, value, ws)
+        obj = rb"\{%s(?:%s(?:,(?!%s\})%s|(?=\})))*+\}" % (ws, member, ws, ws)
+        value = rb"(?:%s|%s|%s|%s|true|false|null)" % (_JSON_NUMBER, string, array, obj)
+    return value
+
+
+def _array(element: bytes, delimiter: bytes | None) -> bytes:
+    """The pattern of a one-dimensional array literal of ``element`` (or NULL)
+    elements; with ``delimiter`` (a CSV field's, unquoted), of at most one element when
+    that is the array's comma too."""
+    item = rb"(?:%s|(?i:NULL))" % element
+    if delimiter == b",":
+        return rb"\{%s?\}" % item
+    return rb"\{(?:%s(?:,%s)*)?\}" % (item, item)  # (not possessive: "f" or "false")
+
+
+def forms(
+    value_type: ValueType, fmt: str, quote: bytes = b'"', delimiter: bytes = b","
+) -> tuple[bytes, bytes] | None:
+    """The patterns of values of ``value_type`` that are not a plain ``shape``: for a
+    CSV field, unquoted and inside quotes; for the text format, the field twice. None
+    when the type is not screened so."""
+    if isinstance(value_type, Labels):
+        return _labels(value_type.labels, fmt, quote, delimiter)
+    if value_type in ("json", "jsonb"):
+        if fmt == "text":
+            text = _json(b'"', rb"\\\\", rb'[^"\\\x00-\x1f]', b"[ ]")
+            return text, text
+        # Unquoted, a JSON value can hold no quote: a number, true, false or null.
+        bare = rb"(?:%s|true|false|null)" % _JSON_NUMBER
+        if quote == b'"':
+            inside = _json(b'""', rb"\\", rb'[^"\\\x00-\x1f]', rb"[ \t\n]")
+        else:
+            plain = rb'[^"\\\x00-\x1f%s]' % re.escape(quote)
+            inside = _json(b'"', rb"\\", plain, rb"[ \t\n]")
+        return bare, inside
+    if not isinstance(value_type, str) or not value_type.endswith("[]"):
+        return None
+    element_type = value_type[:-2]
+    if element_type in _TEXT:
+        word = _ARRAY_WORD % b""
+        if fmt == "text":
+            return _array(word, None), _array(word, None)
+        outside = _ARRAY_WORD % re.escape(quote + delimiter)
+        inside = _ARRAY_WORD % re.escape(quote)
+        return _array(outside, delimiter), _array(inside, None)
+    element = shape(element_type)
+    base = _NUMERIC.sub("numeric", element_type)
+    if element is None or element == ANY or base not in _ARRAY_ELEMENTS:
+        return None
+    if fmt == "text":
+        return _array(element, None), _array(element, None)
+    return _array(element, delimiter), _array(element, None)
+
+
+def _labels(
+    labels: tuple[str, ...], fmt: str, quote: bytes, delimiter: bytes
+) -> tuple[bytes, bytes] | None:
+    """``forms`` for an enum: one of its labels, as the field writes it. Labels a field
+    writes some other way (quoted only, or escaped) are left out: their values are
+    suspects."""
+    encoded = [label.encode() for label in labels]
+    if fmt == "text":
+        plain = [e for e in encoded if not any(c in e for c in (b"\\", b"\t", b"\n", b"\r"))]
+        if not plain:
+            return None
+        text = b"(?:%s)" % b"|".join(map(re.escape, plain))
+        return text, text
+    bare = [e for e in encoded if e and not any(c in e for c in (quote, delimiter, b"\r", b"\n"))]
+    inside = [e.replace(quote, quote + quote) for e in encoded if b"\r" not in e]
+    if not inside:
+        return None
+    outside = b"(?:%s)" % b"|".join(map(re.escape, bare)) if bare else rb"(?!)"
+    return outside, b"(?:%s)" % b"|".join(map(re.escape, inside))
+
+
+def screens(value_type: ValueType) -> bool:
+    """Whether the screen can check values of ``value_type`` (else it leaves them to
+    COPY: see ``Screen.build``'s ``watch``)."""
+    if isinstance(value_type, Labels):
+        return bool(value_type.labels)
+    return (
+        shape(value_type) is not None
+        or _length(value_type) is not None
+        or forms(value_type, "csv") is not None
+    )
+
+
 def _length(type_name: str) -> int | None:
     found = _LENGTH.fullmatch(type_name)
     return int(found.group(1)) if found else None
@@ -119,9 +278,15 @@ def _field(
     anything: bytes,
     marks: dict[bytes, bytes],
     null_marker: bytes,
+    both: tuple[bytes, bytes] | None = None,
 ) -> bytes:
     """The pattern of one field of format ``fmt`` whose value has ``pattern`` (or is
-    text of at most ``length`` characters)."""
+    text of at most ``length`` characters, or has the ``forms`` ``both``)."""
+    if both is not None:
+        if fmt == "csv":
+            bare, inside = both
+            return rb"(?:%s|%s%s%s|%s)" % (bare, marks[b"q"], inside, marks[b"q"], null_marker)
+        return rb"(?:%s|%s)" % (both[0], null_marker)
     if length is not None:
         # At most ``length`` bytes (so characters) of plain text, or NULL.
         if fmt == "csv":
@@ -259,7 +424,7 @@ class Screen:
     @classmethod
     def build(
         cls,
-        types: Sequence[str],
+        types: Sequence[ValueType],
         fmt: str,
         delimiter: str,
         quote: str,
@@ -307,9 +472,12 @@ class Screen:
         fields: list[bytes] = []
         strict: list[bytes | None] = []  # each column's field checked, watched or not
         for index, type_name in enumerate(types):
-            pattern = shape(type_name)
-            length = _length(type_name)
+            pattern = shape(type_name) if isinstance(type_name, str) else None
+            length = _length(type_name) if isinstance(type_name, str) else None
+            both = None
             if pattern is None and length is None:
+                both = forms(type_name, fmt, quote.encode(), delimiter.encode())
+            if pattern is None and length is None and both is None:
                 if watch is None or index in watch:
                     return None
                 # An unknown type left to COPY: only its watched neighbours are vouched
@@ -318,11 +486,13 @@ class Screen:
                 fields.append(anything % marks if fmt == "csv" else anything)
                 continue
             strict.append(
-                _field(fmt, pattern, length, anything, marks, null_marker) if fmt == "csv" else None
+                _field(fmt, pattern, length, anything, marks, null_marker, both)
+                if fmt == "csv"
+                else None
             )
             if watch is not None and index not in watch:
-                pattern, length = ANY, None
-            fields.append(_field(fmt, pattern, length, anything, marks, null_marker))
+                pattern, length, both = ANY, None, None
+            fields.append(_field(fmt, pattern, length, anything, marks, null_marker, both))
         start = None
         if fmt == "csv":
             # The fields up to the last one checked, and what follows it; with ``whole``,
