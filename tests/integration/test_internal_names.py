@@ -7,15 +7,18 @@ column, never an internal one (issue 12). Staging tables an older release left b
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 import importd
+from importd.handlers.imports.common import describe
 from tests.helpers import Conn, Drain
 from tests.httpserver import Reply, Server
 
@@ -280,3 +283,57 @@ async def test_an_sql_error_of_the_check_is_told_as_what_it_is(
         in job["last_error"]
     )
     assert "conflict_columns" not in job["last_error"]
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+async def test_a_column_whose_name_holds_a_colon_is_named_whole(
+    conn: Conn, drain: Drain, tmp_path: Path, server: Server, strategy: str
+) -> None:
+    """PostgreSQL writes ``column <name>: "<value>"``; a name with ``: "`` in it (or a
+    value with it) is still told whole, the name by the table's own columns."""
+    await conn.execute('CREATE TABLE colon (k int, "note: x" int, "a: ""b" int)')
+    data = b'k,"note: x","a: ""b"\n1,2,3\n2,"x: ""y",3\n3,4,nope\n4,5,6\n'
+    if strategy == "atomic-url":
+        url = server.route("/c.csv", Reply(200, data, ranges=True))
+    else:
+        (tmp_path / "c.csv").write_bytes(data)
+        url = f"file://{tmp_path / 'c.csv'}"
+    payload = {"source": url, "table": "colon", "max_errors": 10, **STRATEGIES[strategy]}
+    job_id = await importd.enqueue(conn, "csv", payload, max_attempts=1)
+    await drain(
+        import_roots=(str(tmp_path),), url_prefixes=(server.url + "/",), tables=("public.colon",)
+    )
+    status = await conn.fetchval("SELECT status FROM import_jobs WHERE id = $1", job_id)
+    assert status == "completed"
+    assert [tuple(r) for r in await conn.fetch("SELECT k FROM colon ORDER BY k")] == [(1,), (4,)]
+    errors = await conn.fetch(
+        "SELECT line_number, message FROM import_job_errors WHERE job_id = $1 ORDER BY 1", job_id
+    )
+    assert [(e["line_number"], e["message"]) for e in errors] == [
+        (3, 'column note: x: invalid input syntax for type integer: "x: "y"'),
+        (4, 'column a: "b: invalid input syntax for type integer: "nope"'),
+    ]
+
+
+async def test_a_copy_error_names_a_column_with_a_colon_whole(conn: Conn) -> None:
+    """The path that reads PostgreSQL's own COPY error (isolating bad rows COPY by COPY,
+    when the set-based check cannot run): the column is told by the COPY's names."""
+    await conn.execute('CREATE TABLE colon2 (k int, "a: ""b" int)')
+    columns = ["k", 'a: "b']
+    with pytest.raises(asyncpg.DataError) as caught:
+        await conn.copy_to_table(
+            "colon2", source=io.BytesIO(b'1,2\n2,"x: ""y"\n'), columns=columns, format="csv"
+        )
+    assert describe(caught.value, None, columns) == (
+        2,
+        'column a: "b: invalid input syntax for type integer: "x: "y"',
+    )
+    # Through a helper table of positional columns, told under the user's names.
+    await conn.execute("CREATE TABLE helper (c1 int, c2 int)")
+    with pytest.raises(asyncpg.DataError) as caught:
+        await conn.copy_to_table(
+            "helper", source=io.BytesIO(b'1,"x: ""y"\n'), columns=["c1", "c2"], format="csv"
+        )
+    assert describe(caught.value, columns, ["c1", "c2"])[1] == (
+        'column a: "b: invalid input syntax for type integer: "x: "y"'
+    )

@@ -4,6 +4,7 @@ the budget of rejected rows (``max_errors``)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,9 @@ if TYPE_CHECKING:
     from .reading import Chunk
 
 ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-_COPY_LINE = re.compile(r"\bCOPY [^,]+, line (\d+)(?:, column ([^:]+))?")
+# PostgreSQL's context of a COPY error: "COPY t, line 3, column c: "value"" (or without
+# the value, or without the column); a column's name may hold ": " itself.
+_COPY_LINE = re.compile(r"\bCOPY .+?, line (\d+)(?:, column (.+))?")
 RAW_LIMIT = 1000
 # PostgreSQL's message for a short row; the column is a helper table's in a staged COPY.
 _MISSING = re.compile(r'(?<=^missing data for column )"(c[0-9]+)"$')
@@ -79,23 +82,35 @@ def raw_text(data: bytes, encoding: str) -> str:
     return text.replace("\x00", "\\0").rstrip("\r\n")[:RAW_LIMIT]
 
 
-def describe(exc: asyncpg.PostgresError, names: list[str] | None = None) -> tuple[int | None, str]:
+def describe(
+    exc: asyncpg.PostgresError, names: list[str] | None = None, columns: Sequence[str] = ()
+) -> tuple[int | None, str]:
     """The COPY line (1-based within the statement) an error names, and a message.
 
     ``names``: the COPY went into a helper table whose columns ``c1``..``cN`` hold the
     values of the user's columns ``names``: a column it names is told under the user's
-    name."""
-    context = getattr(exc, "context", None) or ""
+    name. ``columns``: the COPY's own column names, by which the one the error names is
+    told apart from the value after it (a name may hold ``: "``)."""
+    context = (getattr(exc, "context", None) or "").split("\n", 1)[0]
     match = _COPY_LINE.search(context)
     message = exc.message
     if names is not None:
         message = _MISSING.sub(lambda m: f'"{_user(m.group(1), names)}"', message)
     if match and match.group(2):
-        column = match.group(2) if names is None else _user(match.group(2), names)
+        column = _column(match.group(2), columns)
+        column = column if names is None else _user(column, names)
         message = f"column {column}: {message}"
     if exc.detail:
         message += f" ({exc.detail})"
     return (int(match.group(1)) if match else None), message
+
+
+def _column(rest: str, columns: Sequence[str]) -> str:
+    """The column named at the start of ``rest`` (what follows "column " in a COPY
+    error's context: the name, then ``: "value"`` when there is one): the longest of
+    ``columns`` that fits, else the text before the first ``: "``."""
+    fits = [c for c in columns if rest == c or rest.startswith(c + ': "')]
+    return max(fits, key=len) if fits else rest.split(': "', 1)[0]
 
 
 def _user(column: str, names: list[str]) -> str:

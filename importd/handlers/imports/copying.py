@@ -263,7 +263,9 @@ class Copier:
     def _describe(self, error: asyncpg.PostgresError) -> tuple[int | None, str]:
         """``describe`` for a COPY into ``into``: a staging table's columns told under
         the user's names."""
-        return describe(error, self.names if self.staged else None)
+        if self.staged:
+            return describe(error, self.names, tables.positional(len(self.names)))
+        return describe(error, None, self.names)
 
     def _too_long(self, line: int, size: int, raw: bytes | None) -> RowFailure:
         return RowFailure(
