@@ -340,7 +340,7 @@ _CANNOT_CONNECT: tuple[type[Exception], ...] = (OSError, TimeoutError, *db.ERROR
 # The commands that only read: against a schema newer than this importd they warn on
 # stderr and go on. Every other command refuses it (exit 4): an older importd could write
 # rows that the newer daemons misread.
-READ_ONLY = frozenset({"status", "show"})
+READ_ONLY = frozenset({"status", "show", "web (read-only)"})
 
 
 async def _connect(settings: config.Settings, *, schema: bool = True, command: str = "") -> Any:
@@ -597,7 +597,19 @@ def _web(settings: config.Settings) -> int:
             f"importd web needs the web extra: pip install 'importd[web]' ({exc})",
             ExitCode.CONFIG,
         )
+    web.check_settings(settings)
+    # The schema as for any other command: the dashboard's retry and cancel write (exit 4
+    # against a schema this importd does not know); read-only, it warns and serves.
+    reads_only = settings.web_read_only or not settings.web_token
+    asyncio.run(_check_schema(settings, "web (read-only)" if reads_only else "web"))
+    daemon.warn_unmaskable(settings)
     return web.serve(settings)
+
+
+async def _check_schema(settings: config.Settings, command: str) -> None:
+    """``_connect``'s checks, for a command that makes its own connections."""
+    conn = await _connect(settings, command=command)
+    await conn.close()
 
 
 def _reader_gone() -> bool:

@@ -25,6 +25,7 @@ COMMANDS_WITH_A_DATABASE = [
     ["migrate"],
     ["run"],
     ["drain"],
+    ["web", "--listen", "127.0.0.1:1"],  # (it exits before it listens)
 ]
 
 
@@ -140,9 +141,11 @@ async def test_a_schema_newer_than_importd_exits_4_for_every_command_that_writes
         ["doctor"],
         ["run"],
         ["drain"],
+        ["web", "--listen", "127.0.0.1:1"],  # (with a token: its retry and cancel write)
     ]
     reading = [["status"], ["show", str(pending)]]
-    results = await _run_all([[*argv, "--dsn", dsn] for argv in refused + reading])
+    env = importd_env(IMPORTD_WEB_TOKEN="t" * 16)
+    results = await _run_all([[*argv, "--dsn", dsn] for argv in refused + reading], env)
     for argv, done in zip(refused, results[: len(refused)], strict=True):
         assert done.returncode == 4, (argv, done.stdout, done.stderr)
         assert f"unknown migrations [{newer}]" in done.stdout + done.stderr, argv

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import shutil
 import socket
@@ -31,7 +32,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 import importd
-from importd import config
+from importd import config, sql
 from importd.web import check_settings, create_app
 from tests.helpers import ROOT, Conn, Drain, StartDaemon, importd_env, run_importd, wait_until
 
@@ -114,11 +115,12 @@ class WebProcess:
         *args: str,
         token: str | None = TOKEN,
         host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = _free_port()
         self.dsn = dsn
         self.url = f"http://127.0.0.1:{self.port}"
-        env = importd_env(**({"IMPORTD_WEB_TOKEN": token} if token else {}))
+        env = importd_env(**({"IMPORTD_WEB_TOKEN": token} if token else {}), **(env or {}))
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
@@ -707,3 +709,26 @@ async def test_refused_without_the_token(dsn: str, web: Any, tmp_path: Path) -> 
     with read_only:  # and it offers none
         page = read_only.get("/jobs", headers=bearer).text
     assert "read-only" in page and 'id="select-all"' not in page and 'id="bulk-retry"' not in page
+
+
+async def test_a_read_only_dashboard_serves_a_newer_schema_with_a_warning(
+    conn: Any, web: Any
+) -> None:
+    """As ``status`` and ``show``: a dashboard without retry and cancel only reads, so a
+    schema migrated ahead of it (a rolling upgrade) is served, with the warning first.
+    With its actions on it refuses (exit 4: tests/acceptance/test_exit_codes.py)."""
+    newer = max(version for version, _, _ in sql.migrations()) + 1
+    await conn.execute(
+        "INSERT INTO importd_migrations (version, name, checksum) VALUES ($1, $2, 'x')",
+        newer,
+        f"{newer:04d}_from_the_future",
+    )
+    proc = await web("--read-only", env={"IMPORTD_HTTP_TOKEN": "tok9"})
+    async with httpx.AsyncClient() as client:
+        page = await client.get(proc.url + "/login", timeout=5)
+    assert page.status_code == 200
+    lines = proc.log_path.read_text().splitlines()
+    assert lines[0].startswith("importd: warning: the database schema is newer"), lines
+    # And, as a daemon does, it names a secret too short to be masked, never its value.
+    (short,) = [json.loads(line) for line in lines if "secret_too_short_to_mask" in line]
+    assert short["settings"] == ["http_token"] and "tok9" not in json.dumps(short)
