@@ -12,7 +12,7 @@ from typing import Any
 
 import importd
 from importd import ops
-from importd.handlers.imports.job import UNREAD_MARK
+from importd.handlers.imports.strategies import UNREAD_MARK
 from tests.helpers import Conn, Drain
 from tests.httpserver import Reply, Server
 

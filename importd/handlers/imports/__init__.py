@@ -6,18 +6,22 @@ One pipeline, each stage in its own module:
   source lines, cut into chunks of rows);
 - ``copying``: records → COPY data, loaded in one statement per chunk, bad rows isolated
   by the lines PostgreSQL names;
-- ``moving``: staging → target (the per-chunk and atomic strategies, with the conflict
-  rule), bad rows isolated by bisection on their source lines;
-- ``job``: the run — checkpoints, strategies side by side, the result.
+- ``moving``: staging → target (the staged strategies, with the conflict rule), bad
+  rows isolated by bisection on their source lines;
+- ``job``: the run (``Import``): the target, the source and its header, the pipeline
+  that prepares the chunks, the checkpoint's contents, the result;
+- ``strategies``: COPY → checkpoint, a class each, side by side: ``Direct``,
+  ``StagedPerChunk``, ``SingleTransaction``, ``StagedAtomic`` — where the rows go, when
+  they commit, how a retry resumes, how the job completes.
 
 Exactly once, whatever crashes: every chunk of rows commits in one transaction with the
 checkpoint that accounts for it (source offset, line, counters), and that transaction
 only commits while this run still holds the job's lease. A retry resumes after the last
 committed chunk. With ``atomic: true`` the rows become visible in the transaction that
 marks the job completed: an import of a file COPYs into the target in that one
-transaction (a retry starts over); one from a URL, or with a conflict rule, COPYs into
-UNLOGGED per-chunk staging tables whose rows a mover moves in it (a retry resumes the
-staging and moves them all again).
+transaction (``SingleTransaction``; a retry starts over); one from a URL, or with a
+conflict rule, COPYs into UNLOGGED per-chunk staging tables whose rows a mover moves in
+it (``StagedAtomic``; a retry resumes the staging and moves them all again).
 
 Helper tables (staging, the check's temporary table) name their columns by position
 (``c1``..``cN``, after ``importd_line``), never after the user's: a target may have

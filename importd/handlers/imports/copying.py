@@ -205,8 +205,14 @@ def locate(rows: list[Row], line: int | None, csv: bool) -> int | None:
 class Copier:
     """Builds and loads the COPY data of chunks, for one import.
 
-    ``staged``: the rows go to a staging table, each with its source line first (the
-    table's ``importd_line`` column)."""
+    ``staged``: the rows go to a staging table (the strategies ``StagedPerChunk`` and
+    ``StagedAtomic``), each with its source line first (the table's ``importd_line``
+    column). It changes a few details, each where it is, not the ways to find bad rows,
+    which every strategy shares (so no class per strategy here): the COPY columns and the
+    line prefix, the user's name for a helper column in an error, a line ``\\.`` alone
+    (it would end the COPY: quoted when direct; staged, its line number comes first), no
+    screen of raw bytes (a staged chunk is split into records anyway), the columns the
+    check's ``INSERT`` fills."""
 
     def __init__(
         self,

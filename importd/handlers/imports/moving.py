@@ -1,12 +1,12 @@
-"""Staging → target: the per-chunk and atomic strategies move staged rows into the
-target with the conflict rule; rows the target rejects (NOT NULL, CHECK, unique, foreign
-keys) are isolated by bisection on their source lines.
+"""Staging → target: the staged strategies (``StagedPerChunk``, ``StagedAtomic``) move
+staged rows into the target with the conflict rule; rows the target rejects (NOT NULL,
+CHECK, unique, foreign keys) are isolated by bisection on their source lines.
 
-A rejected row's raw record is its text in the source, not its staged values: the
-per-chunk strategy still holds the chunk's records (``Move.isolating``'s ``raws``); the
-atomic one moves chunks long after they were read, so its rows are marked
+A rejected row's raw record is its text in the source, not its staged values:
+``StagedPerChunk`` still holds the chunk's records (``Move.isolating``'s ``raws``);
+``StagedAtomic`` moves chunks long after they were read, so its rows are marked
 (``Move.rendered``) and their records read again from the source once, at the end
-(``Import._source_records``)."""
+(``StagedAtomic._with_source_records``)."""
 
 from __future__ import annotations
 
