@@ -156,15 +156,6 @@ class Strategy:
         """Raise the error of what runs beside the chunks, if it failed (the move of
         ``StagedAtomic``): no chunk is loaded for a job that fails anyway."""
 
-    def _part(self, number: int) -> tables.Staging | None:
-        """The staging table of a chunk of its own (``StagedAtomic``), or None."""
-        return None
-
-    async def _copy_chunk(self, span: Span, prepared: Prepared, failures: list[RowFailure]) -> int:
-        """COPY one chunk's rows where they go; the rows it loaded."""
-        s = self.imp.spec
-        return await self.imp.copy(span.conn, (s.schema, s.table), prepared, failures)
-
     async def _serial(self, queue: ChunkQueue) -> None:
         """Load the chunks over one connection, a transaction about every second."""
         # Chunks share a transaction until it is about a second old (less under a short
@@ -197,6 +188,72 @@ class Strategy:
         finally:
             if span is not None:
                 await span.close(imp.ctx.pool)
+
+    async def load_chunk(self, span: Span, prepared: Prepared) -> None:
+        """Load one chunk inside ``span``'s open transaction (committed by ``commit``),
+        in a savepoint: past ``max_errors`` this chunk alone is undone, and with
+        ``atomic: false`` the chunks before it commit."""
+        imp = self.imp
+        chunk = prepared.chunk
+        self._stop_if_failed()  # stop early if the move already failed
+        before = (
+            imp.budget.loaded,
+            imp.offset,
+            span.next_line,
+            self.parts,
+            len(span.parts),
+            imp.skipped,
+        )
+        span.failures.extend(prepared.failures)  # NDJSON rows rejected before COPY
+        failures = span.failures
+        savepoint = span.conn.transaction()
+        await savepoint.start()
+        try:
+            loaded = await self._copy_chunk(span, prepared, failures)
+            imp.budget.loaded += loaded
+            imp.offset = chunk.end_offset
+            span.next_line = chunk.next_line
+            imp.budget.check(failures)
+        except TooManyErrors:
+            # Undo this chunk only; with atomic: false the chunks before it stay loaded.
+            await savepoint.rollback()
+            imp.budget.loaded, imp.offset, span.next_line, self.parts, kept, imp.skipped = before
+            del span.parts[kept:]
+            if not imp.spec.atomic and span.next_line:
+                found, span.failures = span.failures, []
+                await self.commit(span)
+                span.failures = found  # recorded by the caller, once
+            raise
+        await savepoint.commit()
+
+    async def _copy_chunk(self, span: Span, prepared: Prepared, failures: list[RowFailure]) -> int:
+        """COPY one chunk's rows where they go; the rows it loaded."""
+        s = self.imp.spec
+        return await self.imp.copy(span.conn, (s.schema, s.table), prepared, failures)
+
+    async def commit(self, span: Span) -> None:
+        """Record the span's rejected rows and the checkpoint that accounts for its
+        chunks, fenced by the lease, and commit them with the rows."""
+        imp = self.imp
+        conn = span.conn
+        await record_failures(conn, imp.job, span.failures)
+        imp.budget.failed += len(span.failures)
+        checkpoint = imp.checkpoint(span.next_line, self.parts)
+        held = await imp.store(conn, checkpoint)
+        if not held:
+            raise LeaseLost("the job's lease was lost; the uncommitted chunks were rolled back")
+        await span.tx.commit()
+        span.tx = None
+        imp.committed = checkpoint
+        self._committed(span)
+        imp.ctx.progress(imp.loaded, failed=imp.failed, bytes_read=imp.offset)
+
+    def _committed(self, span: Span) -> None:
+        """After ``span`` committed (``StagedAtomic``: its staging tables can move)."""
+
+    def _part(self, number: int) -> tables.Staging | None:
+        """The staging table of a chunk of its own (``StagedAtomic``), or None."""
+        return None
 
     async def _parallel(self, queue: ChunkQueue, streams: int) -> None:
         """Load the chunks over ``streams`` connections at once (``copy_streams``), each
@@ -318,63 +375,6 @@ class Strategy:
             if not mine.done():
                 mine.set_result(committed)
             free.put_nowait(conn)
-
-    async def load_chunk(self, span: Span, prepared: Prepared) -> None:
-        """Load one chunk inside ``span``'s open transaction (committed by ``commit``),
-        in a savepoint: past ``max_errors`` this chunk alone is undone, and with
-        ``atomic: false`` the chunks before it commit."""
-        imp = self.imp
-        chunk = prepared.chunk
-        self._stop_if_failed()  # stop early if the move already failed
-        before = (
-            imp.budget.loaded,
-            imp.offset,
-            span.next_line,
-            self.parts,
-            len(span.parts),
-            imp.skipped,
-        )
-        span.failures.extend(prepared.failures)  # NDJSON rows rejected before COPY
-        failures = span.failures
-        savepoint = span.conn.transaction()
-        await savepoint.start()
-        try:
-            loaded = await self._copy_chunk(span, prepared, failures)
-            imp.budget.loaded += loaded
-            imp.offset = chunk.end_offset
-            span.next_line = chunk.next_line
-            imp.budget.check(failures)
-        except TooManyErrors:
-            # Undo this chunk only; with atomic: false the chunks before it stay loaded.
-            await savepoint.rollback()
-            imp.budget.loaded, imp.offset, span.next_line, self.parts, kept, imp.skipped = before
-            del span.parts[kept:]
-            if not imp.spec.atomic and span.next_line:
-                found, span.failures = span.failures, []
-                await self.commit(span)
-                span.failures = found  # recorded by the caller, once
-            raise
-        await savepoint.commit()
-
-    async def commit(self, span: Span) -> None:
-        """Record the span's rejected rows and the checkpoint that accounts for its
-        chunks, fenced by the lease, and commit them with the rows."""
-        imp = self.imp
-        conn = span.conn
-        await record_failures(conn, imp.job, span.failures)
-        imp.budget.failed += len(span.failures)
-        checkpoint = imp.checkpoint(span.next_line, self.parts)
-        held = await imp.store(conn, checkpoint)
-        if not held:
-            raise LeaseLost("the job's lease was lost; the uncommitted chunks were rolled back")
-        await span.tx.commit()
-        span.tx = None
-        imp.committed = checkpoint
-        self._committed(span)
-        imp.ctx.progress(imp.loaded, failed=imp.failed, bytes_read=imp.offset)
-
-    def _committed(self, span: Span) -> None:
-        """After ``span`` committed (``StagedAtomic``: its staging tables can move)."""
 
     # -- the end -------------------------------------------------------------------
 
