@@ -12,7 +12,12 @@ match (constant replacements, or ``re.split`` whose pieces are put back together
 ``map`` and ``str.join`` in C). Dense hostile text (a credential every few characters)
 costs about what ``json.dumps`` of it costs a few times over: adjacent credentials on one
 line are masked as one run (``password=*** token=***`` shows as ``password=***``), which
-keeps the engine inside one match instead of starting a new one for each.
+keeps the engine inside one match instead of starting a new one for each. What is left
+for credentials a few characters apart with words between them is the engine's own
+cost of a match (on Python 3.11 about 1,500 instructions, a fourth of them allocating
+and freeing its stack, before the pattern reads a character), which no form of the
+patterns removes: the patterns keep the work per credential near that (a look-behind
+per key, branches skipped at their first character).
 """
 
 from __future__ import annotations
@@ -89,36 +94,37 @@ _KEY_SUFFIXES = tuple(
 )
 
 
-def _ends_before_equals(words: list[str], depth: int = 1) -> str:
-    """Look-behinds that hold at an "=" right after one of ``words`` (in any letter
-    case), as a trie from the last character back: one more character at each level,
-    so the engine tries a few look-behinds per "=" instead of one per word."""
-    by_char: dict[str, list[str]] = {}
-    for word in words:
-        by_char.setdefault(word[-depth].lower(), []).append(word)
+def _key_ends_here(keys: Iterable[str]) -> str:
+    """A pattern one character wide that holds where the text up to and including it
+    ends with one of ``keys`` (in any ASCII letter case).
+
+    Meant for the inside of a look-behind: it reads the key's last character as a
+    character class, so the engine's alternation skips every group whose last
+    character differs without entering it (it does so for alternatives that start
+    with a character class, not for ones that start with a look-behind), and only
+    then looks back for the whole key. A key thus costs one look-behind, where a
+    trie of look-behinds from the last character back (the previous form) cost one
+    per level, four or five for ``password``: per "=" of dense text, that was a
+    third of the time."""
+    by_last: dict[str, list[str]] = {}
+    for key in keys:
+        by_last.setdefault(key[-1].lower(), []).append(key)
     alternatives = []
-    for group in sorted(by_char.values(), key=len, reverse=True):
-        if len(group) == 1:
-            alternatives.append(f"(?<={_anycase(group[0])}=)")
-            continue
-        inner = [""] if any(len(w) == depth for w in group) else []
-        longer = [w for w in group if len(w) > depth]
-        if longer:
-            inner.append(_ends_before_equals(longer, depth + 1))
-        head = f"(?<={_anycase(group[0][-depth:])}=)"
-        alternatives.append(head + (inner[0] if len(inner) == 1 else f"(?:{'|'.join(inner)})"))
-    return alternatives[0] if len(alternatives) == 1 else f"(?:{'|'.join(alternatives)})"
+    for last, group in sorted(by_last.items(), key=lambda item: (-len(item[1]), item[0])):
+        # (?ai:) is ASCII-only case folding, exactly [pP][aA]...: no Kelvin sign for k.
+        whole = [f"(?<=(?ai:{re.escape(key)}))" for key in sorted(group, key=len, reverse=True)]
+        body = whole[0] if len(whole) == 1 else f"(?:{'|'.join(whole)})"
+        alternatives.append(_anycase(last) + body)
+    return f"(?:{'|'.join(alternatives)})"
 
 
 # A match starts at "=", a literal the engine finds fast, and looks back for the key; it
 # is replaced by the constant "=***" (a replacement without group references stays in
-# C: a template costs a Python call per match on Python 3.11). A first look-behind for
-# the keys' last letters (or the one space allowed before "=") turns most "=" away
-# cheaply.
-_LAST_LETTERS = "".join(sorted({k[-1] + k[-1].upper() for k in _KEY_SUFFIXES}))
-_KEY_BEFORE = rf"(?<=[{_LAST_LETTERS} ]=)" + _ends_before_equals(
-    [k + space for k in _KEY_SUFFIXES for space in ("", " ")]
-)
+# C: a template costs a Python call per match on Python 3.11). One look-behind of two
+# characters holds the key's last character (or the one space allowed before "="), so
+# an "=" after anything else fails at once.
+_KEY_HERE = _key_ends_here(_KEY_SUFFIXES)
+_KEY_BEFORE = rf"(?<=(?:{_KEY_HERE}|\ (?<={_KEY_HERE}\ ))=)"
 _VALUE = r"[ \t]*+(?P<pw>[^\s&'\"]++|'(?:[^'\\]|\\.)*+'?)"
 _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # For masking: a run of such pairs on one line (separated by blanks or "&", each later
@@ -127,8 +133,17 @@ _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # followed by " =": the look-behind reads the text as it was before this pass.)
 _KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
 _VALUE_NC = _VALUE.replace("?P<pw>", "?:")
+# The value as _VALUE reads it, with the usual case (no blank before an unquoted
+# value) tried first: one alternation instead of a repetition and an alternation.
+# And a run's next pair only after a look-ahead for a blank (or "&") and a key's first
+# letter: a failing repetition costs more than a failing look-ahead, and dense text
+# with a word between its pairs ("password=x y ") fails it at every pair.
+_QUOTED = r"'(?:[^'\\]|\\.)*+'?"
+_VALUE_FAST = rf"(?:[^\s&'\"]++|[ \t]*+(?:[^\s&'\"]++|{_QUOTED}))"
+_KEY_FIRST = "".join(sorted({c for key in _KEY_SUFFIXES for c in (key[0], key[0].upper())}))
+_NEXT_PAIR = rf"[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++"
 _SENSITIVE_KV_RUN = re.compile(
-    "=" + _KEY_BEFORE + _VALUE_NC + rf"(?:[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++)*+"
+    "=" + _KEY_BEFORE + _VALUE_FAST + rf"(?:(?=[ \t&]++[{_KEY_FIRST}])(?:{_NEXT_PAIR})++|)"
 )
 # Whether a text holds a key at all (searched in its lower-cased copy).
 _ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
@@ -141,11 +156,23 @@ _ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
 # sensitive key followed by " =" takes the value too (masked first, the token would take
 # the key the value's pass looks back for), and one that ends in "bearer" is followed
 # by the next token in the run (its own match could not start inside this one).
-_CREDENTIAL_TAIL = r"[ \t]++[^\s\"'<>,;]++" + f"(?: ={_KEY_BEFORE}{_VALUE_NC})?+"
+# A token's characters; then an optional " =" and value, and the run's next tokens,
+# each as an alternation with an empty branch whose other branches start with a
+# literal or a character class: the engine skips such a branch at its first character
+# without entering it, so a token followed by anything but a blank (", " in dense text)
+# leaves at once. (As possessive "?+" and "*+" groups, the previous form, and with the
+# run's look-behind for "bearer" as a branch of its own, every token paid for entering
+# them: a third more per token.) A next token starts with one blank in both branches:
+# more blanks and a bearer word, or (the token before ended in "bearer") more blanks.
+_CREDENTIAL_CHARS = r"[^\s\"'<>,;]++"
 _BEARER_WORD = _anycase("bearer")
-_BEARER_RUN = (
-    rf"{_CREDENTIAL_TAIL}(?:(?:[ \t]++{_BEARER_WORD}|(?<={_BEARER_WORD})){_CREDENTIAL_TAIL})*+"
+_AFTER_TOKEN = f"(?: ={_KEY_BEFORE}{_VALUE_NC}|)"
+_NEXT_TOKEN = (
+    rf"[ \t](?:[ \t]*+{_BEARER_WORD}[ \t]++|(?<={_BEARER_WORD}[ \t])[ \t]*+)"
+    + _CREDENTIAL_CHARS
+    + _AFTER_TOKEN
 )
+_BEARER_RUN = rf"[ \t]++{_CREDENTIAL_CHARS}{_AFTER_TOKEN}(?:{_NEXT_TOKEN}(?:{_NEXT_TOKEN})*+|)"
 _BEARER_SPELLINGS = {
     word: re.compile(word + _BEARER_RUN) for word in ("Bearer", "bearer", "BEARER")
 }
@@ -170,18 +197,25 @@ def _mask_after_heads(pattern: re.Pattern[str], text: str, mask: str) -> str:
 
 
 def _mask_urls(text: str) -> str:
-    if "://" not in text or "@" not in text:
+    # "@" first: a test for one character runs at memchr speed, one for "://" about
+    # twenty times slower (most text that holds neither pays nothing then).
+    if "@" not in text or "://" not in text:
         return text
     return _mask_after_heads(_URL_SPLIT, text, MASK + "@")
 
 
 def _mask_bearer(text: str, lowered: str) -> str:
+    # ``total`` counts the word in any spelling; each pass's count is taken before it
+    # runs and can only be smaller than the text's first count (a pass removes tokens,
+    # which may hold the word, and adds none), so once the passes' counts add up to
+    # ``total`` no other spelling is left: the remaining searches are skipped (a search
+    # for a word that is absent reads the whole text).
     total = lowered.count("bearer")
-    if not total:
-        return text
     for word, pattern in _BEARER_SPELLINGS.items():
-        if word in text:
-            found = text.count(word)
+        if total <= 0:
+            return text
+        found = text.count(word)
+        if found:
             text = pattern.sub(word + " " + MASK, text)
             total -= found
     if total > 0:  # a rarer spelling (BeArEr) is there too
@@ -189,12 +223,29 @@ def _mask_bearer(text: str, lowered: str) -> str:
     return text
 
 
-def _mask_sensitive_values(text: str, lowered: str) -> str:
+def _mask_sensitive_values(text: str, lowered: str | None) -> str:
+    """``lowered``: the text lower-cased before the bearer pass, if it ran (it removed
+    no key that was not in this copy, so a key absent from it is absent from ``text``)."""
     equals = text.count("=")
+    if not equals:
+        return text
     # Text dense with "=" is searched for a key first (each "=" costs the engine a try).
-    if not equals or (equals > len(text) >> 6 and not _ANY_KEY.search(lowered)):
+    if equals > len(text) >> 6 and not _ANY_KEY.search(
+        _ascii_lower(text) if lowered is None else lowered
+    ):
         return text
     return _SENSITIVE_KV_RUN.sub("=" + MASK, text)
+
+
+# Characters from the most to the least frequent in log lines, error messages and
+# JSON (roughly; it only orders the tests in ``Secrets.mask``, whose result does not
+# depend on it). A character not listed counts as rarer than all of them.
+_BY_FREQUENCY = ' etaoinsrhldcumfpgwybvkxjqz"_:,.-0123456789/=ETAOINSRHLDCUMFPGWYBVKXJQZ{}[]()'
+
+
+def _rarest(secret: str) -> str:
+    """The character of ``secret`` least likely to be in a text."""
+    return max(secret, key=lambda c: _BY_FREQUENCY.find(c) % (len(_BY_FREQUENCY) + 1))
 
 
 # Shorter secret values are not masked in free text (they would mask innocent words);
@@ -215,7 +266,7 @@ class Secrets:
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._forms: frozenset[str] = frozenset()
         # Longest first: a secret that holds another is masked whole.
-        self._ordered: tuple[str, ...] = ()
+        self._ordered: tuple[tuple[str, str], ...] = ()
         for value in values:
             self.register(value)
 
@@ -242,7 +293,9 @@ class Secrets:
     def _set(self, forms: frozenset[str]) -> None:
         # One assignment each, so a redaction in another thread sees one state or the
         # other (an ordering that misses a form it has not seen yet is harmless).
-        self._ordered = tuple(sorted(forms, key=lambda s: (-len(s), s)))
+        self._ordered = tuple(
+            (form, _rarest(form)) for form in sorted(forms, key=lambda s: (-len(s), s))
+        )
         self._forms = forms
 
     def mask(self, text: str) -> str:
@@ -251,8 +304,11 @@ class Secrets:
         # hold none), longest first, replaced by str.replace: linear, and total: a
         # replacement only inserts "***", so it cannot make a secret (one without "*")
         # appear, and an occurrence left whole after a pass would have been replaced.
-        for secret in self._ordered:
-            if secret in text:
+        # A secret's rarest character is looked for first: a search for one character
+        # runs at memchr speed, one for a string several times slower, and a text
+        # without the character cannot hold the secret.
+        for secret, rarest in self._ordered:
+            if rarest in text and secret in text:
                 text = text.replace(secret, MASK)
         return text
 
@@ -262,10 +318,13 @@ class Secrets:
         log lines, error messages and job rows alike. Linear in the length of
         ``text``."""
         text = _mask_urls(self.mask(text))
-        if not ("=" in text or "b" in text or "B" in text):
-            return text
-        lowered = _ascii_lower(text)
-        return _mask_sensitive_values(_mask_bearer(text, lowered), lowered)
+        # The lower-cased copy only where a pass needs it: text without a "b" has no
+        # bearer to count, and text with few "=" needs no search for a key.
+        lowered = None
+        if "b" in text or "B" in text:
+            lowered = _ascii_lower(text)
+            text = _mask_bearer(text, lowered)
+        return _mask_sensitive_values(text, lowered)
 
     def redact_value(self, value: Any) -> Any:
         """``value`` with :meth:`redact` applied to every string inside it, keys of

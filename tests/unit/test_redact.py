@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 
 import importd
 from importd import redaction
+
+from . import redaction_v1
 
 TOKEN = "tok:Tail-" + "Zq7@x" * 5  # a ':' and an '@' inside, like the issue's token
 
@@ -304,3 +307,158 @@ def test_percent_encoded_and_json_escaped_forms_are_masked_too() -> None:
     with only_secrets(secret):
         assert redaction.redact("postgresql://u:pa%22ss%40word%2F1@h/d") == "postgresql://u:***@h/d"
         assert redaction.redact(json.dumps({"p": secret})) == '{"p": "***"}'
+
+
+# Text made of the pieces the credential patterns look at, in any order: keys in several
+# spellings, words that end in one, blanks, delimiters, quotes, escapes, "=" alone and
+# after a blank, bearer words in any case and tokens that end in one.
+credential_piece = st.sampled_from(
+    [
+        "Bearer",
+        "bearer",
+        "BEARER",
+        "BeArEr",
+        "xbearer",
+        "Bear",
+        "password",
+        "PASSWORD",
+        "Password",
+        "token",
+        "TOKEN",
+        "csrftoken",
+        "sig",
+        "signature",
+        "api_key",
+        "APIKEY",
+        "secret",
+        "pwd",
+        "passwd",
+        "db_password",
+        "x-amz-signature",
+        "kept",
+        " =",
+        "=",
+        "==",
+        " ",
+        "  ",
+        "\t",
+        "&",
+        "'",
+        '"',
+        ",",
+        ";",
+        "<",
+        ">",
+        "\n",
+        "\\",
+        "x",
+        "y",
+        "a",
+        "b",
+        "r",
+        "er",
+        "://",
+        "u:",
+        "@",
+        "/",
+        "?",
+        "#",
+        "1",
+        "é",
+        "\u212a",
+        "\xa0",
+        "\u2028",
+        "*",
+        "***",
+        "Bearer x",
+        " Bearer y",
+        " bearer z ",
+        "BeArEr w",
+        "password=x",
+        " token=y",
+        "&sig=1",
+        " pwd =v",
+        "password='a b' ",
+    ]
+)
+credential_text = st.lists(credential_piece, max_size=40).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=credential_text,
+    secrets=st.lists(
+        st.sampled_from(["hunter22", "Bearer xyz", "pass word", "a=b&c=d"]), max_size=2
+    ),
+)
+def test_credentials_are_masked_exactly_as_by_the_previous_patterns(
+    text: str, secrets: list[str]
+) -> None:
+    # The patterns were rebuilt for speed (one look-behind per key, optional parts as
+    # alternations): what they mask must not change, runs and odd spellings included.
+    registry = redaction.Secrets(secrets)
+    assert registry.redact(text) == redaction_v1.redact(registry, text)
+
+
+def _ends_in_a_sensitive_key(before: str) -> bool:
+    """The rule the look-behind implements, written plainly: the text before "=" ends
+    in a sensitive key, in any ASCII letter case, or in one and a space."""
+    lowered = "".join(c.lower() if "A" <= c <= "Z" else c for c in before)
+    return any(lowered.endswith((key, key + " ")) for key in redaction.SENSITIVE_KEYS)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.lists(
+        st.sampled_from(
+            [*redaction.SENSITIVE_KEYS, "PassWord", "TOKEN", "k", "K", "\u212a", "\u017f"]
+        )
+        | st.text(alphabet="pPaAsSwWoOrRdDtTkKeEnNyYiIgGcC_- =x", max_size=6),
+        max_size=8,
+    ).map("".join)
+)
+def test_the_key_look_behind_holds_exactly_after_a_sensitive_key(text: str) -> None:
+    at_key = re.compile("=" + redaction._KEY_BEFORE)
+    for i, char in enumerate(text):
+        if char == "=":
+            assert (at_key.match(text, i) is not None) == _ends_in_a_sensitive_key(text[:i]), text[
+                :i
+            ]
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("pwd =x", "pwd =***"),  # a key and a space at the very start
+        ("x=1&sig=2&Token=3 rest", "x=1&sig=*** rest"),
+        ("api_\u212aey=x", "api_\u212aey=x"),  # the Kelvin sign is not a "k"
+        ("password=a y token=b", "password=*** y token=***"),
+        ("Bearer xbearer y, z", "Bearer ***, z"),  # a token that ends in "bearer"
+        ("Bearer Bearer y, z", "Bearer ***, z"),
+        ("Bearer apassword =x y", "Bearer *** y"),  # a token that ends in a key
+        (
+            "Bearer a, Bearer b; bearer c\nBEARER d",
+            "Bearer ***, Bearer ***; bearer ***\nBEARER ***",
+        ),
+        ("Bearer a Bearer b bearer c, d", "Bearer ***, d"),  # a run of three
+        ("password=a token=b&SIG=c pwd=d e", "password=*** e"),
+    ],
+)
+def test_credentials_in_the_corners_of_the_patterns_are_masked(text: str, shown: str) -> None:
+    assert redaction.Secrets().redact(text) == shown
+
+
+@pytest.mark.parametrize("piece", ["password=x y ", "Bearer x, ", "TOKEN=x y ", "bearer x, "])
+def test_a_megabyte_of_credentials_with_words_between_them_is_masked(piece: str) -> None:
+    text = piece * (2**20 // len(piece))
+    masked = redaction.Secrets().redact(text)
+    assert "x" not in masked
+    assert masked.count(redaction.MASK) == text.count("x")
+
+
+def test_a_secret_is_masked_also_where_its_rarest_character_occurs_elsewhere_first() -> None:
+    # The registry looks for a secret's rarest character before the secret itself.
+    secret = "pa@ss-word"
+    registry = redaction.Secrets([secret])
+    assert registry.redact(f"a@b {secret} c") == "a@b *** c"
+    assert registry.redact("pa ss-word and @") == "pa ss-word and @"
