@@ -186,6 +186,12 @@ def _ascii_lower(text: str) -> str:
     return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
 
 
+def _replace_all(pattern: re.Pattern[str], text: str, replacement: str) -> str:
+    """``pattern.sub(replacement, text)`` for a pattern without groups, a few percent
+    faster: split's list holds the pieces only, sub's the replacements too."""
+    return replacement.join(pattern.split(text))
+
+
 def _mask_after_heads(pattern: re.Pattern[str], text: str, mask: str) -> str:
     """``text`` with every match of ``pattern`` (whose one group is the head to keep)
     replaced by its head and ``mask``; in C whatever the number of matches."""
@@ -216,7 +222,7 @@ def _mask_bearer(text: str, lowered: str) -> str:
             return text
         found = text.count(word)
         if found:
-            text = pattern.sub(word + " " + MASK, text)
+            text = _replace_all(pattern, text, word + " " + MASK)
             total -= found
     if total > 0:  # a rarer spelling (BeArEr) is there too
         text = _mask_after_heads(_BEARER_SPLIT, text, " " + MASK)
@@ -234,7 +240,7 @@ def _mask_sensitive_values(text: str, lowered: str | None) -> str:
         _ascii_lower(text) if lowered is None else lowered
     ):
         return text
-    return _SENSITIVE_KV_RUN.sub("=" + MASK, text)
+    return _replace_all(_SENSITIVE_KV_RUN, text, "=" + MASK)
 
 
 # Characters from the most to the least frequent in log lines, error messages and

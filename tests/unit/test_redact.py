@@ -462,3 +462,10 @@ def test_a_secret_is_masked_also_where_its_rarest_character_occurs_elsewhere_fir
     registry = redaction.Secrets([secret])
     assert registry.redact(f"a@b {secret} c") == "a@b *** c"
     assert registry.redact("pa ss-word and @") == "pa ss-word and @"
+
+
+def test_the_patterns_replaced_whole_capture_nothing() -> None:
+    # They are replaced by joining what re.split leaves between matches: a group
+    # would put its text back among the pieces.
+    patterns = [redaction._SENSITIVE_KV_RUN, *redaction._BEARER_SPELLINGS.values()]
+    assert [pattern.groups for pattern in patterns] == [0] * len(patterns)
