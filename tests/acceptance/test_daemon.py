@@ -129,7 +129,7 @@ async def test_sigkilled_daemon_job_is_rescued_and_its_late_write_fenced(
     await wait_until(lambda: all_done(conn, 1), timeout=20, what="the rescued job to complete")
     row = await conn.fetchrow("SELECT * FROM import_jobs WHERE id = $1", job_id)
     assert row["attempts"] == 2 and row["result"] == {"slept": 0.1}
-    assert second.saw("job_rescued", job_id=job_id)
+    await second.wait_for_event("job_rescued", timeout=10, job_id=job_id)
     # The dead daemon's write arrives late: the fence drops it.
     repo = Repository(conn)
     job = importd.Job(
@@ -273,8 +273,9 @@ async def test_handler_errors_are_recorded_and_the_daemon_keeps_going(
     assert rows[unknown]["last_error"] is None
     assert rows[fine]["status"] == "completed"
     assert proc.proc.poll() is None
-    assert proc.saw("job_retry_scheduled", job_id=flaky)
-    assert proc.saw("job_failed", job_id=permanent)
+    # (A log line follows the write the test saw: waited for, not read at once.)
+    await proc.wait_for_event("job_retry_scheduled", timeout=10, job_id=flaky)
+    await proc.wait_for_event("job_failed", timeout=10, job_id=permanent)
 
 
 async def test_future_run_at_starts_on_time_not_at_the_next_poll(

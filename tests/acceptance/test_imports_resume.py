@@ -65,7 +65,7 @@ async def test_sigkill_mid_import_is_rescued_and_finishes_exactly_once(
         )
     ]
     assert lines == [501, 5001, 8000]  # each bad row reported once
-    assert second.saw("job_rescued", job_id=job_id)
+    await second.wait_for_event("job_rescued", timeout=10, job_id=job_id)
     resumed = [e for e in second.events() if e["event"] == "import_resumed"]
     assert resumed and resumed[0]["rows_loaded"] >= 1000  # it did not start over
 

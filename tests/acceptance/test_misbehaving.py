@@ -239,7 +239,9 @@ async def test_outcomes_postgresql_cannot_store_fail_at_once(
         "JobTimeout: the job exceeded its timeout of 1 s; its handler ignored the "
         "cancellation and returned "
     )
-    assert proc.saw("job_timeout_overrun", job_id=ids["ignore_cancel"], handler="async")
+    await proc.wait_for_event(
+        "job_timeout_overrun", timeout=10, job_id=ids["ignore_cancel"], handler="async"
+    )
     runs = await conn.fetch("SELECT job_id, count(*) AS n FROM test_runs GROUP BY job_id")
     assert {r["job_id"]: r["n"] for r in runs} == {
         job: 1 for kind, job in ids.items() if kind != "ignore_cancel"
@@ -272,7 +274,7 @@ async def test_a_sync_handler_runs_in_a_thread_and_holds_its_slot(
     )
     late = float(row["last_error"].split("returned ")[1].split(" s later")[0])
     assert 1.0 <= late < 5
-    assert proc.saw("job_timeout_overrun", job_id=slow)
+    await proc.wait_for_event("job_timeout_overrun", timeout=10, job_id=slow)
     result = (await job_row(conn, quick))["result"]
     result = json.loads(result) if isinstance(result, str) else result
     assert result["thread"].startswith("importd-handler") and result["main"] is False
