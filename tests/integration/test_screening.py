@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 import importd
 from importd import tables
+from importd.handlers.imports.copying import Batch, Copier
 from importd.handlers.imports.screening import ANY, Labels, Screen, shape, value_type
+from importd.tables import CopyFormat
 from tests.helpers import Conn, Drain
 
 SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -712,3 +714,30 @@ async def test_direct_imports_screening_chunks_from_their_bytes_load_what_postgr
     assert [r["line_number"] for r in lines] == rejected
     raw = dict(starts)
     assert all(r["raw_record"] == raw[r["line_number"]].rstrip("\n") for r in lines)
+
+
+async def test_a_check_ahead_on_a_slow_server_never_fails_the_import(conn: Conn, dsn: str) -> None:
+    """The suspects of the next chunk are checked on a connection taken without waiting
+    (a 50 ms acquire); giving it back resets its session, which on a loaded server takes
+    longer. That is the release's own business: the verdicts stand, nothing is raised
+    (asyncpg's default gave the release the acquire's 50 ms, and a TimeoutError out of it
+    failed the whole import)."""
+    await conn.execute("CREATE TABLE ahead (k int, note text)")
+
+    async def slow_reset(_conn: Any) -> None:
+        await _conn.execute("SELECT pg_sleep(0.2)")  # a loaded server's reset
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, reset=slow_reset)
+    try:
+        copier = Copier(CopyFormat("csv"), "utf_8", ",", '"', False, None, 1 << 20, print)
+        copier.names, copier.types = ["k", "note"], ["integer", "text"]
+        bodies = [b"1,a", b"x,b", b"3,c", b"4,d", b"5,e", b"6,f", b"7,g", b"8,h"]
+        lines = list(range(2, 2 + len(bodies)))
+        batch = Batch(lines, bodies, bodies, b"\n".join(bodies) + b"\n", b"", suspects=[1])
+        await copier.check_ahead(pool, batch)
+        assert batch.verdicts == {3: 'column k: invalid input syntax for type integer: "x"'}
+        # The connection went back to the pool, usable.
+        async with pool.acquire(timeout=5) as again:
+            assert await again.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()

@@ -48,8 +48,10 @@ import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+import structlog
 
 from ... import db, tables
 from ...db import Connection, Record
@@ -59,6 +61,9 @@ from .common import ROW_LEVEL, CheckFailed, Row, describe, lasting, raw_text
 from .screening import Screen, ValueType, screens
 
 MIN_WINDOW = 16
+# Seconds a connection taken with a short acquire timeout gets to be reset when it is
+# released (asyncpg would give the release the acquire's timeout).
+RELEASE_TIMEOUT = 30.0
 _FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
 _TRY = "importd_try"
 
@@ -224,8 +229,10 @@ class Copier:
         ndjson: NdjsonRows | None,
         max_record: int,
         check: Callable[[list[RowFailure]], None],
+        log: Any = None,
     ) -> None:
         self.copy_format = copy_format
+        self.log = log if log is not None else structlog.get_logger("importd.imports")
         self.encoding = encoding
         self.staged = staged
         self.ndjson = ndjson
@@ -700,17 +707,33 @@ class Copier:
             conn = await pool.acquire(timeout=0.05)
         except TimeoutError:
             return  # (never wait: the loader may hold the pool's last connections)
+        verdicts = None
         try:
             async with conn.transaction():
                 await conn.execute(f"SAVEPOINT {_TRY}")
                 into = ("pg_temp", self._check_table())
                 verdicts = await self._verdicts(conn, into, rows)
+        except Exception as exc:
+            # Only a head start: the loader checks the suspects itself, and meets the
+            # same error there if it lasts.
+            self._log_ahead_failed(exc)
         finally:
-            await pool.release(conn)
+            try:
+                # (Its own budget: asyncpg gives a release the acquire's 50 ms by
+                # default, which a loaded server's reset of the session can exceed.)
+                await pool.release(conn, timeout=RELEASE_TIMEOUT)
+            except Exception as exc:  # asyncpg closed it; the pool opens another
+                self._log_ahead_failed(exc)
         if verdicts is not None:
             target.verdicts = verdicts
             if isinstance(target, Screened):
                 target.settled = self._settle_screened(target, target.verdicts)
+
+    def _log_ahead_failed(self, exc: Exception) -> None:
+        if db.is_transient(exc):
+            self.log.warning("check_ahead_failed", error=db.describe_db_error(exc))
+        else:
+            self.log.error("check_ahead_failed", error=db.describe_db_error(exc), exc_info=exc)
 
     async def _verdicts(
         self, conn: Connection, into: tuple[str, str], rows: Batch

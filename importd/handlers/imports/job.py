@@ -328,6 +328,7 @@ class Import:
             ndjson,
             self.settings.max_record_bytes,
             self.budget.check,
+            self.ctx.log,
         )
         by_name = {c.name: c for c in self.target.columns}
         self.copier.names = list(self.columns)

@@ -48,6 +48,7 @@ from ...models import PermanentError
 from ...repository import RowFailure, record_failures
 from .. import spec
 from .common import RAW_LIMIT, LeaseLost, Prepared, TooManyErrors, raw_text
+from .copying import RELEASE_TIMEOUT
 from .moving import Mover
 
 if TYPE_CHECKING:
@@ -305,7 +306,11 @@ class Strategy:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for conn in conns:
-                await pool.release(conn)
+                try:
+                    # (Its own budget, not the acquire's STREAM_WAIT: see RELEASE_TIMEOUT.)
+                    await pool.release(conn, timeout=RELEASE_TIMEOUT)
+                except Exception as exc:  # asyncpg closed it; the pool opens another
+                    imp.ctx.log.warning("connection_release_failed", error=str(exc))
 
     async def _lane(
         self,
