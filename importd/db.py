@@ -99,10 +99,43 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+# How deep a json/jsonb value read from the database may nest. PostgreSQL takes far
+# deeper values than Python's decoder (about 1,000 levels) and the code that walks a
+# decoded value (redaction, the dashboard, ``importd show``, a handler) can follow; a job
+# row a producer wrote that deep must not stop a claim of the jobs beside it.
+MAX_JSON_DEPTH = 200
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"')
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+class DeepJSON(str):
+    """A json/jsonb value nested deeper than ``MAX_JSON_DEPTH``: its text, not decoded
+    (the executor fails a job whose payload is one; ``importd show`` prints it)."""
+
+    __slots__ = ()
+
+
+def json_depth(text: str) -> int:
+    """How deep the JSON ``text`` nests (brackets inside strings left out)."""
+    depth = deepest = 0
+    for bracket in _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def json_in(text: str) -> Any:
+    """A json/jsonb value as Python reads it; a ``DeepJSON`` when it nests deeper than
+    ``MAX_JSON_DEPTH`` (a scan of its brackets, made only when it holds that many)."""
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and json_depth(text) > MAX_JSON_DEPTH:
+        return DeepJSON(text)
+    return json.loads(text)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
-            typename, schema="pg_catalog", encoder=json.dumps, decoder=json.loads
+            typename, schema="pg_catalog", encoder=json.dumps, decoder=json_in
         )
 
 

@@ -23,7 +23,15 @@ import structlog
 from .backoff import Backoff
 from .config import Settings
 from .context import Fence, HandlerSettings, JobContext, encode_result
-from .db import Connection, Pool, describe_db_error, is_transient, retry_transient
+from .db import (
+    MAX_JSON_DEPTH,
+    Connection,
+    DeepJSON,
+    Pool,
+    describe_db_error,
+    is_transient,
+    retry_transient,
+)
 from .guard import Lease, LeaseKeeper
 from .handlers import Registry
 from .logs import LazyBound, log_enabled
@@ -663,6 +671,12 @@ class Executor:
             return Outcome.released(
                 f"NotServed: daemon {self._worker_id} has no handler for kind {job.kind!r}; "
                 "handed back"
+            ), None
+        if isinstance(job.payload, DeepJSON):
+            # (Decoded as its text by the claim: see ``db.json_in``.)
+            return Outcome.failed(
+                f"PayloadTooDeep: the payload nests deeper than {MAX_JSON_DEPTH} levels, "
+                "more than importd reads; flatten it"
             ), None
         if self._debug:
             bound.debug("job_started")

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import fleet, repository
 from .config import parse_duration
-from .db import Conn
+from .db import Conn, DeepJSON
 from .redaction import redact_value
 
 
@@ -209,13 +209,15 @@ async def show(conn: Conn, job_id: int, *, as_json: bool = False, first_errors: 
     if job is None:
         raise LookupError(f"no job {job_id}")
     errors = redact_value(await repository.job_errors(conn, job_id, first_errors))
+    deep = isinstance(job["payload"], DeepJSON)  # (its text: shown as it is)
     job = redact_value(job)
     if as_json:
         job.pop("timeout", None)
         return dumps({**job, "errors": errors})
     width = max(len(k) for k in _SHOWN)
     lines = [f"{key.ljust(width)}  {job[key] if job[key] is not None else '-'}" for key in _SHOWN]
-    lines.append(f"{'payload'.ljust(width)}  {json.dumps(job['payload'])}")
+    payload = job["payload"] if deep else json.dumps(job["payload"])
+    lines.append(f"{'payload'.ljust(width)}  {payload}")
     if job["result"] is not None:
         lines.append(f"{'result'.ljust(width)}  {json.dumps(job['result'])}")
     if job["last_error"]:
