@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 MASK = "***"
 
@@ -261,6 +261,9 @@ def _rarest(secret: str) -> str:
 # Shorter secret values are not masked in free text (they would mask innocent words);
 # the daemon warns at start-up about a setting whose secret is that short.
 MIN_SECRET_LENGTH = 6
+# Characters past a cut that ``Secrets.head`` redacts with the text before it, at least.
+HEAD_MARGIN = 512
+_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
 
 
 class Secrets:
@@ -275,6 +278,7 @@ class Secrets:
 
     def __init__(self, values: Iterable[str] = ()) -> None:
         self._forms: frozenset[str] = frozenset()
+        self._longest = 0
         # Longest first: a secret that holds another is masked whole.
         self._ordered: tuple[tuple[str, str], ...] = ()
         for value in values:
@@ -284,7 +288,15 @@ class Secrets:
         """Mask ``value`` (and its encoded forms) in every redacted text from now on."""
         if not value or len(value) < MIN_SECRET_LENGTH:
             return
-        forms = {value, unquote(value), quote(value, safe=""), json.dumps(value)[1:-1]}
+        encoded = quote(value, safe="")
+        forms = {
+            value,
+            unquote(value),
+            encoded,
+            _LOWER_HEX.sub(lambda m: m.group().lower(), encoded),  # as some echo it
+            quote_plus(value, safe=""),
+            json.dumps(value)[1:-1],
+        }
         self._set(self._forms | {form for form in forms if len(form) >= MIN_SECRET_LENGTH})
 
     def clear(self) -> None:
@@ -307,6 +319,14 @@ class Secrets:
             (form, _rarest(form)) for form in sorted(forms, key=lambda s: (-len(s), s))
         )
         self._forms = forms
+        self._longest = max(map(len, forms), default=0)
+
+    def head(self, text: str, limit: int) -> str:
+        """The first ``limit`` characters of ``text`` redacted as the whole text would be:
+        the redaction runs over a margin past the cut (the longest registered secret, and
+        room for a URL's or a key's credential to end), so that a secret the cut falls
+        inside is masked whole rather than left as its head."""
+        return self.redact(text[: limit + max(self._longest, HEAD_MARGIN)])[:limit]
 
     def mask(self, text: str) -> str:
         """``text`` with every registered secret replaced by ``***``."""
@@ -376,6 +396,11 @@ def redact(text: str) -> str:
     return SECRETS.redact(text)
 
 
+def redact_head(text: str, limit: int) -> str:
+    """:meth:`Secrets.head` with the process's registry."""
+    return SECRETS.head(text, limit)
+
+
 def redact_value(value: Any) -> Any:
     """:meth:`Secrets.redact_value` with the process's registry."""
     return SECRETS.redact_value(value)
@@ -385,14 +410,26 @@ def secrets_in(dsn: str) -> list[str]:
     """The passwords in a connection string: the URL's password (percent-decoded too)
     and the values of sensitive keys, in URL or ``key=value`` form."""
     found = [m["pw"] for m in _PASSWORD_IN_URL.finditer(dsn)]
-    # libpq's key=value form: the value may be quoted with backslash escapes.
-    for match in _SENSITIVE_KV.finditer(dsn):
-        value = match["pw"]
-        if value.startswith("'"):
-            value = re.sub(r"\\(.)", r"\1", value[1:].removesuffix("'"))
-        found.append(value)
+    if "://" in dsn:
+        # A URL's query, its keys percent-decoded as the drivers read them (?%70assword=).
+        query = dsn.split("?", 1)[1].split("#", 1)[0] if "?" in dsn else ""
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key.lower() in SENSITIVE_KEYS:
+                found += [value, quote(value, safe="")]
+    else:
+        # libpq's key=value form: blanks allowed around "=", the value may be quoted
+        # with backslash escapes.
+        for key, written in _LIBPQ_PAIR.findall(dsn):
+            if key.lower() in SENSITIVE_KEYS:
+                quoted = written.startswith("'")
+                found.append(
+                    re.sub(r"\\(.)", r"\1", written[1:].removesuffix("'")) if quoted else written
+                )
     return [form for value in found for form in (value, unquote(value)) if form]
 
+
+# A key=value pair of a libpq connection string (a key, blanks, "=", blanks, a value).
+_LIBPQ_PAIR = re.compile(r"([A-Za-z_]+)[ \t\n\r]*=[ \t\n\r]*('(?:[^'\\]|\\.)*'?|[^\s']\S*)")
 
 # How much of an error text a job row keeps.
 MAX_STORED_ERROR = 4000

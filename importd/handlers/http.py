@@ -15,10 +15,11 @@ import httpx
 
 from ..context import JobContext
 from ..models import InvalidPayload, Job, PermanentError
-from ..redaction import redact_value
+from ..redaction import redact_head, redact_value
 from .sources import check_url, status_error
 
 MAX_RESPONSE = 64 * 1024
+CUT_MARGIN = 8 * 1024  # bytes read past MAX_RESPONSE, redacted with what precedes the cut
 
 
 async def call_function(job: Job, ctx: JobContext) -> Any:
@@ -52,8 +53,10 @@ async def call_function(job: Job, ctx: JobContext) -> Any:
             data = b""
             async for chunk in response.aiter_bytes():
                 data += chunk
-                if len(data) > MAX_RESPONSE:
-                    data = data[:MAX_RESPONSE]
+                if len(data) > MAX_RESPONSE + CUT_MARGIN:
+                    # (A margin past the cut: a secret the cut falls inside is masked
+                    # whole, see ``_decode``.)
+                    data = data[: MAX_RESPONSE + CUT_MARGIN]
                     break
     except httpx.TimeoutException as exc:
         raise TimeoutError(
@@ -73,6 +76,8 @@ def _decode(data: bytes, response: httpx.Response) -> Any:
     or is nested too deep for Python to walk (``RecursionError``; no retry would help)."""
     if not data:
         return None
+    if len(data) > MAX_RESPONSE:  # cut: its text, the cut made after the redaction
+        return redact_head(data.decode("utf-8", "replace"), MAX_RESPONSE)
     if "json" in response.headers.get("content-type", ""):
         try:
             value = json.loads(data)

@@ -18,6 +18,7 @@ import httpx
 from .. import urls
 from ..config import how_to_set
 from ..models import InvalidPayload, PermanentError, RetryLater
+from ..redaction import redact_head
 
 BLOCK = 1 << 20
 
@@ -218,7 +219,8 @@ def retry_after(response: httpx.Response) -> float | None:
 
 def status_error(response: httpx.Response, what: str, body: bytes = b"") -> Exception:
     """The exception for an unsuccessful HTTP status: retry for 408/429/5xx, else fail."""
-    text = body[:300].decode("utf-8", "replace").strip()
+    # (Cut after the redaction: a secret the cut falls inside is masked whole.)
+    text = redact_head(body[:65536].decode("utf-8", "replace").strip(), 300)
     message = f"HTTP {response.status_code} from {what}" + (f": {text}" if text else "")
     if response.status_code in RETRYABLE_STATUS or response.status_code >= 500:
         delay = retry_after(response)
