@@ -17,7 +17,12 @@ if TYPE_CHECKING:
     from .copying import Batch, Screened
     from .reading import Chunk
 
-ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# The errors one row causes (retrying the import cannot help, leaving the row out can):
+# a value that does not convert, a constraint, and what a trigger's PL/pgSQL raises for a
+# row it refuses (RAISE EXCEPTION, ASSERT). An error of this kind that no single row
+# causes (a trigger that refuses every row) makes every row a rejected one, and the
+# import ends with TooManyErrors.
+ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.PLPGSQLError)
 # PostgreSQL's context of a COPY error: "COPY t, line 3, column c: "value"" (or without
 # the value, or without the column); a column's name may hold ": " itself.
 _COPY_LINE = re.compile(r"\bCOPY .+?, line (\d+)(?:, column (.+))?")
