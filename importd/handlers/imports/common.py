@@ -180,6 +180,13 @@ def classify(exc: asyncpg.PostgresError, table: str, on_conflict: str) -> Perman
             f"PermissionDenied: {exc.message}{detail}; grant importd's role {need} on "
             f"{table} and USAGE on its schema"
         )
+    if "row-level security" in exc.message:
+        # (0A000, as a COPY option no server takes; but no option is the cause.)
+        return PermanentError(
+            f"RowLevelSecurity: {exc.message}{detail}; importd loads {table} with COPY, "
+            "which PostgreSQL refuses on a table with row-level security for this role: "
+            "give importd's role BYPASSRLS, or import into a table without it"
+        )
     if state.startswith("0A") or state == "22023":
         return PermanentError(
             f"CopyOptions: {exc.message}{detail}; change payload.delimiter, quote, escape or null"
