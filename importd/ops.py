@@ -215,26 +215,47 @@ async def show(conn: Conn, job_id: int, *, as_json: bool = False, first_errors: 
         job.pop("timeout", None)
         return dumps({**job, "errors": errors})
     width = max(len(k) for k in _SHOWN)
-    lines = [f"{key.ljust(width)}  {job[key] if job[key] is not None else '-'}" for key in _SHOWN]
+    lines = [
+        f"{key.ljust(width)}  {_shown(job[key]) if job[key] is not None else '-'}" for key in _SHOWN
+    ]
     payload = job["payload"] if deep else json.dumps(job["payload"])
-    lines.append(f"{'payload'.ljust(width)}  {payload}")
+    lines.append(f"{'payload'.ljust(width)}  {_shown(payload)}")
     if job["result"] is not None:
         lines.append(f"{'result'.ljust(width)}  {json.dumps(job['result'])}")
     if job["last_error"]:
-        lines.append(f"{'last_error'.ljust(width)}  {job['last_error']}")
+        lines.append(f"{'last_error'.ljust(width)}  {_shown(job['last_error'])}")
     if job["error_count"]:
         lines.append(f"\n{job['error_count']} rejected row(s); first {len(errors)}:")
         lines.append(
             _table(
                 ["line", "message", "record"],
                 [
-                    [e["line_number"] or "-", e["message"][:44], (e["raw_record"] or "")[:24]]
+                    [
+                        e["line_number"] or "-",
+                        _shown(e["message"][:44]),
+                        _shown((e["raw_record"] or "")[:24]),
+                    ]
                     for e in errors
                 ],
             )
         )
         lines.append(f"all of them: importd show {job_id} --errors [--json]")
     return "\n".join(lines)
+
+
+# Control characters as escapes (``\x1b``, ``\n``): text from outside (an endpoint's
+# answer, a file's record) must not move the cursor, retitle or clear the operator's
+# terminal, or fake a line of its own in what ``importd show`` prints.
+_CONTROLS = {
+    code: ("\\n" if code == 10 else "\\r" if code == 13 else f"\\x{code:02x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+    if code != 9
+}
+
+
+def _shown(value: Any) -> str:
+    """``value`` as ``importd show`` prints it: control characters escaped."""
+    return str(value).translate(_CONTROLS)
 
 
 async def errors(conn: Conn, job_id: int, *, as_json: bool = False) -> str:
