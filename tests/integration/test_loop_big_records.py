@@ -1,0 +1,65 @@
+"""A long record later in the file (under max_record_bytes, 4 MiB by default) does not
+hold the event loop, though its parsing runs in a worker thread: a C call holds the GIL
+for as long as it runs. One 2.6 MB NDJSON record of 1.3M numbers held the loop 1.2 -
+1.36 s (``json.loads`` with ``parse_int=Number``: no Python frame, no GIL switch); now
+about 0.1 - 0.2 s, the garbage collector's walk of those numbers (found by an audit of
+issue 12). A long CSV field of quotes, for comparison: 35 - 50 ms."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import importd
+from tests.helpers import Conn, Drain
+
+
+def ndjson(path: Path) -> None:
+    with path.open("w") as out:
+        out.write('{"a": "x", "j": [1]}\n')
+        for _ in range(1):
+            out.write(json.dumps({"a": "y", "j": [1] * 1_300_000}, separators=(",", ":")) + "\n")
+
+
+def csv(path: Path) -> None:
+    with path.open("w") as out:
+        out.write("a,j\nx,1\n")
+        for _ in range(8):
+            out.write('"' + '""' * 1_300_000 + '",1\n')
+
+
+@pytest.mark.timing  # (a gap of the event loop: measured alone, in the last layer)
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+async def test_big_later_records_do_not_hold_the_loop(
+    conn: Conn, drain: Drain, tmp_path: Path, fmt: str
+) -> None:
+    await conn.execute("CREATE TABLE lh (a text, j jsonb)")
+    path = tmp_path / f"big.{fmt}"
+    (ndjson if fmt == "ndjson" else csv)(path)
+    job = await importd.enqueue(
+        conn, fmt, {"source": f"file://{path}", "table": "lh", "max_errors": 100}
+    )
+    longest = 0.0
+    loop = asyncio.get_running_loop()
+
+    async def tick() -> None:
+        nonlocal longest
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.002)
+            now = loop.time()
+            longest, last = max(longest, now - last), now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        await drain(import_roots=(str(tmp_path),), tables=("public.lh",))
+    finally:
+        ticker.cancel()
+    row: Any = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
+    # (0.15 - 0.2 s here alone for NDJSON; 1.2 s before.)
+    assert longest < 0.5, f"{fmt}: the event loop was held {longest * 1000:.0f} ms"
+    assert row["status"] == "completed", row["last_error"]
