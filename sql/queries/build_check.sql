@@ -68,6 +68,46 @@ END $importd$$f$,
                                       ORDER BY o) FROM cols),
         CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
         $1::text) AS "insert",
+    -- When "insert" fails (a row the target refuses: a constraint, a trigger; the
+    -- conversion cannot see those), the good rows go in one by one, each in an exception
+    -- block, in file order, and the target's refusal of a row is noted as its error,
+    -- told as PostgreSQL tells it (the message, then the detail in parentheses, as for a
+    -- COPY that fails on the row); any other error stops the block.
+    pg_catalog.format(
+        $f$DO $importd$ #variable_conflict use_variable
+DECLARE r record; importd_detail text; importd_lines bigint[] := '{}';
+    importd_messages text[] := '{}'; importd_count bigint; importd_inserted bigint := 0;
+BEGIN
+    FOR r IN SELECT * FROM pg_temp.%I WHERE importd_error IS NULL ORDER BY importd_line LOOP
+        BEGIN
+            INSERT INTO %I.%I (%s%s) VALUES (%s%s);
+            GET DIAGNOSTICS importd_count = ROW_COUNT;  -- (0: a trigger skipped the row)
+            importd_inserted := importd_inserted + importd_count;
+        EXCEPTION WHEN integrity_constraint_violation OR data_exception OR plpgsql_error THEN
+            GET STACKED DIAGNOSTICS importd_detail = PG_EXCEPTION_DETAIL;
+            importd_lines := importd_lines || r.importd_line;
+            importd_messages := importd_messages || (SQLERRM || CASE
+                WHEN importd_detail <> '' THEN ' (' || importd_detail || ')' ELSE '' END);
+        END;
+    END LOOP;
+    UPDATE pg_temp.%I AS t SET importd_error = e.message
+    FROM unnest(importd_lines, importd_messages) AS e(line, message)
+    WHERE t.importd_line = e.line;
+    -- For the caller: the rows inserted (as an INSERT's status would say), the refused.
+    PERFORM pg_catalog.set_config('importd.inserted', importd_inserted::text, true);
+    PERFORM pg_catalog.set_config(
+        'importd.refused', coalesce(pg_catalog.array_length(importd_lines, 1), 0)::text, true);
+END $importd$$f$,
+        $1::text,
+        $4::text, $5::text,
+        (SELECT pg_catalog.string_agg(
+            pg_catalog.format('%I', CASE WHEN $6::bool THEN 'c' || o ELSE c END), ', '
+            ORDER BY o) FROM cols),
+        CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
+        (SELECT pg_catalog.string_agg(pg_catalog.format('CAST(r.%I AS %s)', 'c' || o, t), ', '
+                                      ORDER BY o) FROM cols),
+        CASE WHEN $6::bool THEN ', r.importd_line' ELSE '' END,
+        $1::text) AS insert_each,
     pg_catalog.format(
         'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
         'WHERE importd_error IS NOT NULL ORDER BY importd_line', $1::text) AS errors

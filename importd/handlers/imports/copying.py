@@ -66,6 +66,7 @@ MIN_WINDOW = 16
 RELEASE_TIMEOUT = 30.0
 _FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
 _TRY = "importd_try"
+_INSERT = "importd_insert"  # around the check's INSERT (``_insert_checked``)
 
 
 @dataclass
@@ -262,6 +263,10 @@ class Copier:
         self._watch: set[str] | None = None
         # Whether a record with a field too few or too many was seen (see ``Screen``).
         self._fields_seen = False
+        # Whether the target refused rows of the last chunk the check loaded (a
+        # constraint, a trigger: what no screen sees): then the next chunk's rows go
+        # through the check without the COPY and the INSERT that would likely fail.
+        self.refusing = False
         # Whether the last chunk had bad rows: then the next is screened before its COPY
         # (in ``prepare``, in the producer's thread) and goes straight to ``_screened``.
         self.suspecting = False
@@ -569,11 +574,13 @@ class Copier:
             self._check(failures)
         if not data:
             return 0
-        try:
-            return await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
-        except ROW_LEVEL as exc:
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
-            error = exc
+        error = None
+        if not self.refusing:
+            try:
+                return await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
+            except ROW_LEVEL as exc:
+                await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+                error = exc
         batch = await asyncio.to_thread(batch_of)
         left = {rows.lines[i] for i in gone}
         rest = [i for i, line in enumerate(batch.lines) if line not in left]
@@ -645,9 +652,12 @@ class Copier:
         count = len(batch) - len(gone)
         if not count:
             return 0
-        error = await self._try(conn, into, columns, batch.without(gone) if gone else batch.payload)
-        if error is None:
-            return count
+        error = None
+        if not self.refusing:
+            payload = batch.without(gone) if gone else batch.payload
+            error = await self._try(conn, into, columns, payload)
+            if error is None:
+                return count
         left = set(gone)
         rest = batch.subset([i for i in range(len(batch)) if i not in left])
         return await self._rest(conn, into, columns, rest, failures, error)
@@ -659,12 +669,17 @@ class Copier:
         columns: list[str],
         rest: Batch,
         failures: list[RowFailure],
-        error: asyncpg.PostgresError,
+        error: asyncpg.PostgresError | None,
     ) -> int:
         """Load ``rest``, a chunk's rows but the bad ones the screen's check found, whose
-        COPY failed with ``error`` anyway: set-based, else COPY by COPY."""
+        COPY failed with ``error`` anyway (None: not tried, as the target refused rows
+        of the chunk before: ``refusing``): set-based, else COPY by COPY."""
         loaded = await self._checked(conn, into, rest, failures)
         if loaded is None:
+            if error is None:
+                error = await self._try(conn, into, columns, rest.payload)
+                if error is None:
+                    return len(rest)
             loaded = await self._isolate(conn, into, columns, rest.rows(), failures, error)
         return loaded
 
@@ -864,7 +879,7 @@ class Copier:
             )
             await conn.execute(statements["check"])
             if insert:
-                status = await conn.execute(statements["insert"])
+                status = await self._insert_checked(conn, statements)
             bad = await conn.fetch(statements["errors"])
         except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
             # A row that does not split into fields, a row the target refuses, or no
@@ -879,6 +894,32 @@ class Copier:
                 raise CheckFailed.of(exc) from exc
             raise
         return int(status.rsplit(" ", 1)[-1]), bad
+
+    async def _insert_checked(self, conn: Connection, statements: Record) -> str:
+        """Load the rows the check converted into the target: by one INSERT, or, when
+        the target refuses a row (a constraint, a trigger: what the conversion cannot
+        see), one by one in the check's table (``insert_each``), each refusal noted as
+        that row's error; the INSERT's status either way. Before, a refused row sent the
+        whole chunk COPY by COPY: about 1 ms per bad row, 23 - 25x the clean file with a
+        row in twenty refused."""
+        if not self.refusing:
+            await conn.execute(f"SAVEPOINT {_INSERT}")
+            try:
+                status = str(await conn.execute(statements["insert"]))
+            except ROW_LEVEL:
+                await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}")
+            else:
+                await conn.execute(f"RELEASE SAVEPOINT {_INSERT}")
+                return status
+        # (Straight here when the chunk before had rows refused: this one likely too.)
+        await conn.execute(statements["insert_each"])
+        counts = await conn.fetchrow(
+            "SELECT current_setting('importd.inserted') AS inserted, "
+            "current_setting('importd.refused') AS refused"
+        )
+        assert counts is not None
+        self.refusing = int(counts["refused"]) > 0
+        return f"INSERT 0 {counts['inserted']}"
 
     def _check_table(self) -> str:
         """The temporary table ``_convert`` uses: one per session and set of columns (the
