@@ -12,9 +12,11 @@ one before:
    file order (a raw chunk, screened from its bytes: ``Copier.screen_raw``, as slices
    of them: ``Screened``);
 2. the set-based check (``Copier._checked``): the whole chunk converted in the temporary
-   table, a subtransaction per row, and moved by one ``INSERT … SELECT``;
-3. isolation COPY by COPY (``Copier._isolate``), for rows that do not split into fields
-   or that the target's constraints refuse.
+   table, a subtransaction per row, and moved by one ``INSERT … SELECT``; when the
+   target refuses a row of it (a constraint, a trigger), the rows go in one by one in
+   one statement, each refusal noted (``Copier._insert_checked``), and the chunks after
+   it come straight here (``Copier.refusing``);
+3. isolation COPY by COPY (``Copier._isolate``), for rows that do not split into fields.
 
 Isolating bad rows costs about one failed COPY per bad row, whatever their number: a
 COPY error names its line, the rows before it are known good and travel with the next
