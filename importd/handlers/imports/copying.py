@@ -915,11 +915,7 @@ class Copier:
                 return status
         # (Straight here when the chunk before had rows refused: this one likely too.)
         await conn.execute(statements["insert_each"])
-        counts = await conn.fetchrow(
-            "SELECT current_setting('importd.inserted') AS inserted, "
-            "current_setting('importd.refused') AS refused"
-        )
-        assert counts is not None
+        counts = await db.one(conn, "count_inserted")
         self.refusing = int(counts["refused"]) > 0
         return f"INSERT 0 {counts['inserted']}"
 
