@@ -21,6 +21,82 @@
 -- record. The block's own names never stand for a column (#variable_conflict).
 WITH cols AS (
     SELECT c, t, o FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(c, t, o)
+),
+target AS (
+    SELECT pg_catalog.to_regclass(pg_catalog.format('%I.%I', $4::text, $5::text)) AS oid
+),
+-- Rows the target surely refuses, tested set-based on the converted values: a NULL in a
+-- NOT NULL column, a CHECK that is false (its columns all among the import's). Only
+-- into the target itself, when it is a plain table without BEFORE INSERT row triggers
+-- (a trigger may mend a row; a partition may check more): then every row it names is
+-- refused, and loading the others first changes no outcome. NULL: no test.
+flag AS (
+    SELECT CASE WHEN NOT $6::bool
+                 AND (SELECT r.relkind = 'r' FROM pg_catalog.pg_class AS r, target
+                      WHERE r.oid = target.oid)
+                 AND NOT EXISTS (
+                     SELECT FROM pg_catalog.pg_trigger AS g, target
+                     WHERE g.tgrelid = target.oid AND NOT g.tgisinternal
+                       AND g.tgenabled <> 'D' AND g.tgtype & 7 = 7)  -- row, before, insert
+           THEN NULLIF(pg_catalog.concat_ws(' OR ',
+               (SELECT pg_catalog.string_agg(pg_catalog.format('%I IS NULL', a.attname), ' OR ')
+                FROM pg_catalog.pg_attribute AS a, target
+                WHERE a.attrelid = target.oid AND a.attnotnull AND a.attnum > 0
+                  AND a.attname = ANY ($2::text[])),
+               (SELECT pg_catalog.string_agg(pg_catalog.format(
+                           'NOT coalesce((%s), true)', pg_catalog.pg_get_expr(k.conbin, k.conrelid)),
+                       ' OR ')
+                FROM pg_catalog.pg_constraint AS k, target
+                WHERE k.conrelid = target.oid AND k.contype = 'c'
+                  AND k.conkey <@ ARRAY(
+                      SELECT a.attnum FROM pg_catalog.pg_attribute AS a
+                      WHERE a.attrelid = target.oid AND a.attname = ANY ($2::text[])))
+           ), '')
+           END AS expr
+),
+-- When "insert" fails (a row the target refuses: a constraint, a trigger; the conversion
+-- cannot see those), the good rows go in one by one, each in an exception block, in file
+-- order, and the target's refusal of a row is noted as its error, told as PostgreSQL
+-- tells it (the message, then the detail in parentheses, as for a COPY that fails on the
+-- row); any other error stops the block. @ROWS@: which rows (all that converted, or
+-- those "flag" marked); a marked row that goes in after all is unmarked.
+each AS (
+    SELECT pg_catalog.format(
+        $f$DO $importd$ #variable_conflict use_variable
+DECLARE r record; importd_detail text; importd_lines bigint[] := '{}';
+    importd_messages text[] := '{}'; importd_count bigint; importd_inserted bigint := 0;
+BEGIN
+    FOR r IN SELECT * FROM pg_temp.%I WHERE @ROWS@ ORDER BY importd_line LOOP
+        BEGIN
+            INSERT INTO %I.%I (%s%s) VALUES (%s%s);
+            GET DIAGNOSTICS importd_count = ROW_COUNT;  -- (0: a trigger skipped the row)
+            importd_inserted := importd_inserted + importd_count;
+        EXCEPTION WHEN integrity_constraint_violation OR data_exception OR plpgsql_error THEN
+            GET STACKED DIAGNOSTICS importd_detail = PG_EXCEPTION_DETAIL;
+            importd_lines := importd_lines || r.importd_line;
+            importd_messages := importd_messages || (SQLERRM || CASE
+                WHEN importd_detail <> '' THEN ' (' || importd_detail || ')' ELSE '' END);
+        END;
+    END LOOP;
+    UPDATE pg_temp.%I AS t SET importd_error = e.message
+    FROM unnest(importd_lines, importd_messages) AS e(line, message)
+    WHERE t.importd_line = e.line;
+    UPDATE pg_temp.%I SET importd_error = NULL WHERE importd_error = '';
+    -- For the caller: the rows inserted (as an INSERT's status would say), the refused.
+    PERFORM pg_catalog.set_config('importd.inserted', importd_inserted::text, true);
+    PERFORM pg_catalog.set_config(
+        'importd.refused', coalesce(pg_catalog.array_length(importd_lines, 1), 0)::text, true);
+END $importd$$f$,
+        $1::text,
+        $4::text, $5::text,
+        (SELECT pg_catalog.string_agg(
+            pg_catalog.format('%I', CASE WHEN $6::bool THEN 'c' || o ELSE c END), ', '
+            ORDER BY o) FROM cols),
+        CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
+        (SELECT pg_catalog.string_agg(pg_catalog.format('CAST(r.%I AS %s)', 'c' || o, t), ', '
+                                      ORDER BY o) FROM cols),
+        CASE WHEN $6::bool THEN ', r.importd_line' ELSE '' END,
+        $1::text, $1::text) AS tpl
 )
 SELECT
     pg_catalog.format(
@@ -68,46 +144,22 @@ END $importd$$f$,
                                       ORDER BY o) FROM cols),
         CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
         $1::text) AS "insert",
-    -- When "insert" fails (a row the target refuses: a constraint, a trigger; the
-    -- conversion cannot see those), the good rows go in one by one, each in an exception
-    -- block, in file order, and the target's refusal of a row is noted as its error,
-    -- told as PostgreSQL tells it (the message, then the detail in parentheses, as for a
-    -- COPY that fails on the row); any other error stops the block.
-    pg_catalog.format(
-        $f$DO $importd$ #variable_conflict use_variable
-DECLARE r record; importd_detail text; importd_lines bigint[] := '{}';
-    importd_messages text[] := '{}'; importd_count bigint; importd_inserted bigint := 0;
-BEGIN
-    FOR r IN SELECT * FROM pg_temp.%I WHERE importd_error IS NULL ORDER BY importd_line LOOP
-        BEGIN
-            INSERT INTO %I.%I (%s%s) VALUES (%s%s);
-            GET DIAGNOSTICS importd_count = ROW_COUNT;  -- (0: a trigger skipped the row)
-            importd_inserted := importd_inserted + importd_count;
-        EXCEPTION WHEN integrity_constraint_violation OR data_exception OR plpgsql_error THEN
-            GET STACKED DIAGNOSTICS importd_detail = PG_EXCEPTION_DETAIL;
-            importd_lines := importd_lines || r.importd_line;
-            importd_messages := importd_messages || (SQLERRM || CASE
-                WHEN importd_detail <> '' THEN ' (' || importd_detail || ')' ELSE '' END);
-        END;
-    END LOOP;
-    UPDATE pg_temp.%I AS t SET importd_error = e.message
-    FROM unnest(importd_lines, importd_messages) AS e(line, message)
-    WHERE t.importd_line = e.line;
-    -- For the caller: the rows inserted (as an INSERT's status would say), the refused.
-    PERFORM pg_catalog.set_config('importd.inserted', importd_inserted::text, true);
-    PERFORM pg_catalog.set_config(
-        'importd.refused', coalesce(pg_catalog.array_length(importd_lines, 1), 0)::text, true);
-END $importd$$f$,
+    pg_catalog.replace(each.tpl, '@ROWS@', 'importd_error IS NULL') AS insert_each,
+    pg_catalog.replace(each.tpl, '@ROWS@', 'importd_error = ''''') AS insert_flagged,
+    -- Marks the rows "flag" names ('' in importd_error): "insert" leaves them out,
+    -- "insert_flagged" takes them. NULL: no test applies. (The test's names are the
+    -- user's, resolved in the innermost query, which holds only the user's columns.)
+    CASE WHEN flag.expr IS NOT NULL THEN pg_catalog.format(
+        'UPDATE pg_temp.%I AS importd_c SET importd_error = '''' '
+        'WHERE importd_c.importd_error IS NULL '
+        'AND (SELECT %s FROM (SELECT %s OFFSET 0) AS importd_x)',
         $1::text,
-        $4::text, $5::text,
+        flag.expr,
         (SELECT pg_catalog.string_agg(
-            pg_catalog.format('%I', CASE WHEN $6::bool THEN 'c' || o ELSE c END), ', '
-            ORDER BY o) FROM cols),
-        CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
-        (SELECT pg_catalog.string_agg(pg_catalog.format('CAST(r.%I AS %s)', 'c' || o, t), ', '
-                                      ORDER BY o) FROM cols),
-        CASE WHEN $6::bool THEN ', r.importd_line' ELSE '' END,
-        $1::text) AS insert_each,
+            pg_catalog.format('CAST(importd_c.%I AS %s) AS %I', 'c' || o, t, c), ', ' ORDER BY o)
+         FROM cols))
+    END AS flag,
     pg_catalog.format(
         'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
         'WHERE importd_error IS NOT NULL ORDER BY importd_line', $1::text) AS errors
+FROM flag, each

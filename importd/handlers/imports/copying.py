@@ -914,10 +914,25 @@ class Copier:
                 await conn.execute(f"RELEASE SAVEPOINT {_INSERT}")
                 return status
         # (Straight here when the chunk before had rows refused: this one likely too.)
-        await conn.execute(statements["insert_each"])
+        inserted, done = 0, False
+        if statements["flag"] is not None:
+            # The rows sure to be refused (NOT NULL, CHECK) marked set-based; the others
+            # in one INSERT, the marked ones one by one for PostgreSQL's own message.
+            await conn.execute(f"SAVEPOINT {_INSERT}")
+            try:
+                await conn.execute(statements["flag"])
+                status = str(await conn.execute(statements["insert"]))
+                await conn.execute(statements["insert_flagged"])
+            except ROW_LEVEL:  # (a duplicate key, a foreign key…: every row one by one)
+                await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}")
+            else:
+                await conn.execute(f"RELEASE SAVEPOINT {_INSERT}")
+                inserted, done = int(status.rsplit(" ", 1)[-1]), True
+        if not done:
+            await conn.execute(statements["insert_each"])
         counts = await db.one(conn, "count_inserted")
         self.refusing = int(counts["refused"]) > 0
-        return f"INSERT 0 {counts['inserted']}"
+        return f"INSERT 0 {inserted + int(counts['inserted'])}"
 
     def _check_table(self) -> str:
         """The temporary table ``_convert`` uses: one per session and set of columns (the
