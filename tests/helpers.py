@@ -147,6 +147,32 @@ def run_importd(
     )
 
 
+class LoopGaps:
+    """The event loop's longest wait between two ticks of 2 ms while the block runs
+    (``async with LoopGaps() as gaps: ...``; then ``gaps.longest``, in seconds): how
+    long something held the loop."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.002)
+            now = loop.time()
+            self.longest, last = max(self.longest, now - last), now
+
+    async def __aenter__(self) -> LoopGaps:
+        self._ticker = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._ticker is not None
+        self._ticker.cancel()
+
+
 class DaemonProcess:
     """A real ``importd run`` (or drain) process whose JSON log lines are kept."""
 

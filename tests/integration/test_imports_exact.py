@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import importd
-from tests.helpers import Conn, Drain, wait_until
+from tests.helpers import Conn, Drain, LoopGaps, wait_until
 
 TABLES = (
     "public.abc",
@@ -276,22 +276,9 @@ async def test_a_hostile_header_or_first_record_does_not_hold_the_event_loop(
         for fmt, paths in sources.items()
         for source in paths
     ]
-    longest = 0.0
-    loop = asyncio.get_running_loop()
-
-    async def tick() -> None:
-        nonlocal longest
-        last = loop.time()
-        while True:
-            await asyncio.sleep(0.002)
-            now = loop.time()
-            longest, last = max(longest, now - last), now
-
-    ticker = asyncio.create_task(tick())
-    try:
+    async with LoopGaps() as gaps:
         assert await load(max_record_bytes=8 * 2**20) == 10
-    finally:
-        ticker.cancel()
+    longest = gaps.longest
     for job_id in jobs:
         row = await job(abc, job_id)
         assert row["status"] == "failed" and row["attempts"] == 1, row["last_error"]

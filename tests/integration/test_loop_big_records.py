@@ -7,7 +7,6 @@ issue 12). A long CSV field of quotes, for comparison: 35 - 50 ms."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 
 import importd
-from tests.helpers import Conn, Drain
+from tests.helpers import Conn, Drain, LoopGaps
 
 
 def ndjson(path: Path) -> None:
@@ -43,22 +42,9 @@ async def test_big_later_records_do_not_hold_the_loop(
     job = await importd.enqueue(
         conn, fmt, {"source": f"file://{path}", "table": "lh", "max_errors": 100}
     )
-    longest = 0.0
-    loop = asyncio.get_running_loop()
-
-    async def tick() -> None:
-        nonlocal longest
-        last = loop.time()
-        while True:
-            await asyncio.sleep(0.002)
-            now = loop.time()
-            longest, last = max(longest, now - last), now
-
-    ticker = asyncio.create_task(tick())
-    try:
+    async with LoopGaps() as gaps:
         await drain(import_roots=(str(tmp_path),), tables=("public.lh",))
-    finally:
-        ticker.cancel()
+    longest = gaps.longest
     row: Any = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
     # (0.15 - 0.2 s here alone for NDJSON; 1.2 s before.)
     assert longest < 0.5, f"{fmt}: the event loop was held {longest * 1000:.0f} ms"

@@ -129,6 +129,28 @@ def text_body(record: tuple[str | None, ...]) -> bytes:
     ).encode()
 
 
+async def assert_copied(
+    conn: Conn, table: str, columns: list[str], good: list[bytes], options: dict[str, Any]
+) -> None:
+    """COPY into ``table`` (emptied first) the records the screen called ``good``, one
+    statement for them all; fail, naming them, if PostgreSQL refuses any."""
+    await conn.execute(f"TRUNCATE {table}")
+    try:
+        await conn.copy_to_table(
+            table, source=io.BytesIO(b"\n".join(good) + b"\n"), columns=columns, **options
+        )
+    except asyncpg.PostgresError as exc:
+        pytest.fail(f"the screen called good a record PostgreSQL refused: {exc} ({good})")
+    assert await conn.fetchval(f"SELECT count(*) FROM {table}") == len(good)
+
+
+async def create_more(conn: Conn, table: str) -> None:
+    """The json, enum, domain and array types, and ``table`` with a column of each."""
+    await conn.execute(MORE_TYPES)
+    columns = ", ".join(f"{name} {type_name}" for name, type_name in MORE.items())
+    await conn.execute(f"CREATE TABLE {table} ({columns})")
+
+
 async def enqueue_both_modes(conn: Conn, path: Path, prefix: str) -> dict[bool, int]:
     """An import of ``path`` in each atomic mode, into ``<prefix>_t`` (atomic) and
     ``<prefix>_f``; the job ids by mode."""
@@ -170,14 +192,7 @@ async def test_whatever_the_screen_calls_good_postgresql_copies(
     options: dict[str, Any] = {"format": fmt}
     if fmt == "csv":
         options.update(delimiter=",", quote='"', null="")
-    await conn.execute("TRUNCATE screened")
-    try:
-        await conn.copy_to_table(
-            "screened", source=io.BytesIO(b"\n".join(good) + b"\n"), columns=NAMES, **options
-        )
-    except asyncpg.PostgresError as exc:
-        pytest.fail(f"the screen called good a record PostgreSQL refused: {exc} ({good})")
-    assert await conn.fetchval("SELECT count(*) FROM screened") == len(good)
+    await assert_copied(conn, "screened", NAMES, good, options)
 
 
 # -- json, jsonb, enums, domains and arrays -----------------------------------------------
@@ -286,9 +301,7 @@ MORE_FIELDS = {
 
 @pytest.fixture
 async def screened_more(conn: Conn) -> Any:
-    await conn.execute(MORE_TYPES)
-    columns = ", ".join(f"{name} {type_name}" for name, type_name in MORE.items())
-    await conn.execute(f"CREATE TABLE screened_more ({columns})")
+    await create_more(conn, "screened_more")
     return conn
 
 
@@ -318,17 +331,7 @@ async def test_json_enums_domains_and_arrays_the_screen_calls_good_postgresql_co
     options: dict[str, Any] = {"format": fmt}
     if fmt == "csv":
         options.update(delimiter=",", quote='"', null="")
-    await conn.execute("TRUNCATE screened_more")
-    try:
-        await conn.copy_to_table(
-            "screened_more",
-            source=io.BytesIO(b"\n".join(good) + b"\n"),
-            columns=list(MORE),
-            **options,
-        )
-    except asyncpg.PostgresError as exc:
-        pytest.fail(f"the screen called good a record PostgreSQL refused: {exc} ({good})")
-    assert await conn.fetchval("SELECT count(*) FROM screened_more") == len(good)
+    await assert_copied(conn, "screened_more", list(MORE), good, options)
 
 
 async def test_bad_values_in_json_enum_and_array_columns_load_exactly(

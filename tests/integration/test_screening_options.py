@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from importd import tables
 from importd.handlers.imports.screening import Screen, value_type
 from tests.helpers import Conn
-from tests.integration.test_screening import MORE, MORE_FIELDS, MORE_TYPES, SLOW
+from tests.integration.test_screening import MORE, MORE_FIELDS, SLOW, create_more
 
 OPTIONS = st.sampled_from(
     [
@@ -50,9 +50,7 @@ def body(
 
 @pytest.fixture
 async def screened_opts(conn: Conn) -> Any:
-    await conn.execute(MORE_TYPES)
-    columns = ", ".join(f"{name} {type_name}" for name, type_name in MORE.items())
-    await conn.execute(f"CREATE TABLE screened_opts ({columns})")
+    await create_more(conn, "screened_opts")
     return conn
 
 
