@@ -5,7 +5,7 @@ in 1M against the same file without them, peak memory under a 200 MB record, and
 
     python -m bench.imports [--rows 1000000] [--big-rows 5000000] [--skip-big] [--streams 1,2]
     python -m bench.imports --only-hostile [--bad-rows 20000] [--record-mb 200] [--atomic false]
-        [--bad-shape int,short,extra,utf8,jsonb] [--bad-rows-only] [--rows 1000000]
+        [--bad-shape int,short,extra,utf8,jsonb,badjson,check,notnull] [--bad-rows-only] [--rows 1000000]
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ CREATE TABLE {name} (
     amount numeric(12, 2), ratio double precision, note text
 )"""
 JSONB_TABLE = TABLE.replace("ratio double precision", "ratio jsonb")
+# Targets that refuse rows whose values have a good shape (``check``, ``notnull``).
+CHECK_TABLE = TABLE.replace("account int", "account int CHECK (account > 0)")
+NOT_NULL_TABLE = TABLE.replace("account int", "account int NOT NULL")
+TABLES = {"jsonb": JSONB_TABLE, "badjson": JSONB_TABLE, "check": CHECK_TABLE}
+TABLES["notnull"] = NOT_NULL_TABLE
 
 
 def generate(path: Path, rows: int, seed: int = 1) -> int:
@@ -70,8 +75,10 @@ def generate(path: Path, rows: int, seed: int = 1) -> int:
 # (``int``, and ``jsonb``: the same into a table whose ``ratio`` is a jsonb column), a
 # field too few (``short``: the last one dropped), a field too many (``extra``), bytes that
 # are not UTF-8 in the text column ``title`` (``utf8``), a value that is not JSON in the
-# jsonb column ``ratio`` (``badjson``, into the table of ``jsonb``).
-SHAPES = ("int", "short", "extra", "utf8", "jsonb", "badjson")
+# jsonb column ``ratio`` (``badjson``, into the table of ``jsonb``); rows the target
+# refuses though every value converts: ``account`` negative against a CHECK (``check``),
+# empty (NULL) against a NOT NULL (``notnull``).
+SHAPES = ("int", "short", "extra", "utf8", "jsonb", "badjson", "check", "notnull")
 
 
 def spoil_fields(fields: list[bytes], shape: str) -> list[bytes]:
@@ -82,6 +89,10 @@ def spoil_fields(fields: list[bytes], shape: str) -> list[bytes]:
         return fields[:-1]
     if shape == "extra":
         return [*fields, b"x"]
+    if shape == "check":
+        return [fields[0], b"-" + fields[1], *fields[2:]]
+    if shape == "notnull":
+        return [fields[0], b"", *fields[2:]]
     if shape == "badjson":
         return [*fields[:6], b"{" + fields[6], *fields[7:]]
     if shape == "utf8":
@@ -140,7 +151,7 @@ async def hostile(dsn: str, root: Path, args: Any) -> list[tuple[str, str]]:
     for shape, atomic in itertools.product(args.bad_shape.split(","), modes):
         spoiled = root / f"spoiled_{shape}.csv"
         spoil(clean, spoiled, args.bad_rows, shape)
-        create = JSONB_TABLE if shape in ("jsonb", "badjson") else TABLE
+        create = TABLES.get(shape, TABLE)
         clean_runs, bad_runs = [], []  # (seconds, CPU seconds of importd drain)
         for _ in range(args.repeat):
             took, _, result = await import_once(

@@ -139,13 +139,16 @@ async def copy_in(
     columns: list[str],
     data: bytes,
     fmt: CopyFormat,
+    where: str | None = None,
 ) -> int:
-    """COPY ``data`` into ``schema.table`` (asyncpg quotes the names); the rows copied."""
+    """COPY ``data`` into ``schema.table`` (asyncpg quotes the names); the rows copied.
+    ``where``: COPY's WHERE clause (an expression built by the server from the catalog,
+    never from a payload), which leaves out the rows it does not hold for."""
     # asyncpg takes each piece as a buffer, so memoryview slices spare a copy of the data
     # (every import test loads through them); its stubs say bytes.
     pieces = cast("AsyncIterable[bytes]", _pieces(data))
     status = await conn.copy_to_table(
-        table, source=pieces, columns=columns, schema_name=schema, **fmt.options()
+        table, source=pieces, columns=columns, schema_name=schema, where=where, **fmt.options()
     )
     return int(str(status).rsplit(" ", 1)[-1])
 

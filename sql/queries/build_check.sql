@@ -101,7 +101,7 @@ END $importd$$f$,
 SELECT
     pg_catalog.format(
         'CREATE TEMP TABLE IF NOT EXISTS %I (importd_line bigint, %s, importd_error text) '
-        'ON COMMIT DELETE ROWS; DELETE FROM pg_temp.%I',
+        'ON COMMIT DELETE ROWS; TRUNCATE pg_temp.%I',
         $1::text,
         (SELECT pg_catalog.string_agg(pg_catalog.format('%I text', 'c' || o), ', ' ORDER BY o)
          FROM cols),
@@ -159,6 +159,21 @@ END $importd$$f$,
             pg_catalog.format('CAST(importd_c.%I AS %s) AS %I', 'c' || o, t, c), ', ' ORDER BY o)
          FROM cols))
     END AS flag,
+    -- The same test for COPY's WHERE clause, on the target's own columns: the rows it
+    -- names are left out of the COPY into the target ("flag" then finds them in the
+    -- check's table). A COPY with a WHERE clause reads the columns it names, so it
+    -- needs SELECT on the target besides INSERT. NULL: no test applies, or no right.
+    CASE WHEN pg_catalog.has_table_privilege((SELECT oid FROM target), 'SELECT')
+         THEN flag.expr END AS copy_where,
+    -- Fails unless that test is immutable (a generated column's expression must be): a
+    -- test that may judge a row anew each time (random(), now()) could leave out of the
+    -- COPY a row "flag" does not mark. Run in a savepoint rolled back at once.
+    CASE WHEN flag.expr IS NOT NULL THEN pg_catalog.format(
+        'CREATE TEMP TABLE importd_probe (LIKE %I.%I); '
+        'ALTER TABLE importd_probe ADD COLUMN importd_probe boolean '
+        'GENERATED ALWAYS AS (%s) STORED',
+        $4::text, $5::text, flag.expr)
+    END AS probe,
     pg_catalog.format(
         'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
         'WHERE importd_error IS NOT NULL ORDER BY importd_line', $1::text) AS errors

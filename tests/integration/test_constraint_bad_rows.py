@@ -1,8 +1,10 @@
 """Bad rows the screen cannot see (a CHECK or NOT NULL violation: the value has a good
 shape; the target refuses the row): a row in twenty refused cost 23 - 25x the clean file,
-each found COPY by COPY (about 1 ms a row, found by an audit of issue 12). Now the rows
-a NOT NULL or a CHECK surely refuses are found set-based and only they go in one by one
-(for PostgreSQL's own message): CHECK 2.5 - 2.8x, NOT NULL 3.8 - 4.5x here. Measured
+each found COPY by COPY (about 1 ms a row, found by an audit of issue 12). Now one COPY
+leaves out the rows a NOT NULL or a CHECK refuses and only they go in one by one (for
+PostgreSQL's own message): 2.5 - 2.7x here (2.5 - 4.5x when every row of such a chunk
+was converted in a subtransaction; this file is small and its rows narrow, so fixed
+costs weigh more than in the bench's million rows, ``bench.imports``). Measured
 against the same file without them, in the same run (a ratio, not a fixed time), alone
 (``timing``). Still above the 1.5x type errors cost: see the README."""
 

@@ -15,7 +15,9 @@ one before:
    table, a subtransaction per row, and moved by one ``INSERT … SELECT``; when the
    target refuses a row of it (a constraint, a trigger), the rows go in one by one in
    one statement, each refusal noted (``Copier._insert_checked``), and the chunks after
-   it come straight here (``Copier.refusing``);
+   it come straight here (``Copier.refusing``). Where the target refuses rows by a NOT
+   NULL or a CHECK alone (an immutable test), one COPY leaves those rows out and loads
+   the others, and only the rows it left out go in one by one (``Copier._filtered``);
 3. isolation COPY by COPY (``Copier._isolate``), for rows that do not split into fields.
 
 Isolating bad rows costs about one failed COPY per bad row, whatever their number: a
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import hashlib
 import itertools
 from collections.abc import Callable
@@ -68,7 +71,10 @@ MIN_WINDOW = 16
 RELEASE_TIMEOUT = 30.0
 _FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
 _TRY = "importd_try"
+# What a NOT NULL or a CHECK of the target says of a row: ``Copier._filtered``'s case.
+_FILTERABLE = (asyncpg.NotNullViolationError, asyncpg.CheckViolationError)
 _INSERT = "importd_insert"  # around the check's INSERT (``_insert_checked``)
+_PROBE = "importd_probe"  # around the test of ``Copier._can_filter``
 
 
 @dataclass
@@ -248,7 +254,9 @@ class Copier:
         # enum's labels, a domain's base type); None: ``types``.
         self.screen_types: list[ValueType] | None = None
         self._csv = ndjson is None
-        self._prefix = (b"%d" + (delimiter.encode() if self._csv else b"\t")) if staged else b""
+        # Rows with their source line first: in staging tables and the check's table.
+        self._line_prefix = b"%d" + (delimiter.encode() if self._csv else b"\t")
+        self._prefix = self._line_prefix if staged else b""
         self._dot = quote.encode() + b"\\." + quote.encode()
         # PostgreSQL's count of lines is followed exactly (``locate``) when the escape is
         # the quote; with another escape its quote tracking may differ from the
@@ -256,6 +264,7 @@ class Copier:
         self._doubt = self._csv and copy_format.escape != copy_format.quote
         self._screen: Screen | None = None
         self._checks: dict[tuple[str, str], Record] = {}  # build_check's statements
+        self._filterable: dict[tuple[str, str], bool] = {}  # ``_can_filter``'s answer
         self._screen_built = False
         # The columns the screen checks once bad rows appeared: those that held a bad
         # value so far (None: every column). Checking a column costs every record a
@@ -476,6 +485,9 @@ class Copier:
         # them all one by one.
         if suspects and len(suspects) <= len(batch) // 4:
             loaded = await self._screened(conn, into, columns, batch, suspects, failures)
+        if loaded is None and self.refusing:
+            # The target refused rows of the chunk before: this one likely too.
+            loaded = await self._rest(conn, into, columns, batch, failures, None)
         if loaded is None:
             loaded = await self._whole(conn, into, columns, batch, failures)
         await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
@@ -513,6 +525,7 @@ class Copier:
         batch_of: Callable[[], Batch],
         failures: list[RowFailure],
         screened: Screened | None = None,
+        records_of: Callable[[], Records] | None = None,
     ) -> int:
         """COPY a chunk's source bytes as they are (CSV that needs no change, loaded
         into the target); only when PostgreSQL rejects a row are they split into records
@@ -521,15 +534,24 @@ class Copier:
         ``screened``: the bytes were screened before (``screen_raw``, after a chunk with
         bad rows): PostgreSQL converts the suspects alone and the bytes without the bad
         ones load in one COPY (``_raw_screened``), unless the screen doubts a quarter of
-        the lines or more (as in ``copy_chunk``)."""
+        the lines or more (as in ``copy_chunk``). After a chunk whose rows the target
+        refused (``refusing``), the bytes go in by a COPY that leaves out what a NOT
+        NULL or a CHECK refuses (``_filtered``), split into records (``records_of``)
+        only to tell which rows those were."""
         await conn.execute(f"SAVEPOINT {_TRY}")
         before = len(failures)
+        loaded = None
         if screened is not None and len(screened.rows) <= screened.lines // 4:
-            loaded = await self._raw_screened(conn, into, columns, screened, batch_of, failures)
-            if loaded is not None:
-                await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
-                self._note_bad_rows(failures[before:])
-                return loaded
+            loaded = await self._raw_screened(
+                conn, into, columns, screened, batch_of, failures, records_of
+            )
+        elif self.refusing and records_of is not None:
+            split = functools.partial(self._rows_of, records_of, set())
+            loaded = await self._filtered(conn, into, columns, data, split, failures)
+        if loaded is not None:
+            await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+            self._note_bad_rows(failures[before:])
+            return loaded
         try:
             loaded = await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
         except ROW_LEVEL as exc:
@@ -552,13 +574,15 @@ class Copier:
         screened: Screened,
         batch_of: Callable[[], Batch],
         failures: list[RowFailure],
+        records_of: Callable[[], Records] | None = None,
     ) -> int | None:
         """``_screened`` for a chunk's bytes: the suspects checked (ahead, or here), the
-        bytes without the bad ones COPYed in one statement. When that COPY fails (a row
-        the screen vouched for in error, or one the target's constraints refuse), the
-        chunk is split into records (``batch_of``) and its other rows checked and
-        isolated as any failing chunk's. None (nothing loaded, nothing rejected) when
-        the suspects cannot be checked so."""
+        bytes without the bad ones COPYed in one statement (by ``_filtered`` after a
+        chunk the target refused rows of). When that COPY fails (a row the screen
+        vouched for in error, or one the target's constraints refuse), the chunk is
+        split into records (``batch_of``) and its other rows checked and isolated as
+        any failing chunk's. None (nothing loaded, nothing rejected) when the suspects
+        cannot be checked so."""
         if screened.ahead is not None:
             await screened.ahead
         rows = screened.rows
@@ -577,16 +601,35 @@ class Copier:
         if not data:
             return 0
         error = None
-        if not self.refusing:
+        left = {rows.lines[i] for i in gone}
+        if self.refusing and records_of is not None:
+            split = functools.partial(self._rows_of, records_of, left)
+            loaded = await self._filtered(conn, into, columns, data, split, failures)
+            if loaded is not None:
+                return loaded
+        elif not self.refusing:
             try:
                 return await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
             except ROW_LEVEL as exc:
                 await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
                 error = exc
         batch = await asyncio.to_thread(batch_of)
-        left = {rows.lines[i] for i in gone}
         rest = [i for i, line in enumerate(batch.lines) if line not in left]
         return await self._rest(conn, into, columns, batch.subset(rest), failures, error)
+
+    def _rows_of(self, records_of: Callable[[], Records], left: set[int]) -> Batch:
+        """The records of a raw chunk (``records_of``: split from its bytes, which COPY
+        takes as they are) but those at lines ``left``, as a batch whose COPY data is
+        the check table's (each row after its source line: ``_filtered`` COPYs the
+        chunk's bytes into the target, and these rows into the check's table only when
+        rows were left out). CPU-bound: run it in a thread."""
+        records = records_of()
+        lines, datas = records.lines, records.datas
+        if left:
+            keep = [i for i, line in enumerate(lines) if line not in left]
+            lines, datas = [lines[i] for i in keep], [datas[i] for i in keep]
+        prefix = self._line_prefix
+        return Batch(lines, datas, datas, _join(prefix, lines, datas), prefix)
 
     def _settle_screened(
         self, screened: Screened, bad: dict[int, str]
@@ -619,10 +662,7 @@ class Copier:
             loaded = await self._screened(conn, into, columns, batch, suspects, failures)
             if loaded is not None:
                 return loaded
-        loaded = await self._checked(conn, into, batch, failures)
-        if loaded is None:
-            loaded = await self._isolate(conn, into, columns, batch.rows(), failures, error)
-        return loaded
+        return await self._rest(conn, into, columns, batch, failures, error)
 
     async def _screened(
         self,
@@ -675,8 +715,14 @@ class Copier:
     ) -> int:
         """Load ``rest``, a chunk's rows but the bad ones the screen's check found, whose
         COPY failed with ``error`` anyway (None: not tried, as the target refused rows
-        of the chunk before: ``refusing``): set-based, else COPY by COPY."""
-        loaded = await self._checked(conn, into, rest, failures)
+        of the chunk before: ``refusing``): by a COPY that leaves out what a NOT NULL
+        or a CHECK refuses (``_filtered``) when the target refused such rows, else
+        set-based, else COPY by COPY."""
+        loaded = None
+        if error is None or isinstance(error, _FILTERABLE):
+            loaded = await self._filtered(conn, into, columns, rest.payload, rest, failures)
+        if loaded is None:
+            loaded = await self._checked(conn, into, rest, failures)
         if loaded is None:
             if error is None:
                 error = await self._try(conn, into, columns, rest.payload)
@@ -846,39 +892,12 @@ class Copier:
         converted row, or temporary tables may not be created. Any other SQL error of
         the check's statements is raised as ``CheckFailed`` (when a retry would meet it
         again) or as it is."""
-        if self.types is None or any("$" in name for name in [*self.names, *self.types]):
-            return None  # (no dollar sign may end the DO block's quoting early)
-        statements = self._checks.get(into)
-        if statements is None and not insert and self._checks:
-            statements = next(iter(self._checks.values()))  # (only "insert" names ``into``)
+        statements = await self._statements(conn, into, insert)
         if statements is None:
-            statements = await db.one(
-                conn,
-                "build_check",
-                self._check_table(),
-                self.names,
-                self.types,
-                into[0],
-                into[1],
-                self.staged,
-            )
-            # Atomic imports load each chunk into a table of its own: keep the last.
-            self._checks = {into: statements}
-        payload = batch.payload
-        if not self.staged:
-            prefix = b"%d" + (self._delimiter if self._csv else b"\t")
-            payload = _join(prefix, batch.lines, batch.bodies)
+            return None
         status = "INSERT 0 0"
         try:
-            await conn.execute(statements["create"])
-            await tables.copy_in(
-                conn,
-                "pg_temp",
-                self._check_table(),
-                [tables.LINE, *tables.positional(len(self.names))],
-                payload,
-                self.copy_format,
-            )
+            await self._fill_check(conn, statements, batch)
             await conn.execute(statements["check"])
             if insert:
                 status = await self._insert_checked(conn, statements)
@@ -896,6 +915,131 @@ class Copier:
                 raise CheckFailed.of(exc) from exc
             raise
         return int(status.rsplit(" ", 1)[-1]), bad
+
+    async def _statements(
+        self, conn: Connection, into: tuple[str, str], insert: bool = True
+    ) -> Record | None:
+        """The check's statements (``sql/queries/build_check.sql``) for rows going into
+        ``into`` (any target's when not ``insert``: only the moves name it); None when
+        they cannot be built."""
+        if self.types is None or any("$" in name for name in [*self.names, *self.types]):
+            return None  # (no dollar sign may end the DO block's quoting early)
+        statements = self._checks.get(into)
+        if statements is None and not insert and self._checks:
+            statements = next(iter(self._checks.values()))
+        if statements is None:
+            statements = await db.one(
+                conn,
+                "build_check",
+                self._check_table(),
+                self.names,
+                self.types,
+                into[0],
+                into[1],
+                self.staged,
+            )
+            # Atomic imports load each chunk into a table of its own: keep the last.
+            self._checks = {into: statements}
+        return statements
+
+    async def _fill_check(self, conn: Connection, statements: Record, batch: Batch) -> None:
+        """The rows of ``batch`` into the check's (emptied) temporary table, as text,
+        each after its source line."""
+        payload = batch.payload
+        if not batch.prefix:  # (a direct import's rows: no line in their COPY data)
+            payload = _join(self._line_prefix, batch.lines, batch.bodies)
+        await conn.execute(statements["create"])
+        await tables.copy_in(
+            conn,
+            "pg_temp",
+            self._check_table(),
+            [tables.LINE, *tables.positional(len(self.names))],
+            payload,
+            self.copy_format,
+        )
+
+    async def _filtered(
+        self,
+        conn: Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        payload: bytes,
+        rows: Batch | Callable[[], Batch],
+        failures: list[RowFailure],
+    ) -> int | None:
+        """Load ``payload`` (the COPY data of ``rows``: a batch, or what makes it, run in
+        a thread while the COPY runs) into a target that refuses rows by a NOT NULL or a CHECK:
+        one COPY leaves out the rows the test ``flag`` names (``copy_where``) and loads
+        the others at COPY's speed; when it left rows out, they are found in the check's
+        table (all the rows as text, ``flag`` marks them) and go in one by one for
+        PostgreSQL's own message (``insert_flagged``). No row is converted in a
+        subtransaction of its own, and a raw chunk is split into records (to know how
+        many, and where each starts) while its COPY runs.
+
+        None (after a rollback to ``importd_try``, nothing loaded or rejected) when the
+        test does not apply (a staging table, a partitioned target, BEFORE INSERT
+        triggers), when the COPY fails (a value that does not convert, a duplicate key:
+        what the test does not see), or when the rows left out and the rows marked
+        disagree (a CHECK that calls a volatile function): the caller takes the exact
+        path then."""
+        statements = await self._statements(conn, into)
+        if statements is None or not await self._can_filter(conn, into, statements):
+            return None
+        where = f"NOT coalesce(({statements['copy_where']}), false)"
+        split: asyncio.Future[Batch]
+        if isinstance(rows, Batch):
+            split = asyncio.get_running_loop().create_future()
+            split.set_result(rows)
+        else:
+            split = asyncio.ensure_future(asyncio.to_thread(rows))
+        try:
+            loaded = await tables.copy_in(
+                conn, into[0], into[1], columns, payload, self.copy_format, where=where
+            )
+            batch = await split
+            if loaded == len(batch):
+                self.refusing = False
+                return loaded
+            await self._fill_check(conn, statements, batch)
+            await conn.execute(statements["flag"])
+            await conn.execute(statements["insert_flagged"])
+            bad = await conn.fetch(statements["errors"])
+            counts = await db.one(conn, "count_inserted")
+        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
+            # (No right to SELECT a column the test reads, or to create temporary tables.)
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            return None
+        finally:
+            if not split.done():  # (the COPY failed)
+                await asyncio.gather(split, return_exceptions=True)
+        inserted = int(counts["inserted"])
+        if len(bad) + inserted != len(batch) - loaded:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            return None
+        self.refusing = True
+        raws = dict(zip(batch.lines, batch.raws, strict=True))
+        for row in bad:
+            self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
+        return loaded + inserted
+
+    async def _can_filter(
+        self, conn: Connection, into: tuple[str, str], statements: Record
+    ) -> bool:
+        """Whether ``_filtered`` may load into ``into``: a test applies, importd may read
+        the columns it names, and it is immutable (``probe``; asked once per target)."""
+        if statements["copy_where"] is None:
+            return False
+        known = self._filterable.get(into)
+        if known is None:
+            await conn.execute(f"SAVEPOINT {_PROBE}")
+            try:
+                await conn.execute(statements["probe"])
+                known = True
+            except asyncpg.PostgresError:
+                known = False
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_PROBE}; RELEASE SAVEPOINT {_PROBE}")
+            self._filterable = {into: known}
+        return known
 
     async def _insert_checked(self, conn: Connection, statements: Record) -> str:
         """Load the rows the check converted into the target: by one INSERT, or, when

@@ -442,6 +442,7 @@ class Import:
                 lambda: _prepare(copier, chunk, failures),
                 failures,
                 prepared.screened,
+                lambda: chunk.records,
             )
         return await copier.copy_chunk(conn, into, columns, prepared.batch, failures)
 
