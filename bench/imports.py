@@ -5,7 +5,8 @@ in 1M against the same file without them, peak memory under a 200 MB record, and
 
     python -m bench.imports [--rows 1000000] [--big-rows 5000000] [--skip-big] [--streams 1,2]
     python -m bench.imports --only-hostile [--bad-rows 20000] [--record-mb 200] [--atomic false]
-        [--bad-shape int,short,extra,utf8,jsonb,badjson,check,notnull] [--bad-rows-only] [--rows 1000000]
+        [--bad-shape int,short,extra,utf8,jsonb,badjson,check,notnull] [--bad-rows-only]
+        [--rows 1000000]
 """
 
 from __future__ import annotations

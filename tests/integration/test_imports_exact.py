@@ -25,6 +25,7 @@ TABLES = (
     "public.abc_nf",
     "public.one",
     "public.nums",
+    "public.docs",
 )
 BOTH = {True: "abc", False: "abc_f"}  # the table each atomic mode loads
 
@@ -37,6 +38,7 @@ async def abc(conn: Conn) -> Any:
     await conn.execute("CREATE TABLE abc_nf (a text, b int, c text)")
     await conn.execute("CREATE TABLE one (v text)")
     await conn.execute("CREATE TABLE nums (n numeric, j jsonb, t text, f float8)")
+    await conn.execute("CREATE TABLE docs (k int, doc json, bin jsonb)")
     return conn
 
 
@@ -204,6 +206,37 @@ async def test_ndjson_numbers_keep_their_text(abc: Conn, load: Drain, root: Path
     assert "NaN is not a JSON number" in found[1][1]
     assert "nested too deeply" in found[2][1]
     assert "lone surrogate" in found[3][1]
+
+
+async def test_ndjson_into_a_json_column_keeps_the_file_text(
+    abc: Conn, load: Drain, root: Path
+) -> None:
+    # ``json`` keeps its text as given: the value as the file writes it, spacing and
+    # numbers included, in a short record and in one past 32 KiB (walked key by key).
+    short = '{"b":1,  "a": [1.50, 1E5, "tab\\tx"]}'
+    long = "[ 0.10000000000000000000000001," + ",".join(["7"] * 20_000) + " ]"
+    lines = [
+        '{"k": 1, "doc": ' + short + ', "bin": ' + short + "}",
+        '{"k": 2, "doc": ' + long + ', "bin": ' + long + "}",
+        '{"k": 3, "doc": ' + long + ', "bin": {"x": }}',  # line 3: not JSON
+        '{"k": 4, "doc": null}',
+    ]
+    source = write(root, "docs.ndjson", "\n".join(lines) + "\n")
+    job_id = await importd.enqueue(
+        abc, "ndjson", {"source": source, "table": "docs", "max_errors": 1}
+    )
+    assert await load() == 0
+    row = await job(abc, job_id)
+    assert row["status"] == "completed", row["last_error"]
+    got = await abc.fetch("SELECT k, doc::text AS doc, bin::text AS bin FROM docs ORDER BY k")
+    assert [r["k"] for r in got] == [1, 2, 4]
+    assert [r["doc"] for r in got] == [short, long, None]
+    exact = {"parse_float": Decimal, "parse_int": Decimal}
+    assert json.loads(got[0]["bin"], **exact) == json.loads(short, **exact)
+    assert json.loads(got[1]["bin"], **exact) == json.loads(long, **exact)
+    found = await errors(abc, job_id)
+    assert [line for line, _ in found] == [3]
+    assert found[0][1].startswith("invalid JSON: Expecting value"), found
 
 
 async def test_a_record_longer_than_max_record_bytes_is_a_row_error(

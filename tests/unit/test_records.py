@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importd.handlers import records
-from importd.handlers.records import NdjsonRows, Records, RowError, Splitter
+from importd.handlers.records import JSON_STEP, NdjsonRows, Records, RowError, Splitter, loads
 
 CSV = (
     b"id,name,note\n"
@@ -197,3 +199,116 @@ def test_object_keys_of_a_long_record_keep_order_and_duplicates_once() -> None:
     assert records.object_keys(b"[" + big + b"]") is None
     with pytest.raises(ValueError):
         records.object_keys(big[:-1])
+
+
+# -- NDJSON records walked key by key (long records; imports into a json column) --------
+
+JSON_NUMBER = st.one_of(
+    st.integers(-(10**25), 10**25).map(str),
+    st.sampled_from(["1E5", "-0", "0.10000000000000000000000001", "3.14159265358979323846"]),
+)
+JSON_TEXT = st.text(alphabet=st.sampled_from(list('ab \t"\\é\u2028/')), max_size=6)
+JSON_LEAF = st.one_of(st.none(), st.booleans(), JSON_NUMBER.map(lambda n: ("n", n)), JSON_TEXT)
+JSON_TREE = st.recursive(
+    JSON_LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(JSON_TEXT, inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+SPACE = st.sampled_from(["", " ", "\n ", "\t"])
+
+
+def written(value: Any, space: str) -> str:
+    """``value`` as JSON text, numbers as generated, ``space`` between tokens."""
+    if isinstance(value, tuple):
+        return str(value[1])
+    if isinstance(value, list):
+        return "[" + space + f",{space}".join(written(v, space) for v in value) + space + "]"
+    if isinstance(value, dict):
+        pairs = (f"{json.dumps(k)}{space}:{space}{written(v, space)}" for k, v in value.items())
+        return "{" + space + f",{space}".join(pairs) + space + "}"
+    return json.dumps(value)
+
+
+def copy_fields(row: bytes) -> list[str | None]:
+    """The fields of a COPY text row, unescaped (None for \\N)."""
+    out: list[str | None] = []
+    for field in row.decode().rstrip("\n").split("\t"):
+        if field == "\\N":
+            out.append(None)
+            continue
+        out.append(
+            re.sub(
+                r"\\(.)",
+                lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m.group(1), m.group(1)),
+                field,
+            )
+        )
+    return out
+
+
+RECORD_FIELDS = st.dictionaries(
+    st.sampled_from(["id", "name", "meta", "doc"]),
+    st.one_of(JSON_LEAF, JSON_TREE),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=RECORD_FIELDS, space=SPACE, pad=st.booleans())
+def test_walked_records_give_what_decoded_ones_do(
+    fields: dict[str, Any], space: str, pad: bool
+) -> None:
+    """The walk (``_walked``: long records, imports into a ``json`` column) against the
+    whole decode (``json.loads`` with exact numbers) as the reference: the same rows
+    refused; text and number columns alike; json columns the same JSON value, and for
+    ``json`` (verbatim) the very text of the file."""
+    columns = ["id", "name", "meta", "doc"]
+    text = written(fields, space)
+    if pad:  # past JSON_STEP: the walk's path for long records
+        text = text[:-1] + ("," if fields else "") + '"name": ' + json.dumps("p" * JSON_STEP) + "}"
+        fields = {**fields, "name": "p" * JSON_STEP}
+    walked = NdjsonRows({}, columns, json_columns=["meta", "doc"], verbatim=["doc"])
+    decoded = NdjsonRows({}, columns, json_columns=["meta", "doc"])
+    data = text.encode()
+    try:
+        expected = decoded._decoded(loads(data))
+    except RowError:
+        with pytest.raises(RowError):
+            walked.convert(data)
+        return
+    row = walked.convert(data)
+    assert row is not None
+    got = copy_fields(row)
+    for column, want, have in zip(columns, expected, got, strict=True):
+        if column in ("meta", "doc") and have is not None:
+            exact = {"parse_float": Decimal, "parse_int": Decimal}
+            assert json.loads(have, **exact) == json.loads(
+                copy_fields((want + "\n").encode())[0] or "null", **exact
+            )
+            if column == "doc":
+                assert have == written(fields["doc"], space)
+        else:
+            assert copy_fields((want + "\n").encode())[0] == have, column
+
+
+def test_walked_records_refuse_what_decoded_ones_do() -> None:
+    rows = NdjsonRows({}, ["id", "doc"], json_columns=["doc"], verbatim=["doc"])
+    assert rows.convert(b'{"doc": {"b":1,  "a": [1.50, 1E5]}, "id": 7}') == (
+        b'7\t{"b":1,  "a": [1.50, 1E5]}\n'
+    )
+    for bad, message in [
+        (b'{"id": ', "invalid JSON"),
+        (b"[1, 2]", "expected a JSON object, got array"),
+        (b'"x"', "expected a JSON object, got string"),
+        (b'{"id": 1,}', "invalid JSON"),
+        (b'{"id": 1} 2', "invalid JSON"),
+        (b'{"id": NaN}', "invalid JSON"),
+        (b'{"id": [1]}', "nested value"),
+        (b'{"colour": 1}', "'colour' is not among the import's columns"),
+        (b'{"id": "\xff"}', "not UTF-8"),
+        (b'{"doc": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deeply"),
+    ]:
+        with pytest.raises(RowError, match=re.escape(message)):
+            rows.convert(bad)

@@ -318,7 +318,9 @@ class Import:
         ndjson = None
         if self.spec.fmt == "ndjson":
             json_columns = [c.name for c in self.target.columns if c.is_json]
-            ndjson = NdjsonRows(self.spec.mapping, self.columns, json_columns)
+            # (``json`` keeps its text as given: its values go as the file writes them.)
+            verbatim = [c.name for c in self.target.columns if c.type == "json"]
+            ndjson = NdjsonRows(self.spec.mapping, self.columns, json_columns, verbatim)
         self.copier = Copier(
             self.copy_format,
             self.spec.encoding,
