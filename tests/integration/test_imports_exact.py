@@ -231,9 +231,12 @@ async def test_ndjson_into_a_json_column_keeps_the_file_text(
     got = await abc.fetch("SELECT k, doc::text AS doc, bin::text AS bin FROM docs ORDER BY k")
     assert [r["k"] for r in got] == [1, 2, 4]
     assert [r["doc"] for r in got] == [short, long, None]
-    exact = {"parse_float": Decimal, "parse_int": Decimal}
-    assert json.loads(got[0]["bin"], **exact) == json.loads(short, **exact)
-    assert json.loads(got[1]["bin"], **exact) == json.loads(long, **exact)
+    assert json.loads(got[0]["bin"], parse_float=Decimal, parse_int=Decimal) == json.loads(
+        short, parse_float=Decimal, parse_int=Decimal
+    )
+    assert json.loads(got[1]["bin"], parse_float=Decimal, parse_int=Decimal) == json.loads(
+        long, parse_float=Decimal, parse_int=Decimal
+    )
     found = await errors(abc, job_id)
     assert [line for line, _ in found] == [3]
     assert found[0][1].startswith("invalid JSON: Expecting value"), found
