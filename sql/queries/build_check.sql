@@ -10,7 +10,11 @@
 -- are format_type()'s own output.
 --
 -- "create" makes the table once per session (its name says which columns it has) and
--- empties it for each use; ON COMMIT DELETE ROWS empties it at each commit too. Creating
+-- empties it for each use (TRUNCATE: a DELETE leaves dead rows that each statement
+-- after it scans again until the commit; the table of refused rows, which holds few,
+-- is emptied by DELETE, which changes no catalog row: a transaction that only wrote
+-- temporary tables then commits without waiting for the WAL's flush); ON COMMIT
+-- DELETE ROWS empties it at each commit too. Creating
 -- a table costs 1 to 15 ms of catalog work (and a commit that waits for the WAL flush),
 -- emptying 400 rows well under one. One exception block (a subtransaction) per row; a
 -- counter says which column was being converted when it failed (PL/pgSQL keeps
@@ -52,23 +56,34 @@ flag AS (
                       SELECT a.attnum FROM pg_catalog.pg_attribute AS a
                       WHERE a.attrelid = target.oid AND a.attname = ANY ($2::text[])))
            ), '')
-           END AS expr
+           END AS expr,
+           -- The import's columns that test reads (the others need no conversion to
+           -- find the rows it names: "refused_create" keeps them as text).
+           ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute AS a, target
+                 WHERE a.attrelid = target.oid AND a.attnum > 0
+                   AND a.attname = ANY ($2::text[])
+                   AND (a.attnotnull OR EXISTS (
+                       SELECT FROM pg_catalog.pg_constraint AS k
+                       WHERE k.conrelid = target.oid AND k.contype = 'c'
+                         AND a.attnum = ANY (k.conkey)))) AS reads
 ),
 -- When "insert" fails (a row the target refuses: a constraint, a trigger; the conversion
 -- cannot see those), the good rows go in one by one, each in an exception block, in file
 -- order, and the target's refusal of a row is noted as its error, told as PostgreSQL
 -- tells it (the message, then the detail in parentheses, as for a COPY that fails on the
--- row); any other error stops the block. @ROWS@: which rows (all that converted, or
--- those "flag" marked); a marked row that goes in after all is unmarked.
+-- row); any other error stops the block. @TABLE@: the table the rows are in; @ROWS@:
+-- which (all that converted, or those "flag" marked); @VALUES@: their values, cast
+-- from the check's text columns or taken as they are from the typed table of refused
+-- rows. A marked row that goes in after all is unmarked.
 each AS (
     SELECT pg_catalog.format(
         $f$DO $importd$ #variable_conflict use_variable
 DECLARE r record; importd_detail text; importd_lines bigint[] := '{}';
     importd_messages text[] := '{}'; importd_count bigint; importd_inserted bigint := 0;
 BEGIN
-    FOR r IN SELECT * FROM pg_temp.%I WHERE @ROWS@ ORDER BY importd_line LOOP
+    FOR r IN SELECT * FROM pg_temp.@TABLE@ WHERE @ROWS@ ORDER BY importd_line LOOP
         BEGIN
-            INSERT INTO %I.%I (%s%s) VALUES (%s%s);
+            INSERT INTO %I.%I (%s%s) VALUES (@VALUES@%s);
             GET DIAGNOSTICS importd_count = ROW_COUNT;  -- (0: a trigger skipped the row)
             importd_inserted := importd_inserted + importd_count;
         EXCEPTION WHEN integrity_constraint_violation OR data_exception OR plpgsql_error THEN
@@ -78,25 +93,30 @@ BEGIN
                 WHEN importd_detail <> '' THEN ' (' || importd_detail || ')' ELSE '' END);
         END;
     END LOOP;
-    UPDATE pg_temp.%I AS t SET importd_error = e.message
+    UPDATE pg_temp.@TABLE@ AS t SET importd_error = e.message
     FROM unnest(importd_lines, importd_messages) AS e(line, message)
     WHERE t.importd_line = e.line;
-    UPDATE pg_temp.%I SET importd_error = NULL WHERE importd_error = '';
+    UPDATE pg_temp.@TABLE@ SET importd_error = NULL WHERE importd_error = '';
     -- For the caller: the rows inserted (as an INSERT's status would say), the refused.
     PERFORM pg_catalog.set_config('importd.inserted', importd_inserted::text, true);
     PERFORM pg_catalog.set_config(
         'importd.refused', coalesce(pg_catalog.array_length(importd_lines, 1), 0)::text, true);
 END $importd$$f$,
-        $1::text,
         $4::text, $5::text,
         (SELECT pg_catalog.string_agg(
             pg_catalog.format('%I', CASE WHEN $6::bool THEN 'c' || o ELSE c END), ', '
             ORDER BY o) FROM cols),
         CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
-        (SELECT pg_catalog.string_agg(pg_catalog.format('CAST(r.%I AS %s)', 'c' || o, t), ', '
-                                      ORDER BY o) FROM cols),
-        CASE WHEN $6::bool THEN ', r.importd_line' ELSE '' END,
-        $1::text, $1::text) AS tpl
+        CASE WHEN $6::bool THEN ', r.importd_line' ELSE '' END) AS tpl
+),
+-- The rows "copy_where" names, kept by a COPY of their own (only those) in a temporary
+-- table of their own, under the user's names (the test reads them by those names),
+-- after their source line and before their error ("refused_create"); the columns the
+-- test reads typed, the others text (converted only when a row goes in). Not when a
+-- user's column takes one of those two names.
+refused AS (
+    SELECT CASE WHEN NOT ($2::text[] && ARRAY['importd_line', 'importd_error'])
+           THEN pg_catalog.format('%s_r', $1::text) END AS name
 )
 SELECT
     pg_catalog.format(
@@ -144,8 +164,19 @@ END $importd$$f$,
                                       ORDER BY o) FROM cols),
         CASE WHEN $6::bool THEN ', importd_line' ELSE '' END,
         $1::text) AS "insert",
-    pg_catalog.replace(each.tpl, '@ROWS@', 'importd_error IS NULL') AS insert_each,
-    pg_catalog.replace(each.tpl, '@ROWS@', 'importd_error = ''''') AS insert_flagged,
+    pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(each.tpl,
+        '@ROWS@', 'importd_error IS NULL'), '@VALUES@', casts.list), '@TABLE@',
+        pg_catalog.quote_ident($1::text)) AS insert_each,
+    pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(each.tpl,
+        '@ROWS@', 'importd_error = '''''), '@VALUES@', casts.list), '@TABLE@',
+        pg_catalog.quote_ident($1::text)) AS insert_flagged,
+    -- The rows "refused_copy" kept, one by one as "insert_flagged" does (their values
+    -- typed already). NULL: no such table.
+    CASE WHEN refused.name IS NOT NULL THEN
+    pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(each.tpl,
+        '@ROWS@', 'true'), '@VALUES@', (SELECT pg_catalog.string_agg(
+            pg_catalog.format('CAST(r.%I AS %s)', c, t), ', ' ORDER BY o) FROM cols)),
+        '@TABLE@', pg_catalog.quote_ident(refused.name)) END AS insert_refused,
     -- Marks the rows "flag" names ('' in importd_error): "insert" leaves them out,
     -- "insert_flagged" takes them. NULL: no test applies. (The test's names are the
     -- user's, resolved in the innermost query, which holds only the user's columns.)
@@ -176,5 +207,23 @@ END $importd$$f$,
     END AS probe,
     pg_catalog.format(
         'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
-        'WHERE importd_error IS NOT NULL ORDER BY importd_line', $1::text) AS errors
-FROM flag, each
+        'WHERE importd_error IS NOT NULL ORDER BY importd_line', $1::text) AS errors,
+    CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
+        'CREATE TEMP TABLE IF NOT EXISTS %I (importd_line bigint, %s, importd_error text) '
+        'ON COMMIT DELETE ROWS; DELETE FROM pg_temp.%I',
+        refused.name,
+        (SELECT pg_catalog.string_agg(pg_catalog.format(
+                    '%I %s', c, CASE WHEN c = ANY (flag.reads) THEN t ELSE 'text' END),
+                ', ' ORDER BY o)
+         FROM cols),
+        refused.name) END AS refused_create,
+    refused.name AS refused_table,
+    CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
+        'SELECT importd_line AS line FROM pg_temp.%I', refused.name) END AS refused_lines,
+    CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
+        'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
+        'WHERE importd_error IS NOT NULL ORDER BY importd_line', refused.name)
+    END AS refused_errors
+FROM flag, each, refused,
+    (SELECT pg_catalog.string_agg(pg_catalog.format('CAST(r.%I AS %s)', 'c' || o, t), ', '
+                                  ORDER BY o) AS list FROM cols) AS casts

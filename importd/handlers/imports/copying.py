@@ -77,6 +77,11 @@ _INSERT = "importd_insert"  # around the check's INSERT (``_insert_checked``)
 _PROBE = "importd_probe"  # around the test of ``Copier._can_filter``
 
 
+class _Disagree(Exception):
+    """The rows one COPY's test left out are not the rows another's keeps
+    (``Copier._filtered``)."""
+
+
 @dataclass
 class Batch:
     """The rows of a chunk that go to COPY: source lines, source bytes, COPY bodies
@@ -174,6 +179,10 @@ class Screened:
     # check ahead too, off the loader's way: the bad suspects' indexes, their rows as
     # rejected, and the bytes without them.
     settled: tuple[list[int], list[RowFailure], bytes] | None = None
+    # After a chunk with rows the target refused (``Copier.refusing``), the rows its NOT
+    # NULL and CHECK refuse, found ahead too (``Copier._find_refused``): the chunk's
+    # rows but the bad suspects, each after its source line, and the lines of those.
+    refused: tuple[Batch, set[int]] | None = None
 
     def without(self, indexes: list[int]) -> bytes:
         """The bytes but the suspects at ``indexes`` (ascending)."""
@@ -604,7 +613,9 @@ class Copier:
         left = {rows.lines[i] for i in gone}
         if self.refusing and records_of is not None:
             split = functools.partial(self._rows_of, records_of, left)
-            loaded = await self._filtered(conn, into, columns, data, split, failures)
+            loaded = await self._filtered(
+                conn, into, columns, data, split, failures, screened.refused
+            )
             if loaded is not None:
                 return loaded
         elif not self.refusing:
@@ -731,11 +742,16 @@ class Copier:
             loaded = await self._isolate(conn, into, columns, rest.rows(), failures, error)
         return loaded
 
-    def start_check_ahead(self, pool: asyncpg.Pool, target: Batch | Screened) -> None:
+    def start_check_ahead(
+        self,
+        pool: asyncpg.Pool,
+        target: Batch | Screened,
+        records_of: Callable[[], Records] | None = None,
+    ) -> None:
         """Start ``check_ahead`` for ``target`` as a task of its own (its ``ahead``,
         awaited by the loader), so that the producer goes on preparing meanwhile."""
-        if self._ahead(target):
-            target.ahead = asyncio.create_task(self.check_ahead(pool, target))
+        if self._ahead(target) or self._refused_ahead(target, records_of):
+            target.ahead = asyncio.create_task(self.check_ahead(pool, target, records_of))
             # (awaited by the loader; retrieved here too when the loader never comes)
             target.ahead.add_done_callback(lambda t: t.cancelled() or t.exception())
 
@@ -749,7 +765,25 @@ class Copier:
         suspects = target.suspects
         return bool(suspects) and len(suspects or ()) <= len(target) // 4
 
-    async def check_ahead(self, pool: asyncpg.Pool, target: Batch | Screened) -> None:
+    def _refused_ahead(
+        self, target: Batch | Screened, records_of: Callable[[], Records] | None
+    ) -> bool:
+        """Whether ``check_ahead`` finds the rows of ``target`` (a chunk's bytes) that the
+        target's NOT NULL and CHECK refuse: after a chunk with such rows, when
+        ``_filtered`` applies."""
+        return (
+            isinstance(target, Screened)
+            and records_of is not None
+            and self.refusing
+            and True in self._filterable.values()
+        )
+
+    async def check_ahead(
+        self,
+        pool: asyncpg.Pool,
+        target: Batch | Screened,
+        records_of: Callable[[], Records] | None = None,
+    ) -> None:
         """Have PostgreSQL convert the suspects of ``target`` now, on a connection of
         their own, while the chunk before is in its COPY: the loader then finds the
         verdicts ready (``verdicts``) and runs only the COPY of the rest, as for a
@@ -758,8 +792,16 @@ class Copier:
         (asyncpg resets them on release), not on the transaction: the verdicts are the
         ones the loader's own connection would give. When no connection is free at
         once, or the check cannot be done so, nothing is set and the loader checks the
-        suspects itself."""
-        if not self._ahead(target):
+        suspects itself.
+
+        After a chunk with rows the target refused, the rows of a chunk's bytes that
+        its NOT NULL and CHECK refuse are found here too (``_find_refused``): the
+        loader then COPYs the rest into the target and only those rows go in one by
+        one. (The test is immutable: what it says of a row does not depend on the
+        connection either.)"""
+        checks = self._ahead(target)
+        refused = self._refused_ahead(target, records_of)
+        if not checks and not refused:
             return
         if isinstance(target, Screened):
             rows = target.rows
@@ -775,7 +817,10 @@ class Copier:
             async with conn.transaction():
                 await conn.execute(f"SAVEPOINT {_TRY}")
                 into = ("pg_temp", self._check_table())
-                verdicts = await self._verdicts(conn, into, rows)
+                verdicts = await self._verdicts(conn, into, rows) if checks else {}
+                if refused and verdicts is not None and records_of is not None:
+                    assert isinstance(target, Screened)
+                    target.refused = await self._find_refused(conn, verdicts, records_of)
         except Exception as exc:
             # Only a head start: the loader checks the suspects itself, and meets the
             # same error there if it lasts.
@@ -787,10 +832,35 @@ class Copier:
                 await pool.release(conn, timeout=RELEASE_TIMEOUT)
             except Exception as exc:  # asyncpg closed it; the pool opens another
                 self._log_ahead_failed(exc)
-        if verdicts is not None:
+        if verdicts is not None and checks:
             target.verdicts = verdicts
             if isinstance(target, Screened):
                 target.settled = self._settle_screened(target, target.verdicts)
+
+    async def _find_refused(
+        self, conn: Connection, bad: dict[int, str], records_of: Callable[[], Records]
+    ) -> tuple[Batch, set[int]] | None:
+        """The rows of a chunk's bytes (``records_of``) but the bad suspects (``bad``, by
+        line), and the lines of those the target's NOT NULL and CHECK refuse, found by a
+        COPY that keeps only those (as ``_filtered`` does); None when that cannot be
+        done so."""
+        into = next((key for key, yes in self._filterable.items() if yes), None)
+        statements = None if into is None else self._checks.get(into)
+        if statements is None:
+            return None
+        lined = await asyncio.to_thread(self._rows_of, records_of, set(bad))
+        await conn.execute(statements["refused_create"])
+        await tables.copy_in(
+            conn,
+            "pg_temp",
+            statements["refused_table"],
+            [tables.LINE, *self.names],
+            lined.payload,
+            self.copy_format,
+            where=f"coalesce(({statements['copy_where']}), false)",
+        )
+        lines = await conn.fetch(statements["refused_lines"])
+        return lined, {row["line"] for row in lines}
 
     def _log_ahead_failed(self, exc: Exception) -> None:
         if db.is_transient(exc):
@@ -945,18 +1015,21 @@ class Copier:
     async def _fill_check(self, conn: Connection, statements: Record, batch: Batch) -> None:
         """The rows of ``batch`` into the check's (emptied) temporary table, as text,
         each after its source line."""
-        payload = batch.payload
-        if not batch.prefix:  # (a direct import's rows: no line in their COPY data)
-            payload = _join(self._line_prefix, batch.lines, batch.bodies)
         await conn.execute(statements["create"])
         await tables.copy_in(
             conn,
             "pg_temp",
             self._check_table(),
             [tables.LINE, *tables.positional(len(self.names))],
-            payload,
+            self._lined(batch),
             self.copy_format,
         )
+
+    def _lined(self, batch: Batch) -> bytes:
+        """The COPY data of ``batch`` with each row's source line first."""
+        if batch.prefix:
+            return batch.payload
+        return _join(self._line_prefix, batch.lines, batch.bodies)  # (a direct import's)
 
     async def _filtered(
         self,
@@ -966,19 +1039,22 @@ class Copier:
         payload: bytes,
         rows: Batch | Callable[[], Batch],
         failures: list[RowFailure],
+        known: tuple[Batch, set[int]] | None = None,
     ) -> int | None:
         """Load ``payload`` (the COPY data of ``rows``: a batch, or what makes it, run in
         a thread while the COPY runs) into a target that refuses rows by a NOT NULL or a CHECK:
         one COPY leaves out the rows the test ``flag`` names (``copy_where``) and loads
-        the others at COPY's speed; when it left rows out, they are found in the check's
-        table (all the rows as text, ``flag`` marks them) and go in one by one for
-        PostgreSQL's own message (``insert_flagged``). No row is converted in a
-        subtransaction of its own, and a raw chunk is split into records (to know how
-        many, and where each starts) while its COPY runs.
+        the others at COPY's speed; when it left rows out, a second COPY of the chunk
+        (each row after its source line) keeps only those, typed, in a temporary table
+        (``refused_create``), and they go in one by one for PostgreSQL's own message
+        (``insert_refused``). No row is converted in a subtransaction of its own, and a
+        raw chunk is split into records (to know how many, and where each starts) while
+        its COPY runs.
 
         None (after a rollback to ``importd_try``, nothing loaded or rejected) when the
         test does not apply (a staging table, a partitioned target, BEFORE INSERT
-        triggers), when the COPY fails (a value that does not convert, a duplicate key:
+        triggers, a column named ``importd_line`` or ``importd_error``), when the COPY
+        fails (a value that does not convert, a duplicate key:
         what the test does not see), or when the rows left out and the rows marked
         disagree (a CHECK that calls a volatile function): the caller takes the exact
         path then."""
@@ -986,6 +1062,8 @@ class Copier:
         if statements is None or not await self._can_filter(conn, into, statements):
             return None
         where = f"NOT coalesce(({statements['copy_where']}), false)"
+        if known is not None:  # (``rows`` is not needed: the refused were found ahead)
+            rows = known[0]
         split: asyncio.Future[Batch]
         if isinstance(rows, Batch):
             split = asyncio.get_running_loop().create_future()
@@ -1000,20 +1078,42 @@ class Copier:
             if loaded == len(batch):
                 self.refusing = False
                 return loaded
-            await self._fill_check(conn, statements, batch)
-            await conn.execute(statements["flag"])
-            await conn.execute(statements["insert_flagged"])
-            bad = await conn.fetch(statements["errors"])
+            await conn.execute(statements["refused_create"])
+            if known is None:
+                kept = await tables.copy_in(
+                    conn,
+                    "pg_temp",
+                    statements["refused_table"],
+                    [tables.LINE, *self.names],
+                    self._lined(batch),
+                    self.copy_format,
+                    where=f"coalesce(({statements['copy_where']}), false)",
+                )
+            else:  # only the rows found ahead
+                refused = batch.subset([i for i, n in enumerate(batch.lines) if n in known[1]])
+                kept = await tables.copy_in(
+                    conn,
+                    "pg_temp",
+                    statements["refused_table"],
+                    [tables.LINE, *self.names],
+                    refused.payload,
+                    self.copy_format,
+                )
+            if kept != len(batch) - loaded:
+                raise _Disagree
+            await conn.execute(statements["insert_refused"])
+            bad = await conn.fetch(statements["refused_errors"])
             counts = await db.one(conn, "count_inserted")
-        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
-            # (No right to SELECT a column the test reads, or to create temporary tables.)
+        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError, _Disagree):
+            # (A row the test does not see; no right to create temporary tables; the two
+            # COPYs' tests disagree.)
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
         finally:
             if not split.done():  # (the COPY failed)
                 await asyncio.gather(split, return_exceptions=True)
         inserted = int(counts["inserted"])
-        if len(bad) + inserted != len(batch) - loaded:
+        if len(bad) + inserted != kept:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
         self.refusing = True
@@ -1027,7 +1127,7 @@ class Copier:
     ) -> bool:
         """Whether ``_filtered`` may load into ``into``: a test applies, importd may read
         the columns it names, and it is immutable (``probe``; asked once per target)."""
-        if statements["copy_where"] is None:
+        if statements["copy_where"] is None or statements["refused_table"] is None:
             return False
         known = self._filterable.get(into)
         if known is None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -408,7 +408,8 @@ class Import:
                         batch = await asyncio.to_thread(_prepare, copier, chunk, failures)
                     target = screened or batch
                     if target is not None:
-                        copier.start_check_ahead(self.ctx.pool, target)  # (bad rows only)
+                        # (bad rows only; a chunk's bytes are split there if need be)
+                        copier.start_check_ahead(self.ctx.pool, target, _records_of(chunk))
                     await queue.put(Prepared(chunk, batch, failures, screened))
                     await queue.join()
             except Exception as exc:  # hand the reader's error to the loader
@@ -499,6 +500,11 @@ class Import:
                 await strategies.drop_staged(conn, self.job.id)
         except Exception as exc:  # the rescuer's sweep drops them later
             self.ctx.log.warning("staging_drop_failed", error=str(exc), exc_info=exc)
+
+
+def _records_of(chunk: Chunk) -> Callable[[], Records]:
+    """What splits ``chunk`` into records (once; CPU work, run it in a thread)."""
+    return lambda: chunk.records
 
 
 def _prepare(copier: Copier, chunk: Chunk, failures: list[RowFailure]) -> Batch:
