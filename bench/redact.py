@@ -78,7 +78,7 @@ def texts(size: int) -> dict[str, str]:
         "dense 'password =' keys, a blank before '='": _fill("password =", size),
         "dense 'PASSWORD =' keys": _fill("PASSWORD =", size),
         'dense "pwd=  \'x" quoted values, unclosed': _fill("pwd=  'x", size),
-        'dense "pwd=\t\'x" quoted values, a tab': _fill("pwd=\t'x", size),
+        'dense "pwd=\\t\'x" quoted values, a tab': _fill("pwd=\t'x", size),
         "dense \"password ='x' \" quoted values": _fill("password ='x' ", size),
         "dense 'Bearer x password =y' mixes": _fill("Bearer x password =y", size),
         "dense 'Bearer x pwd =y' mixes": _fill("Bearer x pwd =y", size),

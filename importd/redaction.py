@@ -8,30 +8,29 @@ Linear and fast on any text: every pattern starts with a literal or a small set 
 characters, so the regex engine skips ahead at C speed; no unbounded run is followed by
 something that can fail and make the engine retry the run from the next character; each
 pass runs only when a cheap test says it can match; and no pass does Python work per
-match (constant replacements, or ``re.split`` whose pieces are put back together by
-``map`` and ``str.join`` in C). Dense hostile text (a credential every few characters)
-costs about what ``json.dumps`` of it costs a few times over: adjacent credentials on one
+match (constant replacements, or ``re.split`` whose pieces are laid out by slice
+assignments and put back together by ``str.join``, in C). Adjacent credentials on one
 line are masked as one run (``password=*** token=***`` shows as ``password=***``), which
 keeps the engine inside one match instead of starting a new one for each. What is left
-for credentials a few characters apart with words between them is the engine's own
+for credentials a few characters apart with something between them is the engine's own
 cost of a match (on Python 3.11, measured with callgrind, about 1,700 instructions for
 the simplest bearer pattern, a fourth of them allocating and freeing the engine's stack,
 against about 800 for a literal), which no form of the patterns removes: the patterns
 keep the work per credential near that (a look-behind per key, branches skipped at
-their first character). Measured and dropped: several credentials per match (re.split
-with a group for the text between them, so fewer matches start): the groups and nested
-optional parts cost more than the matches saved, and each unused group adds a None to
-the list per match.
+their first character). Dense hostile text thus costs about what its number of masks
+does: 100,000 masks a megabyte (a credential every 10 characters) cost 10 - 20 ms
+here, 10 - 20 times ``json.dumps`` of the text. Measured and dropped: several
+credentials per match (re.split with a group for the text between them, so fewer
+matches start): the groups and nested optional parts cost more than the matches
+saved, and each unused group adds a None to the list per match.
 """
 
 from __future__ import annotations
 
 import json
-import operator
 import re
 import traceback
 from collections.abc import Callable, Iterable
-from itertools import repeat
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
@@ -87,10 +86,13 @@ def _trie(words: Iterable[str], char: Callable[[str], str] = re.escape) -> str:
 # inside the password is masked too. (A password already masked as a registered secret
 # is skipped.)
 _PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#\s]*)(?P<at>@)")
-# The same for masking: the "@"-ended segments are taken possessively (no backtracking
-# on a head without "@"), and only the head is captured: re.split keeps it. (A password
-# masked already is masked again, to the same text: cheaper than a test for it.)
-_URL_SPLIT = re.compile(r"(://[^:/?#\s]*+:)[^/?#\s@]*+@(?:[^/?#\s@]*+@)*+")
+# The same for masking: the password runs to the last "@" before the end of the
+# authority (the engine takes the run and steps back to its last "@", within the run), and
+# only the user is captured: re.split keeps it, and the literal "://" around it is put
+# back by ``_mask_around``. (A password masked already is masked again, to the same
+# text: cheaper than a test for it.) Every match lies between its "://" and the next "/",
+# so a failed one is not read again.
+_URL_SPLIT = re.compile(r"://([^:/?#\s]*+:)[^/?#\s]*@")
 
 # Keys that end in another key are covered by it (a key that ends in "token" counts).
 _KEY_SUFFIXES = tuple(
@@ -126,10 +128,13 @@ def _key_ends_here(keys: Iterable[str]) -> str:
 # is replaced by the constant "=***" (a replacement without group references stays in
 # C: a template costs a Python call per match on Python 3.11). One look-behind of two
 # characters holds the key's last character (or the one space allowed before "="), so
-# an "=" after anything else fails at once.
+# an "=" after anything else fails at once. The space is tried first: a literal the
+# engine skips at once where it is absent, where the key's alternatives, tried first,
+# cost " =" a fifth of the pass (dense "password =" text).
 _KEY_HERE = _key_ends_here(_KEY_SUFFIXES)
-_KEY_BEFORE = rf"(?<=(?:{_KEY_HERE}|\ (?<={_KEY_HERE}\ ))=)"
-_VALUE = r"[ \t]*+(?P<pw>[^\s&'\"]++|'(?:[^'\\]|\\.)*+'?)"
+_KEY_BEFORE = rf"(?<=(?:\ (?<={_KEY_HERE}\ )|{_KEY_HERE})=)"
+_QUOTED = r"'[^'\\]*+(?:\\.[^'\\]*+)*+'?"
+_VALUE = rf"[ \t]*+(?P<pw>[^\s&'\"]++|{_QUOTED})"
 _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # For masking: a run of such pairs on one line (separated by blanks or "&", each later
 # key exactly a sensitive one, each later value unquoted) is one match, masked as one.
@@ -139,15 +144,18 @@ _KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
 _VALUE_NC = _VALUE.replace("?P<pw>", "?:")
 # The value as _VALUE reads it, with the usual case (no blank before an unquoted
 # value) tried first: one alternation instead of a repetition and an alternation.
-# And a run's next pair only after a look-ahead for a blank (or "&") and a key's first
-# letter: a failing repetition costs more than a failing look-ahead, and dense text
-# with a word between its pairs ("password=x y ") fails it at every pair.
-_QUOTED = r"'(?:[^'\\]|\\.)*+'?"
+# And a run's next pair only after a look-ahead for a blank (or "&"), a key's first
+# letter, "=" and the first character of an unquoted value: a failing repetition costs
+# more than a failing look-ahead, and dense text with a word between its pairs
+# ("password=x y ") fails it at every pair, and with a quoted value after the next key
+# ("password ='x' password ='x'") after reading the key through. (The look-ahead holds
+# wherever the pair does: a key's characters are neither blanks nor "=".)
 _VALUE_FAST = rf"(?:[^\s&'\"]++|[ \t]*+(?:[^\s&'\"]++|{_QUOTED}))"
 _KEY_FIRST = "".join(sorted({c for key in _KEY_SUFFIXES for c in (key[0], key[0].upper())}))
 _NEXT_PAIR = rf"[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++"
 _SENSITIVE_KV_RUN = re.compile(
-    "=" + _KEY_BEFORE + _VALUE_FAST + rf"(?:(?=[ \t&]++[{_KEY_FIRST}])(?:{_NEXT_PAIR})++|)"
+    "=" + _KEY_BEFORE + _VALUE_FAST + rf"(?:(?=[ \t&]++[{_KEY_FIRST}][^\s=]*+ ?=[ \t]*+[^\s&'\"])"
+    rf"(?:{_NEXT_PAIR})++|)"
 )
 # Whether a text holds a key at all (searched in its lower-cased copy).
 _ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
@@ -180,7 +188,14 @@ _BEARER_RUN = rf"[ \t]++{_CREDENTIAL_CHARS}{_AFTER_TOKEN}(?:{_NEXT_TOKEN}(?:{_NE
 _BEARER_SPELLINGS = {
     word: re.compile(word + _BEARER_RUN) for word in ("Bearer", "bearer", "BEARER")
 }
-_BEARER_SPLIT = re.compile(f"({_BEARER_WORD}){_BEARER_RUN}")
+# Any spelling: the match starts at the blank after the word (a look-behind of fixed
+# width reads it), so the word stays out of the match and the replacement is a constant.
+# A blank inside a match before is never a start: a match ends at a blank only where
+# its run found no next token there, which this start would need too.
+_BEARER_ANY = re.compile(
+    rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}{_AFTER_TOKEN}"
+    rf"(?:{_NEXT_TOKEN}(?:{_NEXT_TOKEN})*+|)"
+)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -196,14 +211,21 @@ def _replace_all(pattern: re.Pattern[str], text: str, replacement: str) -> str:
     return replacement.join(pattern.split(text))
 
 
-def _mask_after_heads(pattern: re.Pattern[str], text: str, mask: str) -> str:
-    """``text`` with every match of ``pattern`` (whose one group is the head to keep)
-    replaced by its head and ``mask``; in C whatever the number of matches."""
+def _mask_around(pattern: re.Pattern[str], text: str, before: str, after: str) -> str:
+    """``text`` with every match of ``pattern`` (whose one group is the part to keep)
+    replaced by ``before``, that part and ``after``; in C whatever the number of
+    matches. The pieces are laid out in one list by slice assignments and joined once:
+    a concatenation per match (the previous form) cost a string per match, three
+    times the time of the join."""
     pieces = pattern.split(text)
-    if len(pieces) == 1:
+    matches = len(pieces) >> 1
+    if not matches:
         return text
-    pieces[1::2] = map(operator.add, pieces[1::2], repeat(mask))
-    return "".join(pieces)
+    out: list[str] = [before] * (4 * matches + 1)
+    out[0::4] = pieces[0::2]
+    out[2::4] = pieces[1::2]
+    out[3::4] = [after] * matches
+    return "".join(out)
 
 
 def _mask_urls(text: str) -> str:
@@ -211,7 +233,7 @@ def _mask_urls(text: str) -> str:
     # twenty times slower (most text that holds neither pays nothing then).
     if "@" not in text or "://" not in text:
         return text
-    return _mask_after_heads(_URL_SPLIT, text, MASK + "@")
+    return _mask_around(_URL_SPLIT, text, "://", MASK + "@")
 
 
 def _mask_bearer(text: str, lowered: str) -> str:
@@ -229,7 +251,7 @@ def _mask_bearer(text: str, lowered: str) -> str:
             text = _replace_all(pattern, text, word + " " + MASK)
             total -= found
     if total > 0:  # a rarer spelling (BeArEr) is there too
-        text = _mask_after_heads(_BEARER_SPLIT, text, " " + MASK)
+        text = _replace_all(_BEARER_ANY, text, " " + MASK)
     return text
 
 
