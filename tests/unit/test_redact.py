@@ -379,6 +379,17 @@ credential_piece = st.sampled_from(
         "&sig=1",
         " pwd =v",
         "password='a b' ",
+        # The dense shapes of bench.redact, and pieces of them.
+        "x@y://a:b",
+        "x@://u:",
+        "a:",
+        "pwd=  'x",
+        "pwd=\t'x",
+        " ='x' ",
+        "\\'",
+        "Bearer x password =y",
+        "BeArEr x, ",
+        "token=x&y ",
     ]
 )
 credential_text = st.lists(credential_piece, max_size=40).map("".join)
@@ -454,6 +465,43 @@ def test_a_megabyte_of_credentials_with_words_between_them_is_masked(piece: str)
     masked = redaction.Secrets().redact(text)
     assert "x" not in masked
     assert masked.count(redaction.MASK) == text.count("x")
+
+
+# The dense shapes an audit of issue 12 found slow (bench.redact measures them), as a
+# user sees them masked: piece after piece, the first masked as ``first``, the ones
+# between as ``then``, the last as ``last`` (a value or a URL's password runs into the
+# next piece, so the pieces are masked by what follows them).
+@pytest.mark.parametrize(
+    ("piece", "first", "then", "last"),
+    [
+        # A URL's password is "bx" (to the "@" of the next piece); the first "x@y" is no
+        # password, the last "b" neither (no "@" after it).
+        ("x@y://a:b", "x@y://a:", "***@y://a:", "***@y://a:b"),
+        ("x@://u:", "x@://u:", "***@://u:", "***@://u:"),
+        ("https://u:p@h/ ", "https://u:***@h/ ", "https://u:***@h/ ", "https://u:***@h/ "),
+        # The value of "password =" is the next key (no blank between them).
+        ("password =", "password =", "*** =", "*** ="),
+        ("PASSWORD =", "PASSWORD =", "*** =", "*** ="),
+        # A quoted value runs to the next quote, the next piece's: the "x" after it is
+        # the text after the value, and the next "pwd=" a key again.
+        ("pwd=  'xpwd=  'x", "pwd=***x", "pwd=***x", "pwd=***x"),
+        ("pwd=\t'xpwd=\t'x", "pwd=***x", "pwd=***x", "pwd=***x"),
+        ("password ='x' ", "password =*** ", "password =*** ", "password =*** "),
+        ("pwd='a\\'b' ", "pwd=*** ", "pwd=*** ", "pwd=*** "),
+        # A token, then a key whose value runs into the next piece's bearer word.
+        ("Bearer x password =y", "Bearer *** password =***", " *** password =***", None),
+        ("Bearer x pwd =y", "Bearer *** pwd =***", " *** pwd =***", None),
+        ("BEARER x, ", "BEARER ***, ", "BEARER ***, ", None),
+        ("BeArEr x, ", "BeArEr ***, ", "BeArEr ***, ", None),
+        ("token=x&y ", "token=***&y ", "token=***&y ", None),
+    ],
+)
+def test_dense_hostile_shapes_are_masked_piece_by_piece(
+    piece: str, first: str, then: str, last: str | None
+) -> None:
+    secrets = redaction.Secrets()
+    for count in (3, 2**20 // len(piece)):
+        assert secrets.redact(piece * count) == first + then * (count - 2) + (last or then)
 
 
 def test_a_secret_is_masked_also_where_its_rarest_character_occurs_elsewhere_first() -> None:
