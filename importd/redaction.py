@@ -81,6 +81,12 @@ def _trie(words: Iterable[str], char: Callable[[str], str] = re.escape) -> str:
     return f"(?:{body})?" if "" in words else body
 
 
+# Whitespace as ``\s`` reads it in a str pattern (str.isspace(), a unit test compares
+# them over every code point), written out: in a negated class with a few other
+# characters the engine then tests a character with one table look-up, where ``\s`` is
+# a category tested after the literals, for every character of every run.
+_SPACES = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
 # A URL's password: from "://user:" to the last "@" before the host (the authority ends
 # at the first "/", "?", "#" or whitespace, as asyncpg and urllib read it), so a raw "@"
 # inside the password is masked too. (A password already masked as a registered secret
@@ -92,7 +98,7 @@ _PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#
 # back by ``_mask_around``. (A password masked already is masked again, to the same
 # text: cheaper than a test for it.) Every match lies between its "://" and the next "/",
 # so a failed one is not read again.
-_URL_SPLIT = re.compile(r"://([^:/?#\s]*+:)[^/?#\s]*@")
+_URL_SPLIT = re.compile(f"://([^:/?#{_SPACES}]*+:)[^/?#{_SPACES}]*@")
 
 # Keys that end in another key are covered by it (a key that ends in "token" counts).
 _KEY_SUFFIXES = tuple(
@@ -150,7 +156,7 @@ _VALUE_NC = _VALUE.replace("?P<pw>", "?:")
 # ("password=x y ") fails it at every pair, and with a quoted value after the next key
 # ("password ='x' password ='x'") after reading the key through. (The look-ahead holds
 # wherever the pair does: a key's characters are neither blanks nor "=".)
-_VALUE_FAST = rf"(?:[^\s&'\"]++|[ \t]*+(?:[^\s&'\"]++|{_QUOTED}))"
+_VALUE_FAST = rf"(?:[^{_SPACES}&'\"]++|[ \t]*+(?:[^{_SPACES}&'\"]++|{_QUOTED}))"
 _KEY_FIRST = "".join(sorted({c for key in _KEY_SUFFIXES for c in (key[0], key[0].upper())}))
 _NEXT_PAIR = rf"[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++"
 _SENSITIVE_KV_RUN = re.compile(
@@ -176,7 +182,7 @@ _ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
 # run's look-behind for "bearer" as a branch of its own, every token paid for entering
 # them: a third more per token.) A next token starts with one blank in both branches:
 # more blanks and a bearer word, or (the token before ended in "bearer") more blanks.
-_CREDENTIAL_CHARS = r"[^\s\"'<>,;]++"
+_CREDENTIAL_CHARS = rf"[^{_SPACES}\"'<>,;]++"
 _BEARER_WORD = _anycase("bearer")
 _AFTER_TOKEN = f"(?: ={_KEY_BEFORE}{_VALUE_NC}|)"
 _NEXT_TOKEN = (
