@@ -148,15 +148,16 @@ _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # followed by " =": the look-behind reads the text as it was before this pass.)
 _KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
 _VALUE_NC = _VALUE.replace("?P<pw>", "?:")
-# The value as _VALUE reads it, with the usual case (no blank before an unquoted
-# value) tried first: one alternation instead of a repetition and an alternation.
+# The value as _VALUE reads it, with the usual cases (no blank before the value) tried
+# first: one alternation whose branches each start with a character or a class the
+# engine skips them by, instead of a repetition and an alternation.
 # And a run's next pair only after a look-ahead for a blank (or "&"), a key's first
 # letter, "=" and the first character of an unquoted value: a failing repetition costs
 # more than a failing look-ahead, and dense text with a word between its pairs
 # ("password=x y ") fails it at every pair, and with a quoted value after the next key
 # ("password ='x' password ='x'") after reading the key through. (The look-ahead holds
 # wherever the pair does: a key's characters are neither blanks nor "=".)
-_VALUE_FAST = rf"(?:[^{_SPACES}&'\"]++|[ \t]*+(?:[^{_SPACES}&'\"]++|{_QUOTED}))"
+_VALUE_FAST = rf"(?:[^{_SPACES}&'\"]++|{_QUOTED}|[ \t]++(?:[^{_SPACES}&'\"]++|{_QUOTED}))"
 _KEY_FIRST = "".join(sorted({c for key in _KEY_SUFFIXES for c in (key[0], key[0].upper())}))
 _NEXT_PAIR = rf"[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++"
 _SENSITIVE_KV_RUN = re.compile(
