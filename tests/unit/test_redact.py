@@ -523,5 +523,9 @@ def test_the_whitespace_written_out_is_exactly_what_backslash_s_reads() -> None:
 def test_the_patterns_replaced_whole_capture_nothing() -> None:
     # They are replaced by joining what re.split leaves between matches: a group
     # would put its text back among the pieces.
-    patterns = [redaction._SENSITIVE_KV_RUN, *redaction._BEARER_SPELLINGS.values()]
+    patterns = [
+        redaction._SENSITIVE_KV_RUN,
+        *redaction._BEARER_SPELLINGS.values(),
+        redaction._BEARER_ANY,
+    ]
     assert [pattern.groups for pattern in patterns] == [0] * len(patterns)
