@@ -2,9 +2,10 @@
 shape; the target refuses the row): a row in twenty refused cost 23 - 25x the clean file,
 each found COPY by COPY (about 1 ms a row, found by an audit of issue 12). Now one COPY
 leaves out the rows a NOT NULL or a CHECK refuses and only they go in one by one (for
-PostgreSQL's own message): 2.5 - 2.7x here (2.5 - 4.5x when every row of such a chunk
-was converted in a subtransaction; this file is small and its rows narrow, so fixed
-costs weigh more than in the bench's million rows, ``bench.imports``). Measured
+PostgreSQL's own message): CHECK 1.57 - 1.66x, NOT NULL 2.14 - 2.35x here (2.5 - 4.5x
+when every row of such a chunk was converted in a subtransaction; this file is small and
+its rows narrow, so fixed costs weigh more than in the bench's million rows,
+``bench.imports``). Measured
 against the same file without them, in the same run (a ratio, not a fixed time), alone
 (``timing``). Still above the 1.5x type errors cost: see the README."""
 
@@ -64,4 +65,4 @@ async def test_rows_the_target_refuses_are_found_in_one_pass(
             i + 1 for i in range(every or 1, ROWS + 1, every or ROWS + 1)
         ][:bad]
     ratio = timings["bad"] / timings["clean"]
-    assert ratio < 8, f"{kind}: {ratio:.1f} x the clean file ({timings})"
+    assert ratio < 4, f"{kind}: {ratio:.1f} x the clean file ({timings})"
