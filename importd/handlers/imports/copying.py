@@ -1042,22 +1042,22 @@ class Copier:
         known: tuple[Batch, set[int]] | None = None,
     ) -> int | None:
         """Load ``payload`` (the COPY data of ``rows``: a batch, or what makes it, run in
-        a thread while the COPY runs) into a target that refuses rows by a NOT NULL or a CHECK:
-        one COPY leaves out the rows the test ``flag`` names (``copy_where``) and loads
-        the others at COPY's speed; when it left rows out, a second COPY of the chunk
-        (each row after its source line) keeps only those, typed, in a temporary table
-        (``refused_create``), and they go in one by one for PostgreSQL's own message
-        (``insert_refused``). No row is converted in a subtransaction of its own, and a
-        raw chunk is split into records (to know how many, and where each starts) while
-        its COPY runs.
+        a thread while the COPY runs) into a target that refuses rows by a NOT NULL or a
+        CHECK: one COPY leaves out the rows the test ``flag`` names (``copy_where``) and
+        loads the others at COPY's speed; when it left rows out, a second COPY of the
+        chunk (each row after its source line) keeps only those in a temporary table
+        (``refused_create``), or, when the check ahead found them (``known``: the rows
+        and the lines of those), only those go there; then they go in one by one for
+        PostgreSQL's own message (``insert_refused``). No row is converted in a
+        subtransaction of its own.
 
         None (after a rollback to ``importd_try``, nothing loaded or rejected) when the
         test does not apply (a staging table, a partitioned target, BEFORE INSERT
-        triggers, a column named ``importd_line`` or ``importd_error``), when the COPY
-        fails (a value that does not convert, a duplicate key:
-        what the test does not see), or when the rows left out and the rows marked
-        disagree (a CHECK that calls a volatile function): the caller takes the exact
-        path then."""
+        triggers, a CHECK that is not immutable, no right to read the target, a column
+        named ``importd_line`` or ``importd_error``), when the COPY fails (a value that
+        does not convert, a duplicate key: what the test does not see), or when the
+        rows one COPY left out are not the rows the other kept (a guard: an immutable
+        test says the same of a row every time): the caller takes the exact path."""
         statements = await self._statements(conn, into)
         if statements is None or not await self._can_filter(conn, into, statements):
             return None
