@@ -569,6 +569,85 @@ async def test_max_errors_reached_exactly_by_refused_rows(
         assert outcome[0] == "failed" and "TooManyErrors" in (outcome[1] or ""), outcome[:3]
 
 
+async def test_a_bom_before_the_header_and_refused_rows_first(
+    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+) -> None:
+    ddl = "CREATE TABLE {s}.t (k int, v int CHECK (v > 0))"
+    records = _numbered(30, {1: "1,-1", 2: "2,-2", 12: "12,0"})
+    _same(await _run(conn, drain, tmp_path, ddl, records, head=b"\xef\xbb\xbfk,v\n"))
+    assert any(filtered), filtered
+
+
+async def test_user_columns_named_like_the_helper_columns_in_another_order(
+    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+) -> None:
+    # The check's table holds the values in c1..cN by position: here the user's c2 is
+    # its c1. Each message must name the user's column that held the bad value.
+    ddl = "CREATE TABLE {s}.t (c2 int NOT NULL, c1 int CHECK (c1 > 0), importd_x text)"
+    bad = {3: "x,3,a", 4: "4,-1,b", 14: "14,y,c", 15: ",15,d", 25: "25,-2,e", 26: "z,w,f"}
+    records = _numbered(40, bad, "{i},{i},q")
+    status, last_error, errors, refused, got, want = await _run(
+        conn, drain, tmp_path, ddl, records, head=b"c2,c1,importd_x\n"
+    )
+    assert status == "completed", last_error
+    assert [line for line, _ in errors] == [line for line, _ in refused]
+    assert got == want
+    messages = dict(errors)
+    assert messages[4] == 'column c2: invalid input syntax for type integer: "x"'
+    assert messages[15] == 'column c1: invalid input syntax for type integer: "y"'
+    assert messages[27] == 'column c2: invalid input syntax for type integer: "z"'
+    assert messages[16] == dict(refused)[16]
+    assert any(filtered), filtered
+
+
+async def test_ndjson_into_a_json_column_with_a_check_on_it(
+    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+) -> None:
+    """Both paths at once: every record walked (a json column), its value as written,
+    and a CHECK on that column leaving rows out of the COPY."""
+    await conn.execute(
+        "CREATE TABLE t (k int, j json NOT NULL "
+        "CHECK (json_typeof(j) = 'object' AND j->>'x' IS DISTINCT FROM 'no'))"
+    )
+    records, values, bad = [], {}, set()
+    for k in range(1, 51):
+        value: Any = {"x": k, "s": "\t\\N é"}
+        if k % 7 == 3:
+            value = [k]
+        elif k % 11 == 5:
+            value = {"x": "no"}
+        elif k % 13 == 6:
+            value = None
+        if not isinstance(value, dict) or value["x"] == "no":
+            bad.add(k)
+        values[k] = json.dumps(value, separators=(" ,", ":  "), ensure_ascii=False)
+        records.append(f'{{"k": {k},  "j" : {values[k]} }}')
+    path = tmp_path / "t.ndjson"
+    path.write_text("\n".join(records) + "\n")
+    job = await importd.enqueue(
+        conn,
+        "ndjson",
+        {
+            "source": f"file://{path}",
+            "table": "t",
+            "atomic": False,
+            "max_errors": 100,
+            "chunk_rows": 10,
+        },
+    )
+    await drain(import_roots=(str(tmp_path),), tables=("public.t",))
+    row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
+    assert row["status"] == "completed", row["last_error"]
+    lines = [
+        r["line_number"]
+        for r in await conn.fetch("SELECT line_number FROM import_job_errors WHERE job_id=$1", job)
+    ]
+    assert sorted(lines) == sorted(bad)
+    got = {r["k"]: r["j"] for r in await conn.fetch("SELECT k, j::text AS j FROM t")}
+    assert got == {k: v for k, v in values.items() if k not in bad}
+    assert any(filtered), filtered
+
+
 # -- a property: random checks over several columns, random CSV shapes ------------------
 
 SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
