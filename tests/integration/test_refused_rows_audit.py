@@ -57,6 +57,7 @@ async def _run(
     copy_options: dict[str, Any] | None = None,
     ref_columns: list[str] | None = None,
     select: str = "*",
+    daemon: dict[str, Any] | None = None,
     **payload: Any,
 ) -> Outcome:
     """Create table ``t`` by ``ddl`` (``{s}``: the schema) in public and in ``ref``; COPY
@@ -96,7 +97,7 @@ async def _run(
         **payload,
     }
     job = await importd.enqueue(conn, "csv", body)
-    await drain(import_roots=(str(tmp_path),), tables=("public.t",))
+    await drain(import_roots=(str(tmp_path),), tables=("public.t",), **(daemon or {}))
     row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
     errors = [
         (e["line_number"], e["message"])
@@ -141,11 +142,13 @@ def _numbered(count: int, bad: dict[int, str], good: str = "{i},{i}") -> list[by
     "collation: a CHECK on a text column with a non-default collation judges a row one "
     "way in the COPY into the target and the other in the COPY that keeps the refused "
     "rows; when the two miscounts cancel out, a refused row is lost (neither loaded nor "
-    "rejected) and a good row is loaded twice",
+    "rejected) and a good row is loaded twice (atomic file imports too: they COPY "
+    "straight into the target)",
 )
+@pytest.mark.parametrize("atomic", [False, True])
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 async def test_a_check_under_a_column_collation_loses_no_row_and_loads_none_twice(
-    conn: Conn, drain: Drain, tmp_path: Path, fmt: str, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, fmt: str, atomic: bool, filtered: list[int | None]
 ) -> None:
     # Under "en-x-icu" 'B' > 'b' (refused) and '~' < 'b' (kept); under the database's
     # C collation the other way round. Chunk 1 has a row both refuse ('c'), so chunk 2
@@ -167,7 +170,7 @@ async def test_a_check_under_a_column_collation_loses_no_row_and_loads_none_twic
         {
             "source": f"file://{path}",
             "table": "t",
-            "atomic": False,
+            "atomic": atomic,
             "max_errors": 100,
             "chunk_rows": 10,
         },
@@ -646,6 +649,30 @@ async def test_ndjson_into_a_json_column_with_a_check_on_it(
     got = {r["k"]: r["j"] for r in await conn.fetch("SELECT k, j::text AS j FROM t")}
     assert got == {k: v for k, v in values.items() if k not in bad}
     assert any(filtered), filtered
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+async def test_two_copy_streams_with_refused_bad_and_short_rows(
+    conn: Conn, drain: Drain, tmp_path: Path, crlf: bool, filtered: list[int | None]
+) -> None:
+    bad = {j: f"{j},-1" for j in range(2, 400, 7)}
+    bad |= {j: f"{j},x" for j in range(5, 400, 23)}
+    bad |= {j: f"{j},1,2" for j in range(9, 400, 31)}
+    ddl = "CREATE TABLE {s}.t (k int, v int NOT NULL CHECK (v > 0))"
+    end = b"\r" if crlf else b""
+    records = [r + end for r in _numbered(400, bad)]
+    outcome = await _run(
+        conn, drain, tmp_path, ddl, records, head=b"k,v" + end + b"\n", daemon={"copy_streams": 2}
+    )
+    _same(outcome)
+    assert any(filtered), filtered
+
+
+async def test_a_check_that_holds_for_no_row(
+    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+) -> None:
+    ddl = "CREATE TABLE {s}.t (k int, v int CHECK (v > 0)); ALTER TABLE {s}.t ADD CHECK (false) NOT VALID"
+    _same(await _run(conn, drain, tmp_path, ddl, _numbered(25, {3: "3,-1"}), head=b"k,v\n"))
 
 
 # -- a property: random checks over several columns, random CSV shapes ------------------
