@@ -354,6 +354,7 @@ _YIELDING = json.JSONDecoder(
     object_pairs_hook=_object,
 )
 _SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_BLANKS = b" \t\n\r"  # (JSON's whitespace; bytes.strip() would take \f and \v too)
 # The decoder's C string scanner (absent from the type stubs): (text, after its end).
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 # Characters of JSON text one call into the C decoder parses at most in ``object_keys``
@@ -463,7 +464,7 @@ class NdjsonRows:
 
     def convert(self, data: bytes) -> bytes | None:
         """The COPY row for one NDJSON record; None for a blank line; RowError when bad."""
-        text = data.strip()
+        text = data.strip(_JSON_BLANKS)
         if not text:
             return None
         try:
@@ -540,6 +541,11 @@ class NdjsonRows:
         if raw == "null":
             return "\\N"
         if column in self._json:
+            lone = _lone_surrogate(raw)
+            if lone is not None:
+                raise RowError(
+                    f"a string holds a lone surrogate ({lone}), which is not valid Unicode text"
+                )
             return _copy_text(raw)
         if raw[0] in "[{":
             raise RowError(
@@ -564,6 +570,33 @@ class NdjsonRows:
         if isinstance(value, bool):
             return "true" if value else "false"
         return _copy_text(str.__str__(value))
+
+
+# An escape in JSON text: a surrogate's (its code in group 1), or any other.
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
+_ESCAPE = re.compile(r"\\(?:u([dD][89a-fA-F][0-9a-fA-F]{2})|u[0-9a-fA-F]{4}|.)")
+
+
+def _lone_surrogate(raw: str) -> str | None:
+    """The first escape of a lone surrogate in the (checked) JSON text ``raw`` (a high
+    one not followed at once by a low one, or a low one alone), or None. What decoding
+    would find, without decoding: one C search, and a step per escape only when a
+    surrogate's escape is there."""
+    if _SURROGATE_HINT.search(raw) is None:
+        return None
+    high, after = None, -1  # a high surrogate's escape waiting for its low one
+    for match in _ESCAPE.finditer(raw):
+        code = match.group(1)
+        if code is None or int(code, 16) < 0xDC00:
+            if high is not None:
+                return high
+            if code is not None:
+                high, after = match.group(0), match.end()
+        elif high is not None and match.start() == after:
+            high = None
+        else:
+            return match.group(0)
+    return high
 
 
 def _raw_kind(first: str) -> str:

@@ -23,11 +23,22 @@
 -- written by one UPDATE after the loop (an UPDATE per bad row in the exception handler
 -- took about 60 % of the block's time). Source lines are unique in the table: one per
 -- record. The block's own names never stand for a column (#variable_conflict).
-WITH cols AS (
-    SELECT c, t, o FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(c, t, o)
-),
-target AS (
+WITH target AS (
     SELECT pg_catalog.to_regclass(pg_catalog.format('%I.%I', $4::text, $5::text)) AS oid
+),
+-- Each column's name, type and place, and its collation where the target's column has
+-- one of its own (" COLLATE …", else ''): a test read in a temporary table, on values
+-- cast from text, compares text as the target does only with it.
+cols AS (
+    SELECT u.c, u.t, u.o, coalesce((
+        SELECT pg_catalog.format(' COLLATE %I.%I', n.nspname, k.collname)
+        FROM pg_catalog.pg_attribute AS a
+        JOIN pg_catalog.pg_type AS y ON y.oid = a.atttypid
+        JOIN pg_catalog.pg_collation AS k ON k.oid = a.attcollation
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = k.collnamespace
+        WHERE a.attrelid = (SELECT oid FROM target) AND a.attname = u.c
+          AND a.attcollation <> y.typcollation), '') AS coll
+    FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(c, t, o)
 ),
 -- Rows the target surely refuses, tested set-based on the converted values: a NULL in a
 -- NOT NULL column, a CHECK that is false (its columns all among the import's). Only
@@ -187,7 +198,8 @@ END $importd$$f$,
         $1::text,
         flag.expr,
         (SELECT pg_catalog.string_agg(
-            pg_catalog.format('CAST(importd_c.%I AS %s) AS %I', 'c' || o, t, c), ', ' ORDER BY o)
+            pg_catalog.format('CAST(importd_c.%I AS %s)%s AS %I', 'c' || o, t, coll, c), ', '
+            ORDER BY o)
          FROM cols))
     END AS flag,
     -- The same test for COPY's WHERE clause, on the target's own columns: the rows it
@@ -213,7 +225,7 @@ END $importd$$f$,
         'ON COMMIT DELETE ROWS; DELETE FROM pg_temp.%I',
         refused.name,
         (SELECT pg_catalog.string_agg(pg_catalog.format(
-                    '%I %s', c, CASE WHEN c = ANY (flag.reads) THEN t ELSE 'text' END),
+                    '%I %s', c, CASE WHEN c = ANY (flag.reads) THEN t || coll ELSE 'text' END),
                 ', ' ORDER BY o)
          FROM cols),
         refused.name) END AS refused_create,

@@ -314,3 +314,36 @@ def test_walked_records_refuse_what_decoded_ones_do() -> None:
     ]:
         with pytest.raises(RowError, match=re.escape(message)):
             rows.convert(bad)
+
+
+ESCAPES = st.sampled_from(
+    [
+        "\\ud800",
+        "\\udbff",
+        "\\udc00",
+        "\\uDFFF",
+        "\\ud83d\\ude00",
+        "\\\\",
+        "\\\\ud800",
+        "\\n",
+        "\\u0041",
+        "a",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(ESCAPES, max_size=8), container=st.booleans())
+def test_a_lone_surrogate_is_found_as_decoding_finds_it(pieces: list[str], container: bool) -> None:
+    """``_lone_surrogate`` against Python's own decoder and encoder (the reference): a JSON
+    string whose escapes leave a surrogate alone cannot be UTF-8 text."""
+    raw = '"' + "".join(pieces) + '"'
+    if container:
+        raw = '{"k": [' + raw + ", 1]}"
+    try:
+        json.dumps(json.loads(raw), ensure_ascii=False).encode("utf-8")
+        lone = False
+    except UnicodeEncodeError:
+        lone = True
+    assert (records._lone_surrogate(raw) is not None) == lone, raw
