@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import importd
 from importd import tables
-from importd.handlers.imports.copying import Batch, Copier
+from importd.handlers.imports.batches import Batch
+from importd.handlers.imports.copying import Copier
 from importd.handlers.imports.screening import ANY, Labels, Screen, shape, value_type
 from importd.tables import CopyFormat
 from tests.helpers import Conn, Drain

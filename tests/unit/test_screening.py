@@ -13,7 +13,9 @@ import pytest
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
 
-from importd.handlers.imports.copying import Batch, Copier, _join
+from importd.handlers.imports.batches import Batch
+from importd.handlers.imports.batches import join_rows as _join
+from importd.handlers.imports.copying import Copier
 from importd.handlers.imports.screening import Labels, Screen
 from importd.handlers.records import Splitter
 from importd.tables import CopyFormat

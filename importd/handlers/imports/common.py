@@ -14,7 +14,7 @@ from ...models import PermanentError
 from ...repository import RowFailure
 
 if TYPE_CHECKING:
-    from .copying import Batch, Screened
+    from .batches import Batch, Screened
     from .reading import Chunk
 
 # The errors one row causes (retrying the import cannot help, leaving the row out can):

@@ -47,12 +47,9 @@ at the columns that held them so far (``Copier._watch``).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import functools
 import hashlib
-import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -62,6 +59,7 @@ from ... import db, tables
 from ...db import Connection, Record
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
+from .batches import Batch, Screened, join_rows, locate
 from .common import ROW_LEVEL, CheckFailed, Row, describe, lasting, raw_text
 from .screening import Screen, ValueType, screens
 
@@ -82,147 +80,10 @@ class _Disagree(Exception):
     (``Copier._filtered``)."""
 
 
-@dataclass
-class Batch:
-    """The rows of a chunk that go to COPY: source lines, source bytes, COPY bodies
-    (without the line prefix and the newline), and the COPY data of them all."""
-
-    lines: list[int]
-    raws: list[bytes]
-    bodies: list[bytes]
-    payload: bytes
-    prefix: bytes  # b"%d," : the source line, first in a staged row; b"" when direct
-    # The indexes of the rows the screen could not vouch for, when the chunk was screened
-    # before its COPY (see ``Copier.copy_chunk``); None when it was not.
-    suspects: list[int] | None = None
-    # PostgreSQL's verdict on the suspects, when another connection already checked them
-    # (``Copier.check_ahead``): the message of each bad one by its line.
-    verdicts: dict[int, str] | None = None
-    ahead: asyncio.Task[None] | None = None  # the check that sets ``verdicts``, running
-
-    def __len__(self) -> int:
-        return len(self.lines)
-
-    def without(self, indexes: list[int]) -> bytes:
-        """The COPY data of the rows but those at ``indexes`` (ascending): slices of
-        ``payload`` around them, not a join of every row again."""
-        # Where row i starts: the bodies before it, a newline each, and their prefixes
-        # (the prefix's text plus the digits of their lines, ascending: counted by
-        # ranges of equal length, not row by row).
-        ends = list(itertools.accumulate(map(len, self.bodies)))
-        extra = len(self.prefix) - 1 if self.prefix else 1  # "%d," → "," + "\n"
-
-        def start(i: int) -> int:
-            if not i:
-                return 0
-            offset = ends[i - 1] + i * extra
-            if self.prefix:
-                lo = 0
-                while lo < i:
-                    digits = len(str(self.lines[lo]))
-                    hi = bisect.bisect_left(self.lines, 10**digits, lo, i)
-                    offset += digits * (hi - lo)
-                    lo = hi
-            return offset
-
-        view = memoryview(self.payload)
-        parts, begin = [], 0
-        for index in indexes:
-            parts.append(view[begin : start(index)])
-            begin = start(index + 1)
-        parts.append(view[begin:])
-        return b"".join(parts)
-
-    def subset(self, indexes: list[int]) -> Batch:
-        """The rows at ``indexes`` (ascending), with the COPY data of them alone."""
-        lines = [self.lines[i] for i in indexes]
-        bodies = [self.bodies[i] for i in indexes]
-        return Batch(
-            lines,
-            [self.raws[i] for i in indexes],
-            bodies,
-            _join(self.prefix, lines, bodies),
-            self.prefix,
-        )
-
-    def rows(self) -> list[Row]:
-        """One Row per record (for isolating bad rows)."""
-        if self.prefix:
-            heads = [self.prefix % line for line in self.lines]
-            return [
-                Row(line, raw, head + body + b"\n")
-                for line, raw, head, body in zip(
-                    self.lines, self.raws, heads, self.bodies, strict=True
-                )
-            ]
-        return [
-            Row(line, raw, body + b"\n")
-            for line, raw, body in zip(self.lines, self.raws, self.bodies, strict=True)
-        ]
-
-
-@dataclass
-class Screened:
-    """A chunk's source bytes screened as they are (``Copier.screen_raw``, CSV loaded
-    directly): its suspects as rows of their own, and where each lies in the bytes. The
-    rest is never split into records: it goes to COPY as slices of the bytes."""
-
-    data: bytes
-    rows: Batch  # the suspects (each record without its line end)
-    spans: list[tuple[int, int]]  # where each suspect starts and ends (after its line end)
-    lines: int  # the line ends of ``data``: its records, or more
-    # PostgreSQL's verdict on the suspects, when another connection already checked them
-    # (``Copier.check_ahead``), and the task that sets it, as for a ``Batch``.
-    verdicts: dict[int, str] | None = None
-    ahead: asyncio.Task[None] | None = None
-    # What the verdicts make of the chunk (``Copier._settle_screened``), worked out by the
-    # check ahead too, off the loader's way: the bad suspects' indexes, their rows as
-    # rejected, and the bytes without them.
-    settled: tuple[list[int], list[RowFailure], bytes] | None = None
-    # After a chunk with rows the target refused (``Copier.refusing``), the rows its NOT
-    # NULL and CHECK refuse, found ahead too (``Copier._find_refused``): the chunk's
-    # rows but the bad suspects, each after its source line, and the lines of those.
-    refused: tuple[Batch, set[int]] | None = None
-
-    def without(self, indexes: list[int]) -> bytes:
-        """The bytes but the suspects at ``indexes`` (ascending)."""
-        view = memoryview(self.data)
-        parts, begin = [], 0
-        for index in indexes:
-            start, end = self.spans[index]
-            parts.append(view[begin:start])
-            begin = end
-        parts.append(view[begin:])
-        return b"".join(parts)
-
-
-def _join(prefix: bytes, lines: list[int], bodies: list[bytes]) -> bytes:
-    """The COPY data of rows ``bodies`` at source ``lines``, each after ``prefix``."""
-    if not bodies:
-        return b""
-    if not prefix:
-        return b"\n".join(bodies) + b"\n"
-    heads = map(prefix.__mod__, lines)
-    return b"".join(itertools.chain.from_iterable(zip(heads, bodies, itertools.repeat(b"\n"))))
-
-
 def _server_utf8(conn: Connection) -> bool:
     """Whether the server's encoding is UTF8 (then COPY refuses the bytes of a UTF-8 file
     that are not UTF-8 with the message ``Screen.verdict`` gives, and nothing else)."""
     return str(getattr(conn.get_settings(), "server_encoding", "")).upper() == "UTF8"
-
-
-def locate(rows: list[Row], line: int | None, csv: bool) -> int | None:
-    """The index of the row PostgreSQL means by COPY line ``line``, or None."""
-    if line is None or line < 1:
-        return None
-    if not csv:
-        index = line - 1
-    else:
-        weights = [1 + rows[0].payload.count(b"\r")] if rows else []
-        weights.extend(row.payload.count(b"\n") for row in rows[1:])
-        index = bisect.bisect_left(list(itertools.accumulate(weights)), line)
-    return index if index < len(rows) else None
 
 
 class Copier:
@@ -460,7 +321,7 @@ class Copier:
         return Batch(kept_lines, raws, bodies, self._join(kept_lines, bodies), self._prefix)
 
     def _join(self, lines: list[int], bodies: list[bytes]) -> bytes:
-        return _join(self._prefix, lines, bodies)
+        return join_rows(self._prefix, lines, bodies)
 
     # -- loading -------------------------------------------------------------------
 
@@ -640,7 +501,7 @@ class Copier:
             keep = [i for i, line in enumerate(lines) if line not in left]
             lines, datas = [lines[i] for i in keep], [datas[i] for i in keep]
         prefix = self._line_prefix
-        return Batch(lines, datas, datas, _join(prefix, lines, datas), prefix)
+        return Batch(lines, datas, datas, join_rows(prefix, lines, datas), prefix)
 
     def _settle_screened(
         self, screened: Screened, bad: dict[int, str]
@@ -1035,7 +896,7 @@ class Copier:
         """The COPY data of ``batch`` with each row's source line first."""
         if batch.prefix:
             return batch.payload
-        return _join(self._line_prefix, batch.lines, batch.bodies)  # (a direct import's)
+        return join_rows(self._line_prefix, batch.lines, batch.bodies)  # (a direct import's)
 
     async def _filtered(
         self,

@@ -25,8 +25,9 @@ from ...repository import RowFailure, count_failures, forget_failures
 from .. import sources, spec
 from ..records import NdjsonRows, Records, Splitter
 from . import reading, strategies
+from .batches import Batch
 from .common import Budget, CheckFailed, Prepared, TooManyErrors, classify
-from .copying import Batch, Copier
+from .copying import Copier
 from .moving import Move
 from .reading import Chunk
 from .screening import value_type
