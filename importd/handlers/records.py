@@ -407,8 +407,12 @@ def _walk(text: str, pos: int) -> int:
             raise ValueError(f"Expecting ',' delimiter: char {pos}")
 
 
-def _walk_object(text: str, pos: int, keys: dict[str, None]) -> int:
-    """The end of the JSON object at ``pos``, checked; its keys added to ``keys``."""
+def _walk_object(
+    text: str, pos: int, keys: dict[str, None], values: dict[str, str] | None = None
+) -> int:
+    """The end of the JSON object at ``pos``, checked; its keys added to ``keys``, and
+    with ``values``, each key's value there as its text (the last one, for a key given
+    twice, as ``json.loads`` keeps)."""
     pos = _skip_space(text, pos + 1)
     if text.startswith("}", pos):
         return pos + 1
@@ -420,7 +424,11 @@ def _walk_object(text: str, pos: int, keys: dict[str, None]) -> int:
         pos = _skip_space(text, pos)
         if not text.startswith(":", pos):
             raise ValueError(f"Expecting ':' delimiter: char {pos}")
-        pos = _skip_space(text, _walk(text, _skip_space(text, pos + 1)))
+        start = _skip_space(text, pos + 1)
+        pos = _walk(text, start)
+        if values is not None:
+            values[key] = text[start:pos]
+        pos = _skip_space(text, pos)
         if text.startswith(",", pos):
             pos = _skip_space(text, pos + 1)
         elif text.startswith("}", pos):
@@ -510,26 +518,9 @@ class NdjsonRows:
             raise RowError(f"expected a JSON object, got {_raw_kind(text[pos])}")
         # Each key once, where it first appears, with its last value (as ``loads`` does).
         found: dict[str, str] = {}
-        pos = _skip_space(text, pos + 1)
-        while not text.startswith("}", pos):
-            if not text.startswith('"', pos):
-                raise ValueError(f"Expecting property name enclosed in double quotes: char {pos}")
-            key, pos = _scanstring(text, pos + 1, True)
-            pos = _skip_space(text, pos)
-            if not text.startswith(":", pos):
-                raise ValueError(f"Expecting ':' delimiter: char {pos}")
-            start = _skip_space(text, pos + 1)
-            pos = _walk(text, start)
-            found[key] = text[start:pos]
-            pos = _skip_space(text, pos)
-            if text.startswith(",", pos):
-                pos = _skip_space(text, pos + 1)
-                if text.startswith("}", pos):
-                    raise ValueError(f"Illegal trailing comma before end of object: char {pos}")
-            elif not text.startswith("}", pos):
-                raise ValueError(f"Expecting ',' delimiter: char {pos}")
-        if _skip_space(text, pos + 1) != len(text):
-            raise ValueError(f"Extra data: char {pos + 1}")
+        end = _walk_object(text, pos, {}, found)
+        if _skip_space(text, end) != len(text):
+            raise ValueError(f"Extra data: char {end}")
         fields: list[str] = ["\\N"] * len(self.columns)
         for key, raw in found.items():
             index = self._column(key)
