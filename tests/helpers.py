@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -11,10 +12,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from importd.cluster import Cluster
@@ -344,3 +346,24 @@ class NotifySocket:
 async def count_jobs(conn: Conn, where: str = "TRUE") -> int:
     """How many jobs match ``where`` (SQL of the test's own)."""
     return int(await conn.fetchval(f"SELECT count(*) FROM import_jobs WHERE {where}"))
+
+
+@contextlib.asynccontextmanager
+async def daemon_role(conn: Conn, dsn: str, name: str, password: str) -> AsyncIterator[str]:
+    """A login role that is no superuser, with the rights importd's daemon needs on its
+    own tables and every table of ``public`` (take some back in the test); its DSN.
+    Dropped at the end, with what it owns."""
+    await conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+    try:
+        await conn.execute(f"""
+            GRANT SELECT, INSERT, UPDATE, DELETE ON import_jobs, import_job_errors TO {name};
+            GRANT ALL ON ALL TABLES IN SCHEMA public TO {name};
+            GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {name};
+            GRANT ALL ON SCHEMA importd_staging TO {name};
+            GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {name};
+        """)
+        parts = urlsplit(dsn)
+        host = parts.netloc.rpartition("@")[2]
+        yield urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}"))
+    finally:
+        await conn.execute(f"DROP OWNED BY {name}; DROP ROLE {name}")

@@ -6,12 +6,11 @@ what to change, not as a COPY option (found by an audit of issue 12)."""
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 import importd
-from tests.helpers import Conn, Drain
+from tests.helpers import Conn, Drain, daemon_role
 
 
 @pytest.mark.parametrize("atomic", [True, False])
@@ -42,18 +41,12 @@ async def test_a_trigger_refusing_a_row_is_not_blamed_on_copy_options(
 async def test_a_table_with_row_level_security_is_not_told_as_copy_options(
     conn: Conn, drain: Drain, tmp_path: Path, dsn: str
 ) -> None:
-    await conn.execute("CREATE ROLE importd_rls LOGIN PASSWORD 'rls-password-1'")
-    try:
+    async with daemon_role(conn, dsn, "importd_rls", "rls-password-1") as weak:
         await conn.execute("""
             CREATE TABLE rls (k int, v text);
             ALTER TABLE rls ENABLE ROW LEVEL SECURITY;
             CREATE POLICY small ON rls FOR ALL TO importd_rls USING (true) WITH CHECK (k < 100);
-            GRANT SELECT, INSERT, UPDATE, DELETE ON import_jobs, import_job_errors TO importd_rls;
-            GRANT ALL ON ALL TABLES IN SCHEMA public TO importd_rls;
             GRANT ALL ON rls TO importd_rls;
-            GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO importd_rls;
-            GRANT ALL ON SCHEMA importd_staging TO importd_rls;
-            GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO importd_rls;
         """)
         path = tmp_path / "r.csv"
         path.write_text("k,v\n1,a\n500,b\n3,c\n")
@@ -62,18 +55,12 @@ async def test_a_table_with_row_level_security_is_not_told_as_copy_options(
             "csv",
             {"source": f"file://{path}", "table": "rls", "atomic": False, "max_errors": 5},
         )
-        parts = urlsplit(dsn)
-        weak = urlunsplit(
-            parts._replace(netloc="importd_rls:rls-password-1@" + parts.netloc.rpartition("@")[2])
-        )
         await drain(dsn=weak, import_roots=(str(tmp_path),), tables=("public.rls",))
-        row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
-        # PostgreSQL refuses COPY FROM into a table whose row-level security applies to
-        # the role (SQLSTATE 0A000, a class COPY's options errors share).
-        assert row["status"] == "failed"
-        assert row["last_error"].startswith(
-            "RowLevelSecurity: COPY FROM not supported with row-level security"
-        ), row["last_error"]
-        assert "BYPASSRLS" in row["last_error"]
-    finally:
-        await conn.execute("DROP OWNED BY importd_rls; DROP ROLE importd_rls")
+    row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
+    # PostgreSQL refuses COPY FROM into a table whose row-level security applies to
+    # the role (SQLSTATE 0A000, a class COPY's options errors share).
+    assert row["status"] == "failed"
+    assert row["last_error"].startswith(
+        "RowLevelSecurity: COPY FROM not supported with row-level security"
+    ), row["last_error"]
+    assert "BYPASSRLS" in row["last_error"]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import importd
-from tests.helpers import Conn, Drain
+from tests.helpers import Conn, Drain, daemon_role
 
 
 async def _load(conn: Conn, drain: Drain, tmp_path: Path, table: str, text: str, **kw: str) -> Any:
@@ -45,29 +44,15 @@ def _rows(count: int, bad: set[int], bad_value: str) -> str:
 async def test_a_role_that_may_insert_but_not_select_still_gets_every_row_right(
     conn: Conn, drain: Drain, tmp_path: Path, dsn: str
 ) -> None:
-    await conn.execute("CREATE ROLE importd_ins LOGIN PASSWORD 'ins-password-1'")
-    try:
-        await conn.execute("""
-            CREATE TABLE ins (k int, v int NOT NULL CHECK (v > 0));
-            GRANT SELECT, INSERT, UPDATE, DELETE ON import_jobs, import_job_errors TO importd_ins;
-            GRANT ALL ON ALL TABLES IN SCHEMA public TO importd_ins;
-            REVOKE SELECT ON ins FROM importd_ins;
-            GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO importd_ins;
-            GRANT ALL ON SCHEMA importd_staging TO importd_ins;
-            GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO importd_ins;
-        """)
-        parts = urlsplit(dsn)
-        weak = urlunsplit(
-            parts._replace(netloc="importd_ins:ins-password-1@" + parts.netloc.rpartition("@")[2])
-        )
+    await conn.execute("CREATE TABLE ins (k int, v int NOT NULL CHECK (v > 0))")
+    async with daemon_role(conn, dsn, "importd_ins", "ins-password-1") as weak:
+        await conn.execute("REVOKE SELECT ON ins FROM importd_ins")
         bad = {3, 14, 15, 27, 40}
         errors = await _load(conn, drain, tmp_path, "ins", _rows(45, bad, "-1"), dsn=weak)
-        assert [line for line, _ in errors] == sorted(i + 1 for i in bad)
-        assert all('violates check constraint "ins_v_check"' in m for _, m in errors), errors
-        kept = [r["k"] for r in await conn.fetch("SELECT k FROM ins ORDER BY k")]
-        assert kept == [i for i in range(1, 46) if i not in bad]
-    finally:
-        await conn.execute("DROP OWNED BY importd_ins; DROP ROLE importd_ins")
+    assert [line for line, _ in errors] == sorted(i + 1 for i in bad)
+    assert all('violates check constraint "ins_v_check"' in m for _, m in errors), errors
+    kept = [r["k"] for r in await conn.fetch("SELECT k FROM ins ORDER BY k")]
+    assert kept == [i for i in range(1, 46) if i not in bad]
 
 
 async def test_a_check_that_calls_a_volatile_function_loses_no_row(
