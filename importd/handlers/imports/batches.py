@@ -113,8 +113,9 @@ class Screened:
     settled: tuple[list[int], list[RowFailure], bytes] | None = None
     # After a chunk with rows the target refused (``Copier.refusing``), the rows its NOT
     # NULL and CHECK refuse, found ahead too (``Copier._find_refused``): the chunk's
-    # rows but the bad suspects, each after its source line, and the lines of those.
-    refused: tuple[Batch, set[int]] | None = None
+    # rows but the bad suspects, each after its source line, and PostgreSQL's message
+    # for each refused one by its line.
+    refused: tuple[Batch, dict[int, str]] | None = None
 
     def without(self, indexes: list[int]) -> bytes:
         """The bytes but the suspects at ``indexes`` (ascending)."""

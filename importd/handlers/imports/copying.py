@@ -700,11 +700,14 @@ class Copier:
 
     async def _find_refused(
         self, conn: Connection, bad: dict[int, str], records_of: Callable[[], Records]
-    ) -> tuple[Batch, set[int]] | None:
+    ) -> tuple[Batch, dict[int, str]] | None:
         """The rows of a chunk's bytes (``records_of``) but the bad suspects (``bad``, by
-        line), and the lines of those the target's NOT NULL and CHECK refuse, found by a
-        COPY that keeps only those (as ``_filtered`` does); None when that cannot be
-        done so."""
+        line), and PostgreSQL's message for each the target's NOT NULL and CHECK refuse,
+        by its line: a COPY keeps only those (as ``_filtered`` does), and each is tried
+        into the target in an exception block for its message (``insert_refused``).
+        Nothing of it stays: the test is immutable, so each such row is refused (and were
+        one to go in, the transaction of the check ahead rolls back and the loader takes
+        the chunk itself). None when that cannot be done so."""
         into = next((key for key, yes in self._filterable.items() if yes), None)
         statements = None if into is None else self._checks.get(into)
         if statements is None:
@@ -712,7 +715,7 @@ class Copier:
         lined = await asyncio.to_thread(self._rows_of, records_of, set(bad))
         await conn.execute(statements["refused_create"])
         try:
-            await tables.copy_in(
+            kept = await tables.copy_in(
                 conn,
                 "pg_temp",
                 statements["refused_table"],
@@ -721,13 +724,21 @@ class Copier:
                 self.copy_format,
                 where=f"coalesce(({statements['copy_where']}), false)",
             )
-        except ROW_LEVEL:
-            # A bad row the screen did not see (a column it does not watch): the
-            # loader's COPY meets it too, and takes the exact path. Not an error here.
+            if kept:
+                await conn.execute(statements["insert_refused"])
+                errors = await conn.fetch(statements["refused_errors"])
+                counts = await db.one(conn, "count_inserted")
+                if int(counts["inserted"]) or len(errors) != kept:
+                    raise _Disagree
+            else:
+                errors = []
+        except (*ROW_LEVEL, _Disagree):
+            # A bad row the screen did not see (a column it does not watch), or a row
+            # that went in after all: the loader's COPY meets it too, and takes the exact
+            # path. Not an error here; nothing of it stays (the rollback).
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
-        lines = await conn.fetch(statements["refused_lines"])
-        return lined, {row["line"] for row in lines}
+        return lined, {row["line"]: row["message"] for row in errors}
 
     def _log_ahead_failed(self, exc: Exception) -> None:
         if db.is_transient(exc):
@@ -906,17 +917,17 @@ class Copier:
         payload: bytes,
         rows: Batch | Callable[[], Batch],
         failures: list[RowFailure],
-        known: tuple[Batch, set[int]] | None = None,
+        known: tuple[Batch, dict[int, str]] | None = None,
     ) -> int | None:
         """Load ``payload`` (the COPY data of ``rows``: a batch, or what makes it, run in
         a thread while the COPY runs) into a target that refuses rows by a NOT NULL or a
         CHECK: one COPY leaves out the rows the test ``flag`` names (``copy_where``) and
         loads the others at COPY's speed; when it left rows out, a second COPY of the
         chunk (each row after its source line) keeps only those in a temporary table
-        (``refused_create``), or, when the check ahead found them (``known``: the rows
-        and the lines of those), only those go there; then they go in one by one for
-        PostgreSQL's own message (``insert_refused``). No row is converted in a
-        subtransaction of its own.
+        (``refused_create``), and they go in one by one for PostgreSQL's own message
+        (``insert_refused``); when the check ahead did that already (``known``: the rows
+        and the message of each refused one), only the COPY into the target is left
+        (``_filtered_known``). No row is converted in a subtransaction of its own.
 
         None (after a rollback to ``importd_try``, nothing loaded or rejected) when the
         test does not apply (a staging table, a partitioned target, BEFORE INSERT
@@ -929,8 +940,8 @@ class Copier:
         if statements is None or not await self._can_filter(conn, into, statements):
             return None
         where = f"NOT coalesce(({statements['copy_where']}), false)"
-        if known is not None:  # (``rows`` is not needed: the refused were found ahead)
-            rows = known[0]
+        if known is not None:
+            return await self._filtered_known(conn, into, columns, payload, known, where, failures)
         split: asyncio.Future[Batch]
         if isinstance(rows, Batch):
             split = asyncio.get_running_loop().create_future()
@@ -946,26 +957,15 @@ class Copier:
                 self.refusing = False
                 return loaded
             await conn.execute(statements["refused_create"])
-            if known is None:
-                kept = await tables.copy_in(
-                    conn,
-                    "pg_temp",
-                    statements["refused_table"],
-                    [tables.LINE, *self.names],
-                    self._lined(batch),
-                    self.copy_format,
-                    where=f"coalesce(({statements['copy_where']}), false)",
-                )
-            else:  # only the rows found ahead
-                refused = batch.subset([i for i, n in enumerate(batch.lines) if n in known[1]])
-                kept = await tables.copy_in(
-                    conn,
-                    "pg_temp",
-                    statements["refused_table"],
-                    [tables.LINE, *self.names],
-                    refused.payload,
-                    self.copy_format,
-                )
+            kept = await tables.copy_in(
+                conn,
+                "pg_temp",
+                statements["refused_table"],
+                [tables.LINE, *self.names],
+                self._lined(batch),
+                self.copy_format,
+                where=f"coalesce(({statements['copy_where']}), false)",
+            )
             if kept != len(batch) - loaded:
                 raise _Disagree
             await conn.execute(statements["insert_refused"])
@@ -988,6 +988,35 @@ class Copier:
         for row in bad:
             self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
         return loaded + inserted
+
+    async def _filtered_known(
+        self,
+        conn: Connection,
+        into: tuple[str, str],
+        columns: list[str],
+        payload: bytes,
+        known: tuple[Batch, dict[int, str]],
+        where: str,
+        failures: list[RowFailure],
+    ) -> int | None:
+        """``_filtered`` when the check ahead found the refused rows and their messages
+        (``known``): the COPY into the target is all that is left; it must leave out as
+        many rows as were found, or (a guard) the caller takes the exact path."""
+        batch, messages = known
+        try:
+            loaded = await tables.copy_in(
+                conn, into[0], into[1], columns, payload, self.copy_format, where=where
+            )
+            if loaded != len(batch) - len(messages):
+                raise _Disagree
+        except (*ROW_LEVEL, _Disagree):
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            return None
+        self.refusing = bool(messages)
+        raws = dict(zip(batch.lines, batch.raws, strict=True))
+        for line in sorted(messages):
+            self.reject(failures, Row(line, raws.get(line, b""), b""), messages[line])
+        return loaded
 
     async def _can_filter(
         self, conn: Connection, into: tuple[str, str], statements: Record
