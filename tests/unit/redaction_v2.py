@@ -1,0 +1,461 @@
+"""importd.redaction as it was before runs of credentials were masked as one (main at
+f41a2b6, whole and unchanged below this docstring), kept as the reference the current
+module must mask at least as much as: every character this one masks, the current one
+masks too, and text whose credentials stand apart comes out of both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl, quote, quote_plus, unquote
+
+MASK = "***"
+
+# Values of sensitive keys, in libpq's "key=value" form and in URL query strings. A key
+# that ends in one of these counts (csrftoken=, db_password=): masking too much is the
+# safe side.
+SENSITIVE_KEYS = (
+    "password",
+    "passwd",
+    "pwd",
+    "sslpassword",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "sig",
+    "signature",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-goog-signature",
+)
+_SENSITIVE_NAMES = frozenset((*SENSITIVE_KEYS, "authorization", "dsn"))
+
+
+def _anycase(word: str) -> str:
+    # Character classes rather than re.IGNORECASE: the engine then scans for the first
+    # character at C speed instead of trying every position.
+    return "".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+def _trie(words: Iterable[str], char: Callable[[str], str] = re.escape) -> str:
+    """A pattern that matches exactly ``words``, as a trie: the engine tries one
+    alternative per character instead of one per word."""
+    by_first: dict[str, list[str]] = {}
+    for word in sorted(set(words)):
+        if word:
+            by_first.setdefault(word[0], []).append(word[1:])
+    alternatives = [char(first) + _trie(rests, char) for first, rests in by_first.items()]
+    if not alternatives:
+        return ""
+    body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+    return f"(?:{body})?" if "" in words else body
+
+
+# Whitespace as ``\s`` reads it in a str pattern (str.isspace(), a unit test compares
+# them over every code point), written out: in a negated class with a few other
+# characters the engine then tests a character with one table look-up, where ``\s`` is
+# a category tested after the literals, for every character of every run.
+_SPACES = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+# A URL's password: from "://user:" to the last "@" before the host (the authority ends
+# at the first "/", "?", "#" or whitespace, as asyncpg and urllib read it), so a raw "@"
+# inside the password is masked too. (A password already masked as a registered secret
+# is skipped.)
+_PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#\s]*)(?P<at>@)")
+# The same for masking: the password runs to the last "@" before the end of the
+# authority (the engine takes the run and steps back to its last "@", within the run), and
+# only the user is captured: re.split keeps it, and the literal "://" around it is put
+# back by ``_mask_around``. (A password masked already is masked again, to the same
+# text: cheaper than a test for it.) Every match lies between its "://" and the next "/",
+# so a failed one is not read again.
+_URL_SPLIT = re.compile(f"://([^:/?#{_SPACES}]*+:)[^/?#{_SPACES}]*@")
+
+# Keys that end in another key are covered by it (a key that ends in "token" counts).
+_KEY_SUFFIXES = tuple(
+    sorted({k for k in SENSITIVE_KEYS if not any(k != o and k.endswith(o) for o in SENSITIVE_KEYS)})
+)
+
+
+def _key_ends_here(keys: Iterable[str]) -> str:
+    """A pattern one character wide that holds where the text up to and including it
+    ends with one of ``keys`` (in any ASCII letter case).
+
+    Meant for the inside of a look-behind: it reads the key's last character as a
+    character class, so the engine's alternation skips every group whose last
+    character differs without entering it (it does so for alternatives that start
+    with a character class, not for ones that start with a look-behind), and only
+    then looks back for the whole key. A key thus costs one look-behind, where a
+    trie of look-behinds from the last character back (the previous form) cost one
+    per level, four or five for ``password``: per "=" of dense text, that was a
+    third of the time."""
+    by_last: dict[str, list[str]] = {}
+    for key in keys:
+        by_last.setdefault(key[-1].lower(), []).append(key)
+    alternatives = []
+    for last, group in sorted(by_last.items(), key=lambda item: (-len(item[1]), item[0])):
+        # (?ai:) is ASCII-only case folding, exactly [pP][aA]...: no Kelvin sign for k.
+        whole = [f"(?<=(?ai:{re.escape(key)}))" for key in sorted(group, key=len, reverse=True)]
+        body = whole[0] if len(whole) == 1 else f"(?:{'|'.join(whole)})"
+        alternatives.append(_anycase(last) + body)
+    return f"(?:{'|'.join(alternatives)})"
+
+
+# A match starts at "=", a literal the engine finds fast, and looks back for the key; it
+# is replaced by the constant "=***" (a replacement without group references stays in
+# C: a template costs a Python call per match on Python 3.11). One look-behind of two
+# characters holds the key's last character (or the one space allowed before "="), so
+# an "=" after anything else fails at once. The space is tried first: a literal the
+# engine skips at once where it is absent, where the key's alternatives, tried first,
+# cost " =" a fifth of the pass (dense "password =" text).
+_KEY_HERE = _key_ends_here(_KEY_SUFFIXES)
+_KEY_BEFORE = rf"(?<=(?:\ (?<={_KEY_HERE}\ )|{_KEY_HERE})=)"
+_QUOTED = r"'[^'\\]*+(?:\\.[^'\\]*+)*+'?"
+_VALUE = rf"[ \t]*+(?P<pw>[^\s&'\"]++|{_QUOTED})"
+_SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
+# For masking: a run of such pairs on one line (separated by blanks or "&", each later
+# key exactly a sensitive one, each later value unquoted) is one match, masked as one.
+# (A pair the run stops before is a match of its own; so is a value that ends in a key
+# followed by " =": the look-behind reads the text as it was before this pass.)
+_KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
+_VALUE_NC = _VALUE.replace("?P<pw>", "?:")
+# The value as _VALUE reads it, with the usual cases (no blank before the value) tried
+# first: one alternation whose branches each start with a character or a class the
+# engine skips them by, instead of a repetition and an alternation.
+# And a run's next pair only after a look-ahead for a blank (or "&"), a key's first
+# letter, "=" and the first character of an unquoted value: a failing repetition costs
+# more than a failing look-ahead, and dense text with a word between its pairs
+# ("password=x y ") fails it at every pair, and with a quoted value after the next key
+# ("password ='x' password ='x'") after reading the key through. (The look-ahead holds
+# wherever the pair does: a key's characters are neither blanks nor "=".)
+_VALUE_FAST = rf"(?:[^{_SPACES}&'\"]++|{_QUOTED}|[ \t]++(?:[^{_SPACES}&'\"]++|{_QUOTED}))"
+_KEY_FIRST = "".join(sorted({c for key in _KEY_SUFFIXES for c in (key[0], key[0].upper())}))
+_NEXT_PAIR = rf"[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++"
+_SENSITIVE_KV_RUN = re.compile(
+    "=" + _KEY_BEFORE + _VALUE_FAST + rf"(?:(?=[ \t&]++[{_KEY_FIRST}][^\s=]*+ ?=[ \t]*+[^\s&'\"])"
+    rf"(?:{_NEXT_PAIR})++|)"
+)
+# Whether a text holds a key at all (searched in its lower-cased copy).
+_ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
+
+# "Bearer <token>": everything up to whitespace, a quote or a delimiter is the token; a
+# run of them on one line is masked as one. The usual spellings are each replaced by a
+# constant (the pattern starts with a literal the engine finds fast); any other
+# spelling (BeArEr) by a pass that keeps the word as written.
+# (A token masked already is masked again, to the same text.) A token that ends in a
+# sensitive key followed by " =" takes the value too (masked first, the token would take
+# the key the value's pass looks back for), and one that ends in "bearer" is followed
+# by the next token in the run (its own match could not start inside this one).
+# A token's characters; then an optional " =" and value, and the run's next tokens,
+# each as an alternation with an empty branch whose other branches start with a
+# literal or a character class: the engine skips such a branch at its first character
+# without entering it, so a token followed by anything but a blank (", " in dense text)
+# leaves at once. (As possessive "?+" and "*+" groups, the previous form, and with the
+# run's look-behind for "bearer" as a branch of its own, every token paid for entering
+# them: a third more per token.) A next token starts with one blank in both branches:
+# more blanks and a bearer word, or (the token before ended in "bearer") more blanks.
+_CREDENTIAL_CHARS = rf"[^{_SPACES}\"'<>,;]++"
+_BEARER_WORD = _anycase("bearer")
+_AFTER_TOKEN = f"(?: ={_KEY_BEFORE}{_VALUE_NC}|)"
+_NEXT_TOKEN = (
+    rf"[ \t](?:[ \t]*+{_BEARER_WORD}[ \t]++|(?<={_BEARER_WORD}[ \t])[ \t]*+)"
+    + _CREDENTIAL_CHARS
+    + _AFTER_TOKEN
+)
+_BEARER_RUN = rf"[ \t]++{_CREDENTIAL_CHARS}{_AFTER_TOKEN}(?:{_NEXT_TOKEN}(?:{_NEXT_TOKEN})*+|)"
+_BEARER_SPELLINGS = {
+    word: re.compile(word + _BEARER_RUN) for word in ("Bearer", "bearer", "BEARER")
+}
+# Any spelling: the match starts at the blank after the word (a look-behind of fixed
+# width reads it), so the word stays out of the match and the replacement is a constant.
+# A blank inside a match before is never a start: a match ends at a blank only where
+# its run found no next token there, which this start would need too.
+_BEARER_ANY = re.compile(
+    rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}{_AFTER_TOKEN}"
+    rf"(?:{_NEXT_TOKEN}(?:{_NEXT_TOKEN})*+|)"
+)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(text: str) -> str:
+    """``text`` with A-Z lower-cased, every character where it was (str.lower() may
+    change the length of non-ASCII text)."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
+def _replace_all(pattern: re.Pattern[str], text: str, replacement: str) -> str:
+    """``pattern.sub(replacement, text)`` for a pattern without groups, a few percent
+    faster: split's list holds the pieces only, sub's the replacements too."""
+    return replacement.join(pattern.split(text))
+
+
+def _mask_around(pattern: re.Pattern[str], text: str, before: str, after: str) -> str:
+    """``text`` with every match of ``pattern`` (whose one group is the part to keep)
+    replaced by ``before``, that part and ``after``; in C whatever the number of
+    matches. The pieces are laid out in one list by slice assignments and joined once:
+    a concatenation per match (the previous form) cost a string per match, three
+    times the time of the join."""
+    pieces = pattern.split(text)
+    matches = len(pieces) >> 1
+    if not matches:
+        return text
+    out: list[str] = [before] * (4 * matches + 1)
+    out[0::4] = pieces[0::2]
+    out[2::4] = pieces[1::2]
+    out[3::4] = [after] * matches
+    return "".join(out)
+
+
+def _mask_urls(text: str) -> str:
+    # "@" first: a test for one character runs at memchr speed, one for "://" about
+    # twenty times slower (most text that holds neither pays nothing then).
+    if "@" not in text or "://" not in text:
+        return text
+    return _mask_around(_URL_SPLIT, text, "://", MASK + "@")
+
+
+def _mask_bearer(text: str, lowered: str) -> str:
+    # ``total`` counts the word in any spelling; each pass's count is taken before it
+    # runs and can only be smaller than the text's first count (a pass removes tokens,
+    # which may hold the word, and adds none), so once the passes' counts add up to
+    # ``total`` no other spelling is left: the remaining searches are skipped (a search
+    # for a word that is absent reads the whole text).
+    total = lowered.count("bearer")
+    for word, pattern in _BEARER_SPELLINGS.items():
+        if total <= 0:
+            return text
+        found = text.count(word)
+        if found:
+            text = _replace_all(pattern, text, word + " " + MASK)
+            total -= found
+    if total > 0:  # a rarer spelling (BeArEr) is there too
+        text = _replace_all(_BEARER_ANY, text, " " + MASK)
+    return text
+
+
+def _mask_sensitive_values(text: str, lowered: str | None) -> str:
+    """``lowered``: the text lower-cased before the bearer pass, if it ran (it removed
+    no key that was not in this copy, so a key absent from it is absent from ``text``)."""
+    equals = text.count("=")
+    if not equals:
+        return text
+    # Text dense with "=" is searched for a key first (each "=" costs the engine a try).
+    if equals > len(text) >> 6 and not _ANY_KEY.search(
+        _ascii_lower(text) if lowered is None else lowered
+    ):
+        return text
+    return _replace_all(_SENSITIVE_KV_RUN, text, "=" + MASK)
+
+
+# Characters from the most to the least frequent in log lines, error messages and
+# JSON (roughly; it only orders the tests in ``Secrets.mask``, whose result does not
+# depend on it). A character not listed counts as rarer than all of them.
+_BY_FREQUENCY = ' etaoinsrhldcumfpgwybvkxjqz"_:,.-0123456789/=ETAOINSRHLDCUMFPGWYBVKXJQZ{}[]()'
+
+
+def _rarest(secret: str) -> str:
+    """The character of ``secret`` least likely to be in a text."""
+    return max(secret, key=lambda c: _BY_FREQUENCY.find(c) % (len(_BY_FREQUENCY) + 1))
+
+
+# Shorter secret values are not masked in free text (they would mask innocent words);
+# the daemon warns at start-up about a setting whose secret is that short.
+MIN_SECRET_LENGTH = 6
+# Characters past a cut that ``Secrets.head`` redacts with the text before it, at least.
+HEAD_MARGIN = 512
+_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
+
+
+class Secrets:
+    """The secret values a process knows (passwords, tokens), and the redaction that
+    masks them in any text together with what looks like a credential.
+
+    Registering is for ever: a value once registered is masked in every text redacted
+    from then on, also percent-encoded and as escaped inside a JSON string. Values
+    shorter than 6 characters are ignored (they would mask innocent words), and a
+    secret that contains "*" cannot be guaranteed masked (the mask is made of stars).
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._forms: frozenset[str] = frozenset()
+        self._longest = 0
+        # Longest first: a secret that holds another is masked whole.
+        self._ordered: tuple[tuple[str, str], ...] = ()
+        for value in values:
+            self.register(value)
+
+    def register(self, value: str | None) -> None:
+        """Mask ``value`` (and its encoded forms) in every redacted text from now on."""
+        if not value or len(value) < MIN_SECRET_LENGTH:
+            return
+        encoded = quote(value, safe="")
+        forms = {
+            value,
+            unquote(value),
+            encoded,
+            _LOWER_HEX.sub(lambda m: m.group().lower(), encoded),  # as some echo it
+            quote_plus(value, safe=""),
+            json.dumps(value)[1:-1],
+        }
+        self._set(self._forms | {form for form in forms if len(form) >= MIN_SECRET_LENGTH})
+
+    def clear(self) -> None:
+        """Forget every registered value."""
+        self._set(frozenset())
+
+    @property
+    def forms(self) -> frozenset[str]:
+        """Every string masked as a registered secret (values and their encodings)."""
+        return self._forms
+
+    def restore(self, forms: Iterable[str]) -> None:
+        """Mask exactly ``forms`` (as :attr:`forms` gave them) from now on."""
+        self._set(frozenset(forms))
+
+    def _set(self, forms: frozenset[str]) -> None:
+        # One assignment each, so a redaction in another thread sees one state or the
+        # other (an ordering that misses a form it has not seen yet is harmless).
+        self._ordered = tuple(
+            (form, _rarest(form)) for form in sorted(forms, key=lambda s: (-len(s), s))
+        )
+        self._forms = forms
+        self._longest = max(map(len, forms), default=0)
+
+    def head(self, text: str, limit: int) -> str:
+        """The first ``limit`` characters of ``text`` redacted as the whole text would be:
+        the redaction runs over a margin past the cut (the longest registered secret, and
+        room for a URL's or a key's credential to end), so that a secret the cut falls
+        inside is masked whole rather than left as its head."""
+        return self.redact(text[: limit + max(self._longest, HEAD_MARGIN)])[:limit]
+
+    def mask(self, text: str) -> str:
+        """``text`` with every registered secret replaced by ``***``."""
+        # Each secret that occurs at all (the ``in`` tests run at C speed; most texts
+        # hold none), longest first, replaced by str.replace: linear, and total: a
+        # replacement only inserts "***", so it cannot make a secret (one without "*")
+        # appear, and an occurrence left whole after a pass would have been replaced.
+        # A secret's rarest character is looked for first: a search for one character
+        # runs at memchr speed, one for a string several times slower, and a text
+        # without the character cannot hold the secret.
+        for secret, rarest in self._ordered:
+            if rarest in text and secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def redact(self, text: str) -> str:
+        """``text`` with every registered secret, connection-string passwords, values of
+        sensitive keys (``SENSITIVE_KEYS``) and bearer tokens replaced by ``***``; for
+        log lines, error messages and job rows alike. Linear in the length of
+        ``text``."""
+        text = _mask_urls(self.mask(text))
+        # The lower-cased copy only where a pass needs it: text without a "b" has no
+        # bearer to count, and text with few "=" needs no search for a key.
+        lowered = None
+        if "b" in text or "B" in text:
+            lowered = _ascii_lower(text)
+            text = _mask_bearer(text, lowered)
+        return _mask_sensitive_values(text, lowered)
+
+    def redact_value(self, value: Any) -> Any:
+        """``value`` with :meth:`redact` applied to every string inside it, keys of
+        objects included, and the string under a sensitive key masked whole."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list | tuple):
+            return [self.redact_value(item) for item in value]
+        if isinstance(value, dict):
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                masked = self.redact(key) if isinstance(key, str) else key
+                while masked in out:  # two keys masked alike: keep both values
+                    masked = f"{masked}#"
+                sensitive = isinstance(key, str) and key.lower() in _SENSITIVE_NAMES
+                out[masked] = (
+                    MASK if sensitive and isinstance(item, str) else self.redact_value(item)
+                )
+            return out
+        return value
+
+
+# The process's registry. Module-level because what it protects is the process's: the
+# settings' secrets (whoever builds them: the CLI, an embedding program, a test) must be
+# masked in every line structlog writes, every traceback, every job row and every page,
+# and most of those places (log processors, exception formatting, a handler's result)
+# have no settings object at hand to ask; one process holds one set of credentials.
+# Code that wants a registry of its own (a test) builds a ``Secrets()``.
+SECRETS = Secrets()
+
+
+def register_secret(value: str | None) -> None:
+    """Register ``value`` with the process's registry (:data:`SECRETS`)."""
+    SECRETS.register(value)
+
+
+def redact(text: str) -> str:
+    """:meth:`Secrets.redact` with the process's registry."""
+    return SECRETS.redact(text)
+
+
+def redact_head(text: str, limit: int) -> str:
+    """:meth:`Secrets.head` with the process's registry."""
+    return SECRETS.head(text, limit)
+
+
+def redact_value(value: Any) -> Any:
+    """:meth:`Secrets.redact_value` with the process's registry."""
+    return SECRETS.redact_value(value)
+
+
+def secrets_in(dsn: str) -> list[str]:
+    """The passwords in a connection string: the URL's password (percent-decoded too)
+    and the values of sensitive keys, in URL or ``key=value`` form."""
+    found = [m["pw"] for m in _PASSWORD_IN_URL.finditer(dsn)]
+    if "://" in dsn:
+        # A URL's query, its keys percent-decoded as the drivers read them (?%70assword=).
+        query = dsn.split("?", 1)[1].split("#", 1)[0] if "?" in dsn else ""
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key.lower() in SENSITIVE_KEYS:
+                found += [value, quote(value, safe="")]
+    else:
+        # libpq's key=value form: blanks allowed around "=", the value may be quoted
+        # with backslash escapes.
+        for key, written in _LIBPQ_PAIR.findall(dsn):
+            if key.lower() in SENSITIVE_KEYS:
+                quoted = written.startswith("'")
+                found.append(
+                    re.sub(r"\\(.)", r"\1", written[1:].removesuffix("'")) if quoted else written
+                )
+    return [form for value in found for form in (value, unquote(value)) if form]
+
+
+# A key=value pair of a libpq connection string (a key, blanks, "=", blanks, a value).
+_LIBPQ_PAIR = re.compile(r"([A-Za-z_]+)[ \t\n\r]*=[ \t\n\r]*('(?:[^'\\]|\\.)*'?|[^\s']\S*)")
+
+# How much of an error text a job row keeps.
+MAX_STORED_ERROR = 4000
+
+
+def clean_text(text: str, limit: int = MAX_STORED_ERROR) -> str:
+    """``text`` fit for a text column and a log line: secrets masked, NUL characters
+    removed (PostgreSQL text cannot hold them), lone surrogates replaced, at most
+    ``limit`` characters (the cut marked with an ellipsis)."""
+    text = redact(text.replace("\x00", ""))
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+def traceback_text(exc: BaseException) -> str:
+    """``exc``'s traceback, redacted: for the ``exception`` key of a log line about a
+    job, whose handler's messages may hold anything (a token an endpoint echoed), even
+    where structlog was never configured to redact (importd used as a library)."""
+    return redact("".join(traceback.format_exception(exc)))
