@@ -63,9 +63,9 @@ def texts(size: int) -> dict[str, str]:
         "letters (the issue's quadratic case)": _fill("aB3+.-", size),
         "dense 'password=' pairs": _fill("password=x ", size),
         "dense 'Bearer x' tokens": _fill("Bearer x ", size),
-        # The same with something between them: no run to mask whole.
+        # The same with a word between them: no run to mask whole.
         "dense 'password=x y', not adjacent": _fill("password=x y ", size),
-        "dense 'Bearer x,', not adjacent": _fill("Bearer x, ", size),
+        "dense 'Bearer x, y', not adjacent": _fill("Bearer x, y ", size),
         "dense '://u:' URL heads": _fill("a://u:", size),
         "dense '://u:' URL heads, one '@' at the end": _fill("a://u:", size - 1) + "@",
         "nothing but '='": "=" * size,

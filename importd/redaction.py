@@ -4,25 +4,33 @@ Pure: no database, no asyncpg. :class:`Secrets` is a registry of secret values a
 redaction that masks them together with what looks like a credential whatever its value
 (a URL's password, the value of a sensitive key, a bearer token).
 
+Credentials that follow one another with nothing between them but what cannot be
+ordinary prose are masked as one run, the text between them with them: key=value pairs
+separated by blanks or "&" (each later key exactly a sensitive one), or by nothing after
+a closing quote, and "&"-parameters without a value between two pairs (``password=a
+token='b' sig=c`` and ``token=a&y sig=b`` show as ``password=***`` and ``token=***``);
+a bearer token and the next after blanks, a comma or a semicolon, and the key=value pairs
+right after a token (``Bearer a, Bearer b pwd=c`` shows as ``Bearer ***``); a URL's
+password and the next URL's when only a host lies between its "@" and the next "://"
+(``x@y://a:b@h://c:d@e`` shows as ``x@y://a:***@e``). A word, a line break, a "/" or any
+other character between two credentials keeps them apart, each masked alone; a run
+never masks less than its credentials would alone (a unit test compares with the
+module as it was before runs, ``tests/unit/redaction_v2.py``).
+
 Linear and fast on any text: every pattern starts with a literal or a small set of
 characters, so the regex engine skips ahead at C speed; no unbounded run is followed by
 something that can fail and make the engine retry the run from the next character; each
 pass runs only when a cheap test says it can match; and no pass does Python work per
 match (constant replacements, or ``re.split`` whose pieces are laid out by slice
-assignments and put back together by ``str.join``, in C). Adjacent credentials on one
-line are masked as one run (``password=*** token=***`` shows as ``password=***``), which
-keeps the engine inside one match instead of starting a new one for each. What is left
-for credentials a few characters apart with something between them is the engine's own
-cost of a match (on Python 3.11, measured with callgrind, about 1,700 instructions for
-the simplest bearer pattern, a fourth of them allocating and freeing the engine's stack,
-against about 800 for a literal), which no form of the patterns removes: the patterns
-keep the work per credential near that (a look-behind per key, branches skipped at
-their first character). Dense hostile text thus costs about what its number of masks
-does: 100,000 masks a megabyte (a credential every 10 characters) cost 10 - 20 ms
-here, 10 - 20 times ``json.dumps`` of the text. Measured and dropped: several
-credentials per match (re.split with a group for the text between them, so fewer
-matches start): the groups and nested optional parts cost more than the matches
-saved, and each unused group adds a None to the list per match.
+assignments and put back together by ``str.join``, in C). A run is one match, and the
+engine's cost of a match (on Python 3.11, measured with callgrind, about 1,700
+instructions for the simplest bearer pattern, a fourth of them allocating and freeing
+the engine's stack, against about 800 for a literal) is what dense hostile text costs:
+a run costs about 60 - 150 ns per credential in it, about what a match costs, so dense
+runs cost 8 - 18 ms a megabyte here, and credentials a few characters apart with a word
+between them (each its own match) 10 - 20 ms. The patterns keep the work per credential
+near that: a look-behind per key, alternatives that each start with a character or a
+class the engine skips them by, a look-ahead before a run's next pair.
 """
 
 from __future__ import annotations
@@ -67,14 +75,21 @@ def _anycase(word: str) -> str:
     return "".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
-def _trie(words: Iterable[str], char: Callable[[str], str] = re.escape) -> str:
-    """A pattern that matches exactly ``words``, as a trie: the engine tries one
-    alternative per character instead of one per word."""
+def _trie_branches(words: Iterable[str], char: Callable[[str], str] = re.escape) -> list[str]:
+    """The alternatives of :func:`_trie`'s pattern for ``words`` (the empty word aside),
+    one for each first character, each starting with it."""
     by_first: dict[str, list[str]] = {}
     for word in sorted(set(words)):
         if word:
             by_first.setdefault(word[0], []).append(word[1:])
-    alternatives = [char(first) + _trie(rests, char) for first, rests in by_first.items()]
+    return [char(first) + _trie(rests, char) for first, rests in by_first.items()]
+
+
+def _trie(words: Iterable[str], char: Callable[[str], str] = re.escape) -> str:
+    """A pattern that matches exactly ``words``, as a trie: the engine tries one
+    alternative per character instead of one per word."""
+    words = list(words)
+    alternatives = _trie_branches(words, char)
     if not alternatives:
         return ""
     body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
@@ -94,11 +109,18 @@ _SPACES = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f
 _PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#\s]*)(?P<at>@)")
 # The same for masking: the password runs to the last "@" before the end of the
 # authority (the engine takes the run and steps back to its last "@", within the run), and
-# only the user is captured: re.split keeps it, and the literal "://" around it is put
-# back by ``_mask_around``. (A password masked already is masked again, to the same
-# text: cheaper than a test for it.) Every match lies between its "://" and the next "/",
-# so a failed one is not read again.
-_URL_SPLIT = re.compile(f"://([^:/?#{_SPACES}]*+:)[^/?#{_SPACES}]*@")
+# only "://" and the user are captured: re.split keeps them, and ``_mask_after`` puts the
+# mask and "@" after them. (A password masked already is masked again, to the same
+# text: cheaper than a test for it.) A run of them is one match: after the "@", a host
+# (no ":", "/", "?", "#", "@" or whitespace) and the next "://user:password@" are masked
+# with it, as often as they follow; an "@" followed by anything else costs one failed
+# branch. A failed match, or a run's failed next URL, reads no further than the next
+# "/", so no text is read more than twice.
+_URL_USERINFO = f"[^:/?#{_SPACES}]*+:[^/?#{_SPACES}]*@"
+_URL_NEXT = f"[^:/?#@{_SPACES}]*+://{_URL_USERINFO}"
+_URL_SPLIT = re.compile(
+    f"(://[^:/?#{_SPACES}]*+:)[^/?#{_SPACES}]*@(?:{_URL_NEXT}(?:{_URL_NEXT})*+|)"
+)
 
 # Keys that end in another key are covered by it (a key that ends in "token" counts).
 _KEY_SUFFIXES = tuple(
@@ -142,67 +164,85 @@ _KEY_BEFORE = rf"(?<=(?:\ (?<={_KEY_HERE}\ )|{_KEY_HERE})=)"
 _QUOTED = r"'[^'\\]*+(?:\\.[^'\\]*+)*+'?"
 _VALUE = rf"[ \t]*+(?P<pw>[^\s&'\"]++|{_QUOTED})"
 _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
-# For masking: a run of such pairs on one line (separated by blanks or "&", each later
-# key exactly a sensitive one, each later value unquoted) is one match, masked as one.
-# (A pair the run stops before is a match of its own; so is a value that ends in a key
-# followed by " =": the look-behind reads the text as it was before this pass.)
-_KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
-_VALUE_NC = _VALUE.replace("?P<pw>", "?:")
+# For masking: a run of such pairs on one line is one match, masked as one. A later
+# pair follows a blank (then more blanks or "&", and a key exactly a sensitive one, or
+# " =" after a value that ends in a key), an "&" (the same, or a key right after it, or
+# parameters without a value and one blank or "&" before the key), or a closing quote
+# (any sensitive key right after it). (A pair the run stops before is a match of its
+# own; the look-behind reads the text as it was before this pass.)
 # The value as _VALUE reads it, with the usual cases (no blank before the value) tried
 # first: one alternation whose branches each start with a character or a class the
 # engine skips them by, instead of a repetition and an alternation.
-# And a run's next pair only after a look-ahead for a blank (or "&"), a key's first
-# letter, "=" and the first character of an unquoted value: a failing repetition costs
-# more than a failing look-ahead, and dense text with a word between its pairs
-# ("password=x y ") fails it at every pair, and with a quoted value after the next key
-# ("password ='x' password ='x'") after reading the key through. (The look-ahead holds
-# wherever the pair does: a key's characters are neither blanks nor "=".)
+# A run's next pairs only after a look-ahead for a blank, "&", "=" or a key's first
+# letter, or a character of a key (after a quote): a failing look-ahead costs less than
+# a failing alternation, and dense text with a word between its pairs ("password=x y ")
+# fails it at every pair. The alternatives after a blank are the trie's first letters,
+# each a branch of its own, so a letter that starts no key is skipped at once.
 _VALUE_FAST = rf"(?:[^{_SPACES}&'\"]++|{_QUOTED}|[ \t]++(?:[^{_SPACES}&'\"]++|{_QUOTED}))"
-_KEY_FIRST = "".join(sorted({c for key in _KEY_SUFFIXES for c in (key[0], key[0].upper())}))
-_NEXT_PAIR = rf"[ \t&]++{_KEY_AHEAD} ?=[ \t]*+[^\s&'\"]++"
-_SENSITIVE_KV_RUN = re.compile(
-    "=" + _KEY_BEFORE + _VALUE_FAST + rf"(?:(?=[ \t&]++[{_KEY_FIRST}][^\s=]*+ ?=[ \t]*+[^\s&'\"])"
-    rf"(?:{_NEXT_PAIR})++|)"
+_KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
+_WORD = "[-.%+0-9A-Z_a-z]"
+_PAIR_AFTER_BLANK = [
+    f"={_KEY_BEFORE}",
+    *(f"{key} ?=" for key in _trie_branches(_KEY_SUFFIXES, _anycase)),
+    rf"[ \t&][ \t&]*+{_KEY_AHEAD} ?=",
+]
+_PAIR_AFTER_AMP = (
+    rf"&(?:[ \t&]*+{_KEY_AHEAD} ?=|{_WORD}*+(?: ?={_KEY_BEFORE}"
+    rf"|(?!=)(?:&{_WORD}*+(?!=))*+[ \t&]{_KEY_AHEAD} ?=))"
 )
+_PAIR_AFTER_QUOTE = rf"{_WORD}{_WORD}*+ ?={_KEY_BEFORE}"
+_NEXT_PAIR = (
+    rf"(?:[ \t](?:{'|'.join(_PAIR_AFTER_BLANK)})|{_PAIR_AFTER_AMP}|{_PAIR_AFTER_QUOTE})"
+    + _VALUE_FAST
+)
+_KEY_FIRST = "".join(sorted({c for key in _KEY_SUFFIXES for c in (key[0], key[0].upper())}))
+_PAIRS = rf"(?:(?=[ \t&]*+[={_KEY_FIRST}]|[-.%+0-9A-Z_a-z&])(?:{_NEXT_PAIR})++|)"
+_SENSITIVE_KV_RUN = re.compile("=" + _KEY_BEFORE + _VALUE_FAST + _PAIRS)
 # Whether a text holds a key at all (searched in its lower-cased copy).
 _ANY_KEY = re.compile(_trie(_KEY_SUFFIXES))
 
 # "Bearer <token>": everything up to whitespace, a quote or a delimiter is the token; a
-# run of them on one line is masked as one. The usual spellings are each replaced by a
-# constant (the pattern starts with a literal the engine finds fast); any other
-# spelling (BeArEr) by a pass that keeps the word as written.
-# (A token masked already is masked again, to the same text.) A token that ends in a
-# sensitive key followed by " =" takes the value too (masked first, the token would take
-# the key the value's pass looks back for), and one that ends in "bearer" is followed
-# by the next token in the run (its own match could not start inside this one).
-# A token's characters; then an optional " =" and value, and the run's next tokens,
-# each as an alternation with an empty branch whose other branches start with a
-# literal or a character class: the engine skips such a branch at its first character
-# without entering it, so a token followed by anything but a blank (", " in dense text)
-# leaves at once. (As possessive "?+" and "*+" groups, the previous form, and with the
-# run's look-behind for "bearer" as a branch of its own, every token paid for entering
-# them: a third more per token.) A next token starts with one blank in both branches:
-# more blanks and a bearer word, or (the token before ended in "bearer") more blanks.
+# run of them on one line is masked as one, and so are key=value pairs right after a
+# token (a pair as a run of pairs would take it, with its own next pairs). The usual
+# spellings are each replaced by a constant (the pattern starts with a literal the
+# engine finds fast); any other spelling (BeArEr) by a pass that keeps the word as
+# written. (A token masked already is masked again, to the same text.) A token that ends
+# in a sensitive key followed by " =" takes the value too (masked first, the token would
+# take the key the value's pass looks back for), and one that ends in "bearer" is
+# followed by the next token in the run (its own match could not start inside this one).
+# A run's next token follows blanks and a bearer word, a comma or a semicolon, one blank
+# at most and a bearer word, or (the token before ended in "bearer") blanks.
+# The items of a run as alternatives that each start with a character or a class the
+# engine skips them by without entering them, the first item out of a repetition (so a
+# token followed by anything else leaves at once). A pair's value in a run never ends
+# in a backslash: the bearer pass runs first, and such a value masked away would leave
+# the quote after it unescaped, to end a quoted value around it early.
 _CREDENTIAL_CHARS = rf"[^{_SPACES}\"'<>,;]++"
 _BEARER_WORD = _anycase("bearer")
-_AFTER_TOKEN = f"(?: ={_KEY_BEFORE}{_VALUE_NC}|)"
-_NEXT_TOKEN = (
-    rf"[ \t](?:[ \t]*+{_BEARER_WORD}[ \t]++|(?<={_BEARER_WORD}[ \t])[ \t]*+)"
-    + _CREDENTIAL_CHARS
-    + _AFTER_TOKEN
+_VALUE_IN_RUN = _VALUE_FAST + r"(?<!\\)"
+_NEXT_BEARER = rf"{_BEARER_WORD}[ \t]++{_CREDENTIAL_CHARS}"
+_AFTER_BLANK = "|".join(
+    [
+        _NEXT_BEARER,
+        f"={_KEY_BEFORE}{_VALUE_FAST}",
+        *(pair + _VALUE_IN_RUN for pair in _PAIR_AFTER_BLANK[1:]),
+        rf"[ \t][ \t]*+{_NEXT_BEARER}",
+        rf"(?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}",
+    ]
 )
-_BEARER_RUN = rf"[ \t]++{_CREDENTIAL_CHARS}{_AFTER_TOKEN}(?:{_NEXT_TOKEN}(?:{_NEXT_TOKEN})*+|)"
+_ITEM_BRANCHES = [
+    rf"[ \t](?:{_AFTER_BLANK})",
+    rf"[,;][ \t]?{_NEXT_BEARER}",
+    _PAIR_AFTER_AMP + _VALUE_IN_RUN,
+    _PAIR_AFTER_QUOTE + _VALUE_IN_RUN,
+]
+_NEXT_ITEM = f"(?:{'|'.join(_ITEM_BRANCHES)})"
+_ITEMS = "(?:" + "|".join(f"{b}(?:{_NEXT_ITEM})*+" for b in _ITEM_BRANCHES) + "|)"
+_BEARER_RUN = rf"[ \t]++{_CREDENTIAL_CHARS}{_ITEMS}"
 _BEARER_SPELLINGS = {
     word: re.compile(word + _BEARER_RUN) for word in ("Bearer", "bearer", "BEARER")
 }
-# Any spelling: the match starts at the blank after the word (a look-behind of fixed
-# width reads it), so the word stays out of the match and the replacement is a constant.
-# A blank inside a match before is never a start: a match ends at a blank only where
-# its run found no next token there, which this start would need too.
-_BEARER_ANY = re.compile(
-    rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}{_AFTER_TOKEN}"
-    rf"(?:{_NEXT_TOKEN}(?:{_NEXT_TOKEN})*+|)"
-)
+_BEARER_ANY = re.compile(rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}{_ITEMS}")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -218,20 +258,19 @@ def _replace_all(pattern: re.Pattern[str], text: str, replacement: str) -> str:
     return replacement.join(pattern.split(text))
 
 
-def _mask_around(pattern: re.Pattern[str], text: str, before: str, after: str) -> str:
-    """``text`` with every match of ``pattern`` (whose one group is the part to keep)
-    replaced by ``before``, that part and ``after``; in C whatever the number of
+def _mask_after(pattern: re.Pattern[str], text: str, after: str) -> str:
+    """``text`` with every match of ``pattern`` (whose one group, at its start, is the
+    part to keep) replaced by that part and ``after``; in C whatever the number of
     matches. The pieces are laid out in one list by slice assignments and joined once:
-    a concatenation per match (the previous form) cost a string per match, three
-    times the time of the join."""
+    a concatenation per match cost a string per match, three times the time of the
+    join."""
     pieces = pattern.split(text)
     matches = len(pieces) >> 1
     if not matches:
         return text
-    out: list[str] = [before] * (4 * matches + 1)
-    out[0::4] = pieces[0::2]
-    out[2::4] = pieces[1::2]
-    out[3::4] = [after] * matches
+    out: list[str] = [after] * (3 * matches + 1)
+    out[0::3] = pieces[0::2]
+    out[1::3] = pieces[1::2]
     return "".join(out)
 
 
@@ -240,7 +279,7 @@ def _mask_urls(text: str) -> str:
     # twenty times slower (most text that holds neither pays nothing then).
     if "@" not in text or "://" not in text:
         return text
-    return _mask_around(_URL_SPLIT, text, "://", MASK + "@")
+    return _mask_after(_URL_SPLIT, text, MASK + "@")
 
 
 def _mask_bearer(text: str, lowered: str) -> str:
