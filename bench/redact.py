@@ -85,7 +85,29 @@ def texts(size: int) -> dict[str, str]:
         "dense 'BEARER x, ' tokens": _fill("BEARER x, ", size),
         "dense 'BeArEr x, ' tokens, a rare spelling": _fill("BeArEr x, ", size),
         "dense 'token=x&y ' pairs": _fill("token=x&y ", size),
+        # Shapes found slow after runs (outside runs: a word, or a failed key, between).
+        "dense 'Bearer h =' (a key tried and failed)": _fill("Bearer h =", size),
+        "dense '&hpwd=x@' pairs": _fill("&hpwd=x@", size),
+        "dense 'Bearer x and ' tokens, a word between": _fill("Bearer x and ", size),
+        # The slowest shapes padded with a word to just under the dense spacing
+        # (redaction.DENSE_SPACING): the densest text masked credential by credential.
+        **{
+            f"{piece!r} + a word, just under the dense spacing": _fill(_spaced(piece), size)
+            for piece in SLOWEST
+        },
     }
+
+
+# The shapes that cost the most per credential, for the "just under the spacing" texts.
+SLOWEST = ("Bearer h =", "Bearer x pwd =y", "x@y://a:b", "pwd=\t'x", "https://u:p@h/ ", "&hpwd=x@")
+
+
+def _spaced(piece: str) -> str:
+    """``piece`` and a word, as long as the places a credential could start in it (what
+    ``redaction.DENSE_SPACING`` counts) allow without the text being dense."""
+    places = piece.count("://") + piece.lower().count("bearer") + piece.count("=")
+    width = places * redaction.DENSE_SPACING + 1
+    return piece + " " + "w" * max(1, width - len(piece) - 2) + " "
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:

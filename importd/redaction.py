@@ -15,7 +15,9 @@ password and the next URL's when only a host lies between its "@" and the next "
 (``x@y://a:b@h://c:d@e`` shows as ``x@y://a:***@e``). A word, a line break, a "/" or any
 other character between two credentials keeps them apart, each masked alone; a run
 never masks less than its credentials would alone (a unit test compares with the
-module as it was before runs, ``tests/unit/redaction_v2.py``).
+module as it was before runs, ``tests/unit/redaction_v2.py``). A long text (256 KiB or
+more) dense with places a credential could start is masked from the first on, in one
+piece (``DENSE_MIN``): no shape of text then costs more than about 15 ms a megabyte.
 
 Linear and fast on any text: every pattern starts with a literal or a small set of
 characters, so the regex engine skips ahead at C speed; no unbounded run is followed by
@@ -315,6 +317,37 @@ def _mask_sensitive_values(text: str, lowered: str | None) -> str:
     return _replace_all(_SENSITIVE_KV_RUN, text, "=" + MASK)
 
 
+# A long text (DENSE_MIN characters or more) where a credential could start more often
+# than every DENSE_SPACING characters on average (a "://", a "bearer" in any case, an "="
+# when a sensitive key is there at all) is masked from just after the first such place
+# (and the blanks after it) to its end, not credential by credential: what each place
+# costs the patterns (up to 450 ns where a key is tried and fails, "Bearer h =") would
+# take a megabyte of such text past 20 ms, and only hostile or broken text is that
+# dense. (More is masked, never less: every credential starts after such a place.)
+# Below the spacing, the patterns' cost stays under 20 ms a megabyte whatever the text
+# (``bench.redact``'s "just under the spacing" shapes); a shorter text takes a few ms.
+DENSE_MIN = 1 << 18
+DENSE_SPACING = 32
+
+
+def _dense_from(text: str) -> int | None:
+    """Where a dense text's mask starts (see ``DENSE_MIN``), or None when it is not
+    dense. C-speed counts and finds, and one search for a key."""
+    lowered = _ascii_lower(text)
+    places = [(text, "://"), (lowered, "bearer")]
+    if "=" in text and _ANY_KEY.search(lowered) is not None:
+        places.append((text, "="))
+    counts = [within.count(mark) for within, mark in places]
+    if sum(counts) * DENSE_SPACING <= len(text):
+        return None
+    start = min(
+        within.find(mark) + len(mark)
+        for (within, mark), count in zip(places, counts, strict=True)
+        if count
+    )
+    return len(text) - len(text[start:].lstrip(" \t"))  # (after the blanks that follow)
+
+
 # Characters from the most to the least frequent in log lines, error messages and
 # JSON (roughly; it only orders the tests in ``Secrets.mask``, whose result does not
 # depend on it). A character not listed counts as rarer than all of them.
@@ -415,7 +448,12 @@ class Secrets:
         sensitive keys (``SENSITIVE_KEYS``) and bearer tokens replaced by ``***``; for
         log lines, error messages and job rows alike. Linear in the length of
         ``text``."""
-        text = _mask_urls(self.mask(text))
+        text = self.mask(text)
+        if len(text) >= DENSE_MIN:
+            dense = _dense_from(text)
+            if dense is not None:
+                return text[:dense] + MASK
+        text = _mask_urls(text)
         # The lower-cased copy only where a pass needs it: text without a "b" has no
         # bearer to count, and text with few "=" needs no search for a key.
         lowered = None

@@ -197,17 +197,34 @@ def test_hostile_items_packed_on_one_line_leave_no_value_and_keep_the_filler(
     [
         ("password=x ", "password=***"),
         ("Bearer x ", "Bearer ***"),
-        ("a://u:p@", "a://u:***@"),
-        ("=", "="),
-        ("a://u:", "a://u:"),
+        ("a://u:p@", "a://***"),
+        ("=", "=" * 2**20),
+        ("a://u:", "a://***"),
         ("token=x&", "token=***"),
+        ("Bearer h =", "Bearer ***"),
+        ("&hpwd=x@", "&hpwd=***"),
     ],
 )
 def test_a_megabyte_of_one_hostile_piece_is_masked(piece: str, shown: str) -> None:
+    # So dense that it is masked from its first credential on (redaction.DENSE_MIN):
+    # what the user sees is the text before it and one mask.
     text = piece * (2**20 // len(piece))
     masked = redaction.Secrets().redact(text)
-    assert masked.startswith(shown)
-    assert "x" not in masked and "p@" not in masked
+    assert masked == shown
+
+
+@pytest.mark.parametrize("spacing", [redaction.DENSE_SPACING - 4, redaction.DENSE_SPACING + 4])
+def test_a_long_text_just_under_or_over_the_dense_spacing(spacing: int) -> None:
+    """A credential every ``spacing`` characters over 512 KiB: past the dense spacing,
+    masked from the first on; below it, each masked alone, the words between kept."""
+    piece = ("password=x " + "w" * spacing)[: spacing - 1] + "\n"
+    text = piece * ((2**19) // len(piece))
+    masked = redaction.Secrets().redact(text)
+    if spacing < redaction.DENSE_SPACING:
+        assert masked == "password=***"
+    else:
+        assert masked == redaction.Secrets().redact(piece) * ((2**19) // len(piece))
+        assert "=x" not in masked
 
 
 def test_credentials_side_by_side_on_one_line_are_masked_as_one() -> None:
@@ -595,15 +612,16 @@ def test_credentials_in_the_corners_of_the_patterns_are_masked(text: str, shown:
 @pytest.mark.parametrize(
     "piece", ["password=x y ", "Bearer x and ", "TOKEN=x y ", "bearer x, y ", "https://u:x@h/ "]
 )
-def test_a_megabyte_of_credentials_with_words_between_them_is_masked(piece: str) -> None:
-    text = piece * (2**20 // len(piece))
+def test_a_long_text_of_credentials_with_words_between_them_is_masked(piece: str) -> None:
+    # (Long, but under redaction.DENSE_MIN: each masked alone, as in a short text.)
+    text = piece * (redaction.DENSE_MIN // 2 // len(piece))
     masked = redaction.Secrets().redact(text)
     assert "x" not in masked
     assert masked.count(redaction.MASK) == text.count("x")
 
 
 # The dense shapes an audit of issue 12 found slow (bench.redact measures them), as a
-# user sees them masked: three pieces in a row and a megabyte of them alike, as one run
+# user sees them masked: three pieces in a row and 128 KiB of them alike, as one run
 # (a value or a URL's password runs into the next piece, so each piece's credential
 # follows the one before with nothing else between them).
 @pytest.mark.parametrize(
@@ -634,7 +652,7 @@ def test_a_megabyte_of_credentials_with_words_between_them_is_masked(piece: str)
 )
 def test_dense_hostile_shapes_are_masked_as_one_run(piece: str, shown: str) -> None:
     secrets = redaction.Secrets()
-    for count in (3, 2**20 // len(piece)):
+    for count in (3, redaction.DENSE_MIN // 2 // len(piece)):
         assert secrets.redact(piece * count) == shown
 
 
