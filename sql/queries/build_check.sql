@@ -97,7 +97,8 @@ BEGIN
             INSERT INTO %I.%I (%s%s) VALUES (@VALUES@%s);
             GET DIAGNOSTICS importd_count = ROW_COUNT;  -- (0: a trigger skipped the row)
             importd_inserted := importd_inserted + importd_count;
-        EXCEPTION WHEN integrity_constraint_violation OR data_exception OR plpgsql_error THEN
+        EXCEPTION WHEN integrity_constraint_violation OR data_exception OR plpgsql_error
+                OR feature_not_supported THEN  -- (a CHECK's function refusing the row)
             GET STACKED DIAGNOSTICS importd_detail = PG_EXCEPTION_DETAIL;
             importd_lines := importd_lines || r.importd_line;
             importd_messages := importd_messages || (SQLERRM || CASE

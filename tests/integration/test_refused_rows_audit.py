@@ -7,8 +7,8 @@ schema, in a savepoint (its verdict, its message), or Python's json module.
 The audit found five failures: a CHECK under a column collation (a refused row lost, a
 good one loaded twice), bad rows after refused ones logged as errors with their values, a
 lone surrogate loaded into a json column, a record framed by a form feed taken for JSON
-(fixed, their tests below now pass), and a CHECK that raises an error of another class
-for one row (still marked xfail, strict: the whole job fails; its reason says how)."""
+and a CHECK that raises an error of another class for one row (a feature error: the
+whole job failed, told as a COPY option). All fixed; their tests below now pass."""
 
 from __future__ import annotations
 
@@ -226,26 +226,28 @@ async def test_a_lone_surrogate_for_a_json_column_is_a_row_error(
     assert sorted(lines) == [2, 3], [tuple(r) for r in await conn.fetch("SELECT * FROM t")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not the audited paths (so before them too): a CHECK whose expression raises "
-    "an error outside integrity/data exceptions for one row (feature_not_supported: "
-    "array_position on a multidimensional array) fails the whole job, told as "
-    "'CopyOptions: … change payload.delimiter, quote, escape or null'",
-)
 @pytest.mark.parametrize("atomic", [False, True])
+@pytest.mark.parametrize("on_conflict", ["error", "ignore"])  # (ignore: staged, then moved)
 async def test_a_check_that_raises_for_one_row_fails_only_that_row(
-    conn: Conn, drain: Drain, tmp_path: Path, atomic: bool
+    conn: Conn, drain: Drain, tmp_path: Path, atomic: bool, on_conflict: str
 ) -> None:
-    await conn.execute("CREATE TABLE t (k int, a int[] CHECK (array_position(a, NULL) IS NULL))")
+    await conn.execute(
+        "CREATE TABLE t (k int UNIQUE, a int[] CHECK (array_position(a, NULL) IS NULL))"
+    )
     path = tmp_path / "t.csv"
     path.write_text('k,a\n1,"{1}"\n2,"{{1}}"\n3,"{2}"\n')
-    job = await importd.enqueue(
-        conn, "csv", {"source": f"file://{path}", "table": "t", "atomic": atomic, "max_errors": 10}
-    )
+    payload = {"table": "t", "atomic": atomic, "max_errors": 10, "on_conflict": on_conflict}
+    job = await importd.enqueue(conn, "csv", {"source": f"file://{path}", **payload})
     await drain(import_roots=(str(tmp_path),), tables=("public.t",))
     row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
     assert row["status"] == "completed", row["last_error"]
+    errors = await conn.fetch(
+        "SELECT line_number, message FROM import_job_errors WHERE job_id=$1", job
+    )
+    assert [(e["line_number"], e["message"]) for e in errors] == [
+        (3, "searching for elements in multidimensional arrays is not supported")
+    ]
+    assert [r["k"] for r in await conn.fetch("SELECT k FROM t ORDER BY k")] == [1, 3]
 
 
 async def test_a_record_framed_by_a_form_feed_is_not_json(

@@ -23,6 +23,27 @@ if TYPE_CHECKING:
 # causes (a trigger that refuses every row) makes every row a rejected one, and the
 # import ends with TooManyErrors.
 ROW_LEVEL = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.PLPGSQLError)
+
+
+class RowFeatureError(asyncpg.FeatureNotSupportedError, asyncpg.DataError):
+    """A feature PostgreSQL does not support, met on one row of a COPY (its context names
+    the line): a value a CHECK's function cannot take (``array_position`` of a
+    two-dimensional array), not one of COPY's options, which fail before any row (as
+    does row-level security, which refuses COPY itself). A data error, then
+    (``ROW_LEVEL``): the row is rejected, the others load."""
+
+
+# From an INSERT of rows (never from a COPY, whose options may raise it), a feature error
+# can only be a row's: errors only a row causes, there.
+ROW_CAUSED = (*ROW_LEVEL, asyncpg.FeatureNotSupportedError)
+_COPY_LINE = re.compile(r"COPY .*, line \d+")
+
+
+def as_row_error(exc: asyncpg.FeatureNotSupportedError) -> None:
+    """Tell ``exc`` as the row's it is (``RowFeatureError``) when COPY's context names
+    the line it was met on."""
+    if _COPY_LINE.match(exc.context or ""):
+        exc.__class__ = RowFeatureError
 # PostgreSQL's context of a COPY error: "COPY t, line 3, column c: "value"" (or without
 # the value, or without the column); a column's name may hold ": " itself.
 _COPY_LINE = re.compile(r"\bCOPY .+?, line (\d+)(?:, column (.+))?")

@@ -60,7 +60,16 @@ from ...db import Connection, Record
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
 from .batches import Batch, Screened, join_rows, locate
-from .common import ROW_LEVEL, CheckFailed, Row, describe, lasting, raw_text
+from .common import (
+    ROW_CAUSED,
+    ROW_LEVEL,
+    CheckFailed,
+    Row,
+    as_row_error,
+    describe,
+    lasting,
+    raw_text,
+)
 from .screening import Screen, ValueType, screens
 
 MIN_WINDOW = 16
@@ -73,6 +82,24 @@ _TRY = "importd_try"
 _FILTERABLE = (asyncpg.NotNullViolationError, asyncpg.CheckViolationError)
 _INSERT = "importd_insert"  # around the check's INSERT (``_insert_checked``)
 _PROBE = "importd_probe"  # around the test of ``Copier._can_filter``
+
+
+async def _copy_in(
+    conn: Connection,
+    schema: str,
+    table: str,
+    columns: list[str],
+    data: bytes,
+    fmt: tables.CopyFormat,
+    where: str | None = None,
+) -> int:
+    """``tables.copy_in``, a feature error met on a row told as that row's
+    (``as_row_error``)."""
+    try:
+        return await tables.copy_in(conn, schema, table, columns, data, fmt, where)
+    except asyncpg.FeatureNotSupportedError as exc:
+        as_row_error(exc)
+        raise
 
 
 class _Disagree(Exception):
@@ -423,7 +450,7 @@ class Copier:
             self._note_bad_rows(failures[before:])
             return loaded
         try:
-            loaded = await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
+            loaded = await _copy_in(conn, into[0], into[1], columns, data, self.copy_format)
         except ROW_LEVEL as exc:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             batch = await asyncio.to_thread(batch_of)
@@ -481,7 +508,7 @@ class Copier:
                 return loaded
         elif not self.refusing:
             try:
-                return await tables.copy_in(conn, into[0], into[1], columns, data, self.copy_format)
+                return await _copy_in(conn, into[0], into[1], columns, data, self.copy_format)
             except ROW_LEVEL as exc:
                 await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
                 error = exc
@@ -715,7 +742,7 @@ class Copier:
         lined = await asyncio.to_thread(self._rows_of, records_of, set(bad))
         await conn.execute(statements["refused_create"])
         try:
-            kept = await tables.copy_in(
+            kept = await _copy_in(
                 conn,
                 "pg_temp",
                 statements["refused_table"],
@@ -894,7 +921,7 @@ class Copier:
         """The rows of ``batch`` into the check's (emptied) temporary table, as text,
         each after its source line."""
         await conn.execute(statements["create"])
-        await tables.copy_in(
+        await _copy_in(
             conn,
             "pg_temp",
             self._check_table(),
@@ -949,7 +976,7 @@ class Copier:
         else:
             split = asyncio.ensure_future(asyncio.to_thread(rows))
         try:
-            loaded = await tables.copy_in(
+            loaded = await _copy_in(
                 conn, into[0], into[1], columns, payload, self.copy_format, where=where
             )
             batch = await split
@@ -957,7 +984,7 @@ class Copier:
                 self.refusing = False
                 return loaded
             await conn.execute(statements["refused_create"])
-            kept = await tables.copy_in(
+            kept = await _copy_in(
                 conn,
                 "pg_temp",
                 statements["refused_table"],
@@ -1004,7 +1031,7 @@ class Copier:
         many rows as were found, or (a guard) the caller takes the exact path."""
         batch, messages = known
         try:
-            loaded = await tables.copy_in(
+            loaded = await _copy_in(
                 conn, into[0], into[1], columns, payload, self.copy_format, where=where
             )
             if loaded != len(batch) - len(messages):
@@ -1048,7 +1075,7 @@ class Copier:
             await conn.execute(f"SAVEPOINT {_INSERT}")
             try:
                 status = str(await conn.execute(statements["insert"]))
-            except ROW_LEVEL:
+            except ROW_CAUSED:
                 await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}")
             else:
                 await conn.execute(f"RELEASE SAVEPOINT {_INSERT}")
@@ -1063,7 +1090,7 @@ class Copier:
                 await conn.execute(statements["flag"])
                 status = str(await conn.execute(statements["insert"]))
                 await conn.execute(statements["insert_flagged"])
-            except ROW_LEVEL:  # (a duplicate key, a foreign key…: every row one by one)
+            except ROW_CAUSED:  # (a duplicate key, a foreign key…: every row one by one)
                 await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}")
             else:
                 await conn.execute(f"RELEASE SAVEPOINT {_INSERT}")
@@ -1089,7 +1116,7 @@ class Copier:
         """COPY ``payload`` after savepoint ``importd_try``; on a row-level error, roll
         back to it (it stays) and return the error."""
         try:
-            await tables.copy_in(conn, into[0], into[1], columns, payload, self.copy_format)
+            await _copy_in(conn, into[0], into[1], columns, payload, self.copy_format)
         except ROW_LEVEL as exc:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return exc

@@ -23,7 +23,7 @@ from ... import tables
 from ...db import Connection, Record
 from ...models import PermanentError
 from ...repository import RowFailure
-from .common import RAW_LIMIT, ROW_LEVEL, describe, raw_text
+from .common import RAW_LIMIT, ROW_CAUSED, describe, raw_text
 
 ALL_LINES = (0, 2**62)
 
@@ -83,7 +83,7 @@ class Move:
                     f"payload.conflict_columns: {exc.message}; name the columns of a "
                     f"unique index or constraint of {self.target.schema}.{self.target.name}"
                 ) from exc
-            except ROW_LEVEL as exc:
+            except ROW_CAUSED as exc:
                 if not indexed:
                     await staging.index_lines(conn)
                     indexed = True
