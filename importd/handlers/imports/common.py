@@ -44,6 +44,8 @@ def as_row_error(exc: asyncpg.FeatureNotSupportedError) -> None:
     the line it was met on."""
     if _COPY_LINE.match(exc.context or ""):
         exc.__class__ = RowFeatureError
+
+
 # PostgreSQL's context of a COPY error: "COPY t, line 3, column c: "value"" (or without
 # the value, or without the column); a column's name may hold ": " itself.
 _COPY_LINE = re.compile(r"\bCOPY .+?, line (\d+)(?:, column (.+))?")
