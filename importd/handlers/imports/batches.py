@@ -42,7 +42,7 @@ class Batch:
         # (the prefix's text plus the digits of their lines, ascending: counted by
         # ranges of equal length, not row by row).
         ends = list(itertools.accumulate(map(len, self.bodies)))
-        extra = len(self.prefix) - 1 if self.prefix else 1  # "%d," → "," + "\n"
+        extra = len(self.prefix % 0) if self.prefix else 1  # "%d," → "," + "\n"
 
         def start(i: int) -> int:
             if not i:

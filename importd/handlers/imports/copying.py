@@ -144,7 +144,6 @@ class Copier:
         self.ndjson = ndjson
         self.max_record = max_record
         self._check = check
-        self._delimiter = delimiter.encode()
         self.names: list[str] = []
         self.types: list[str] | None = None  # the import's columns and their types
         # Their types as the screen judges values (``screening.value_type``: an
@@ -152,7 +151,10 @@ class Copier:
         self.screen_types: list[ValueType] | None = None
         self._csv = ndjson is None
         # Rows with their source line first: in staging tables and the check's table.
-        self._line_prefix = b"%d" + (delimiter.encode() if self._csv else b"\t")
+        # (A format string: a "%" delimiter is written "%%" in it.)
+        self._line_prefix = b"%d" + (delimiter.encode() if self._csv else b"\t").replace(
+            b"%", b"%%"
+        )
         self._prefix = self._line_prefix if staged else b""
         self._dot = quote.encode() + b"\\." + quote.encode()
         # PostgreSQL's count of lines is followed exactly (``locate``) when the escape is
