@@ -85,6 +85,11 @@ def texts(size: int) -> dict[str, str]:
         "dense 'BEARER x, ' tokens": _fill("BEARER x, ", size),
         "dense 'BeArEr x, ' tokens, a rare spelling": _fill("BeArEr x, ", size),
         "dense 'token=x&y ' pairs": _fill("token=x&y ", size),
+        # Non-ASCII text (lower-cased by bytes: a table look-up per character cost 50 -
+        # 75 ms a MiB), and "=" dense with words that begin keys but no key.
+        "Japanese prose": _fill("\u65e5\u672c\u8a9e\u306e\u6587\u7ae0\u3067\u3059\u3002\n", size),
+        "Latin-1 prose with a 'b'": _fill("caf\u00e9 cr\u00e8me br\u00fbl\u00e9e ", size),
+        "'papapa…=' (every 'pa' a key begun, no key)": _fill("pa" * 20 + "=", size),
         # Shapes found slow after runs (outside runs: a word, or a failed key, between).
         "dense 'Bearer h =' (a key tried and failed)": _fill("Bearer h =", size),
         "dense '&hpwd=x@' pairs": _fill("&hpwd=x@", size),

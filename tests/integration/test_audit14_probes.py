@@ -21,14 +21,6 @@ _RAISER = """
 """
 
 
-_CTX = (
-    "as_row_error matches its COPY-line pattern at the start of the context (re.match); a "
-    "feature error raised inside a function or trigger has the function first ('PL/pgSQL "
-    "function no_sevens(integer) line 2 at RAISE\\nCOPY t, line 1: ...'): the job fails "
-    "as CopyOptions"
-)
-
-
 async def _job(
     conn: Conn,
     drain: Drain,
@@ -58,13 +50,8 @@ async def _job(
     return row["status"], row["last_error"], lines, count
 
 
-_DIRECT_XFAIL = pytest.mark.xfail(strict=True, reason=_CTX)
-
-
 @pytest.mark.parametrize("atomic", [False, True])
-@pytest.mark.parametrize(
-    "on_conflict", [pytest.param("error", marks=_DIRECT_XFAIL), "ignore", "update"]
-)
+@pytest.mark.parametrize("on_conflict", ["error", "ignore", "update"])
 async def test_a_plpgsql_check_raising_a_feature_error_for_one_row_rejects_that_row(
     conn: Conn, drain: Drain, tmp_path: Path, atomic: bool, on_conflict: str
 ) -> None:
@@ -84,7 +71,7 @@ async def test_a_plpgsql_check_raising_a_feature_error_for_one_row_rejects_that_
 
 
 @pytest.mark.parametrize("atomic", [False, True])
-@pytest.mark.parametrize("on_conflict", [pytest.param("error", marks=_DIRECT_XFAIL), "ignore"])
+@pytest.mark.parametrize("on_conflict", ["error", "ignore"])
 async def test_a_plpgsql_check_raising_a_feature_error_for_every_row_is_too_many_errors(
     conn: Conn, drain: Drain, tmp_path: Path, atomic: bool, on_conflict: str
 ) -> None:
@@ -103,7 +90,6 @@ async def test_a_plpgsql_check_raising_a_feature_error_for_every_row_is_too_many
     assert status == "failed" and (error or "").startswith("TooManyErrors"), (status, error)
 
 
-@_DIRECT_XFAIL
 @pytest.mark.parametrize("atomic", [False, True])
 async def test_a_trigger_raising_a_feature_error_for_one_row_rejects_that_row(
     conn: Conn, drain: Drain, tmp_path: Path, atomic: bool
@@ -120,7 +106,6 @@ async def test_a_trigger_raising_a_feature_error_for_one_row_rejects_that_row(
     assert got[:3] == ("completed", None, [3]), got
 
 
-@_DIRECT_XFAIL
 @pytest.mark.parametrize("atomic", [False, True])
 async def test_an_sql_function_check_raising_a_feature_error_for_one_row(
     conn: Conn, drain: Drain, tmp_path: Path, atomic: bool
@@ -165,7 +150,6 @@ async def test_row_level_security_still_fails_the_job_as_such(
             atomic=atomic,
             on_conflict=on_conflict,
         )
-    print(got)
     if on_conflict == "error":
         assert got[0] == "failed" and (got[1] or "").startswith("RowLevelSecurity: "), got
     else:  # staged: an INSERT, which row-level security lets through or refuses by row
@@ -180,17 +164,10 @@ async def test_copy_options_postgresql_refuses_still_fail_as_copy_options(
     got = await _job(
         conn, drain, tmp_path, "t", "k\u00e9v\n1\u00e9a\n", atomic=atomic, delimiter="\u00e9"
     )
-    print(got)
     assert got[0] == "failed", got
     assert "CopyOptions" in (got[1] or "") or "delimiter" in (got[1] or ""), got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ROW_CAUSED takes any 0A000 of an INSERT for a row's; PostgreSQL's refusal of ON "
-    "CONFLICT on a table with an INSERT rule is the statement's: every row is rejected with it "
-    "and the job completes having loaded nothing (before 91dda5e: failed)",
-)
 @pytest.mark.parametrize("on_conflict", ["ignore", "update"])
 async def test_an_insert_feature_error_of_the_statement_fails_the_job(
     conn: Conn, drain: Drain, tmp_path: Path, on_conflict: str
@@ -213,14 +190,16 @@ async def test_an_insert_feature_error_of_the_statement_fails_the_job(
         conflict_columns=["k"],
         max_errors=100,
     )
-    print(got)
     assert got[0] == "failed", got
-    assert "rules" in (got[1] or ""), got
+    assert (
+        "payload.on_conflict: INSERT with ON CONFLICT clause cannot be used with table that "
+        "has INSERT or UPDATE rules; importd moves rows with INSERT … ON CONFLICT"
+    ) in (got[1] or ""), got
     assert got[2] == [], got
 
 
 @pytest.mark.parametrize("atomic", [False, True])
-@pytest.mark.parametrize("on_conflict", [pytest.param("error", marks=_DIRECT_XFAIL), "ignore"])
+@pytest.mark.parametrize("on_conflict", ["error", "ignore"])
 async def test_ndjson_a_plpgsql_check_raising_a_feature_error_for_one_row(
     conn: Conn, drain: Drain, tmp_path: Path, atomic: bool, on_conflict: str
 ) -> None:

@@ -1,10 +1,13 @@
 """Probes of a hostile review (haudit14) of the dense-text redaction (``DENSE_MIN``,
 ``_dense_from``) and of ``Secrets.head``: what a dense text reveals against the same
 text's pieces redacted alone, registered secrets, the cost of a megabyte of text, and a
-cut made after the redaction."""
+cut made after the redaction. What it found is fixed: non-ASCII text lower-cased by a
+table look-up per character (50 - 75 ms a MiB), "="-dense text searched for a key twice,
+and a URL password whose "@" lay past the head's margin shown up to the cut."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -56,13 +59,6 @@ def _best_ms(secrets: Secrets, text: str) -> float:
 
 
 @pytest.mark.timing
-@pytest.mark.xfail(
-    strict=True,
-    reason="_dense_from lower-cases every text of DENSE_MIN or more with _ascii_lower, whose "
-    "str.translate runs a dict look-up per character on non-ASCII text: 50 - 75 ms a MiB "
-    "(0.4 ms before 3154718), twice that when the text holds a 'b' (the bearer pass lowers it "
-    "again)",
-)
 @pytest.mark.parametrize(
     "shape",
     [
@@ -83,22 +79,18 @@ def test_a_megabyte_of_non_ascii_text_costs_about_what_ascii_text_does(
 
 
 @pytest.mark.timing
-@pytest.mark.xfail(
-    strict=True,
-    reason="'=' dense text without a key: _dense_from searches the whole text for a key, then "
-    "_mask_sensitive_values searches it again (before 3154718: once, 16 - 24 ms): 34 - 48 ms",
-)
-def test_a_megabyte_dense_with_equals_and_no_key_within_20_ms() -> None:
+def test_a_megabyte_dense_with_equals_and_no_key_costs_a_few_json_dumps() -> None:
+    # (Searched for a key twice, by one pattern of all keys: 34 - 48 ms, about 25 times
+    # json.dumps of it; now once, by substrings: 4 - 6 ms.)
     text = ("pa" * 20 + "=") * (MIB // 41)
-    assert _best_ms(Secrets(), text) < 20
+    best = float("inf")
+    for _ in range(9):
+        start = time.perf_counter()
+        json.dumps(text)
+        best = min(best, time.perf_counter() - start)
+    assert _best_ms(Secrets(), text) / (best * 1000) < 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Secrets.head redacts the text up to HEAD_MARGIN (512) past the cut: a URL "
-    "password whose '@' lies further is not masked, and its head shows before the cut "
-    "(the whole text masks it)",
-)
 @pytest.mark.parametrize("dense", [False, True])
 def test_head_masks_a_url_password_the_whole_text_masks(dense: bool) -> None:
     text = "postgres://u:hunter2," + "x" * 600 + "@h/db " + ("://" * DENSE_MIN if dense else "")

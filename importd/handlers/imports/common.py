@@ -34,15 +34,16 @@ class RowFeatureError(asyncpg.FeatureNotSupportedError, asyncpg.DataError):
 
 
 # From an INSERT of rows (never from a COPY, whose options may raise it), a feature error
-# can only be a row's: errors only a row causes, there.
+# is a row's unless the statement fails with no row at all (``Move`` asks): errors only a
+# row causes, there.
 ROW_CAUSED = (*ROW_LEVEL, asyncpg.FeatureNotSupportedError)
-_COPY_LINE = re.compile(r"COPY .*, line \d+")
 
 
 def as_row_error(exc: asyncpg.FeatureNotSupportedError) -> None:
     """Tell ``exc`` as the row's it is (``RowFeatureError``) when COPY's context names
-    the line it was met on."""
-    if _COPY_LINE.match(exc.context or ""):
+    the line it was met on (anywhere in the context: a function or a trigger that raised
+    it comes first)."""
+    if _COPY_LINE.search(exc.context or ""):
         exc.__class__ = RowFeatureError
 
 

@@ -68,6 +68,20 @@ class Move:
             conn, self.target, self.columns, self.on_conflict, self.conflict_columns
         )
         indexed = False
+        whole: bool | None = None  # whether a feature error is the statement's own
+
+        async def statement_refused(lo: int) -> bool:
+            """Whether the move fails with no row at all (a rule that forbids ON
+            CONFLICT, say): then a feature error is the statement's, not a row's."""
+            nonlocal whole
+            if whole is None:
+                try:
+                    async with conn.transaction():
+                        await conn.execute(statement, lo, lo)
+                    whole = False
+                except asyncpg.FeatureNotSupportedError:
+                    whole = True
+            return whole
 
         async def move(lo: int, hi: int) -> int:
             nonlocal indexed
@@ -84,6 +98,14 @@ class Move:
                     f"unique index or constraint of {self.target.schema}.{self.target.name}"
                 ) from exc
             except ROW_CAUSED as exc:
+                if isinstance(exc, asyncpg.FeatureNotSupportedError) and (
+                    await statement_refused(lo)
+                ):
+                    raise PermanentError(
+                        f"payload.on_conflict: {exc.message}; importd moves rows with INSERT "
+                        f"… ON CONFLICT, which PostgreSQL refuses here: use on_conflict "
+                        f"'error', or change {self.target.schema}.{self.target.name}"
+                    ) from exc
                 if not indexed:
                     await staging.index_lines(conn)
                     indexed = True
