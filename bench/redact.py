@@ -90,6 +90,8 @@ def texts(size: int) -> dict[str, str]:
         "Japanese prose": _fill("\u65e5\u672c\u8a9e\u306e\u6587\u7ae0\u3067\u3059\u3002\n", size),
         "Latin-1 prose with a 'b'": _fill("caf\u00e9 cr\u00e8me br\u00fbl\u00e9e ", size),
         "'papapa…=' (every 'pa' a key begun, no key)": _fill("pa" * 20 + "=", size),
+        "blanks, then one 'BeArEr x' (a rare spelling)": " " * (size - 8) + "BeArEr x",
+        "one 'BeArEr x', then blanks": "BeArEr x" + " " * (size - 8),
         # Shapes found slow after runs (outside runs: a word, or a failed key, between).
         "dense 'Bearer h =' (a key tried and failed)": _fill("Bearer h =", size),
         "dense '&hpwd=x@' pairs": _fill("&hpwd=x@", size),

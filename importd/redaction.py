@@ -317,8 +317,31 @@ def _mask_bearer(text: str, lowered: str) -> str:
             text = _replace_all(pattern, text, word + " " + MASK)
             total -= found
     if total > 0:  # a rarer spelling (BeArEr) is there too
-        text = _replace_all(_BEARER_ANY, text, " " + MASK)
+        text = _mask_any_spelling(text)
     return text
+
+
+def _mask_any_spelling(text: str) -> str:
+    """``_BEARER_ANY``'s matches replaced by " ***", as ``_replace_all`` would, found by
+    trying the pattern only at the blank after each bearer word where such words are
+    few (at most one every 64 characters): the pattern searched over the whole text
+    tries every blank (a megabyte of blanks and one ``BeArEr x`` took 22 - 25 ms). A
+    match starts nowhere else: its first character is the blank its look-behind reads
+    the word before."""
+    lowered = _ascii_lower(text)
+    if lowered.count("bearer") * 64 > len(text):
+        return _replace_all(_BEARER_ANY, text, " " + MASK)
+    pieces: list[str] = []
+    kept_to = 0
+    at = lowered.find("bearer")
+    while at >= 0:
+        match = _BEARER_ANY.match(text, at + 6) if at + 6 >= kept_to else None
+        if match is not None:
+            pieces += (text[kept_to : match.start()], " " + MASK)
+            kept_to = match.end()
+        at = lowered.find("bearer", at + 1)
+    pieces.append(text[kept_to:])
+    return "".join(pieces)
 
 
 def _mask_sensitive_values(text: str, lowered: str | None) -> str:

@@ -688,3 +688,26 @@ def test_the_patterns_replaced_whole_capture_nothing() -> None:
         redaction._BEARER_ANY,
     ]
     assert [pattern.groups for pattern in patterns] == [0] * len(patterns)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    text=st.lists(
+        st.sampled_from(
+            ["BeArEr", "bearer", "Bearer", "BEARER", "bEaReR", " ", "\t", "\n", ",", ";", "x",
+             "tok", "pwd =", "=y", "password=", "'", '"', "\\", "&", "***", "abearer", "r "]
+        ),
+        max_size=30,
+    ).map("".join)
+)  # fmt: skip
+def test_the_rare_bearer_pass_tried_word_by_word_is_the_pattern_over_the_text(
+    text: str,
+) -> None:
+    # The reference: the pattern searched over the whole text, every blank tried. The
+    # text as drawn (words dense: the pattern over the text) and padded with blanks
+    # around it (words sparse: tried word by word).
+    blanks = " " * (64 * (text.lower().count("bearer") + 1))
+    padded = blanks + text + blanks
+    for each in (text, padded):
+        whole = redaction._replace_all(redaction._BEARER_ANY, each, " " + redaction.MASK)
+        assert redaction._mask_any_spelling(each) == whole, each
