@@ -116,23 +116,7 @@ class Splitter:
 
     def _odd(self, parts: list[bytes]) -> list[int]:
         """Indexes of the lines with an odd number of (unescaped) quotes."""
-        quote = self._quote
-        if quote is None:
-            return []
-        if self._escape is None:
-            # map/compress keep the per-line work in C: no Python step per line.
-            counts = map(bytes.count, parts, itertools.repeat(quote))
-            return list(
-                itertools.compress(
-                    itertools.count(), map(operator.and_, counts, itertools.repeat(1))
-                )
-            )
-        pair, escaped = self._escape + self._escape, self._escape + quote
-        return [
-            i
-            for i, part in enumerate(parts)
-            if part.replace(pair, b"").replace(escaped, b"").count(quote) & 1
-        ]
+        return odd_lines(parts, self._quote, self._escape)
 
     def feed(self, block: bytes) -> Records:
         """The records completed by ``block``."""
@@ -284,6 +268,26 @@ class Splitter:
                 self._emit(out, self._record_line, data, self._line_offset)
         self.consumed = self._line_offset
         return out
+
+
+def odd_lines(parts: list[bytes], quote: bytes | None, escape: bytes | None) -> list[int]:
+    """Indexes of the lines ``parts`` with an odd number of quotes (``escape``, when it
+    is not the quote, makes ``escape + quote`` a literal one): where a quoted field
+    opens or closes, so a record spans the lines from one such line to the next."""
+    if quote is None:
+        return []
+    if escape is None or escape == quote:
+        # map/compress keep the per-line work in C: no Python step per line.
+        counts = map(bytes.count, parts, itertools.repeat(quote))
+        return list(
+            itertools.compress(itertools.count(), map(operator.and_, counts, itertools.repeat(1)))
+        )
+    pair, escaped = escape + escape, escape + quote
+    return [
+        i
+        for i, part in enumerate(parts)
+        if part.replace(pair, b"").replace(escaped, b"").count(quote) & 1
+    ]
 
 
 class RowError(Exception):

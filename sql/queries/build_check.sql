@@ -125,10 +125,15 @@ END $importd$$f$,
 -- table of their own, under the user's names (the test reads them by those names),
 -- after their source line and before their error ("refused_create"); the columns the
 -- test reads typed, the others text (converted only when a row goes in). Not when a
--- user's column takes one of those two names.
+-- user's column takes one of those two names. A COPY that does not give the source
+-- line gets each row's place in its data instead (1, 2, …: its own sequence, reset by
+-- "refused_create"; CACHE: a row's number costs no page write), and "refused_count"
+-- then says how many rows the COPY read. (The name differs from the table of releases
+-- that had no such numbers, which a pooler may have left in a shared session.)
 refused AS (
     SELECT CASE WHEN NOT ($2::text[] && ARRAY['importd_line', 'importd_error'])
-           THEN pg_catalog.format('%s_r', $1::text) END AS name
+           THEN pg_catalog.format('%s_q', $1::text) END AS name,
+           pg_catalog.format('%s_n', $1::text) AS seq
 )
 SELECT
     pg_catalog.format(
@@ -222,17 +227,23 @@ END $importd$$f$,
         'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
         'WHERE importd_error IS NOT NULL ORDER BY importd_line', $1::text) AS errors,
     CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
-        'CREATE TEMP TABLE IF NOT EXISTS %I (importd_line bigint, %s, importd_error text) '
-        'ON COMMIT DELETE ROWS; DELETE FROM pg_temp.%I',
+        'CREATE TEMP SEQUENCE IF NOT EXISTS %I MINVALUE 0 CACHE 100000; '
+        'CREATE TEMP TABLE IF NOT EXISTS %I ('
+        'importd_line bigint DEFAULT pg_catalog.nextval(%L::regclass), %s, importd_error text) '
+        'ON COMMIT DELETE ROWS; DELETE FROM pg_temp.%I; SELECT pg_catalog.setval(%L, 0)',
+        refused.seq,
         refused.name,
+        'pg_temp.' || pg_catalog.quote_ident(refused.seq),
         (SELECT pg_catalog.string_agg(pg_catalog.format(
                     '%I %s', c, CASE WHEN c = ANY (flag.reads) THEN t || coll ELSE 'text' END),
                 ', ' ORDER BY o)
          FROM cols),
-        refused.name) END AS refused_create,
-    refused.name AS refused_table,
+        refused.name,
+        'pg_temp.' || pg_catalog.quote_ident(refused.seq)) END AS refused_create,
     CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
-        'SELECT importd_line AS line FROM pg_temp.%I', refused.name) END AS refused_lines,
+        'SELECT pg_catalog.currval(%L::regclass)',
+        'pg_temp.' || pg_catalog.quote_ident(refused.seq)) END AS refused_count,
+    refused.name AS refused_table,
     CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
         'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
         'WHERE importd_error IS NOT NULL ORDER BY importd_line', refused.name)

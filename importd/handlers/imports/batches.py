@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...repository import RowFailure
@@ -103,6 +104,7 @@ class Screened:
     rows: Batch  # the suspects (each record without its line end)
     spans: list[tuple[int, int]]  # where each suspect starts and ends (after its line end)
     lines: int  # the line ends of ``data``: its records, or more
+    first_line: int  # the source line of its first record
     # PostgreSQL's verdict on the suspects, when another connection already checked them
     # (``Copier.check_ahead``), and the task that sets it, as for a ``Batch``.
     verdicts: dict[int, str] | None = None
@@ -112,10 +114,8 @@ class Screened:
     # rejected, and the bytes without them.
     settled: tuple[list[int], list[RowFailure], bytes] | None = None
     # After a chunk with rows the target refused (``Copier.refusing``), the rows its NOT
-    # NULL and CHECK refuse, found ahead too (``Copier._find_refused``): the chunk's
-    # rows but the bad suspects, each after its source line, and PostgreSQL's message
-    # for each refused one by its line.
-    refused: tuple[Batch, dict[int, str]] | None = None
+    # NULL and CHECK refuse, found ahead too (``Copier._find_refused``).
+    refused: Refused | None = None
 
     def without(self, indexes: list[int]) -> bytes:
         """The bytes but the suspects at ``indexes`` (ascending)."""
@@ -127,6 +127,65 @@ class Screened:
             begin = end
         parts.append(view[begin:])
         return b"".join(parts)
+
+
+@dataclass
+class Refused:
+    """The rows of a chunk that the target's NOT NULL and CHECK refuse: how many rows
+    the chunk has but its bad suspects (``total``), and PostgreSQL's message and the
+    source record of each refused one, by its line."""
+
+    total: int
+    messages: dict[int, str]
+    raws: dict[int, bytes]
+
+
+def place_rows(
+    data: bytes,
+    first_line: int,
+    gone: list[tuple[int, int]],
+    total: int,
+    places: list[int],
+    odd: Callable[[list[bytes]], list[int]],
+) -> list[tuple[int, bytes]] | None:
+    """The source line and the record of the rows at ``places`` (1 for the first) among
+    the ``total`` rows COPY read from ``data``: a chunk's bytes (whole records, a newline
+    after each line, no carriage return or blank line: ``reading.Cutter.copyable``) from
+    source line ``first_line``, less the records ``gone`` (each one's source line and how
+    many lines it spans, ascending). A record spans the lines from one line with an odd
+    number of quotes to the next (``odd``: ``records.odd_lines``), as the splitter has
+    it; every other line is a record. None when that makes other than ``total`` records
+    (a guard: the caller then splits the records to tell them)."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    opened = odd(lines)
+    if len(opened) & 1:
+        return None
+    spans = list(zip(opened[::2], opened[1::2], strict=True))  # (first, last line)
+    if len(lines) - sum(last - first for first, last in spans) != total:
+        return None
+    if any(not 0 < place <= total for place in places):
+        return None
+    found = []
+    merged = 0  # the lines of the records before, past their first
+    at_span = at_gone = shift = 0
+    for place in sorted(places):
+        index = place - 1 + merged
+        while at_span < len(spans) and spans[at_span][0] < index:
+            merged += spans[at_span][1] - spans[at_span][0]
+            index = place - 1 + merged
+            at_span += 1
+        end = index + 1
+        if at_span < len(spans) and spans[at_span][0] == index:
+            end = spans[at_span][1] + 1
+        line = first_line + index + shift
+        while at_gone < len(gone) and gone[at_gone][0] <= line:  # (a record gone before)
+            line += gone[at_gone][1]
+            shift += gone[at_gone][1]
+            at_gone += 1
+        found.append((line, b"\n".join(lines[index:end])))
+    return found
 
 
 def join_rows(prefix: bytes, lines: list[int], bodies: list[bytes]) -> bytes:

@@ -58,8 +58,8 @@ import structlog
 from ... import db, tables
 from ...db import Connection, Record
 from ...repository import RowFailure
-from ..records import NdjsonRows, Records, RowError
-from .batches import Batch, Screened, join_rows, locate
+from ..records import NdjsonRows, Records, RowError, odd_lines
+from .batches import Batch, Refused, Screened, join_rows, locate, place_rows
 from .common import (
     ROW_CAUSED,
     ROW_LEVEL,
@@ -263,7 +263,7 @@ class Copier:
             raws.append(raw)
         rows = Batch(lines, raws, raws, self._join(lines, raws), self._prefix)
         count = next_line - first_line if next_line is not None else data.count(b"\n") + 1
-        return Screened(data, rows, spans, count)
+        return Screened(data, rows, spans, count, first_line)
 
     def screen(self) -> Screen | None:
         """The screen of this import's columns (None: not screened; see
@@ -702,15 +702,19 @@ class Copier:
             conn = await pool.acquire(timeout=0.05)
         except TimeoutError:
             return  # (never wait: the loader may hold the pool's last connections)
-        verdicts = None
+        verdicts, settled = None, None
         try:
             async with conn.transaction():
                 await conn.execute(f"SAVEPOINT {_TRY}")
                 into = ("pg_temp", self._check_table())
                 verdicts = await self._verdicts(conn, into, rows) if checks else {}
-                if refused and verdicts is not None and records_of is not None:
+                if verdicts is not None and isinstance(target, Screened):
+                    settled = self._settle_screened(target, verdicts)
+                if refused and settled is not None and records_of is not None:
                     assert isinstance(target, Screened)
-                    target.refused = await self._find_refused(conn, verdicts, records_of)
+                    target.refused = await self._find_refused(
+                        conn, target, settled[0], settled[2], records_of
+                    )
         except Exception as exc:
             # Only a head start: the loader checks the suspects itself, and meets the
             # same error there if it lasts.
@@ -725,49 +729,96 @@ class Copier:
         if verdicts is not None and checks:
             target.verdicts = verdicts
             if isinstance(target, Screened):
-                target.settled = self._settle_screened(target, target.verdicts)
+                target.settled = settled
 
     async def _find_refused(
-        self, conn: Connection, bad: dict[int, str], records_of: Callable[[], Records]
-    ) -> tuple[Batch, dict[int, str]] | None:
-        """The rows of a chunk's bytes (``records_of``) but the bad suspects (``bad``, by
-        line), and PostgreSQL's message for each the target's NOT NULL and CHECK refuse,
-        by its line: a COPY keeps only those (as ``_filtered`` does), and each is tried
+        self,
+        conn: Connection,
+        screened: Screened,
+        gone: list[int],
+        data: bytes,
+        records_of: Callable[[], Records],
+    ) -> Refused | None:
+        """The rows of ``data`` (the bytes of chunk ``screened`` but its bad suspects,
+        at ``gone``) that the target's NOT NULL and CHECK refuse, with PostgreSQL's
+        message for each: a COPY of the bytes as they are keeps only those (as
+        ``_filtered`` does), each numbered by its place in the data, and each is tried
         into the target in an exception block for its message (``insert_refused``).
-        Nothing of it stays: the test is immutable, so each such row is refused (and were
-        one to go in, the transaction of the check ahead rolls back and the loader takes
-        the chunk itself). None when that cannot be done so."""
+        Nothing of it stays: the test is immutable, so each such row is refused (and
+        were one to go in, the transaction of the check ahead rolls back and the loader
+        takes the chunk itself). A row's place gives its source line where each line of
+        the data is one row; else the records are split (``records_of``) to tell them.
+        None when that cannot be done so."""
         into = next((key for key, yes in self._filterable.items() if yes), None)
         statements = None if into is None else self._checks.get(into)
         if statements is None:
             return None
-        lined = await asyncio.to_thread(self._rows_of, records_of, set(bad))
         await conn.execute(statements["refused_create"])
         try:
             kept = await _copy_in(
                 conn,
                 "pg_temp",
                 statements["refused_table"],
-                [tables.LINE, *self.names],
-                lined.payload,
+                self.names,
+                data,
                 self.copy_format,
                 where=f"coalesce(({statements['copy_where']}), false)",
             )
+            total = int(await conn.fetchval(statements["refused_count"]))
+            errors = []
             if kept:
                 await conn.execute(statements["insert_refused"])
                 errors = await conn.fetch(statements["refused_errors"])
                 counts = await db.one(conn, "count_inserted")
                 if int(counts["inserted"]) or len(errors) != kept:
                     raise _Disagree
-            else:
-                errors = []
         except (*ROW_LEVEL, _Disagree):
             # A bad row the screen did not see (a column it does not watch), or a row
             # that went in after all: the loader's COPY meets it too, and takes the exact
             # path. Not an error here; nothing of it stays (the rollback).
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
-        return lined, {row["line"]: row["message"] for row in errors}
+        places = [row["line"] for row in errors]
+        found = await asyncio.to_thread(
+            self._place_refused, screened, gone, data, total, places, records_of
+        )
+        if found is None:
+            return None
+        messages = {line: row["message"] for (line, _), row in zip(found, errors, strict=True)}
+        return Refused(total, messages, dict(found))
+
+    def _place_refused(
+        self,
+        screened: Screened,
+        gone: list[int],
+        data: bytes,
+        total: int,
+        places: list[int],
+        records_of: Callable[[], Records],
+    ) -> list[tuple[int, bytes]] | None:
+        """The source line and record of the rows at ``places`` (ascending, 1 for the
+        first) among the ``total`` rows of ``data`` (``_find_refused``); None when the
+        rows do not agree with the records (a guard). CPU-bound: run it in a thread."""
+        rows = screened.rows
+        spans = [(rows.lines[i], rows.raws[i].count(b"\n") + 1) for i in gone]
+        # (as the reader's splitter has them: ``ImportJob.source_records``)
+        quote, escape = self.copy_format.quote.encode(), self.copy_format.escape.encode()
+        found = place_rows(
+            data,
+            screened.first_line,
+            spans,
+            total,
+            places,
+            functools.partial(odd_lines, quote=quote, escape=escape),
+        )
+        if found is not None:
+            return found
+        records = records_of()
+        left = {line for line, _ in spans}
+        kept = [i for i, line in enumerate(records.lines) if line not in left]
+        if len(kept) != total or any(not 0 < place <= total for place in places):
+            return None
+        return [(records.lines[kept[p - 1]], records.datas[kept[p - 1]]) for p in places]
 
     def _log_ahead_failed(self, exc: Exception) -> None:
         if db.is_transient(exc):
@@ -946,7 +997,7 @@ class Copier:
         payload: bytes,
         rows: Batch | Callable[[], Batch],
         failures: list[RowFailure],
-        known: tuple[Batch, dict[int, str]] | None = None,
+        known: Refused | None = None,
     ) -> int | None:
         """Load ``payload`` (the COPY data of ``rows``: a batch, or what makes it, run in
         a thread while the COPY runs) into a target that refuses rows by a NOT NULL or a
@@ -954,9 +1005,9 @@ class Copier:
         loads the others at COPY's speed; when it left rows out, a second COPY of the
         chunk (each row after its source line) keeps only those in a temporary table
         (``refused_create``), and they go in one by one for PostgreSQL's own message
-        (``insert_refused``); when the check ahead did that already (``known``: the rows
-        and the message of each refused one), only the COPY into the target is left
-        (``_filtered_known``). No row is converted in a subtransaction of its own.
+        (``insert_refused``); when the check ahead did that already (``known``), only
+        the COPY into the target is left (``_filtered_known``). No row is converted in
+        a subtransaction of its own.
 
         None (after a rollback to ``importd_try``, nothing loaded or rejected) when the
         test does not apply (a staging table, a partitioned target, BEFORE INSERT
@@ -1024,27 +1075,25 @@ class Copier:
         into: tuple[str, str],
         columns: list[str],
         payload: bytes,
-        known: tuple[Batch, dict[int, str]],
+        known: Refused,
         where: str,
         failures: list[RowFailure],
     ) -> int | None:
         """``_filtered`` when the check ahead found the refused rows and their messages
         (``known``): the COPY into the target is all that is left; it must leave out as
         many rows as were found, or (a guard) the caller takes the exact path."""
-        batch, messages = known
         try:
             loaded = await _copy_in(
                 conn, into[0], into[1], columns, payload, self.copy_format, where=where
             )
-            if loaded != len(batch) - len(messages):
+            if loaded != known.total - len(known.messages):
                 raise _Disagree
         except (*ROW_LEVEL, _Disagree):
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
             return None
-        self.refusing = bool(messages)
-        raws = dict(zip(batch.lines, batch.raws, strict=True))
-        for line in sorted(messages):
-            self.reject(failures, Row(line, raws.get(line, b""), b""), messages[line])
+        self.refusing = bool(known.messages)
+        for line in sorted(known.messages):
+            self.reject(failures, Row(line, known.raws[line], b""), known.messages[line])
         return loaded
 
     async def _can_filter(
