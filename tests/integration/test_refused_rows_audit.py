@@ -1,5 +1,5 @@
 """An audit of the COPY that leaves out what a NOT NULL or a CHECK refuses
-(``Copier._filtered``, ``_find_refused``, ``_can_filter``) and of NDJSON records walked key
+(``CheckTable.filtered``, ``find_refused``, ``_can_filter``) and of NDJSON records walked key
 by key (``NdjsonRows._walked``, ``_raw_field``), by hostile inputs. The reference is
 PostgreSQL itself: each record COPYed alone into a table of the same definition in another
 schema, in a savepoint (its verdict, its message), or Python's json module.
@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import importd
-from importd.handlers.imports import copying
+from importd.handlers.imports import checking
 from tests.helpers import Conn, Drain
 
 Outcome = tuple[str, str | None, list[tuple[int, str]], list[tuple[int, str]], list[Any], list[Any]]
@@ -31,17 +31,17 @@ Outcome = tuple[str, str | None, list[tuple[int, str]], list[tuple[int, str]], l
 
 @pytest.fixture
 def filtered(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
-    """What each call of ``Copier._filtered`` returned (None: it stepped aside), to show
+    """What each call of ``CheckTable.filtered`` returned (None: it stepped aside), to show
     that a test reached the path it audits."""
     calls: list[int | None] = []
-    real = copying.Copier._filtered
+    real = checking.CheckTable.filtered
 
-    async def spy(self: copying.Copier, *args: Any, **kwargs: Any) -> int | None:
+    async def spy(self: checking.CheckTable, *args: Any, **kwargs: Any) -> int | None:
         out = await real(self, *args, **kwargs)
         calls.append(out)
         return out
 
-    monkeypatch.setattr(copying.Copier, "_filtered", spy)
+    monkeypatch.setattr(checking.CheckTable, "filtered", spy)
     return calls
 
 
@@ -146,7 +146,7 @@ async def test_a_check_under_a_column_collation_loses_no_row_and_loads_none_twic
 ) -> None:
     # Under "en-x-icu" 'B' > 'b' (refused) and '~' < 'b' (kept); under the database's
     # C collation the other way round. Chunk 1 has a row both refuse ('c'), so chunk 2
-    # goes through ``_filtered``: the target's COPY leaves out 'B', the refused table's
+    # goes through ``filtered``: the target's COPY leaves out 'B', the refused table's
     # keeps '~' (one row each: no disagreement seen).
     await conn.execute("CREATE TABLE t (k int, c text COLLATE \"en-x-icu\" CHECK (c < 'b'))")
     values = ["a"] * 30

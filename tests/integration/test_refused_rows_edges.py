@@ -1,4 +1,4 @@
-"""Where the COPY that leaves out what a NOT NULL or a CHECK refuses (``Copier._filtered``)
+"""Where the COPY that leaves out what a NOT NULL or a CHECK refuses (``CheckTable.filtered``)
 must step aside for the exact path, and no row may be lost or loaded twice: a role that may
 INSERT into the target but not SELECT from it (a COPY with a WHERE clause reads the
 columns it names), a CHECK that calls a volatile function (the COPY's test and the

@@ -5,8 +5,8 @@ a table of the same name and constraints in another schema, each in a savepoint.
 must load exactly the rows the reference keeps, reject exactly the others by their
 source line, and tell a refusal as PostgreSQL does (its message, then its detail).
 
-This covers the COPY that leaves out what a NOT NULL or a CHECK refuses (``Copier.
-_filtered``), its fallbacks (a duplicate key, a value that does not convert), and the
+This covers the COPY that leaves out what a NOT NULL or a CHECK refuses
+(``CheckTable.filtered``), its fallbacks (a duplicate key, a value that does not convert), and the
 chunks after a chunk with refused rows."""
 
 from __future__ import annotations

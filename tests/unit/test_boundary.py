@@ -55,6 +55,12 @@ SQL_ALLOWED = {
     ("importd.handlers.imports.copying", "SAVEPOINT"),
     ("importd.handlers.imports.copying", "RELEASE SAVEPOINT"),
     ("importd.handlers.imports.copying", "ROLLBACK TO SAVEPOINT"),
+    # The same protocol where the check and the refused rows' COPY fall back (moved out
+    # of copying with them): the chunk's savepoint, and one each around the check's
+    # INSERT and the probe of a CHECK's immutability.
+    ("importd.handlers.imports.checking", "SAVEPOINT"),
+    ("importd.handlers.imports.checking", "RELEASE SAVEPOINT"),
+    ("importd.handlers.imports.checking", "ROLLBACK TO SAVEPOINT"),
 }
 
 

@@ -4,8 +4,12 @@ One pipeline, each stage in its own module:
 
 - ``reading``: source → records → chunks (the bytes, split into records with their
   source lines, cut into chunks of rows);
-- ``copying``: records → COPY data, loaded in one statement per chunk, bad rows isolated
-  by the lines PostgreSQL names;
+- ``copying``: records → COPY data, loaded in one statement per chunk; after a chunk
+  with bad rows the next is screened first, and bad rows are isolated by the lines
+  PostgreSQL names;
+- ``checking``: what ``copying`` falls back on once a COPY failed: the set-based check
+  of a chunk's rows in a temporary table, and the rows the target refuses (a NOT NULL,
+  a CHECK) left out of one COPY by its ``WHERE`` clause;
 - ``moving``: staging → target (the staged strategies, with the conflict rule), bad
   rows isolated by bisection on their source lines;
 - ``job``: the run (``Import``): the target, the source and its header, the pipeline

@@ -114,7 +114,7 @@ class Screened:
     # rejected, and the bytes without them.
     settled: tuple[list[int], list[RowFailure], bytes] | None = None
     # After a chunk with rows the target refused (``Copier.refusing``), the rows its NOT
-    # NULL and CHECK refuse, found ahead too (``Copier._find_refused``).
+    # NULL and CHECK refuse, found ahead too (``CheckTable.find_refused``).
     refused: Refused | None = None
 
     def without(self, indexes: list[int]) -> bytes:

@@ -64,7 +64,7 @@ class TooManyErrors(PermanentError):
 
 
 class CheckFailed(PermanentError):
-    """The set-based check of a failing chunk's rows (``Copier._convert``) failed with an
+    """The set-based check of a failing chunk's rows (``CheckTable.convert``) failed with an
     SQL error of its own (not a row's conversion error, which it records): importd's
     fault, not the file's; a retry would fail the same way."""
 

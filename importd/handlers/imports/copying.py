@@ -14,10 +14,10 @@ one before:
 2. the set-based check (``Copier._checked``): the whole chunk converted in the temporary
    table, a subtransaction per row, and moved by one ``INSERT … SELECT``; when the
    target refuses a row of it (a constraint, a trigger), the rows go in one by one in
-   one statement, each refusal noted (``Copier._insert_checked``), and the chunks after
+   one statement, each refusal noted (``checking.CheckTable``), and the chunks after
    it come straight here (``Copier.refusing``). Where the target refuses rows by a NOT
    NULL or a CHECK alone (an immutable test), one COPY leaves those rows out and loads
-   the others, and only the rows it left out go in one by one (``Copier._filtered``);
+   the others, and only the rows it left out go in one by one (``CheckTable.filtered``);
 3. isolation COPY by COPY (``Copier._isolate``), for rows that do not split into fields.
 
 Isolating bad rows costs about one failed COPY per bad row, whatever their number: a
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -56,18 +55,15 @@ import asyncpg
 import structlog
 
 from ... import db, tables
-from ...db import Connection, Record
+from ...db import Connection
 from ...repository import RowFailure
-from ..records import NdjsonRows, Records, RowError, odd_lines
-from .batches import Batch, Refused, Screened, join_rows, locate, place_rows
+from ..records import NdjsonRows, Records, RowError
+from .batches import Batch, Screened, join_rows, locate
+from .checking import FILTERABLE, TRY, CheckTable, copy_in
 from .common import (
-    ROW_CAUSED,
     ROW_LEVEL,
-    CheckFailed,
     Row,
-    as_row_error,
     describe,
-    lasting,
     raw_text,
 )
 from .screening import Screen, ValueType, screens
@@ -77,34 +73,6 @@ MIN_WINDOW = 16
 # released (asyncpg would give the release the acquire's timeout).
 RELEASE_TIMEOUT = 30.0
 _FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
-_TRY = "importd_try"
-# What a NOT NULL or a CHECK of the target says of a row: ``Copier._filtered``'s case.
-_FILTERABLE = (asyncpg.NotNullViolationError, asyncpg.CheckViolationError)
-_INSERT = "importd_insert"  # around the check's INSERT (``_insert_checked``)
-_PROBE = "importd_probe"  # around the test of ``Copier._can_filter``
-
-
-async def _copy_in(
-    conn: Connection,
-    schema: str,
-    table: str,
-    columns: list[str],
-    data: bytes,
-    fmt: tables.CopyFormat,
-    where: str | None = None,
-) -> int:
-    """``tables.copy_in``, a feature error met on a row told as that row's
-    (``as_row_error``)."""
-    try:
-        return await tables.copy_in(conn, schema, table, columns, data, fmt, where)
-    except asyncpg.FeatureNotSupportedError as exc:
-        as_row_error(exc)
-        raise
-
-
-class _Disagree(Exception):
-    """The rows one COPY's test left out are not the rows another's keeps
-    (``Copier._filtered``)."""
 
 
 def _server_utf8(conn: Connection) -> bool:
@@ -144,8 +112,6 @@ class Copier:
         self.ndjson = ndjson
         self.max_record = max_record
         self._check = check
-        self.names: list[str] = []
-        self.types: list[str] | None = None  # the import's columns and their types
         # Their types as the screen judges values (``screening.value_type``: an
         # enum's labels, a domain's base type); None: ``types``.
         self.screen_types: list[ValueType] | None = None
@@ -161,9 +127,10 @@ class Copier:
         # the quote; with another escape its quote tracking may differ from the
         # splitter's, so a row found through a multi-line record is checked alone.
         self._doubt = self._csv and copy_format.escape != copy_format.quote
+        # The set-based check and the rows the target refuses (``names`` and ``types``
+        # are its own: set once the target is known).
+        self.checks = CheckTable(copy_format, staged, self._line_prefix, self.reject)
         self._screen: Screen | None = None
-        self._checks: dict[tuple[str, str], Record] = {}  # build_check's statements
-        self._filterable: dict[tuple[str, str], bool] = {}  # ``_can_filter``'s answer
         self._screen_built = False
         # The columns the screen checks once bad rows appeared: those that held a bad
         # value so far (None: every column). Checking a column costs every record a
@@ -173,13 +140,27 @@ class Copier:
         self._watch: set[str] | None = None
         # Whether a record with a field too few or too many was seen (see ``Screen``).
         self._fields_seen = False
-        # Whether the target refused rows of the last chunk the check loaded (a
-        # constraint, a trigger: what no screen sees): then the next chunk's rows go
-        # through the check without the COPY and the INSERT that would likely fail.
-        self.refusing = False
         # Whether the last chunk had bad rows: then the next is screened before its COPY
         # (in ``prepare``, in the producer's thread) and goes straight to ``_screened``.
         self.suspecting = False
+
+    @property
+    def names(self) -> list[str]:
+        """The import's columns, in the order of the COPY data."""
+        return self.checks.names
+
+    @names.setter
+    def names(self, names: list[str]) -> None:
+        self.checks.names = names
+
+    @property
+    def types(self) -> list[str] | None:
+        """The types of ``names`` (``format_type``'s), or None when not known."""
+        return self.checks.types
+
+    @types.setter
+    def types(self, types: list[str] | None) -> None:
+        self.checks.types = types
 
     # -- COPY data -----------------------------------------------------------------
 
@@ -374,7 +355,7 @@ class Copier:
         if not batch.payload:
             return 0
         before = len(failures)
-        await conn.execute(f"SAVEPOINT {_TRY}")
+        await conn.execute(f"SAVEPOINT {TRY}")
         loaded = None
         suspects = batch.suspects
         # Screened up front: skip the COPY that would likely fail (it stops at the first
@@ -384,12 +365,12 @@ class Copier:
         # them all one by one.
         if suspects and len(suspects) <= len(batch) // 4:
             loaded = await self._screened(conn, into, columns, batch, suspects, failures)
-        if loaded is None and self.refusing:
+        if loaded is None and self.checks.refusing:
             # The target refused rows of the chunk before: this one likely too.
             loaded = await self._rest(conn, into, columns, batch, failures, None)
         if loaded is None:
             loaded = await self._whole(conn, into, columns, batch, failures)
-        await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+        await conn.execute(f"RELEASE SAVEPOINT {TRY}")
         self._note_bad_rows(failures[before:])
         return loaded
 
@@ -435,33 +416,33 @@ class Copier:
         ones load in one COPY (``_raw_screened``), unless the screen doubts a quarter of
         the lines or more (as in ``copy_chunk``). After a chunk whose rows the target
         refused (``refusing``), the bytes go in by a COPY that leaves out what a NOT
-        NULL or a CHECK refuses (``_filtered``), split into records (``records_of``)
+        NULL or a CHECK refuses (``CheckTable.filtered``), split into records (``records_of``)
         only to tell which rows those were."""
-        await conn.execute(f"SAVEPOINT {_TRY}")
+        await conn.execute(f"SAVEPOINT {TRY}")
         before = len(failures)
         loaded = None
         if screened is not None and len(screened.rows) <= screened.lines // 4:
             loaded = await self._raw_screened(
                 conn, into, columns, screened, batch_of, failures, records_of
             )
-        elif self.refusing and records_of is not None:
+        elif self.checks.refusing and records_of is not None:
             split = functools.partial(self._rows_of, records_of, set())
-            loaded = await self._filtered(conn, into, columns, data, split, failures)
+            loaded = await self.checks.filtered(conn, into, columns, data, split, failures)
         if loaded is not None:
-            await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+            await conn.execute(f"RELEASE SAVEPOINT {TRY}")
             self._note_bad_rows(failures[before:])
             return loaded
         try:
-            loaded = await _copy_in(conn, into[0], into[1], columns, data, self.copy_format)
+            loaded = await copy_in(conn, into[0], into[1], columns, data, self.copy_format)
         except ROW_LEVEL as exc:
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
             batch = await asyncio.to_thread(batch_of)
             loaded = await self._recover(conn, into, columns, batch, failures, exc)
             # As after a prepared chunk: the next chunks are screened before their COPY
             # (from their bytes, or prepared when that cannot be done).
             self._note_bad_rows(failures[before:])
             return loaded
-        await conn.execute(f"RELEASE SAVEPOINT {_TRY}")
+        await conn.execute(f"RELEASE SAVEPOINT {TRY}")
         self.suspecting = False
         return loaded
 
@@ -476,7 +457,7 @@ class Copier:
         records_of: Callable[[], Records] | None = None,
     ) -> int | None:
         """``_screened`` for a chunk's bytes: the suspects checked (ahead, or here), the
-        bytes without the bad ones COPYed in one statement (by ``_filtered`` after a
+        bytes without the bad ones COPYed in one statement (by ``CheckTable.filtered`` after a
         chunk the target refused rows of). When that COPY fails (a row the screen
         vouched for in error, or one the target's constraints refuse), the chunk is
         split into records (``batch_of``) and its other rows checked and isolated as
@@ -501,18 +482,18 @@ class Copier:
             return 0
         error = None
         left = {rows.lines[i] for i in gone}
-        if self.refusing and records_of is not None:
+        if self.checks.refusing and records_of is not None:
             split = functools.partial(self._rows_of, records_of, left)
-            loaded = await self._filtered(
+            loaded = await self.checks.filtered(
                 conn, into, columns, data, split, failures, screened.refused
             )
             if loaded is not None:
                 return loaded
-        elif not self.refusing:
+        elif not self.checks.refusing:
             try:
-                return await _copy_in(conn, into[0], into[1], columns, data, self.copy_format)
+                return await copy_in(conn, into[0], into[1], columns, data, self.copy_format)
             except ROW_LEVEL as exc:
-                await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+                await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
                 error = exc
         batch = await asyncio.to_thread(batch_of)
         rest = [i for i, line in enumerate(batch.lines) if line not in left]
@@ -521,7 +502,7 @@ class Copier:
     def _rows_of(self, records_of: Callable[[], Records], left: set[int]) -> Batch:
         """The records of a raw chunk (``records_of``: split from its bytes, which COPY
         takes as they are) but those at lines ``left``, as a batch whose COPY data is
-        the check table's (each row after its source line: ``_filtered`` COPYs the
+        the check table's (each row after its source line: ``CheckTable.filtered`` COPYs the
         chunk's bytes into the target, and these rows into the check's table only when
         rows were left out). CPU-bound: run it in a thread."""
         records = records_of()
@@ -575,7 +556,7 @@ class Copier:
         failures: list[RowFailure],
     ) -> int | None:
         """Load ``batch`` whose rows at ``suspects`` the screen could not vouch for: the
-        suspects alone go through the set-based check (``_convert``, which notes the bad
+        suspects alone go through the set-based check (``CheckTable.convert``, which notes the bad
         ones and loads nothing), then the chunk without its bad rows loads in one COPY,
         in file order. None (nothing loaded, nothing rejected) when the suspects cannot
         be checked so: the caller takes the whole chunk down the older path.
@@ -596,7 +577,7 @@ class Copier:
         if not count:
             return 0
         error = None
-        if not self.refusing:
+        if not self.checks.refusing:
             payload = batch.without(gone) if gone else batch.payload
             error = await self._try(conn, into, columns, payload)
             if error is None:
@@ -617,11 +598,11 @@ class Copier:
         """Load ``rest``, a chunk's rows but the bad ones the screen's check found, whose
         COPY failed with ``error`` anyway (None: not tried, as the target refused rows
         of the chunk before: ``refusing``): by a COPY that leaves out what a NOT NULL
-        or a CHECK refuses (``_filtered``) when the target refused such rows, else
+        or a CHECK refuses (``CheckTable.filtered``) when the target refused such rows, else
         set-based, else COPY by COPY."""
         loaded = None
-        if error is None or isinstance(error, _FILTERABLE):
-            loaded = await self._filtered(conn, into, columns, rest.payload, rest, failures)
+        if error is None or isinstance(error, FILTERABLE):
+            loaded = await self.checks.filtered(conn, into, columns, rest.payload, rest, failures)
         if loaded is None:
             loaded = await self._checked(conn, into, rest, failures)
         if loaded is None:
@@ -660,12 +641,12 @@ class Copier:
     ) -> bool:
         """Whether ``check_ahead`` finds the rows of ``target`` (a chunk's bytes) that the
         target's NOT NULL and CHECK refuse: after a chunk with such rows, when
-        ``_filtered`` applies."""
+        ``CheckTable.filtered`` applies."""
         return (
             isinstance(target, Screened)
             and records_of is not None
-            and self.refusing
-            and True in self._filterable.values()
+            and self.checks.refusing
+            and self.checks.filtering
         )
 
     async def check_ahead(
@@ -685,7 +666,7 @@ class Copier:
         suspects itself.
 
         After a chunk with rows the target refused, the rows of a chunk's bytes that
-        its NOT NULL and CHECK refuse are found here too (``_find_refused``): the
+        its NOT NULL and CHECK refuse are found here too (``CheckTable.find_refused``): the
         loader then COPYs the rest into the target and only those rows go in one by
         one. (The test is immutable: what it says of a row does not depend on the
         connection either.)"""
@@ -705,14 +686,14 @@ class Copier:
         verdicts, settled = None, None
         try:
             async with conn.transaction():
-                await conn.execute(f"SAVEPOINT {_TRY}")
-                into = ("pg_temp", self._check_table())
+                await conn.execute(f"SAVEPOINT {TRY}")
+                into = ("pg_temp", self.checks.name)
                 verdicts = await self._verdicts(conn, into, rows) if checks else {}
                 if verdicts is not None and isinstance(target, Screened):
                     settled = self._settle_screened(target, verdicts)
                 if refused and settled is not None and records_of is not None:
                     assert isinstance(target, Screened)
-                    target.refused = await self._find_refused(
+                    target.refused = await self.checks.find_refused(
                         conn, target, settled[0], settled[2], records_of
                     )
         except Exception as exc:
@@ -730,95 +711,6 @@ class Copier:
             target.verdicts = verdicts
             if isinstance(target, Screened):
                 target.settled = settled
-
-    async def _find_refused(
-        self,
-        conn: Connection,
-        screened: Screened,
-        gone: list[int],
-        data: bytes,
-        records_of: Callable[[], Records],
-    ) -> Refused | None:
-        """The rows of ``data`` (the bytes of chunk ``screened`` but its bad suspects,
-        at ``gone``) that the target's NOT NULL and CHECK refuse, with PostgreSQL's
-        message for each: a COPY of the bytes as they are keeps only those (as
-        ``_filtered`` does), each numbered by its place in the data, and each is tried
-        into the target in an exception block for its message (``insert_refused``).
-        Nothing of it stays: the test is immutable, so each such row is refused (and
-        were one to go in, the transaction of the check ahead rolls back and the loader
-        takes the chunk itself). A row's place gives its source line where each line of
-        the data is one row; else the records are split (``records_of``) to tell them.
-        None when that cannot be done so."""
-        into = next((key for key, yes in self._filterable.items() if yes), None)
-        statements = None if into is None else self._checks.get(into)
-        if statements is None:
-            return None
-        await conn.execute(statements["refused_create"])
-        try:
-            kept = await _copy_in(
-                conn,
-                "pg_temp",
-                statements["refused_table"],
-                self.names,
-                data,
-                self.copy_format,
-                where=f"coalesce(({statements['copy_where']}), false)",
-            )
-            total = int(await conn.fetchval(statements["refused_count"]))
-            errors = []
-            if kept:
-                await conn.execute(statements["insert_refused"])
-                errors = await conn.fetch(statements["refused_errors"])
-                counts = await db.one(conn, "count_inserted")
-                if int(counts["inserted"]) or len(errors) != kept:
-                    raise _Disagree
-        except (*ROW_LEVEL, _Disagree):
-            # A bad row the screen did not see (a column it does not watch), or a row
-            # that went in after all: the loader's COPY meets it too, and takes the exact
-            # path. Not an error here; nothing of it stays (the rollback).
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
-            return None
-        places = [row["line"] for row in errors]
-        found = await asyncio.to_thread(
-            self._place_refused, screened, gone, data, total, places, records_of
-        )
-        if found is None:
-            return None
-        messages = {line: row["message"] for (line, _), row in zip(found, errors, strict=True)}
-        return Refused(total, messages, dict(found))
-
-    def _place_refused(
-        self,
-        screened: Screened,
-        gone: list[int],
-        data: bytes,
-        total: int,
-        places: list[int],
-        records_of: Callable[[], Records],
-    ) -> list[tuple[int, bytes]] | None:
-        """The source line and record of the rows at ``places`` (ascending, 1 for the
-        first) among the ``total`` rows of ``data`` (``_find_refused``); None when the
-        rows do not agree with the records (a guard). CPU-bound: run it in a thread."""
-        rows = screened.rows
-        spans = [(rows.lines[i], rows.raws[i].count(b"\n") + 1) for i in gone]
-        # (as the reader's splitter has them: ``ImportJob.source_records``)
-        quote, escape = self.copy_format.quote.encode(), self.copy_format.escape.encode()
-        found = place_rows(
-            data,
-            screened.first_line,
-            spans,
-            total,
-            places,
-            functools.partial(odd_lines, quote=quote, escape=escape),
-        )
-        if found is not None:
-            return found
-        records = records_of()
-        left = {line for line, _ in spans}
-        kept = [i for i, line in enumerate(records.lines) if line not in left]
-        if len(kept) != total or any(not 0 < place <= total for place in places):
-            return None
-        return [(records.lines[kept[p - 1]], records.datas[kept[p - 1]]) for p in places]
 
     def _log_ahead_failed(self, exc: Exception) -> None:
         if db.is_transient(exc):
@@ -838,11 +730,11 @@ class Copier:
         convert) it is taken from the screen, with PostgreSQL's own message; a record
         with a field too few and fields in doubt goes to the check with NULL for its
         missing fields, and its message is the first of its present fields' errors, or
-        else the missing one's. The others go to ``_convert`` as they are. (A record
+        else the missing one's. The others go to ``CheckTable.convert`` as they are. (A record
         COPY cannot split into fields would make the whole check fail.)"""
         screen = self.screen()
         if screen is None or not self._csv:
-            checked = await self._convert(conn, into, rows, insert=False)
+            checked = await self.checks.convert(conn, into, rows, insert=False)
             return None if checked is None else {r["line"]: r["message"] for r in checked[1]}
         utf8 = self.copy_format.encoding == "UTF8" and _server_utf8(conn)
         decided: dict[int, str] = {}
@@ -866,7 +758,7 @@ class Copier:
             batch = Batch(
                 lines, [rows.raws[i] for i in kept], sent, self._join(lines, sent), self._prefix
             )
-            checked = await self._convert(conn, into, batch, insert=False)
+            checked = await self.checks.convert(conn, into, batch, insert=False)
             if checked is None:
                 return None
             for row in checked[1]:
@@ -897,7 +789,7 @@ class Copier:
         statements whatever the number of bad rows. None when that cannot be done (a row
         COPY cannot even split into fields, or the target refuses a converted row): the
         caller then isolates bad rows COPY by COPY."""
-        checked = await self._convert(conn, into, batch, insert=True)
+        checked = await self.checks.convert(conn, into, batch, insert=True)
         if checked is None:
             return None
         loaded, bad = checked
@@ -906,270 +798,15 @@ class Copier:
             self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
         return loaded
 
-    async def _convert(
-        self,
-        conn: Connection,
-        into: tuple[str, str],
-        batch: Batch,
-        insert: bool,
-    ) -> tuple[int, list[Record]] | None:
-        """Convert the rows of ``batch`` as COPY would, in a temporary text table, one
-        exception block per row; with ``insert``, load the good ones into ``into``. The
-        rows loaded and the bad rows (line, message), or None (after a rollback to
-        ``importd_try``) when a row does not split into fields, the target refuses a
-        converted row, or temporary tables may not be created. Any other SQL error of
-        the check's statements is raised as ``CheckFailed`` (when a retry would meet it
-        again) or as it is."""
-        statements = await self._statements(conn, into, insert)
-        if statements is None:
-            return None
-        status = "INSERT 0 0"
-        try:
-            await self._fill_check(conn, statements, batch)
-            await conn.execute(statements["check"])
-            if insert:
-                status = await self._insert_checked(conn, statements)
-            bad = await conn.fetch(statements["errors"])
-        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
-            # A row that does not split into fields, a row the target refuses, or no
-            # right to create temporary tables: COPY by COPY then.
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
-            return None
-        except asyncpg.PostgresError as exc:
-            # Not a row's error (the DO block records those): the check's own. Told as
-            # what it is, not as the import's (``classify`` would blame the payload);
-            # one of the moment (a lost server, a deadlock) is retried as it is.
-            if lasting(exc):
-                raise CheckFailed.of(exc) from exc
-            raise
-        return int(status.rsplit(" ", 1)[-1]), bad
-
-    async def _statements(
-        self, conn: Connection, into: tuple[str, str], insert: bool = True
-    ) -> Record | None:
-        """The check's statements (``sql/queries/build_check.sql``) for rows going into
-        ``into`` (any target's when not ``insert``: only the moves name it); None when
-        they cannot be built."""
-        if self.types is None or any("$" in name for name in [*self.names, *self.types]):
-            return None  # (no dollar sign may end the DO block's quoting early)
-        statements = self._checks.get(into)
-        if statements is None and not insert and self._checks:
-            statements = next(iter(self._checks.values()))
-        if statements is None:
-            statements = await db.one(
-                conn,
-                "build_check",
-                self._check_table(),
-                self.names,
-                self.types,
-                into[0],
-                into[1],
-                self.staged,
-            )
-            # Atomic imports load each chunk into a table of its own: keep the last.
-            self._checks = {into: statements}
-        return statements
-
-    async def _fill_check(self, conn: Connection, statements: Record, batch: Batch) -> None:
-        """The rows of ``batch`` into the check's (emptied) temporary table, as text,
-        each after its source line."""
-        await conn.execute(statements["create"])
-        await _copy_in(
-            conn,
-            "pg_temp",
-            self._check_table(),
-            [tables.LINE, *tables.positional(len(self.names))],
-            self._lined(batch),
-            self.copy_format,
-        )
-
-    def _lined(self, batch: Batch) -> bytes:
-        """The COPY data of ``batch`` with each row's source line first."""
-        if batch.prefix:
-            return batch.payload
-        return join_rows(self._line_prefix, batch.lines, batch.bodies)  # (a direct import's)
-
-    async def _filtered(
-        self,
-        conn: Connection,
-        into: tuple[str, str],
-        columns: list[str],
-        payload: bytes,
-        rows: Batch | Callable[[], Batch],
-        failures: list[RowFailure],
-        known: Refused | None = None,
-    ) -> int | None:
-        """Load ``payload`` (the COPY data of ``rows``: a batch, or what makes it, run in
-        a thread while the COPY runs) into a target that refuses rows by a NOT NULL or a
-        CHECK: one COPY leaves out the rows the test ``flag`` names (``copy_where``) and
-        loads the others at COPY's speed; when it left rows out, a second COPY of the
-        chunk (each row after its source line) keeps only those in a temporary table
-        (``refused_create``), and they go in one by one for PostgreSQL's own message
-        (``insert_refused``); when the check ahead did that already (``known``), only
-        the COPY into the target is left (``_filtered_known``). No row is converted in
-        a subtransaction of its own.
-
-        None (after a rollback to ``importd_try``, nothing loaded or rejected) when the
-        test does not apply (a staging table, a partitioned target, BEFORE INSERT
-        triggers, a CHECK that is not immutable, no right to read the target, a column
-        named ``importd_line`` or ``importd_error``), when the COPY fails (a value that
-        does not convert, a duplicate key: what the test does not see), or when the
-        rows one COPY left out are not the rows the other kept (a guard: an immutable
-        test says the same of a row every time): the caller takes the exact path."""
-        statements = await self._statements(conn, into)
-        if statements is None or not await self._can_filter(conn, into, statements):
-            return None
-        where = f"NOT coalesce(({statements['copy_where']}), false)"
-        if known is not None:
-            return await self._filtered_known(conn, into, columns, payload, known, where, failures)
-        split: asyncio.Future[Batch]
-        if isinstance(rows, Batch):
-            split = asyncio.get_running_loop().create_future()
-            split.set_result(rows)
-        else:
-            split = asyncio.ensure_future(asyncio.to_thread(rows))
-        try:
-            loaded = await _copy_in(
-                conn, into[0], into[1], columns, payload, self.copy_format, where=where
-            )
-            batch = await split
-            if loaded == len(batch):
-                self.refusing = False
-                return loaded
-            await conn.execute(statements["refused_create"])
-            kept = await _copy_in(
-                conn,
-                "pg_temp",
-                statements["refused_table"],
-                [tables.LINE, *self.names],
-                self._lined(batch),
-                self.copy_format,
-                where=f"coalesce(({statements['copy_where']}), false)",
-            )
-            if kept != len(batch) - loaded:
-                raise _Disagree
-            await conn.execute(statements["insert_refused"])
-            bad = await conn.fetch(statements["refused_errors"])
-            counts = await db.one(conn, "count_inserted")
-        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError, _Disagree):
-            # (A row the test does not see; no right to create temporary tables; the two
-            # COPYs' tests disagree.)
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
-            return None
-        finally:
-            if not split.done():  # (the COPY failed)
-                await asyncio.gather(split, return_exceptions=True)
-        inserted = int(counts["inserted"])
-        if len(bad) + inserted != kept:
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
-            return None
-        self.refusing = True
-        raws = dict(zip(batch.lines, batch.raws, strict=True))
-        for row in bad:
-            self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
-        return loaded + inserted
-
-    async def _filtered_known(
-        self,
-        conn: Connection,
-        into: tuple[str, str],
-        columns: list[str],
-        payload: bytes,
-        known: Refused,
-        where: str,
-        failures: list[RowFailure],
-    ) -> int | None:
-        """``_filtered`` when the check ahead found the refused rows and their messages
-        (``known``): the COPY into the target is all that is left; it must leave out as
-        many rows as were found, or (a guard) the caller takes the exact path."""
-        try:
-            loaded = await _copy_in(
-                conn, into[0], into[1], columns, payload, self.copy_format, where=where
-            )
-            if loaded != known.total - len(known.messages):
-                raise _Disagree
-        except (*ROW_LEVEL, _Disagree):
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
-            return None
-        self.refusing = bool(known.messages)
-        for line in sorted(known.messages):
-            self.reject(failures, Row(line, known.raws[line], b""), known.messages[line])
-        return loaded
-
-    async def _can_filter(
-        self, conn: Connection, into: tuple[str, str], statements: Record
-    ) -> bool:
-        """Whether ``_filtered`` may load into ``into``: a test applies, importd may read
-        the columns it names, and it is immutable (``probe``; asked once per target)."""
-        if statements["copy_where"] is None or statements["refused_table"] is None:
-            return False
-        known = self._filterable.get(into)
-        if known is None:
-            await conn.execute(f"SAVEPOINT {_PROBE}")
-            try:
-                await conn.execute(statements["probe"])
-                known = True
-            except asyncpg.PostgresError:
-                known = False
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_PROBE}; RELEASE SAVEPOINT {_PROBE}")
-            self._filterable = {into: known}
-        return known
-
-    async def _insert_checked(self, conn: Connection, statements: Record) -> str:
-        """Load the rows the check converted into the target: by one INSERT, or, when
-        the target refuses a row (a constraint, a trigger: what the conversion cannot
-        see), one by one in the check's table (``insert_each``), each refusal noted as
-        that row's error; the INSERT's status either way. Before, a refused row sent the
-        whole chunk COPY by COPY: about 1 ms per bad row, 23 - 25x the clean file with a
-        row in twenty refused."""
-        if not self.refusing:
-            await conn.execute(f"SAVEPOINT {_INSERT}")
-            try:
-                status = str(await conn.execute(statements["insert"]))
-            except ROW_CAUSED:
-                await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}")
-            else:
-                await conn.execute(f"RELEASE SAVEPOINT {_INSERT}")
-                return status
-        # (Straight here when the chunk before had rows refused: this one likely too.)
-        inserted, done = 0, False
-        if statements["flag"] is not None:
-            # The rows sure to be refused (NOT NULL, CHECK) marked set-based; the others
-            # in one INSERT, the marked ones one by one for PostgreSQL's own message.
-            await conn.execute(f"SAVEPOINT {_INSERT}")
-            try:
-                await conn.execute(statements["flag"])
-                status = str(await conn.execute(statements["insert"]))
-                await conn.execute(statements["insert_flagged"])
-            except ROW_CAUSED:  # (a duplicate key, a foreign key…: every row one by one)
-                await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}")
-            else:
-                await conn.execute(f"RELEASE SAVEPOINT {_INSERT}")
-                inserted, done = int(status.rsplit(" ", 1)[-1]), True
-        if not done:
-            await conn.execute(statements["insert_each"])
-        counts = await db.one(conn, "count_inserted")
-        self.refusing = int(counts["refused"]) > 0
-        return f"INSERT 0 {inserted + int(counts['inserted'])}"
-
-    def _check_table(self) -> str:
-        """The temporary table ``_convert`` uses: one per session and set of columns (the
-        name says which: the table stays for the session, and a pooled connection may
-        serve another import later). The key names the table's shape too (positional
-        columns): a session a pooler shares with a daemon of an older release, whose
-        table of the same columns named them after the user's, never meets it."""
-        key = "\0".join(["positional", *self.names, "", *(self.types or ())]).encode()
-        return "importd_check_" + hashlib.sha1(key, usedforsecurity=False).hexdigest()[:16]
-
     async def _try(
         self, conn: Connection, into: tuple[str, str], columns: list[str], payload: bytes
     ) -> asyncpg.PostgresError | None:
         """COPY ``payload`` after savepoint ``importd_try``; on a row-level error, roll
         back to it (it stays) and return the error."""
         try:
-            await _copy_in(conn, into[0], into[1], columns, payload, self.copy_format)
+            await copy_in(conn, into[0], into[1], columns, payload, self.copy_format)
         except ROW_LEVEL as exc:
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
             return exc
         return None
 
@@ -1179,7 +816,7 @@ class Copier:
         """COPY ``rows``; on success keep them (a new savepoint after them)."""
         error = await self._try(conn, into, columns, b"".join(row.payload for row in rows))
         if error is None:
-            await conn.execute(f"RELEASE SAVEPOINT {_TRY}; SAVEPOINT {_TRY}")
+            await conn.execute(f"RELEASE SAVEPOINT {TRY}; SAVEPOINT {TRY}")
         return error
 
     async def _isolate(
@@ -1209,7 +846,7 @@ class Copier:
                 if doubtful:
                     alone = await self._try(conn, into, columns, batch[index].payload)
                     if alone is None:  # it loads: the count was off; go by halves
-                        await conn.execute(f"ROLLBACK TO SAVEPOINT {_TRY}")
+                        await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
                         index = None
                     else:
                         message = self._describe(alone)[1]
