@@ -47,7 +47,7 @@ SQL_ALLOWED = {
     # name with format('%I'); the name is a constant. Commented where it is.
     ("importd.daemon", "CREATE DATABASE"),
     # The savepoints of bad-row isolation stay, on purpose: after each group of rows that
-    # loads while bad rows are isolated (Copier._settle),
+    # loads while bad rows are isolated (isolating.Isolation._settle),
     # "RELEASE SAVEPOINT importd_try; SAVEPOINT importd_try" goes as ONE simple-protocol
     # message (one round trip); a sql/queries file holds one statement, so moving it means
     # two files and a second round trip per group. The other three belong to the same
@@ -61,6 +61,8 @@ SQL_ALLOWED = {
     ("importd.handlers.imports.checking", "SAVEPOINT"),
     ("importd.handlers.imports.checking", "RELEASE SAVEPOINT"),
     ("importd.handlers.imports.checking", "ROLLBACK TO SAVEPOINT"),
+    ("importd.handlers.imports.isolating", "RELEASE SAVEPOINT"),
+    ("importd.handlers.imports.isolating", "ROLLBACK TO SAVEPOINT"),
 }
 
 

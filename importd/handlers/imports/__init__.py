@@ -10,6 +10,7 @@ One pipeline, each stage in its own module:
 - ``checking``: what ``copying`` falls back on once a COPY failed: the set-based check
   of a chunk's rows in a temporary table, and the rows the target refuses (a NOT NULL,
   a CHECK) left out of one COPY by its ``WHERE`` clause;
+- ``isolating``: the last fallback, bad rows isolated COPY by COPY;
 - ``moving``: staging → target (the staged strategies, with the conflict rule), bad
   rows isolated by bisection on their source lines;
 - ``job``: the run (``Import``): the target, the source and its header, the pipeline

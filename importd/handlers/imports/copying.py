@@ -18,7 +18,8 @@ one before:
    it come straight here (``Copier.refusing``). Where the target refuses rows by a NOT
    NULL or a CHECK alone (an immutable test), one COPY leaves those rows out and loads
    the others, and only the rows it left out go in one by one (``CheckTable.filtered``);
-3. isolation COPY by COPY (``Copier._isolate``), for rows that do not split into fields.
+3. isolation COPY by COPY (``isolating.Isolation``), for rows that do not split into
+   fields.
 
 Isolating bad rows costs about one failed COPY per bad row, whatever their number: a
 COPY error names its line, the rows before it are known good and travel with the next
@@ -58,7 +59,7 @@ from ... import db, tables
 from ...db import Connection
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
-from .batches import Batch, Screened, join_rows, locate
+from .batches import Batch, Screened, join_rows
 from .checking import FILTERABLE, TRY, CheckTable, copy_in
 from .common import (
     ROW_LEVEL,
@@ -66,9 +67,9 @@ from .common import (
     describe,
     raw_text,
 )
+from .isolating import Isolation, try_copy
 from .screening import Screen, ValueType, screens
 
-MIN_WINDOW = 16
 # Seconds a connection taken with a short acquire timeout gets to be reset when it is
 # released (asyncpg would give the release the acquire's timeout).
 RELEASE_TIMEOUT = 30.0
@@ -798,26 +799,16 @@ class Copier:
             self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
         return loaded
 
+    def reject(self, failures: list[RowFailure], row: Row, message: str) -> None:
+        """Record ``row`` as rejected; TooManyErrors past max_errors."""
+        failures.append(RowFailure(row.line, message, raw_text(row.raw, self.encoding)))
+        self._check(failures)
+
     async def _try(
         self, conn: Connection, into: tuple[str, str], columns: list[str], payload: bytes
     ) -> asyncpg.PostgresError | None:
-        """COPY ``payload`` after savepoint ``importd_try``; on a row-level error, roll
-        back to it (it stays) and return the error."""
-        try:
-            await copy_in(conn, into[0], into[1], columns, payload, self.copy_format)
-        except ROW_LEVEL as exc:
-            await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
-            return exc
-        return None
-
-    async def _settle(
-        self, conn: Connection, into: tuple[str, str], columns: list[str], rows: list[Row]
-    ) -> asyncpg.PostgresError | None:
-        """COPY ``rows``; on success keep them (a new savepoint after them)."""
-        error = await self._try(conn, into, columns, b"".join(row.payload for row in rows))
-        if error is None:
-            await conn.execute(f"RELEASE SAVEPOINT {TRY}; SAVEPOINT {TRY}")
-        return error
+        """``isolating.try_copy`` in this import's COPY format."""
+        return await try_copy(conn, into, columns, payload, self.copy_format)
 
     async def _isolate(
         self,
@@ -828,84 +819,16 @@ class Copier:
         failures: list[RowFailure],
         error: asyncpg.PostgresError,
     ) -> int:
-        """Load ``rows`` whose COPY failed with ``error``; rejected rows go to
-        ``failures``. Returns the rows loaded (see the module docstring)."""
-        loaded = 0
-        carried: list[Row] = []  # known good rows, sent with the next window
-        start, size = 0, len(rows)  # the window: rows[start:start + size]
-        while True:
-            # Here: the COPY of carried + rows[start:start + size] failed with ``error``.
-            batch = carried + rows[start : start + size]
-            line, message = self._describe(error)
-            index = locate(batch, line, self._csv)
-            if index is not None and index >= len(carried) and self._doubt:
-                doubtful = any(
-                    row.payload.count(b"\n") > 1 or b"\r" in row.payload
-                    for row in batch[: index + 1]
-                )
-                if doubtful:
-                    alone = await self._try(conn, into, columns, batch[index].payload)
-                    if alone is None:  # it loads: the count was off; go by halves
-                        await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
-                        index = None
-                    else:
-                        message = self._describe(alone)[1]
-            if index is None or index < len(carried):
-                loaded += await self._bisect(conn, into, columns, batch, failures)
-                carried, start, size = [], start + size, MIN_WINDOW
-            else:
-                self.reject(failures, batch[index], message)
-                gap = index + 1 - len(carried)
-                carried, start = batch[:index], start + gap
-                size = max(MIN_WINDOW, 2 * gap)
-            # Windows that load double; the first that fails goes round again.
-            while True:
-                if len(carried) > max(4 * MIN_WINDOW, 2 * size):
-                    # Good rows pile up when every window fails: load them on their own
-                    # rather than send them again with each window.
-                    if await self._settle(conn, into, columns, carried) is None:
-                        loaded += len(carried)
-                    else:
-                        loaded += await self._bisect(conn, into, columns, carried, failures)
-                    carried = []
-                window = rows[start : start + size]
-                if not window:
-                    if carried:
-                        error_left = await self._settle(conn, into, columns, carried)
-                        if error_left is not None:
-                            loaded += await self._bisect(conn, into, columns, carried, failures)
-                        else:
-                            loaded += len(carried)
-                    return loaded
-                failed = await self._settle(conn, into, columns, carried + window)
-                if failed is not None:
-                    error, size = failed, len(window)
-                    break
-                loaded += len(carried) + len(window)
-                carried, start, size = [], start + len(window), size * 2
-
-    def reject(self, failures: list[RowFailure], row: Row, message: str) -> None:
-        """Record ``row`` as rejected; TooManyErrors past max_errors."""
-        failures.append(RowFailure(row.line, message, raw_text(row.raw, self.encoding)))
-        self._check(failures)
-
-    async def _bisect(
-        self,
-        conn: Connection,
-        into: tuple[str, str],
-        columns: list[str],
-        rows: list[Row],
-        failures: list[RowFailure],
-    ) -> int:
-        """Isolate bad rows by halves, when an error names no line (or not the one
-        PostgreSQL meant)."""
-        error = await self._settle(conn, into, columns, rows)
-        if error is None:
-            return len(rows)
-        if len(rows) == 1:
-            self.reject(failures, rows[0], self._describe(error)[1])
-            return 0
-        half = len(rows) // 2
-        return await self._bisect(conn, into, columns, rows[:half], failures) + await self._bisect(
-            conn, into, columns, rows[half:], failures
+        """Load ``rows`` whose COPY failed with ``error`` COPY by COPY
+        (``isolating.Isolation``); rejected rows go to ``failures``. The rows loaded."""
+        isolation = Isolation(
+            conn,
+            into,
+            columns,
+            self.copy_format,
+            self._describe,
+            self.reject,
+            csv=self._csv,
+            doubt=self._doubt,
         )
+        return await isolation.run(rows, failures, error)
