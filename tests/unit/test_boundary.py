@@ -61,6 +61,7 @@ SQL_ALLOWED = {
     ("importd.handlers.imports.checking", "SAVEPOINT"),
     ("importd.handlers.imports.checking", "RELEASE SAVEPOINT"),
     ("importd.handlers.imports.checking", "ROLLBACK TO SAVEPOINT"),
+    ("importd.handlers.imports.ahead", "SAVEPOINT"),
     ("importd.handlers.imports.isolating", "RELEASE SAVEPOINT"),
     ("importd.handlers.imports.isolating", "ROLLBACK TO SAVEPOINT"),
 }

@@ -11,6 +11,8 @@ One pipeline, each stage in its own module:
   of a chunk's rows in a temporary table, and the rows the target refuses (a NOT NULL,
   a CHECK) left out of one COPY by its ``WHERE`` clause;
 - ``isolating``: the last fallback, bad rows isolated COPY by COPY;
+- ``ahead``: the check ahead, the next chunk's suspects judged (and the rows the target
+  refuses found) on another connection while the loader's COPY runs;
 - ``moving``: staging → target (the staged strategies, with the conflict rule), bad
   rows isolated by bisection on their source lines;
 - ``job``: the run (``Import``): the target, the source and its header, the pipeline

@@ -29,7 +29,7 @@ class Batch:
     # before its COPY (see ``Copier.copy_chunk``); None when it was not.
     suspects: list[int] | None = None
     # PostgreSQL's verdict on the suspects, when another connection already checked them
-    # (``Copier.check_ahead``): the message of each bad one by its line.
+    # (``ahead.check``): the message of each bad one by its line.
     verdicts: dict[int, str] | None = None
     ahead: asyncio.Task[None] | None = None  # the check that sets ``verdicts``, running
 
@@ -106,10 +106,10 @@ class Screened:
     lines: int  # the line ends of ``data``: its records, or more
     first_line: int  # the source line of its first record
     # PostgreSQL's verdict on the suspects, when another connection already checked them
-    # (``Copier.check_ahead``), and the task that sets it, as for a ``Batch``.
+    # (``ahead.check``), and the task that sets it, as for a ``Batch``.
     verdicts: dict[int, str] | None = None
     ahead: asyncio.Task[None] | None = None
-    # What the verdicts make of the chunk (``Copier._settle_screened``), worked out by the
+    # What the verdicts make of the chunk (``Copier.settle_screened``), worked out by the
     # check ahead too, off the loader's way: the bad suspects' indexes, their rows as
     # rejected, and the bytes without them.
     settled: tuple[list[int], list[RowFailure], bytes] | None = None

@@ -5,10 +5,10 @@ one before:
 1. the screen (``screening``, ``Copier._screened``): records whose values all have a
    shape their types surely accept are known good; a record of a bad shape (a field too
    many or too few, bytes that are not UTF-8) is judged by the screen where that is
-   certain (``Copier._verdicts``); PostgreSQL converts the others (the
+   certain (``Copier.verdicts``); PostgreSQL converts the others (the
    suspects, 2 % of a chunk when 2 % of its rows are bad) in a temporary table (after a
    chunk with bad rows, on another connection while the chunk before is in its COPY:
-   ``Copier.check_ahead``), and the chunk loads without its bad rows in one COPY, in
+   ``ahead.check``), and the chunk loads without its bad rows in one COPY, in
    file order (a raw chunk, screened from its bytes: ``Copier.screen_raw``, as slices
    of them: ``Screened``);
 2. the set-based check (``Copier._checked``): the whole chunk converted in the temporary
@@ -55,10 +55,11 @@ from typing import Any
 import asyncpg
 import structlog
 
-from ... import db, tables
+from ... import tables
 from ...db import Connection
 from ...repository import RowFailure
 from ..records import NdjsonRows, Records, RowError
+from . import ahead
 from .batches import Batch, Screened, join_rows
 from .checking import FILTERABLE, TRY, CheckTable, copy_in
 from .common import (
@@ -70,9 +71,6 @@ from .common import (
 from .isolating import Isolation, try_copy
 from .screening import Screen, ValueType, screens
 
-# Seconds a connection taken with a short acquire timeout gets to be reset when it is
-# released (asyncpg would give the release the acquire's timeout).
-RELEASE_TIMEOUT = 30.0
 _FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
 
 
@@ -471,10 +469,10 @@ class Copier:
         if settled is None:
             bad = screened.verdicts if rows else {}
             if bad is None:
-                bad = await self._verdicts(conn, into, rows)
+                bad = await self.verdicts(conn, into, rows)
                 if bad is None:
                     return None
-            settled = self._settle_screened(screened, bad)
+            settled = self.settle_screened(screened, bad)
         gone, rejected, data = settled
         for failure in rejected:  # (as ``reject``: max_errors counted row by row)
             failures.append(failure)
@@ -514,7 +512,7 @@ class Copier:
         prefix = self._line_prefix
         return Batch(lines, datas, datas, join_rows(prefix, lines, datas), prefix)
 
-    def _settle_screened(
+    def settle_screened(
         self, screened: Screened, bad: dict[int, str]
     ) -> tuple[list[int], list[RowFailure], bytes]:
         """What the verdicts ``bad`` (message by line) make of ``screened``: see
@@ -568,7 +566,7 @@ class Copier:
         isolated as any failing chunk."""
         bad = batch.verdicts if suspects is batch.suspects else None
         if bad is None:
-            bad = await self._verdicts(conn, into, batch.subset(suspects))
+            bad = await self.verdicts(conn, into, batch.subset(suspects))
             if bad is None:
                 return None
         gone = [i for i in suspects if batch.lines[i] in bad]
@@ -620,35 +618,9 @@ class Copier:
         target: Batch | Screened,
         records_of: Callable[[], Records] | None = None,
     ) -> None:
-        """Start ``check_ahead`` for ``target`` as a task of its own (its ``ahead``,
-        awaited by the loader), so that the producer goes on preparing meanwhile."""
-        if self._ahead(target) or self._refused_ahead(target, records_of):
-            target.ahead = asyncio.create_task(self.check_ahead(pool, target, records_of))
-            # (awaited by the loader; retrieved here too when the loader never comes)
-            target.ahead.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    def _ahead(self, target: Batch | Screened) -> bool:
-        """Whether ``check_ahead`` converts the suspects of ``target``: when there are
-        some and they are fewer than a quarter of its rows (or lines)."""
-        if self.types is None:
-            return False
-        if isinstance(target, Screened):
-            return 0 < len(target.rows) <= target.lines // 4
-        suspects = target.suspects
-        return bool(suspects) and len(suspects or ()) <= len(target) // 4
-
-    def _refused_ahead(
-        self, target: Batch | Screened, records_of: Callable[[], Records] | None
-    ) -> bool:
-        """Whether ``check_ahead`` finds the rows of ``target`` (a chunk's bytes) that the
-        target's NOT NULL and CHECK refuse: after a chunk with such rows, when
-        ``CheckTable.filtered`` applies."""
-        return (
-            isinstance(target, Screened)
-            and records_of is not None
-            and self.checks.refusing
-            and self.checks.filtering
-        )
+        """``ahead.start`` for this import: the check ahead of ``target``'s suspects
+        (and of the rows the target refuses) as a task of its own."""
+        ahead.start(self, pool, target, records_of)
 
     async def check_ahead(
         self,
@@ -656,70 +628,10 @@ class Copier:
         target: Batch | Screened,
         records_of: Callable[[], Records] | None = None,
     ) -> None:
-        """Have PostgreSQL convert the suspects of ``target`` now, on a connection of
-        their own, while the chunk before is in its COPY: the loader then finds the
-        verdicts ready (``verdicts``) and runs only the COPY of the rest, as for a
-        clean chunk. A conversion depends on the value, its type and the session's
-        settings (DateStyle, TimeZone), which every connection of the pool has alike
-        (asyncpg resets them on release), not on the transaction: the verdicts are the
-        ones the loader's own connection would give. When no connection is free at
-        once, or the check cannot be done so, nothing is set and the loader checks the
-        suspects itself.
+        """``ahead.check``, awaited here (see there)."""
+        await ahead.check(self, pool, target, records_of)
 
-        After a chunk with rows the target refused, the rows of a chunk's bytes that
-        its NOT NULL and CHECK refuse are found here too (``CheckTable.find_refused``): the
-        loader then COPYs the rest into the target and only those rows go in one by
-        one. (The test is immutable: what it says of a row does not depend on the
-        connection either.)"""
-        checks = self._ahead(target)
-        refused = self._refused_ahead(target, records_of)
-        if not checks and not refused:
-            return
-        if isinstance(target, Screened):
-            rows = target.rows
-        else:
-            assert target.suspects is not None
-            rows = target.subset(target.suspects)
-        try:
-            conn = await pool.acquire(timeout=0.05)
-        except TimeoutError:
-            return  # (never wait: the loader may hold the pool's last connections)
-        verdicts, settled = None, None
-        try:
-            async with conn.transaction():
-                await conn.execute(f"SAVEPOINT {TRY}")
-                into = ("pg_temp", self.checks.name)
-                verdicts = await self._verdicts(conn, into, rows) if checks else {}
-                if verdicts is not None and isinstance(target, Screened):
-                    settled = self._settle_screened(target, verdicts)
-                if refused and settled is not None and records_of is not None:
-                    assert isinstance(target, Screened)
-                    target.refused = await self.checks.find_refused(
-                        conn, target, settled[0], settled[2], records_of
-                    )
-        except Exception as exc:
-            # Only a head start: the loader checks the suspects itself, and meets the
-            # same error there if it lasts.
-            self._log_ahead_failed(exc)
-        finally:
-            try:
-                # (Its own budget: asyncpg gives a release the acquire's 50 ms by
-                # default, which a loaded server's reset of the session can exceed.)
-                await pool.release(conn, timeout=RELEASE_TIMEOUT)
-            except Exception as exc:  # asyncpg closed it; the pool opens another
-                self._log_ahead_failed(exc)
-        if verdicts is not None and checks:
-            target.verdicts = verdicts
-            if isinstance(target, Screened):
-                target.settled = settled
-
-    def _log_ahead_failed(self, exc: Exception) -> None:
-        if db.is_transient(exc):
-            self.log.warning("check_ahead_failed", error=db.describe_db_error(exc))
-        else:
-            self.log.error("check_ahead_failed", error=db.describe_db_error(exc), exc_info=exc)
-
-    async def _verdicts(
+    async def verdicts(
         self, conn: Connection, into: tuple[str, str], rows: Batch
     ) -> dict[int, str] | None:
         """PostgreSQL's verdict on suspect ``rows``: the message of each bad one by its

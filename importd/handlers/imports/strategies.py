@@ -47,8 +47,8 @@ from ...db import Connection
 from ...models import PermanentError
 from ...repository import RowFailure, record_failures
 from .. import spec
+from .ahead import RELEASE_TIMEOUT
 from .common import RAW_LIMIT, LeaseLost, Prepared, TooManyErrors, raw_text
-from .copying import RELEASE_TIMEOUT
 from .moving import Mover
 
 if TYPE_CHECKING:
