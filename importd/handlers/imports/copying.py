@@ -296,8 +296,8 @@ class Copier:
         known = tuple(f"column {name}: " for name in self._watch or ())
         for failure in found:
             text = failure.message
-            if known and text.startswith(known):
-                continue
+            if not text.startswith("column ") or (known and text.startswith(known)):
+                continue  # (a row's refusal, a field count: no column's value)
             for name in self.names:
                 if text.startswith(f"column {name}: "):
                     named.add(name)
