@@ -39,9 +39,17 @@ def start(
     """Start ``check`` for ``target`` as a task of its own (its ``ahead``,
     awaited by the loader), so that the producer goes on preparing meanwhile."""
     if _converts(copier, target) or _finds_refused(copier, target, records_of):
-        target.ahead = asyncio.create_task(check(copier, pool, target, records_of))
-        # (awaited by the loader; retrieved here too when the loader never comes)
-        target.ahead.add_done_callback(lambda t: t.cancelled() or t.exception())
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        target.ahead = ready
+        task = asyncio.create_task(check(copier, pool, target, records_of, ready))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+        # (its errors are logged in it; retrieved here so that none goes unretrieved)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+# The checks under way (a task is only weakly held by the loop), until each ends.
+_running: set[asyncio.Task[None]] = set()
 
 
 def _converts(copier: Copier, target: Batch | Screened) -> bool:
@@ -74,6 +82,7 @@ async def check(
     pool: asyncpg.Pool,
     target: Batch | Screened,
     records_of: Callable[[], Records] | None = None,
+    ready: asyncio.Future[None] | None = None,
 ) -> None:
     """Have PostgreSQL convert the suspects of ``target`` now, on a connection of
     their own, while the chunk before is in its COPY: the loader then finds the
@@ -83,13 +92,32 @@ async def check(
     (asyncpg resets them on release), not on the transaction: the verdicts are the
     ones the loader's own connection would give. When no connection is free at
     once, or the check cannot be done so, nothing is set and the loader checks the
-    suspects itcopier.
+    suspects itself.
 
     After a chunk with rows the target refused, the rows of a chunk's bytes that
     its NOT NULL and CHECK refuse are found here too (``CheckTable.find_refused``): the
     loader then COPYs the rest into the target and only those rows go in one by
     one. (The test is immutable: what it says of a row does not depend on the
-    connection either.)"""
+    connection either.)
+
+    ``ready`` is set once the findings are on ``target`` (or once there will be none):
+    the loader waits for that, not for the check's transaction to end and its
+    connection to go back to the pool (the commit empties the temporary tables: a few
+    milliseconds a chunk)."""
+    try:
+        await _check(copier, pool, target, records_of, ready)
+    finally:
+        _set(ready)
+
+
+async def _check(
+    copier: Copier,
+    pool: asyncpg.Pool,
+    target: Batch | Screened,
+    records_of: Callable[[], Records] | None,
+    ready: asyncio.Future[None] | None,
+) -> None:
+    """``check``'s work."""
     checks = _converts(copier, target)
     refused = _finds_refused(copier, target, records_of)
     if not checks and not refused:
@@ -103,19 +131,25 @@ async def check(
         conn = await pool.acquire(timeout=0.05)
     except TimeoutError:
         return  # (never wait: the loader may hold the pool's last connections)
-    verdicts, settled = None, None
     try:
         async with conn.transaction():
             await conn.execute(f"SAVEPOINT {TRY}")
             into = ("pg_temp", copier.checks.name)
             verdicts = await copier.verdicts(conn, into, rows) if checks else {}
+            settled = None
             if verdicts is not None and isinstance(target, Screened):
                 settled = copier.settle_screened(target, verdicts)
+            if verdicts is not None and checks:
+                # (A conversion's verdicts: good whatever becomes of this transaction.)
+                target.verdicts = verdicts
+                if isinstance(target, Screened):
+                    target.settled = settled
             if refused and settled is not None and records_of is not None:
                 assert isinstance(target, Screened)
                 target.refused = await copier.checks.find_refused(
                     conn, target, settled[0], settled[2], records_of
                 )
+            _set(ready)
     except Exception as exc:
         # Only a head start: the loader checks the suspects itself, and meets the
         # same error there if it lasts.
@@ -127,10 +161,11 @@ async def check(
             await pool.release(conn, timeout=RELEASE_TIMEOUT)
         except Exception as exc:  # asyncpg closed it; the pool opens another
             _log_failed(copier, exc)
-    if verdicts is not None and checks:
-        target.verdicts = verdicts
-        if isinstance(target, Screened):
-            target.settled = settled
+
+
+def _set(ready: asyncio.Future[None] | None) -> None:
+    if ready is not None and not ready.done():
+        ready.set_result(None)
 
 
 def _log_failed(copier: Copier, exc: Exception) -> None:

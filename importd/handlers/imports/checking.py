@@ -32,7 +32,7 @@ from ... import db, tables
 from ...db import Connection, Record
 from ...repository import RowFailure
 from ..records import Records, odd_lines
-from .batches import Batch, Refused, Screened, join_rows, place_rows
+from .batches import Batch, ChunkLines, Refused, Screened, join_rows
 from .common import ROW_CAUSED, ROW_LEVEL, CheckFailed, Row, as_row_error, lasting
 
 TRY = "importd_try"  # the savepoint around a chunk's attempts (``Copier``'s too)
@@ -376,6 +376,10 @@ class CheckTable:
         if statements is None:
             return None
         await conn.execute(statements["refused_create"])
+        # (as the reader's splitter has them: ``ImportJob.source_records``)
+        quote, escape = self.copy_format.quote.encode(), self.copy_format.escape.encode()
+        odd = functools.partial(odd_lines, quote=quote, escape=escape)
+        lines = asyncio.ensure_future(asyncio.to_thread(ChunkLines, data, odd))
         try:
             kept = await copy_in(
                 conn,
@@ -399,11 +403,17 @@ class CheckTable:
             # that went in after all: the loader's COPY meets it too, and takes the exact
             # path. Not an error here; nothing of it stays (the rollback).
             await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
+            await asyncio.gather(lines, return_exceptions=True)
             return None
+        except BaseException:
+            await asyncio.gather(lines, return_exceptions=True)
+            raise
         places = [row["line"] for row in errors]
-        found = await asyncio.to_thread(
-            self._place, screened, gone, data, total, places, records_of
-        )
+        rows = screened.rows
+        spans = [(rows.lines[i], rows.raws[i].count(b"\n") + 1) for i in gone]
+        found = (await lines).place(screened.first_line, spans, total, places)
+        if found is None:  # (a record of lines the splitter tells apart otherwise)
+            found = await asyncio.to_thread(self._place, spans, total, places, records_of)
         if found is None:
             return None
         messages = {line: row["message"] for (line, _), row in zip(found, errors, strict=True)}
@@ -411,32 +421,17 @@ class CheckTable:
 
     def _place(
         self,
-        screened: Screened,
-        gone: list[int],
-        data: bytes,
+        gone: list[tuple[int, int]],
         total: int,
         places: list[int],
         records_of: Callable[[], Records],
     ) -> list[tuple[int, bytes]] | None:
         """The source line and record of the rows at ``places`` (ascending, 1 for the
-        first) among the ``total`` rows of ``data`` (``find_refused``); None when the
-        rows do not agree with the records (a guard). CPU-bound: run it in a thread."""
-        rows = screened.rows
-        spans = [(rows.lines[i], rows.raws[i].count(b"\n") + 1) for i in gone]
-        # (as the reader's splitter has them: ``ImportJob.source_records``)
-        quote, escape = self.copy_format.quote.encode(), self.copy_format.escape.encode()
-        found = place_rows(
-            data,
-            screened.first_line,
-            spans,
-            total,
-            places,
-            functools.partial(odd_lines, quote=quote, escape=escape),
-        )
-        if found is not None:
-            return found
+        first) among the ``total`` rows of a chunk's records (``records_of``) but those
+        ``gone`` (their lines first); None when the rows do not agree with the records
+        (a guard). CPU-bound: run it in a thread."""
         records = records_of()
-        left = {line for line, _ in spans}
+        left = {line for line, _ in gone}
         kept = [i for i, line in enumerate(records.lines) if line not in left]
         if len(kept) != total or any(not 0 < place <= total for place in places):
             return None
