@@ -34,7 +34,9 @@ CREATE TABLE {schema}.{name} (
     c text CHECK (c <> 'no')
 )"""
 B = st.sampled_from(["1", "7", "42", "0", "-3", "", "x"])  # good, CHECK, NULL, no int
-C = st.sampled_from(["a", "b c", "no", ""])  # "" is NULL in CSV: allowed
+# "" is NULL in CSV: allowed; a value over two lines, and one with a quote (CSV quotes
+# both): a refused row's source line and record then come from lines joined.
+C = st.sampled_from(["a", "b c", "no", "", "two\nlines", 'a "q"'])
 RECORD = st.tuples(st.integers(1, 12).map(str), B, C)
 
 
@@ -94,14 +96,21 @@ async def test_the_rows_the_target_refuses_are_the_ones_postgresql_refuses(
         out = io.StringIO(newline="")
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["k", "b", "c"])
-        writer.writerows(records)
-        first = 2
+        starts, written = [], []  # each record's source line, and its text as written
+        line = 2
+        for record in records:
+            one = io.StringIO(newline="")
+            csv.writer(one, lineterminator="\n").writerow(record)
+            written.append(one.getvalue()[:-1])
+            starts.append(line)
+            line += written[-1].count("\n") + 1
+            writer.writerow(record)
     else:
         out = io.StringIO()
         for k, b, c in records:
             value: Any = None if not b else (int(b) if b.lstrip("-").isdigit() else b)
             out.write(json.dumps({"k": int(k), "b": value, "c": c or None}) + "\n")
-        first = 1
+        starts, written = list(range(1, len(records) + 1)), []
     path = tmp_path / f"r.{fmt}"
     path.write_text(out.getvalue())
     expected_rows, refused = await reference(conn, table, records)
@@ -113,13 +122,17 @@ async def test_the_rows_the_target_refuses_are_the_ones_postgresql_refuses(
         await drain(import_roots=(str(tmp_path),), tables=(f"public.{table}",))
         row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
         errors = await conn.fetch(
-            "SELECT line_number, message FROM import_job_errors WHERE job_id=$1 ORDER BY 1", job
+            "SELECT line_number, message, raw_record FROM import_job_errors WHERE job_id=$1 "
+            "ORDER BY 1",
+            job,
         )
         shown = (atomic, row["last_error"], [tuple(e) for e in errors])
         assert row["status"] == "completed", shown
         got = [tuple(r) for r in await conn.fetch(f"SELECT k, b, c FROM {table} ORDER BY 1, 2, 3")]
         assert got == expected_rows, shown
-        assert [e["line_number"] for e in errors] == [first + i for i, _ in refused], shown
+        assert [e["line_number"] for e in errors] == [starts[i] for i, _ in refused], shown
+        if written:  # (CSV: the record as the file has it, lines and quotes included)
+            assert [e["raw_record"] for e in errors] == [written[i] for i, _ in refused], shown
         for (_, message), error in zip(refused, errors, strict=True):
             if message is not None:  # (a refusal; a conversion error is importd's own words)
                 assert error["message"] == message, shown
