@@ -13,7 +13,7 @@ refuses (``CheckTable``): what ``copying.Copier`` falls back on once a COPY fail
   others; only the rows it left out go in one by one, for PostgreSQL's own message.
   ``find_refused`` does that second part ahead, on another connection, for a chunk's
   bytes as they are: each row numbered by its place in the COPY, and the place turned
-  into its source line (``batches.place_rows``).
+  into its source line (``batches.ChunkLines``).
 
 Each step answers None, after a rollback to savepoint ``importd_try`` (nothing loaded,
 nothing rejected), where it cannot be used: the caller takes the next, exact path.
