@@ -128,12 +128,28 @@ END $importd$$f$,
 -- user's column takes one of those two names. A COPY that does not give the source
 -- line gets each row's place in its data instead (1, 2, …: its own sequence, reset by
 -- "refused_create"; CACHE: a row's number costs no page write), and "refused_count"
--- then says how many rows the COPY read. (The name differs from the table of releases
--- that had no such numbers, which a pooler may have left in a shared session.)
+-- then says how many rows the COPY read. The name says the table's shape (which
+-- columns are typed, their types and collations: a digest of its column list), since
+-- the table stays for the session: a session that a pool or a pooler gives to another
+-- import of the same columns, whose target's NOT NULL, CHECKs or collations differ,
+-- never meets a table typed for the other (it would fail on a test it cannot read, or
+-- compare text under another collation and find other rows than the COPY left out).
+-- (It differs from the table of releases that had no such numbers too.)
+refused_shape AS (
+    SELECT (SELECT pg_catalog.string_agg(pg_catalog.format(
+                       '%I %s', c, CASE WHEN c = ANY (flag.reads) THEN t || coll ELSE 'text' END),
+                   ', ' ORDER BY o)
+            FROM cols) AS defs
+    FROM flag
+),
 refused AS (
     SELECT CASE WHEN NOT ($2::text[] && ARRAY['importd_line', 'importd_error'])
-           THEN pg_catalog.format('%s_q', $1::text) END AS name,
-           pg_catalog.format('%s_n', $1::text) AS seq
+           THEN pg_catalog.format('%s_q%s', $1::text, pg_catalog.left(pg_catalog.encode(
+               pg_catalog.sha224(pg_catalog.convert_to(refused_shape.defs, 'UTF8')), 'hex'), 12))
+           END AS name,
+           pg_catalog.format('%s_n', $1::text) AS seq,
+           refused_shape.defs
+    FROM refused_shape
 )
 SELECT
     pg_catalog.format(
@@ -234,10 +250,7 @@ END $importd$$f$,
         refused.seq,
         refused.name,
         'pg_temp.' || pg_catalog.quote_ident(refused.seq),
-        (SELECT pg_catalog.string_agg(pg_catalog.format(
-                    '%I %s', c, CASE WHEN c = ANY (flag.reads) THEN t || coll ELSE 'text' END),
-                ', ' ORDER BY o)
-         FROM cols),
+        refused.defs,
         refused.name,
         'pg_temp.' || pg_catalog.quote_ident(refused.seq)) END AS refused_create,
     CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(

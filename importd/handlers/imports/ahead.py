@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 # released (asyncpg would give the release the acquire's timeout).
 RELEASE_TIMEOUT = 30.0
 
+# Milliseconds the check ahead's transaction waits for a lock before it steps aside
+# (``sql/queries/ahead_lock_timeout.sql``): a lock queued behind the loader's would
+# otherwise hold it, and the loader, waiting for it, forever.
+LOCK_TIMEOUT_MS = 50
+
 
 def start(
     copier: Copier,
@@ -133,6 +138,7 @@ async def _check(
         return  # (never wait: the loader may hold the pool's last connections)
     try:
         async with conn.transaction():
+            await db.one(conn, "ahead_lock_timeout", f"{LOCK_TIMEOUT_MS}ms")
             await conn.execute(f"SAVEPOINT {TRY}")
             into = ("pg_temp", copier.checks.name)
             verdicts = await copier.verdicts(conn, into, rows) if checks else {}
