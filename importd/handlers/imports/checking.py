@@ -141,8 +141,11 @@ class CheckTable:
         """The check's statements (``sql/queries/build_check.sql``) for rows going into
         ``into`` (any target's when not ``insert``: only the moves name it); None when
         they cannot be built."""
-        if self.types is None or any("$" in name for name in [*self.names, *self.types]):
-            return None  # (no dollar sign may end the DO block's quoting early)
+        if self.types is None or any("$" in name for name in [*self.names, *self.types, *into]):
+            # (No dollar sign may end the DO block's quoting early: not in a column's
+            # name or type, nor in the target's schema or name, which the row-by-row
+            # insert names. Such a target takes the exact path, COPY by COPY.)
+            return None
         statements = self._checks.get(into)
         if statements is None and not insert and self._checks:
             statements = next(iter(self._checks.values()))
