@@ -260,7 +260,13 @@ END $importd$$f$,
     CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
         'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
         'WHERE importd_error IS NOT NULL ORDER BY importd_line', refused.name)
-    END AS refused_errors
+    END AS refused_errors,
+    -- Whether an enabled ON INSERT rule rewrites the target's INSERTs: COPY ignores
+    -- rules, an INSERT does not, so rows the check would insert could go elsewhere (or
+    -- nowhere) where COPY loads them; then no statement here inserts into the target.
+    EXISTS (SELECT FROM pg_catalog.pg_rewrite AS w, target
+            WHERE w.ev_class = target.oid AND w.ev_type = '3' AND w.ev_enabled <> 'D')
+        AS rewritten
 FROM flag, each, refused,
     (SELECT pg_catalog.string_agg(pg_catalog.format('CAST(r.%I AS %s)', 'c' || o, t), ', '
                                   ORDER BY o) AS list FROM cols) AS casts

@@ -140,9 +140,13 @@ class CheckTable:
     ) -> Record | None:
         """The check's statements (``sql/queries/build_check.sql``) for rows going into
         ``into`` (any target's when not ``insert``: only the moves name it); None when
-        they cannot be built."""
-        if self.types is None or any("$" in name for name in [*self.names, *self.types]):
-            return None  # (no dollar sign may end the DO block's quoting early)
+        they cannot be built, or, with ``insert``, when a rule rewrites the target's
+        INSERTs (``rewritten``)."""
+        if self.types is None or any("$" in name for name in [*self.names, *self.types, *into]):
+            # (No dollar sign may end the DO block's quoting early: not in a column's
+            # name or type, nor in the target's schema or name, which the row-by-row
+            # insert names. Such a target takes the exact path, COPY by COPY.)
+            return None
         statements = self._checks.get(into)
         if statements is None and not insert and self._checks:
             statements = next(iter(self._checks.values()))
@@ -159,6 +163,10 @@ class CheckTable:
             )
             # Atomic imports load each chunk into a table of its own: keep the last.
             self._checks = {into: statements}
+        if insert and statements["rewritten"]:
+            # An ON INSERT rule would rewrite the INSERTs that COPY's rows never meet:
+            # rows go in by COPY alone (COPY by COPY, where a chunk fails).
+            return None
         return statements
 
     async def _fill(self, conn: Connection, statements: Record, batch: Batch) -> None:

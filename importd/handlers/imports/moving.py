@@ -1,6 +1,8 @@
 """Staging → target: the staged strategies (``StagedPerChunk``, ``StagedAtomic``) move
 staged rows into the target with the conflict rule; rows the target rejects (NOT NULL,
-CHECK, unique, foreign keys) are isolated by bisection on their source lines.
+CHECK, unique, foreign keys) are isolated by bisection on their source lines, and so are
+rows that share a key under ``on_conflict: update`` (one ``ON CONFLICT DO UPDATE`` may
+not touch a row twice: the halves are moved one after the other, in file order).
 
 A rejected row's raw record is its text in the source, not its staged values:
 ``StagedPerChunk`` still holds the chunk's records (``Move.isolating``'s ``raws``);
@@ -97,7 +99,10 @@ class Move:
                     f"payload.conflict_columns: {exc.message}; name the columns of a "
                     f"unique index or constraint of {self.target.schema}.{self.target.name}"
                 ) from exc
-            except ROW_CAUSED as exc:
+            except (*ROW_CAUSED, asyncpg.CardinalityViolationError) as exc:
+                # (CardinalityViolation: ON CONFLICT DO UPDATE met a key twice in the
+                # rows of one statement; the halves go in one after the other, in file
+                # order, so the later record wins, as row by row.)
                 if isinstance(exc, asyncpg.FeatureNotSupportedError) and (
                     await statement_refused(lo)
                 ):
