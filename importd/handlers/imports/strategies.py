@@ -40,9 +40,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import asyncpg
 import httpx
 
-from ... import tables
+from ... import sql, tables
 from ...db import Connection
 from ...models import PermanentError
 from ...repository import RowFailure, record_failures
@@ -76,11 +77,20 @@ class Span:
     next_line: int = 0
 
     @classmethod
-    async def open(cls, pool: Any) -> Span:
-        """Take a connection and begin the transaction."""
+    async def open(cls, pool: Any, *, immediate: bool) -> Span:
+        """Take a connection and begin the transaction (``immediate``: see
+        ``Strategy.immediate``)."""
         conn = await pool.acquire()
         tx = conn.transaction()
-        await tx.start()
+        try:
+            await tx.start()
+            if immediate:
+                await conn.execute(sql.query("constraints_immediate"))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await tx.rollback()
+            await pool.release(conn)
+            raise
         return cls(conn, tx, time.monotonic())
 
     async def close(self, pool: Any) -> None:
@@ -92,6 +102,24 @@ class Span:
                 self.tx = None
         finally:
             await pool.release(self.conn)
+
+
+async def check_deferred(conn: Connection, imp: Import) -> None:
+    """Check the deferred constraints of the atomic import's one transaction now, before
+    it completes: a violation fails the job at once, saying which constraint and why
+    (a COMMIT that fails would be retried, and fail the same way each time)."""
+    try:
+        await conn.execute(sql.query("constraints_immediate"))
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        detail = f" ({exc.detail})" if exc.detail else ""
+        table = f"{imp.spec.schema}.{imp.spec.table}"
+        raise PermanentError(
+            f"DeferredConstraint: {exc.message}{detail}; a DEFERRABLE INITIALLY DEFERRED "
+            f"constraint of {table}, checked once the whole file was loaded: an atomic "
+            "import cannot tell which row broke it, and nothing was loaded. Fix the rows "
+            "it names, or import with atomic: false, which checks such constraints with "
+            "each chunk and rejects the rows that break them"
+        ) from exc
 
 
 def choose(s: spec.ImportSpec) -> type[Strategy]:
@@ -121,6 +149,16 @@ class Strategy:
     staged: ClassVar[bool] = False
     # ``copy_streams`` applies: a chunk may commit in a transaction of its own.
     streams: ClassVar[bool] = False
+    # The transactions that load chunks check DEFERRABLE INITIALLY DEFERRED constraints
+    # (foreign keys, unique keys) at the end of each statement, as if immediate
+    # (``sql/queries/constraints_immediate.sql``): deferred to the COMMIT, a violation
+    # would fail the checkpoint's commit, every retry the same way, and name no row;
+    # checked with the chunk's COPY, its row is found and rejected like any other. (Rows
+    # of one chunk may still refer to each other in any order; across chunks, which
+    # commit on their own, a deferral to one commit held only by chance anyway.) The
+    # atomic strategies, whose one transaction is the whole file, keep the deferral
+    # and check it just before they complete (``check_deferred``).
+    immediate: ClassVar[bool] = True
 
     def __init__(self, imp: Import) -> None:
         self.imp = imp
@@ -171,7 +209,7 @@ class Strategy:
                 if isinstance(item, Exception):
                     raise item
                 if span is None:
-                    span = await Span.open(imp.ctx.pool)
+                    span = await Span.open(imp.ctx.pool, immediate=self.immediate)
                 await self.load_chunk(span, item)
                 if time.monotonic() - span.started >= interval:
                     await self.commit(span)
@@ -339,6 +377,8 @@ class Strategy:
             loaded = 0
             try:
                 await tx.start()
+                if self.immediate:
+                    await conn.execute(sql.query("constraints_immediate"))
                 if part is not None:
                     await part.create(conn, imp.target, imp.columns)
                 loaded = await imp.copy(conn, into, prepared, failures)
@@ -449,7 +489,10 @@ class StagedPerChunk(Strategy):
 class SingleTransaction(Strategy):
     """COPY into the target in one transaction, over one connection, left open when the
     last chunk is loaded; the job completes in it (``finish``). Nothing commits before:
-    a retry starts over."""
+    a retry starts over. Deferred constraints stay deferred to the end (rows of the file
+    may refer to rows further on), and are checked before it completes."""
+
+    immediate = False
 
     def __init__(self, imp: Import) -> None:
         super().__init__(imp)
@@ -475,7 +518,7 @@ class SingleTransaction(Strategy):
                 if isinstance(item, Exception):
                     raise item
                 if self.whole is None:
-                    self.whole = await Span.open(imp.ctx.pool)
+                    self.whole = await Span.open(imp.ctx.pool, immediate=False)
                 await self.load_chunk(self.whole, item)
                 imp.ctx.timeout_hint = (
                     "an atomic import of a file loads it whole in one run and keeps "
@@ -502,6 +545,7 @@ class SingleTransaction(Strategy):
             return await super().finish()
         whole = self.whole
         conn = whole.conn
+        await check_deferred(conn, imp)
         await record_failures(conn, imp.job, whole.failures)
         imp.budget.failed += len(whole.failures)
         await imp.save_totals(conn)
@@ -603,6 +647,7 @@ class StagedAtomic(Strategy):
         mover = self.mover
         assert mover is not None
         conn = await mover.finish()
+        await check_deferred(conn, imp)
         staged = imp.loaded
         imp.budget.loaded = 0
         imp.budget.elsewhere = None
