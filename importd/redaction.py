@@ -566,6 +566,13 @@ def redact_value(value: Any) -> Any:
     return SECRETS.redact_value(value)
 
 
+def mask(text: str) -> str:
+    """:meth:`Secrets.mask` with the process's registry: the registered secrets only, the
+    rest of ``text`` as it was (for data such as a rejected record, where a ``token=``
+    of the user's own is not a credential of importd's)."""
+    return SECRETS.mask(text)
+
+
 def secrets_in(dsn: str) -> list[str]:
     """The passwords in a connection string: the URL's password (percent-decoded too)
     and the values of sensitive keys, in URL or ``key=value`` form."""
