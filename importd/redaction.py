@@ -416,6 +416,20 @@ HEAD_MARGIN = 512
 _LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
 
 
+def _json_spellings(value: str) -> set[str]:
+    """``value`` inside a JSON string as common encoders write it: Python's json.dumps
+    (non-ASCII as ``\\u`` escapes), JavaScript's JSON.stringify (non-ASCII as it is), PHP's
+    json_encode (``/`` as ``\\/`` too) and Go's encoding/json (``<``, ``>``, ``&``, U+2028
+    and U+2029 as ``\\u`` escapes). An encoder that escapes other characters at will has
+    too many spellings to register: not masked."""
+    python = json.dumps(value)[1:-1]
+    raw = json.dumps(value, ensure_ascii=False)[1:-1]
+    go = raw
+    for char in "<>&\u2028\u2029":
+        go = go.replace(char, f"\\u{ord(char):04x}")
+    return {python, raw, python.replace("/", "\\/"), raw.replace("/", "\\/"), go}
+
+
 class Secrets:
     """The secret values a process knows (passwords, tokens), and the redaction that
     masks them in any text together with what looks like a credential.
@@ -445,7 +459,7 @@ class Secrets:
             encoded,
             _LOWER_HEX.sub(lambda m: m.group().lower(), encoded),  # as some echo it
             quote_plus(value, safe=""),
-            json.dumps(value)[1:-1],
+            *_json_spellings(value),
         }
         self._set(self._forms | {form for form in forms if len(form) >= MIN_SECRET_LENGTH})
 
@@ -564,6 +578,13 @@ def redact_head(text: str, limit: int) -> str:
 def redact_value(value: Any) -> Any:
     """:meth:`Secrets.redact_value` with the process's registry."""
     return SECRETS.redact_value(value)
+
+
+def mask(text: str) -> str:
+    """:meth:`Secrets.mask` with the process's registry: the registered secrets only, the
+    rest of ``text`` as it was (for data such as a rejected record, where a ``token=``
+    of the user's own is not a credential of importd's)."""
+    return SECRETS.mask(text)
 
 
 def secrets_in(dsn: str) -> list[str]:

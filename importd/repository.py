@@ -25,7 +25,7 @@ from .models import (
     Outcome,
     Status,
 )
-from .redaction import clean_text, redact_value
+from .redaction import clean_text, mask, redact, redact_value
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -248,15 +248,17 @@ async def count_failures(conn: Conn, job_id: int) -> int:
 
 
 async def record_failures(conn: Conn, job: Job, failures: Sequence[RowFailure]) -> None:
-    """Insert row-level errors of ``job``."""
+    """Insert row-level errors of ``job``: each message redacted as a job's error is (it
+    quotes the bad value), each record with the registered secrets masked (the rest of
+    it is the user's data, kept to be fixed and loaded again)."""
     if failures:
         await conn.execute(
             sql.query("insert_job_errors"),
             job.id,
             job.attempt,
             [f.line for f in failures],
-            [f.message for f in failures],
-            [f.raw for f in failures],
+            [redact(f.message) for f in failures],
+            [None if f.raw is None else mask(f.raw) for f in failures],
         )
 
 

@@ -82,7 +82,8 @@ class Table:
 async def describe(conn: Connection, schema: str, name: str) -> Table | None:
     """The target table ``schema.name`` as this role sees it, or None. Raises
     InvalidPayload when it is a view that reaches one of importd's own tables (an
-    updatable view on import_jobs would forge jobs as surely as the table itself)."""
+    updatable view on import_jobs would forge jobs as surely as the table itself), or a
+    table that inherits from one (its rows are the parent's)."""
     rows = await conn.fetch(sql.query("describe_table"), schema, name)
     if not rows:
         return None
@@ -90,7 +91,8 @@ async def describe(conn: Connection, schema: str, name: str) -> Table | None:
     if own is not None:
         raise InvalidPayload(
             f"payload.table: {schema}.{name} reads or writes importd's own table {own} "
-            "(through a view): importd's own tables are never import targets, whatever "
+            "(through a view, or as a table that inherits from it): importd's own tables "
+            "are never import targets, whatever "
             "the 'tables' setting allows"
         )
     columns = tuple(

@@ -15,7 +15,7 @@ from .. import tables
 from ..config import how_to_set
 from ..models import InvalidPayload
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 
 # Source encodings a byte-level record splitter can handle (ASCII-compatible), by Python
 # codec name, with PostgreSQL's name for COPY's ENCODING option.
@@ -91,7 +91,7 @@ def table_name(text: str) -> tuple[str, str]:
     parts = text.split(".")
     if len(parts) == 1:
         parts = ["public", parts[0]]
-    if len(parts) != 2 or not all(_IDENT.match(p) for p in parts):
+    if len(parts) != 2 or not all(_IDENT.fullmatch(p) for p in parts):
         raise InvalidPayload(
             f"payload.table: {text!r} is not a table name (letters, digits, _ and $, "
             "optionally schema-qualified)"

@@ -1,6 +1,9 @@
 """importd web's guards: who may look, who may act, and the headers every answer carries.
 
-- With no ``web_token``, only loopback clients are served, and nobody may act.
+- With no ``web_token``, only loopback clients asking for a loopback host name
+  (``Host: 127.0.0.1:8080``, ``localhost``, ``[::1]``) are served, and nobody may act: a
+  web page whose name was re-pointed at 127.0.0.1 (DNS rebinding) would otherwise be
+  served as if it were this server, and read every page.
 - With a ``web_token``, every request must prove it: a session cookie (set by the login
   form, an HMAC of the token, never the token itself) or ``Authorization: Bearer``.
 - Every POST carries a CSRF token equal to its browser's ``importd_csrf`` cookie
@@ -48,6 +51,20 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_is_loopback(header: str | None) -> bool:
+    """Whether a ``Host`` header names this machine's loopback (its port aside); True
+    when there is none (no browser leaves it out)."""
+    if header is None:
+        return True
+    name = header.strip()
+    if name.startswith("["):
+        name = name[: name.find("]") + 1]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.lower()
+    return is_loopback(name[:-1] if name.endswith(".") else name)
 
 
 def session_value(token: str) -> str:
@@ -123,6 +140,14 @@ class Guard:
                     send_with_headers,
                     403,
                     "importd web answers other machines only with web_token set",
+                )
+                return
+            if not host_is_loopback(request.headers.get("host")):
+                await _refuse(
+                    send_with_headers,
+                    403,
+                    "importd web without web_token answers only requests for a loopback "
+                    "host name (127.0.0.1, localhost, [::1])",
                 )
                 return
         elif not path.startswith(_OPEN_PATHS) and not authenticated(request, self.token):

@@ -100,7 +100,7 @@ async def test_a_view_on_importds_tables_is_refused_too(
     for refused in rows[:2]:
         assert refused["status"] == "failed" and refused["attempts"] == 1
         assert (
-            "reads or writes importd's own table public.import_jobs (through a view)"
+            "reads or writes importd's own table public.import_jobs (through a view"
             in refused["last_error"]
         )
     assert rows[2]["status"] == "completed"  # an ordinary table under public.* still loads
