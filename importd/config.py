@@ -349,6 +349,16 @@ class Settings:
     http_token: str | None = setting(
         None, "bearer token sent by http jobs", masked="whole", handler=True
     )
+    http_token_prefixes: tuple[str, ...] = setting(
+        (),
+        "URL prefixes http_token may be sent to, compared like url_prefixes (none: the "
+        "scheme, host and port of http_url only)",
+        flag="--http-token-prefix",
+        metavar="URL",
+        commands=(*DAEMON, "doctor"),
+        check=_url_prefix_list,
+        handler=True,
+    )
     copy_chunk_rows: int = setting(
         20_000, "rows per COPY chunk (and checkpoint)", at_least=1, handler=True
     )

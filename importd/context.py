@@ -47,6 +47,7 @@ class HandlerSettings:
     http_url: str | None
     # The bearer token the ``http`` handler sends; never shown in a repr.
     http_token: str | None = dataclasses.field(repr=False)
+    http_token_prefixes: tuple[str, ...]
     copy_chunk_rows: int
     copy_chunk_bytes: int
     max_record_bytes: int

@@ -8,7 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from . import db, fleet, migrate, redaction, repository, sql
+from . import db, fleet, migrate, redaction, repository, sql, urls
 from .config import Settings, how_to_set
 from .models import ExitCode
 
@@ -50,6 +50,8 @@ async def run(settings: Settings) -> list[Check]:
         if FLEET_VERSION in state.applied:
             checks.append(await _fleet(conn))
         checks.append(_imports(settings))
+        if settings.http_token:
+            checks.append(_http_token(settings))
         checks.append(await _pooler(conn, settings))
         checks.append(await _listen(settings, conn))
     finally:
@@ -195,6 +197,26 @@ def _imports(settings: Settings) -> Check:
     where = [f"files under {', '.join(settings.import_roots)}"] if settings.import_roots else []
     where += [f"URLs under {', '.join(settings.url_prefixes)}"] if settings.url_prefixes else []
     return Check("imports", OK, f"into {', '.join(settings.tables)}; from {' and '.join(where)}")
+
+
+def _http_token(settings: Settings) -> Check:
+    """Where ``http`` jobs may send the bearer token (see ``urls.token_allowed``)."""
+    if settings.http_token_prefixes:
+        return Check("http", OK, f"http_token goes to {', '.join(settings.http_token_prefixes)}")
+    if settings.http_url:
+        try:
+            home = urls.normalise(settings.http_url)
+        except ValueError as exc:
+            return Check("http", ERROR, f"http_url {settings.http_url!r} is not a URL: {exc}")
+        origin = urls.NormalURL(home.scheme, home.host, home.port, "/")
+        return Check("http", OK, f"http_token goes to http_url's origin, {origin}")
+    return Check(
+        "http",
+        WARNING,
+        "http_token is set, but neither http_url nor http_token_prefixes says where it may "
+        "be sent: every http job fails (HttpToken); set "
+        + how_to_set("http_url", "https://PROJECT.supabase.co/functions/v1/process", "doctor"),
+    )
 
 
 async def _pooler(conn: db.Connection, settings: Settings) -> Check:

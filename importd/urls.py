@@ -235,6 +235,29 @@ def parse_prefix(text: str) -> NormalURL:
     return normalise(text)
 
 
+def token_allowed(url: httpx.URL, prefixes: tuple[str, ...], home: str | None) -> tuple[bool, str]:
+    """Whether a credential may go with a request to ``url`` (one ``allowed`` returned):
+    under one of ``prefixes`` when there are any, else at the scheme, host and port of
+    ``home`` (the endpoint it was given for), else nowhere. With what that scope is, for
+    a refusal's message."""
+    normal = normalise(str(url))
+    if prefixes:
+        scope = ", ".join(str(parse_prefix(p)) for p in prefixes)
+        return any(normal.under(parse_prefix(p)) for p in prefixes), scope
+    if home:
+        try:
+            origin = normalise(home)
+        except ValueError:
+            return False, "nowhere (http_url is not a valid URL)"
+        scope = str(NormalURL(origin.scheme, origin.host, origin.port, "/"))
+        return (normal.scheme, normal.host, normal.port) == (
+            origin.scheme,
+            origin.host,
+            origin.port,
+        ), scope
+    return False, "nowhere"
+
+
 def well_formed(url: object, field_name: str) -> NormalURL:
     """``url`` normalised, checked for its own shape only (a URL string, https:// or
     http://, no credentials, no control characters, a host, a path that stays under the

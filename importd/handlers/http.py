@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from .. import urls
 from ..context import JobContext
 from ..models import InvalidPayload, Job, PermanentError
 from ..redaction import redact_head, redact_value
@@ -40,7 +41,7 @@ async def call_function(job: Job, ctx: JobContext) -> Any:
     }
     headers = {"Content-Type": "application/json", "Idempotency-Key": f"importd-{job.id}"}
     if ctx.settings.http_token:
-        headers["Authorization"] = f"Bearer {ctx.settings.http_token}"
+        headers["Authorization"] = f"Bearer {_token_for(target, ctx, where)}"
     timeout = max(ctx.remaining, 0.1)
     try:
         async with ctx.http.stream(
@@ -69,6 +70,31 @@ async def call_function(job: Job, ctx: JobContext) -> Any:
     ctx.log.debug("http_called", status=response.status_code, bytes=len(data))
     # An endpoint that echoes the request would put the token in the job row: mask it.
     return {"status": response.status_code, "body": _decode(data, response)}
+
+
+def _token_for(target: httpx.URL, ctx: JobContext, where: str) -> str:
+    """The bearer token, for a request to ``target`` that may carry it: one under
+    ``http_token_prefixes``, or, without those, at ``http_url``'s scheme, host and port.
+    ``url_prefixes`` says where jobs may send; not where the token may go (the sources of
+    imports are under it too, and a job's payload chooses its URL). A job whose URL lies
+    outside fails at once, before any request: sent without the token, it would fail on
+    the endpoint's refusal, less clearly."""
+    settings = ctx.settings
+    assert settings.http_token
+    ok, scope = urls.token_allowed(target, settings.http_token_prefixes, settings.http_url)
+    if ok:
+        return settings.http_token
+    if scope.startswith("nowhere"):
+        raise PermanentError(
+            f"HttpToken: http_token is set, but it may be sent {scope}: set http_url (the "
+            "token then goes to its scheme, host and port) or http_token_prefixes"
+        )
+    setting = "http_token_prefixes" if settings.http_token_prefixes else "http_url's origin"
+    raise urls.InvalidURL(
+        f"InvalidURL: {where}: {str(target)[:200]} is not where http_token may be sent "
+        f"({setting}: {scope}); add its prefix to http_token_prefixes to send the token "
+        "there"
+    )
 
 
 def _decode(data: bytes, response: httpx.Response) -> Any:

@@ -75,6 +75,23 @@ async def test_doctor_warns_when_nothing_can_be_imported(dsn: str, tmp_path: Pat
     assert "--table public.customers" in line and "IMPORTD_IMPORT_ROOTS=/srv/uploads" in line
     (line,) = [x for x in ready.stdout.splitlines() if x.split()[1] == "imports"]
     assert line.startswith("OK") and f"files under {tmp_path}" in line, ready.stdout
+    assert not [x for x in ready.stdout.splitlines() if x.split()[1] == "http"]  # no token
+
+
+async def test_doctor_says_where_the_http_token_may_be_sent(dsn: str) -> None:
+    token = {"IMPORTD_HTTP_TOKEN": "tok-abcdef-123456"}
+    nowhere, home = await asyncio.to_thread(
+        run_importd_batch,
+        [
+            (["doctor", "--dsn", dsn], token),
+            (["doctor", "--dsn", dsn], {**token, "IMPORTD_HTTP_URL": "https://Fn.example/v1/x"}),
+        ],
+    )
+    (line,) = [x for x in nowhere.stdout.splitlines() if x.split()[1] == "http"]
+    assert line.startswith("WARNING") and "neither http_url nor http_token_prefixes" in line
+    assert "tok-abcdef-123456" not in nowhere.stdout
+    (line,) = [x for x in home.stdout.splitlines() if x.split()[1] == "http"]
+    assert line.startswith("OK") and "http_url's origin, https://fn.example/" in line, line
 
 
 async def test_enqueue_checks_payloads_against_the_handlers_rules(

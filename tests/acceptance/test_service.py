@@ -99,7 +99,11 @@ async def test_json_logs_carry_job_fields_and_never_a_secret(
             ),
         )
         secret_dsn = dsn.replace("postgres@", f"postgres:{password}@")
-        env = importd_env(IMPORTD_HTTP_TOKEN=token, IMPORTD_URL_PREFIXES=server.url + "/")
+        env = importd_env(
+            IMPORTD_HTTP_TOKEN=token,
+            IMPORTD_URL_PREFIXES=server.url + "/",
+            IMPORTD_HTTP_TOKEN_PREFIXES=server.url + "/",
+        )
         proc = daemons("--poll-interval", "1", env=env, target=secret_dsn)
         jobs = [
             await importd.enqueue(conn, "http", {"url": url}, tenant_id="acme", queue="hooks")

@@ -58,6 +58,7 @@ async def test_a_handler_context_reaches_no_dsn_nor_daemon_internals(
             "tables",
             "http_url",
             "http_token",
+            "http_token_prefixes",
             "copy_chunk_rows",
             "copy_chunk_bytes",
             "max_record_bytes",

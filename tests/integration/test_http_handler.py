@@ -29,6 +29,7 @@ def call(drain: Drain, server: Server) -> Drain:
         return await drain(
             url_prefixes=(server.url + "/",),
             http_token=TOKEN,
+            http_token_prefixes=(server.url + "/",),
             backoff_base=0.1,
             backoff_jitter=0,
             **overrides,
@@ -150,3 +151,57 @@ async def test_urls_outside_the_prefixes_and_missing_urls_are_refused(
     assert "not under an allowed prefix" in (await row(conn, outside))["last_error"]
     assert "payload.url: required" in (await row(conn, missing))["last_error"]
     assert server.seen == []
+
+
+async def test_the_token_goes_only_where_it_may_be_sent(
+    conn: Conn, drain: Drain, server: Server
+) -> None:
+    # Two endpoints jobs may call (url_prefixes), one of them the token's (http_url's
+    # origin): a job that names the other one (a host that also serves import sources,
+    # say) fails before any request, instead of handing it the token.
+    other = Server().start()
+    try:
+        home = server.route("/functions/v1/process", Reply(200, b"ok"))
+        sibling = server.route("/functions/v1/other", Reply(200, b"ok"))
+        elsewhere = other.route("/hook", Reply(200, b"ok"))
+        by_default = await importd.enqueue(conn, "http", {"file": "u.csv"})
+        same_origin = await importd.enqueue(conn, "http", {"url": sibling})
+        foreign = await importd.enqueue(conn, "http", {"url": elsewhere})
+        settings = {
+            "url_prefixes": (server.url + "/", other.url + "/"),
+            "http_token": TOKEN,
+            "backoff_base": 0.1,
+        }
+        assert await drain(http_url=home, **settings) == 10
+        assert (await row(conn, by_default))["status"] == "completed"
+        assert (await row(conn, same_origin))["status"] == "completed"
+        refused = await row(conn, foreign)
+        assert (refused["status"], refused["attempts"]) == ("failed", 1)
+        assert refused["last_error"].startswith(
+            f"InvalidURL: payload.url: {elsewhere} is not where http_token may be sent "
+            f"(http_url's origin: {server.url}/)"
+        ), refused["last_error"]
+        assert other.hits("/hook") == []
+        for path in ("/functions/v1/process", "/functions/v1/other"):
+            (hit,) = server.hits(path)
+            assert hit.headers["Authorization"] == f"Bearer {TOKEN}"
+
+        # http_token_prefixes, when set, say where instead: here the other server only.
+        retried = await importd.enqueue(conn, "http", {"url": elsewhere})
+        home_again = await importd.enqueue(conn, "http", {"url": home})
+        assert await drain(http_token_prefixes=(other.url + "/",), **settings) == 10
+        assert (await row(conn, retried))["status"] == "completed"
+        assert other.hits("/hook")[0].headers["Authorization"] == f"Bearer {TOKEN}"
+        failed = await row(conn, home_again)
+        assert "(http_token_prefixes: " in failed["last_error"], failed["last_error"]
+        assert len(server.hits("/functions/v1/process")) == 1
+
+        # Neither: the token goes nowhere, and the job says what to set.
+        lost = await importd.enqueue(conn, "http", {"url": home})
+        assert await drain(**settings) == 10
+        error = (await row(conn, lost))["last_error"]
+        assert error.startswith("HttpToken: http_token is set, but it may be sent nowhere"), error
+        assert "http_url" in error and "http_token_prefixes" in error
+        assert len(server.hits("/functions/v1/process")) == 1
+    finally:
+        other.stop()

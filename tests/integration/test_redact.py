@@ -51,6 +51,7 @@ async def test_secrets_echoed_by_an_endpoint_reach_no_row_no_log_and_no_show(
         await drain(
             url_prefixes=(server.url + "/",),
             http_token=TOKEN,
+            http_token_prefixes=(server.url + "/",),
             listen_dsn=f"postgresql://app:{dsn_password}@127.0.0.1:1/none",
         )
         == 10

@@ -93,7 +93,11 @@ async def test_lookalike_urls_never_reach_a_server_nor_get_the_token(
         conn, "http", {"url": f"https://127.0.0.1:{tls_server.port}/api/data.csv"}
     )
     moved = await importd.enqueue(conn, "http", {"url": f"{server.url}/api/moved"})
-    code = await drain(url_prefixes=prefixes, http_token=TOKEN)
+    code = await drain(
+        url_prefixes=prefixes,
+        http_token=TOKEN,
+        http_token_prefixes=(f"https://127.0.0.1:{tls_server.port}/api/", f"{server.url}/api/"),
+    )
     assert code == 10
     for name, job_id in jobs.items():
         failed = await row(conn, job_id)

@@ -33,6 +33,7 @@ LIST_SAMPLES = {
     "rate_limits": "webhooks=10/s",
     "import_roots": "",
     "url_prefixes": "https://example.com/api/",
+    "http_token_prefixes": "https://example.com/functions/",
     "tables": "public.customers",
 }
 
