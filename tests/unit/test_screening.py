@@ -197,7 +197,7 @@ def test_the_bytes_screen_finds_the_records_the_record_screen_doubts(
     )
     copier.names = [f"c{i}" for i in range(len(SPAN_TYPES))]
     copier.types = SPAN_TYPES
-    copier._watch = None if watch is None else {copier.names[i] for i in watch}
+    copier.watch.columns = None if watch is None else {copier.names[i] for i in watch}
     screened = copier.screen_raw(data, first_line)
     assert screened is not None
     assert screened.rows.lines == [split.lines[i] for i in indexes]

@@ -69,9 +69,8 @@ from .common import (
     raw_text,
 )
 from .isolating import Isolation, try_copy
-from .screening import Screen, ValueType, screens
-
-_FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
+from .screening import Screen, ValueType
+from .watching import Watch
 
 
 def _server_utf8(conn: Connection) -> bool:
@@ -111,9 +110,6 @@ class Copier:
         self.ndjson = ndjson
         self.max_record = max_record
         self._check = check
-        # Their types as the screen judges values (``screening.value_type``: an
-        # enum's labels, a domain's base type); None: ``types``.
-        self.screen_types: list[ValueType] | None = None
         self._csv = ndjson is None
         # Rows with their source line first: in staging tables and the check's table.
         # (A format string: a "%" delimiter is written "%%" in it.)
@@ -129,16 +125,8 @@ class Copier:
         # The set-based check and the rows the target refuses (``names`` and ``types``
         # are its own: set once the target is known).
         self.checks = CheckTable(copy_format, staged, self._line_prefix, self.reject)
-        self._screen: Screen | None = None
-        self._screen_built = False
-        # The columns the screen checks once bad rows appeared: those that held a bad
-        # value so far (None: every column). Checking a column costs every record a
-        # little; one that held no bad value yet is left to COPY, and if it holds one
-        # later, that chunk's COPY fails, takes the set-based check, and the column
-        # joins the screen: once per column at most.
-        self._watch: set[str] | None = None
-        # Whether a record with a field too few or too many was seen (see ``Screen``).
-        self._fields_seen = False
+        # The screen, and the columns it watches once bad rows appeared.
+        self.watch = Watch(copy_format, self.checks, screened=not self._doubt, csv=self._csv)
         # Whether the last chunk had bad rows: then the next is screened before its COPY
         # (in ``prepare``, in the producer's thread) and goes straight to ``_screened``.
         self.suspecting = False
@@ -151,6 +139,16 @@ class Copier:
     @names.setter
     def names(self, names: list[str]) -> None:
         self.checks.names = names
+
+    @property
+    def screen_types(self) -> list[ValueType] | None:
+        """The types of ``names`` as the screen judges values (``screening.value_type``:
+        an enum's labels, a domain's base type); None: ``types``."""
+        return self.watch.value_types
+
+    @screen_types.setter
+    def screen_types(self, kinds: list[ValueType] | None) -> None:
+        self.watch.value_types = kinds
 
     @property
     def types(self) -> list[str] | None:
@@ -247,72 +245,8 @@ class Copier:
 
     def screen(self) -> Screen | None:
         """The screen of this import's columns (None: not screened; see
-        ``screening``)."""
-        if not self._screen_built and self.types is not None:
-            self._screen = self._build_screen()
-            self._screen_built = True
-        return self._screen
-
-    def _build_screen(self) -> Screen | None:
-        if self._doubt or self.types is None:
-            return None
-        kinds = self.screen_types or self.types
-        fmt = self.copy_format
-        watch = None
-        if self._watch is not None:
-            watch = {i for i, name in enumerate(self.names) if name in self._watch}
-        elif not all(map(screens, kinds)):
-            # A type the screen does not know (a composite, a domain with a CHECK…): the
-            # screen vouches for the other columns and leaves that one to COPY. If it
-            # holds a bad value, the COPY of the chunk without its suspects fails and
-            # takes the set-based check, and the column is watched from then on (so no
-            # screen).
-            watch = {i for i, t in enumerate(kinds) if screens(t)}
-            if kinds and not watch:
-                return None
-        return Screen.build(
-            kinds,
-            fmt.format,
-            fmt.delimiter,
-            fmt.quote,
-            fmt.escape,
-            fmt.null,
-            watch,
-            whole=self._fields_seen,
-            utf8=self._csv and fmt.encoding == "UTF8",
-        )
-
-    def _watch_columns(self, found: list[RowFailure]) -> None:
-        """Narrow the screen to the columns that held bad values so far, once some did
-        (``found``: the rows a chunk rejected)."""
-        if not self._fields_seen and any(f.message.startswith(_FIELD_COUNT) for f in found):
-            # A record with a field too few or too many: the bytes screen looks at whole
-            # lines from now on (``Screen.build``'s ``whole``).
-            self._fields_seen = True
-            self._screen = self._build_screen()
-            self._screen_built = True
-        named = set()
-        # (Most rows name a column already watched: one C-speed test each for those.)
-        known = tuple(f"column {name}: " for name in self._watch or ())
-        for failure in found:
-            text = failure.message
-            if not text.startswith("column ") or (known and text.startswith(known)):
-                continue  # (a row's refusal, a field count: no column's value)
-            for name in self.names:
-                if text.startswith(f"column {name}: "):
-                    named.add(name)
-        if not named and self._watch is None:
-            # Bad rows, none for a value (a field too few or too many, bytes that are not
-            # UTF-8): no column needs watching; the screen looks at fields and bytes only.
-            self._watch = set()
-            self._screen = self._build_screen()
-            self._screen_built = True
-            return
-        if not named or (self._watch is not None and named <= self._watch):
-            return
-        self._watch = named if self._watch is None else self._watch | named
-        self._screen = self._build_screen()
-        self._screen_built = True
+        ``screening``), as ``watching.Watch`` has it now."""
+        return self.watch.screen()
 
     def _ndjson(self, lines: list[int], datas: list[bytes], failures: list[RowFailure]) -> Batch:
         assert self.ndjson is not None
@@ -377,8 +311,8 @@ class Copier:
         """After a chunk: whether it had bad rows (then the next is screened before its
         COPY), and which columns held them (the screen watches those)."""
         self.suspecting = bool(found)
-        if found and self._screen is not None:
-            self._watch_columns(found)
+        if found:
+            self.watch.bad_rows(found)
 
     async def _whole(
         self,

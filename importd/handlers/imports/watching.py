@@ -1,0 +1,120 @@
+"""Which screen an import's chunks get (``screening.Screen``), and the columns it watches.
+
+The screen is built once the target's column types are known (``Copier.names`` and
+``types``, kept by its ``CheckTable``), and rebuilt as bad rows teach it: once a chunk
+had bad rows, only the columns that held bad values so far are checked (checking a
+column costs every record a little; one that held no bad value yet is left to COPY, and
+if it holds one later, that chunk's COPY fails, takes the set-based check, and the
+column joins the screen: once per column at most), and once a record had a field too
+few or too many, whole lines are looked at. No database here: ``Copier`` asks for the
+screen (``screen``) and tells the rows a chunk rejected (``bad_rows``).
+"""
+
+from __future__ import annotations
+
+from ... import tables
+from ...repository import RowFailure
+from .checking import CheckTable
+from .screening import Screen, ValueType, screens
+
+# How PostgreSQL starts the message of a record with a field too few or too many.
+_FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
+
+
+class Watch:
+    """The screen of one import (None: not screened) and what it watches.
+
+    ``screened`` False: never a screen (an ``escape`` other than the quote, whose quote
+    tracking may differ from the splitter's); ``csv``: the records are CSV (else NDJSON
+    rows in COPY's text format), whose bytes the screen may judge as UTF-8."""
+
+    def __init__(
+        self, copy_format: tables.CopyFormat, checks: CheckTable, *, screened: bool, csv: bool
+    ) -> None:
+        self.copy_format = copy_format
+        self.checks = checks
+        self.screened = screened
+        self.csv = csv
+        # The types of the import's columns as the screen judges values
+        # (``screening.value_type``: an enum's labels, a domain's base type); None: the
+        # checks' ``types``.
+        self.value_types: list[ValueType] | None = None
+        self._screen: Screen | None = None
+        self._built = False
+        # The columns the screen checks once bad rows appeared: those that held a bad
+        # value so far (None: every column).
+        self.columns: set[str] | None = None
+        # Whether a record with a field too few or too many was seen (see ``Screen``).
+        self._fields_seen = False
+
+    def screen(self) -> Screen | None:
+        """The screen as it is now (built on first use once the types are known)."""
+        if not self._built and self.checks.types is not None:
+            self._rebuild()
+        return self._screen
+
+    def bad_rows(self, found: list[RowFailure]) -> None:
+        """Narrow the screen to the columns that held bad values so far, once some did
+        (``found``: the rows a chunk rejected)."""
+        if self._screen is None:
+            return
+        names = self.checks.names
+        if not self._fields_seen and any(f.message.startswith(_FIELD_COUNT) for f in found):
+            # A record with a field too few or too many: the bytes screen looks at whole
+            # lines from now on (``Screen.build``'s ``whole``).
+            self._fields_seen = True
+            self._rebuild()
+        named = set()
+        # (Most rows name a column already watched: one C-speed test each for those.)
+        known = tuple(f"column {name}: " for name in self.columns or ())
+        for failure in found:
+            text = failure.message
+            if not text.startswith("column ") or (known and text.startswith(known)):
+                continue  # (a row's refusal, a field count: no column's value)
+            for name in names:
+                if text.startswith(f"column {name}: "):
+                    named.add(name)
+        if not named and self.columns is None:
+            # Bad rows, none for a value (a field too few or too many, bytes that are not
+            # UTF-8): no column needs watching; the screen looks at fields and bytes only.
+            self.columns = set()
+            self._rebuild()
+            return
+        if not named or (self.columns is not None and named <= self.columns):
+            return
+        self.columns = named if self.columns is None else self.columns | named
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._screen = self._build()
+        self._built = True
+
+    def _build(self) -> Screen | None:
+        types = self.checks.types
+        if not self.screened or types is None:
+            return None
+        kinds = self.value_types or types
+        fmt = self.copy_format
+        watch = None
+        if self.columns is not None:
+            watch = {i for i, name in enumerate(self.checks.names) if name in self.columns}
+        elif not all(map(screens, kinds)):
+            # A type the screen does not know (a composite, a domain with a CHECK…): the
+            # screen vouches for the other columns and leaves that one to COPY. If it
+            # holds a bad value, the COPY of the chunk without its suspects fails and
+            # takes the set-based check, and the column is watched from then on (so no
+            # screen).
+            watch = {i for i, t in enumerate(kinds) if screens(t)}
+            if kinds and not watch:
+                return None
+        return Screen.build(
+            kinds,
+            fmt.format,
+            fmt.delimiter,
+            fmt.quote,
+            fmt.escape,
+            fmt.null,
+            watch,
+            whole=self._fields_seen,
+            utf8=self.csv and fmt.encoding == "UTF8",
+        )
