@@ -1,4 +1,4 @@
-"""Records → COPY: the COPY data of a chunk, loaded in one statement; only when
+"""Records → COPY: a chunk's COPY data (``preparing``), loaded in one statement; only when
 PostgreSQL rejects a row are bad rows sought, by three means, each the fallback of the
 one before:
 
@@ -41,8 +41,8 @@ user's name (``describe``).
 A raw chunk (``reading.raw_chunks``) goes to COPY as the source's bytes (``copy_raw``)
 and is split into records only when that COPY fails. After a chunk with bad rows
 (``Copier.suspecting``) the next one, raw or not, is prepared and screened before its
-COPY, and so on until a chunk has none. Once bad values were found, the screen looks only
-at the columns that held them so far (``Copier._watch``).
+COPY, and so on until a chunk has none (``preparing.Preparer``). Once bad values were
+found, the screen looks only at the columns that held them so far (``watching.Watch``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ import structlog
 from ... import tables
 from ...db import Connection
 from ...repository import RowFailure
-from ..records import NdjsonRows, Records, RowError
+from ..records import NdjsonRows, Records
 from . import ahead
 from .batches import Batch, Screened, join_rows
 from .checking import FILTERABLE, TRY, CheckTable, copy_in
@@ -69,6 +69,7 @@ from .common import (
     raw_text,
 )
 from .isolating import Isolation, try_copy
+from .preparing import Preparer
 from .screening import Screen, ValueType
 from .watching import Watch
 
@@ -116,8 +117,6 @@ class Copier:
         self._line_prefix = b"%d" + (delimiter.encode() if self._csv else b"\t").replace(
             b"%", b"%%"
         )
-        self._prefix = self._line_prefix if staged else b""
-        self._dot = quote.encode() + b"\\." + quote.encode()
         # PostgreSQL's count of lines is followed exactly (``locate``) when the escape is
         # the quote; with another escape its quote tracking may differ from the
         # splitter's, so a row found through a multi-line record is checked alone.
@@ -127,9 +126,16 @@ class Copier:
         self.checks = CheckTable(copy_format, staged, self._line_prefix, self.reject)
         # The screen, and the columns it watches once bad rows appeared.
         self.watch = Watch(copy_format, self.checks, screened=not self._doubt, csv=self._csv)
-        # Whether the last chunk had bad rows: then the next is screened before its COPY
-        # (in ``prepare``, in the producer's thread) and goes straight to ``_screened``.
-        self.suspecting = False
+        # The COPY data of a chunk: its records prepared, or its bytes screened as they are.
+        self.prep = Preparer(
+            self.watch,
+            encoding=encoding,
+            staged=staged,
+            ndjson=ndjson,
+            max_record=max_record,
+            line_prefix=self._line_prefix,
+            quote=quote,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -139,6 +145,16 @@ class Copier:
     @names.setter
     def names(self, names: list[str]) -> None:
         self.checks.names = names
+
+    @property
+    def suspecting(self) -> bool:
+        """Whether the last chunk had bad rows: then the next is screened before its COPY
+        (in ``prepare``, in the producer's thread) and goes straight to ``_screened``."""
+        return self.watch.suspecting
+
+    @suspecting.setter
+    def suspecting(self, value: bool) -> None:
+        self.watch.suspecting = value
 
     @property
     def screen_types(self) -> list[ValueType] | None:
@@ -173,98 +189,20 @@ class Copier:
             return describe(error, self.names, tables.positional(len(self.names)))
         return describe(error, None, self.names)
 
-    def _too_long(self, line: int, size: int, raw: bytes | None) -> RowFailure:
-        return RowFailure(
-            line,
-            f"RecordTooLong: the record is {size:,} bytes, more than max_record_bytes="
-            f"{self.max_record:,}; split it, or raise max_record_bytes",
-            raw_text(raw[:1000], self.encoding) if raw else None,
-        )
-
     def prepare(self, records: Records, failures: list[RowFailure]) -> Batch:
-        """The rows of ``records`` for COPY; records rejected before COPY (too long,
-        NDJSON that does not convert) go to ``failures``. CPU-bound: run it in a
-        thread."""
-        lines, datas = records.lines, records.datas
-        if datas and (b"" in datas or max(map(len, datas)) > self.max_record):
-            kept_lines, kept = [], []
-            for line, data in zip(lines, datas, strict=True):
-                if not data:
-                    failures.append(self._too_long(line, records.too_long[line][0], None))
-                elif len(data) > self.max_record:
-                    failures.append(self._too_long(line, len(data), data))
-                else:
-                    kept_lines.append(line)
-                    kept.append(data)
-            lines, datas = kept_lines, kept
-        if self.ndjson is not None:
-            return self._screen_early(self._ndjson(lines, datas, failures))
-        raws = datas
-        # (One join and one search at C speed; the test per record only when a CR is there.)
-        if b"\r" in b"".join(datas) and any(data.endswith(b"\r") for data in datas):
-            # CRLF: PostgreSQL gets LF line ends only (its count of lines relies on it).
-            datas = [data[:-1] if data.endswith(b"\r") else data for data in datas]
-        if not self.staged and b"\\." in datas:
-            # A line "\." alone would end the COPY; quoted, it is the value it is in CSV.
-            datas = [self._dot if data == b"\\." else data for data in datas]
-        return self._screen_early(Batch(lines, raws, datas, self._join(lines, datas), self._prefix))
-
-    def _screen_early(self, batch: Batch) -> Batch:
-        """Screen ``batch`` now, off the event loop, when the chunk before had bad rows
-        (its own will likely fail its COPY)."""
-        screen = self.screen()
-        if self.suspecting and screen is not None and batch.bodies:
-            batch.suspects = screen.suspects(batch.bodies)
-        return batch
+        """``Preparer.prepare``: the rows of ``records`` for COPY (in a thread)."""
+        return self.prep.prepare(records, failures)
 
     def screen_raw(
         self, data: bytes, first_line: int, next_line: int | None = None
     ) -> Screened | None:
-        """Screen a chunk's source bytes ``data`` (whole CSV records from source line
-        ``first_line`` to ``next_line``, when known, COPYable as they are:
-        ``reading.Cutter.copyable``) without splitting them into records; None when they
-        cannot be screened so (the caller prepares the chunk instead). CPU-bound: run it
-        in a thread."""
-        screen = self.screen()
-        if screen is None or self.staged or not self._csv:
-            return None
-        spans = screen.spans(data)
-        if spans is None:
-            return None
-        lines, raws = [], []
-        line, at = first_line, 0
-        for start, end in spans:
-            line += data.count(b"\n", at, start)
-            at = start
-            raw = data[start : end - 1] if data[end - 1 : end] == b"\n" else data[start:end]
-            lines.append(line)
-            raws.append(raw)
-        rows = Batch(lines, raws, raws, self._join(lines, raws), self._prefix)
-        count = next_line - first_line if next_line is not None else data.count(b"\n") + 1
-        return Screened(data, rows, spans, count, first_line)
+        """``Preparer.screen_raw``: a chunk's bytes screened as they are (in a thread)."""
+        return self.prep.screen_raw(data, first_line, next_line)
 
     def screen(self) -> Screen | None:
         """The screen of this import's columns (None: not screened; see
         ``screening``), as ``watching.Watch`` has it now."""
         return self.watch.screen()
-
-    def _ndjson(self, lines: list[int], datas: list[bytes], failures: list[RowFailure]) -> Batch:
-        assert self.ndjson is not None
-        kept_lines, raws, bodies = [], [], []
-        for line, data in zip(lines, datas, strict=True):
-            try:
-                converted = self.ndjson.convert(data)
-            except RowError as exc:
-                failures.append(RowFailure(line, str(exc), raw_text(data, "utf_8")))
-                continue
-            if converted is not None:
-                kept_lines.append(line)
-                raws.append(data)
-                bodies.append(converted[:-1])
-        return Batch(kept_lines, raws, bodies, self._join(kept_lines, bodies), self._prefix)
-
-    def _join(self, lines: list[int], bodies: list[bytes]) -> bytes:
-        return join_rows(self._prefix, lines, bodies)
 
     # -- loading -------------------------------------------------------------------
 
@@ -603,7 +541,11 @@ class Copier:
             lines = [rows.lines[i] for i in kept]
             sent = [bodies[i] for i in kept]
             batch = Batch(
-                lines, [rows.raws[i] for i in kept], sent, self._join(lines, sent), self._prefix
+                lines,
+                [rows.raws[i] for i in kept],
+                sent,
+                self.prep.join(lines, sent),
+                self.prep.prefix,
             )
             checked = await self.checks.convert(conn, into, batch, insert=False)
             if checked is None:

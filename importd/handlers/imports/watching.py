@@ -46,6 +46,8 @@ class Watch:
         self.columns: set[str] | None = None
         # Whether a record with a field too few or too many was seen (see ``Screen``).
         self._fields_seen = False
+        # Whether the last chunk had bad rows: then the next is screened before its COPY.
+        self.suspecting = False
 
     def screen(self) -> Screen | None:
         """The screen as it is now (built on first use once the types are known)."""
