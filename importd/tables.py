@@ -8,7 +8,8 @@ asyncpg's COPY, never by string formatting here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+import contextvars
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -155,10 +156,23 @@ async def copy_in(
     return int(str(status).rsplit(" ", 1)[-1])
 
 
+# Called once a COPY's data starts to flow (the server took the COPY statement), by the
+# task that runs it: an import's loader sets it to let its producer go on to the next
+# chunk then, while this one is in COPY, and not in the round trips before it, where the
+# producer's cutting (milliseconds of C-speed byte scans, on the event loop) would hold
+# the loader's next statement back (``Import._pipeline``).
+COPY_STARTED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "importd_copy_started", default=None
+)
+
+
 async def _pieces(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
     """``data`` in slices, without copies. (A file-like source would make asyncpg define
     a reader class per call, whose reference cycle keeps each chunk's data alive until
     the cyclic garbage collector runs: memory that grows with the file.)"""
+    started = COPY_STARTED.get()
+    if started is not None:
+        started()
     view = memoryview(data)
     for start in range(0, len(view), size):
         yield view[start : start + size]

@@ -3,9 +3,10 @@ the budget of rejected rows (``max_errors``)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -103,6 +104,9 @@ class Prepared:
     batch: Batch | None  # None: the chunk's bytes go to COPY as they are
     failures: list[RowFailure]
     screened: Screened | None = None  # those bytes, screened (after a chunk with bad rows)
+    # Set once the chunk's first COPY is under way (``tables.COPY_STARTED``), or its
+    # loading is over: the producer prepares the next chunk from then on.
+    copying: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def raw_text(data: bytes, encoding: str) -> str:

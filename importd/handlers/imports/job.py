@@ -411,8 +411,13 @@ class Import:
                     if target is not None:
                         # (bad rows only; a chunk's bytes are split there if need be)
                         copier.start_check_ahead(self.ctx.pool, target, _records_of(chunk))
-                    await queue.put(Prepared(chunk, batch, failures, screened))
+                    prepared = Prepared(chunk, batch, failures, screened)
+                    await queue.put(prepared)
                     await queue.join()
+                    # The next chunk is cut while this one is in COPY, not in the round
+                    # trips before it (``tables.COPY_STARTED``): the cut holds the event
+                    # loop for milliseconds, which there would hold the loader back.
+                    await prepared.copying.wait()
             except Exception as exc:  # hand the reader's error to the loader
                 await queue.put(exc)
                 return

@@ -233,7 +233,6 @@ class Strategy:
         in a savepoint: past ``max_errors`` this chunk alone is undone, and with
         ``atomic: false`` the chunks before it commit."""
         imp = self.imp
-        chunk = prepared.chunk
         self._stop_if_failed()  # stop early if the move already failed
         before = (
             imp.budget.loaded,
@@ -245,6 +244,18 @@ class Strategy:
         )
         span.failures.extend(prepared.failures)  # NDJSON rows rejected before COPY
         failures = span.failures
+        started = tables.COPY_STARTED.set(prepared.copying.set)
+        try:
+            await self._load_chunk(span, prepared, failures, before)
+        finally:
+            tables.COPY_STARTED.reset(started)
+            prepared.copying.set()
+
+    async def _load_chunk(
+        self, span: Span, prepared: Prepared, failures: list[RowFailure], before: tuple[Any, ...]
+    ) -> None:
+        """``load_chunk``'s work, in the chunk's savepoint."""
+        imp, chunk = self.imp, prepared.chunk
         savepoint = span.conn.transaction()
         await savepoint.start()
         try:
@@ -369,6 +380,8 @@ class Strategy:
         assert imp.target is not None
         s, chunk, budget = imp.spec, prepared.chunk, imp.budget
         failures = list(prepared.failures)  # NDJSON rows rejected before COPY
+        # (This task's own context: its COPY lets the producer go on; see load_chunk.)
+        tables.COPY_STARTED.set(prepared.copying.set)
         into = (part.schema, part.name) if part else (s.schema, s.table)
         tx = conn.transaction()
         committed = False
@@ -414,6 +427,7 @@ class Strategy:
         except Exception as exc:
             errors.append(exc)
         finally:
+            prepared.copying.set()  # (whatever became of its COPY)
             if not committed:
                 with contextlib.suppress(Exception):
                     await tx.rollback()
