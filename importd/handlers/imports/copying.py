@@ -108,8 +108,6 @@ class Copier:
         self.log = log if log is not None else structlog.get_logger("importd.imports")
         self.encoding = encoding
         self.staged = staged
-        self.ndjson = ndjson
-        self.max_record = max_record
         self._check = check
         self._csv = ndjson is None
         # Rows with their source line first: in staging tables and the check's table.
