@@ -234,6 +234,17 @@ def encode_result(result: Any) -> tuple[str | None, str | None]:
     character nor half of a surrogate pair; everything else json.dumps refuses too."""
     if result is None:
         return None, None
+    try:
+        return _encode(result)
+    except Exception as exc:  # the value's own code failed (a __iter__, __str__ that raises)
+        try:
+            text = str(exc)
+        except Exception:
+            text = ""
+        return None, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _encode(result: Any) -> tuple[str | None, str | None]:
     stack: list[tuple[Any, tuple[Any, ...]]] = [(result, ())]
     seen: set[int] = set()
     shared = False

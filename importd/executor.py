@@ -201,7 +201,10 @@ class ResultWriter:
 
 def describe_error(exc: BaseException) -> str:
     """``Type: message`` for last_error: redacted, without NUL, bounded."""
-    message = str(exc)
+    try:
+        message = str(exc)
+    except Exception:  # a __str__ that raises, or returns no text
+        message = "(its message could not be read: its __str__ failed)"
     if _TAGGED.match(message):
         text = message  # already says what kind of error it is ("SourceMissing: ...")
     else:
@@ -740,8 +743,14 @@ class Executor:
         except Exception as exc:
             return self._failure(job, describe_error(exc)), exc
         except SystemExit as exc:  # sys.exit() in a handler ends the run, not the daemon
-            error = f"HandlerExited: the handler called sys.exit({exc.code!r})"
+            error = f"HandlerExited: the handler called sys.exit({_safe_repr(exc.code)})"
             return self._failure(job, error), exc
+        except BaseException as exc:
+            # KeyboardInterrupt, GeneratorExit, a BaseException of the handler's own: the
+            # handler's, not the daemon's (its signals come through the loop's handlers),
+            # so a failed attempt like any other error, never a dead or wedged daemon.
+            error = describe_error(exc)
+            return self._failure(job, f"HandlerRaised: {error}"), exc
         if timer.expired():
             # The timeout's cancellation was swallowed and the handler went on to return:
             # the run still exceeded its timeout, and says so.
@@ -925,6 +934,14 @@ class Executor:
             m.observe(m.duration, duration, job.kind, job.queue)
         if stats.track_jobs:
             stats.last_status[job.id] = status
+
+
+def _safe_repr(value: Any) -> str:
+    """``repr(value)``, or a placeholder when its ``__repr__`` fails."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} without a repr>"
 
 
 def _written(job: Job, outcome: Outcome, row: Any) -> bool:
