@@ -1,0 +1,62 @@
+"""audit18: operators' commands given arguments out of range must say so and exit 2
+(README, "Exit codes": a bad argument is 2; 1 is a database error, which systemd
+restarts for): a job id beyond bigint was a "database error" with exit 1, ``prune
+--batch-size 0`` looped forever, ``--batch-size -1`` was a database error, ``drain
+--timeout nan`` ran without a timeout, and ``importd enqueue`` took values the table
+refuses (a NUL in the payload, a kind or queue over its length limit, a timeout of 0)
+as database errors (exit 1)."""
+
+from __future__ import annotations
+
+import pytest
+
+import importd
+from tests.helpers import Conn, importd_env, run_importd
+
+HUGE = str(2**63)  # one beyond bigint
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("show", HUGE),
+        ("retry", HUGE),
+        ("cancel", HUGE),
+        ("prune", "--batch-size", "0"),
+        ("prune", "--batch-size", "-1"),
+        ("drain", "--timeout", "nan"),
+    ],
+)
+async def test_an_argument_out_of_range_is_exit_2(
+    conn: Conn, dsn: str, args: tuple[str, ...]
+) -> None:
+    await importd.enqueue(conn, "noop", {})
+    done = run_importd(*args, env=importd_env(IMPORTD_DSN=dsn), timeout=30)
+    assert done.returncode == 2, (done.returncode, done.stderr[-500:])
+    assert "database error" not in done.stderr
+    # Nothing was done: the job is still pending.
+    assert await conn.fetchval("SELECT status FROM import_jobs") == "pending"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("noop", "--payload", '{"a": "\\u0000"}'),
+        ("noop", "--payload", '{"a": "\\ud800"}'),
+        ("k" * 101, "--payload", "{}"),
+        ("noop", "--queue", "q" * 64, "--payload", "{}"),
+        ("noop", "--timeout", "0", "--payload", "{}"),
+        ("noop", "--timeout", "nan", "--payload", "{}"),
+        ("noop", "--priority", "99999", "--payload", "{}"),
+        ("noop", "--max-attempts", "0", "--payload", "{}"),
+        ("noop", "--tenant", "", "--payload", "{}"),
+        ("noop", "--payload", "[" * 3000 + "]" * 3000),
+    ],
+)
+async def test_enqueue_refuses_a_value_the_table_cannot_hold_with_exit_2(
+    conn: Conn, dsn: str, args: tuple[str, ...]
+) -> None:
+    done = run_importd("enqueue", *args, env=importd_env(IMPORTD_DSN=dsn), timeout=30)
+    assert done.returncode == 2, (done.returncode, done.stderr[-500:])
+    assert "Traceback" not in done.stderr
+    assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 0
