@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import difflib
 import json
+import math
 import os
 import select
 import sys
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs", type=int, metavar="N", help="claim at most N jobs")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="stop claiming after SECONDS, hand back what still runs",
     )
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  importd show 42\n  importd show 42 --errors > rejected.csv",
     )
     _add_common(p, "show")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=_job_id)
     p.add_argument("--json", action="store_true", help="for scripts")
     p.add_argument(
         "--errors", action="store_true", help="list every rejected row (CSV, or JSON with --json)"
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  importd retry 42 43\n  importd retry --failed --kind csv --since 2h",
     )
     _add_common(p, "retry")
-    p.add_argument("ids", type=int, nargs="*", metavar="ID")
+    p.add_argument("ids", type=_job_id, nargs="*", metavar="ID")
     p.add_argument("--failed", action="store_true", help="every failed job (with the filters)")
     p.add_argument("--kind")
     p.add_argument("--queue")
@@ -241,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  importd cancel 42",
     )
     _add_common(p, "cancel")
-    p.add_argument("ids", type=int, nargs="+", metavar="ID")
+    p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
 
     p = sub.add_parser(
         "prune",
@@ -261,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help="failed and cancelled jobs (default: --older-than)",
     )
-    p.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
+    p.add_argument("--batch-size", type=_positive_int, default=1000, help="rows per transaction")
 
     p = sub.add_parser(
         "doctor",
@@ -321,6 +322,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip checking csv, ndjson and http payloads against their handler's rules",
     )
     return parser
+
+
+_BIGINT_MAX = 2**63 - 1
+
+
+def _job_id(text: str) -> int:
+    """A job id as argparse reads it: an integer a bigint holds (no such job is exit 2
+    later, never a database error)."""
+    value = int(text)
+    if not -_BIGINT_MAX - 1 <= value <= _BIGINT_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is not a job id (beyond bigint)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds: finite (nan and inf are refused)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds")
+    return value
+
+
+# argparse names the type in "invalid int value: 'x'".
+_job_id.__name__ = _positive_int.__name__ = "int"
+_seconds.__name__ = "float"
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -475,6 +508,14 @@ async def _enqueue_many(
     return 0
 
 
+def _refused_value(exc: BaseException) -> bool:
+    """Whether the database (or the driver) refused a value of the job itself: a data
+    exception (a NUL in the payload, a number out of range), a CHECK (a kind too long, a
+    timeout of 0), an argument the driver cannot encode: a bad argument, not a failure."""
+    state = str(getattr(exc, "sqlstate", "") or "")
+    return state.startswith("22") or state == "23514" or isinstance(exc, ValueError)
+
+
 async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
     try:
         run_at = _run_at(args.run_at)
@@ -486,6 +527,8 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
         payload = json.loads(args.payload)
     except json.JSONDecodeError as exc:
         return _fail(f"--payload is not valid JSON: {exc}", ExitCode.USAGE)
+    except RecursionError:
+        return _fail("--payload nests too deep to read", ExitCode.USAGE)
     if not isinstance(payload, dict):
         return _fail('--payload must be a JSON object, e.g. \'{"table": "users"}\'', ExitCode.USAGE)
     if args.validate:
@@ -507,6 +550,10 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
             dedup_key=args.dedup_key,
             tenant_id=args.tenant_id,
         )
+    except db.ERRORS as exc:
+        if not _refused_value(exc):
+            raise
+        return _fail(f"the job cannot be stored: {db.describe_db_error(exc)}", ExitCode.USAGE)
     finally:
         await conn.close()
     print(job_id)
