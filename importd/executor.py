@@ -795,7 +795,7 @@ class Executor:
     def _failure(self, job: Job, error: str, delay: float | None = None) -> Outcome:
         if job.last_attempt:
             return Outcome.failed(f"{error} (attempt {job.attempt}/{job.max_attempts})")
-        if delay is None:
+        if delay is None or math.isnan(delay):  # (NaN: a delay from a bad header)
             delay = self._backoff.delay(job.attempt)
         return Outcome.retry(error, min(delay, self._backoff.cap))
 
