@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--kind", dest="kinds", action="append", metavar="KIND", help="only this kind (repeatable)"
     )
-    p.add_argument("--max-jobs", type=int, metavar="N", help="claim at most N jobs")
+    p.add_argument("--max-jobs", type=_count, metavar="N", help="claim at most N jobs")
     p.add_argument(
         "--timeout",
         type=_seconds,
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="for scripts")
     p.add_argument(
         "--watch",
-        type=float,
+        type=_interval,
         nargs="?",
         const=2.0,
         metavar="SECONDS",
@@ -343,6 +343,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a count (0 or more)")
+    return value
+
+
+def _interval(text: str) -> float:
+    """A refresh interval: finite seconds above 0 (0 or less would redraw without end)."""
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not an interval (seconds above 0)")
+    return value
+
+
 def _seconds(text: str) -> float:
     """A number of seconds: finite (nan and inf are refused)."""
     value = float(text)
@@ -352,8 +367,8 @@ def _seconds(text: str) -> float:
 
 
 # argparse names the type in "invalid int value: 'x'".
-_job_id.__name__ = _positive_int.__name__ = "int"
-_seconds.__name__ = "float"
+_job_id.__name__ = _positive_int.__name__ = _count.__name__ = "int"
+_seconds.__name__ = _interval.__name__ = "float"
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:

@@ -25,6 +25,10 @@ HUGE = str(2**63)  # one beyond bigint
         ("prune", "--batch-size", "0"),
         ("prune", "--batch-size", "-1"),
         ("drain", "--timeout", "nan"),
+        ("drain", "--max-jobs", "-1"),
+        ("status", "--watch", "0"),
+        ("status", "--watch", "-1"),
+        ("status", "--watch", "nan"),
     ],
 )
 async def test_an_argument_out_of_range_is_exit_2(
