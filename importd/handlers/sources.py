@@ -206,7 +206,7 @@ RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds form), or None."""
     value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # (str.isdigit takes "²" too)
         return float(value)
     with contextlib.suppress(TypeError, ValueError):
         from datetime import UTC, datetime  # noqa: PLC0415
