@@ -467,6 +467,9 @@ async def _enqueue_many(
     # cores the reading costs no time of its own. Batches still land one after another,
     # in file order, each in its own transaction.
     sent: asyncio.Task[list[int]] | None = None
+    # The lines of the batch being stored (the one in ``sent``, or the last), for a
+    # refusal's message: the database names no line of a batch.
+    first, sent_lines, storing = 0, (0, 0), (0, 0)
     try:
         batch: list[NewJob] = []
         for number, line in enumerate(stream, 1):
@@ -485,6 +488,8 @@ async def _enqueue_many(
                     payloads.check(args.kind, payload, settings)
                 except InvalidPayload as exc:
                     return _fail(f"{args.payloads}:{number}: {exc}", ExitCode.USAGE)
+            if not batch:
+                first = number
             batch.append(
                 NewJob(
                     args.kind,
@@ -499,18 +504,31 @@ async def _enqueue_many(
             )
             if len(batch) == 1000:
                 if sent is not None:
-                    count += len(await sent)
+                    storing = sent_lines
+                    done, sent = sent, None
+                    count += len(await done)
                     bar.update(count, count)
                 sent = asyncio.create_task(enqueue_many(conn, batch))
+                sent_lines = (first, number)
                 await asyncio.sleep(0)  # let it encode and send the batch
                 batch = []
         if sent is not None:
-            count += len(await sent)
-            sent = None
+            storing = sent_lines
+            done, sent = sent, None
+            count += len(await done)
         if batch:
+            storing = (first, number)
             count += len(await enqueue_many(conn, batch))
         bar.done = bar.total = count  # finish() reports it, once
         bar.finish()
+    except db.ERRORS as exc:
+        if not _refused_value(exc):
+            raise
+        return _fail(
+            f"{args.payloads}: lines {storing[0]}-{storing[1]}: the jobs cannot be stored: "
+            f"{db.describe_db_error(exc)}; the {count} job(s) before them were enqueued",
+            ExitCode.USAGE,
+        )
     finally:
         if sent is not None:
             # A bad line ended the reading: the batch already sent still lands (or fails)

@@ -8,6 +8,8 @@ as database errors (exit 1)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import importd
@@ -64,3 +66,21 @@ async def test_enqueue_refuses_a_value_the_table_cannot_hold_with_exit_2(
     assert done.returncode == 2, (done.returncode, done.stderr[-500:])
     assert "Traceback" not in done.stderr
     assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 0
+
+
+async def test_enqueue_payloads_names_the_lines_of_a_batch_the_table_refuses(
+    conn: Conn, dsn: str, tmp_path: Path
+) -> None:
+    # 1,500 payloads: the first batch (lines 1-1,000) is stored; line 1,200 holds a NUL,
+    # which only the database refuses, so the second batch (lines 1,001-1,500) is not.
+    lines = [f'{{"n": {n}}}' if n != 1200 else '{"n": "\\u0000"}' for n in range(1, 1501)]
+    path = tmp_path / "jobs.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    done = run_importd(
+        "enqueue", "noop", "--payloads", str(path), env=importd_env(IMPORTD_DSN=dsn), timeout=60
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr[-500:])
+    assert "Traceback" not in done.stderr
+    assert f"{path}: lines 1001-1500: the jobs cannot be stored: " in done.stderr, done.stderr
+    assert "the 1000 job(s) before them were enqueued" in done.stderr
+    assert await conn.fetchval("SELECT count(*) FROM import_jobs") == 1000
