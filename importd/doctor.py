@@ -205,11 +205,10 @@ def _http_token(settings: Settings) -> Check:
         return Check("http", OK, f"http_token goes to {', '.join(settings.http_token_prefixes)}")
     if settings.http_url:
         try:
-            home = urls.normalise(settings.http_url)
+            root = urls.origin(settings.http_url)
         except ValueError as exc:
             return Check("http", ERROR, f"http_url {settings.http_url!r} is not a URL: {exc}")
-        origin = urls.NormalURL(home.scheme, home.host, home.port, "/")
-        return Check("http", OK, f"http_token goes to http_url's origin, {origin}")
+        return Check("http", OK, f"http_token goes to http_url's origin, {root}")
     return Check(
         "http",
         WARNING,

@@ -246,16 +246,18 @@ def token_allowed(url: httpx.URL, prefixes: tuple[str, ...], home: str | None) -
         return any(normal.under(parse_prefix(p)) for p in prefixes), scope
     if home:
         try:
-            origin = normalise(home)
+            root = origin(home)
         except ValueError:
             return False, "nowhere (http_url is not a valid URL)"
-        scope = str(NormalURL(origin.scheme, origin.host, origin.port, "/"))
-        return (normal.scheme, normal.host, normal.port) == (
-            origin.scheme,
-            origin.host,
-            origin.port,
-        ), scope
+        return normal.under(root), str(root)
     return False, "nowhere"
+
+
+def origin(url: str) -> NormalURL:
+    """The scheme, host and port of ``url`` as a prefix (its root path): what lies under
+    it is what goes to the same server. ValueError when ``url`` is not a usable URL."""
+    normal = normalise(url)
+    return NormalURL(normal.scheme, normal.host, normal.port, "/")
 
 
 def well_formed(url: object, field_name: str) -> NormalURL:
