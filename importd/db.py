@@ -139,6 +139,24 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+# The array types importd's statements send. asyncpg knows text[] by itself but looks the
+# others up in the catalog once per connection, the first time a statement of that
+# connection uses them: a query of about 5 ms on the server, and a round trip. A daemon's
+# connection learns them all when it opens, in one look-up, rather than in the middle of
+# a drain, where each connection of the pool that first writes a batch of finishes (or
+# the lease keeper's first heartbeat) would stall the claims behind it for 10 to 15 ms.
+_ARRAY_TYPES = (
+    "SELECT $1::bigint[] IS NULL, $2::int[] IS NULL, $3::smallint[] IS NULL,"
+    " $4::float8[] IS NULL, $5::timestamptz[] IS NULL"
+)
+
+
+async def _init_daemon_connection(conn: asyncpg.Connection) -> None:
+    """``_init_connection``, and the array types learned (``_ARRAY_TYPES``)."""
+    await _init_connection(conn)
+    await conn.fetchrow(_ARRAY_TYPES, None, None, None, None, None)
+
+
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """A pool reset that skips the reset query (asyncpg still rolls back a transaction left
     open and drops listeners)."""
@@ -154,20 +172,22 @@ async def create_pool(
     reset_sessions: bool = True,
     application_name: str = "importd",
     server_settings: dict[str, str] | None = None,
+    idle_lifetime: float = 300.0,
 ) -> Pool:
     """Open a pool with JSON codecs; raises the connection error as asyncpg gives it.
 
     ``reset_sessions=False`` saves the round trip of asyncpg's reset query on every
     release; only for pools whose users leave no session state behind (importd's own
-    single-statement queries). ``server_settings`` are more session settings."""
+    single-statement queries). ``server_settings`` are more session settings.
+    ``idle_lifetime``: seconds after which an unused connection is closed (0: never)."""
     pool: Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=_init_daemon_connection,
         statement_cache_size=statement_cache_size,
         timeout=connect_timeout,
-        max_inactive_connection_lifetime=300.0,
+        max_inactive_connection_lifetime=idle_lifetime,
         reset=None if reset_sessions else _keep_session,
         server_settings={"application_name": application_name, **(server_settings or {})},
     )
@@ -180,8 +200,11 @@ async def connect(
     timeout: float = 10.0,
     application_name: str = "importd",
     statement_cache_size: int = 100,
+    arrays: bool = False,
 ) -> Connection:
-    """One connection of its own (not from an asyncpg pool), with JSON codecs.
+    """One connection of its own (not from an asyncpg pool), with JSON codecs; with
+    ``arrays``, the array types of importd's statements learned at once, as a pool's
+    connections learn them (for a daemon's connection that writes jobs).
 
     ``statement_cache_size=0`` for one-shot commands: they gain nothing from named
     prepared statements, and a transaction-mode pooler cannot keep them."""
@@ -191,7 +214,7 @@ async def connect(
         statement_cache_size=statement_cache_size,
         server_settings={"application_name": application_name},
     )
-    await _init_connection(conn)
+    await (_init_daemon_connection if arrays else _init_connection)(conn)
     return conn
 
 

@@ -248,6 +248,12 @@ class LeaseKeeper:
         self._db_lock = asyncio.Lock()
         self._ready.set()
         try:
+            # Connected now, while the daemon starts, not at the first heartbeat in the
+            # middle of its first drain (the beat connects again if this fails).
+            try:
+                await self._connection()
+            except Exception as exc:
+                log.warning("lease_keeper_connect_failed", error=db.describe_db_error(exc))
             while not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval)
@@ -268,6 +274,7 @@ class LeaseKeeper:
                 timeout=self._timeout,
                 application_name="importd-leases",
                 statement_cache_size=self._cache,
+                arrays=True,
             )
         return self._conn
 

@@ -361,3 +361,39 @@ async def test_concurrency_bounds_the_handlers_running_at_once(
         running += step
         peak = max(peak, running)
     assert peak == 3  # used every slot, never more
+
+
+async def _backends(conn: Conn, application: str) -> set[int]:
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = $1",
+        application,
+    )
+    return {r["pid"] for r in rows}
+
+
+async def test_the_daemon_opens_its_connections_before_work_and_keeps_them(
+    conn: Conn, daemons: StartDaemon
+) -> None:
+    """The engine's connections are all open once the daemon is ready, the lease keeper's
+    too, and a burst of work opens none: a connection opened in the middle of a drain (a
+    backend forked, its set-up queries run) stalls the claims behind it."""
+    from importd.daemon import ENGINE_POOL_SIZE  # noqa: PLC0415
+
+    proc = daemons(*FAST, "--concurrency", "16")
+    await proc.wait_for_event("daemon_ready")
+    engine = await _backends(conn, "importd-engine")
+    assert len(engine) == ENGINE_POOL_SIZE
+
+    async def keeper_connected() -> bool:
+        return len(await _backends(conn, "importd-leases")) == 1
+
+    await wait_until(keeper_connected, timeout=10, what="the lease keeper's connection")
+    keeper = await _backends(conn, "importd-leases")
+    for _ in range(4):
+        await importd.enqueue_many(conn, [importd.NewJob("noop", {}) for _ in range(1000)])
+    await wait_until(lambda: all_done(conn, 4000), timeout=60, what="4,000 completions")
+    assert await _backends(conn, "importd-engine") == engine
+    assert await _backends(conn, "importd-leases") == keeper
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait_exit() == 0
