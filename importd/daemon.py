@@ -77,6 +77,7 @@ class StartupError(Exception):
 # handler asks for one.
 ENGINE_POOL_SIZE = 4
 SAMPLE_INTERVAL = 5.0  # seconds between samples of the job-count gauges
+KEEPER_CONNECT_WAIT = 5.0  # seconds the first claim waits for the lease keeper's connection
 # How long the listener may stay disconnected before the watchdog pings stop (systemd
 # then restarts the daemon).
 LISTENER_BUDGET = 60.0
@@ -276,9 +277,17 @@ class Daemon:
         order = self._services(
             registration, keeper, monitor, writer, executor, repo, rescuer, listener, workers
         )
-        if drain is not None:
-            # drain rescues once up front: jobs a dead daemon held are runnable too.
-            workers.before = rescuer.rescue_once
+
+        async def before() -> None:
+            """Awaited before the first claim: the lease keeper connected (at most a few
+            seconds: it connects again at its first heartbeat if this failed), so that
+            its connection's set-up does not run in the middle of the first claims; a
+            drain's rescue of the jobs a dead daemon held (they are runnable too)."""
+            await asyncio.to_thread(keeper.connected.wait, KEEPER_CONNECT_WAIT)
+            if drain is not None:
+                await rescuer.rescue_once()
+
+        workers.before = before
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

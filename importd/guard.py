@@ -92,6 +92,8 @@ class LeaseKeeper:
         self._conn: db.Connection | None = None
         self._stopping = False
         self._ready = threading.Event()
+        # Set once the keeper's first connection attempt is over (made or failed).
+        self.connected = threading.Event()
         self._on_lost: Callable[[list[int]], None] = lambda _ids: None
         self.beats = 0
 
@@ -254,6 +256,8 @@ class LeaseKeeper:
                 await self._connection()
             except Exception as exc:
                 log.warning("lease_keeper_connect_failed", error=db.describe_db_error(exc))
+            finally:
+                self.connected.set()
             while not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval)

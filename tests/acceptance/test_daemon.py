@@ -376,24 +376,24 @@ async def test_the_daemon_opens_its_connections_before_work_and_keeps_them(
     conn: Conn, daemons: StartDaemon
 ) -> None:
     """The engine's connections are all open once the daemon is ready, the lease keeper's
-    too, and a burst of work opens none: a connection opened in the middle of a drain (a
-    backend forked, its set-up queries run) stalls the claims behind it."""
+    too (its first claim waits for it), and a burst of work opens none: a connection
+    opened in the middle of a drain (a backend forked, its set-up queries run) stalls the
+    claims behind it."""
     from importd.daemon import ENGINE_POOL_SIZE  # noqa: PLC0415
 
     proc = daemons(*FAST, "--concurrency", "16")
     await proc.wait_for_event("daemon_ready")
     engine = await _backends(conn, "importd-engine")
     assert len(engine) == ENGINE_POOL_SIZE
-
-    async def keeper_connected() -> bool:
-        return len(await _backends(conn, "importd-leases")) == 1
-
-    await wait_until(keeper_connected, timeout=10, what="the lease keeper's connection")
     keeper = await _backends(conn, "importd-leases")
+    assert len(keeper) == 1
+    listener = await _backends(conn, "importd-listener")
+    assert len(listener) == 1
     for _ in range(4):
         await importd.enqueue_many(conn, [importd.NewJob("noop", {}) for _ in range(1000)])
     await wait_until(lambda: all_done(conn, 4000), timeout=60, what="4,000 completions")
     assert await _backends(conn, "importd-engine") == engine
     assert await _backends(conn, "importd-leases") == keeper
+    assert await _backends(conn, "importd-listener") == listener
     proc.signal(signal.SIGTERM)
     assert await proc.wait_exit() == 0
