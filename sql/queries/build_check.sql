@@ -253,14 +253,21 @@ END $importd$$f$,
         refused.defs,
         refused.name,
         'pg_temp.' || pg_catalog.quote_ident(refused.seq)) END AS refused_create,
-    CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
-        'SELECT pg_catalog.currval(%L::regclass)',
-        'pg_temp.' || pg_catalog.quote_ident(refused.seq)) END AS refused_count,
     refused.name AS refused_table,
+    -- What the COPY into the table of "refused_create" and then "insert_refused" found,
+    -- in one round trip: the rows the COPY read ("total": the place of its last row; 0
+    -- when the COPY gave the source lines itself), the rows "insert_refused" inserted
+    -- (NULL unless it ran in this transaction), and the line and the message of each
+    -- refused row, in line order.
     CASE WHEN refused.name IS NOT NULL THEN pg_catalog.format(
-        'SELECT importd_line AS line, importd_error AS message FROM pg_temp.%I '
-        'WHERE importd_error IS NOT NULL ORDER BY importd_line', refused.name)
-    END AS refused_errors,
+        'SELECT pg_catalog.currval(%L::regclass) AS total, NULLIF('
+        'pg_catalog.current_setting(''importd.inserted'', true), '''')::bigint AS inserted, '
+        'coalesce(pg_catalog.array_agg(importd_line ORDER BY importd_line) '
+        'FILTER (WHERE importd_error IS NOT NULL), ''{}'') AS lines, '
+        'coalesce(pg_catalog.array_agg(importd_error ORDER BY importd_line) '
+        'FILTER (WHERE importd_error IS NOT NULL), ''{}'') AS messages '
+        'FROM pg_temp.%I',
+        'pg_temp.' || pg_catalog.quote_ident(refused.seq), refused.name) END AS refused_found,
     -- Whether an enabled ON INSERT rule rewrites the target's INSERTs: COPY ignores
     -- rules, an INSERT does not, so rows the check would insert could go elsewhere (or
     -- nowhere) where COPY loads them; then no statement here inserts into the target.

@@ -248,8 +248,7 @@ class CheckTable:
             if kept != len(batch) - loaded:
                 raise _Disagree
             await conn.execute(statements["insert_refused"])
-            bad = await conn.fetch(statements["refused_errors"])
-            counts = await db.one(conn, "count_inserted")
+            found = await conn.fetchrow(statements["refused_found"])
         except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError, _Disagree):
             # (A row the test does not see; no right to create temporary tables; the two
             # COPYs' tests disagree.)
@@ -258,14 +257,15 @@ class CheckTable:
         finally:
             if not split.done():  # (the COPY failed)
                 await asyncio.gather(split, return_exceptions=True)
-        inserted = int(counts["inserted"])
-        if len(bad) + inserted != kept:
+        assert found is not None
+        inserted = int(found["inserted"])
+        if len(found["lines"]) + inserted != kept:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
             return None
         self.refusing = True
         raws = dict(zip(batch.lines, batch.raws, strict=True))
-        for row in bad:
-            self.reject(failures, Row(row["line"], raws.get(row["line"], b""), b""), row["message"])
+        for line, message in zip(found["lines"], found["messages"], strict=True):
+            self.reject(failures, Row(line, raws.get(line, b""), b""), message)
         return loaded + inserted
 
     async def _filtered_known(
@@ -398,14 +398,13 @@ class CheckTable:
                 self.copy_format,
                 where=f"coalesce(({statements['copy_where']}), false)",
             )
-            total = int(await conn.fetchval(statements["refused_count"]))
-            errors = []
             if kept:
                 await conn.execute(statements["insert_refused"])
-                errors = await conn.fetch(statements["refused_errors"])
-                counts = await db.one(conn, "count_inserted")
-                if int(counts["inserted"]) or len(errors) != kept:
-                    raise _Disagree
+            told = await conn.fetchrow(statements["refused_found"])
+            assert told is not None
+            total, places, messages = int(told["total"]), told["lines"], told["messages"]
+            if kept and (told["inserted"] or len(places) != kept):
+                raise _Disagree
         except (*ROW_LEVEL, _Disagree, asyncpg.LockNotAvailableError):
             # A bad row the screen did not see (a column it does not watch), or a row
             # that went in after all: the loader's COPY meets it too, and takes the exact
@@ -418,7 +417,6 @@ class CheckTable:
         except BaseException:
             await asyncio.gather(lines, return_exceptions=True)
             raise
-        places = [row["line"] for row in errors]
         rows = screened.rows
         spans = [(rows.lines[i], rows.raws[i].count(b"\n") + 1) for i in gone]
         found = (await lines).place(screened.first_line, spans, total, places)
@@ -426,8 +424,8 @@ class CheckTable:
             found = await asyncio.to_thread(self._place, spans, total, places, records_of)
         if found is None:
             return None
-        messages = {line: row["message"] for (line, _), row in zip(found, errors, strict=True)}
-        return Refused(total, messages, dict(found))
+        by_line = {line: message for (line, _), message in zip(found, messages, strict=True)}
+        return Refused(total, by_line, dict(found))
 
     def _place(
         self,
