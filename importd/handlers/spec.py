@@ -71,6 +71,13 @@ class ImportSpec:
         return f"{self.schema}.{self.table}"
 
 
+def is_file(source: str) -> bool:
+    """Whether ``source`` is a ``file:`` URL. Its scheme in any letter case (RFC 3986),
+    as :func:`parse` accepts it: a ``FILE:///path`` told apart by ``startswith("file:")``
+    went to the URL check and failed there as "not file://"."""
+    return source[:5].lower() == "file:"
+
+
 def _get(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
     value = payload.get(key, default)
     if value is default:
