@@ -25,7 +25,7 @@ def check(kind: str, payload: dict[str, Any], settings: Settings) -> None:
     if kind in ("csv", "ndjson"):
         spec.parse(payload, kind, settings.tables or None, command=COMMAND)
         source = str(payload["source"])
-        if not source.startswith("file:"):
+        if not spec.is_file(source):
             _check_url(source, settings, "payload.source")
     elif kind == "http":
         if "url" in payload:

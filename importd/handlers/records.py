@@ -468,6 +468,15 @@ class NdjsonRows:
     def _column(self, key: str) -> int:
         """The index of the column that field ``key`` goes to; RowError when none."""
         column = self._mapping.get(key, key if not self._mapping else None)
+        if column is None and self._mapping:
+            # (Named by the mapping's fields: "not among the columns (name)" of a field
+            # called "name" read as a contradiction.)
+            names = list(itertools.islice(self._mapping, 10))
+            more = ", …" if len(self._mapping) > len(names) else ""
+            raise RowError(
+                f"field {key[:200]!r} is not among the fields payload.columns maps "
+                f"({', '.join(n[:200] for n in names)}{more})"
+            )
         if column is None or column not in self._index:
             raise RowError(
                 f"field {key!r} is not among the import's columns ({', '.join(self.columns)})"

@@ -18,7 +18,12 @@ from ..models import InvalidPayload
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 
 # Source encodings a byte-level record splitter can handle (ASCII-compatible), by Python
-# codec name, with PostgreSQL's name for COPY's ENCODING option.
+# codec name, with PostgreSQL's name for COPY's ENCODING option. ``ascii`` is COPYed as
+# UTF8, not SQL_ASCII: PostgreSQL takes SQL_ASCII as "no conversion and no check", so a
+# byte above 0x7F went into the table as it was, text the database's encoding does not
+# hold, which every later read of the column failed on. PostgreSQL has no strict 7-bit
+# encoding; as UTF8 (of which ASCII is a subset) such a byte is a row error at its line,
+# or, where it starts a valid UTF-8 sequence, the character it encodes.
 ENCODINGS = {
     "utf_8": "UTF8",
     "latin_1": "LATIN1",
@@ -26,7 +31,7 @@ ENCODINGS = {
     "cp1252": "WIN1252",
     "cp1251": "WIN1251",
     "cp1250": "WIN1250",
-    "ascii": "SQL_ASCII",
+    "ascii": "UTF8",
     "koi8_r": "KOI8R",
 }
 
@@ -64,6 +69,13 @@ class ImportSpec:
     def qualified(self) -> str:
         """``schema.table`` for messages."""
         return f"{self.schema}.{self.table}"
+
+
+def is_file(source: str) -> bool:
+    """Whether ``source`` is a ``file:`` URL. Its scheme in any letter case (RFC 3986),
+    as :func:`parse` accepts it: a ``FILE:///path`` told apart by ``startswith("file:")``
+    went to the URL check and failed there as "not file://"."""
+    return source[:5].lower() == "file:"
 
 
 def _get(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:

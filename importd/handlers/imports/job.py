@@ -261,8 +261,13 @@ class Import:
             # Like a CSV header, the columns are fixed at the start: the mapped ones, or
             # the keys of the first record. Columns outside the list keep their defaults.
             if s.mapping:
-                self.columns = list(dict.fromkeys(s.mapping.values()))
-                await asyncio.to_thread(self._check_columns, self.columns, "payload.columns")
+                # Every mapped column once: two fields mapped to one column are refused
+                # (as a CSV header naming a column twice is), not merged, where a record
+                # holding both would keep one value and lose the other unseen.
+                self.columns = list(s.mapping.values())
+                await asyncio.to_thread(
+                    self._check_columns, self.columns, "payload.columns", list(s.mapping)
+                )
             else:
                 self.columns = await asyncio.to_thread(reading.first_keys, first)
                 await asyncio.to_thread(self._check_columns, self.columns, "first record")
@@ -284,11 +289,18 @@ class Import:
 
     def _header_columns(self, line: bytes) -> list[str]:
         """The columns a CSV header line names (mapped), checked; in a thread."""
-        columns = [self.spec.mapping.get(f, f) for f in reading.header_fields(line, self.spec)]
-        self._check_columns(columns, "header")
+        fields = reading.header_fields(line, self.spec)
+        columns = [self.spec.mapping.get(f, f) for f in fields]
+        self._check_columns(columns, "header", fields)
         return columns
 
-    def _check_columns(self, columns: list[str], where: str) -> None:
+    def _check_columns(
+        self, columns: list[str], where: str, fields: list[str] | None = None
+    ) -> None:
+        """Refuse a column named twice, or a name that is no writable column of the
+        target. ``fields``: the file's field each of ``columns`` comes from, where
+        ``payload.columns`` maps them: a message then names the field and its mapping,
+        not the mapped name as if the file held it."""
         assert self.target is not None
         seen: set[str] = set()
         for name in columns:
@@ -296,9 +308,16 @@ class Import:
                 raise PermanentError(f"HeaderMismatch: {where} names column {_short(name)!r} twice")
             seen.add(name)
         by_name = {c.name: c for c in self.target.columns}
-        for name in columns:
+        for index, name in enumerate(columns):
             column = by_name.get(name)
             if column is None:
+                field = name if fields is None else fields[index]
+                if field in self.spec.mapping:
+                    raise PermanentError(
+                        f"HeaderMismatch: {where} field {_short(field)!r} is mapped by "
+                        f"payload.columns to {_short(name)!r}, which is not a column of "
+                        f"{self.spec.qualified} (columns: {', '.join(self.target.writable)})"
+                    )
                 raise PermanentError(
                     f"HeaderMismatch: {where} field {_short(name)!r} is not a column of "
                     f"{self.spec.qualified} (columns: {', '.join(self.target.writable)}); "

@@ -18,6 +18,7 @@ from typing import Any
 from ...models import PermanentError
 from .. import sources
 from ..records import Records, Splitter, object_keys
+from ..spec import is_file
 
 
 class Chunk:
@@ -67,7 +68,7 @@ async def open_source(
     known: dict[str, Any] | None,
 ) -> sources.Opened:
     """Open ``source`` at ``offset`` (``known``: the fingerprint an earlier attempt saw)."""
-    if source.startswith("file:"):
+    if is_file(source):
         return await sources.open_file(source, settings.import_roots, offset)
     if http is None:
         raise PermanentError("no HTTP client in this daemon")
