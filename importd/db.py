@@ -145,16 +145,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 # connection learns them all when it opens, in one look-up, rather than in the middle of
 # a drain, where each connection of the pool that first writes a batch of finishes (or
 # the lease keeper's first heartbeat) would stall the claims behind it for 10 to 15 ms.
-_ARRAY_TYPES = (
-    "SELECT $1::bigint[] IS NULL, $2::int[] IS NULL, $3::smallint[] IS NULL,"
-    " $4::float8[] IS NULL, $5::timestamptz[] IS NULL"
-)
-
-
 async def _init_daemon_connection(conn: asyncpg.Connection) -> None:
-    """``_init_connection``, and the array types learned (``_ARRAY_TYPES``)."""
+    """``_init_connection``, and the array types learned (``learn_array_types.sql``)."""
     await _init_connection(conn)
-    await conn.fetchrow(_ARRAY_TYPES, None, None, None, None, None)
+    await conn.fetchrow(sql.query("learn_array_types"), None, None, None, None, None)
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
