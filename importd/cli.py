@@ -557,6 +557,13 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc), ExitCode.USAGE)
     if args.payloads:
+        if args.dedup_key is not None:
+            # One key for many jobs would make them one job: refused, not dropped.
+            return _fail(
+                "--dedup-key names one job: give each its own key with --payload, "
+                "not with --payloads",
+                ExitCode.USAGE,
+            )
         return await _enqueue_many(settings, args, run_at)
     try:
         payload = json.loads(args.payload)
