@@ -491,3 +491,18 @@ def test_a_choice_means_the_same_from_a_flag_and_the_environment(
     usage = cli._commands(cli.build_parser())["run"].format_usage()
     assert "--log-level {debug,info,warning,error}" in usage
     assert "--log-format {auto,json,console}" in usage
+
+
+def test_doctor_and_web_take_the_flags_of_every_setting_they_read() -> None:
+    """The README: the flags of a command are the settings it uses. doctor checks where
+    http_token may go (http_url, http_token) and the statement cache behind a pooler;
+    importd web reads listen_dsn and statement_cache_size."""
+    commands = cli._commands(cli.build_parser())
+    reads = {
+        "doctor": ("--http-url", "--http-token", "--statement-cache-size", "--listen-dsn"),
+        "web": ("--listen-dsn", "--statement-cache-size"),
+    }
+    for command, flags in reads.items():
+        options = {o for a in commands[command]._actions for o in a.option_strings}
+        for flag in flags:
+            assert flag in options, (command, flag)
