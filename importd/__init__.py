@@ -21,8 +21,9 @@ The listener's and the lease keeper's dedicated connections are asyncpg connecti
 opened through ``db.connect``, never taken from a pool (LISTEN must stay on one session).
 No SQL text stands in Python except ``CREATE DATABASE`` in :mod:`importd.daemon` (no DO
 block can run it, so ``format('%I')`` cannot quote it; the name is a constant; commented
-there) and the savepoints of bad-row isolation in ``handlers.imports.copying``
-(``RELEASE``+``SAVEPOINT`` go in one round trip; a query file holds one statement).
+there) and the savepoints of bad-row isolation in ``handlers.imports.copying``,
+``checking``, ``isolating`` and ``ahead`` (``RELEASE``+``SAVEPOINT`` go in one round trip;
+a query file holds one statement).
 mypy checks the boundary against asyncpg-stubs. tests/unit/test_boundary.py keeps these rules.
 docs/ARCHITECTURE.md is the map.
 """

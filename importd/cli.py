@@ -117,7 +117,9 @@ def _add_setting(parser: argparse.ArgumentParser, field: config.Field) -> None:
         # A switch: its flag turns the default around.
         kwargs.update(action="store_const", const=not field.default)
     elif field.declared.choices:
-        kwargs["choices"] = field.declared.choices
+        # Shown as argparse shows choices, checked by the setting itself (any letter case,
+        # a bad value exit 3 naming the flag), as from its variable or the file.
+        kwargs["metavar"] = "{" + ",".join(field.declared.choices) + "}"
     else:
         kwargs["metavar"] = field.declared.metavar or field.name.split("_")[-1].upper()
         if field.kind == "list":
@@ -555,6 +557,13 @@ async def _enqueue(settings: config.Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc), ExitCode.USAGE)
     if args.payloads:
+        if args.dedup_key is not None:
+            # One key for many jobs would make them one job: refused, not dropped.
+            return _fail(
+                "--dedup-key names one job: give each its own key with --payload, "
+                "not with --payloads",
+                ExitCode.USAGE,
+            )
         return await _enqueue_many(settings, args, run_at)
     try:
         payload = json.loads(args.payload)

@@ -244,7 +244,7 @@ class Settings:
     listen_dsn: str | None = setting(
         None,
         "direct connection for LISTEN when dsn goes through a pooler",
-        commands=("run", "doctor"),
+        commands=("run", "doctor", "web"),
         masked="passwords",
         shown="dsn",
     )
@@ -344,10 +344,15 @@ class Settings:
         None,
         "default endpoint of http jobs without payload.url",
         metavar="URL",
+        commands=(*DAEMON, "doctor"),
         handler=True,
     )
     http_token: str | None = setting(
-        None, "bearer token sent by http jobs", masked="whole", handler=True
+        None,
+        "bearer token sent by http jobs",
+        commands=(*DAEMON, "doctor"),
+        masked="whole",
+        handler=True,
     )
     http_token_prefixes: tuple[str, ...] = setting(
         (),
@@ -402,7 +407,10 @@ class Settings:
         shown="off",
     )
     statement_cache_size: int = setting(
-        100, "asyncpg prepared statement cache (0 behind a transaction-mode pooler)", at_least=0
+        100,
+        "asyncpg prepared statement cache (0 behind a transaction-mode pooler)",
+        commands=(*DAEMON, "doctor", "web"),
+        at_least=0,
     )
     pool_size: int | None = setting(
         None,

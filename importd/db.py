@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
@@ -20,7 +21,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_delay,
 )
 
 from . import sql
@@ -142,14 +142,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 # The array types importd's statements send. asyncpg knows text[] by itself but looks the
 # others up in the catalog once per connection, the first time a statement of that
 # connection uses them: a query of about 5 ms on the server, and a round trip. A daemon's
-# connection learns them all when it opens, in one look-up (learn_array_types.sql),
-# rather than in the middle of a drain, where each connection of the pool that first
-# writes a batch of finishes (or the lease keeper's first heartbeat) would stall the
-# claims behind it for 10 to 15 ms.
-
-
+# connection learns them all when it opens, in one look-up, rather than in the middle of
+# a drain, where each connection of the pool that first writes a batch of finishes (or
+# the lease keeper's first heartbeat) would stall the claims behind it for 10 to 15 ms.
 async def _init_daemon_connection(conn: asyncpg.Connection) -> None:
-    """``_init_connection``, and the array types learned (see above)."""
+    """``_init_connection``, and the array types learned (``learn_array_types.sql``)."""
     await _init_connection(conn)
     await conn.fetchrow(sql.query("learn_array_types"), None, None, None, None, None)
 
@@ -281,17 +278,28 @@ async def retry_transient(
     max_wait: float = 5.0,
 ) -> T:
     """Run ``call`` again after transient database errors, with exponential backoff and
-    jitter, for at most ``give_up_after`` seconds (for ever when None)."""
+    jitter, for at most ``give_up_after`` seconds (for ever when None), counted from the
+    first call: a pause never runs past the budget, and no call starts after it."""
+    started = time.monotonic()
+
+    def left() -> float:
+        if give_up_after is None:
+            return float("inf")
+        return give_up_after - (time.monotonic() - started)
+
     try:
         return await call()  # the common case, without building a retry controller
     except Exception as exc:
-        if not is_transient(exc):
+        if not is_transient(exc) or left() <= 0:
             raise
         _log_failure(what, 1, 0.0, exc)
+    jitter = FullJitter(first=0.05, cap=max_wait)
     retrying = AsyncRetrying(
         retry=retry_if_exception(is_transient),
-        wait=FullJitter(first=0.05, cap=max_wait),
-        stop=stop_after_delay(give_up_after) if give_up_after is not None else (lambda _s: False),
+        # The last pause is cut to what is left of the budget, so the last attempt comes
+        # at its end, not up to ``max_wait`` after it.
+        wait=lambda state: max(min(jitter(state), left()), 0.0),
+        stop=lambda _state: left() <= 0,
         before_sleep=_log_retry(what, tries_before=1),
         reraise=True,
         sleep=asyncio.sleep,

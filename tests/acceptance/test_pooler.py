@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 import importd
 from importd import db
+from importd.cluster import free_port
 from tests.helpers import importd_env, run_importd, run_importd_batch, wait_until
 
 
@@ -172,3 +177,48 @@ async def _has_status(conn: Any, job_id: int, status: str) -> bool:
 
 async def _equal(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_importd_web_through_the_pooler(
+    conn: Any, dsn: str, pooled_dsn: str, tmp_path: Path
+) -> None:
+    """The dashboard on a ``dsn`` through pgbouncer (transaction mode), ``listen_dsn``
+    direct: it starts (no startup parameter pgbouncer refuses) and serves every page
+    again and again (no named prepared statement that a pooler cannot keep)."""
+    await importd.enqueue_many(conn, [importd.NewJob("noop", {}) for _ in range(3)])
+    port = free_port()
+    log_path = tmp_path / "web.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "importd", "web", "--dsn", pooled_dsn],
+            env=importd_env(
+                IMPORTD_LISTEN_DSN=dsn,
+                IMPORTD_WEB_LISTEN=f"127.0.0.1:{port}",
+                IMPORTD_LOG_FORMAT="json",
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+
+            async def answers() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"importd web exited:\n{log_path.read_text()}")
+                try:
+                    async with httpx.AsyncClient() as client:
+                        await client.get(url + "/", timeout=2)
+                    return True
+                except httpx.TransportError:
+                    return False
+
+            await wait_until(answers, timeout=30, what="importd web to answer")
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                for _ in range(8):  # more than a statement cache would need to go wrong
+                    for page in ("/", "/jobs", "/running", "/jobs?status=pending"):
+                        answer = await client.get(page)
+                        assert answer.status_code == 200, (page, log_path.read_text()[-2000:])
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert "web_request_failed" not in log_path.read_text()

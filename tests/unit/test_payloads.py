@@ -109,6 +109,19 @@ def test_enqueue_exits_2_naming_the_field_never_a_traceback(
     assert code == 3 and "no database given" in err and "Traceback" not in err
 
 
+def test_enqueue_payloads_refuses_a_dedup_key_rather_than_drop_it(
+    no_outside_settings: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--dedup-key`` names one job: with ``--payloads`` (many jobs) it was silently
+    ignored. It is a bad command line (exit 2), said before anything is read or sent."""
+    source = tmp_path / "jobs.ndjson"
+    source.write_text("{}\n{}\n")
+    code = cli.main(["enqueue", "noop", "--payloads", str(source), "--dedup-key", "k"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("importd: --dedup-key") and len(err.splitlines()) == 1, err
+
+
 def test_refusals_at_enqueue_name_only_what_enqueue_takes() -> None:
     """``importd enqueue`` has no --table or --url-prefix flag: its refusals name the
     environment variable and the file key, which work for it."""

@@ -50,3 +50,26 @@ def test_locked_by_is_the_worker_name_and_a_random_suffix() -> None:
     assert re.fullmatch(r"w1:[0-9a-f]{6}", one) and re.fullmatch(r"w1:[0-9a-f]{6}", two)
     assert one != two  # two processes given one name (odds of a clash: 1 in 16 million)
     assert "each process adds `:` and 6 random hex digits (`w1:0082d8`)" in README
+
+
+def _logged_events() -> set[str]:
+    """Every event name importd's code logs: the first argument of a log call, a string
+    literal (or each branch of a conditional expression of two literals)."""
+    call = re.compile(
+        r"""\.(?:debug|info|warning|error|exception|critical)\(\s*
+        (?:"([a-z_]+)"\s+if\s[^()]*?\selse\s+"([a-z_]+)"|"([a-z_]+)")""",
+        re.VERBOSE,
+    )
+    events: set[str] = set()
+    for path in (ROOT / "importd").rglob("*.py"):
+        for found in call.finditer(path.read_text(encoding="utf-8")):
+            events.update(name for name in found.groups() if name)
+    return events
+
+
+def test_the_logs_section_names_every_event_the_code_logs() -> None:
+    section = README.split("### Logs", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"`([a-z]+(?:_[a-z]+)+|progress)`", section.split("stable:", 1)[1]))
+    logged = _logged_events()
+    assert logged - listed == set(), "logged but not in the README's list"
+    assert listed - logged == set(), "in the README's list but never logged"

@@ -471,3 +471,38 @@ def test_secrets_too_short_to_mask_are_named_once_at_start_never_shown() -> None
     with capture_logs() as lines:
         daemon.warn_unmaskable(long_enough)
     assert lines == []
+
+
+def test_a_choice_means_the_same_from_a_flag_and_the_environment(
+    no_outside_settings: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README: a bad value is a one-line error naming where it came from, exit 3;
+    a flag with a fixed set of values (--log-level, --log-format) is read like its
+    variable (any letter case), not refused by argparse as a usage error (exit 2)."""
+    assert cli.main(["config", "--log-level", "verbose"]) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "importd: --log-level: bad value 'verbose': must be one of debug, info, warning, error"
+    ]
+    args = cli.build_parser().parse_args(["config", "--log-level", "DEBUG", "--log-format", "JSON"])
+    settings = cli._settings(args)
+    assert (settings.log_level, settings.log_format) == ("debug", "json")
+    # --help still shows the values to choose from.
+    usage = cli._commands(cli.build_parser())["run"].format_usage()
+    assert "--log-level {debug,info,warning,error}" in usage
+    assert "--log-format {auto,json,console}" in usage
+
+
+def test_doctor_and_web_take_the_flags_of_every_setting_they_read() -> None:
+    """The README: the flags of a command are the settings it uses. doctor checks where
+    http_token may go (http_url, http_token) and the statement cache behind a pooler;
+    importd web reads listen_dsn and statement_cache_size."""
+    commands = cli._commands(cli.build_parser())
+    reads = {
+        "doctor": ("--http-url", "--http-token", "--statement-cache-size", "--listen-dsn"),
+        "web": ("--listen-dsn", "--statement-cache-size"),
+    }
+    for command, flags in reads.items():
+        options = {o for a in commands[command]._actions for o in a.option_strings}
+        for flag in flags:
+            assert flag in options, (command, flag)
