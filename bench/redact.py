@@ -125,13 +125,26 @@ def texts(size: int) -> dict[str, str]:
 
 
 # The shapes that cost the most per credential, for the "just under the spacing" texts.
-SLOWEST = ("Bearer h =", "Bearer x pwd =y", "x@y://a:b", "pwd=\t'x", "https://u:p@h/ ", "&hpwd=x@")
+SLOWEST = (
+    "Bearer h =",
+    "Bearer x pwd =y",
+    "x@y://a:b",
+    "pwd=\t'x",
+    "https://u:p@h/ ",
+    "&hpwd=x@",
+    '"pin": 1234, ',
+    '"password": "x", ',
+    "api_key: x\n",
+    '"id":1,"pwd":',
+)
 
 
 def _spaced(piece: str) -> str:
     """``piece`` and a word, as long as the places a credential could start in it (what
     ``redaction.DENSE_SPACING`` counts) allow without the text being dense."""
     places = piece.count("://") + piece.lower().count("bearer") + piece.count("=")
+    if redaction._has_key(piece.lower()):  # (a ":" counts only where a key is)
+        places += piece.count(":")
     width = places * redaction.DENSE_SPACING + 1
     return piece + " " + "w" * max(1, width - len(piece) - 2) + " "
 
