@@ -96,6 +96,25 @@ def texts(size: int) -> dict[str, str]:
         "dense 'Bearer h =' (a key tried and failed)": _fill("Bearer h =", size),
         "dense '&hpwd=x@' pairs": _fill("&hpwd=x@", size),
         "dense 'Bearer x and ' tokens, a word between": _fill("Bearer x and ", size),
+        # Sensitive keys before ":" (JSON, Python repr, YAML, headers): every ":" after a
+        # key's last letter tries the key, a value runs to its closing quote or the end of
+        # the line, and keys may follow one another with nothing else between them.
+        "dense '\"password\":' keys, no value": _fill('"password":', size),
+        'dense \'"password": "x", \' JSON pairs': _fill('"password": "x", ', size),
+        'dense \'{"access_token":"abc123"},\' objects': _fill('{"access_token":"abc123"},', size),
+        "dense \"'api_key': 'x', \" repr pairs": _fill("'api_key': 'x', ", size),
+        "dense '\"pin\": 1234, ' numbers": _fill('"pin": 1234, ', size),
+        "dense 'password: ' prefixes": _fill("password: ", size),
+        "dense 'token:' prefixes, no blank": _fill("token:", size),
+        "dense 'api_key: x\\n' YAML lines": _fill("api_key: x\n", size),
+        "dense 'Authorization: Basic x\\r\\n' headers": _fill("Authorization: Basic x\r\n", size),
+        "dense '\"id\":1,' JSON keys that end like one (no key)": _fill('"id":1,', size),
+        "dense '\"tokens\":1,' JSON keys that hold one (no key)": _fill('"tokens":1,', size),
+        "dense 'a: b ' colons in prose": _fill("a: b ", size),
+        '\'"password": "\' then one long value': _fill('"password": "', 13)
+        + _fill('a\\"b', size - 15)
+        + '"}',
+        "'password:' then nothing but ':'": "password" + ":" * (size - 8),
         # The slowest shapes padded with a word to just under the dense spacing
         # (redaction.DENSE_SPACING): the densest text masked credential by credential.
         **{
@@ -106,13 +125,26 @@ def texts(size: int) -> dict[str, str]:
 
 
 # The shapes that cost the most per credential, for the "just under the spacing" texts.
-SLOWEST = ("Bearer h =", "Bearer x pwd =y", "x@y://a:b", "pwd=\t'x", "https://u:p@h/ ", "&hpwd=x@")
+SLOWEST = (
+    "Bearer h =",
+    "Bearer x pwd =y",
+    "x@y://a:b",
+    "pwd=\t'x",
+    "https://u:p@h/ ",
+    "&hpwd=x@",
+    '"pin": 1234, ',
+    '"password": "x", ',
+    "api_key: x\n",
+    '"id":1,"pwd":',
+)
 
 
 def _spaced(piece: str) -> str:
     """``piece`` and a word, as long as the places a credential could start in it (what
     ``redaction.DENSE_SPACING`` counts) allow without the text being dense."""
     places = piece.count("://") + piece.lower().count("bearer") + piece.count("=")
+    if redaction._has_key(piece.lower()):  # (a ":" counts only where a key is)
+        places += piece.count(":")
     width = places * redaction.DENSE_SPACING + 1
     return piece + " " + "w" * max(1, width - len(piece) - 2) + " "
 

@@ -46,9 +46,11 @@ from urllib.parse import parse_qsl, quote, quote_plus, unquote
 
 MASK = "***"
 
-# Values of sensitive keys, in libpq's "key=value" form and in URL query strings. A key
-# that ends in one of these counts (csrftoken=, db_password=): masking too much is the
-# safe side.
+# Values of sensitive keys: in libpq's "key=value" form and in URL query strings, after
+# a colon (JSON, a Python repr, YAML, an HTTP header), and under a key of a structured
+# value (``redact_value``), all by the same rule (``is_sensitive_key``). A key that ends
+# in one of these counts (csrftoken=, db_password, X-Api-Key: , "listen_dsn":): masking
+# too much is the safe side.
 SENSITIVE_KEYS = (
     "password",
     "passwd",
@@ -62,13 +64,16 @@ SENSITIVE_KEYS = (
     "id_token",
     "api_key",
     "apikey",
+    "api-key",
+    "pin",
     "sig",
     "signature",
     "x-amz-signature",
     "x-amz-security-token",
     "x-goog-signature",
+    "authorization",
+    "dsn",
 )
-_SENSITIVE_NAMES = frozenset((*SENSITIVE_KEYS, "authorization", "dsn"))
 
 
 def _anycase(word: str) -> str:
@@ -130,7 +135,7 @@ _KEY_SUFFIXES = tuple(
 )
 
 
-def _key_ends_here(keys: Iterable[str]) -> str:
+def _key_ends_here(keys: Iterable[str], camel_tail: bool = True) -> str:
     """A pattern one character wide that holds where the text up to and including it
     ends with one of ``keys`` (in any ASCII letter case).
 
@@ -141,14 +146,20 @@ def _key_ends_here(keys: Iterable[str]) -> str:
     then looks back for the whole key. A key thus costs one look-behind, where a
     trie of look-behinds from the last character back (the previous form) cost one
     per level, four or five for ``password``: per "=" of dense text, that was a
-    third of the time."""
+    third of the time. ``camel_tail=False``: not where the key is the capitalised
+    tail of a longer word (``HttpToken``), checked after the key's own look-behind
+    only (a check of every key's per match cost 350 ns)."""
     by_last: dict[str, list[str]] = {}
     for key in keys:
         by_last.setdefault(key[-1].lower(), []).append(key)
     alternatives = []
     for last, group in sorted(by_last.items(), key=lambda item: (-len(item[1]), item[0])):
         # (?ai:) is ASCII-only case folding, exactly [pP][aA]...: no Kelvin sign for k.
-        whole = [f"(?<=(?ai:{re.escape(key)}))" for key in sorted(group, key=len, reverse=True)]
+        whole = [
+            f"(?<=(?ai:{re.escape(key)}))"
+            + ("" if camel_tail else f"(?<![a-z0-9]{key[0].upper()}(?ai:{re.escape(key[1:])}))")
+            for key in sorted(group, key=len, reverse=True)
+        ]
         body = whole[0] if len(whole) == 1 else f"(?:{'|'.join(whole)})"
         alternatives.append(_anycase(last) + body)
     return f"(?:{'|'.join(alternatives)})"
@@ -208,13 +219,24 @@ _ANY_KEY_WORDS = tuple(
 )
 
 
+def is_sensitive_key(name: str) -> bool:
+    """Whether ``name`` is a sensitive key: it ends in one of ``SENSITIVE_KEYS`` in any
+    ASCII letter case (the Kelvin sign is no "k"), as the text patterns read a key."""
+    return _ascii_lower(name).endswith(_KEY_SUFFIXES)
+
+
 def _has_key(lowered: str) -> bool:
     """Whether the lower-cased text holds a sensitive key anywhere: by one pattern over
     its first 4 KiB (a key is most often there, found at once), then as substrings
     (a few ms a megabyte whatever the text, where the pattern over all of it took 22
-    ms over "papapa…=", every "pa" a key begun)."""
+    ms over "papapa…=", every "pa" a key begun). A word is searched only where its
+    rarest character is: a search for one character runs at memchr speed, one for a
+    word costs about 0.6 ms a megabyte, and the keys read before ":" made twelve words
+    (text dense with ":" is searched for a key, URLs and JSON among it). (Words that
+    share a prefix, searched by it first, cost more: a short needle is slow over
+    "papapa…".)"""
     return _ANY_KEY.search(lowered, 0, 4096) is not None or any(
-        key in lowered for key in _ANY_KEY_WORDS
+        rarest in lowered and key in lowered for key, rarest in _KEY_WORDS_RAREST
     )
 
 
@@ -344,27 +366,130 @@ def _mask_any_spelling(text: str) -> str:
     return "".join(pieces)
 
 
-def _mask_sensitive_values(text: str, lowered: str | None) -> str:
+def _mask_sensitive_values(text: str, lowered: str | None, has_key: bool | None) -> str:
     """``lowered``: the text lower-cased before the bearer pass, if it ran (it removed
-    no key that was not in this copy, so a key absent from it is absent from ``text``)."""
-    equals = text.count("=")
-    if not equals:
+    no key that was not in this copy, so a key absent from it is absent from ``text``);
+    ``has_key``: whether a key is in the text, if known. The values after "=" and after
+    ":" masked."""
+    equals, colons = text.count("="), text.count(":")
+    if not (equals or colons):
         return text
-    # Text dense with "=" is searched for a key first (each "=" costs the engine a try).
-    if equals > len(text) >> 6 and not _has_key(_ascii_lower(text) if lowered is None else lowered):
+    # Text dense with "=" or ":" is searched for a key first (each costs the engine a
+    # try), once for both passes.
+    dense = max(equals, colons) > len(text) >> 6
+    if dense and has_key is None:
+        has_key = _has_key(_ascii_lower(text) if lowered is None else lowered)
+    if has_key is False:
         return text
-    return _replace_all(_SENSITIVE_KV_RUN, text, "=" + MASK)
+    if equals:
+        text = _replace_all(_SENSITIVE_KV_RUN, text, "=" + MASK)
+    # The values after ":" last: a pass before them only masks, so they never see a
+    # key the text did not hold, and what they mask no other pass reads again.
+    return _mask_colon_values(text) if colons else text
+
+
+# Sensitive keys before ":": JSON and Python reprs (``"access_token": "…"``, ``'api_key':
+# '…'``, an endpoint's answer kept as text), YAML and HTTP headers (``password: …``,
+# ``Authorization: Basic …``, ``X-Api-Key: …``). The key is kept, the value masked:
+#
+# - after a quoted key (``"key":``, ``'key':``, or ``\"key\":`` in JSON inside a JSON
+#   string), and whatever whitespace after the colon: a quoted value's content, the
+#   quotes kept (``"password": "***"``), to its closing quote, escaped quotes inside it
+#   skipped (``"a\"b"``); unclosed (a cut answer), to the end of the text. A value opened
+#   by an escaped quote (``\"password\": \"x\"``) runs to the first quote that is not
+#   escaped, the end of the JSON string around it: more than the value, never less. Any
+#   other value but an object, an array, ``null``, ``true`` or ``false`` (and their
+#   Python spellings): to the next blank, ",", "}", "]" or quote (``"pin": ***``). An
+#   object or an array is left to its own keys, as ``redact_value`` does.
+# - after a bare key (YAML, a header, prose): the rest of the line, up to a quote that is
+#   not escaped (in JSON text, the end of the string the line is in: a JSON answer kept
+#   as text keeps what follows), or a quoted value's content. A header's scheme is kept
+#   (``Authorization: Basic ***``). Prose cannot be told from a secret here ("password:
+#   must be 8 characters" and "password: correct horse battery" look alike), so prose
+#   after a key and a colon is masked too; text with no colon right after the key
+#   ("column 'password' is not …") is kept. What this leaves: a YAML or header value
+#   holding a raw double quote shows what follows the quote (Digest's quoted
+#   parameters after the first), and a key followed by more than one blank before the
+#   colon (no encoder writes that) is not read as one.
+#
+# A match starts at ":", a literal the engine skips to, and looks back for the key (one
+# look-behind of the key's last character, then the key, as for "="), so a ":" after
+# anything else costs one failed class test; two patterns (the value's end depends on
+# whether the key was quoted), each one group (":" and what is kept after it) before
+# the value, replaced by ``_mask_after``.
+_AUTH_SCHEMES = (
+    "basic",
+    "bearer",
+    "digest",
+    "dpop",
+    "gnap",
+    "hoba",
+    "mutual",
+    "negotiate",
+    "ntlm",
+    "oauth",
+    "token",
+    "apikey",
+    "aws4-hmac-sha256",
+)
+_OPEN_QUOTE = r"(?:\\?[\"'])"
+# A quoted value's content (not empty), after its opening quote.
+_QUOTED_CONTENT = (
+    r"(?:(?<=\")(?=[^\"])[^\"\\]*+(?:\\(?s:.)[^\"\\]*+)*+"
+    r"|(?<=')(?=[^'])[^'\\]*+(?:\\(?s:.)[^'\\]*+)*+)"
+)
+# A quote closing a key (or an escaped one, ``\"``), the key before it.
+_KEY_QUOTE = rf"[\"'](?<=(?:{_KEY_HERE}|\\(?<={_KEY_HERE}\\))[\"'])"
+_QUOTED_KEY_BEFORE = rf"(?<=(?:{_KEY_QUOTE}|[ \t](?<={_KEY_QUOTE}[ \t])):)"
+# A bare key that is the capitalised tail of a longer word (``HttpToken:``,
+# ``InvalidSignature:``) is an exception's or a class's name before its message (the
+# form of every error text, importd's own among them), not a setting: its message is
+# kept. The price: a camelCase YAML key (``dbPassword: x``, ``apiToken: x``) is not read
+# as a key before ":" (quoted, as JSON writes it, it is).
+_BARE_KEY_HERE = _key_ends_here(_KEY_SUFFIXES, camel_tail=False)
+_BARE_KEY_BEFORE = rf"(?<=(?:{_BARE_KEY_HERE}|[ \t](?<={_BARE_KEY_HERE}[ \t])):)"
+_END_OF_SCALAR = f"{_SPACES},}}\\]\"'"
+_LITERAL = rf"[nNtTfF](?:(?<=n)ull|(?<=N)one|(?<=[tT])rue|(?<=[fF])alse)(?![^{_END_OF_SCALAR}])"
+# (The bare value first, behind one look-behind: a quoted value fails it at once, where a
+# bare one failed the quoted value's two look-behinds; the literals behind a class.)
+_QUOTED_KEY_VALUE = re.compile(
+    rf"(:{_QUOTED_KEY_BEFORE}[{_SPACES}]*+{_OPEN_QUOTE}?)"
+    rf"(?:(?<![\"'])(?!{_LITERAL})[^{_END_OF_SCALAR}{{\[][^{_END_OF_SCALAR}]*+|{_QUOTED_CONTENT})"
+)
+# (The scheme behind a look-ahead for its first letter, and the bare value tried before
+# a quoted one: one class test each for the usual value, where the trie's branches and
+# the quoted value's look-behinds took a third of the cost of a match.)
+_SCHEME_FIRST = "".join(sorted({c for s in _AUTH_SCHEMES for c in (s[0], s[0].upper())}))
+_BARE_KEY_VALUE = re.compile(
+    rf"(:{_BARE_KEY_BEFORE}[{_SPACES}]*+"
+    rf"(?:{_OPEN_QUOTE}|(?=[{_SCHEME_FIRST}]){_trie(_AUTH_SCHEMES, _anycase)}[ \t]++)?)"
+    rf"(?:(?<![\"'])(?=[^\"\r\n])[^\"\\\r\n]*+(?:\\.[^\"\\\r\n]*+)*+|{_QUOTED_CONTENT})"
+)
+
+
+def _mask_colon_values(text: str) -> str:
+    """The values after sensitive keys and ":" masked (the quoted keys' pass only where
+    a quote is)."""
+    if '"' in text or "'" in text:
+        text = _mask_after(_QUOTED_KEY_VALUE, text, MASK)
+    return _mask_after(_BARE_KEY_VALUE, text, MASK)
 
 
 # A long text (DENSE_MIN characters or more) where a credential could start more often
 # than every DENSE_SPACING characters on average (a "://", a "bearer" in any case, an "="
-# when a sensitive key is there at all) is masked from just after the first such place
+# or a ":" when a sensitive key is there at all) is masked from just after the first such place
 # (and the blanks after it) to its end, not credential by credential: what each place
 # costs the patterns (up to 450 ns where a key is tried and fails, "Bearer h =") would
 # take a megabyte of such text past 20 ms, and only hostile or broken text is that
 # dense. (More is masked, never less: every credential starts after such a place.)
 # Below the spacing, the patterns' cost stays under 20 ms a megabyte whatever the text
 # (``bench.redact``'s "just under the spacing" shapes); a shorter text takes a few ms.
+# A ":" counts since keys before ":" are masked (a value after a key and ":" costs 300 -
+# 450 ns, a ":" after a key's last letter and no key about 100: a megabyte of JSON pairs
+# took 30 - 50 ms): so a JSON text this long that holds a sensitive key anywhere is masked
+# from its first ":". Such texts are rare where importd redacts whole texts (an
+# endpoint's answer is cut to 64 KiB first, a log line is one event); a shorter JSON
+# text is masked pair by pair.
 DENSE_MIN = 1 << 18
 DENSE_SPACING = 32
 
@@ -372,18 +497,20 @@ DENSE_SPACING = 32
 def _dense_from(text: str) -> tuple[int | None, bool | None]:
     """Where a dense text's mask starts (see ``DENSE_MIN``), or None when it is not
     dense; and whether a sensitive key is in it (None: not looked for). C-speed counts
-    and finds; the text lower-cased only when it holds a "b" or an "=", and searched for
-    a key only when its "=" could make it dense."""
+    and finds; the text lower-cased only when it holds a "b", an "=" or a ":", and
+    searched for a key only when its "=" and ":" could make it dense."""
     lowered = _ascii_lower(text) if "b" in text or "B" in text or "=" in text else text
     places = [(text, "://"), (lowered, "bearer")]
     counts = [within.count(mark) for within, mark in places]
-    equals = text.count("=")
-    if (sum(counts) + equals) * DENSE_SPACING <= len(text):
+    equals, colons = text.count("="), text.count(":")
+    if (sum(counts) + equals + colons) * DENSE_SPACING <= len(text):
         return None, None
-    has_key = bool(equals) and _has_key(lowered)
-    if has_key:  # (an "=" is a place a credential may start, and may come first)
-        places.append((text, "="))
-        counts.append(equals)
+    if colons and lowered is text:
+        lowered = _ascii_lower(text)
+    has_key = bool(equals or colons) and _has_key(lowered)
+    if has_key:  # (an "=" or a ":" is a place a credential may start, and may come first)
+        places += [(text, "="), (text, ":")]
+        counts += [equals, colons]
     if sum(counts) * DENSE_SPACING <= len(text):
         return None, has_key
     start = min(
@@ -404,6 +531,9 @@ def _rarest(secret: str) -> str:
     """The character of ``secret`` least likely to be in a text."""
     return max(secret, key=lambda c: _BY_FREQUENCY.find(c) % (len(_BY_FREQUENCY) + 1))
 
+
+# The words ``_has_key`` searches for, each with its rarest character.
+_KEY_WORDS_RAREST = tuple((key, _rarest(key)) for key in _ANY_KEY_WORDS)
 
 # Shorter secret values are not masked in free text (they would mask innocent words);
 # the daemon warns at start-up about a setting whose secret is that short.
@@ -518,6 +648,7 @@ class Secrets:
         if len(text) >= DENSE_MIN:
             dense, has_key = _dense_from(text)
             if dense is not None:
+                # (A value after a key and ":" may start before the first place counted.)
                 return text[:dense] + MASK
         text = _mask_urls(text)
         # The lower-cased copy only where a pass needs it: text without a "b" has no
@@ -528,11 +659,13 @@ class Secrets:
             text = _mask_bearer(text, lowered)
         if has_key is False:  # (no key in the text: none after the passes either)
             return text
-        return _mask_sensitive_values(text, lowered)
+        return _mask_sensitive_values(text, lowered, has_key)
 
     def redact_value(self, value: Any) -> Any:
         """``value`` with :meth:`redact` applied to every string inside it, keys of
-        objects included, and the string under a sensitive key masked whole."""
+        objects included, and the string or number under a sensitive key
+        (:func:`is_sensitive_key`, the keys the text patterns read as sensitive) masked
+        whole; an object or a list under one is left to its own keys, as in text."""
         if isinstance(value, str):
             return self.redact(value)
         if isinstance(value, list | tuple):
@@ -543,10 +676,9 @@ class Secrets:
                 masked = self.redact(key) if isinstance(key, str) else key
                 while masked in out:  # two keys masked alike: keep both values
                     masked = f"{masked}#"
-                sensitive = isinstance(key, str) and key.lower() in _SENSITIVE_NAMES
-                out[masked] = (
-                    MASK if sensitive and isinstance(item, str) else self.redact_value(item)
-                )
+                sensitive = isinstance(key, str) and is_sensitive_key(key)
+                scalar = isinstance(item, str | int | float) and not isinstance(item, bool)
+                out[masked] = MASK if sensitive and scalar else self.redact_value(item)
             return out
         return value
 
