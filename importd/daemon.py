@@ -107,16 +107,27 @@ async def open_pool(settings: Settings, *, patience: float, engine: bool = False
     return pool
 
 
-async def _cache_for_pooler(settings: Settings) -> Settings:
+async def _cache_for_pooler(settings: Settings, *, patience: float) -> Settings:
     """``settings`` with ``statement_cache_size`` 0 when the DSN goes through a pooler:
     named prepared statements do not survive a transaction-mode pooler, and a session-mode
-    one gains little from them. An unreachable database is left to ``open_pool``."""
+    one gains little from them.
+
+    The look needs a connection, so it waits for one as ``open_pool`` does, retrying
+    transient failures for ``patience`` seconds: a daemon that starts before its pooler
+    (boot order) must still see the pooler once it answers, or the pool opens with
+    prepared statements behind it. A failure that outlasts the patience, or is not
+    transient, is left to ``open_pool`` to report (with what is left of the patience)."""
     if settings.statement_cache_size == 0:
         return settings
+    dsn = settings.require_dsn()
     try:
-        conn = await db.connect(settings.require_dsn(), timeout=3, statement_cache_size=0)
+        conn = await db.retry_transient(
+            "connect",
+            lambda: db.connect(dsn, timeout=3, statement_cache_size=0),
+            give_up_after=patience,
+        )
     except Exception:
-        return settings  # open_pool retries and reports it
+        return settings  # open_pool reports it
     try:
         pooled = await db.behind_pooler(conn)
     finally:
@@ -174,9 +185,12 @@ class Daemon:
     async def run(self) -> int:
         """Start, serve until stopped (or drained), shut down; returns the exit code."""
         warn_unmaskable(self.settings)
-        s = self.settings = await _cache_for_pooler(self.settings)
-        registry = handlers.load(s.handlers)
+        registry = handlers.load(self.settings.handlers)
+        # One budget for reaching the database, whichever connection waits for it.
         patience = 10.0 if self.drain else 60.0
+        started = time.monotonic()
+        s = self.settings = await _cache_for_pooler(self.settings, patience=patience)
+        patience = max(patience - (time.monotonic() - started), 0.0)
         engine = await open_pool(s, patience=patience, engine=True)
         try:
             async with engine.acquire() as conn:
