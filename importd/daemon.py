@@ -299,7 +299,7 @@ class Daemon:
             drain's rescue of the jobs a dead daemon held (they are runnable too)."""
             await asyncio.to_thread(keeper.connected.wait, KEEPER_CONNECT_WAIT)
             if drain is not None:
-                await rescuer.rescue_once()
+                await self._rescue_up_front(rescuer)
 
         workers.before = before
 
@@ -420,6 +420,25 @@ class Daemon:
                 order.append(Loop("drain-timeout", timer))
         order.append(workers)
         return order
+
+    async def _rescue_up_front(self, rescuer: Rescuer) -> None:
+        """A drain's rescue before its first claim, a transient database error retried
+        as a failed claim is (a growing pause, until it passes or the drain is asked to
+        stop): it runs in the workers' service, which a raised error would crash (exit
+        1, nothing drained) where the claims after it get past the same error."""
+        failures = 0
+        while not self.stopping.requested.is_set():
+            try:
+                await rescuer.rescue_once()
+                return
+            except Exception as exc:
+                if not db.is_transient(exc):
+                    raise
+                failures += 1
+                delay = min(0.1 * 2**failures, 5.0)
+                log.warning("rescue_failed", error=db.describe_db_error(exc), retry_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.requested.wait(), delay)
 
     def _counting(
         self, notify: Callable[[str | None], None], metrics: Metrics
@@ -580,10 +599,22 @@ class Daemon:
         report: Callable[[int, int], None],
     ) -> None:
         """Drain progress: runs ended so far, of those runnable at the start plus any
-        claimed since."""
-        runnable = await repo.count_runnable(self.queues, self.kinds)
-        self.progress_total = runnable
+        claimed since. The count at the start is tried again after a transient error
+        (the bar counts what it has meanwhile; the first failure is logged); another
+        error crashes the service."""
+        runnable = 0
+        counted = failed = False
         while True:
+            if not counted:
+                try:
+                    runnable = await repo.count_runnable(self.queues, self.kinds)
+                    counted = True
+                except Exception as exc:
+                    if not db.is_transient(exc):
+                        raise
+                    if not failed:
+                        log.warning("progress_count_failed", error=db.describe_db_error(exc))
+                    failed = True
             ended = self._ended(executor)
             self.progress_total = max(runnable, ended + workers.in_flight)
             report(ended, self.progress_total)
