@@ -107,16 +107,27 @@ async def open_pool(settings: Settings, *, patience: float, engine: bool = False
     return pool
 
 
-async def _cache_for_pooler(settings: Settings) -> Settings:
+async def _cache_for_pooler(settings: Settings, *, patience: float) -> Settings:
     """``settings`` with ``statement_cache_size`` 0 when the DSN goes through a pooler:
     named prepared statements do not survive a transaction-mode pooler, and a session-mode
-    one gains little from them. An unreachable database is left to ``open_pool``."""
+    one gains little from them.
+
+    The look needs a connection, so it waits for one as ``open_pool`` does, retrying
+    transient failures for ``patience`` seconds: a daemon that starts before its pooler
+    (boot order) must still see the pooler once it answers, or the pool opens with
+    prepared statements behind it. A failure that outlasts the patience, or is not
+    transient, is left to ``open_pool`` to report (with what is left of the patience)."""
     if settings.statement_cache_size == 0:
         return settings
+    dsn = settings.require_dsn()
     try:
-        conn = await db.connect(settings.require_dsn(), timeout=3, statement_cache_size=0)
+        conn = await db.retry_transient(
+            "connect",
+            lambda: db.connect(dsn, timeout=3, statement_cache_size=0),
+            give_up_after=patience,
+        )
     except Exception:
-        return settings  # open_pool retries and reports it
+        return settings  # open_pool reports it
     try:
         pooled = await db.behind_pooler(conn)
     finally:
@@ -174,9 +185,12 @@ class Daemon:
     async def run(self) -> int:
         """Start, serve until stopped (or drained), shut down; returns the exit code."""
         warn_unmaskable(self.settings)
-        s = self.settings = await _cache_for_pooler(self.settings)
-        registry = handlers.load(s.handlers)
+        registry = handlers.load(self.settings.handlers)
+        # One budget for reaching the database, whichever connection waits for it.
         patience = 10.0 if self.drain else 60.0
+        started = time.monotonic()
+        s = self.settings = await _cache_for_pooler(self.settings, patience=patience)
+        patience = max(patience - (time.monotonic() - started), 0.0)
         engine = await open_pool(s, patience=patience, engine=True)
         try:
             async with engine.acquire() as conn:
@@ -285,7 +299,7 @@ class Daemon:
             drain's rescue of the jobs a dead daemon held (they are runnable too)."""
             await asyncio.to_thread(keeper.connected.wait, KEEPER_CONNECT_WAIT)
             if drain is not None:
-                await rescuer.rescue_once()
+                await self._rescue_up_front(rescuer)
 
         workers.before = before
 
@@ -406,6 +420,25 @@ class Daemon:
                 order.append(Loop("drain-timeout", timer))
         order.append(workers)
         return order
+
+    async def _rescue_up_front(self, rescuer: Rescuer) -> None:
+        """A drain's rescue before its first claim, a transient database error retried
+        as a failed claim is (a growing pause, until it passes or the drain is asked to
+        stop): it runs in the workers' service, which a raised error would crash (exit
+        1, nothing drained) where the claims after it get past the same error."""
+        failures = 0
+        while not self.stopping.requested.is_set():
+            try:
+                await rescuer.rescue_once()
+                return
+            except Exception as exc:
+                if not db.is_transient(exc):
+                    raise
+                failures += 1
+                delay = min(0.1 * 2**failures, 5.0)
+                log.warning("rescue_failed", error=db.describe_db_error(exc), retry_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.requested.wait(), delay)
 
     def _counting(
         self, notify: Callable[[str | None], None], metrics: Metrics
@@ -566,10 +599,22 @@ class Daemon:
         report: Callable[[int, int], None],
     ) -> None:
         """Drain progress: runs ended so far, of those runnable at the start plus any
-        claimed since."""
-        runnable = await repo.count_runnable(self.queues, self.kinds)
-        self.progress_total = runnable
+        claimed since. The count at the start is tried again after a transient error
+        (the bar counts what it has meanwhile; the first failure is logged); another
+        error crashes the service."""
+        runnable = 0
+        counted = failed = False
         while True:
+            if not counted:
+                try:
+                    runnable = await repo.count_runnable(self.queues, self.kinds)
+                    counted = True
+                except Exception as exc:
+                    if not db.is_transient(exc):
+                        raise
+                    if not failed:
+                        log.warning("progress_count_failed", error=db.describe_db_error(exc))
+                    failed = True
             ended = self._ended(executor)
             self.progress_total = max(runnable, ended + workers.in_flight)
             report(ended, self.progress_total)

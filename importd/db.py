@@ -8,6 +8,7 @@ that imports asyncpg: every other one takes the types it passes around
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
 import time
@@ -156,6 +157,17 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     open and drops listeners)."""
 
 
+# asyncpg 0.32 made a pool's ``min_size`` a floor: a connection of it that breaks (the
+# server restarts, its backend is terminated) is opened again in the background, and
+# every failed try is logged with its traceback through the standard library's logging,
+# as plain text on stderr beside importd's JSON lines, every few seconds for as long as
+# the database is away. ``init_size`` (new in 0.32) opens connections at start without
+# a floor: a broken one is opened again by the next ``acquire``, whose caller already
+# handles (and logs, once, as JSON) a database that is away. Before 0.32, ``min_size``
+# was only the number opened at start.
+_HAS_INIT_SIZE = "init_size" in inspect.signature(asyncpg.create_pool).parameters
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -173,10 +185,15 @@ async def create_pool(
     ``reset_sessions=False`` saves the round trip of asyncpg's reset query on every
     release; only for pools whose users leave no session state behind (importd's own
     single-statement queries). ``server_settings`` are more session settings.
-    ``idle_lifetime``: seconds after which an unused connection is closed (0: never)."""
+    ``idle_lifetime``: seconds after which an unused connection is closed (0: never).
+    ``min_size`` connections open with the pool; one that breaks is opened again when
+    next asked for, not in the background (``_HAS_INIT_SIZE``)."""
+    sizes: dict[str, Any] = (
+        {"min_size": 0, "init_size": min_size} if _HAS_INIT_SIZE else {"min_size": min_size}
+    )
     pool: Pool = await asyncpg.create_pool(
         dsn,
-        min_size=min_size,
+        **sizes,
         max_size=max_size,
         init=_init_daemon_connection,
         statement_cache_size=statement_cache_size,
