@@ -16,9 +16,10 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import structlog
@@ -57,6 +58,13 @@ class DrainOptions:
     # Called at the end with the pending jobs, by kind, that this drain left because it
     # has no handler for their kind.
     on_unserved: Callable[[dict[str, int]], None] | None = None
+
+
+T = TypeVar("T")
+
+
+class _StoppedStarting(Exception):
+    """A stop was requested while the daemon started (``Daemon._unless_stopped``)."""
 
 
 class StartupError(Exception):
@@ -183,28 +191,68 @@ class Daemon:
             log.warning("shutdown_hurried", reason=why)
 
     async def run(self) -> int:
-        """Start, serve until stopped (or drained), shut down; returns the exit code."""
+        """Start, serve until stopped (or drained), shut down; returns the exit code.
+
+        SIGTERM and SIGINT are this daemon's from its first step to its last: one that
+        comes while it starts (up to a minute of waiting for an unreachable database)
+        ends the start at once and cleanly, exit 0 (``drain``: 12, stopped before it was
+        done), where the signal's default action killed the process with no log line
+        (143); one that comes while it shuts down hurries the shutdown."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        try:
+            return await self._start()
+        except _StoppedStarting:
+            code = ExitCode.DRAIN_INTERRUPTED if self.drain is not None else ExitCode.OK
+            log.info("daemon_stopped", before_serving=True, exit_code=int(code))
+            return code
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    async def _start(self) -> int:
+        """``run``'s start: the database reached (every step of it cut short by a stop
+        request: ``_unless_stopped``), the schema checked, the pools opened; then serve."""
         warn_unmaskable(self.settings)
         registry = handlers.load(self.settings.handlers)
         # One budget for reaching the database, whichever connection waits for it.
         patience = 10.0 if self.drain else 60.0
         started = time.monotonic()
-        s = self.settings = await _cache_for_pooler(self.settings, patience=patience)
+        s = self.settings = await self._unless_stopped(
+            _cache_for_pooler(self.settings, patience=patience)
+        )
         patience = max(patience - (time.monotonic() - started), 0.0)
-        engine = await open_pool(s, patience=patience, engine=True)
+        engine = await self._unless_stopped(open_pool(s, patience=patience, engine=True))
         try:
             async with engine.acquire() as conn:
                 try:
-                    await migrate.verify(conn)
+                    await self._unless_stopped(migrate.verify(conn))
                 except migrate.SchemaMismatch as exc:
                     raise StartupError(str(exc), ExitCode.SCHEMA) from exc
-            pool = await open_pool(s, patience=patience)
+            pool = await self._unless_stopped(open_pool(s, patience=patience))
             try:
                 return await self._serve(engine, pool, registry)
             finally:
                 await pool.close()
         finally:
             await engine.close()
+
+    async def _unless_stopped(self, step: Awaitable[T]) -> T:
+        """``step`` of the start, unless a stop is requested first (a signal while the
+        daemon waits for its database): then it is cancelled and ``_StoppedStarting``
+        raised. (Once the services run, they stop themselves.)"""
+        task = asyncio.ensure_future(step)
+        stop = asyncio.ensure_future(self.stopping.requested.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise _StoppedStarting
+        return task.result()
 
     async def _serve(self, engine: db.Pool, pool: db.Pool, registry: handlers.Registry) -> int:
         # One HTTP client for every job of this daemon: connection reuse, one set of limits.
@@ -303,9 +351,6 @@ class Daemon:
 
         workers.before = before
 
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
         log.info(
             "daemon_starting",
             worker_id=self.worker_id,
@@ -322,8 +367,6 @@ class Daemon:
             services.log_crash("daemon", exc)
             code = ExitCode.ERROR
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(signum)
             executor.close()
         if services.crashed:
             code = ExitCode.ERROR
