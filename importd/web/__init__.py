@@ -50,6 +50,9 @@ _STATUSES = [str(s) for s in Status]
 _FINISHED = ("completed", "failed", "cancelled")
 # A live page's request for the changing parts of itself (static/app.js sends it).
 PART_HEADER = "x-importd-part"
+# The largest POST body read (the sign-in form is open to every client): a larger one is
+# refused before more of it is read.
+MAX_FORM = 1_000_000
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -417,11 +420,22 @@ class Web:
 
     # -- actions -------------------------------------------------------------------------
 
-    async def _form(self, request: Request) -> dict[str, list[str]]:
-        body = await request.body()
-        if len(body) > 1_000_000:
-            return {}
+    async def _form(self, request: Request) -> dict[str, list[str]] | None:
+        """The POST's fields; None when its body is larger than MAX_FORM (read no further
+        than that: the sign-in form is open to anyone)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_FORM:
+            return None
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM:
+                return None
         return parse_qs(body.decode("utf-8", "replace"), max_num_fields=5000)
+
+    @staticmethod
+    def _too_large() -> Response:
+        return Response("the form is too large", status_code=413, media_type="text/plain")
 
     @staticmethod
     def _field(form: dict[str, list[str]], name: str) -> str | None:
@@ -454,6 +468,8 @@ class Web:
 
     async def job_action(self, request: Request) -> Response:
         form = await self._form(request)
+        if form is None:
+            return self._too_large()
         denied = self._denied(request, form)
         if denied is not None:
             return denied
@@ -471,6 +487,8 @@ class Web:
 
     async def bulk_action(self, request: Request) -> Response:
         form = await self._form(request)
+        if form is None:
+            return self._too_large()
         denied = self._denied(request, form)
         if denied is not None:
             return denied
@@ -498,6 +516,8 @@ class Web:
         if request.method == "GET":
             return self.render(request, "login.html", page="login", failed=False)
         form = await self._form(request)
+        if form is None:
+            return self._too_large()
         given = (form.get("token") or [""])[0]
         problem = security.csrf_problem(request, self._field(form, "csrf"))
         if problem is not None:
