@@ -42,7 +42,11 @@ log = structlog.get_logger("importd.web")
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
+# How much of a job's last error the job list shows (cut after the redaction).
+LIST_ERROR_CHARS = 300
 ERRORS_PAGE_SIZE = 50
+# How much of a job's last error the job list shows (cut after the redaction).
+LIST_ERROR_CHARS = 300
 # Ids a filtered job-list page scans at most (about 20 ms): a filter that matches little
 # pages back through history in steps instead of reading it whole in one request.
 SCAN_WINDOW = 20_000
@@ -339,6 +343,10 @@ class Web:
             )
         more = len(rows) > PAGE_SIZE
         rows = redact_value(rows[:PAGE_SIZE])
+        for row in rows:
+            # Redacted whole, then cut: a secret the cut falls inside is masked whole.
+            if row["last_error"] and len(row["last_error"]) > LIST_ERROR_CHARS:
+                row["last_error"] = row["last_error"][: LIST_ERROR_CHARS - 1] + "…"
         base = dict(given)
 
         def link(before: int | None) -> str:

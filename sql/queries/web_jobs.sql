@@ -5,9 +5,11 @@
 -- to search further back instead). Each filter is off when NULL: status $2, kind $3,
 -- queue $4, tenant $5, created in [$6, $7), the search (id $8 or dedup key $9). importd
 -- web plans it for the values given (plan_cache_mode), so an unused filter folds away.
+-- The last error as stored (importd keeps 4,000 characters at most): the web redacts it,
+-- then cuts it for the list, so a secret the cut falls inside is masked whole.
 SELECT id, kind, queue, tenant_id, status, priority, attempts, max_attempts, rows_done,
        rows_total, rows_failed, dedup_key, created_at, run_at, finished_at,
-       left(last_error, 300) AS last_error
+       left(last_error, 4000) AS last_error
 FROM public.import_jobs
 WHERE id < $1::bigint
   AND id >= $11::bigint
