@@ -45,8 +45,6 @@ PAGE_SIZE = 50
 # How much of a job's last error the job list shows (cut after the redaction).
 LIST_ERROR_CHARS = 300
 ERRORS_PAGE_SIZE = 50
-# How much of a job's last error the job list shows (cut after the redaction).
-LIST_ERROR_CHARS = 300
 # Ids a filtered job-list page scans at most (about 20 ms): a filter that matches little
 # pages back through history in steps instead of reading it whole in one request.
 SCAN_WINDOW = 20_000
