@@ -42,6 +42,8 @@ log = structlog.get_logger("importd.web")
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
+# The largest job id (bigint): a larger one in a URL names no job.
+MAX_JOB_ID = 2**63 - 1
 # How much of a job's last error the job list shows (cut after the redaction).
 LIST_ERROR_CHARS = 300
 ERRORS_PAGE_SIZE = 50
@@ -311,8 +313,10 @@ class Web:
             if key in given:
                 try:
                     value = datetime.fromisoformat(given[key])
-                    times[key] = value if value.tzinfo else value.replace(tzinfo=UTC)
-                except ValueError:
+                    # In UTC here: a time PostgreSQL cannot hold is a problem, not a 500.
+                    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+                    times[key] = value.astimezone(UTC)
+                except (ValueError, OverflowError):
                     problem = f"{key}: {given[key]!r} is not a date or time (2026-01-31T12:00)"
         filters = repository.JobFilter(
             status=status,
@@ -374,6 +378,8 @@ class Web:
 
     async def job(self, request: Request) -> Response:
         job_id = int(request.path_params["job_id"])
+        if job_id > MAX_JOB_ID:
+            return self.render(request, "missing.html", status=404, page="jobs", job_id=job_id)
         page_text = request.query_params.get("errors_page", "1")
         page = int(page_text) if page_text.isdigit() and 0 < int(page_text) < 10**6 else 1
         async with self.pool.acquire() as conn:
@@ -400,6 +406,8 @@ class Web:
 
     async def errors_csv(self, request: Request) -> Response:
         job_id = int(request.path_params["job_id"])
+        if job_id > MAX_JOB_ID:
+            return Response(f"no job {job_id}", status_code=404, media_type="text/plain")
         async with self.pool.acquire() as conn:
             try:
                 text = await ops.errors(conn, job_id)
@@ -481,7 +489,7 @@ class Web:
             return denied
         job_id = int(request.path_params["job_id"])
         action = request.path_params["action"]
-        if action not in ("retry", "cancel"):
+        if action not in ("retry", "cancel") or job_id > MAX_JOB_ID:
             return Response("no such action", status_code=404, media_type="text/plain")
         async with self.pool.acquire() as conn:
             if action == "retry":
