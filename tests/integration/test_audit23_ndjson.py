@@ -114,8 +114,8 @@ async def reference(
         if not isinstance(obj, dict) or set(obj) - set(columns):
             bad.append(number)
             continue
-        assert pairs is not None, data  # (only generated objects get here)
-        raw = _last_raw(pairs)
+        # (A junk line that is an object after all: {}, or one after the file's BOM.)
+        raw = _last_raw(pairs or [(key, json.dumps(value)) for key, value in obj.items()])
         params = []
         for column in ("a", "b", "n", "j", "js", "t"):
             value = raw.get(column, "null")
@@ -310,3 +310,46 @@ async def test_a_line_that_is_not_utf8_json_is_a_row_error(
         assert "BOM" in errors[1][1], errors
         assert "not UTF-8" in errors[2][1], errors
         assert (job["result"]["rows_loaded"], job["result"]["rows_rejected"]) == (2, 3)
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+async def test_a_crlf_line_end_is_not_part_of_the_record_s_size(
+    drain: Drain, root: Path, conn: Conn, fmt: str
+) -> None:
+    """A record of exactly ``max_record_bytes`` loads whatever its line end: the CR of a
+    CRLF file is the line end's, not the record's (it counted, and the same records
+    loaded from an LF file were RecordTooLong from a CRLF one)."""
+    limit = 50
+    if fmt == "ndjson":
+        head, record = b"", ('{"a":"' + "x" * (limit - 8) + '"}').encode()
+        longer = ('{"a":"' + "x" * (limit - 7) + '"}').encode()
+    else:
+        head, record, longer = b"a\r\n", b"x" * limit, b"y" * (limit + 1)
+    assert (len(record), len(longer)) == (limit, limit + 1)
+    await conn.execute("CREATE TABLE lim_t (a text); CREATE TABLE lim_f (a text)")
+    jobs = {}
+    for atomic in (True, False):
+        path = root / f"lim_{atomic}.{fmt}"
+        path.write_bytes(head + b"\r\n".join([record, record, longer, record]) + b"\r\n")
+        jobs[atomic] = await importd.enqueue(
+            conn,
+            fmt,
+            {
+                "source": f"file://{path}",
+                "table": f"lim_{'t' if atomic else 'f'}",
+                "atomic": atomic,
+                "max_errors": 10,
+            },
+        )
+    assert await drain(import_roots=(str(root),), tables=("public.*",), max_record_bytes=limit) == 0
+    for atomic, job_id in jobs.items():
+        loaded = await conn.fetchval(f"SELECT count(*) FROM lim_{'t' if atomic else 'f'}")
+        errors = await conn.fetch(
+            "SELECT line_number, message FROM import_job_errors WHERE job_id = $1 ORDER BY 1",
+            job_id,
+        )
+        first = 1 + (fmt == "csv")  # (the CSV header is line 1)
+        assert [(r["line_number"], r["message"][:37]) for r in errors] == [
+            (first + 2, f"RecordTooLong: the record is {limit + 1} bytes")
+        ], atomic
+        assert loaded == 3, atomic
