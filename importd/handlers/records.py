@@ -174,8 +174,9 @@ class Splitter:
 
     def _bound(self) -> None:
         """Start skipping when the open record (quoted lines and the unfinished line)
-        outgrows the limit."""
-        if self._pieces_size + len(self._tail) <= self._limit:
+        outgrows the limit (by more than a byte: an unfinished line may end with the CR
+        of its CRLF, no part of the record; the loader checks the exact size)."""
+        if self._pieces_size + len(self._tail) <= self._limit + 1:
             return
         if not self._pieces:
             self._record_line = self.line
