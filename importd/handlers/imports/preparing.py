@@ -61,10 +61,13 @@ class Preparer:
         if datas and (b"" in datas or max(map(len, datas)) > self.max_record):
             kept_lines, kept = [], []
             for line, data in zip(lines, datas, strict=True):
+                # A CRLF record keeps its CR here (stripped below): the line end's, not
+                # the record's, so a record's limit is the same in an LF or CRLF file.
+                size = len(data) - data.endswith(b"\r")
                 if not data:
                     failures.append(self.too_long(line, records.too_long[line][0], None))
-                elif len(data) > self.max_record:
-                    failures.append(self.too_long(line, len(data), data))
+                elif size > self.max_record:
+                    failures.append(self.too_long(line, size, data))
                 else:
                     kept_lines.append(line)
                     kept.append(data)
