@@ -574,7 +574,7 @@ class NdjsonRows:
                 f"field {key!r} holds a nested value but column {column!r} is not json or jsonb"
             )
         if raw[0] == '"':
-            return _copy_text(_scanstring(raw, 1, True)[0])
+            return _copy_text(_no_nul(key, _scanstring(raw, 1, True)[0]))
         return raw  # a number as written, true or false
 
     def _field(self, key: str, column: str, value: Any) -> str:
@@ -591,7 +591,20 @@ class NdjsonRows:
             )
         if isinstance(value, bool):
             return "true" if value else "false"
-        return _copy_text(str.__str__(value))
+        return _copy_text(_no_nul(key, str.__str__(value)))
+
+
+def _no_nul(key: str, text: str) -> str:
+    """``text``, a string value going into a column that is not json: RowError when it
+    holds U+0000 (``\\u0000`` in the file), which no PostgreSQL text value can hold.
+    PostgreSQL's own refusal ("invalid byte sequence for encoding UTF8: 0x00") names
+    neither the field nor the escape, and a byte the file does not hold."""
+    if "\x00" in text:
+        raise RowError(
+            f"field {key[:200]!r} holds the character U+0000 (\\u0000 in the file), which "
+            "PostgreSQL cannot store outside a json column"
+        )
+    return text
 
 
 # An escape in JSON text: a surrogate's (its code in group 1), or any other.

@@ -353,3 +353,21 @@ async def test_a_crlf_line_end_is_not_part_of_the_record_s_size(
             (first + 2, f"RecordTooLong: the record is {limit + 1} bytes")
         ], atomic
         assert loaded == 3, atomic
+
+
+@pytest.mark.parametrize("walked", [False, True], ids=["decoded", "walked"])
+async def test_a_nul_character_in_a_string_is_a_row_error_that_says_so(
+    run: Any, conn: Conn, walked: bool
+) -> None:
+    """A JSON string may hold ``\\u0000``, which no PostgreSQL text value can: the row is
+    refused naming the field and the character, not with PostgreSQL's "invalid byte
+    sequence for encoding UTF8: 0x00" about a byte the file does not hold."""
+    data = b'{"a": "one"}\n{"a": "nul \\u0000 here"}\n{"a": "three"}\n'
+    got = await run(data, ["a", "js"] if walked else ["a"])
+    for atomic in (True, False):
+        job, rows, errors = got[atomic]
+        assert [row[0] for row in rows] == ["one", "three"], atomic
+        assert [line for line, _ in errors] == [2], (atomic, errors)
+        assert (job["result"]["rows_loaded"], job["result"]["rows_rejected"]) == (2, 1)
+        assert "field 'a'" in errors[0][1] and "\\u0000" in errors[0][1], errors
+        assert "0x00" not in errors[0][1], errors
