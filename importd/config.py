@@ -12,6 +12,7 @@ unredacted.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -118,6 +119,19 @@ def _url_prefix_list(items: tuple[str, ...]) -> None:
             urls.parse_prefix(item)
         except ValueError as exc:
             raise ValueError(f"{item!r}: {exc}") from None
+
+
+def _proxy_list(items: tuple[str, ...]) -> None:
+    for item in items:
+        if item.strip() == "*":
+            raise ValueError(
+                "'*' would believe any client's X-Forwarded-Proto and X-Forwarded-For: name "
+                "the proxy's own address (127.0.0.1 for one on this machine)"
+            )
+        try:
+            ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
 
 
 def _root_list(roots: tuple[str, ...]) -> None:
@@ -450,6 +464,15 @@ class Settings:
     )
     web_read_only: bool = setting(
         False, "importd web without retry / cancel", flag="--read-only", commands=("web",)
+    )
+    web_proxies: tuple[str, ...] = setting(
+        (),
+        "addresses (or networks) of the reverse proxies in front of importd web whose "
+        "X-Forwarded-Proto and X-Forwarded-For it believes, a TLS proxy's say (none: no one's)",
+        flag="--proxy",
+        metavar="ADDRESS",
+        commands=("web",),
+        check=_proxy_list,
     )
 
     def __post_init__(self) -> None:

@@ -682,7 +682,13 @@ def serve(settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=2,
         server_header=False,
-        proxy_headers=False,
+        # Behind a reverse proxy that ends TLS (web_proxies), the scheme and the client
+        # are the proxy's X-Forwarded-Proto and X-Forwarded-For, believed only from the
+        # addresses named: a form's Origin (https://host) then matches this server's, and
+        # cookies are sent Secure. Without it, every POST through such a proxy was refused
+        # as coming from another origin, sign-in included.
+        proxy_headers=bool(settings.web_proxies),
+        forwarded_allow_ips=[p.strip() for p in settings.web_proxies] or None,
     )
     log.info(
         "web_listening",

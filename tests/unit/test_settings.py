@@ -35,6 +35,7 @@ LIST_SAMPLES = {
     "url_prefixes": "https://example.com/api/",
     "http_token_prefixes": "https://example.com/functions/",
     "tables": "public.customers",
+    "web_proxies": "127.0.0.1",
 }
 
 
