@@ -217,26 +217,50 @@ class Daemon:
         warn_unmaskable(self.settings)
         registry = handlers.load(self.settings.handlers)
         # One budget for reaching the database, whichever connection waits for it.
-        patience = 10.0 if self.drain else 60.0
+        budget = 10.0 if self.drain else 60.0
         started = time.monotonic()
+
+        def left(least: float = 0.0) -> float:
+            return max(budget - (time.monotonic() - started), least)
+
         s = self.settings = await self._unless_stopped(
-            _cache_for_pooler(self.settings, patience=patience)
+            _cache_for_pooler(self.settings, patience=budget)
         )
-        patience = max(patience - (time.monotonic() - started), 0.0)
-        engine = await self._unless_stopped(open_pool(s, patience=patience, engine=True))
+        engine = await self._unless_stopped(open_pool(s, patience=left(), engine=True))
         try:
-            async with engine.acquire() as conn:
-                try:
-                    await self._unless_stopped(migrate.verify(conn))
-                except migrate.SchemaMismatch as exc:
-                    raise StartupError(str(exc), ExitCode.SCHEMA) from exc
-            pool = await self._unless_stopped(open_pool(s, patience=patience))
+            # (at least a second: a check that fails once just as the budget ends tries
+            # again once)
+            await self._unless_stopped(self._verify_schema(engine, left(1.0)))
+            pool = await self._unless_stopped(open_pool(s, patience=left()))
             try:
                 return await self._serve(engine, pool, registry)
             finally:
                 await pool.close()
         finally:
             await engine.close()
+
+    @staticmethod
+    async def _verify_schema(engine: db.Pool, patience: float) -> None:
+        """The schema check of the start, its transient failures (a connection broken by
+        a restarting server, a terminated backend) tried again within what is left of
+        the start's budget, as the connections are: a crash there (exit 1) only had
+        systemd start the daemon again. Exit 4 when the schema does not match; exit 5
+        when the database stays away."""
+
+        async def verify() -> None:
+            async with engine.acquire() as conn:
+                await migrate.verify(conn)
+
+        try:
+            await db.retry_transient("verify_schema", verify, give_up_after=patience)
+        except migrate.SchemaMismatch as exc:
+            raise StartupError(str(exc), ExitCode.SCHEMA) from exc
+        except Exception as exc:
+            if not db.is_transient(exc):
+                raise
+            raise StartupError(
+                f"cannot reach the database: {db.describe_db_error(exc)}", ExitCode.UNAVAILABLE
+            ) from exc
 
     async def _unless_stopped(self, step: Awaitable[T]) -> T:
         """``step`` of the start, unless a stop is requested first (a signal while the
