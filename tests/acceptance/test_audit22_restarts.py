@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import pytest
 
 import importd
-from importd import db
-from tests.helpers import Conn, DaemonProcess, PgServer, StartDaemon, wait_until
+from importd import db, migrate
+from importd.cluster import Cluster, ClusterError
+from tests.helpers import Conn, DaemonProcess, StartDaemon, wait_until
 
 FAST = ("--poll-interval", "1", "--rescue-interval", "0.5", "--heartbeat-interval", "0.2")
 
@@ -32,23 +34,49 @@ async def runs_per_job(conn: Conn) -> Counter[int]:
     return Counter({r["job_id"]: r["n"] for r in rows})
 
 
+@pytest.fixture
+async def own_cluster() -> AsyncIterator[Cluster]:
+    """A throwaway PostgreSQL of this test's own, migrated, with ``test_runs``: one it
+    may stop and start whatever server the rest of the suite uses (IMPORTD_TEST_DSN
+    included). No server binaries: the test fails, it is not skipped."""
+    cluster = Cluster(settings={"fsync": "off", "max_connections": "50"})
+    try:
+        cluster.init().start()
+    except ClusterError as exc:
+        cluster.destroy()
+        pytest.fail(f"could not start a throwaway PostgreSQL: {exc}\n{cluster.log_tail()}")
+    try:
+        conn = await db.connect(cluster.dsn)
+        try:
+            await migrate.apply(conn)
+            await conn.execute(
+                "CREATE TABLE test_runs (job_id bigint, attempt int, worker text, "
+                "started_at timestamptz, ended_at timestamptz)"
+            )
+        finally:
+            await conn.close()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
 async def test_a_restart_of_the_database_leaves_the_log_json(
-    pg_server: PgServer, dsn: str, runs_table: Conn, daemons: StartDaemon
+    own_cluster: Cluster, daemons: StartDaemon
 ) -> None:
     """The engine pool's connections die with the server; while it is down nothing but
     importd's own JSON lines may be written (asyncpg 0.32 keeps a pool's ``min_size``
     as a floor, reconnecting in the background and logging each failed try, with its
     traceback, through the standard library's logging: plain text on stderr)."""
-    if pg_server.cluster is None:
-        pytest.skip(f"the server ({pg_server.how}) is not the suite's to stop and start")
-    conn = runs_table
+    cluster, dsn = own_cluster, own_cluster.dsn
+    conn = await db.connect(dsn)
     await importd.enqueue_many(conn, [importd.NewJob("record", {}) for _ in range(100)])
-    proc = daemons("--concurrency", "4", "--probe-interval", "0.5", *FAST)
+    proc = daemons("--concurrency", "4", "--probe-interval", "0.5", *FAST, target=dsn)
     await wait_until(lambda: completed(conn, 100), timeout=30, what="the first 100 jobs")
     await conn.close()
-    cluster = pg_server.cluster
     await asyncio.to_thread(cluster.stop, "fast")
-    await asyncio.sleep(4)  # long enough for a few reconnection attempts to fail
+    # Down until the daemon has met the outage twice (a claim each second): long enough
+    # for the pool's reconnection attempts, if any ran in the background, to fail too.
+    await proc.wait_for_event("claim_failed", count=2, timeout=30)
     await asyncio.to_thread(cluster.start)
     conn = await db.connect(dsn)
     try:
