@@ -23,6 +23,9 @@ from tests.helpers import Conn, Drain
 async def _import(
     conn: Conn, drain: Drain, root: Path, kind: str, data: bytes, **payload: Any
 ) -> Any:
+    """Import ``data`` as a ``kind`` file into a new table ``people (name, age)``; the
+    job's row once drained."""
+    await conn.execute("CREATE TABLE people (name text, age int)")
     source = root / f"data.{kind}"
     source.write_bytes(data)
     job_id = await importd.enqueue(
@@ -37,7 +40,6 @@ async def _import(
 async def test_ndjson_fields_mapped_to_one_column_are_refused(
     conn: Conn, drain: Drain, root: Path
 ) -> None:
-    await conn.execute("CREATE TABLE people (name text, age int)")
     job = await _import(
         conn,
         drain,
@@ -55,7 +57,6 @@ async def test_ndjson_fields_mapped_to_one_column_are_refused(
 async def test_a_field_mapped_to_no_column_is_named_with_its_mapping(
     conn: Conn, drain: Drain, root: Path
 ) -> None:
-    await conn.execute("CREATE TABLE people (name text, age int)")
     job = await _import(
         conn,
         drain,
@@ -74,7 +75,6 @@ async def test_a_field_mapped_to_no_column_is_named_with_its_mapping(
 async def test_an_ndjson_field_a_mapping_leaves_out_is_told_so(
     conn: Conn, drain: Drain, root: Path
 ) -> None:
-    await conn.execute("CREATE TABLE people (name text, age int)")
     job = await _import(
         conn,
         drain,
