@@ -33,6 +33,12 @@ class Backoff:
         return ceiling - spread + spread * roll
 
 
+# The pause before a daemon's statement that failed ``n`` times in a row on a transient
+# database error runs again (a claim, a drain's first rescue): 0.2 s, doubling, at most
+# 5 s; no jitter (one daemon's own loop, not many jobs coming back together).
+STATEMENT_RETRY = Backoff(base=0.2, cap=5.0, jitter=0.0)
+
+
 class _Attempt(Protocol):
     attempt_number: int
 

@@ -26,7 +26,7 @@ import structlog
 
 from . import db, handlers, migrate, redaction, sql
 from ._version import version
-from .backoff import Backoff
+from .backoff import STATEMENT_RETRY, Backoff
 from .cluster import ClusterError, persistent
 from .config import Settings
 from .executor import Executor, ResultWriter
@@ -502,7 +502,7 @@ class Daemon:
                 if not db.is_transient(exc):
                     raise
                 failures += 1
-                delay = min(0.1 * 2**failures, 5.0)
+                delay = STATEMENT_RETRY.ceiling(failures)
                 log.warning("rescue_failed", error=db.describe_db_error(exc), retry_in_s=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.requested.wait(), delay)

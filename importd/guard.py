@@ -255,7 +255,14 @@ class LeaseKeeper:
             try:
                 await self._connection()
             except Exception as exc:
-                log.warning("lease_keeper_connect_failed", error=db.describe_db_error(exc))
+                if db.is_transient(exc):
+                    log.warning("lease_keeper_connect_failed", error=db.describe_db_error(exc))
+                else:  # (unexpected: with its traceback, as a failed heartbeat's)
+                    log.error(
+                        "lease_keeper_connect_failed",
+                        error=db.describe_db_error(exc),
+                        exc_info=exc,
+                    )
             finally:
                 self.connected.set()
             while not self._stopping:

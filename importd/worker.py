@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from .backoff import STATEMENT_RETRY
 from .db import describe_db_error, is_transient
 from .executor import Executor, StopReason
 from .lanes import Lane, RateLimit, plan_lanes
@@ -166,7 +167,7 @@ class Worker:
                 if not is_transient(exc):
                     raise
                 failures += 1
-                delay = min(0.1 * 2**failures, 5.0)
+                delay = STATEMENT_RETRY.ceiling(failures)
                 log.warning("claim_failed", error=describe_db_error(exc), retry_in_s=delay)
                 self._notified = True
                 await self._sleep_unless_stopped(delay)
