@@ -116,39 +116,14 @@ async def open_pool(settings: Settings, *, patience: float, engine: bool = False
 
 
 async def _cache_for_pooler(settings: Settings, *, patience: float) -> Settings:
-    """``settings`` with ``statement_cache_size`` 0 when the DSN goes through a pooler:
-    named prepared statements do not survive a transaction-mode pooler, and a session-mode
-    one gains little from them.
-
-    The look needs a connection, so it waits for one as ``open_pool`` does, retrying
-    transient failures for ``patience`` seconds: a daemon that starts before its pooler
-    (boot order) must still see the pooler once it answers, or the pool opens with
-    prepared statements behind it. A failure that outlasts the patience, or is not
-    transient, is left to ``open_pool`` to report (with what is left of the patience)."""
-    if settings.statement_cache_size == 0:
-        return settings
-    dsn = settings.require_dsn()
-    try:
-        conn = await db.retry_transient(
-            "connect",
-            lambda: db.connect(dsn, timeout=3, statement_cache_size=0),
-            give_up_after=patience,
-        )
-    except Exception:
-        return settings  # open_pool reports it
-    try:
-        pooled = await db.behind_pooler(conn)
-    finally:
-        await conn.close()
-    if not pooled:
-        return settings
-    log.warning(
-        "pooler_detected",
-        detail="the DSN goes through a pooler: prepared statements off "
-        "(set statement_cache_size = 0 to say so); LISTEN needs a direct listen_dsn",
-        statement_cache_size=0,
+    """``settings`` with ``statement_cache_size`` 0 when the DSN goes through a pooler
+    (``db.statement_cache_for``, waiting up to ``patience`` seconds for the database)."""
+    cache = await db.statement_cache_for(
+        settings.require_dsn(), settings.statement_cache_size, patience=patience
     )
-    return dataclasses.replace(settings, statement_cache_size=0)
+    if cache == settings.statement_cache_size:
+        return settings
+    return dataclasses.replace(settings, statement_cache_size=cache)
 
 
 def warn_unmaskable(settings: Settings) -> None:

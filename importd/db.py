@@ -265,6 +265,41 @@ async def behind_pooler(conn: Connection) -> bool:
     return bool(announced != actual)
 
 
+async def statement_cache_for(dsn: str, cache_size: int, *, patience: float = 0.0) -> int:
+    """The statement cache size for connections to ``dsn``: 0 when it goes through a
+    pooler (``behind_pooler``; ``pooler_detected`` logged), since named prepared
+    statements do not survive a transaction-mode pooler and a session-mode one gains
+    little from them; else ``cache_size``. 0 given stays 0 (said so: no look).
+
+    The look needs a connection, so it waits for one as a pool does, retrying transient
+    failures for ``patience`` seconds: a daemon that starts before its pooler (boot order)
+    must still see the pooler once it answers. A failure that outlasts the patience, or is
+    not transient, is left to the pool opened next to report."""
+    if cache_size == 0:
+        return 0
+    try:
+        conn = await retry_transient(
+            "connect",
+            lambda: connect(dsn, timeout=3, statement_cache_size=0),
+            give_up_after=patience,
+        )
+    except Exception:
+        return cache_size
+    try:
+        pooled = await behind_pooler(conn)
+    finally:
+        await conn.close()
+    if not pooled:
+        return cache_size
+    log.warning(
+        "pooler_detected",
+        detail="the DSN goes through a pooler: prepared statements off "
+        "(set statement_cache_size = 0 to say so); LISTEN needs a direct listen_dsn",
+        statement_cache_size=0,
+    )
+    return 0
+
+
 def _log_failure(what: str, attempt: int, sleep: float, exc: BaseException | None) -> None:
     log.warning(
         "db_retry",

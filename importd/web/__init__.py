@@ -152,19 +152,6 @@ def _said(outcome: tuple[str, list[str]]) -> str:
     return "; ".join([text, *problems])
 
 
-async def _through_pooler(dsn: str) -> bool:
-    """Whether ``dsn`` reaches PostgreSQL through a pooler (``db.behind_pooler``); an
-    unreachable database is left to the pool, which reports it."""
-    try:
-        conn = await db.connect(dsn, timeout=10, statement_cache_size=0)
-    except Exception:
-        return False
-    try:
-        return await db.behind_pooler(conn)
-    finally:
-        await conn.close()
-
-
 class Web:
     """The dashboard's state: settings, templates, the pool and the live hub."""
 
@@ -189,21 +176,15 @@ class Web:
         # does: no named prepared statements, which a transaction-mode pooler cannot keep,
         # and no session setting at connect, which pgbouncer refuses as a startup
         # parameter. Unnamed statements are planned for the values bound anyway.
-        pooled = self.settings.statement_cache_size == 0 or await _through_pooler(dsn)
-        if pooled and self.settings.statement_cache_size:
-            log.warning(
-                "pooler_detected",
-                detail="the DSN goes through a pooler: prepared statements off "
-                "(set statement_cache_size = 0 to say so); LISTEN needs a direct listen_dsn",
-                statement_cache_size=0,
-            )
+        cache = await db.statement_cache_for(dsn, self.settings.statement_cache_size)
+        pooled = cache == 0
         # The job list's filters are optional ("$2 IS NULL OR ..."): planned for the values
         # given, an unused filter folds away and a used one can take its index.
         self.pool = await db.create_pool(
             dsn,
             min_size=1,
             max_size=4,
-            statement_cache_size=0 if pooled else self.settings.statement_cache_size,
+            statement_cache_size=cache,
             application_name="importd-web",
             reset_sessions=False,  # single statements only: nothing to reset
             server_settings=None if pooled else {"plan_cache_mode": "force_custom_plan"},
