@@ -103,6 +103,7 @@ class CheckTable:
         into: tuple[str, str],
         batch: Batch,
         insert: bool,
+        refusals: bool = False,
     ) -> tuple[int, list[Record]] | None:
         """Convert the rows of ``batch`` as COPY would, in a temporary text table, one
         exception block per row; with ``insert``, load the good ones into ``into``. The
@@ -110,7 +111,12 @@ class CheckTable:
         ``importd_try``) when a row does not split into fields, the target refuses a
         converted row, or temporary tables may not be created. Any other SQL error of
         the check's statements is raised as ``CheckFailed`` (when a retry would meet it
-        again) or as it is."""
+        again) or as it is.
+
+        ``refusals`` (without ``insert``): the rows that convert but that the target's
+        NOT NULL or CHECK refuses (``filtering``) are bad rows too, with PostgreSQL's
+        message: each is tried into the target (``_refused``) in a savepoint rolled
+        back after, so nothing of it stays."""
         statements = await self.statements(conn, into, insert)
         if statements is None:
             return None
@@ -120,6 +126,8 @@ class CheckTable:
             await conn.execute(statements["check"])
             if insert:
                 status = await self._insert(conn, statements)
+            elif refusals and statements["flag"] is not None and self.filtering:
+                return 0, await self._refused(conn, statements)
             bad = await conn.fetch(statements["errors"])
         except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
             # A row that does not split into fields, a row the target refuses, or no
@@ -134,6 +142,20 @@ class CheckTable:
                 raise CheckFailed.of(exc) from exc
             raise
         return int(status.rsplit(" ", 1)[-1]), bad
+
+    async def _refused(self, conn: Connection, statements: Record) -> list[Record]:
+        """The bad rows of the check's table (``convert``'s, converted) with the rows
+        the target's NOT NULL and CHECK refuse among the others: those marked by the
+        test (``flag``) are tried into the target one by one for PostgreSQL's own
+        message (``insert_flagged``; a marked row that goes in after all is unmarked, a
+        good row), read, and then rolled back with the rest."""
+        await conn.execute(f"SAVEPOINT {_INSERT}")
+        try:
+            await conn.execute(statements["flag"])
+            await conn.execute(statements["insert_flagged"])
+            return await conn.fetch(statements["errors"])
+        finally:
+            await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}; RELEASE SAVEPOINT {_INSERT}")
 
     async def statements(
         self, conn: Connection, into: tuple[str, str], insert: bool = True

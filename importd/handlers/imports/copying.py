@@ -513,11 +513,13 @@ class Copier:
         convert) it is taken from the screen, with PostgreSQL's own message; a record
         with a field too few and fields in doubt goes to the check with NULL for its
         missing fields, and its message is the first of its present fields' errors, or
-        else the missing one's. The others go to ``CheckTable.convert`` as they are. (A record
-        COPY cannot split into fields would make the whole check fail.)"""
+        else the missing one's. The others go to ``CheckTable.convert`` as they are, which
+        finds the rows the target's NOT NULL or CHECK refuses among them too (once the
+        target refused rows so: ``refusals``). (A record COPY cannot split into fields
+        would make the whole check fail.)"""
         screen = self.screen()
         if screen is None or not self._csv:
-            checked = await self.checks.convert(conn, into, rows, insert=False)
+            checked = await self.checks.convert(conn, into, rows, insert=False, refusals=True)
             return None if checked is None else {r["line"]: r["message"] for r in checked[1]}
         utf8 = self.copy_format.encoding == "UTF8" and _server_utf8(conn)
         decided: dict[int, str] = {}
@@ -545,12 +547,14 @@ class Copier:
                 self.prep.join(lines, sent),
                 self.prep.prefix,
             )
-            checked = await self.checks.convert(conn, into, batch, insert=False)
+            checked = await self.checks.convert(conn, into, batch, insert=False, refusals=True)
             if checked is None:
                 return None
             for row in checked[1]:
                 line, message = row["line"], row["message"]
                 count = short.get(line)
+                if count is not None and not message.startswith("column "):
+                    continue  # (a refusal: the missing field's error comes before it)
                 if count is not None:
                     # Which column failed: one of the fields present, or a NULL put in
                     # for a missing one (a domain that refuses NULL).

@@ -19,6 +19,8 @@ from .screening import Screen, ValueType, screens
 
 # How PostgreSQL starts the message of a record with a field too few or too many.
 _FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
+# How PostgreSQL starts the message of a row a NOT NULL refused.
+_NULL_REFUSED = "null value in column "
 
 
 class Watch:
@@ -48,6 +50,12 @@ class Watch:
         self._fields_seen = False
         # Whether the last chunk had bad rows: then the next is screened before its COPY.
         self.suspecting = False
+        # The columns whose NULL the target refused (a NOT NULL): their NULL marker is a
+        # suspect from then on, and the check of the suspects finds the refusal
+        # (``CheckTable.convert``'s ``refusals``), so that such rows stay out of the
+        # chunk's COPY instead of sending every chunk through a second COPY of its own
+        # (``CheckTable.find_refused``).
+        self.refuse_null: set[str] = set()
 
     def screen(self) -> Screen | None:
         """The screen as it is now (built on first use once the types are known)."""
@@ -65,6 +73,8 @@ class Watch:
             # A record with a field too few or too many: the bytes screen looks at whole
             # lines from now on (``Screen.build``'s ``whole``).
             self._fields_seen = True
+            self._rebuild()
+        if self.checks.filtering and self._learn_null(found):
             self._rebuild()
         named = set()
         # (Most rows name a column already watched: one C-speed test each for those.)
@@ -86,6 +96,23 @@ class Watch:
             return
         self.columns = named if self.columns is None else self.columns | named
         self._rebuild()
+
+    def _learn_null(self, found: list[RowFailure]) -> bool:
+        """Add to ``refuse_null`` the columns whose NULL a row of ``found`` was refused
+        for (PostgreSQL's ``null value in column "…" of relation …``); whether any was
+        new."""
+        new = False
+        for failure in found:
+            text = failure.message
+            if not text.startswith(_NULL_REFUSED):
+                continue
+            for name in self.checks.names:
+                if name not in self.refuse_null and text.startswith(
+                    f'{_NULL_REFUSED}"{name}" of relation '
+                ):
+                    self.refuse_null.add(name)
+                    new = True
+        return new
 
     def _rebuild(self) -> None:
         self._screen = self._build()
@@ -109,6 +136,11 @@ class Watch:
             watch = {i for i, t in enumerate(kinds) if screens(t)}
             if kinds and not watch:
                 return None
+        refuse_null = {
+            i
+            for i, name in enumerate(self.checks.names)
+            if name in self.refuse_null and screens(kinds[i])
+        }
         return Screen.build(
             kinds,
             fmt.format,
@@ -119,4 +151,5 @@ class Watch:
             watch,
             whole=self._fields_seen,
             utf8=self.csv and fmt.encoding == "UTF8",
+            refuse_null=refuse_null,
         )
