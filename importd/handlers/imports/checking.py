@@ -129,9 +129,11 @@ class CheckTable:
             elif refusals and statements["flag"] is not None and self.filtering:
                 return 0, await self._refused(conn, statements)
             bad = await conn.fetch(statements["errors"])
-        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError):
+        except (*ROW_LEVEL, asyncpg.InsufficientPrivilegeError, asyncpg.LockNotAvailableError):
             # A row that does not split into fields, a row the target refuses, or no
-            # right to create temporary tables: COPY by COPY then.
+            # right to create temporary tables: COPY by COPY then. (Or, in the check
+            # ahead, the target's lock not had at once for ``refusals``'s tries:
+            # ``ahead.LOCK_TIMEOUT_MS``; the loader does that work itself.)
             await conn.execute(f"ROLLBACK TO SAVEPOINT {TRY}")
             return None
         except asyncpg.PostgresError as exc:

@@ -57,8 +57,8 @@ Rows a NOT NULL refuses: once the target refused a row for a NULL in a column, t
 marker alone in that column's field is a suspect too (``refuse_null``), and the check of
 the suspects finds the refusal with PostgreSQL's message (``CheckTable.convert``'s
 ``refusals``); the chunk's COPY then goes without those rows, where finding them
-otherwise took a second COPY of every chunk (``CheckTable.find_refused``: 1.5x the clean
-file's time with 2 % of its rows refused, against about 1.3x so).
+otherwise takes a second COPY of every chunk (``CheckTable.find_refused``, still the way
+for a CHECK, whose verdict no shape tells).
 """
 
 from __future__ import annotations
