@@ -494,17 +494,19 @@ DENSE_MIN = 1 << 18
 DENSE_SPACING = 32
 
 
-def _dense_from(text: str) -> tuple[int | None, bool | None]:
+def _dense_from(text: str) -> tuple[int | None, bool | None, str | None]:
     """Where a dense text's mask starts (see ``DENSE_MIN``), or None when it is not
-    dense; and whether a sensitive key is in it (None: not looked for). C-speed counts
-    and finds; the text lower-cased only when it holds a "b", an "=" or a ":", and
-    searched for a key only when its "=" and ":" could make it dense."""
+    dense; whether a sensitive key is in it (None: not looked for); and the text
+    lower-cased (``_ascii_lower``), where it was (None: it was not: the caller need not
+    lower-case it again, 4 ms a MiB of non-ASCII text). C-speed counts and finds; the
+    text lower-cased only when it holds a "b", an "=" or a ":", and searched for a key
+    only when its "=" and ":" could make it dense."""
     lowered = _ascii_lower(text) if "b" in text or "B" in text or "=" in text else text
     places = [(text, "://"), (lowered, "bearer")]
     counts = [within.count(mark) for within, mark in places]
     equals, colons = text.count("="), text.count(":")
     if (sum(counts) + equals + colons) * DENSE_SPACING <= len(text):
-        return None, None
+        return None, None, lowered
     if colons and lowered is text:
         lowered = _ascii_lower(text)
     has_key = bool(equals or colons) and _has_key(lowered)
@@ -512,13 +514,13 @@ def _dense_from(text: str) -> tuple[int | None, bool | None]:
         places += [(text, "="), (text, ":")]
         counts += [equals, colons]
     if sum(counts) * DENSE_SPACING <= len(text):
-        return None, has_key
+        return None, has_key, lowered
     start = min(
         within.find(mark) + len(mark)
         for (within, mark), count in zip(places, counts, strict=True)
         if count
     )
-    return len(text) - len(text[start:].lstrip(" \t")), has_key  # (after the blanks)
+    return len(text) - len(text[start:].lstrip(" \t")), has_key, lowered  # (after the blanks)
 
 
 # Characters from the most to the least frequent in log lines, error messages and
@@ -645,17 +647,21 @@ class Secrets:
         ``text``."""
         text = self.mask(text)
         has_key = None
+        known = None  # (the text lower-cased, where ``_dense_from`` did it)
         if len(text) >= DENSE_MIN:
-            dense, has_key = _dense_from(text)
+            dense, has_key, known = _dense_from(text)
             if dense is not None:
                 # (A value after a key and ":" may start before the first place counted.)
                 return text[:dense] + MASK
-        text = _mask_urls(text)
+        urls = _mask_urls(text)
         # The lower-cased copy only where a pass needs it: text without a "b" has no
-        # bearer to count, and text with few "=" needs no search for a key.
-        lowered = None
+        # bearer to count, and text with few "=" needs no search for a key. (The one
+        # ``_dense_from`` made, if it made one, while the text is as it was then.)
+        lowered = known if urls is text and known is not text else None
+        text = urls
         if "b" in text or "B" in text:
-            lowered = _ascii_lower(text)
+            if lowered is None:
+                lowered = _ascii_lower(text)
             text = _mask_bearer(text, lowered)
         if has_key is False:  # (no key in the text: none after the passes either)
             return text
