@@ -150,11 +150,20 @@ class CheckTable:
         the target's NOT NULL and CHECK refuse among the others: those marked by the
         test (``flag``) are tried into the target one by one for PostgreSQL's own
         message (``insert_flagged``; a marked row that goes in after all is unmarked, a
-        good row), read, and then rolled back with the rest."""
+        good row), read, and then rolled back with the rest.
+
+        When the test itself fails on a row (a CHECK whose function cannot take its
+        value, ``array_position`` of a two-dimensional array; a division by zero: what
+        ``_insert`` meets too), no row is marked: the conversion's bad rows alone, and
+        the chunk's COPY meets the refusals, which the exact path then finds."""
         await conn.execute(f"SAVEPOINT {_INSERT}")
         try:
-            await conn.execute(statements["flag"])
-            await conn.execute(statements["insert_flagged"])
+            try:
+                await conn.execute(statements["flag"])
+            except ROW_CAUSED:
+                await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}")
+            else:
+                await conn.execute(statements["insert_flagged"])
             return await conn.fetch(statements["errors"])
         finally:
             await conn.execute(f"ROLLBACK TO SAVEPOINT {_INSERT}; RELEASE SAVEPOINT {_INSERT}")

@@ -179,7 +179,9 @@ class Budget:
         self.loaded += loaded
         self.failed += len(failures)
         if self.failed + extra > self.max_errors:
-            first = failures[0] if failures else None
+            # The first in the file of the rows found (found in another order: the
+            # screen's suspects come before the rows the target refuses).
+            first = min(failures, key=lambda f: (f.line is None, f.line or 0)) if failures else None
             raise TooManyErrors(
                 f"TooManyErrors: {self.failed + extra} rows rejected, more than max_errors="
                 f"{self.max_errors}"
