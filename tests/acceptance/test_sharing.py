@@ -140,7 +140,11 @@ async def test_rate_limit_holds_across_three_daemons(
     ]
     assert len(starts) == 100
     span = starts[-1] - starts[0]
-    assert span >= 4.9  # 100 starts at 20/s: the first at 0, the last at 4.95
+    # 100 starts at 20/s: the first at 0, the last at 4.95 (4.9 with the burst's one),
+    # as the tokens are granted; the handlers start a commit and a task's start after
+    # their token, which on a loaded machine differs from job to job by tens of ms (CI
+    # once saw 4.886 s). A limit 5 % too loose would make it 4.7 s.
+    assert span >= 4.8
     assert span < 6.0  # and no job waited much longer than the limit requires
     # the README's tolerance: at most rate x W + burst starts in any window of W seconds
     worst = max(sum(1 for t in starts[i : i + 30] if t - s < 1.0) for i, s in enumerate(starts))
