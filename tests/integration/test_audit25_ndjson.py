@@ -107,7 +107,7 @@ async def test_null_and_missing_keys_in_every_chunk(
     await _check(twins, drain, tmp_path, records, atomic=atomic)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=SLOW)
+@settings(max_examples=20, deadline=None, suppress_health_check=SLOW)
 @given(
     values=st.lists(st.tuples(V, W, J, S), min_size=1, max_size=60),
     atomic=st.booleans(),

@@ -137,7 +137,7 @@ async def _check(
     assert_exact(got, ref, records)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=SLOW)
+@settings(max_examples=25, deadline=None, suppress_health_check=SLOW)
 @given(
     records=RECORDS,
     null=st.sampled_from(["", "NA", "\\N"]),

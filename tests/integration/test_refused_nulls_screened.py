@@ -40,7 +40,7 @@ async def not_null(conn: Conn) -> Conn:
     return conn
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=SLOW)
+@settings(max_examples=100, deadline=None, suppress_health_check=SLOW)
 @given(records=RECORDS, fmt=st.sampled_from(["csv", "text"]), quote_all=st.booleans())
 async def test_whatever_the_screen_calls_good_a_not_null_column_takes(
     not_null: Conn, records: list[tuple[str | None, ...]], fmt: str, quote_all: bool
