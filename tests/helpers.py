@@ -367,3 +367,39 @@ async def daemon_role(conn: Conn, dsn: str, name: str, password: str) -> AsyncIt
         yield urlunsplit(parts._replace(netloc=f"{name}:{password}@{host}"))
     finally:
         await conn.execute(f"DROP OWNED BY {name}; DROP ROLE {name}")
+
+
+async def while_a_lock_queues(
+    conn: Conn, dsn: str, table: str, work: Awaitable[Any], timeout: float = 90
+) -> None:
+    """Await ``work`` (a drain that imports into ``table``) while another session asks
+    for ACCESS EXCLUSIVE on ``table`` (ALTER-like) as soon as the import's transaction
+    holds it: that request queues behind the import, and every later lock request on the
+    table behind itself. Fails if ``work`` does not end within ``timeout`` seconds, or
+    the lock is not had once it did."""
+    import asyncpg  # noqa: PLC0415
+
+    other = await asyncpg.connect(dsn)
+
+    async def lock_once_the_import_holds_the_table() -> bool:
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = $1::regclass "
+                "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())",
+                table,
+            ),
+            60,
+            interval=0.005,
+            what="the import to hold the target",
+        )
+        async with other.transaction():
+            await other.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        return True
+
+    locker = asyncio.create_task(lock_once_the_import_holds_the_table())
+    try:
+        await asyncio.wait_for(work, timeout)
+        assert await asyncio.wait_for(locker, 30)
+    finally:
+        locker.cancel()
+        await other.close()

@@ -8,14 +8,13 @@ own verdicts, row by row."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 import importd
-from tests.helpers import Conn, Drain, wait_until
+from tests.helpers import Conn, Drain, while_a_lock_queues
 
 # Same columns and types (so the same check table), other tests: ``a`` reads v, ``b`` k.
 TARGETS = {
@@ -130,33 +129,11 @@ async def test_a_lock_queued_behind_the_loader_does_not_stall_the_check_ahead(
         "chunk_rows": 10,
     }
     job = await importd.enqueue(conn, "csv", payload, timeout=60)
-    other = await asyncpg.connect(dsn)
-
-    async def lock_once_the_import_holds_the_table() -> bool:
-        """ALTER-like: ACCESS EXCLUSIVE on ``a``, asked while the import's transaction
-        holds the table (it queues behind it, and every later lock behind itself)."""
-        await wait_until(
-            lambda: conn.fetchval(
-                "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'a'::regclass "
-                "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())"
-            ),
-            60,
-            interval=0.005,
-            what="the import to hold the target",
-        )
-        async with other.transaction():
-            await other.execute("LOCK TABLE a IN ACCESS EXCLUSIVE MODE")
-        return True
-
-    locker = asyncio.create_task(lock_once_the_import_holds_the_table())
-    try:
-        # (Without a bound on the check ahead's lock wait, the import waits for ever:
-        # the job's own timeout ends it.)
-        await asyncio.wait_for(drain(import_roots=(str(tmp_path),), tables=("public.a",)), 90)
-        assert await asyncio.wait_for(locker, 30)
-    finally:
-        locker.cancel()
-        await other.close()
+    # (Without a bound on the check ahead's lock wait, the import waits for ever: the
+    # job's own timeout ends it.)
+    await while_a_lock_queues(
+        conn, dsn, "public.a", drain(import_roots=(str(tmp_path),), tables=("public.a",))
+    )
     row = await conn.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
     assert row["status"] == "completed", row["last_error"]
     lines = await conn.fetch(

@@ -8,7 +8,6 @@ the same records INSERTed one by one do, with the same messages and lines."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 import importd
 from importd.handlers.imports import checking
 from importd.handlers.imports.screening import Screen
-from tests.helpers import Conn, Drain, wait_until
+from tests.helpers import Conn, Drain, while_a_lock_queues
 from tests.integration.test_screening import (
     NAMES,
     RECORDS,
@@ -120,6 +119,20 @@ def _line(record: tuple[str | None, ...]) -> str:
     return csv_body(record, False).decode() + "\n"
 
 
+def _write(
+    tmp_path: Path, records: list[tuple[str | None, ...]]
+) -> tuple[Path, list[str], list[int]]:
+    """``nn.csv`` of ``records`` after a header; each record's text and source line."""
+    texts = [_line(r) for r in records]
+    starts, line = [], 2
+    for text in texts:
+        starts.append(line)
+        line += text.count("\n")
+    path = tmp_path / "nn.csv"
+    path.write_text("k,v,note\n" + "".join(texts))
+    return path, texts, starts
+
+
 async def _reference(conn: Conn, records: list[tuple[str | None, ...]]) -> Any:
     refused: list[tuple[int, str | None]] = []
     for i, (k, v, note) in enumerate(records):
@@ -138,13 +151,7 @@ async def _reference(conn: Conn, records: list[tuple[str | None, ...]]) -> Any:
 async def _import(
     conn: Conn, drain: Drain, tmp_path: Path, records: list[tuple[str | None, ...]], atomic: bool
 ) -> None:
-    texts = [_line(r) for r in records]
-    starts, line = [], 2
-    for text in texts:
-        starts.append(line)
-        line += text.count("\n")
-    path = tmp_path / "nn.csv"
-    path.write_text("k,v,note\n" + "".join(texts))
+    path, texts, starts = _write(tmp_path, records)
     expected, refused = await _reference(conn, records)
     payload = {
         "source": f"file://{path}",
@@ -219,9 +226,7 @@ async def test_the_check_ahead_of_null_suspects_steps_aside_for_a_queued_lock(
     records: list[tuple[str | None, ...]] = [
         (str(i), None if i % 10 == 3 else str(i), f"n{i}") for i in range(1, 401)
     ]
-    texts = [_line(r) for r in records]
-    path = tmp_path / "nn.csv"
-    path.write_text("k,v,note\n" + "".join(texts))
+    path, _, starts = _write(tmp_path, records)
     expected, refused = await _reference(pair, records)
     payload = {
         "source": f"file://{path}",
@@ -231,35 +236,15 @@ async def test_the_check_ahead_of_null_suspects_steps_aside_for_a_queued_lock(
         "chunk_rows": 10,
     }
     job = await importd.enqueue(pair, "csv", payload, timeout=60)
-    other = await asyncpg.connect(dsn)
-
-    async def lock_once_the_import_holds_the_table() -> bool:
-        await wait_until(
-            lambda: pair.fetchval(
-                "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'public.nn'::regclass "
-                "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())"
-            ),
-            60,
-            interval=0.005,
-            what="the import to hold the target",
-        )
-        async with other.transaction():
-            await other.execute("LOCK TABLE public.nn IN ACCESS EXCLUSIVE MODE")
-        return True
-
-    locker = asyncio.create_task(lock_once_the_import_holds_the_table())
-    try:
-        await asyncio.wait_for(drain(import_roots=(str(tmp_path),), tables=("public.nn",)), 90)
-        assert await asyncio.wait_for(locker, 30)
-    finally:
-        locker.cancel()
-        await other.close()
+    await while_a_lock_queues(
+        pair, dsn, "public.nn", drain(import_roots=(str(tmp_path),), tables=("public.nn",))
+    )
     row = await pair.fetchrow("SELECT status, last_error FROM import_jobs WHERE id=$1", job)
     assert row["status"] == "completed", row["last_error"]
     lines = await pair.fetch(
         "SELECT line_number FROM import_job_errors WHERE job_id=$1 ORDER BY 1", job
     )
-    assert [r["line_number"] for r in lines] == [i + 2 for i, _ in refused]
+    assert [r["line_number"] for r in lines] == [starts[i] for i, _ in refused]
     assert [tuple(r) for r in await pair.fetch("SELECT * FROM public.nn ORDER BY k")] == expected
     logged = [line for line in capsys.readouterr().out.splitlines() if "check_ahead_failed" in line]
     assert not logged, logged[:2]
