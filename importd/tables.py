@@ -60,6 +60,9 @@ class Column:
     # base type, an enum by its labels (``describe_table.sql``).
     screen_as: str = ""
     labels: tuple[str, ...] | None = None
+    # The CHECK constraints that read this column alone: name and expression, as
+    # ``pg_get_expr`` deparses it (``describe_table.sql``; ``handlers.imports.bounds``).
+    checks: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ async def describe(conn: Connection, schema: str, name: str) -> Table | None:
             r["writable"],
             r["screen_as"],
             None if r["labels"] is None else tuple(r["labels"]),
+            tuple(zip(r["check_names"], r["check_exprs"], strict=True)),
         )
         for r in rows
     )

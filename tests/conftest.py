@@ -304,3 +304,20 @@ def root(tmp_path: Path) -> Path:
     folder = tmp_path / "imports"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def ahead_finds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many rows each COPY of a whole chunk to find refused rows found (a spy)."""
+    counts: list[int] = []
+    from importd.handlers.imports import checking  # noqa: PLC0415
+
+    real = checking.CheckTable.find_refused
+
+    async def spy(self: checking.CheckTable, *args: Any, **kwargs: Any) -> Any:
+        out = await real(self, *args, **kwargs)
+        counts.append(-1 if out is None else len(out.messages))
+        return out
+
+    monkeypatch.setattr(checking.CheckTable, "find_refused", spy)
+    return counts

@@ -2,7 +2,10 @@
 -- jsonb, and whether it can take a value (generated columns cannot). For the screen of
 -- bad rows (importd/handlers/imports/screening.py), the type its values are judged as:
 -- a domain without constraints (no CHECK, no NOT NULL) takes what its base type takes;
--- and an enum's labels, in order. No row: no such table, or not visible to this role.
+-- an enum's labels, in order; and the CHECK constraints that read this column alone, by
+-- name, each as pg_get_expr deparses it (importd/handlers/imports/bounds.py reads the
+-- comparisons with numbers among them). No row: no such table, or not visible to this
+-- role.
 SELECT a.attname AS name,
        pg_catalog.format_type(a.atttypid, a.atttypmod) AS type,
        t.typname IN ('json', 'jsonb') AS is_json,
@@ -15,7 +18,14 @@ SELECT a.attname AS name,
        CASE WHEN t.typtype = 'e' THEN ARRAY(
                 SELECT e.enumlabel::text FROM pg_catalog.pg_enum AS e
                 WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder)
-       END AS labels
+       END AS labels,
+       ARRAY(SELECT k.conname::text FROM pg_catalog.pg_constraint AS k
+             WHERE k.conrelid = a.attrelid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum]
+             ORDER BY k.conname) AS check_names,
+       ARRAY(SELECT pg_catalog.pg_get_expr(k.conbin, k.conrelid)
+             FROM pg_catalog.pg_constraint AS k
+             WHERE k.conrelid = a.attrelid AND k.contype = 'c' AND k.conkey = ARRAY[a.attnum]
+             ORDER BY k.conname) AS check_exprs
 FROM pg_catalog.pg_attribute AS a
 JOIN pg_catalog.pg_type AS t ON t.oid = a.atttypid
 WHERE a.attrelid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', $1::text, $2::text))

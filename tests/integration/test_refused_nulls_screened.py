@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import importd
-from importd.handlers.imports import checking
 from importd.handlers.imports.screening import Screen
 from tests.helpers import Conn, Drain, while_a_lock_queues
 from tests.integration.test_screening import (
@@ -97,21 +96,6 @@ async def pair(conn: Conn) -> Conn:
     for schema in ("public", "ref"):
         await conn.execute(DDL.format(schema=schema))
     return conn
-
-
-@pytest.fixture
-def ahead_finds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many rows each COPY of a whole chunk to find refused rows found (a spy)."""
-    counts: list[int] = []
-    real = checking.CheckTable.find_refused
-
-    async def spy(self: checking.CheckTable, *args: Any, **kwargs: Any) -> Any:
-        out = await real(self, *args, **kwargs)
-        counts.append(-1 if out is None else len(out.messages))
-        return out
-
-    monkeypatch.setattr(checking.CheckTable, "find_refused", spy)
-    return counts
 
 
 def _line(record: tuple[str | None, ...]) -> str:

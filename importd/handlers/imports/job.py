@@ -24,7 +24,7 @@ from ...models import Job, PermanentError
 from ...repository import RowFailure, count_failures, forget_failures
 from .. import sources, spec
 from ..records import NdjsonRows, Records, Splitter
-from . import reading, strategies
+from . import bounds, reading, strategies
 from .batches import Batch
 from .common import Budget, CheckFailed, Prepared, TooManyErrors, classify
 from .copying import Copier
@@ -357,6 +357,12 @@ class Import:
         if all(name in by_name for name in self.columns):  # (a resumed run: maybe not)
             self.copier.types = [by_name[name].type for name in self.columns]
             self.copier.screen_types = [value_type(by_name[name]) for name in self.columns]
+            self.copier.watch.bounds = {
+                name: found
+                for name in self.columns
+                if (column := by_name[name]).checks
+                and (found := bounds.of_column(column.screen_as or column.type, column.checks))
+            }
         self.move = Move(
             self.target,
             self.columns,

@@ -57,8 +57,10 @@ Rows a NOT NULL refuses: once the target refused a row for a NULL in a column, t
 marker alone in that column's field is a suspect too (``refuse_null``), and the check of
 the suspects finds the refusal with PostgreSQL's message (``CheckTable.convert``'s
 ``refusals``); the chunk's COPY then goes without those rows, where finding them
-otherwise takes a second COPY of every chunk (``CheckTable.find_refused``, still the way
-for a CHECK, whose verdict no shape tells).
+otherwise takes a second COPY of every chunk (``CheckTable.find_refused``). The same for
+a CHECK that compares one numeric column with numbers (``bounds``), once it refused a
+row: a value out of its bound is a suspect (``bounds``); a CHECK of any other form is
+still found by that second COPY.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ import codecs
 import heapq
 import itertools
 import re
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ...tables import Column
@@ -445,6 +447,7 @@ class Screen:
         whole: bool = False,
         utf8: bool = False,
         refuse_null: Collection[int] = (),
+        bounds: Mapping[int, bytes] | None = None,
     ) -> Screen | None:
         """The screen for columns of ``types``; None when a type or the format is not
         screened (an escape other than the quote: PostgreSQL's quote tracking may then
@@ -463,7 +466,12 @@ class Screen:
         ``refuse_null``: the indexes of columns whose NULL the target refuses (a NOT
         NULL): their NULL marker is a suspect too, and they are watched. (Only the
         check of the values says so: ``strict``, which judges what COPY converts before
-        any constraint, keeps NULL good.)"""
+        any constraint, keeps NULL good.)
+
+        ``bounds``: by column index, the pattern of the values a CHECK of the target
+        surely admits (``bounds.Bound``): it stands for the type's shape in that
+        column, which is watched; a value out of it is a suspect (its NULL is not: a
+        CHECK admits NULL)."""
         if not types:
             return None
         if fmt == "csv":
@@ -507,7 +515,9 @@ class Screen:
                 if fmt == "csv"
                 else None
             )
-            if watch is not None and index not in watch and index not in refuse_null:
+            if bounds and index in bounds:
+                pattern, length, both = bounds[index], None, None
+            elif watch is not None and index not in watch and index not in refuse_null:
                 pattern, length, both = ANY, None, None
             field = _field(fmt, pattern, length, anything, marks, null_marker, both)
             if index in refuse_null:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from ... import tables
 from ...repository import RowFailure
+from .bounds import Bound
 from .checking import CheckTable
 from .screening import Screen, ValueType, screens
 
 # How PostgreSQL starts the message of a record with a field too few or too many.
 _FIELD_COUNT = ("missing data for column ", "extra data after last expected column")
-# How PostgreSQL starts the message of a row a NOT NULL refused.
+# How PostgreSQL starts the message of a row a NOT NULL refused, and names the CHECK
+# that refused one.
 _NULL_REFUSED = "null value in column "
+_CHECK_REFUSED = ("new row for relation ", ' violates check constraint "')
 
 
 class Watch:
@@ -56,6 +59,12 @@ class Watch:
         # chunk's COPY instead of sending every chunk through a second COPY of its own
         # (``CheckTable.find_refused``).
         self.refuse_null: set[str] = set()
+        # The CHECKs the screen can tell, by the column they read (``bounds.Bound``: the
+        # values they surely admit; set once the target is known), and the columns
+        # whose such CHECK refused a row so far: their values out of the bound are
+        # suspects from then on, as the NULLs of ``refuse_null`` are.
+        self.bounds: dict[str, Bound] = {}
+        self.bounded: set[str] = set()
 
     def screen(self) -> Screen | None:
         """The screen as it is now (built on first use once the types are known)."""
@@ -74,7 +83,7 @@ class Watch:
             # lines from now on (``Screen.build``'s ``whole``).
             self._fields_seen = True
             self._rebuild()
-        if self.checks.filtering and self._learn_null(found):
+        if self.checks.filtering and (self._learn_null(found) | self._learn_check(found)):
             self._rebuild()
         named = set()
         # (Most rows name a column already watched: one C-speed test each for those.)
@@ -114,6 +123,25 @@ class Watch:
                     new = True
         return new
 
+    def _learn_check(self, found: list[RowFailure]) -> bool:
+        """Add to ``bounded`` the columns whose CHECK (one of ``bounds``) refused a row
+        of ``found``; whether any was new."""
+        waiting = {name: b for name, b in self.bounds.items() if name not in self.bounded}
+        if not waiting:
+            return False
+        start, middle = _CHECK_REFUSED
+        new = False
+        for failure in found:
+            text = failure.message
+            if not text.startswith(start) or middle not in text:
+                continue
+            for name, bound in list(waiting.items()):
+                if any(f'{middle}{c}"' in text for c in bound.constraints):
+                    self.bounded.add(name)
+                    del waiting[name]
+                    new = True
+        return new
+
     def _rebuild(self) -> None:
         self._screen = self._build()
         self._built = True
@@ -141,6 +169,11 @@ class Watch:
             for i, name in enumerate(self.checks.names)
             if name in self.refuse_null and screens(kinds[i])
         }
+        bounds = {
+            i: self.bounds[name].pattern
+            for i, name in enumerate(self.checks.names)
+            if name in self.bounded and screens(kinds[i])
+        }
         return Screen.build(
             kinds,
             fmt.format,
@@ -152,4 +185,5 @@ class Watch:
             whole=self._fields_seen,
             utf8=self.csv and fmt.encoding == "UTF8",
             refuse_null=refuse_null,
+            bounds=bounds,
         )

@@ -1,0 +1,223 @@
+"""The values a CHECK on one numeric column surely admits (``bounds``): read from the
+comparisons PostgreSQL deparses, and turned into a pattern of numerals. Checked against
+an independent reference: Python's ``Decimal`` (and ``float`` and a 32-bit float for
+``double precision`` and ``real``) evaluating the same comparisons. PostgreSQL's own
+verdict is ``tests/integration/test_bounds_checks.py``'s."""
+
+from __future__ import annotations
+
+import re
+import struct
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from importd.handlers.imports import bounds
+from importd.handlers.imports.bounds import Range
+
+OPS = [">", ">=", "<", "<=", "=", "<>"]
+TYPES = ["smallint", "integer", "bigint", "numeric", "numeric(12,2)", "numeric(5,1)"]
+FLOATS = ["real", "double precision"]
+
+
+def constant(value: Decimal, type_name: str) -> str:
+    """``value`` as deparse writes a constant compared with a column of ``type_name``."""
+    text = str(value)
+    integral = value == value.to_integral_value() and "." not in text
+    if type_name in ("smallint", "integer") and integral:
+        return text if value >= 0 else f"'{text}'::integer"
+    if type_name == "bigint" and integral:
+        return text if value >= 0 else f"'{text}'::integer"
+    if type_name in FLOATS:
+        return (
+            f"({text})::double precision"
+            if value >= 0
+            else f"('{text}'::numeric)::double precision"
+        )
+    if integral:
+        return f"({text})::numeric" if value >= 0 else f"'{text}'::numeric"
+    return text if value >= 0 else f"'{text}'::numeric"
+
+
+def holds(op: str, left: Decimal | float, right: Decimal | float) -> bool:
+    return {
+        ">": left > right,
+        ">=": left >= right,
+        "<": left < right,
+        "<=": left <= right,
+        "=": left == right,
+        "<>": left != right,
+    }[op]
+
+
+# A CHECK: comparisons joined by AND or OR, one level deep or two.
+Comparison = tuple[str, Decimal]
+CONSTANTS = st.one_of(
+    st.integers(-120, 120).map(Decimal),
+    st.decimals(-120, 120, places=1, allow_nan=False, allow_infinity=False),
+    st.sampled_from([Decimal(0), Decimal("99.5"), Decimal("-0.5"), Decimal(10**9)]),
+)
+COMPARISONS = st.tuples(st.sampled_from(OPS), CONSTANTS)
+CHECKS = st.one_of(
+    COMPARISONS.map(lambda c: ("ONE", [c])),
+    st.tuples(st.sampled_from(["AND", "OR"]), st.lists(COMPARISONS, min_size=2, max_size=3)),
+)
+
+
+def deparse(check: tuple[str, list[Comparison]], type_name: str, column: str = "v") -> str:
+    joiner, comparisons = check
+    parts = [f"({column} {op} {constant(value, type_name)})" for op, value in comparisons]
+    return parts[0] if joiner == "ONE" else "(" + f" {joiner} ".join(parts) + ")"
+
+
+def admits(check: tuple[str, list[Comparison]], value: Decimal | float, floats: bool) -> bool:
+    joiner, comparisons = check
+    results = [holds(op, value, float(c) if floats else c) for op, c in comparisons]
+    return any(results) if joiner == "OR" else all(results)
+
+
+NUMERALS = st.one_of(
+    st.integers(-(10**12), 10**12).map(str),
+    st.integers(-130, 130).map(str),
+    st.decimals(-130, 130, places=2, allow_nan=False, allow_infinity=False).map(str),
+    st.decimals(-130, 130, places=1, allow_nan=False, allow_infinity=False).map(str),
+    # Nines that a float rounds up to the next integer (a bound, maybe).
+    st.builds(lambda i, n: f"{i}.{'9' * n}", st.integers(-130, 130), st.integers(7, 25)),
+    st.sampled_from(["+5", "-0", "007", "0.5", "-0.5", "1e3", "99.95", "9.999", "+0"]),
+)
+
+
+def near(check: tuple[str, list[Comparison]]) -> list[str]:
+    """Numerals at each constant of ``check`` and a hair off it either way, where a
+    float's rounding lands on the constant."""
+    out = []
+    for _, c in check[1]:
+        whole = int(c)
+        for i in (whole - 2, whole - 1, whole, whole + 1):
+            out += [str(i), f"{i}.{'9' * 20}", f"{i}.{'0' * 20}1", f"{i}.{'9' * 8}", f"{i}.5"]
+    return out
+
+
+def as_stored(text: str, type_name: str) -> Decimal | float | None:
+    """The number PostgreSQL compares for ``text`` in a column of ``type_name`` (None:
+    the column would not take it)."""
+    if not re.fullmatch(r"[-+]?[0-9]+(\.[0-9]+)?", text):
+        return None
+    if type_name in FLOATS:
+        value = float(text)
+        if type_name == "real":
+            value = struct.unpack("f", struct.pack("f", value))[0]
+        return value
+    number = Decimal(text)
+    if type_name in ("smallint", "integer", "bigint"):
+        return number if "." not in text else None
+    found = re.fullmatch(r"numeric\((\d+),(\d+)\)", type_name)
+    if found:
+        return number.quantize(Decimal(1).scaleb(-int(found[2])))
+    return number
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    check=CHECKS,
+    type_name=st.sampled_from(TYPES + FLOATS),
+    numerals=st.lists(NUMERALS, min_size=1, max_size=30),
+)
+def test_a_numeral_the_pattern_takes_passes_the_check(
+    check: tuple[str, list[Comparison]], type_name: str, numerals: list[str]
+) -> None:
+    found = bounds.of_column(type_name, [("c", deparse(check, type_name))])
+    assert found is not None
+    pattern = re.compile(found.pattern)
+    for text in [*numerals, *near(check)]:
+        if pattern.fullmatch(text.encode()) is None:
+            continue
+        value = as_stored(text, type_name)
+        assert value is not None, text  # (the type takes it: the shape is the type's too)
+        assert admits(check, value, type_name in FLOATS), (text, deparse(check, type_name))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    check=CHECKS,
+    type_name=st.sampled_from(["smallint", "integer", "bigint"]),
+    values=st.lists(st.integers(-3000, 3000), min_size=1, max_size=40),
+)
+def test_an_integer_the_check_admits_is_taken_written_plainly(
+    check: tuple[str, list[Comparison]], type_name: str, values: list[int]
+) -> None:
+    """Integers are exact: the pattern takes every integer the CHECK admits (written
+    without leading zeros, within the shape's digits), and no other."""
+    found = bounds.of_column(type_name, [("c", deparse(check, type_name))])
+    assert found is not None
+    pattern = re.compile(found.pattern)
+    for value in values:
+        taken = pattern.fullmatch(str(value).encode()) is not None
+        assert taken == admits(check, Decimal(value), False), (value, deparse(check, type_name))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    low=st.integers(0, 10**7),
+    size=st.integers(0, 10**7),
+    probes=st.lists(st.integers(0, 2 * 10**7), max_size=30),
+)
+def test_the_numerals_between_two_integers_are_exactly_those(
+    low: int, size: int, probes: list[int]
+) -> None:
+    high = low + size
+    pattern = re.compile("|".join(bounds._between(low, high)))
+    for n in [low, high, low - 1, high + 1, *probes]:
+        if n >= 0:
+            assert (pattern.fullmatch(str(n)) is not None) == (low <= n <= high), n
+    assert pattern.fullmatch("0" + str(max(low, 1))) is None  # (no leading zero)
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("(account > 0)", [Range(lo=Decimal(0))]),
+        ("(0 < j)", [Range(lo=Decimal(0))]),
+        ("((b >= '-5'::integer) AND (b < 100))", [Range(Decimal(-5), True, Decimal(100))]),
+        ("(c > (0)::numeric)", [Range(lo=Decimal(0))]),
+        ("(d <= (1.5)::double precision)", [Range(hi=Decimal("1.5"), hi_in=True)]),
+        ("(\"F g\" > '-3'::integer)", [Range(lo=Decimal(-3))]),
+        ("(c > ('-1.5'::numeric)::double precision)", [Range(lo=Decimal("-1.5"))]),
+        ("(h <> 0)", [Range(hi=Decimal(0)), Range(lo=Decimal(0))]),
+        ("((e > 1) OR (e < '-1'::integer))", [Range(lo=Decimal(1)), Range(hi=Decimal(-1))]),
+        ("((m > 1) AND (m > 2) AND (m < 5))", [Range(lo=Decimal(2), hi=Decimal(5))]),
+        ("((m > 5) AND (m < 5))", []),
+        # Not a comparison of the column with a number: left to COPY.
+        ("(NOT (g < 0))", None),
+        ("((i)::numeric > (5)::numeric)", None),
+        ("(k = ANY (ARRAY[1, 2]))", None),
+        ("(length(t) > 0)", None),
+        ("((a > 1) AND (b > 2) OR (c > 3))", None),
+        ("(a > 1e5)", None),
+    ],
+)
+def test_the_forms_deparse_writes_are_read(expr: str, expected: list[Range] | None) -> None:
+    assert bounds.ranges(expr) == expected
+
+
+def test_a_check_of_no_comparison_and_a_type_not_bounded_give_none() -> None:
+    assert bounds.of_column("integer", [("c", "(length((v)::text) > 2)")]) is None
+    assert bounds.of_column("text", [("c", "(v > 0)")]) is None
+    # Of two CHECKs, the one that is a comparison counts, and names the bound.
+    found = bounds.of_column("integer", [("a", "(v > 0)"), ("b", "((v % 2) = 0)")])
+    assert found is not None and found.constraints == ("a",)
+
+
+def test_a_check_nothing_passes_makes_every_value_a_suspect() -> None:
+    found = bounds.of_column("integer", [("a", "((v > 5) AND (v < 6))")])
+    assert found is not None
+    assert re.fullmatch(found.pattern, b"5") is None and re.fullmatch(found.pattern, b"6") is None
+
+
+def test_huge_ranges_make_short_patterns() -> None:
+    """An open end makes one alternative per length class, not one per digit."""
+    found = bounds.of_column("numeric", [("a", "(v >= (0)::numeric)")])
+    assert found is not None and len(found.pattern) < 120
+    assert re.fullmatch(found.pattern, b"9" * 1000 + b".5")
