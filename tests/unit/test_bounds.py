@@ -57,7 +57,16 @@ Comparison = tuple[str, Decimal]
 CONSTANTS = st.one_of(
     st.integers(-120, 120).map(Decimal),
     st.decimals(-120, 120, places=1, allow_nan=False, allow_infinity=False),
-    st.sampled_from([Decimal(0), Decimal("99.5"), Decimal("-0.5"), Decimal(10**9)]),
+    st.sampled_from(
+        [
+            Decimal(0),
+            Decimal("0.5"),
+            Decimal("1.5"),
+            Decimal("99.5"),
+            Decimal("-0.5"),
+            Decimal(10**9),
+        ]
+    ),
 )
 COMPARISONS = st.tuples(st.sampled_from(OPS), CONSTANTS)
 CHECKS = st.one_of(
@@ -221,3 +230,47 @@ def test_huge_ranges_make_short_patterns() -> None:
     found = bounds.of_column("numeric", [("a", "(v >= (0)::numeric)")])
     assert found is not None and len(found.pattern) < 120
     assert re.fullmatch(found.pattern, b"9" * 1000 + b".5")
+
+
+@pytest.mark.parametrize("type_name", TYPES + FLOATS)
+def test_every_comparison_with_constants_near_zero_and_halves(type_name: str) -> None:
+    """Each operator against constants where the ends are delicate (0, halves, a float's
+    rounding onto an integer), with the numerals around them: whatever the pattern
+    takes, the comparison admits."""
+    constants = [Decimal(c) for c in ("0", "0.5", "1.5", "-0.5", "-1.5", "5", "-5", "99.5")]
+    for op in OPS:
+        for value in constants:
+            check = ("ONE", [(op, value)])
+            found = bounds.of_column(type_name, [("c", deparse(check, type_name))])
+            assert found is not None
+            pattern = re.compile(found.pattern)
+            for text in [*near(check), "-0.5", "0.3", "+0.7", "-0.0001"]:
+                if pattern.fullmatch(text.encode()) is None:
+                    continue
+                stored = as_stored(text, type_name)
+                assert stored is not None, text
+                assert admits(check, stored, type_name in FLOATS), (text, op, value)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "expr", "taken", "suspect"),
+    [
+        ("double precision", "(r >= (0)::double precision)", ["0.5", "0", "7.25"], ["-0.5"]),
+        ("double precision", "(r > (0)::double precision)", ["0.5", "1"], ["0", "-1"]),
+        ("real", "(r <= (100)::double precision)", ["100", "99.9", "-3"], ["100.5"]),
+        ("numeric(12,2)", "(p > (0)::numeric)", ["0.99", "0.01", "12.50"], ["0.00", "0"]),
+        ("numeric", "(p < (0)::numeric)", ["-0.5", "-12"], ["0", "-0.0"]),
+        ("integer", "((n >= 1) AND (n <= 10))", ["1", "10", "+7"], ["0", "11", "010"]),
+    ],
+)
+def test_common_values_of_common_checks_are_taken(
+    type_name: str, expr: str, taken: list[str], suspect: list[str]
+) -> None:
+    """The values most files hold under the CHECKs most tables have are not suspects
+    (each suspect costs a conversion in PostgreSQL)."""
+    found = bounds.of_column(type_name, [("c", expr)])
+    assert found is not None
+    for text in taken:
+        assert re.fullmatch(found.pattern, text.encode()), text
+    for text in suspect:
+        assert not re.fullmatch(found.pattern, text.encode()), text

@@ -21,15 +21,18 @@ fail, which takes the exact path; a good value called a suspect is only checked.
 
 The pattern is conservative, by type (``format_type``'s names):
 
-- integers (``smallint``, ``integer``, ``bigint``): the numerals of the integers in
-  range, without leading zeros, at most as many digits as ``screening``'s shape takes;
+- integers (``smallint``, ``integer``, ``bigint``): exactly the numerals of the integers
+  in range, without leading zeros, at most as many digits as ``screening``'s shape takes;
 - ``numeric`` and ``numeric(p,s)``: a value whose integer part ``I`` puts every number
   from ``I`` to ``I + 1`` (or from ``-I - 1`` to ``-I``) in range, whatever its fraction
   (``numeric(p,s)`` takes at most ``s`` fraction digits here, so nothing is rounded
-  onto a bound);
-- ``real`` and ``double precision``: the same with the range narrowed by one at each
-  finite end, and at most 6 (``real``) or 15 integer digits, so that no rounding of the
-  value or the constant crosses a bound.
+  onto a bound), and at an integral end the values that whole units leave out
+  (``> 0``: 0.5; ``<= 100``: 100.0);
+- ``real`` and ``double precision``: the same with the ends made integers (which the
+  type holds exactly: at most 6 or 15 integer digits) and one unit more at an end that
+  is out, since a value rounded to the type may land on it; rounding keeps order, so an
+  end that is in needs none. Past 0 (``> 0``), a fraction that is not all zeros is
+  taken too: none of at most 30 digits rounds to 0.
 """
 
 from __future__ import annotations
@@ -206,40 +209,57 @@ def pattern(type_name: str, admitted: list[Range]) -> bytes | None:
     """The pattern of values of type ``type_name`` (``format_type``'s name) that surely
     lie in one of ``admitted`` (see the module's docstring); None for a type not
     bounded so. A pattern that matches nothing when no value surely does."""
-    fraction = b""
-    margin = 0
+    scale, floats = 0, False  # (the fraction digits a value may have)
     if type_name in _INT_DIGITS:
         digits = _INT_DIGITS[type_name]
     elif type_name in _FLOAT_DIGITS:
-        digits, margin = _FLOAT_DIGITS[type_name], 1
-        fraction = rb"(?:\.[0-9]{1,30})?"
+        digits, scale, floats = _FLOAT_DIGITS[type_name], 30, True
     elif type_name == "numeric":
-        digits, fraction = 1000, rb"(?:\.[0-9]{1,1000})?"
+        digits, scale = 1000, 1000
     elif found := _NUMERIC.fullmatch(type_name):
         precision, scale = int(found[1]), int(found[2])
         if not 0 <= scale < precision:
             return None
         digits = precision - scale
-        fraction = rb"(?:\.[0-9]{1,%d})?" % scale if scale else b""
     else:
         return None
     largest = 10**digits - 1
-    alternatives: list[str] = []
+    units: list[str] = []
+    edges: list[bytes] = []
     for admitted_range in admitted:
         # The non-negative numerals, and the negative ones by their magnitude.
-        if fraction:
-            positive, negative = _units(admitted_range, margin)
-        else:
+        if not scale:
             positive, negative = _integers(admitted_range)
+        else:
+            if floats:
+                admitted_range = _integral(admitted_range)  # noqa: PLW2901
+            positive, negative = _units(admitted_range, floats)
+            edges += _edges(admitted_range, scale, floats, largest)
         first, last = max(positive[0], 0), min(positive[1], largest)
         if first <= last:
-            alternatives += [r"\+?" + a for a in _between(first, last)]
-        first, last = max(negative[0], 0 if fraction else 1), min(negative[1], largest)
+            units += [r"\+?" + a for a in _between(first, last)]
+        first, last = max(negative[0], 0 if scale else 1), min(negative[1], largest)
         if first <= last:
-            alternatives += ["-" + a for a in _between(first, last)]
-    if not alternatives:
+            units += ["-" + a for a in _between(first, last)]
+    parts = list(edges)
+    if units:
+        fraction = rb"(?:\.[0-9]{1,%d})?" % scale if scale else b""
+        parts.insert(0, b"(?:%s)%s" % ("|".join(units).encode(), fraction))
+    if not parts:
         return rb"(?!)"
-    return b"(?:%s)%s" % ("|".join(alternatives).encode(), fraction)
+    return parts[0] if len(parts) == 1 else b"(?:%s)" % b"|".join(parts)
+
+
+def _integral(admitted: Range) -> Range:
+    """``admitted`` narrowed to integral ends, each out where it moved (for floats:
+    an integer of at most 15 digits is exact in a ``double precision``, and one of at
+    most 6 in a ``real``, so a value rounded to the type stays on its side of it)."""
+    lo, lo_in, hi, hi_in = admitted.lo, admitted.lo_in, admitted.hi, admitted.hi_in
+    if lo is not None and lo != int(lo):
+        lo, lo_in = Decimal(math.floor(lo) + 1), False
+    if hi is not None and hi != int(hi):
+        hi, hi_in = Decimal(math.ceil(hi) - 1), False
+    return Range(lo, lo_in, hi, hi_in)
 
 
 _FAR = 10**1001  # past any value's digits: an end that is not there
@@ -257,23 +277,62 @@ def _integers(admitted: Range) -> tuple[Span, Span]:
     return (low, high), (-high, -low)
 
 
-def _units(admitted: Range, margin: int) -> tuple[Span, Span]:
+def _units(admitted: Range, floats: bool) -> tuple[Span, Span]:
     """The integer parts ``I`` of non-negative numerals whose numbers (from ``I`` to
     ``I + 1``, that one out) all lie in ``admitted``, and the magnitudes ``M`` of negative
-    ones whose numbers (from ``-M - 1``, out, to ``-M``) do; ``admitted`` narrowed first
-    by ``margin`` at each finite end (an end moved so is out)."""
+    ones whose numbers (from ``-M - 1``, out, to ``-M``) do.
+
+    ``floats``: the value is rounded to a float first, which may land on ``I + 1`` (or
+    ``-M - 1``); the ends are integers a float holds exactly (``_integral``), and
+    rounding keeps order, so only an end that is out needs one unit more there."""
     positive, negative = (-_FAR, _FAR), (-_FAR, _FAR)
     if admitted.lo is not None:
-        lo, lo_in = admitted.lo + margin, admitted.lo_in and not margin
-        # I > lo, or I = lo when lo is in; -M - 1 >= lo.
+        lo, lo_in = admitted.lo, admitted.lo_in
+        # I > lo, or I = lo when lo is in; -M - 1 >= lo (-M - 1 > lo for a float when
+        # lo is out).
         positive = (math.ceil(lo) if lo_in else math.floor(lo) + 1, positive[1])
-        negative = (negative[0], math.floor(-lo) - 1)
+        negative = (negative[0], math.floor(-lo) - 1 - (floats and not lo_in))
     if admitted.hi is not None:
-        hi, hi_in = admitted.hi - margin, admitted.hi_in and not margin
-        # I + 1 <= hi; -M < hi, or -M = hi when hi is in.
-        positive = (positive[0], math.floor(hi) - 1)
+        hi, hi_in = admitted.hi, admitted.hi_in
+        # I + 1 <= hi (< hi for a float when hi is out); -M < hi, or -M = hi when hi
+        # is in.
+        positive = (positive[0], math.floor(hi) - 1 - (floats and not hi_in))
         negative = (math.ceil(-hi) if hi_in else math.floor(-hi) + 1, negative[1])
     return positive, negative
+
+
+def _edges(admitted: Range, scale: int, floats: bool, largest: int) -> list[bytes]:
+    """The values at an integral end of ``admitted`` that ``_units`` leaves out: past
+    an end that is out, at 0 or more (``> 0``: 0.5), or at 0 or less (``< 0``: -0.5), a
+    fraction not all zeros when the other end is two units away at least (for a float
+    only at 0: no fraction of at most 30 digits rounds to 0); an end that is in, the
+    integer itself (``<= 100``: 100, 100.0)."""
+    out = []
+    lo, hi = admitted.lo, admitted.hi
+    tail = rb"\.(?=[0-9]*[1-9])[0-9]{1,%d}" % scale  # (a digit other than 0 among them)
+    if (
+        lo is not None
+        and not admitted.lo_in
+        and lo == int(lo)
+        and 0 <= lo <= largest
+        and (not floats or lo == 0)
+        and (hi is None or hi >= lo + 2)
+    ):
+        out.append(rb"\+?%d%s" % (int(lo), tail))
+    if (
+        hi is not None
+        and not admitted.hi_in
+        and hi == int(hi)
+        and -largest <= hi <= 0
+        and (not floats or hi == 0)
+        and (lo is None or lo <= hi - 2)
+    ):
+        out.append(rb"-%d%s" % (-int(hi), tail))
+    for end, inside in ((lo, admitted.lo_in), (hi, admitted.hi_in)):
+        if end is not None and inside and end == int(end) and abs(end) <= largest:
+            sign = rb"\+?" if end >= 0 else b"-"
+            out.append(sign + rb"%d(?:\.0{1,%d})?" % (abs(int(end)), scale))
+    return out
 
 
 def _between(a: int, b: int) -> list[str]:
