@@ -39,6 +39,13 @@ CHECKED = {
     "h": "int CHECK (h <> 0)",
     "i": "numeric(5,1) CHECK (i < 99.5 OR i > 500)",
     "j": "int CHECK (0 < j) CHECK (j < 3000000000)",
+    "p": "double precision CHECK (p > 0 AND p < 1)",
+    "q": "real CHECK (q >= 0 AND q < 1)",
+    "r": "numeric(6,4) CHECK (r > 0 AND r < 1)",
+    "s": "double precision CHECK (s BETWEEN -90 AND 90)",
+    "t": "numeric CHECK (t >= -1)",
+    "u": "double precision CHECK (u >= 123456789::real)",  # (the constant is 123456792)
+    "w": "double precision CHECK (w <= 16777217::real OR w > 2e8)",  # (16777216 or more)
 }
 
 
@@ -60,6 +67,8 @@ NUMERALS = st.one_of(
     st.decimals(-20, 600, places=2, allow_nan=False, allow_infinity=False).map(str),
     st.builds(lambda i, n: f"{i}.{'9' * n}", st.integers(-10, 110), st.integers(1, 22)),
     st.sampled_from(["+5", "-0", "007", "0.05", "-0.5", "1e3", "99.5", "99.45", "1.5"]),
+    st.sampled_from(["123456789", "123456792", "16777217", "16777216", "0.9999999"]),
+    st.builds(lambda n: "0." + "9" * n, st.integers(5, 18)),
 )
 
 
@@ -88,7 +97,7 @@ async def test_every_integer_a_check_admits_is_taken(
 ) -> None:
     """For integer columns the bound is exact: PostgreSQL's verdict on each integer
     near the CHECKs' constants is the bound's."""
-    for name in ("a", "b", "e", "h", "j"):
+    for name in ("a", "b", "e", "h", "j", "t", "s"):
         pattern = re.compile(checked[name].pattern)
         for value in range(-12, 120):
             try:
@@ -106,7 +115,10 @@ async def test_checks_not_read_as_bounds(conn: Conn) -> None:
     await conn.execute(
         "CREATE TABLE other (x int CHECK (x::numeric > 5.5), y int CHECK (y IN (1, 2)), "
         "z int CHECK (NOT (z < 0)), t text CHECK (length(t) > 1), "
-        "p int, q int, CHECK (p < q))"
+        "p int, q int, CHECK (p < q), "
+        # A constant cast so that it rounds, or fails on every row (a helper's audit).
+        "a int CHECK (a < 2.4::integer), b bigint CHECK (b > 99.5::smallint), "
+        "c int CHECK (c <> 40000::smallint))"
     )
     table = await tables.describe(conn, "public", "other")
     assert table is not None

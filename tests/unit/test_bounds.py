@@ -26,18 +26,15 @@ def constant(value: Decimal, type_name: str) -> str:
     """``value`` as deparse writes a constant compared with a column of ``type_name``."""
     text = str(value)
     integral = value == value.to_integral_value() and "." not in text
-    if type_name in ("smallint", "integer") and integral:
-        return text if value >= 0 else f"'{text}'::integer"
-    if type_name == "bigint" and integral:
+    if type_name in ("smallint", "integer", "bigint") and integral:
         return text if value >= 0 else f"'{text}'::integer"
     if type_name in FLOATS:
-        return (
-            f"({text})::double precision"
-            if value >= 0
-            else f"('{text}'::numeric)::double precision"
-        )
+        if value >= 0:
+            return f"({text})::double precision"
+        inner = "integer" if integral else "numeric"
+        return f"('{text}'::{inner})::double precision"
     if integral:
-        return f"({text})::numeric" if value >= 0 else f"'{text}'::numeric"
+        return f"({text})::numeric" if value >= 0 else f"('{text}'::integer)::numeric"
     return text if value >= 0 else f"'{text}'::numeric"
 
 
@@ -105,7 +102,8 @@ def near(check: tuple[str, list[Comparison]]) -> list[str]:
     for _, c in check[1]:
         whole = int(c)
         for i in (whole - 2, whole - 1, whole, whole + 1):
-            out += [str(i), f"{i}.{'9' * 20}", f"{i}.{'0' * 20}1", f"{i}.{'9' * 8}", f"{i}.5"]
+            out += [str(i), f"{i}.{'9' * 20}", f"{i}.{'0' * 20}1", f"{i}.{'0' * 14}1", f"{i}.5"]
+            out += [f"{i}.{'9' * n}" for n in (6, 7, 8, 15, 16, 17)]
     return out
 
 
@@ -237,7 +235,9 @@ def test_every_comparison_with_constants_near_zero_and_halves(type_name: str) ->
     """Each operator against constants where the ends are delicate (0, halves, a float's
     rounding onto an integer), with the numerals around them: whatever the pattern
     takes, the comparison admits."""
-    constants = [Decimal(c) for c in ("0", "0.5", "1.5", "-0.5", "-1.5", "5", "-5", "99.5")]
+    constants = [
+        Decimal(c) for c in ("0", "0.5", "1.5", "-0.5", "-1.5", "5", "-5", "99", "-99", "99.5")
+    ]
     for op in OPS:
         for value in constants:
             check = ("ONE", [(op, value)])
@@ -268,6 +268,84 @@ def test_common_values_of_common_checks_are_taken(
 ) -> None:
     """The values most files hold under the CHECKs most tables have are not suspects
     (each suspect costs a conversion in PostgreSQL)."""
+    found = bounds.of_column(type_name, [("c", expr)])
+    assert found is not None
+    for text in taken:
+        assert re.fullmatch(found.pattern, text.encode()), text
+    for text in suspect:
+        assert not re.fullmatch(found.pattern, text.encode()), text
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        # A cast that rounds the constant, or fails on every row: no bound.
+        ("(a < (2.4)::integer)", None),
+        ("(a > (99.5)::smallint)", None),
+        ("(a < ('-0.6'::numeric)::integer)", None),
+        ("(a <> (40000)::smallint)", None),
+        # A cast to a float: the binary value, exactly.
+        ("(a >= (123456789)::real)", [Range(lo=Decimal(123456792), lo_in=True)]),
+        ("(a <= (16777217)::real)", [Range(hi=Decimal(16777216), hi_in=True)]),
+        ("(a > (0.5)::double precision)", [Range(lo=Decimal("0.5"))]),
+        (
+            "(a > (0.1)::double precision)",
+            [Range(lo=Decimal("0.1000000000000000055511151231257827021181583404541015625"))],
+        ),
+        # Negative integers on numeric and float columns, as deparse writes them.
+        ("(n >= ('-1'::integer)::numeric)", [Range(lo=Decimal(-1), lo_in=True)]),
+        (
+            "((lat >= ('-90'::integer)::double precision) AND (lat <= (90)::double precision))",
+            [Range(Decimal(-90), True, Decimal(90), True)],
+        ),
+    ],
+)
+def test_a_cast_constant_is_read_as_postgresql_casts_it(
+    expr: str, expected: list[Range] | None
+) -> None:
+    assert bounds.ranges(expr) == expected
+
+
+@pytest.mark.parametrize(
+    ("type_name", "expr", "taken", "suspect"),
+    [
+        (
+            "double precision",
+            "((p > (0)::double precision) AND (p < (1)::double precision))",
+            ["0.5", "0.123456789012345", "0.999999999999999"],
+            ["0", "1", "0.9999999999999999999", "1.5", "-0.5"],
+        ),
+        (
+            "real",
+            "((p >= (0)::double precision) AND (p < (1)::double precision))",
+            ["0", "0.5", "0.999999"],
+            ["0.9999999", "1"],
+        ),
+        (
+            "double precision",
+            "((p > (0)::double precision) AND (p <= (1)::double precision))",
+            ["0.25", "1", "1.0"],
+            ["1.5", "0"],
+        ),
+        (
+            "numeric(6,4)",
+            "((p > (0)::numeric) AND (p < (1)::numeric))",
+            ["0.5000", "0.0001", "0.9999"],
+            ["0.0000", "1.0000", "1"],
+        ),
+        (
+            "double precision",
+            "((lat >= ('-90'::integer)::double precision) AND (lat <= (90)::double precision))",
+            ["-89.5", "0", "45.123", "90", "-90"],
+            ["90.5", "-90.5"],
+        ),
+    ],
+)
+def test_fractions_between_zero_and_one_are_taken(
+    type_name: str, expr: str, taken: list[str], suspect: list[str]
+) -> None:
+    """Probabilities, shares and coordinates: the values such CHECKs admit are not
+    suspects (a helper's audit found every one was, before)."""
     found = bounds.of_column(type_name, [("c", expr)])
     assert found is not None
     for text in taken:

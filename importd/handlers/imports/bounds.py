@@ -14,8 +14,11 @@ and the chunk's COPY goes without them, as for a NOT NULL.
 The CHECK is read as PostgreSQL deparses it (``pg_get_expr`` of the constraint, one
 that reads this column only: ``sql/queries/describe_table.sql``), in the few forms that
 deparse writes for such comparisons (``(account > 0)``, ``(b >= '-5'::integer)``,
-``(amount > (0)::numeric)``, ``((e >= 1) AND (e <= 10))``); anything else (a function,
-a cast of the column, NOT, IN) gives None and the CHECK is left to the COPY as before.
+``(amount > (0)::numeric)``, ``((e >= 1) AND (e <= 10))``,
+``(lat >= ('-90'::integer)::double precision)``); anything else (a function, a cast of
+the column, NOT, IN) gives None and the CHECK is left to the COPY as before. A constant
+is taken as PostgreSQL casts it (``_cast``: a float's binary value exactly; a cast that
+rounds to an integer, or fails, gives None).
 Exactness never rests on this: a value called good in error makes the chunk's COPY
 fail, which takes the exact path; a good value called a suspect is only checked.
 
@@ -31,20 +34,25 @@ The pattern is conservative, by type (``format_type``'s names):
 - ``real`` and ``double precision``: the same with the ends made integers (which the
   type holds exactly: at most 6 or 15 integer digits) and one unit more at an end that
   is out, since a value rounded to the type may land on it; rounding keeps order, so an
-  end that is in needs none. Past 0 (``> 0``), a fraction that is not all zeros is
-  taken too: none of at most 30 digits rounds to 0.
+  end that is in needs none. Between 0 and 1 (``> 0``, ``>= 0 AND < 1``) a fraction
+  that is not all zeros is taken too, of at most 15 digits (6 for ``real``): none rounds
+  to 0 or to 1. (Found by a helper's audit: before, such a CHECK made every value of a
+  probability column a suspect.)
 """
 
 from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 _INT_DIGITS = {"smallint": 4, "integer": 9, "bigint": 18}  # as screening's shapes
 _FLOAT_DIGITS = {"real": 6, "double precision": 15}
+# The fraction digits of a number from 0 to 1 that never round to 0 or 1 in the type.
+_FLOAT_FRACTION = {"real": 6, "double precision": 15}
 _NUMERIC = re.compile(r"numeric\((\d+),(\d+)\)")
 _MOST_RANGES = 8  # a CHECK of more ranges than this is left to COPY
 _MOST_DIGITS = 30  # the same for a constant of more digits
@@ -57,11 +65,47 @@ _TYPE = r"(?:smallint|integer|bigint|numeric|double precision|real)"
 
 
 def _const(name: str) -> str:
-    """The pattern of a constant, its text in groups named ``name`` + 1 to 4."""
+    """The pattern of a constant: its text in group ``name`` + ``n``, the type it is
+    cast to in ``name`` + ``t``, and a first cast in ``name`` + ``i`` (a negative
+    integer on a ``numeric`` or float column: ``('-1'::integer)::numeric``)."""
     return (
-        rf"(?:(?P<{name}1>{_NUMBER})|\((?P<{name}2>{_NUMBER})\)::{_TYPE}"
-        rf"|'(?P<{name}3>{_SIGNED})'::{_TYPE}|\('(?P<{name}4>{_SIGNED})'::numeric\)::{_TYPE})"
+        rf"(?:(?P<{name}1>{_NUMBER})"
+        rf"|\((?P<{name}2>{_NUMBER})\)::(?P<{name}2t>{_TYPE})"
+        rf"|'(?P<{name}3>{_SIGNED})'::(?P<{name}3t>{_TYPE})"
+        rf"|\('(?P<{name}4>{_SIGNED})'::(?P<{name}4i>{_TYPE})\)::(?P<{name}4t>{_TYPE}))"
     )
+
+
+# The integers each integer type holds (a cast of a constant out of them fails on every
+# row: no bound).
+_INT_RANGE = {"smallint": 2**15, "integer": 2**31, "bigint": 2**63}
+
+
+def _cast(value: Decimal, type_name: str | None) -> Decimal | None:
+    """``value`` as a cast to ``type_name`` makes it, exactly (None: no cast); None
+    when the cast rounds it to an integer or fails: such a CHECK gives no bound."""
+    if type_name is None or type_name == "numeric":
+        return value
+    if type_name in _INT_RANGE:
+        limit = _INT_RANGE[type_name]
+        return value if value == int(value) and -limit <= value < limit else None
+    try:
+        if type_name == "real":
+            return Decimal(struct.unpack("f", struct.pack("f", float(value)))[0])
+        return Decimal(float(value))  # double precision: the binary value, exactly
+    except OverflowError:
+        return None
+
+
+def _constant(found: re.Match[str]) -> Decimal | None:
+    """The value of the constant ``found`` (by ``_const('c')``) as PostgreSQL casts it."""
+    for k in "1234":
+        text = found[f"c{k}"]
+        if text is not None:
+            value = _cast(Decimal(text), found[f"c{k}i"] if k == "4" else None)
+            outer = found[f"c{k}t"] if k != "1" else None
+            return None if value is None else _cast(value, outer)
+    return None
 
 
 _IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
@@ -137,9 +181,11 @@ def _parse(expr: str, depth: int) -> list[Range] | None:
     for pattern, flip in ((_COLUMN_FIRST, False), (_CONSTANT_FIRST, True)):
         found = pattern.fullmatch(expr)
         if found is not None:
-            text = next(v for k, v in found.groupdict().items() if k != "op" and v is not None)
+            value = _constant(found)
+            if value is None:
+                return None
             op = _FLIP[found["op"]] if flip else found["op"]
-            return _compare(op, Decimal(text))
+            return _compare(op, value)
     if not (expr.startswith("(") and expr.endswith(")")):
         return None
     parts, joiner = _split(expr[1:-1])
@@ -234,7 +280,7 @@ def pattern(type_name: str, admitted: list[Range]) -> bytes | None:
             if floats:
                 admitted_range = _integral(admitted_range)  # noqa: PLW2901
             positive, negative = _units(admitted_range, floats)
-            edges += _edges(admitted_range, scale, floats, largest)
+            edges += _edges(admitted_range, scale, _FLOAT_FRACTION.get(type_name), largest)
         first, last = max(positive[0], 0), min(positive[1], largest)
         if first <= last:
             units += [r"\+?" + a for a in _between(first, last)]
@@ -301,31 +347,32 @@ def _units(admitted: Range, floats: bool) -> tuple[Span, Span]:
     return positive, negative
 
 
-def _edges(admitted: Range, scale: int, floats: bool, largest: int) -> list[bytes]:
-    """The values at an integral end of ``admitted`` that ``_units`` leaves out: past
-    an end that is out, at 0 or more (``> 0``: 0.5), or at 0 or less (``< 0``: -0.5), a
-    fraction not all zeros when the other end is two units away at least (for a float
-    only at 0: no fraction of at most 30 digits rounds to 0); an end that is in, the
-    integer itself (``<= 100``: 100, 100.0)."""
+def _edges(admitted: Range, scale: int, fraction: int | None, largest: int) -> list[bytes]:
+    """The values at an integral end of ``admitted`` that ``_units`` may leave out. Past
+    an end ``c`` of 0 or more (``> 0``, ``>= 0 AND < 1``: 0.5), the numbers from ``c``
+    to ``c + 1`` with a fraction not all zeros, when the other end is a unit away at
+    least; the same below an end of 0 or less (``< 0``: -0.5). For a float (``fraction``:
+    the digits of such a fraction that never round to a whole number, 15 for ``double
+    precision``, 6 for ``real``) only at 0: none of them rounds to 0 either. And an end
+    that is in, the integer itself (``<= 100``: 100, 100.0)."""
     out = []
     lo, hi = admitted.lo, admitted.hi
-    tail = rb"\.(?=[0-9]*[1-9])[0-9]{1,%d}" % scale  # (a digit other than 0 among them)
+    floats = fraction is not None
+    tail = rb"\.(?=[0-9]*[1-9])[0-9]{1,%d}" % (scale if fraction is None else fraction)
     if (
         lo is not None
-        and not admitted.lo_in
         and lo == int(lo)
         and 0 <= lo <= largest
         and (not floats or lo == 0)
-        and (hi is None or hi >= lo + 2)
+        and (hi is None or hi >= lo + 1)
     ):
         out.append(rb"\+?%d%s" % (int(lo), tail))
     if (
         hi is not None
-        and not admitted.hi_in
         and hi == int(hi)
         and -largest <= hi <= 0
         and (not floats or hi == 0)
-        and (lo is None or lo <= hi - 2)
+        and (lo is None or lo <= hi - 1)
     ):
         out.append(rb"-%d%s" % (-int(hi), tail))
     for end, inside in ((lo, admitted.lo_in), (hi, admitted.hi_in)):
