@@ -59,15 +59,16 @@ _MOST_DIGITS = 30  # the same for a constant of more digits
 
 # A number as deparse writes it: bare when positive, quoted when negative, cast to the
 # column's type or wrapped in a cast of numeric text.
-_NUMBER = r"[0-9]{1,30}(?:\.[0-9]{1,30})?"
+_NUMBER = rf"[0-9]{{1,{_MOST_DIGITS}}}(?:\.[0-9]{{1,{_MOST_DIGITS}}})?"
 _SIGNED = r"-?" + _NUMBER
 _TYPE = r"(?:smallint|integer|bigint|numeric|double precision|real)"
 
 
 def _const(name: str) -> str:
-    """The pattern of a constant: its text in group ``name`` + ``n``, the type it is
-    cast to in ``name`` + ``t``, and a first cast in ``name`` + ``i`` (a negative
-    integer on a ``numeric`` or float column: ``('-1'::integer)::numeric``)."""
+    """The pattern of a constant, in one of four forms: its text in group ``name`` + 1
+    to 4, by form; the type it is cast to in that group's name + ``t`` (forms 2 to 4),
+    and a first cast in ``name`` + ``4i`` (a negative integer on a ``numeric`` or float
+    column: ``('-1'::integer)::numeric``)."""
     return (
         rf"(?:(?P<{name}1>{_NUMBER})"
         rf"|\((?P<{name}2>{_NUMBER})\)::(?P<{name}2t>{_TYPE})"
