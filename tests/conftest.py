@@ -321,3 +321,21 @@ def ahead_finds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(checking.CheckTable, "find_refused", spy)
     return counts
+
+
+@pytest.fixture
+def filtered_calls(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
+    """What each call of ``CheckTable.filtered`` (the COPY that leaves out refused rows,
+    and a second one that keeps them) returned (a spy)."""
+    calls: list[int | None] = []
+    from importd.handlers.imports import checking  # noqa: PLC0415
+
+    real = checking.CheckTable.filtered
+
+    async def spy(self: checking.CheckTable, *args: Any, **kwargs: Any) -> int | None:
+        out = await real(self, *args, **kwargs)
+        calls.append(out)
+        return out
+
+    monkeypatch.setattr(checking.CheckTable, "filtered", spy)
+    return calls

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 import importd
 from importd import tables
-from importd.handlers.imports import bounds, checking
+from importd.handlers.imports import bounds
 from importd.handlers.imports.screening import Screen
 from tests.helpers import Conn, Drain
-from tests.integration.test_refused_nulls_screened import _import
+from tests.integration.test_refused_nulls_screened import _import, import_mix
 from tests.integration.test_screening import SLOW
 
 # Columns of each numeric type under the CHECKs users write, as DDL.
@@ -174,25 +174,7 @@ async def test_any_mix_of_check_refusals_and_bad_values_loads_as_postgresql_inse
     records: list[tuple[str | None, ...]],
     atomic: bool,
 ) -> None:
-    await pair.execute("TRUNCATE public.nn, ref.nn, import_job_errors")
-    records = [(str(i), v, note) for i, (_, v, note) in enumerate(records, 1)]
-    await _import(pair, drain, tmp_path, records, atomic)
-
-
-@pytest.fixture
-def filtered_calls(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
-    """What each call of ``CheckTable.filtered`` (the COPY that leaves out refused rows,
-    and a second one that keeps them) returned (a spy)."""
-    calls: list[int | None] = []
-    real = checking.CheckTable.filtered
-
-    async def spy(self: checking.CheckTable, *args: Any, **kwargs: Any) -> int | None:
-        out = await real(self, *args, **kwargs)
-        calls.append(out)
-        return out
-
-    monkeypatch.setattr(checking.CheckTable, "filtered", spy)
-    return calls
+    await import_mix(pair, drain, tmp_path, records, atomic)
 
 
 @pytest.mark.parametrize("atomic", [False, True])

@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import importd
-from importd.handlers.imports import checking
 from tests.helpers import Conn, Drain
 
 # (A CHECK through a function: no bound the screen can read (``bounds``), so its refused
@@ -33,22 +32,6 @@ async def tables(conn: Conn) -> Conn:
     for schema in ("public", "ref"):
         await conn.execute(DDL.format(schema=schema))
     return conn
-
-
-@pytest.fixture
-def found(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The rows each check ahead found refused (a spy: the path this file audits)."""
-    counts: list[int] = []
-    real = checking.CheckTable.find_refused
-
-    async def spy(self: checking.CheckTable, *args: Any, **kwargs: Any) -> Any:
-        out = await real(self, *args, **kwargs)
-        if out is not None:
-            counts.append(len(out.messages))
-        return out
-
-    monkeypatch.setattr(checking.CheckTable, "find_refused", spy)
-    return counts
 
 
 def _written(record: tuple[str, str, str], escape: str) -> str:
@@ -149,13 +132,14 @@ def _records(count: int) -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("atomic", [False, True])
 async def test_refused_rows_after_quoted_lines_and_bad_values_keep_their_lines(
-    tables: Conn, drain: Drain, tmp_path: Path, found: list[int], atomic: bool
+    tables: Conn, drain: Drain, tmp_path: Path, ahead_finds: list[int], atomic: bool
 ) -> None:
     await _check(tables, drain, tmp_path, _records(200), atomic)
     # The check ahead found refused rows, by their place (the path this file audits);
     # how many depends on the machine's load: it is only a head start, and a chunk whose
     # check found no free connection at once is the loader's (40 refused by the CHECK).
-    assert sum(found) >= 5, found
+    # (ahead_finds: -1 where a check ahead stepped aside)
+    assert sum(n for n in ahead_finds if n > 0) >= 5, ahead_finds
 
 
 async def test_an_escape_other_than_the_quote(tables: Conn, drain: Drain, tmp_path: Path) -> None:

@@ -160,6 +160,16 @@ async def _import(
             assert error["message"] == message
 
 
+async def import_mix(
+    conn: Conn, drain: Drain, tmp_path: Path, records: list[tuple[str | None, ...]], atomic: bool
+) -> None:
+    """``_import`` of generated ``records`` (numbered 1, 2, … in their first field) into
+    tables emptied first: one hypothesis example."""
+    await conn.execute("TRUNCATE public.nn, ref.nn, import_job_errors")
+    records = [(str(i), v, note) for i, (_, v, note) in enumerate(records, 1)]
+    await _import(conn, drain, tmp_path, records, atomic)
+
+
 @pytest.mark.parametrize("atomic", [False, True])
 async def test_null_refusals_in_every_chunk_are_found_by_the_screen_not_a_second_copy(
     pair: Conn, drain: Drain, tmp_path: Path, ahead_finds: list[int], atomic: bool
@@ -196,9 +206,7 @@ async def test_any_mix_of_nulls_refused_and_bad_values_loads_as_postgresql_inser
     records: list[tuple[str | None, ...]],
     atomic: bool,
 ) -> None:
-    await pair.execute("TRUNCATE public.nn, ref.nn, import_job_errors")
-    records = [(str(i), v, note) for i, (_, v, note) in enumerate(records, 1)]
-    await _import(pair, drain, tmp_path, records, atomic)
+    await import_mix(pair, drain, tmp_path, records, atomic)
 
 
 async def test_the_check_ahead_of_null_suspects_steps_aside_for_a_queued_lock(

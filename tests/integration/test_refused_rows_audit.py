@@ -23,26 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import importd
-from importd.handlers.imports import checking
 from tests.helpers import Conn, Drain
 
 Outcome = tuple[str, str | None, list[tuple[int, str]], list[tuple[int, str]], list[Any], list[Any]]
-
-
-@pytest.fixture
-def filtered(monkeypatch: pytest.MonkeyPatch) -> list[int | None]:
-    """What each call of ``CheckTable.filtered`` returned (None: it stepped aside), to show
-    that a test reached the path it audits."""
-    calls: list[int | None] = []
-    real = checking.CheckTable.filtered
-
-    async def spy(self: checking.CheckTable, *args: Any, **kwargs: Any) -> int | None:
-        out = await real(self, *args, **kwargs)
-        calls.append(out)
-        return out
-
-    monkeypatch.setattr(checking.CheckTable, "filtered", spy)
-    return calls
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
@@ -142,7 +125,12 @@ def _numbered(count: int, bad: dict[int, str], good: str = "{i},{i}") -> list[by
 @pytest.mark.parametrize("atomic", [False, True])
 @pytest.mark.parametrize("fmt", ["csv", "ndjson"])
 async def test_a_check_under_a_column_collation_loses_no_row_and_loads_none_twice(
-    conn: Conn, drain: Drain, tmp_path: Path, fmt: str, atomic: bool, filtered: list[int | None]
+    conn: Conn,
+    drain: Drain,
+    tmp_path: Path,
+    fmt: str,
+    atomic: bool,
+    filtered_calls: list[int | None],
 ) -> None:
     # Under "en-x-icu" 'B' > 'b' (refused) and '~' < 'b' (kept); under the database's
     # C collation the other way round. Chunk 1 has a row both refuse ('c'), so chunk 2
@@ -175,7 +163,7 @@ async def test_a_check_under_a_column_collation_loses_no_row_and_loads_none_twic
         for r in await conn.fetch("SELECT line_number FROM import_job_errors WHERE job_id=$1", job)
     ]
     kept = [r["k"] for r in await conn.fetch("SELECT k FROM t ORDER BY k")]
-    assert any(filtered), filtered  # (the path audited ran)
+    assert any(filtered_calls), filtered_calls  # (the path audited ran)
     first = 2 if fmt == "csv" else 1
     # Today: lines [first + 3] only; kept holds 17 twice and not 16 … nor rejects it.
     assert sorted(lines) == [first + 3, first + 15], (lines, kept)
@@ -187,7 +175,7 @@ async def test_bad_rows_after_refused_rows_log_no_error(
     drain: Drain,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    filtered: list[int | None],
+    filtered_calls: list[int | None],
 ) -> None:
     bad: dict[int, str] = {}
     for k in range(4, 201, 7):
@@ -204,7 +192,7 @@ async def test_bad_rows_after_refused_rows_log_no_error(
     records = _numbered(200, bad, "{i},{i},{i}")
     outcome = await _run(conn, drain, tmp_path, ddl, records, head=b"k,v,w\n")
     _same(outcome)  # (this holds)
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
     logged = [line for line in capsys.readouterr().out.splitlines() if "check_ahead_failed" in line]
     assert not logged, logged[:3]
 
@@ -274,7 +262,7 @@ async def test_a_record_framed_by_a_form_feed_is_not_json(
 
 
 async def test_a_check_that_divides_by_zero_rejects_that_row(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {3: "3,-1", 15: "15,0", 26: "26,-5", 27: "27,0"}
     ddl = "CREATE TABLE {s}.t (k int, v int CHECK (100 / v > 0))"
@@ -282,7 +270,7 @@ async def test_a_check_that_divides_by_zero_rejects_that_row(
 
 
 async def test_checks_over_several_columns_with_casts_and_bad_rows_in_one_chunk(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {2: "2,5,y", 13: "13,abc,z", 14: "14,7,", 31: "31,-1,q", 32: "32,1,2,3", 33: "33,1"}
     ddl = (
@@ -291,7 +279,7 @@ async def test_checks_over_several_columns_with_casts_and_bad_rows_in_one_chunk(
     )
     records = _numbered(40, bad, "{i},{i},x{i}")
     _same(await _run(conn, drain, tmp_path, ddl, records, head=b"k,a,b\n"))
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_a_not_null_column_absent_from_the_file_refuses_every_row(
@@ -303,16 +291,16 @@ async def test_a_not_null_column_absent_from_the_file_refuses_every_row(
 
 
 async def test_every_row_refused(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     records = _csv([f"{i},-{i}" for i in range(1, 36)])
     ddl = "CREATE TABLE {s}.t (k int, v int CHECK (v > 0))"
     _same(await _run(conn, drain, tmp_path, ddl, records, head=b"k,v\n"))
-    assert any(x == 0 for x in filtered), filtered
+    assert any(x == 0 for x in filtered_calls), filtered_calls
 
 
 async def test_quoted_identifiers_with_spaces_quotes_unicode_and_capitals(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {4: "4,-1,a", 18: "18,2,", 19: "19,-2,", 34: "34,x,y", 40: "40,1,zz"}
     ddl = (
@@ -321,11 +309,11 @@ async def test_quoted_identifiers_with_spaces_quotes_unicode_and_capitals(
     )
     head = '"K ""q"" É","Val ue",NN\n'.encode()
     _same(await _run(conn, drain, tmp_path, ddl, _numbered(40, bad, "{i},{i},v{i}"), head=head))
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_columns_named_like_the_blocks_own_names(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {4: "4,-1,1", 15: "15,1,-1", 26: "26,,5"}
     ddl = (
@@ -334,11 +322,11 @@ async def test_columns_named_like_the_blocks_own_names(
     )
     records = _numbered(40, bad, "{i},{i},{i}")
     _same(await _run(conn, drain, tmp_path, ddl, records, head=b"r,importd_count,importd_c\n"))
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_user_columns_importd_line_and_importd_error_step_aside(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {3: "3,-2", 14: "14,-13", 15: "15,-14", 31: "31,-30"}
     ddl = "CREATE TABLE {s}.t (importd_line int, importd_error int CHECK (importd_error > 0))"
@@ -349,11 +337,11 @@ async def test_user_columns_importd_line_and_importd_error_step_aside(
     assert status == "completed", last_error
     assert errors == refused
     assert got == want
-    assert not any(filtered), filtered
+    assert not any(filtered_calls), filtered_calls
 
 
 async def test_csv_options_without_a_header_and_a_column_list(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {3: "3;NULL;'x'", 14: "14;'-4';'line\nbreak'", 15: "15;'-5';'it''s'", 26: "26;'1';NULL"}
     ddl = "CREATE TABLE {s}.t (k int, v int NOT NULL CHECK (v > 0), w text CHECK (w <> 'x'))"
@@ -375,11 +363,11 @@ async def test_csv_options_without_a_header_and_a_column_list(
         columns=["k", "v", "w"],
     )
     _same(outcome)
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_a_column_mapping(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     ddl = 'CREATE TABLE {s}.t (kk int, "Vv" int CHECK ("Vv" > 0))'
     outcome = await _run(
@@ -393,11 +381,11 @@ async def test_a_column_mapping(
         columns={"a": "kk", "b": "Vv"},
     )
     _same(outcome)
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_crlf_and_quoted_line_breaks_around_refused_rows_first_and_last(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {
         1: '1,-1,"x\r\ny"',
@@ -409,22 +397,22 @@ async def test_crlf_and_quoted_line_breaks_around_refused_rows_first_and_last(
     ddl = "CREATE TABLE {s}.t (k int, v int NOT NULL CHECK (v > 0), w text)"
     records = [r + b"\r" for r in _numbered(40, bad, '{i},{i},"a\r\nb{i}"')]
     _same(await _run(conn, drain, tmp_path, ddl, records, head=b"k,v,w\r\n"))
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_lf_raw_chunks_with_quoted_line_breaks_refused_and_bad_rows(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {j: f'{j},-1,"x\n\ny,""q"""' for j in (1, 10, 11, 23, 24, 25, 36, 60)}
     bad |= {31: '31,abc,"t"', 32: '32,1,"e",extra', 48: "48,-2"}
     ddl = "CREATE TABLE {s}.t (k int, v int NOT NULL CHECK (v > 0), w text)"
     records = _numbered(60, bad, '{i},{i},"a\nb{i}"')
     _same(await _run(conn, drain, tmp_path, ddl, records, head=b"k,v,w\n"))
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_latin1_semicolons_and_refused_rows_found_ahead(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {j: f"{j};'ü';-{j}" for j in range(3, 101, 9)}
     bad[51] = "51;'a;b\nc';0"
@@ -445,11 +433,11 @@ async def test_latin1_semicolons_and_refused_rows_found_ahead(
         encoding="latin-1",
     )
     _same(outcome)
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_enum_and_array_checks_and_a_domain(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     await conn.execute(
         "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); "
@@ -469,11 +457,11 @@ async def test_enum_and_array_checks_and_a_domain(
     )
     records = _numbered(50, bad, '{i},ok,"{{1,2}}",{i}')
     _same(await _run(conn, drain, tmp_path, ddl, records, head=b"k,m,a,p\n"))
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_identity_default_and_generated_columns_outside_the_import(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     bad = {4: "4,-1", 15: "15,95", 16: "16,-3", 30: "30,80"}
     ddl = (
@@ -497,7 +485,7 @@ async def test_identity_default_and_generated_columns_outside_the_import(
 
 
 async def test_a_whole_row_check_and_a_not_valid_check(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     ddl = (
         "CREATE TABLE {s}.t (k int, v int, CONSTRAINT whole CHECK (t IS NOT NULL)); "
@@ -508,7 +496,7 @@ async def test_a_whole_row_check_and_a_not_valid_check(
 
 
 async def test_a_before_insert_trigger_that_mends_rows(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     ddl = (
         "CREATE TABLE {s}.t (k int, v int NOT NULL CHECK (v > 0)); "
@@ -518,11 +506,11 @@ async def test_a_before_insert_trigger_that_mends_rows(
     )
     bad = {3: "3,-2", 14: "14,-13", 15: "15,-14", 21: "21,", 31: "31,-30"}
     _same(await _run(conn, drain, tmp_path, ddl, _numbered(40, bad), head=b"k,v\n"))
-    assert not any(filtered), filtered
+    assert not any(filtered_calls), filtered_calls
 
 
 async def test_a_partition_with_a_check_of_its_own(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     ddl = (
         "CREATE TABLE {s}.t (k int, v int CHECK (v > 0)) PARTITION BY RANGE (k); "
@@ -530,7 +518,7 @@ async def test_a_partition_with_a_check_of_its_own(
     )
     bad = {3: "3,-2", 14: "14,-13", 15: "15,-14", 26: "26,500", 31: "31,-30"}
     _same(await _run(conn, drain, tmp_path, ddl, _numbered(40, bad), head=b"k,v\n"))
-    assert not any(filtered), filtered
+    assert not any(filtered_calls), filtered_calls
 
 
 @pytest.mark.parametrize("limit", [5, 4])
@@ -549,16 +537,16 @@ async def test_max_errors_reached_exactly_by_refused_rows(
 
 
 async def test_a_bom_before_the_header_and_refused_rows_first(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     ddl = "CREATE TABLE {s}.t (k int, v int CHECK (v > 0))"
     records = _numbered(30, {1: "1,-1", 2: "2,-2", 12: "12,0"})
     _same(await _run(conn, drain, tmp_path, ddl, records, head=b"\xef\xbb\xbfk,v\n"))
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_user_columns_named_like_the_helper_columns_in_another_order(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     # The check's table holds the values in c1..cN by position: here the user's c2 is
     # its c1. Each message must name the user's column that held the bad value.
@@ -576,11 +564,11 @@ async def test_user_columns_named_like_the_helper_columns_in_another_order(
     assert messages[15] == 'column c1: invalid input syntax for type integer: "y"'
     assert messages[27] == 'column c2: invalid input syntax for type integer: "z"'
     assert messages[16] == dict(refused)[16]
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_ndjson_into_a_json_column_with_a_check_on_it(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     """Both paths at once: every record walked (a json column), its value as written,
     and a CHECK on that column leaving rows out of the COPY."""
@@ -624,12 +612,12 @@ async def test_ndjson_into_a_json_column_with_a_check_on_it(
     assert sorted(lines) == sorted(bad)
     got = {r["k"]: r["j"] for r in await conn.fetch("SELECT k, j::text AS j FROM t")}
     assert got == {k: v for k, v in values.items() if k not in bad}
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 @pytest.mark.parametrize("crlf", [False, True])
 async def test_two_copy_streams_with_refused_bad_and_short_rows(
-    conn: Conn, drain: Drain, tmp_path: Path, crlf: bool, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, crlf: bool, filtered_calls: list[int | None]
 ) -> None:
     bad = {j: f"{j},-1" for j in range(2, 400, 7)}
     bad |= {j: f"{j},x" for j in range(5, 400, 23)}
@@ -641,11 +629,11 @@ async def test_two_copy_streams_with_refused_bad_and_short_rows(
         conn, drain, tmp_path, ddl, records, head=b"k,v" + end + b"\n", daemon={"copy_streams": 2}
     )
     _same(outcome)
-    assert any(filtered), filtered
+    assert any(filtered_calls), filtered_calls
 
 
 async def test_a_check_that_holds_for_no_row(
-    conn: Conn, drain: Drain, tmp_path: Path, filtered: list[int | None]
+    conn: Conn, drain: Drain, tmp_path: Path, filtered_calls: list[int | None]
 ) -> None:
     ddl = "CREATE TABLE {s}.t (k int, v int CHECK (v > 0)); ALTER TABLE {s}.t ADD CHECK (false) NOT VALID"
     _same(await _run(conn, drain, tmp_path, ddl, _numbered(25, {3: "3,-1"}), head=b"k,v\n"))

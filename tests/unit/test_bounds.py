@@ -252,6 +252,17 @@ def test_every_comparison_with_constants_near_zero_and_halves(type_name: str) ->
                 assert admits(check, stored, type_name in FLOATS), (text, op, value)
 
 
+def assert_taken(type_name: str, expr: str, taken: list[str], suspect: list[str]) -> None:
+    """The bound of CHECK ``expr`` on a column of ``type_name`` takes every numeral of
+    ``taken`` and none of ``suspect``."""
+    found = bounds.of_column(type_name, [("c", expr)])
+    assert found is not None
+    for text in taken:
+        assert re.fullmatch(found.pattern, text.encode()), text
+    for text in suspect:
+        assert not re.fullmatch(found.pattern, text.encode()), text
+
+
 @pytest.mark.parametrize(
     ("type_name", "expr", "taken", "suspect"),
     [
@@ -268,12 +279,7 @@ def test_common_values_of_common_checks_are_taken(
 ) -> None:
     """The values most files hold under the CHECKs most tables have are not suspects
     (each suspect costs a conversion in PostgreSQL)."""
-    found = bounds.of_column(type_name, [("c", expr)])
-    assert found is not None
-    for text in taken:
-        assert re.fullmatch(found.pattern, text.encode()), text
-    for text in suspect:
-        assert not re.fullmatch(found.pattern, text.encode()), text
+    assert_taken(type_name, expr, taken, suspect)
 
 
 @pytest.mark.parametrize(
@@ -346,9 +352,4 @@ def test_fractions_between_zero_and_one_are_taken(
 ) -> None:
     """Probabilities, shares and coordinates: the values such CHECKs admit are not
     suspects (a helper's audit found every one was, before)."""
-    found = bounds.of_column(type_name, [("c", expr)])
-    assert found is not None
-    for text in taken:
-        assert re.fullmatch(found.pattern, text.encode()), text
-    for text in suspect:
-        assert not re.fullmatch(found.pattern, text.encode()), text
+    assert_taken(type_name, expr, taken, suspect)
