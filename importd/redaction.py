@@ -18,6 +18,8 @@ never masks less than its credentials would alone (a unit test compares with the
 module as it was before runs, ``tests/unit/redaction_v2.py``). A long text (256 KiB or
 more) dense with places a credential could start is masked from the first on, in one
 piece (``DENSE_MIN``): no shape of text then costs more than about 15 ms a megabyte.
+Character classes are written positive (``_none_of``), never ``[^...]``: the engine
+reads a value's run three times faster so.
 
 Linear and fast on any text: every pattern starts with a literal or a small set of
 characters, so the regex engine skips ahead at C speed; no unbounded run is followed by
@@ -30,9 +32,10 @@ instructions for the simplest bearer pattern, a fourth of them allocating and fr
 the engine's stack, against about 800 for a literal) is what dense hostile text costs:
 a run costs about 60 - 150 ns per credential in it, about what a match costs, so dense
 runs cost 8 - 18 ms a megabyte here, and credentials a few characters apart with a word
-between them (each its own match) 10 - 20 ms. The patterns keep the work per credential
-near that: a look-behind per key, alternatives that each start with a character or a
-class the engine skips them by, a look-ahead before a run's next pair.
+between them (each its own match) 10 - 20 ms, which ``DENSE_SPACING`` bounds. The
+patterns keep the work per credential near that: a look-behind per key, alternatives
+that each start with a character or a class the engine skips them by, a look-ahead
+before a run's next pair.
 """
 
 from __future__ import annotations
@@ -104,10 +107,53 @@ def _trie(words: Iterable[str], char: Callable[[str], str] = re.escape) -> str:
 
 
 # Whitespace as ``\s`` reads it in a str pattern (str.isspace(), a unit test compares
-# them over every code point), written out: in a negated class with a few other
-# characters the engine then tests a character with one table look-up, where ``\s`` is
-# a category tested after the literals, for every character of every run.
-_SPACES = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# them over every code point), as code point ranges, and written out as a class's
+# body: ``\s`` is a category the engine tests after a class's other items, for every
+# character of every run.
+_SPACE_RANGES = (
+    (0x09, 0x0D),
+    (0x1C, 0x20),
+    (0x85, 0x85),
+    (0xA0, 0xA0),
+    (0x1680, 0x1680),
+    (0x2000, 0x200A),
+    (0x2028, 0x2029),
+    (0x202F, 0x202F),
+    (0x205F, 0x205F),
+    (0x3000, 0x3000),
+)
+
+
+def _class_body(ranges: Iterable[tuple[int, int]]) -> str:
+    """The body of a character class (what goes between "[" and "]") holding the code
+    points of ``ranges`` (first, last), each written as an escape."""
+    return "".join(
+        rf"\U{first:08x}" if first == last else rf"\U{first:08x}-\U{last:08x}"
+        for first, last in ranges
+    )
+
+
+_SPACES = _class_body(_SPACE_RANGES)
+
+
+def _none_of(chars: str, spaces: bool = True) -> str:
+    """A character class of every character but ``chars`` (and whitespace, unless
+    ``spaces`` is false): what ``[^...]`` would match, written as the ranges between
+    them. The engine tests a negated class by trying every item in it and failing each,
+    three to four times slower than a positive class whose first item (a table of the
+    first 256 code points) takes the usual character at once: 5.6 against 1.8 ms a
+    megabyte for a value's run of letters. (A unit test compares the two over every
+    code point.)"""
+    excluded = sorted({(ord(c), ord(c)) for c in chars} | (set(_SPACE_RANGES) if spaces else set()))
+    kept, start = [], 0
+    for first, last in excluded:
+        if first > start:
+            kept.append((start, first - 1))
+        start = max(start, last + 1)
+    if start <= 0x10FFFF:
+        kept.append((start, 0x10FFFF))
+    return f"[{_class_body(kept)}]"
+
 
 # A URL's password: from "://user:" to the last "@" before the host (the authority ends
 # at the first "/", "?", "#" or whitespace, as asyncpg and urllib read it), so a raw "@"
@@ -123,10 +169,10 @@ _PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#
 # with it, as often as they follow; an "@" followed by anything else costs one failed
 # branch. A failed match, or a run's failed next URL, reads no further than the next
 # "/", so no text is read more than twice.
-_URL_USERINFO = f"[^:/?#{_SPACES}]*+:[^/?#{_SPACES}]*@"
-_URL_NEXT = f"[^:/?#@{_SPACES}]*+://{_URL_USERINFO}"
+_URL_USERINFO = f"{_none_of(':/?#')}*+:{_none_of('/?#')}*@"
+_URL_NEXT = f"{_none_of(':/?#@')}*+://{_URL_USERINFO}"
 _URL_SPLIT = re.compile(
-    f"(://[^:/?#{_SPACES}]*+:)[^/?#{_SPACES}]*@(?:{_URL_NEXT}(?:{_URL_NEXT})*+|)"
+    f"(://{_none_of(':/?#')}*+:){_none_of('/?#')}*@(?:{_URL_NEXT}(?:{_URL_NEXT})*+|)"
 )
 
 # Keys that end in another key are covered by it (a key that ends in "token" counts).
@@ -174,7 +220,8 @@ def _key_ends_here(keys: Iterable[str], camel_tail: bool = True) -> str:
 # cost " =" a fifth of the pass (dense "password =" text).
 _KEY_HERE = _key_ends_here(_KEY_SUFFIXES)
 _KEY_BEFORE = rf"(?<=(?:\ (?<={_KEY_HERE}\ )|{_KEY_HERE})=)"
-_QUOTED = r"'[^'\\]*+(?:\\.[^'\\]*+)*+'?"
+_IN_QUOTES = _none_of("'\\", spaces=False)
+_QUOTED = rf"'{_IN_QUOTES}*+(?:\\.{_IN_QUOTES}*+)*+'?"
 _VALUE = rf"[ \t]*+(?P<pw>[^\s&'\"]++|{_QUOTED})"
 _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # For masking: a run of such pairs on one line is one match, masked as one. A later
@@ -191,7 +238,8 @@ _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # a failing alternation, and dense text with a word between its pairs ("password=x y ")
 # fails it at every pair. The alternatives after a blank are the trie's first letters,
 # each a branch of its own, so a letter that starts no key is skipped at once.
-_VALUE_FAST = rf"(?:[^{_SPACES}&'\"]++|{_QUOTED}|[ \t]++(?:[^{_SPACES}&'\"]++|{_QUOTED}))"
+_VALUE_CHARS = _none_of("&'\"")
+_VALUE_FAST = rf"(?:{_VALUE_CHARS}++|{_QUOTED}|[ \t]++(?:{_VALUE_CHARS}++|{_QUOTED}))"
 _KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
 _WORD = "[-.%+0-9A-Z_a-z]"
 _PAIR_AFTER_BLANK = [
@@ -229,14 +277,14 @@ def _has_key(lowered: str) -> bool:
     """Whether the lower-cased text holds a sensitive key anywhere: by one pattern over
     its first 4 KiB (a key is most often there, found at once), then as substrings
     (a few ms a megabyte whatever the text, where the pattern over all of it took 22
-    ms over "papapa…=", every "pa" a key begun). A word is searched only where its
-    rarest character is: a search for one character runs at memchr speed, one for a
-    word costs about 0.6 ms a megabyte, and the keys read before ":" made twelve words
+    ms over "papapa…=", every "pa" a key begun). A word is searched only where each of
+    its characters is: a search for one character runs at memchr speed, one for a
+    word costs 0.5 - 2 ms a megabyte, and the keys read before ":" made twelve words
     (text dense with ":" is searched for a key, URLs and JSON among it). (Words that
     share a prefix, searched by it first, cost more: a short needle is slow over
     "papapa…".)"""
     return _ANY_KEY.search(lowered, 0, 4096) is not None or any(
-        rarest in lowered and key in lowered for key, rarest in _KEY_WORDS_RAREST
+        all(char in lowered for char in chars) and key in lowered for key, chars in _KEY_WORDS_CHARS
     )
 
 
@@ -256,7 +304,7 @@ def _has_key(lowered: str) -> bool:
 # token followed by anything else leaves at once). A pair's value in a run never ends
 # in a backslash: the bearer pass runs first, and such a value masked away would leave
 # the quote after it unescaped, to end a quoted value around it early.
-_CREDENTIAL_CHARS = rf"[^{_SPACES}\"'<>,;]++"
+_CREDENTIAL_CHARS = _none_of("\"'<>,;") + "++"
 _BEARER_WORD = _anycase("bearer")
 _VALUE_IN_RUN = _VALUE_FAST + r"(?<!\\)"
 _NEXT_BEARER = rf"{_BEARER_WORD}[ \t]++{_CREDENTIAL_CHARS}"
@@ -434,9 +482,10 @@ _AUTH_SCHEMES = (
 )
 _OPEN_QUOTE = r"(?:\\?[\"'])"
 # A quoted value's content (not empty), after its opening quote.
+_IN_DOUBLE_QUOTES = _none_of('"\\', spaces=False)
 _QUOTED_CONTENT = (
-    r"(?:(?<=\")(?=[^\"])[^\"\\]*+(?:\\(?s:.)[^\"\\]*+)*+"
-    r"|(?<=')(?=[^'])[^'\\]*+(?:\\(?s:.)[^'\\]*+)*+)"
+    rf"(?:(?<=\")(?=[^\"]){_IN_DOUBLE_QUOTES}*+(?:\\(?s:.){_IN_DOUBLE_QUOTES}*+)*+"
+    rf"|(?<=')(?=[^']){_IN_QUOTES}*+(?:\\(?s:.){_IN_QUOTES}*+)*+)"
 )
 # A quote closing a key (or an escaped one, ``\"``), the key before it.
 _KEY_QUOTE = rf"[\"'](?<=(?:{_KEY_HERE}|\\(?<={_KEY_HERE}\\))[\"'])"
@@ -448,14 +497,20 @@ _QUOTED_KEY_BEFORE = rf"(?<=(?:{_KEY_QUOTE}|[ \t](?<={_KEY_QUOTE}[ \t])):)"
 # as a key before ":" (quoted, as JSON writes it, it is).
 _BARE_KEY_HERE = _key_ends_here(_KEY_SUFFIXES, camel_tail=False)
 _BARE_KEY_BEFORE = rf"(?<=(?:{_BARE_KEY_HERE}|[ \t](?<={_BARE_KEY_HERE}[ \t])):)"
-_END_OF_SCALAR = f"{_SPACES},}}\\]\"'"
-_LITERAL = rf"[nNtTfF](?:(?<=n)ull|(?<=N)one|(?<=[tT])rue|(?<=[fF])alse)(?![^{_END_OF_SCALAR}])"
+# A scalar's characters: up to a blank, ",", "}", "]" or a quote; its first is no "{" or
+# "[" either (an object or an array is left to its own keys).
+_IN_SCALAR = _none_of(",}]\"'")
+_SCALAR_START = _none_of(",}]\"'{[")
+_LITERAL = rf"[nNtTfF](?:(?<=n)ull|(?<=N)one|(?<=[tT])rue|(?<=[fF])alse)(?!{_IN_SCALAR})"
 # (The bare value first, behind one look-behind: a quoted value fails it at once, where a
 # bare one failed the quoted value's two look-behinds; the literals behind a class.)
 _QUOTED_KEY_VALUE = re.compile(
     rf"(:{_QUOTED_KEY_BEFORE}[{_SPACES}]*+{_OPEN_QUOTE}?)"
-    rf"(?:(?<![\"'])(?!{_LITERAL})[^{_END_OF_SCALAR}{{\[][^{_END_OF_SCALAR}]*+|{_QUOTED_CONTENT})"
+    rf"(?:(?<![\"'])(?!{_LITERAL}){_SCALAR_START}{_IN_SCALAR}*+"
+    rf"|{_QUOTED_CONTENT})"
 )
+# A bare value's characters: up to a quote, a backslash or the end of the line.
+_IN_LINE = _none_of('"\\\r\n', spaces=False)
 # (The scheme behind a look-ahead for its first letter, and the bare value tried before
 # a quoted one: one class test each for the usual value, where the trie's branches and
 # the quoted value's look-behinds took a third of the cost of a match.)
@@ -463,7 +518,7 @@ _SCHEME_FIRST = "".join(sorted({c for s in _AUTH_SCHEMES for c in (s[0], s[0].up
 _BARE_KEY_VALUE = re.compile(
     rf"(:{_BARE_KEY_BEFORE}[{_SPACES}]*+"
     rf"(?:{_OPEN_QUOTE}|(?=[{_SCHEME_FIRST}]){_trie(_AUTH_SCHEMES, _anycase)}[ \t]++)?)"
-    rf"(?:(?<![\"'])(?=[^\"\r\n])[^\"\\\r\n]*+(?:\\.[^\"\\\r\n]*+)*+|{_QUOTED_CONTENT})"
+    rf"(?:(?<![\"'])(?=[^\"\r\n]){_IN_LINE}*+(?:\\.{_IN_LINE}*+)*+|{_QUOTED_CONTENT})"
 )
 
 
@@ -483,7 +538,8 @@ def _mask_colon_values(text: str) -> str:
 # take a megabyte of such text past 20 ms, and only hostile or broken text is that
 # dense. (More is masked, never less: every credential starts after such a place.)
 # Below the spacing, the patterns' cost stays under 20 ms a megabyte whatever the text
-# (``bench.redact``'s "just under the spacing" shapes); a shorter text takes a few ms.
+# (``bench.redact``'s "just under the spacing" shapes: 9 - 15 ms at 64, 12 - 25 at 32,
+# where those with a value or a key before ":" passed 20); a shorter text takes a few ms.
 # A ":" counts since keys before ":" are masked (a value after a key and ":" costs 300 -
 # 450 ns, a ":" after a key's last letter and no key about 100: a megabyte of JSON pairs
 # took 30 - 50 ms): so a JSON text this long that holds a sensitive key anywhere is masked
@@ -491,7 +547,7 @@ def _mask_colon_values(text: str) -> str:
 # endpoint's answer is cut to 64 KiB first, a log line is one event); a shorter JSON
 # text is masked pair by pair.
 DENSE_MIN = 1 << 18
-DENSE_SPACING = 32
+DENSE_SPACING = 64
 
 
 def _dense_from(text: str) -> tuple[int | None, bool | None, str | None]:
@@ -529,13 +585,24 @@ def _dense_from(text: str) -> tuple[int | None, bool | None, str | None]:
 _BY_FREQUENCY = ' etaoinsrhldcumfpgwybvkxjqz"_:,.-0123456789/=ETAOINSRHLDCUMFPGWYBVKXJQZ{}[]()'
 
 
+def _rarity(char: str) -> int:
+    """How rare ``char`` is in a text, by ``_BY_FREQUENCY`` (higher: rarer)."""
+    return _BY_FREQUENCY.find(char) % (len(_BY_FREQUENCY) + 1)
+
+
 def _rarest(secret: str) -> str:
     """The character of ``secret`` least likely to be in a text."""
-    return max(secret, key=lambda c: _BY_FREQUENCY.find(c) % (len(_BY_FREQUENCY) + 1))
+    return max(secret, key=_rarity)
 
 
-# The words ``_has_key`` searches for, each with its rarest character.
-_KEY_WORDS_RAREST = tuple((key, _rarest(key)) for key in _ANY_KEY_WORDS)
+# The words ``_has_key`` searches for, each with its distinct characters, the rarest
+# first: a text that lacks one of them cannot hold the word, and a test for one
+# character (memchr speed, about 0.05 ms a megabyte where it is absent, at once where
+# it is near the start) costs far less than a search for the word over text rich in one
+# of its letters (2 ms a megabyte of "w" for "password").
+_KEY_WORDS_CHARS = tuple(
+    (key, sorted(set(key), key=_rarity, reverse=True)) for key in _ANY_KEY_WORDS
+)
 
 # Shorter secret values are not masked in free text (they would mask innocent words);
 # the daemon warns at start-up about a setting whose secret is that short.

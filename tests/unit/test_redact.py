@@ -688,11 +688,41 @@ def test_a_secret_is_masked_also_where_its_rarest_character_occurs_elsewhere_fir
 
 
 def test_the_whitespace_written_out_is_exactly_what_backslash_s_reads() -> None:
-    # The patterns spell \s out as a class (faster in a negated class): over every code
-    # point, the same characters.
+    # The patterns spell \s out as ranges (one table look-up per character): over
+    # every code point, the same characters.
     spelled = re.compile(f"[{redaction._SPACES}]")
     every = map(chr, range(sys.maxunicode + 1))
     assert [c for c in every if bool(spelled.fullmatch(c)) != bool(re.fullmatch(r"\s", c))] == []
+
+
+@pytest.mark.parametrize(
+    ("chars", "spaces"),
+    [
+        (":/?#", True),
+        ("/?#", True),
+        (":/?#@", True),
+        ("&'\"", True),
+        ("\"'<>,;", True),
+        (",}]\"'", True),
+        (",}]\"'{[", True),
+        ("'\\", False),
+        ('"\\', False),
+        ('"\\\r\n', False),
+        ("", True),
+        ("\x00]^-\\\U0010ffff", False),
+    ],
+)
+def test_a_class_of_every_character_but_some_is_the_negated_class(chars: str, spaces: bool) -> None:
+    # The patterns write "[^...]" as the ranges between (faster): over every code point,
+    # the same characters, for each class they use and for the characters a class body
+    # must escape.
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    negated = re.compile("[^" + re.escape(chars) + (redaction._SPACES if spaces else "") + "]")
+    written = re.compile(redaction._none_of(chars, spaces))
+    assert written.sub("", every) == negated.sub("", every)
+    assert len(negated.sub("", every)) == len({*chars}) + (
+        sum(last - first + 1 for first, last in redaction._SPACE_RANGES) if spaces else 0
+    )
 
 
 def test_the_patterns_replaced_whole_capture_nothing() -> None:
