@@ -117,11 +117,14 @@ def configure(
     """Send structlog events to stderr at ``level`` in ``fmt``; the ``per_job`` events
     only at level debug (``drain`` off a TTY: a summary, not a line per job)."""
     numeric = logging.getLevelName(level.upper())
-    shared: list[Any] = [
-        *([_dropping(per_job)] if per_job and numeric > logging.DEBUG else []),
+    stamps: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    shared: list[Any] = [
+        *([_dropping(per_job)] if per_job and numeric > logging.DEBUG else []),
+        *stamps,
     ]
     if use_json(fmt):
         renderer: list[Any] = [
@@ -143,3 +146,29 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
+    _route_stdlib(numeric, stamps, renderer)
+
+
+class _ImportdHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root logger's handler that ``configure`` installs (and replaces when called
+    again)."""
+
+
+def _route_stdlib(level: int, stamps: list[Any], renderer: list[Any]) -> None:
+    """Records of the standard library's logging (asyncio's "Future exception was never
+    retrieved" and "Task was destroyed", asyncpg's, httpx's) rendered as importd's own
+    lines: the same format, the same redaction, ``logger`` naming their source. Without
+    a handler, Python prints them as plain text on stderr, unredacted. At WARNING or
+    above whatever importd's level, as Python's own fallback did: httpx logs every request
+    at INFO (its URL, query and all)."""
+    handler = _ImportdHandler(_Stderr())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*stamps, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _ImportdHandler)]
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.WARNING))
