@@ -18,8 +18,8 @@ never masks less than its credentials would alone (a unit test compares with the
 module as it was before runs, ``tests/unit/redaction_v2.py``). A long text (256 KiB or
 more) dense with places a credential could start is masked from the first on, in one
 piece (``DENSE_MIN``): no shape of text then costs more than about 15 ms a megabyte.
-Character classes are written positive (``_none_of``), never ``[^...]``: the engine
-reads a value's run three times faster so.
+A run of characters but a few is read by a positive class first (``_run_of``): the
+engine reads it three times faster than ``[^...]``.
 
 Linear and fast on any text: every pattern starts with a literal or a small set of
 characters, so the regex engine skips ahead at C speed; no unbounded run is followed by
@@ -126,33 +126,61 @@ _SPACE_RANGES = (
 
 def _class_body(ranges: Iterable[tuple[int, int]]) -> str:
     """The body of a character class (what goes between "[" and "]") holding the code
-    points of ``ranges`` (first, last), each written as an escape."""
+    points of ``ranges`` (first, last)."""
     return "".join(
-        rf"\U{first:08x}" if first == last else rf"\U{first:08x}-\U{last:08x}"
+        _class_char(first) if first == last else f"{_class_char(first)}-{_class_char(last)}"
         for first, last in ranges
     )
+
+
+def _class_char(code: int) -> str:
+    """The code point ``code`` as it stands in a class: an ASCII letter or digit as it
+    is, anything else as an escape."""
+    char = chr(code)
+    if char.isascii() and char.isalnum():
+        return char
+    if code < 0x100:
+        return rf"\x{code:02x}"
+    return rf"\u{code:04x}" if code < 0x10000 else rf"\U{code:08x}"
 
 
 _SPACES = _class_body(_SPACE_RANGES)
 
 
 def _none_of(chars: str, spaces: bool = True) -> str:
-    """A character class of every character but ``chars`` (and whitespace, unless
-    ``spaces`` is false): what ``[^...]`` would match, written as the ranges between
-    them. The engine tests a negated class by trying every item in it and failing each,
-    three to four times slower than a positive class whose first item (a table of the
-    first 256 code points) takes the usual character at once: 5.6 against 1.8 ms a
-    megabyte for a value's run of letters. (A unit test compares the two over every
-    code point.)"""
-    excluded = sorted({(ord(c), ord(c)) for c in chars} | (set(_SPACE_RANGES) if spaces else set()))
-    kept, start = [], 0
-    for first, last in excluded:
-        if first > start:
-            kept.append((start, first - 1))
-        start = max(start, last + 1)
-    if start <= 0x10FFFF:
-        kept.append((start, 0x10FFFF))
-    return f"[{_class_body(kept)}]"
+    """One character that is none of ``chars`` (nor whitespace, unless ``spaces`` is
+    false): ``[^...]``."""
+    return f"[^{re.escape(chars)}{_SPACES if spaces else ''}]"
+
+
+def _run_of(chars: str, spaces: bool = True, least_one: bool = False) -> str:
+    """A run (possessive: never given back) of characters none of which is in ``chars``
+    (nor whitespace, unless ``spaces`` is false), at least one with ``least_one``.
+
+    Written as a run of the first 256 code points, by a positive class, and then a run of
+    any such character: the engine tests a negated class by trying each of its items and
+    failing them all, three to four times slower than a positive class it reads in one
+    table look-up (6 against 1.8 ms a megabyte for a value's run of letters). A positive
+    class of every other code point would need ranges up to U+10FFFF, whose compilation
+    took 5 s of every start; and a repetition of the two classes as alternatives cost a
+    short run (a value dense with escapes) three times its time. Text past U+00FF goes by
+    the negated class from its first such character on, as fast as before. (A unit test
+    compares the run with ``[^...]*+`` over every code point.)"""
+    excluded = {ord(c) for c in chars} | {
+        code
+        for first, last in (_SPACE_RANGES if spaces else ())
+        for code in range(first, min(last, 0xFF) + 1)
+    }
+    fast: list[tuple[int, int]] = []
+    for code in range(0x100):
+        if code in excluded:
+            continue
+        if fast and fast[-1][1] == code - 1:
+            fast[-1] = (fast[-1][0], code)
+        else:
+            fast.append((code, code))
+    other = _none_of(chars, spaces)
+    return f"{f'(?={other})' if least_one else ''}[{_class_body(fast)}]*+{other}*+"
 
 
 # A URL's password: from "://user:" to the last "@" before the host (the authority ends
@@ -169,10 +197,10 @@ _PASSWORD_IN_URL = re.compile(r"(?P<head>://[^:/?#\s]*+:)(?!\*\*\*@)(?P<pw>[^/?#
 # with it, as often as they follow; an "@" followed by anything else costs one failed
 # branch. A failed match, or a run's failed next URL, reads no further than the next
 # "/", so no text is read more than twice.
-_URL_USERINFO = f"{_none_of(':/?#')}*+:{_none_of('/?#')}*@"
-_URL_NEXT = f"{_none_of(':/?#@')}*+://{_URL_USERINFO}"
+_URL_USERINFO = f"{_run_of(':/?#')}:{_none_of('/?#')}*@"
+_URL_NEXT = f"{_run_of(':/?#@')}://{_URL_USERINFO}"
 _URL_SPLIT = re.compile(
-    f"(://{_none_of(':/?#')}*+:){_none_of('/?#')}*@(?:{_URL_NEXT}(?:{_URL_NEXT})*+|)"
+    f"(://{_run_of(':/?#')}:){_none_of('/?#')}*@(?:{_URL_NEXT}(?:{_URL_NEXT})*+|)"
 )
 
 # Keys that end in another key are covered by it (a key that ends in "token" counts).
@@ -220,8 +248,7 @@ def _key_ends_here(keys: Iterable[str], camel_tail: bool = True) -> str:
 # cost " =" a fifth of the pass (dense "password =" text).
 _KEY_HERE = _key_ends_here(_KEY_SUFFIXES)
 _KEY_BEFORE = rf"(?<=(?:\ (?<={_KEY_HERE}\ )|{_KEY_HERE})=)"
-_IN_QUOTES = _none_of("'\\", spaces=False)
-_QUOTED = rf"'{_IN_QUOTES}*+(?:\\.{_IN_QUOTES}*+)*+'?"
+_QUOTED = r"'[^'\\]*+(?:\\.[^'\\]*+)*+'?"
 _VALUE = rf"[ \t]*+(?P<pw>[^\s&'\"]++|{_QUOTED})"
 _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # For masking: a run of such pairs on one line is one match, masked as one. A later
@@ -238,8 +265,9 @@ _SENSITIVE_KV = re.compile("=" + _KEY_BEFORE + _VALUE)
 # a failing alternation, and dense text with a word between its pairs ("password=x y ")
 # fails it at every pair. The alternatives after a blank are the trie's first letters,
 # each a branch of its own, so a letter that starts no key is skipped at once.
-_VALUE_CHARS = _none_of("&'\"")
-_VALUE_FAST = rf"(?:{_VALUE_CHARS}++|{_QUOTED}|[ \t]++(?:{_VALUE_CHARS}++|{_QUOTED}))"
+# (Values and tokens by negated classes, not ``_run_of``: the bearer patterns hold them
+# dozens of times over, and compiling runs there cost 0.2 s more of every start.)
+_VALUE_FAST = rf"(?:[^{_SPACES}&'\"]++|{_QUOTED}|[ \t]++(?:[^{_SPACES}&'\"]++|{_QUOTED}))"
 _KEY_AHEAD = _trie(_KEY_SUFFIXES, _anycase)
 _WORD = "[-.%+0-9A-Z_a-z]"
 _PAIR_AFTER_BLANK = [
@@ -304,7 +332,7 @@ def _has_key(lowered: str) -> bool:
 # token followed by anything else leaves at once). A pair's value in a run never ends
 # in a backslash: the bearer pass runs first, and such a value masked away would leave
 # the quote after it unescaped, to end a quoted value around it early.
-_CREDENTIAL_CHARS = _none_of("\"'<>,;") + "++"
+_CREDENTIAL_CHARS = rf"[^{_SPACES}\"'<>,;]++"
 _BEARER_WORD = _anycase("bearer")
 _VALUE_IN_RUN = _VALUE_FAST + r"(?<!\\)"
 _NEXT_BEARER = rf"{_BEARER_WORD}[ \t]++{_CREDENTIAL_CHARS}"
@@ -482,10 +510,11 @@ _AUTH_SCHEMES = (
 )
 _OPEN_QUOTE = r"(?:\\?[\"'])"
 # A quoted value's content (not empty), after its opening quote.
-_IN_DOUBLE_QUOTES = _none_of('"\\', spaces=False)
+_IN_QUOTES = _run_of("'\\", spaces=False)
+_IN_DOUBLE_QUOTES = _run_of('"\\', spaces=False)
 _QUOTED_CONTENT = (
-    rf"(?:(?<=\")(?=[^\"]){_IN_DOUBLE_QUOTES}*+(?:\\(?s:.){_IN_DOUBLE_QUOTES}*+)*+"
-    rf"|(?<=')(?=[^']){_IN_QUOTES}*+(?:\\(?s:.){_IN_QUOTES}*+)*+)"
+    rf"(?:(?<=\")(?=[^\"]){_IN_DOUBLE_QUOTES}(?:\\(?s:.){_IN_DOUBLE_QUOTES})*+"
+    rf"|(?<=')(?=[^']){_IN_QUOTES}(?:\\(?s:.){_IN_QUOTES})*+)"
 )
 # A quote closing a key (or an escaped one, ``\"``), the key before it.
 _KEY_QUOTE = rf"[\"'](?<=(?:{_KEY_HERE}|\\(?<={_KEY_HERE}\\))[\"'])"
@@ -499,18 +528,19 @@ _BARE_KEY_HERE = _key_ends_here(_KEY_SUFFIXES, camel_tail=False)
 _BARE_KEY_BEFORE = rf"(?<=(?:{_BARE_KEY_HERE}|[ \t](?<={_BARE_KEY_HERE}[ \t])):)"
 # A scalar's characters: up to a blank, ",", "}", "]" or a quote; its first is no "{" or
 # "[" either (an object or an array is left to its own keys).
-_IN_SCALAR = _none_of(",}]\"'")
+_IN_SCALAR = _run_of(",}]\"'")
+_SCALAR_CHAR = _none_of(",}]\"'")
 _SCALAR_START = _none_of(",}]\"'{[")
-_LITERAL = rf"[nNtTfF](?:(?<=n)ull|(?<=N)one|(?<=[tT])rue|(?<=[fF])alse)(?!{_IN_SCALAR})"
+_LITERAL = rf"[nNtTfF](?:(?<=n)ull|(?<=N)one|(?<=[tT])rue|(?<=[fF])alse)(?!{_SCALAR_CHAR})"
 # (The bare value first, behind one look-behind: a quoted value fails it at once, where a
 # bare one failed the quoted value's two look-behinds; the literals behind a class.)
 _QUOTED_KEY_VALUE = re.compile(
     rf"(:{_QUOTED_KEY_BEFORE}[{_SPACES}]*+{_OPEN_QUOTE}?)"
-    rf"(?:(?<![\"'])(?!{_LITERAL}){_SCALAR_START}{_IN_SCALAR}*+"
+    rf"(?:(?<![\"'])(?!{_LITERAL}){_SCALAR_START}{_IN_SCALAR}"
     rf"|{_QUOTED_CONTENT})"
 )
 # A bare value's characters: up to a quote, a backslash or the end of the line.
-_IN_LINE = _none_of('"\\\r\n', spaces=False)
+_IN_LINE = _run_of('"\\\r\n', spaces=False)
 # (The scheme behind a look-ahead for its first letter, and the bare value tried before
 # a quoted one: one class test each for the usual value, where the trie's branches and
 # the quoted value's look-behinds took a third of the cost of a match.)
@@ -518,7 +548,7 @@ _SCHEME_FIRST = "".join(sorted({c for s in _AUTH_SCHEMES for c in (s[0], s[0].up
 _BARE_KEY_VALUE = re.compile(
     rf"(:{_BARE_KEY_BEFORE}[{_SPACES}]*+"
     rf"(?:{_OPEN_QUOTE}|(?=[{_SCHEME_FIRST}]){_trie(_AUTH_SCHEMES, _anycase)}[ \t]++)?)"
-    rf"(?:(?<![\"'])(?=[^\"\r\n]){_IN_LINE}*+(?:\\.{_IN_LINE}*+)*+|{_QUOTED_CONTENT})"
+    rf"(?:(?<![\"'])(?=[^\"\r\n]){_IN_LINE}(?:\\.{_IN_LINE})*+|{_QUOTED_CONTENT})"
 )
 
 
