@@ -115,6 +115,10 @@ def texts(size: int) -> dict[str, str]:
         + _fill('a\\"b', size - 15)
         + '"}',
         "'password:' then nothing but ':'": "password" + ":" * (size - 8),
+        # Every key letter once, then "e" (a letter of five key words) with a ":" every 63
+        # characters: an audit's text that made the search for keys as substrings slow.
+        "every key letter, then 'e' runs and ':'": "zuhrnioatkypedscgw_-"
+        + _fill("e" * 62 + ":", size - 20),
         # The slowest shapes padded with a word to just under the dense spacing
         # (redaction.DENSE_SPACING): the densest text masked credential by credential.
         **{

@@ -757,3 +757,26 @@ def test_the_rare_bearer_pass_tried_word_by_word_is_the_pattern_over_the_text(
     for each in (text, padded):
         whole = redaction._replace_all(redaction._BEARER_ANY, each, " " + redaction.MASK)
         assert redaction._mask_any_spelling(each) == whole, each
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from([*redaction._ANY_KEY_WORDS, "e", "w", "k", "-", "_", "pa", "sig", "x:"])
+        | st.text(alphabet="abcdegiknoprstwyz-_", max_size=8),
+        max_size=60,
+    ),
+    limit=st.sampled_from([0, 1, 3, 8000]),
+)
+def test_the_key_search_finds_exactly_the_words(pieces: list[str], limit: int) -> None:
+    # Past 4 KiB (where the one pattern looks), word by word: at each place of its
+    # rarest character while that is rare (``_FIND_LIMIT``), else as a substring; both
+    # against Python's own substring test.
+    lowered = " " * 4096 + "".join(pieces)
+    saved = redaction._FIND_LIMIT
+    try:
+        redaction._FIND_LIMIT = limit
+        found = redaction._has_key(lowered)
+    finally:
+        redaction._FIND_LIMIT = saved
+    assert found == any(key in lowered for key in redaction._ANY_KEY_WORDS)
