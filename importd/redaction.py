@@ -17,7 +17,7 @@ other character between two credentials keeps them apart, each masked alone; a r
 never masks less than its credentials would alone (a unit test compares with the
 module as it was before runs, ``tests/unit/redaction_v2.py``). A long text (256 KiB or
 more) dense with places a credential could start is masked from the first on, in one
-piece (``DENSE_MIN``): no shape of text then costs more than about 15 ms a megabyte.
+piece (``DENSE_MIN``): no shape of text then costs more than about 16 ms a megabyte.
 A run of characters but a few is read by a positive class first (``_run_of``): the
 engine reads it three times faster than ``[^...]``.
 
