@@ -6,6 +6,8 @@ event or an exception message is masked before it is written.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
@@ -152,6 +154,28 @@ def configure(
 class _ImportdHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root logger's handler that ``configure`` installs (and replaces when called
     again)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A record that cannot be rendered (arguments that do not fit its message, a
+        message whose ``str`` raises): one redacted JSON line, where logging's own report
+        prints the arguments in clear."""
+        line = {
+            "event": "log_record_unformattable",
+            "logger": record.name,
+            "level": "error",
+            "message": redact(_safe_text(record.msg)),
+            "args": redact(_safe_text(record.args)),
+        }
+        with contextlib.suppress(Exception):  # (stderr itself failed: nothing left to tell)
+            self.stream.write(json.dumps(line) + "\n")
+
+
+def _safe_text(value: object) -> str:
+    """``repr(value)``, or a placeholder where even that raises."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__} that cannot be shown>"
 
 
 def _route_stdlib(level: int, stamps: list[Any], renderer: list[Any]) -> None:

@@ -91,3 +91,40 @@ def test_library_records_are_redacted_and_quiet_below_warning(
     assert first["logger"] == "asyncpg.pool" and first["level"] == "error"
     assert secret not in first["exception"] and "postgresql://app:***@db/app" in first["exception"]
     assert second["event"] == "password=*** sent"
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise ValueError("cannot reach postgresql://u:Sup3r-secret-pw@h/db")
+
+    def __repr__(self) -> str:
+        raise ValueError("no repr either")
+
+
+@pytest.mark.parametrize("shape", ["arguments", "message"])
+def test_a_record_that_cannot_be_rendered_is_one_redacted_line(
+    monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    # logging's own report of such a record printed its arguments in clear.
+    secret, saved = "Sup3r-secret-pw", redaction.SECRETS.forms
+    redaction.register_secret(secret)
+    if shape == "arguments":  # (three placeholders, two arguments)
+        record = logging.LogRecord(
+            "asyncpg", logging.WARNING, __file__, 1, "%s %s %s", (secret, "pg://u:pw0rd@h"), None
+        )
+    else:
+        record = logging.LogRecord(
+            "asyncpg", logging.WARNING, __file__, 1, _Unprintable(), None, None
+        )
+
+    def emit() -> None:  # (to importd's handler alone: pytest's own raises on such records)
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logs._ImportdHandler):
+                handler.handle(record)
+
+    try:
+        (line,) = _configured_lines(monkeypatch, emit)
+    finally:
+        redaction.SECRETS.restore(saved)
+    assert line["event"] == "log_record_unformattable" and line["logger"] == "asyncpg"
+    assert secret not in json.dumps(line) and "pw0rd" not in json.dumps(line)

@@ -54,10 +54,12 @@ def test_locked_by_is_the_worker_name_and_a_random_suffix() -> None:
 
 def _logged_events() -> set[str]:
     """Every event name importd's code logs: the first argument of a log call, a string
-    literal (or each branch of a conditional expression of two literals)."""
+    literal (or each branch of a conditional expression of two literals), or a line
+    written by hand (``"event": "..."``, the logging handler's own)."""
     call = re.compile(
         r"""\.(?:debug|info|warning|error|exception|critical)\(\s*
-        (?:"([a-z_]+)"\s+if\s[^()]*?\selse\s+"([a-z_]+)"|"([a-z_]+)")""",
+        (?:"([a-z_]+)"\s+if\s[^()]*?\selse\s+"([a-z_]+)"|"([a-z_]+)")
+        |"event":\s*"([a-z_]+)""",
         re.VERBOSE,
     )
     events: set[str] = set()
