@@ -40,6 +40,7 @@ before a run's next pair.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import traceback
@@ -377,10 +378,27 @@ _ITEM_BRANCHES = [
 _NEXT_ITEM = f"(?:{'|'.join(_ITEM_BRANCHES)})"
 _ITEMS = "(?:" + "|".join(f"{b}(?:{_NEXT_ITEM})*+" for b in _ITEM_BRANCHES) + "|)"
 _BEARER_RUN = rf"[ \t]++{_CREDENTIAL_CHARS}{_ITEMS}"
-_BEARER_SPELLINGS = {
-    word: re.compile(word + _BEARER_RUN) for word in ("Bearer", "bearer", "BEARER")
-}
-_BEARER_ANY = re.compile(rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}{_ITEMS}")
+_BEARER_SPELLINGS = ("Bearer", "bearer", "BEARER")
+
+
+@functools.cache
+def _bearer_pattern(word: str) -> re.Pattern[str]:
+    """The pattern of a token run after ``word`` (one of ``_BEARER_SPELLINGS``), or, for
+    "", after the blank that follows the word in any spelling (``_mask_any_spelling``).
+    Compiled when first needed: each takes the engine's compiler about 0.1 s, which every
+    start of the CLI paid while most never meet the word (``warm`` compiles them ahead,
+    in the daemon's start)."""
+    if word:
+        return re.compile(word + _BEARER_RUN)
+    return re.compile(rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}{_ITEMS}")
+
+
+def warm() -> None:
+    """Compile the patterns ``redact`` compiles when first needed (``_bearer_pattern``),
+    so that no text redacted later waits for them: for a long-running process, in a
+    thread of its own."""
+    for word in (*_BEARER_SPELLINGS, ""):
+        _bearer_pattern(word)
 
 
 def _ascii_lower(text: str) -> str:
@@ -430,12 +448,12 @@ def _mask_bearer(text: str, lowered: str) -> str:
     # ``total`` no other spelling is left: the remaining searches are skipped (a search
     # for a word that is absent reads the whole text).
     total = lowered.count("bearer")
-    for word, pattern in _BEARER_SPELLINGS.items():
+    for word in _BEARER_SPELLINGS:
         if total <= 0:
             return text
         found = text.count(word)
         if found:
-            text = _replace_all(pattern, text, word + " " + MASK)
+            text = _replace_all(_bearer_pattern(word), text, word + " " + MASK)
             total -= found
     if total > 0:  # a rarer spelling (BeArEr) is there too
         text = _mask_any_spelling(text)
@@ -443,20 +461,21 @@ def _mask_bearer(text: str, lowered: str) -> str:
 
 
 def _mask_any_spelling(text: str) -> str:
-    """``_BEARER_ANY``'s matches replaced by " ***", as ``_replace_all`` would, found by
+    """``_bearer_pattern("")``'s matches replaced by " ***", as ``_replace_all`` would, found by
     trying the pattern only at the blank after each bearer word where such words are
     few (at most one every 64 characters): the pattern searched over the whole text
     tries every blank (a megabyte of blanks and one ``BeArEr x`` took 22 - 25 ms). A
     match starts nowhere else: its first character is the blank its look-behind reads
     the word before."""
     lowered = _ascii_lower(text)
+    pattern = _bearer_pattern("")
     if lowered.count("bearer") * 64 > len(text):
-        return _replace_all(_BEARER_ANY, text, " " + MASK)
+        return _replace_all(pattern, text, " " + MASK)
     pieces: list[str] = []
     kept_to = 0
     at = lowered.find("bearer")
     while at >= 0:
-        match = _BEARER_ANY.match(text, at + 6) if at + 6 >= kept_to else None
+        match = pattern.match(text, at + 6) if at + 6 >= kept_to else None
         if match is not None:
             pieces += (text[kept_to : match.start()], " " + MASK)
             kept_to = match.end()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from .. import __version__, db, fleet, ops, repository
+from .. import __version__, db, fleet, ops, redaction, repository
 from ..config import ConfigError, Settings
 from ..models import Status
 from ..redaction import redact, redact_value
@@ -653,6 +654,8 @@ def serve(settings: Settings) -> int:
     """Run ``importd web`` until SIGINT / SIGTERM."""
     host, port = check_settings(settings)
     settings.require_dsn()
+    # (As the daemon does: the redaction's patterns compiled before a page needs them.)
+    threading.Thread(target=redaction.warm, name="importd-redaction", daemon=True).start()
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -730,8 +731,8 @@ def test_the_patterns_replaced_whole_capture_nothing() -> None:
     # would put its text back among the pieces.
     patterns = [
         redaction._SENSITIVE_KV_RUN,
-        *redaction._BEARER_SPELLINGS.values(),
-        redaction._BEARER_ANY,
+        *map(redaction._bearer_pattern, redaction._BEARER_SPELLINGS),
+        redaction._bearer_pattern(""),
     ]
     assert [pattern.groups for pattern in patterns] == [0] * len(patterns)
 
@@ -755,7 +756,7 @@ def test_the_rare_bearer_pass_tried_word_by_word_is_the_pattern_over_the_text(
     blanks = " " * (64 * (text.lower().count("bearer") + 1))
     padded = blanks + text + blanks
     for each in (text, padded):
-        whole = redaction._replace_all(redaction._BEARER_ANY, each, " " + redaction.MASK)
+        whole = redaction._replace_all(redaction._bearer_pattern(""), each, " " + redaction.MASK)
         assert redaction._mask_any_spelling(each) == whole, each
 
 
@@ -780,3 +781,27 @@ def test_the_key_search_finds_exactly_the_words(pieces: list[str], limit: int) -
     finally:
         redaction._FIND_LIMIT = saved
     assert found == any(key in lowered for key in redaction._ANY_KEY_WORDS)
+
+
+def test_the_bearer_patterns_are_compiled_when_first_needed() -> None:
+    # Each takes the compiler about 0.1 s: a CLI command that meets no bearer word (most)
+    # does not pay for them; ``warm`` compiles them all ahead (the daemon, the web).
+    code = (
+        "from importd import redaction as r\n"
+        "print(r._bearer_pattern.cache_info().currsize)\n"
+        "print(r.redact('no such word here, password=x'))\n"
+        "print(r._bearer_pattern.cache_info().currsize)\n"
+        "print(r.redact('Authorization: Bearer abc.def'))\n"
+        "print(r._bearer_pattern.cache_info().currsize)\n"
+        "r.warm()\n"
+        "print(r._bearer_pattern.cache_info().currsize)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "0",
+        "no such word here, password=***",
+        "0",
+        "Authorization: Bearer ***",
+        "1",
+        "4",
+    ]
