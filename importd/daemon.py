@@ -153,6 +153,9 @@ class Daemon:
         self.notifications = 0
         self.schema_current = True
         self.progress_total = 0  # verified at start; the sampler keeps checking
+        # The thread compiling the redaction's patterns (``_start``), joined before the
+        # first claim.
+        self.warming: threading.Thread | None = None
         # The kinds this daemon claims: those it has handlers for (a drain's --kind
         # narrows them), and the queues (None: every queue). Set once handlers load.
         self.kinds: list[str] = []
@@ -192,9 +195,10 @@ class Daemon:
         request: ``_unless_stopped``), the schema checked, the pools opened; then serve."""
         warn_unmaskable(self.settings)
         # The redaction's patterns compiled now, in a thread, beside the start's waits for
-        # the database: not on the event loop when a first text holding "bearer" is
-        # redacted (about 0.4 s).
-        threading.Thread(target=redaction.warm, name="importd-redaction", daemon=True).start()
+        # the database (about 0.4 s of CPU): not on the event loop when a first text
+        # holding "bearer" is redacted, nor beside the first claims (``before``).
+        self.warming = threading.Thread(target=redaction.warm, name="importd-warm", daemon=True)
+        self.warming.start()
         registry = handlers.load(self.settings.handlers)
         # One budget for reaching the database, whichever connection waits for it.
         budget = 10.0 if self.drain else 60.0
@@ -348,8 +352,11 @@ class Daemon:
             """Awaited before the first claim: the lease keeper connected (at most a few
             seconds: it connects again at its first heartbeat if this failed), so that
             its connection's set-up does not run in the middle of the first claims; a
-            drain's rescue of the jobs a dead daemon held (they are runnable too)."""
+            drain's rescue of the jobs a dead daemon held (they are runnable too); the
+            redaction's patterns compiled."""
             await asyncio.to_thread(keeper.connected.wait, KEEPER_CONNECT_WAIT)
+            if self.warming is not None:
+                await asyncio.to_thread(self.warming.join)
             if drain is not None:
                 await self._rescue_up_front(rescuer)
 
