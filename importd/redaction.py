@@ -387,7 +387,7 @@ def _bearer_pattern(word: str) -> re.Pattern[str]:
     "", after the blank that follows the word in any spelling (``_mask_any_spelling``).
     Compiled when first needed: each takes the engine's compiler about 0.1 s, which every
     start of the CLI paid while most never meet the word (``warm`` compiles them ahead,
-    in the daemon's start)."""
+    as the daemon and ``importd web`` start)."""
     if word:
         return re.compile(word + _BEARER_RUN)
     return re.compile(rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}{_ITEMS}")
@@ -671,8 +671,8 @@ def _rarest(secret: str) -> str:
 # first: a text that lacks one of them cannot hold the word, and a test for one
 # character (memchr speed, about 0.05 ms a megabyte where it is absent, at once where
 # it is near the start) costs far less than a search for the word over text rich in one
-# of its letters (2 ms a megabyte of "w" for "password").
-# The places of the rarest in the word come with them.
+# of its letters (2 ms a megabyte of "w" for "password"); and the places of the rarest
+# within the word, where ``_has_key`` compares the word at each of its places.
 _KEY_WORDS_CHARS = tuple(
     (key, chars, [i for i, char in enumerate(key) if char == chars[0]])
     for key in _ANY_KEY_WORDS
