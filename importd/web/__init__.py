@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -164,6 +165,8 @@ class Web:
         self.pool: Any = None
         self.hub: Hub | None = None
         self.render_ms: list[tuple[str, float]] = []  # (page, ms), the last 1,000
+        # Wrong tokens per client, shared by the sign-in form and the bearer check.
+        self.throttle = security.Throttle()
 
     @property
     def can_act(self) -> bool:
@@ -519,16 +522,49 @@ class Web:
         if problem is not None:
             log.warning("web_form_refused", path=request.url.path, reason=problem)
             return self.render(request, "login.html", status=403, page="login", failed=True)
+        client = security.client_address(request)
+        wait = self.throttle.retry_after(client)
+        if wait is not None:
+            # Not even a right token is looked at: the throttle bounds the guesses.
+            response = self.render(
+                request,
+                "login.html",
+                status=429,
+                page="login",
+                failed=False,
+                throttled=security.too_many_failures(wait),
+            )
+            response.headers["retry-after"] = str(math.ceil(wait))
+            return response
         if not self.token or not security.authenticated(_with_bearer(request, given), self.token):
-            log.warning("web_login_failed", client=request.client.host if request.client else None)
+            log.warning("web_login_failed", client=client)
+            if self.throttle.failed(client):
+                log.warning("web_login_throttled", client=client, failures=security.Throttle.LIMIT)
             return self.render(request, "login.html", status=401, page="login", failed=True)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             security.SESSION_COOKIE,
             security.session_value(self.token),
-            max_age=12 * 3600,
+            max_age=security.SESSION_SECONDS,
             **security.cookie_args(request),
         )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        """Sign out: the session cookie deleted (a form with this browser's CSRF token)."""
+        form = await self._form(request)
+        if form is None:
+            return self._too_large()
+        problem = security.csrf_problem(request, self._field(form, "csrf"))
+        if problem is not None:
+            log.warning("web_form_refused", path=request.url.path, reason=problem)
+            return Response(
+                "the form has expired or came from another site: reload the page and try again",
+                status_code=403,
+                media_type="text/plain",
+            )
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(security.SESSION_COOKIE, **security.cookie_args(request))
         return response
 
 
@@ -628,11 +664,12 @@ def create_app(settings: Settings) -> security.Guard:
         Route("/jobs/{job_id:int}/{action:str}", web.job_action, methods=["POST"]),
         Route("/events", web.events),
         Route("/login", web.login, methods=["GET", "POST"]),
+        Route("/logout", web.logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=web.lifespan)
     app.state.web = web
-    guard = security.Guard(_Catch(app), settings.web_token)
+    guard = security.Guard(_Catch(app), settings.web_token, web.throttle)
     guard.web = web
     return guard
 

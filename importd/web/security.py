@@ -5,7 +5,10 @@
   web page whose name was re-pointed at 127.0.0.1 (DNS rebinding) would otherwise be
   served as if it were this server, and read every page.
 - With a ``web_token``, every request must prove it: a session cookie (set by the login
-  form, an HMAC of the token, never the token itself) or ``Authorization: Bearer``.
+  form: when it was issued and an HMAC of that time under the token, never the token
+  itself; good for ``SESSION_SECONDS``) or ``Authorization: Bearer``. A client that gave
+  a wrong token ``Throttle.LIMIT`` times within ``Throttle.WINDOW`` seconds (the sign-in
+  form or a bearer header) is refused until the oldest of those failures is that old.
 - Every POST carries a CSRF token equal to its browser's ``importd_csrf`` cookie
   (double submit), and an ``Origin`` header, when sent, must be this server's.
 """
@@ -15,13 +18,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import secrets
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 SESSION_COOKIE = "importd_session"
+# How long a sign-in lasts: the cookie's max-age, and the age past which the server
+# refuses its session whatever the browser kept.
+SESSION_SECONDS = 12 * 3600
+# A session issued this far ahead of the server's clock (another replica's clock) passes.
+_CLOCK_SKEW = 60
 CSRF_COOKIE = "importd_csrf"
 # Pages are this server's only: no inline script or style, no framing, no plug-ins.
 CSP = (
@@ -37,6 +50,7 @@ HEADERS = [
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
+log = structlog.get_logger("importd.web")
 # Reached without a session: the login form and the assets it needs.
 _OPEN_PATHS = ("/login", "/static/")
 
@@ -67,22 +81,89 @@ def host_is_loopback(header: str | None) -> bool:
     return is_loopback(name[:-1] if name.endswith(".") else name)
 
 
-def session_value(token: str) -> str:
-    """The session cookie's value for ``token``: proves the token without holding it."""
-    return hmac.new(token.encode(), b"importd-web-session", hashlib.sha256).hexdigest()
+def session_value(token: str, issued: int | None = None) -> str:
+    """The session cookie's value for ``token``, issued at ``issued`` (Unix seconds; now
+    when None): the time and an HMAC of it under the token. It proves the token without
+    holding it, and stops proving it ``SESSION_SECONDS`` later; a new token ends every
+    session."""
+    when = int(time.time()) if issued is None else issued
+    return f"{when}.{_session_mac(token, when)}"
+
+
+def _session_mac(token: str, issued: int) -> str:
+    message = f"importd-web-session:{issued}".encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def session_valid(value: str, token: str, now: float | None = None) -> bool:
+    """Whether a session cookie's ``value`` was issued for ``token`` less than
+    ``SESSION_SECONDS`` before ``now`` (and not ahead of it by more than a minute)."""
+    issued_text, dot, mac = value.partition(".")
+    if not dot or not issued_text.isascii() or not issued_text.isdigit() or len(issued_text) > 12:
+        return False
+    issued = int(issued_text)
+    at = time.time() if now is None else now
+    if not at - SESSION_SECONDS < issued <= at + _CLOCK_SKEW:
+        return False
+    return hmac.compare_digest(mac.encode(), _session_mac(token, issued).encode())
+
+
+def bearer(request: Request) -> str | None:
+    """The token an ``Authorization: Bearer`` header gives, or None."""
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
 
 
 def authenticated(request: Request, token: str | None) -> bool:
     """Whether ``request`` proves ``token`` (False when there is no token to prove)."""
     if not token:
         return False
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer ") and hmac.compare_digest(
-        header[7:].strip().encode(), token.encode()
-    ):
+    given = bearer(request)
+    if given is not None and hmac.compare_digest(given.encode(), token.encode()):
         return True
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    return hmac.compare_digest(cookie.encode(), session_value(token).encode())
+    return session_valid(request.cookies.get(SESSION_COOKIE, ""), token)
+
+
+class Throttle:
+    """Wrong tokens per client address: after ``LIMIT`` of them within ``WINDOW`` seconds
+    the client is refused, right token or not, until the oldest of those failures is
+    ``WINDOW`` seconds old. Counted: a failed sign-in, a request with a wrong bearer
+    token (a stale session cookie is not a guess: an HMAC cannot be guessed). At most
+    ``CLIENTS`` addresses are remembered, the longest quiet forgotten first."""
+
+    LIMIT = 10
+    WINDOW = 300.0
+    CLIENTS = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until ``client`` may try again, or None when it may now."""
+        failures = self._failures.get(client)
+        if failures is None or len(failures) < self.LIMIT:
+            return None
+        wait = failures[0] + self.WINDOW - self._clock()
+        if wait <= 0:
+            return None
+        return wait
+
+    def failed(self, client: str) -> bool:
+        """Count a wrong token from ``client``; True when this failure throttles it."""
+        now = self._clock()
+        failures = self._failures.pop(client, None) or deque(maxlen=self.LIMIT)
+        failures.append(now)
+        self._failures[client] = failures  # last in the dict: the most recently active
+        while len(self._failures) > self.CLIENTS:
+            del self._failures[next(iter(self._failures))]
+        return len(failures) == self.LIMIT and failures[0] > now - self.WINDOW
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the server sees it (behind a named proxy, the one its
+    ``X-Forwarded-For`` gives)."""
+    return request.client.host if request.client else "unknown"
 
 
 def csrf_token(request: Request) -> tuple[str, bool]:
@@ -111,9 +192,10 @@ def csrf_problem(request: Request, submitted: str | None) -> str | None:
 class Guard:
     """ASGI middleware: security headers on every answer, and the access rules above."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, throttle: Throttle | None = None) -> None:
         self.app = app
         self.token = token
+        self.throttle = throttle or Throttle()
         self.web: Any = None  # the application's state, for the server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -150,6 +232,9 @@ class Guard:
                     "host name (127.0.0.1, localhost, [::1])",
                 )
                 return
+        elif bearer(request) is not None and (refused := self.refused_bearer(request, self.token)):
+            await _refuse(send_with_headers, *refused)
+            return
         elif not path.startswith(_OPEN_PATHS) and not authenticated(request, self.token):
             if scope["method"] == "GET" and "text/html" in request.headers.get("accept", ""):
                 await _redirect(send_with_headers, "/login")
@@ -158,17 +243,37 @@ class Guard:
             return
         await self.app(scope, receive, send_with_headers)
 
+    def refused_bearer(self, request: Request, token: str) -> tuple[int, str, int] | None:
+        """Why a request with a bearer header is refused before it is served: its client
+        is throttled (429), or the token is wrong (401, and counted). None: it is right."""
+        client = client_address(request)
+        wait = self.throttle.retry_after(client)
+        if wait is not None:
+            return 429, too_many_failures(wait), math.ceil(wait)
+        if authenticated(request, token):
+            return None
+        if self.throttle.failed(client):
+            log.warning("web_login_throttled", client=client, failures=Throttle.LIMIT)
+        return 401, "importd web: the web token is required", 0
 
-async def _refuse(send: Send, status: int, text: str) -> None:
+
+def too_many_failures(wait: float) -> str:
+    return f"too many wrong tokens from this address: try again in {math.ceil(wait)} s"
+
+
+async def _refuse(send: Send, status: int, text: str, retry_after: int = 0) -> None:
     body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if retry_after:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
+            "headers": headers,
         }
     )
     await send({"type": "http.response.body", "body": body})

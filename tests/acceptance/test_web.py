@@ -732,3 +732,46 @@ async def test_a_read_only_dashboard_serves_a_newer_schema_with_a_warning(
     # And, as a daemon does, it names a secret too short to be masked, never its value.
     (short,) = [json.loads(line) for line in lines if "secret_too_short_to_mask" in line]
     assert short["settings"] == ["http_token"] and "tok9" not in json.dumps(short)
+
+
+async def test_sign_out_ends_the_session_in_the_browser(web: Any, browser: Browser) -> None:
+    server = await web()
+    await sign_in(browser, server)
+    cookie = browser.get_cookie("importd_session")
+    assert cookie is not None and TOKEN not in cookie["value"]
+    browser.find_element(By.ID, "sign-out").click()
+    await until(browser, lambda d: d.current_url == server.url + "/login", "the sign-in form")
+    assert browser.get_cookie("importd_session") is None
+    await open_page(browser, server.url + "/jobs")
+    assert browser.current_url == server.url + "/login"  # asked for the token again
+    # The old cookie, replayed by hand, still proves the token until its twelve hours end
+    # (sign-out is the browser's; a new token ends every session at once).
+    async with httpx.AsyncClient() as client:
+        replayed = await client.get(
+            server.url + "/jobs", headers={"cookie": f"importd_session={cookie['value']}"}
+        )
+    assert replayed.status_code == 200
+
+
+async def test_ten_wrong_tokens_lock_the_sign_in_form_for_that_client(web: Any) -> None:
+    server = await web()
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        await client.get("/login")  # the CSRF cookie
+        csrf = client.cookies["importd_csrf"]
+        for n in range(10):
+            wrong = await client.post("/login", data={"csrf": csrf, "token": f"guess-{n}"})
+            assert wrong.status_code == 401 and 'id="login-failed"' in wrong.text
+        right = await client.post("/login", data={"csrf": csrf, "token": TOKEN})
+        assert right.status_code == 429
+        assert "too many wrong tokens from this address" in right.text
+        assert 290 <= int(right.headers["retry-after"]) <= 300
+        assert "importd_session" not in client.cookies
+        # The API's bearer header comes from the same client: refused too.
+        bearer = await client.get("/jobs", headers={"authorization": f"Bearer {TOKEN}"})
+        assert bearer.status_code == 429
+    events = [json.loads(line) for line in server.log_path.read_text().splitlines()]
+    failed = [e for e in events if e.get("event") == "web_login_failed"]
+    throttled = [e for e in events if e.get("event") == "web_login_throttled"]
+    assert len(failed) == 10 and {e["client"] for e in failed} == {"127.0.0.1"}
+    assert len(throttled) == 1 and throttled[0]["failures"] == 10
+    assert TOKEN not in server.log_path.read_text()

@@ -77,3 +77,21 @@ async def test_through_a_proxy_a_dashboard_without_a_token_answers_no_one(web: A
         local = await client.get(server.url + "/jobs")
     assert refused.status_code == 403 and "web_token" in refused.text
     assert local.status_code == 200
+
+
+async def test_through_a_proxy_wrong_tokens_throttle_the_client_not_the_proxy(web: Any) -> None:
+    """Behind the proxy every request comes from 127.0.0.1: the throttle on wrong tokens
+    counts the client its ``X-Forwarded-For`` names, so one guesser does not lock every
+    user out."""
+    server = await web("--proxy", "127.0.0.1")
+    async with httpx.AsyncClient() as client:
+        for n in range(10):
+            guess = {**PROXIED, "authorization": f"Bearer guess-{n}"}
+            assert (await client.get(server.url + "/jobs", headers=guess)).status_code == 401
+        right = {**PROXIED, "authorization": f"Bearer {TOKEN}"}
+        assert (await client.get(server.url + "/jobs", headers=right)).status_code == 429
+        elsewhere = {**right, "x-forwarded-for": "203.0.113.9"}
+        assert (await client.get(server.url + "/jobs", headers=elsewhere)).status_code == 200
+    assert (await _sign_in(server.url)).status_code == 429  # the guesser's own sign-in
+    lines = server.log_path.read_text()
+    assert '"client": "198.51.100.7"' in lines and "web_login_throttled" in lines
