@@ -108,6 +108,9 @@ def texts(size: int) -> dict[str, str]:
         "dense 'token:' prefixes, no blank": _fill("token:", size),
         "dense 'api_key: x\\n' YAML lines": _fill("api_key: x\n", size),
         "dense 'Authorization: Basic x\\r\\n' headers": _fill("Authorization: Basic x\r\n", size),
+        "dense 'dbPassword: x\\n' camelCase YAML lines": _fill("dbPassword: x\n", size),
+        "dense 'HttpToken: x\\n' class names (kept)": _fill("HttpToken: x\n", size),
+        "dense 'HttpToken: x apiToken: y\\n' both": _fill("HttpToken: x apiToken: y\n", size),
         "dense '\"id\":1,' JSON keys that end like one (no key)": _fill('"id":1,', size),
         "dense '\"tokens\":1,' JSON keys that hold one (no key)": _fill('"tokens":1,', size),
         "dense 'a: b ' colons in prose": _fill("a: b ", size),
@@ -140,6 +143,8 @@ SLOWEST = (
     '"password": "x", ',
     "api_key: x\n",
     '"id":1,"pwd":',
+    "dbPassword: x\n",
+    "HttpToken: x\n",
 )
 
 

@@ -210,7 +210,9 @@ _KEY_SUFFIXES = tuple(
 )
 
 
-def _key_ends_here(keys: Iterable[str], camel_tail: bool = True) -> str:
+def _key_ends_here(
+    keys: Iterable[str], camel_tail: bool = True, *, only_camel: bool = False
+) -> str:
     """A pattern one character wide that holds where the text up to and including it
     ends with one of ``keys`` (in any ASCII letter case).
 
@@ -223,7 +225,7 @@ def _key_ends_here(keys: Iterable[str], camel_tail: bool = True) -> str:
     per level, four or five for ``password``: per "=" of dense text, that was a
     third of the time. ``camel_tail=False``: not where the key is the capitalised
     tail of a longer word (``HttpToken``), checked after the key's own look-behind
-    only (a check of every key's per match cost 350 ns)."""
+    only (a check of every key's per match cost 350 ns). ``only_camel``: there only."""
     by_last: dict[str, list[str]] = {}
     for key in keys:
         by_last.setdefault(key[-1].lower(), []).append(key)
@@ -231,7 +233,9 @@ def _key_ends_here(keys: Iterable[str], camel_tail: bool = True) -> str:
     for last, group in sorted(by_last.items(), key=lambda item: (-len(item[1]), item[0])):
         # (?ai:) is ASCII-only case folding, exactly [pP][aA]...: no Kelvin sign for k.
         whole = [
-            f"(?<=(?ai:{re.escape(key)}))"
+            f"(?<=[a-z0-9]{key[0].upper()}(?ai:{re.escape(key[1:])}))"
+            if only_camel
+            else f"(?<=(?ai:{re.escape(key)}))"
             + ("" if camel_tail else f"(?<![a-z0-9]{key[0].upper()}(?ai:{re.escape(key[1:])}))")
             for key in sorted(group, key=len, reverse=True)
         ]
@@ -562,10 +566,9 @@ _QUOTED_CONTENT = (
 _KEY_QUOTE = rf"[\"'](?<=(?:{_KEY_HERE}|\\(?<={_KEY_HERE}\\))[\"'])"
 _QUOTED_KEY_BEFORE = rf"(?<=(?:{_KEY_QUOTE}|[ \t](?<={_KEY_QUOTE}[ \t])):)"
 # A bare key that is the capitalised tail of a longer word (``HttpToken:``,
-# ``InvalidSignature:``) is an exception's or a class's name before its message (the
-# form of every error text, importd's own among them), not a setting: its message is
-# kept. The price: a camelCase YAML key (``dbPassword: x``, ``apiToken: x``) is not read
-# as a key before ":" (quoted, as JSON writes it, it is).
+# ``apiToken:``) is left to a pass of its own (_CAMEL_KEY_VALUE, below): it may be an
+# exception's or a class's name before its message (the form of every error text,
+# importd's own among them), whose message is kept, or a camelCase setting.
 _BARE_KEY_HERE = _key_ends_here(_KEY_SUFFIXES, camel_tail=False)
 _BARE_KEY_BEFORE = rf"(?<=(?:{_BARE_KEY_HERE}|[ \t](?<={_BARE_KEY_HERE}[ \t])):)"
 # A scalar's characters: up to a blank, ",", "}", "]" or a quote; its first is no "{" or
@@ -587,11 +590,41 @@ _IN_LINE = _run_of('"\\\r\n', spaces=False)
 # a quoted one: one class test each for the usual value, where the trie's branches and
 # the quoted value's look-behinds took a third of the cost of a match.)
 _SCHEME_FIRST = "".join(sorted({c for s in _AUTH_SCHEMES for c in (s[0], s[0].upper())}))
-_BARE_KEY_VALUE = re.compile(
-    rf"(:{_BARE_KEY_BEFORE}[{_SPACES}]*+"
+_BARE_VALUE = (
+    rf"[{_SPACES}]*+"
     rf"(?:{_OPEN_QUOTE}|(?=[{_SCHEME_FIRST}]){_trie(_AUTH_SCHEMES, _anycase)}[ \t]++)?)"
     rf"(?:(?<![\"'])(?=[^\"\r\n]){_IN_LINE}(?:\\.{_IN_LINE})*+|{_QUOTED_CONTENT})"
 )
+_BARE_KEY_VALUE = re.compile(rf"(:{_BARE_KEY_BEFORE}" + _BARE_VALUE)
+# The keys the pattern above leaves, a key that is the capitalised tail of a longer word
+# (``apiToken:``, ``HttpToken:``), in a pass of their own: each match is then judged by
+# the whole word, which a look-behind cannot read (its width is fixed). A word that
+# starts with a capital is a class's name (``HttpToken``, ``jwt.InvalidSignature``: an
+# exception before its message), kept; any other is a setting's camelCase name
+# (``apiToken: x``, ``dbPassword: x`` in YAML), masked. Past _CAMEL_LIMIT such places
+# in one text, every one is masked, unjudged (more is masked, never less): a Python
+# call per place is then bounded whatever the text.
+_CAMEL_KEY_HERE = _key_ends_here(_KEY_SUFFIXES, only_camel=True)
+_CAMEL_KEY_VALUE = re.compile(
+    rf"(:(?<=(?:{_CAMEL_KEY_HERE}|[ \t](?<={_CAMEL_KEY_HERE}[ \t])):)" + _BARE_VALUE
+)
+_CAMEL_LIMIT = 256
+_WORD_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_LONGEST_CLASS_NAME = 200
+
+
+def _class_name_before(text: str, colon: int) -> bool:
+    """Whether the word before ``text[colon]`` (one blank between them allowed) starts
+    with a capital: a class's name. A word longer than _LONGEST_CLASS_NAME is not one
+    (its start is not looked for)."""
+    start = max(0, colon - _LONGEST_CLASS_NAME - 2)
+    before = text[start:colon]
+    if before[-1:] in (" ", "\t"):
+        before = before[:-1]
+    stem = before.rstrip(_WORD_CHARS)  # in C: the word's length, whatever it is
+    if not stem and start > 0:
+        return False  # the word goes on before what was read: too long for a name
+    return "A" <= before[len(stem) : len(stem) + 1] <= "Z"
 
 
 def _mask_colon_values(text: str) -> str:
@@ -599,7 +632,38 @@ def _mask_colon_values(text: str) -> str:
     a quote is)."""
     if '"' in text or "'" in text:
         text = _mask_after(_QUOTED_KEY_VALUE, text, MASK)
-    return _mask_after(_BARE_KEY_VALUE, text, MASK)
+    text = _mask_after(_BARE_KEY_VALUE, text, MASK)
+    found = _CAMEL_KEY_VALUE.search(text)
+    return text if found is None else _mask_camel_values(text, found.start())
+
+
+def _mask_camel_values(text: str, first: int) -> str:
+    """The values after camelCase keys and ":" masked, from the place at ``first`` on;
+    those after a class's name (a word that starts with a capital) kept, and looked
+    through for the next place (``HttpToken: x, apiToken: y``)."""
+    pieces: list[str] = []
+    done = 0
+    place = _CAMEL_KEY_VALUE.search(text, first)
+    for _ in range(_CAMEL_LIMIT):
+        if place is None:
+            break
+        if _class_name_before(text, place.start()):
+            place = _CAMEL_KEY_VALUE.search(text, place.end(1))
+            continue
+        pieces += (text[done : place.end(1)], MASK)
+        done = place.end()
+        place = _CAMEL_KEY_VALUE.search(text, done)
+    else:
+        if place is not None:  # past the limit: the rest masked unjudged
+            return (
+                "".join(pieces)
+                + text[done : place.start()]
+                + _mask_after(_CAMEL_KEY_VALUE, text[place.start() :], MASK)
+            )
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 # A long text (DENSE_MIN characters or more) where a credential could start more often

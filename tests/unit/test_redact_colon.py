@@ -70,11 +70,17 @@ from importd.redaction import MASK, Secrets
         # Prose after a sensitive key and a colon cannot be told from a secret: masked.
         ("password: must be 8 characters", "password: ***"),
         # An exception's name that ends in a key, before its message: kept (importd's
-        # own HttpToken among them). So is a camelCase bare key (a known gap: quoted, as
-        # in JSON, it is masked).
+        # own HttpToken among them): a word that starts with a capital.
         ("HttpToken: http_token is set, but", "HttpToken: http_token is set, but"),
         ("itsdangerous.exc.BadSignature: no match", "itsdangerous.exc.BadSignature: no match"),
-        ("apiToken: abc", "apiToken: abc"),
+        ("Error: InvalidToken: expired", "Error: InvalidToken: expired"),
+        # A camelCase bare key (a YAML setting) is a key: masked, as quoted.
+        ("apiToken: abc", "apiToken: ***"),
+        ("db:\n  dbPassword: hunter2\n  user: bob", "db:\n  dbPassword: ***\n  user: bob"),
+        ("clientSecret : s3cr3t", "clientSecret : ***"),
+        ("self.apiKey: k1, next", "self.apiKey: ***"),
+        ("_PrivateToken: x", "_PrivateToken: ***"),
+        ("HttpToken: kept, apiToken: masked", "HttpToken: kept, apiToken: ***"),
         ('{"apiToken": "abc"}', '{"apiToken": "***"}'),
         ("X-Auth-Token: abc", "X-Auth-Token: ***"),
         ("\nToken: abc", "\nToken: ***"),
@@ -209,3 +215,44 @@ def test_the_structured_path_and_the_text_path_agree_on_which_keys_are_sensitive
     masked_as_value = Secrets().redact_value({key: value})[key] == MASK
     assert masked_as_text == masked_as_value, (key, text)
     assert masked_as_value == redaction.is_sensitive_key(key)
+
+
+# The reference for camelCase keys before ":": a word that ends in a sensitive key whose
+# first letter is a capital after a lower-case letter or a digit, then ":" (one blank
+# allowed between), is a setting's name unless the word starts with a capital.
+_CAMEL_REFERENCE = re.compile(r"(?<![0-9A-Z_a-z])([0-9A-Z_a-z]{0,60}?[a-z0-9])([A-Z][a-z]+)[ \t]?:")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    head=st.sampled_from(["", "a", "db", "x9", "my_", "Http", "Bad", "Invalid", "X", "jwt.Bad"]),
+    key=st.sampled_from(["Token", "Password", "Secret", "Key", "Signature", "Pin", "Passwd"]),
+    blank=st.sampled_from(["", " ", "\t"]),
+    value=st.integers(10**6, 10**9).map(lambda n: f"V{n}W"),
+    before=st.sampled_from(["", "\n", "  ", "config:\n  ", "error: ", "(", "x."]),
+)
+def test_a_camel_case_key_is_masked_unless_its_word_is_a_class_name(
+    head: str, key: str, blank: str, value: str, before: str
+) -> None:
+    text = f"{before}{head}{key}{blank}: {value} and more"
+    masked = value not in Secrets().redact(text)
+    word = head.rpartition(".")[2] + key
+    sensitive = redaction.is_sensitive_key(key.lower())
+    camel_tail = bool(head) and (head[-1].islower() or head[-1].isdigit())
+    if not sensitive:
+        assert not masked, text
+    elif camel_tail:  # the case this pass judges: by the word's first letter
+        assert masked == (not word[0].isupper()), text
+        assert _CAMEL_REFERENCE.search(text) is not None
+    else:  # a key alone, or after "_" or a capital: the bare pass's, masked
+        assert masked, text
+
+
+def test_a_text_with_many_camel_case_keys_masks_them_all() -> None:
+    # Past the limit every such place is masked unjudged (more, never less).
+    many = "".join(f"HttpToken: kept{n} apiToken: s{n}\n" for n in range(300))
+    masked = Secrets().redact(many)
+    assert all(f"s{n}\n" not in masked for n in range(300))
+    few = "".join(f"HttpToken: kept{n}\napiToken: s{n}\n" for n in range(100))
+    masked = Secrets().redact(few)
+    assert all(f"kept{n}\n" in masked and f"s{n}\n" not in masked for n in range(100))
