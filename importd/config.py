@@ -129,9 +129,14 @@ def _proxy_list(items: tuple[str, ...]) -> None:
                 "the proxy's own address (127.0.0.1 for one on this machine)"
             )
         try:
-            ipaddress.ip_network(item.strip(), strict=False)
+            network = ipaddress.ip_network(item.strip(), strict=False)
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address or network") from None
+        if network.prefixlen == 0:
+            raise ValueError(
+                f"{item!r} is every address: like '*', it would believe any client's "
+                "X-Forwarded-Proto and X-Forwarded-For: name the proxy's own address"
+            )
 
 
 def _root_list(roots: tuple[str, ...]) -> None:

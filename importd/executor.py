@@ -478,7 +478,12 @@ class Executor:
     def control(self, message: str) -> None:
         """A message from the control channel: ``cancel <job id>``."""
         verb, _, arg = message.partition(" ")
-        if verb == "cancel" and arg.isdigit() and self.stop(int(arg), StopReason.CANCELLED):
+        if (
+            verb == "cancel"
+            and arg.isascii()
+            and arg.isdigit()
+            and self.stop(int(arg), StopReason.CANCELLED)
+        ):
             log.info("job_cancel_requested", job_id=int(arg))
 
     def stop_all(self, reason: StopReason) -> int:

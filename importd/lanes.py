@@ -38,7 +38,7 @@ class QueueSlots:
             raise ValueError(f"{text!r}: a queue name is letters, digits and _ . : -")
         if not eq:
             return cls(name)
-        if not slots.strip().isdigit() or int(slots) < 1:
+        if not (slots.strip().isascii() and slots.strip().isdigit()) or int(slots) < 1:
             raise ValueError(f"{text!r}: give the queue's slots as a whole number ≥ 1")
         return cls(name, int(slots))
 

@@ -705,8 +705,9 @@ class JobFilter:
     def params(self) -> list[Any]:
         """The filter parameters $2..$9 of ``web_jobs``."""
         by_id = None
-        if self.search is not None and self.search.isdigit() and len(self.search) < 19:
-            by_id = int(self.search)
+        search = self.search
+        if search is not None and search.isascii() and search.isdigit() and len(search) < 19:
+            by_id = int(search)
         return [
             self.status,
             self.kind,

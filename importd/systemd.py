@@ -22,7 +22,11 @@ class Notifier:
         watchdog_usec = env.get("WATCHDOG_USEC", "")
         watchdog_pid = env.get("WATCHDOG_PID", "")
         self.watchdog_interval: float | None = None
-        if watchdog_usec.isdigit() and (not watchdog_pid or watchdog_pid == str(os.getpid())):
+        if (
+            watchdog_usec.isascii()
+            and watchdog_usec.isdigit()
+            and (not watchdog_pid or watchdog_pid == str(os.getpid()))
+        ):
             # Ping at half the period systemd allows, as sd_watchdog_enabled(3) advises.
             self.watchdog_interval = int(watchdog_usec) / 1_000_000 / 2
         self._sock: socket.socket | None = None

@@ -61,10 +61,16 @@ PART_HEADER = "x-importd-part"
 MAX_FORM = 1_000_000
 
 
+def _digits(text: str) -> bool:
+    """Whether ``text`` is a run of 0-9 (``str.isdigit`` also takes "²", which int() does
+    not read, and "٣", which it reads as 3)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port`` too) as a pair; ValueError when it is not one."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not _digits(port) or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r} is not host:port (like 127.0.0.1:8080)")
     return host.strip("[]"), int(port)
 
@@ -77,6 +83,15 @@ def check_settings(settings: Settings) -> tuple[str, int]:
         raise ConfigError(f"web_listen: {exc}") from None
     if settings.web_token is not None and len(settings.web_token) < 16:
         raise ConfigError("web_token: must be at least 16 characters (try: openssl rand -hex 16)")
+    if settings.web_token is not None and not (
+        settings.web_token.isascii()
+        and settings.web_token.isprintable()
+        and " " not in settings.web_token
+    ):
+        raise ConfigError(
+            "web_token: must be printable ASCII without blanks: it travels in an "
+            "Authorization header (try: openssl rand -hex 16)"
+        )
     if not security.is_loopback(host) and not settings.web_token:
         raise ConfigError(
             f"web_listen {host}:{port} is reachable from other machines: set web_token "
@@ -194,6 +209,8 @@ class Web:
             server_settings=None if pooled else {"plan_cache_mode": "force_custom_plan"},
         )
         self.hub = Hub(self.pool, self.settings.listen_dsn or dsn)
+        if self.token:  # the sessions' key (scrypt of the token), made before a page needs it
+            await asyncio.to_thread(security.session_value, self.token)
         listener = asyncio.create_task(self.hub.listener.run(), name="web-listener")
         log.info("web_started", read_only=self.read_only, actions=self.can_act)
         try:
@@ -317,12 +334,12 @@ class Web:
     async def jobs(self, request: Request) -> Response:
         filters, given, problem = self._filters(request)
         cursor_text = request.query_params.get("before", "")
-        cursor = int(cursor_text) if cursor_text.isdigit() and len(cursor_text) < 19 else None
+        cursor = int(cursor_text) if _digits(cursor_text) and len(cursor_text) < 19 else None
         window = SCAN_WINDOW if filters.narrows else None
         search = filters.search or ""
         async with self.pool.acquire() as conn:
             # A job id: straight to the job, like River UI and Oban Web.
-            is_id = search.isdigit() and len(search) < 19 and len(given) == 1
+            is_id = _digits(search) and len(search) < 19 and len(given) == 1
             if is_id and await repository.job_exists(conn, int(search)):
                 return RedirectResponse(f"/jobs/{int(search)}", status_code=303)
             rows, floor = await repository.list_jobs(
@@ -366,7 +383,7 @@ class Web:
         if job_id > MAX_JOB_ID:
             return self.render(request, "missing.html", status=404, page="jobs", job_id=job_id)
         page_text = request.query_params.get("errors_page", "1")
-        page = int(page_text) if page_text.isdigit() and 0 < int(page_text) < 10**6 else 1
+        page = int(page_text) if _digits(page_text) and 0 < int(page_text) < 10**6 else 1
         async with self.pool.acquire() as conn:
             job = await repository.job_details(conn, job_id)
             if job is None:
@@ -410,9 +427,11 @@ class Web:
     async def events(self, request: Request) -> Response:
         assert self.hub is not None
         job_text = request.query_params.get("job", "")
-        job_id = int(job_text) if job_text.isdigit() and len(job_text) < 19 else None
+        job_id = int(job_text) if _digits(job_text) and len(job_text) < 19 else None
+        # A stream outlives no session: it ends when the cookie that opened it expires
+        # (the page's next try is then refused), as a page load would be.
         return StreamingResponse(
-            self.hub.stream(job_id),
+            self.hub.stream(job_id, until=security.session_ends(request, self.token)),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
@@ -423,7 +442,7 @@ class Web:
         """The POST's fields; None when its body is larger than MAX_FORM (read no further
         than that: the sign-in form is open to anyone)."""
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_FORM:
+        if _digits(declared) and int(declared) > MAX_FORM:
             return None
         body = bytearray()
         async for chunk in request.stream():
@@ -492,7 +511,7 @@ class Web:
         if denied is not None:
             return denied
         action = (form.get("action") or [""])[0]
-        ids = sorted({int(v) for v in form.get("id", []) if v.isdigit() and len(v) < 19})
+        ids = sorted({int(v) for v in form.get("id", []) if _digits(v) and len(v) < 19})
         back_qs = parse_qs((form.get("back") or [""])[0])
         back = "/jobs" + (
             "?" + urlencode({k: v[0] for k, v in back_qs.items() if v}) if back_qs else ""
@@ -536,7 +555,7 @@ class Web:
             )
             response.headers["retry-after"] = str(math.ceil(wait))
             return response
-        if not self.token or not security.authenticated(_with_bearer(request, given), self.token):
+        if not self.token or not security.token_matches(given, self.token):
             log.warning("web_login_failed", client=client)
             if self.throttle.failed(client):
                 log.warning("web_login_throttled", client=client, failures=security.Throttle.LIMIT)
@@ -566,14 +585,6 @@ class Web:
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(security.SESSION_COOKIE, **security.cookie_args(request))
         return response
-
-
-def _with_bearer(request: Request, token: str) -> Request:
-    scope = dict(request.scope)
-    scope["headers"] = [
-        (k, v) for k, v in request.scope["headers"] if k not in (b"authorization", b"cookie")
-    ] + [(b"authorization", f"Bearer {token}".encode())]
-    return Request(scope)
 
 
 def _chart(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -65,8 +66,9 @@ class Hub:
             data["job"]["last_error"] = data["job"]["last_error"][:2000]
         return data  # type: ignore[no-any-return]
 
-    async def stream(self, job_id: int | None) -> AsyncIterator[str]:
-        """Server-sent events: a ``data:`` line per change, a comment every 15 s."""
+    async def stream(self, job_id: int | None, until: float | None = None) -> AsyncIterator[str]:
+        """Server-sent events: a ``data:`` line per change, a comment every 15 s; ended at
+        ``until`` (Unix seconds: the session's end), if given."""
         loop = self._loop = asyncio.get_running_loop()
         wake = asyncio.Event()
         self._wakers.add(wake)
@@ -75,6 +77,8 @@ class Hub:
         try:
             yield "retry: 2000\n\n"
             while not self.stopping:
+                if until is not None and time.time() >= until:
+                    return
                 started = loop.time()
                 try:
                     text = json.dumps(await self.snapshot(job_id), separators=(",", ":"))

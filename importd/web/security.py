@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -83,29 +84,62 @@ def host_is_loopback(header: str | None) -> bool:
 
 def session_value(token: str, issued: int | None = None) -> str:
     """The session cookie's value for ``token``, issued at ``issued`` (Unix seconds; now
-    when None): the time and an HMAC of it under the token. It proves the token without
-    holding it, and stops proving it ``SESSION_SECONDS`` later; a new token ends every
-    session."""
+    when None): the time and an HMAC of it under a key derived from the token. It proves
+    the token without holding it, and stops proving it ``SESSION_SECONDS`` later; a new
+    token ends every session."""
     when = int(time.time()) if issued is None else issued
     return f"{when}.{_session_mac(token, when)}"
 
 
+@functools.lru_cache(maxsize=4)
+def _session_key(token: str) -> bytes:
+    """The key sessions are signed with: the token through scrypt (a fraction of a second,
+    once per token and process), so that a cookie copied out of a browser or a log
+    cannot test guesses of the token at the speed of a hash. Derived from the token
+    alone, it is the same in every ``importd web`` process serving that token."""
+    return hashlib.scrypt(token.encode(), salt=b"importd-web-session", n=2**14, r=8, p=1, dklen=32)
+
+
 def _session_mac(token: str, issued: int) -> str:
     message = f"importd-web-session:{issued}".encode()
-    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.new(_session_key(token), message, hashlib.sha256).hexdigest()
 
 
-def session_valid(value: str, token: str, now: float | None = None) -> bool:
-    """Whether a session cookie's ``value`` was issued for ``token`` less than
-    ``SESSION_SECONDS`` before ``now`` (and not ahead of it by more than a minute)."""
-    issued_text, dot, mac = value.partition(".")
+def session_check(value: str, token: str, now: float | None = None) -> tuple[str, int | None]:
+    """What a session cookie's ``value`` is: ``("valid", issued)``, issued for ``token``
+    less than ``SESSION_SECONDS`` before ``now`` (and not over a minute ahead of it);
+    ``("forged", None)``, such a cookie whose HMAC is wrong (a guess of the token, or a
+    cookie of an earlier token); ``("none", None)`` for anything else (absent, malformed,
+    expired)."""
+    issued_text, dot, mac = value.strip().partition(".")
     if not dot or not issued_text.isascii() or not issued_text.isdigit() or len(issued_text) > 12:
-        return False
+        return "none", None
     issued = int(issued_text)
     at = time.time() if now is None else now
     if not at - SESSION_SECONDS < issued <= at + _CLOCK_SKEW:
-        return False
-    return hmac.compare_digest(mac.encode(), _session_mac(token, issued).encode())
+        return "none", None
+    if hmac.compare_digest(mac.encode(), _session_mac(token, issued).encode()):
+        return "valid", issued
+    return "forged", None
+
+
+def session_valid(value: str, token: str, now: float | None = None) -> bool:
+    """Whether a session cookie's ``value`` proves ``token`` now (see session_check)."""
+    return session_check(value, token, now)[0] == "valid"
+
+
+def session_ends(request: Request, token: str | None) -> float | None:
+    """When the session that lets ``request`` in ends (Unix seconds); None when it is let
+    in otherwise (a bearer token, no token at all)."""
+    if not token or bearer(request) is not None:
+        return None
+    state, issued = session_check(request.cookies.get(SESSION_COOKIE, ""), token)
+    return issued + SESSION_SECONDS if state == "valid" and issued is not None else None
+
+
+def token_matches(given: str, token: str) -> bool:
+    """Whether ``given`` is ``token`` (in constant time)."""
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def bearer(request: Request) -> str | None:
@@ -119,7 +153,7 @@ def authenticated(request: Request, token: str | None) -> bool:
     if not token:
         return False
     given = bearer(request)
-    if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+    if given is not None and token_matches(given, token):
         return True
     return session_valid(request.cookies.get(SESSION_COOKIE, ""), token)
 
@@ -128,8 +162,11 @@ class Throttle:
     """Wrong tokens per client address: after ``LIMIT`` of them within ``WINDOW`` seconds
     the client is refused, right token or not, until the oldest of those failures is
     ``WINDOW`` seconds old. Counted: a failed sign-in, a request with a wrong bearer
-    token (a stale session cookie is not a guess: an HMAC cannot be guessed). At most
-    ``CLIENTS`` addresses are remembered, the longest quiet forgotten first."""
+    token, and one with a session cookie of the last 12 hours whose HMAC is wrong (made
+    from a guessed token; a browser holding a cookie of an earlier token is told to drop
+    it at its first refusal). At most ``CLIENTS`` addresses are remembered, the longest
+    quiet forgotten first. Everyone behind one address (a NAT, a proxy not named with
+    ``web_proxies``) shares its count; an IPv6 client counts by its /64."""
 
     LIMIT = 10
     WINDOW = 300.0
@@ -161,9 +198,19 @@ class Throttle:
 
 
 def client_address(request: Request) -> str:
-    """The client's address as the server sees it (behind a named proxy, the one its
-    ``X-Forwarded-For`` gives)."""
-    return request.client.host if request.client else "unknown"
+    """The client as the throttle counts it: its address as the server sees it (behind a
+    named proxy, the one its ``X-Forwarded-For`` gives), an IPv6 one by its /64 (a
+    client may hold every address of one), anything else cut to 64 characters."""
+    host = request.client.host if request.client else "unknown"
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def csrf_token(request: Request) -> tuple[str, bool]:
@@ -232,16 +279,45 @@ class Guard:
                     "host name (127.0.0.1, localhost, [::1])",
                 )
                 return
-        elif bearer(request) is not None and (refused := self.refused_bearer(request, self.token)):
-            await _refuse(send_with_headers, *refused)
-            return
-        elif not path.startswith(_OPEN_PATHS) and not authenticated(request, self.token):
-            if scope["method"] == "GET" and "text/html" in request.headers.get("accept", ""):
-                await _redirect(send_with_headers, "/login")
-            else:
-                await _refuse(send_with_headers, 401, "importd web: the web token is required")
-            return
+        elif bearer(request) is not None:
+            refused = self.refused_bearer(request, self.token)
+            if refused is not None:
+                await _refuse(send_with_headers, *refused)
+                return
+        elif not path.startswith(_OPEN_PATHS):
+            status = self.refused_session(request, self.token)
+            if status == 429:
+                wait = self.throttle.retry_after(client_address(request)) or 1.0
+                await _refuse(
+                    send_with_headers, 429, too_many_failures(wait), math.ceil(wait), True
+                )
+                return
+            if status is not None:
+                # (A cookie that failed is dropped: its browser stops sending it.)
+                drop = SESSION_COOKIE in request.cookies
+                if scope["method"] == "GET" and "text/html" in request.headers.get("accept", ""):
+                    await _redirect(send_with_headers, "/login", drop)
+                else:
+                    await _refuse(
+                        send_with_headers, 401, "importd web: the web token is required", 0, drop
+                    )
+                return
         await self.app(scope, receive, send_with_headers)
+
+    def refused_session(self, request: Request, token: str) -> int | None:
+        """Why a request without a bearer header is refused: its session cookie does not
+        prove the token (401; a forged one counted, 429 when its client is throttled).
+        None: it does."""
+        state, _ = session_check(request.cookies.get(SESSION_COOKIE, ""), token)
+        if state == "valid":
+            return None
+        if state == "forged":
+            client = client_address(request)
+            if self.throttle.retry_after(client) is not None:
+                return 429
+            if self.throttle.failed(client):
+                log.warning("web_login_throttled", client=client, failures=Throttle.LIMIT)
+        return 401
 
     def refused_bearer(self, request: Request, token: str) -> tuple[int, str, int] | None:
         """Why a request with a bearer header is refused before it is served: its client
@@ -261,7 +337,16 @@ def too_many_failures(wait: float) -> str:
     return f"too many wrong tokens from this address: try again in {math.ceil(wait)} s"
 
 
-async def _refuse(send: Send, status: int, text: str, retry_after: int = 0) -> None:
+# Drops the session cookie (the attributes cookie_args gives it; Secure or not alike).
+_DROP_SESSION = (
+    b"set-cookie",
+    f"{SESSION_COOKIE}=; Max-Age=0; Path=/; HttpOnly; SameSite=strict".encode(),
+)
+
+
+async def _refuse(
+    send: Send, status: int, text: str, retry_after: int = 0, drop_session: bool = False
+) -> None:
     body = text.encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -269,6 +354,8 @@ async def _refuse(send: Send, status: int, text: str, retry_after: int = 0) -> N
     ]
     if retry_after:
         headers.append((b"retry-after", str(retry_after).encode()))
+    if drop_session:
+        headers.append(_DROP_SESSION)
     await send(
         {
             "type": "http.response.start",
@@ -279,14 +366,11 @@ async def _refuse(send: Send, status: int, text: str, retry_after: int = 0) -> N
     await send({"type": "http.response.body", "body": body})
 
 
-async def _redirect(send: Send, location: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 303,
-            "headers": [(b"location", location.encode()), (b"content-length", b"0")],
-        }
-    )
+async def _redirect(send: Send, location: str, drop_session: bool = False) -> None:
+    headers = [(b"location", location.encode()), (b"content-length", b"0")]
+    if drop_session:
+        headers.append(_DROP_SESSION)
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 
 

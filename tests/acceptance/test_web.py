@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import importd
 from importd import config, sql
-from importd.web import check_settings, create_app
+from importd.web import check_settings, create_app, security
 from tests.helpers import ROOT, Conn, Drain, StartDaemon, importd_env, run_importd, wait_until
 
 TOKEN = "test-web-token-0123456789"
@@ -775,3 +776,60 @@ async def test_ten_wrong_tokens_lock_the_sign_in_form_for_that_client(web: Any) 
     assert len(failed) == 10 and {e["client"] for e in failed} == {"127.0.0.1"}
     assert len(throttled) == 1 and throttled[0]["failures"] == 10
     assert TOKEN not in server.log_path.read_text()
+
+
+async def test_a_live_stream_ends_when_its_session_does(web: Any) -> None:
+    """The stream's session is checked as it opens and again as it runs: a cookie three
+    seconds from its twelve hours keeps its stream that long, not for ever."""
+    server = await web()
+    issued = int(time.time()) - security.SESSION_SECONDS + 3
+    cookie = {"cookie": f"importd_session={security.session_value(TOKEN, issued)}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        started = time.monotonic()
+        async with client.stream("GET", "/events", headers=cookie) as stream:
+            assert stream.status_code == 200
+            frames = [line async for line in stream.aiter_lines() if line.startswith("data:")]
+        lasted = time.monotonic() - started
+        assert frames and 1.5 < lasted < 15, lasted  # ended by the server, after the expiry
+        assert (await client.get("/jobs", headers=cookie)).status_code == 401
+        # A bearer's stream has no session to end: it runs on (read one frame, close it).
+        bearer = {"authorization": f"Bearer {TOKEN}"}
+        async with client.stream("GET", "/events", headers=bearer) as stream:
+            assert stream.status_code == 200
+            async for line in stream.aiter_lines():
+                if line.startswith("data:"):
+                    break
+
+
+async def test_odd_digits_in_the_address_bar_are_no_errors(conn: Conn, web: Any) -> None:
+    """ "²" passes str.isdigit() and fails int(): each parameter read as a number took
+    the page to a 500 before."""
+    job_id = await make_job(conn, "csv", "failed", error="boom")
+    server = await web()
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=bearer, timeout=10) as client:
+        for path in (
+            "/jobs?before=%C2%B2",
+            "/jobs?q=%C2%B2",
+            "/jobs?q=%D9%A3",
+            f"/jobs/{job_id}?errors_page=%C2%B2",
+        ):
+            answer = await client.get(path)
+            assert answer.status_code == 200, (path, answer.status_code)
+        async with client.stream("GET", "/events?job=%C2%B2") as stream:
+            assert stream.status_code == 200
+        page = await client.get("/jobs")
+        csrf = client.cookies["importd_csrf"]
+        bulk = await client.post(
+            "/jobs/bulk",
+            data={"csrf": csrf, "action": "retry", "id": "\u00b2"},
+            follow_redirects=False,
+        )
+        assert bulk.status_code == 303 and page.status_code == 200
+    assert "web_request_failed" not in server.log_path.read_text()
+
+
+def test_a_web_token_that_cannot_travel_in_a_header_is_refused(dsn: str) -> None:
+    for token in ("pässwörd-ÄÖÜ-0123456789", "a token with blanks in it", "tab\there-0123456789"):
+        with pytest.raises(config.ConfigError, match="printable ASCII"):
+            check_settings(config.Settings(dsn=dsn, web_token=token))

@@ -62,7 +62,7 @@ async def test_without_the_setting_a_tls_proxy_s_forms_are_refused(web: Any) -> 
 
 def test_a_proxy_is_named_by_its_address(dsn: str) -> None:
     """``*`` or a host name is refused at start (exit 3), naming the setting."""
-    for bad in ("*", "proxy.example"):
+    for bad in ("*", "proxy.example", "0.0.0.0/0", "::/0"):
         done = run_importd("web", "--dsn", dsn, "--proxy", bad)
         assert done.returncode == 3, done.stderr
         assert "web_proxies" in done.stderr or "--proxy" in done.stderr, done.stderr

@@ -136,3 +136,27 @@ async def test_a_completion_committed_by_the_handler_is_not_a_lost_lease(
     finally:
         await handler.close()
         keeper.stop()
+
+
+async def test_a_control_message_with_odd_digits_is_ignored(conn: Conn, dsn: str) -> None:
+    """``cancel ²``: str.isdigit() says yes, int() refuses it. Anyone who may NOTIFY can
+    send it; the executor ignores it (before, int() raised in the listener's callback)."""
+    from importd.backoff import Backoff  # noqa: PLC0415
+    from importd.executor import Executor, ResultWriter  # noqa: PLC0415
+    from importd.guard import LeaseKeeper  # noqa: PLC0415
+    from importd.handlers import Registry  # noqa: PLC0415
+    from importd.repository import Repository  # noqa: PLC0415
+
+    repo = Repository(conn)
+    executor = Executor(
+        repo=repo,
+        pool=conn,
+        registry=Registry(),
+        writer=ResultWriter(repo, "A"),
+        keeper=LeaseKeeper(dsn, "A", interval=1, margin=1),
+        worker_id="A",
+        backoff=Backoff(1, 10, 0),
+        lease_margin=1,
+    )
+    for message in ("cancel \u00b2", "cancel \u0663", "cancel 1\u00b2", "cancel ", "cancel 12"):
+        executor.control(message)  # nothing runs: nothing to cancel, and nothing raised

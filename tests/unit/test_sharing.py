@@ -18,7 +18,7 @@ def test_queue_and_rate_limit_specs_parse_or_say_why() -> None:
     assert RateLimit.parse("webhooks=10/s") == RateLimit("queue", "webhooks", 10.0, 1)
     assert RateLimit.parse("kind:http=600/min:5") == RateLimit("kind", "http", 10.0, 5)
     assert RateLimit.parse("x=36/h").interval == pytest.approx(100.0)
-    for bad in ("imports=0", "imp orts=2", "imports=two"):
+    for bad in ("imports=0", "imp orts=2", "imports=two", "imports=\u00b2"):
         with pytest.raises(ValueError, match="queue"):
             QueueSlots.parse(bad)
     for bad in ("webhooks=10", "webhooks=0/s", "webhooks=10/fortnight", "=10/s"):

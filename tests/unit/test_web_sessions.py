@@ -8,9 +8,12 @@ client could try tokens on the sign-in form or in bearer headers as fast as it l
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -54,11 +57,41 @@ def test_no_other_value_passes(value: str) -> None:
 
 def test_the_cookie_before_sessions_ended_no_longer_signs_in() -> None:
     # The value every session had before: an HMAC of the token alone.
-    import hashlib  # noqa: PLC0415
-    import hmac  # noqa: PLC0415
-
     old = hmac.new(TOKEN.encode(), b"importd-web-session", hashlib.sha256).hexdigest()
     assert not security.session_valid(old, TOKEN, now=NOW)
+
+
+def test_a_cookie_is_not_an_hmac_under_the_token_itself() -> None:
+    """Signed under scrypt of the token: a guess of the token costs an attacker one scrypt
+    (a fraction of a second), not one hash, whether tried on a copied cookie offline or
+    made into a cookie to try online (where the throttle counts it, below)."""
+    issued = int(NOW)
+    message = f"importd-web-session:{issued}".encode()
+    by_hash = hmac.new(TOKEN.encode(), message, hashlib.sha256).hexdigest()
+    assert not security.session_valid(f"{issued}.{by_hash}", TOKEN, now=NOW)
+    assert security.session_check(f"{issued}.{by_hash}", TOKEN, now=NOW) == ("forged", None)
+    assert security.session_check(f"{issued - 13 * 3600}.{by_hash}", TOKEN, now=NOW) == (
+        "none",
+        None,
+    )
+    key = hashlib.scrypt(TOKEN.encode(), salt=b"importd-web-session", n=2**14, r=8, p=1, dklen=32)
+    by_key = hmac.new(key, message, hashlib.sha256).hexdigest()
+    assert security.session_check(f"{issued}.{by_key}", TOKEN, now=NOW) == ("valid", issued)
+
+
+@pytest.mark.parametrize(
+    ("host", "counted_as"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),  # the same /64: one client
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("x" * 15_000, "x" * 64),  # whatever a trusted proxy's X-Forwarded-For said
+    ],
+)
+def test_the_throttle_counts_a_client_by_its_address(host: str, counted_as: str) -> None:
+    request = Request({"type": "http", "client": (host, 1), "headers": []})
+    assert security.client_address(request) == counted_as
 
 
 class _Clock:
@@ -149,3 +182,46 @@ async def test_an_expired_session_cookie_is_refused() -> None:
         assert expired.status_code == 303 and expired.headers["location"] == "/login"
         kept = await client.get("/jobs", headers={"cookie": f"{security.SESSION_COOKIE}={fresh}"})
         assert kept.status_code == 200 and kept.text == "every job's payload"
+
+
+async def test_cookies_made_from_guessed_tokens_are_throttled_and_dropped() -> None:
+    """A session cookie of the last 12 hours whose HMAC is wrong is a guess (or a cookie
+    of an earlier token): counted like a wrong token, and the answer drops it."""
+    app = security.Guard(Starlette(routes=[Route("/jobs", _jobs)]), TOKEN)
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.9", 50000))
+    now = int(time.time())
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        for n in range(security.Throttle.LIMIT):
+            guess = security.session_value(f"guess-{n}-of-the-token", now)
+            answer = await client.get(
+                "/jobs", headers={"cookie": f"{security.SESSION_COOKIE}={guess}"}
+            )
+            assert answer.status_code == 401 and "payload" not in answer.text
+            assert answer.headers["set-cookie"].startswith(f"{security.SESSION_COOKIE}=;")
+            assert "max-age=0" in answer.headers["set-cookie"].lower()
+        right = security.session_value(TOKEN, now)
+        # Throttled now: another guess is not looked at, and neither is the right token
+        # in a bearer header; a real session goes on (it is no guess).
+        guess = security.session_value("one-more-guess-of-it", now)
+        refused = await client.get(
+            "/jobs", headers={"cookie": f"{security.SESSION_COOKIE}={guess}"}
+        )
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+        bearer = await client.get("/jobs", headers={"authorization": f"Bearer {TOKEN}"})
+        assert bearer.status_code == 429
+        kept = await client.get("/jobs", headers={"cookie": f"{security.SESSION_COOKIE}={right}"})
+        assert kept.status_code == 200
+
+
+def test_a_stream_ends_with_the_session_that_opened_it() -> None:
+    issued = int(time.time()) - 60
+    cookie = security.session_value(TOKEN, issued)
+    by_cookie = Request(
+        {"type": "http", "headers": [(b"cookie", f"importd_session={cookie}".encode())]}
+    )
+    assert security.session_ends(by_cookie, TOKEN) == issued + security.SESSION_SECONDS
+    by_bearer = Request(
+        {"type": "http", "headers": [(b"authorization", f"Bearer {TOKEN}".encode())]}
+    )
+    assert security.session_ends(by_bearer, TOKEN) is None
+    assert security.session_ends(by_cookie, None) is None
