@@ -111,6 +111,9 @@ def texts(size: int) -> dict[str, str]:
         "dense 'dbPassword: x\\n' camelCase YAML lines": _fill("dbPassword: x\n", size),
         "dense 'HttpToken: x\\n' class names (kept)": _fill("HttpToken: x\n", size),
         "dense 'HttpToken: x apiToken: y\\n' both": _fill("HttpToken: x apiToken: y\n", size),
+        # An audit's text: each class name's value was read to the end of its line.
+        "256 'HttpToken: m ' then 1 MiB on one line": "HttpToken: m " * 256
+        + _fill("x\\y", size - 13 * 256),
         "dense '\"id\":1,' JSON keys that end like one (no key)": _fill('"id":1,', size),
         "dense '\"tokens\":1,' JSON keys that hold one (no key)": _fill('"tokens":1,', size),
         "dense 'a: b ' colons in prose": _fill("a: b ", size),

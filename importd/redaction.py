@@ -381,7 +381,10 @@ _ITEM_BRANCHES = [
 ]
 _NEXT_ITEM = f"(?:{'|'.join(_ITEM_BRANCHES)})"
 _ITEMS = "(?:" + "|".join(f"{b}(?:{_NEXT_ITEM})*+" for b in _ITEM_BRANCHES) + "|)"
-_BEARER_RUN = rf"[ \t]++{_CREDENTIAL_CHARS}{_ITEMS}"
+# A token that ends in ":" is a label ("invalid bearer token: abc123"): the word after it
+# is the token, masked with it.
+_BEARER_TOKEN = rf"{_CREDENTIAL_CHARS}(?:(?<=:)[ \t]++{_CREDENTIAL_CHARS})?"
+_BEARER_RUN = rf"[ \t]++{_BEARER_TOKEN}{_ITEMS}"
 _BEARER_SPELLINGS = ("Bearer", "bearer", "BEARER")
 
 
@@ -394,7 +397,7 @@ def _bearer_pattern(word: str) -> re.Pattern[str]:
     as the daemon and ``importd web`` start)."""
     if word:
         return re.compile(word + _BEARER_RUN)
-    return re.compile(rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_CREDENTIAL_CHARS}{_ITEMS}")
+    return re.compile(rf"[ \t](?<={_BEARER_WORD}[ \t])[ \t]*+{_BEARER_TOKEN}{_ITEMS}")
 
 
 def warm() -> None:
@@ -605,25 +608,36 @@ _BARE_KEY_VALUE = re.compile(rf"(:{_BARE_KEY_BEFORE}" + _BARE_VALUE)
 # in one text, every one is masked, unjudged (more is masked, never less): a Python
 # call per place is then bounded whatever the text.
 _CAMEL_KEY_HERE = _key_ends_here(_KEY_SUFFIXES, only_camel=True)
-_CAMEL_KEY_VALUE = re.compile(
-    rf"(:(?<=(?:{_CAMEL_KEY_HERE}|[ \t](?<={_CAMEL_KEY_HERE}[ \t])):)" + _BARE_VALUE
-)
+_CAMEL_KEY_BEFORE = rf"(?<=(?:{_CAMEL_KEY_HERE}|[ \t](?<={_CAMEL_KEY_HERE}[ \t])):)"
+# The places (a ":" after such a key), found without reading their values: a kept
+# place's value is then never read, so a line of class names costs one pass; the value
+# is matched at a place that is masked (_CAMEL_VALUE_AT), or by _CAMEL_KEY_VALUE past
+# the limit.
+_CAMEL_PLACE = re.compile(":" + _CAMEL_KEY_BEFORE)
+_CAMEL_VALUE_AT = re.compile("(:" + _BARE_VALUE)
+_CAMEL_KEY_VALUE = re.compile(f"(:{_CAMEL_KEY_BEFORE}" + _BARE_VALUE)
 _CAMEL_LIMIT = 256
+# What the key's look-behind reads before a ":": the longest key, its letter or digit
+# before, and a blank.
+_CAMEL_CONTEXT = max(map(len, _KEY_SUFFIXES)) + 2
 _WORD_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 _LONGEST_CLASS_NAME = 200
 
 
 def _class_name_before(text: str, colon: int) -> bool:
-    """Whether the word before ``text[colon]`` (one blank between them allowed) starts
-    with a capital: a class's name. A word longer than _LONGEST_CLASS_NAME is not one
-    (its start is not looked for)."""
+    """Whether the word before ``text[colon]`` (one blank between them allowed) is a
+    class's name: it starts with a capital, is at most _LONGEST_CLASS_NAME characters
+    long, and follows neither a "-" (a header's name: ``X-AuthToken``) nor a letter or a
+    digit outside ASCII (the word goes on: ``ñApiToken``)."""
     start = max(0, colon - _LONGEST_CLASS_NAME - 2)
     before = text[start:colon]
     if before[-1:] in (" ", "\t"):
         before = before[:-1]
     stem = before.rstrip(_WORD_CHARS)  # in C: the word's length, whatever it is
-    if not stem and start > 0:
-        return False  # the word goes on before what was read: too long for a name
+    if len(before) - len(stem) > _LONGEST_CLASS_NAME or (not stem and start > 0):
+        return False  # longer than a name (or it goes on before what was read)
+    if stem and (stem[-1] == "-" or stem[-1].isalnum()):
+        return False
     return "A" <= before[len(stem) : len(stem) + 1] <= "Z"
 
 
@@ -633,33 +647,32 @@ def _mask_colon_values(text: str) -> str:
     if '"' in text or "'" in text:
         text = _mask_after(_QUOTED_KEY_VALUE, text, MASK)
     text = _mask_after(_BARE_KEY_VALUE, text, MASK)
-    found = _CAMEL_KEY_VALUE.search(text)
-    return text if found is None else _mask_camel_values(text, found.start())
+    place = _CAMEL_PLACE.search(text)
+    return text if place is None else _mask_camel_values(text, place.start())
 
 
-def _mask_camel_values(text: str, first: int) -> str:
-    """The values after camelCase keys and ":" masked, from the place at ``first`` on;
-    those after a class's name (a word that starts with a capital) kept, and looked
-    through for the next place (``HttpToken: x, apiToken: y``)."""
+def _mask_camel_values(text: str, colon: int) -> str:
+    """The values after camelCase keys and ":" masked, from the place at ``colon`` on;
+    those after a class's name kept (and read on from its ":": ``HttpToken: x,
+    apiToken: y``). Past _CAMEL_LIMIT places, the rest masked unjudged."""
     pieces: list[str] = []
-    done = 0
-    place = _CAMEL_KEY_VALUE.search(text, first)
+    done = 0  # the text before this is in pieces
     for _ in range(_CAMEL_LIMIT):
+        if not _class_name_before(text, colon):
+            value = _CAMEL_VALUE_AT.match(text, colon)
+            if value is not None:
+                pieces += (text[done : value.end(1)], MASK)
+                done = value.end()
+        place = _CAMEL_PLACE.search(text, max(done, colon + 1))
         if place is None:
             break
-        if _class_name_before(text, place.start()):
-            place = _CAMEL_KEY_VALUE.search(text, place.end(1))
-            continue
-        pieces += (text[done : place.end(1)], MASK)
-        done = place.end()
-        place = _CAMEL_KEY_VALUE.search(text, done)
+        colon = place.start()
     else:
-        if place is not None:  # past the limit: the rest masked unjudged
-            return (
-                "".join(pieces)
-                + text[done : place.start()]
-                + _mask_after(_CAMEL_KEY_VALUE, text[place.start() :], MASK)
-            )
+        # Cut where the key's look-behind still reads the whole key (no ":" is in it),
+        # after every place judged already.
+        cut = max(done, colon - _CAMEL_CONTEXT, text.rfind(":", done, colon) + 1)
+        pieces += (text[done:cut], _mask_after(_CAMEL_KEY_VALUE, text[cut:], MASK))
+        return "".join(pieces)
     if not pieces:
         return text
     pieces.append(text[done:])

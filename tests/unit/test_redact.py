@@ -805,3 +805,20 @@ def test_the_bearer_patterns_are_compiled_when_first_needed() -> None:
         "1",
         "4",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # A "token" that ends in ":" is a label: the token is the word after it (an
+        # audit: "bearer token: abc123" kept abc123, the label masked).
+        ("using bearer token: abc123", "using bearer ***"),
+        ("Invalid Bearer token: abc123 (expired)", "Invalid Bearer *** (expired)"),
+        ("BeArEr token: abc", "BeArEr ***"),
+        ("BEARER key:\tabc, next", "BEARER ***, next"),
+        ("the bearer token:\nnext line", "the bearer ***\nnext line"),
+        ("Bearer abc next", "Bearer *** next"),
+    ],
+)
+def test_a_bearer_label_before_its_token_is_masked_with_it(text: str, shown: str) -> None:
+    assert redaction.Secrets().redact(text) == shown
