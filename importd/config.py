@@ -132,10 +132,12 @@ def _proxy_list(items: tuple[str, ...]) -> None:
             network = ipaddress.ip_network(item.strip(), strict=False)
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address or network") from None
-        if network.prefixlen == 0:
+        if network.prefixlen < (8 if network.version == 4 else 32) and not network.is_private:
+            # (0.0.0.0/0 is '*'; two /1 networks are too.)
             raise ValueError(
-                f"{item!r} is every address: like '*', it would believe any client's "
-                "X-Forwarded-Proto and X-Forwarded-For: name the proxy's own address"
+                f"{item!r} is too wide to name a proxy: like '*', it would believe the "
+                "X-Forwarded-Proto and X-Forwarded-For of clients all over the internet; "
+                "name the proxy's own address"
             )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import math
 import threading
@@ -82,14 +83,15 @@ def check_settings(settings: Settings) -> tuple[str, int]:
     except ValueError as exc:
         raise ConfigError(f"web_listen: {exc}") from None
     if settings.web_token is not None and len(settings.web_token) < 16:
-        raise ConfigError("web_token: must be at least 16 characters (try: openssl rand -hex 16)")
+        # (Not "web_token: ...": the redaction would mask what follows a key and a colon.)
+        raise ConfigError("web_token must be at least 16 characters (try: openssl rand -hex 16)")
     if settings.web_token is not None and not (
         settings.web_token.isascii()
         and settings.web_token.isprintable()
         and " " not in settings.web_token
     ):
         raise ConfigError(
-            "web_token: must be printable ASCII without blanks: it travels in an "
+            "web_token must be printable ASCII without blanks, as it travels in an "
             "Authorization header (try: openssl rand -hex 16)"
         )
     if not security.is_loopback(host) and not settings.web_token:
@@ -555,7 +557,7 @@ class Web:
             )
             response.headers["retry-after"] = str(math.ceil(wait))
             return response
-        if not self.token or not security.token_matches(given, self.token):
+        if not self.token or not security.token_matches(given.strip(), self.token):
             log.warning("web_login_failed", client=client)
             if self.throttle.failed(client):
                 log.warning("web_login_throttled", client=client, failures=security.Throttle.LIMIT)
@@ -698,6 +700,16 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def proxy_spec(item: str) -> str:
+    """A ``web_proxies`` entry as uvicorn matches it: an address as given, a network in
+    its canonical form (uvicorn reads ``127.0.0.1/8``, host bits set, as no network at
+    all, and never believed that proxy)."""
+    item = item.strip()
+    if "/" not in item:
+        return item
+    return str(ipaddress.ip_network(item, strict=False))
+
+
 def serve(settings: Settings) -> int:
     """Run ``importd web`` until SIGINT / SIGTERM."""
     host, port = check_settings(settings)
@@ -720,7 +732,7 @@ def serve(settings: Settings) -> int:
         # cookies are sent Secure. Without it, every POST through such a proxy was refused
         # as coming from another origin, sign-in included.
         proxy_headers=bool(settings.web_proxies),
-        forwarded_allow_ips=[p.strip() for p in settings.web_proxies] or None,
+        forwarded_allow_ips=[proxy_spec(p) for p in settings.web_proxies] or None,
     )
     log.info(
         "web_listening",

@@ -131,7 +131,8 @@ def session_valid(value: str, token: str, now: float | None = None) -> bool:
 def session_ends(request: Request, token: str | None) -> float | None:
     """When the session that lets ``request`` in ends (Unix seconds); None when it is let
     in otherwise (a bearer token, no token at all)."""
-    if not token or bearer(request) is not None:
+    given = bearer(request)
+    if not token or (given is not None and token_matches(given, token)):
         return None
     state, issued = session_check(request.cookies.get(SESSION_COOKIE, ""), token)
     return issued + SESSION_SECONDS if state == "valid" and issued is not None else None
@@ -174,27 +175,32 @@ class Throttle:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self._failures: dict[str, deque[tuple[float, str]]] = {}
 
     def retry_after(self, client: str) -> float | None:
         """Seconds until ``client`` may try again, or None when it may now."""
         failures = self._failures.get(client)
         if failures is None or len(failures) < self.LIMIT:
             return None
-        wait = failures[0] + self.WINDOW - self._clock()
+        wait = failures[0][0] + self.WINDOW - self._clock()
         if wait <= 0:
             return None
         return wait
 
-    def failed(self, client: str) -> bool:
-        """Count a wrong token from ``client``; True when this failure throttles it."""
+    def failed(self, client: str, what: str = "") -> bool:
+        """Count a wrong token from ``client``; True when this failure throttles it.
+        ``what``: the wrong value, where the same one may come again without being a new
+        guess (a stale cookie, sent by every tab of one browser before it is dropped):
+        it counts once while it is among the client's last LIMIT failures."""
         now = self._clock()
         failures = self._failures.pop(client, None) or deque(maxlen=self.LIMIT)
-        failures.append(now)
+        counted = not (what and any(seen == what for _, seen in failures))
+        if counted:
+            failures.append((now, what))
         self._failures[client] = failures  # last in the dict: the most recently active
         while len(self._failures) > self.CLIENTS:
             del self._failures[next(iter(self._failures))]
-        return len(failures) == self.LIMIT and failures[0] > now - self.WINDOW
+        return counted and len(failures) == self.LIMIT and failures[0][0] > now - self.WINDOW
 
 
 def client_address(request: Request) -> str:
@@ -308,14 +314,15 @@ class Guard:
         """Why a request without a bearer header is refused: its session cookie does not
         prove the token (401; a forged one counted, 429 when its client is throttled).
         None: it does."""
-        state, _ = session_check(request.cookies.get(SESSION_COOKIE, ""), token)
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        state, _ = session_check(cookie, token)
         if state == "valid":
             return None
         if state == "forged":
             client = client_address(request)
             if self.throttle.retry_after(client) is not None:
                 return 429
-            if self.throttle.failed(client):
+            if self.throttle.failed(client, cookie.strip()):
                 log.warning("web_login_throttled", client=client, failures=Throttle.LIMIT)
         return 401
 

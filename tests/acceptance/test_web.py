@@ -833,3 +833,17 @@ def test_a_web_token_that_cannot_travel_in_a_header_is_refused(dsn: str) -> None
     for token in ("pässwörd-ÄÖÜ-0123456789", "a token with blanks in it", "tab\there-0123456789"):
         with pytest.raises(config.ConfigError, match="printable ASCII"):
             check_settings(config.Settings(dsn=dsn, web_token=token))
+    # The reason reaches the operator: "web_token: ..." was masked as a key's value.
+    for token, reason in (("a token with blanks in it", "printable ASCII"), ("short", "16")):
+        done = run_importd("web", "--dsn", dsn, env={"IMPORTD_WEB_TOKEN": token})
+        assert done.returncode == 3 and reason in done.stderr, done.stderr
+        assert token not in done.stderr
+
+
+async def test_the_sign_in_form_forgives_blanks_around_the_token(web: Any) -> None:
+    server = await web()
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        await client.get("/login")
+        csrf = client.cookies["importd_csrf"]
+        signed = await client.post("/login", data={"csrf": csrf, "token": f" {TOKEN}\t"})
+    assert signed.status_code == 303 and "importd_session" in client.cookies

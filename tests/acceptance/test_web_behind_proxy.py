@@ -62,7 +62,7 @@ async def test_without_the_setting_a_tls_proxy_s_forms_are_refused(web: Any) -> 
 
 def test_a_proxy_is_named_by_its_address(dsn: str) -> None:
     """``*`` or a host name is refused at start (exit 3), naming the setting."""
-    for bad in ("*", "proxy.example", "0.0.0.0/0", "::/0"):
+    for bad in ("*", "proxy.example", "0.0.0.0/0", "::/0", "0.0.0.0/1", "8000::/1", "4.0.0.0/6"):
         done = run_importd("web", "--dsn", dsn, "--proxy", bad)
         assert done.returncode == 3, done.stderr
         assert "web_proxies" in done.stderr or "--proxy" in done.stderr, done.stderr
@@ -95,3 +95,13 @@ async def test_through_a_proxy_wrong_tokens_throttle_the_client_not_the_proxy(we
     assert (await _sign_in(server.url)).status_code == 429  # the guesser's own sign-in
     lines = server.log_path.read_text()
     assert '"client": "198.51.100.7"' in lines and "web_login_throttled" in lines
+
+
+async def test_a_proxy_network_written_with_host_bits_is_believed(web: Any) -> None:
+    """``127.0.0.1/8`` passed importd's check and uvicorn, reading it strictly, matched
+    nothing: the proxy's forwarded headers were ignored (its clients all counted as one,
+    its forms refused as another origin)."""
+    server = await web("--proxy", "127.0.0.1/8")
+    answer = await _sign_in(server.url)
+    assert answer.status_code == 303, answer.text
+    assert "secure" in answer.headers["set-cookie"].lower()

@@ -8,6 +8,7 @@ client could try tokens on the sign-in form or in bearer headers as fast as it l
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -225,3 +226,49 @@ def test_a_stream_ends_with_the_session_that_opened_it() -> None:
     )
     assert security.session_ends(by_bearer, TOKEN) is None
     assert security.session_ends(by_cookie, None) is None
+
+
+def test_a_wrong_bearer_beside_a_session_does_not_make_its_stream_endless() -> None:
+    # (Any bearer header made session_ends answer "no end"; the cookie let it in.)
+    issued = int(time.time()) - 60
+    cookie = security.session_value(TOKEN, issued)
+    both = Request(
+        {
+            "type": "http",
+            "headers": [
+                (b"cookie", f"importd_session={cookie}".encode()),
+                (b"authorization", b"Bearer junk"),
+            ],
+        }
+    )
+    assert security.session_ends(both, TOKEN) == issued + security.SESSION_SECONDS
+
+
+def test_one_stale_cookie_counts_once_however_many_tabs_send_it() -> None:
+    """After a new token, every tab of a browser sends the old cookie until one answer
+    drops it: one guess, not one per tab. Cookies made from guesses differ: each counts."""
+    clock = _Clock()
+    throttle = security.Throttle(clock)
+    for _ in range(30):
+        assert not throttle.failed("192.0.2.1", "1800000000.aaaa")
+    assert throttle.retry_after("192.0.2.1") is None
+    for n in range(security.Throttle.LIMIT - 2):
+        assert not throttle.failed("192.0.2.1", f"1800000000.{n:04x}")
+    assert throttle.failed("192.0.2.1", "1800000000.ffff")  # the tenth different one
+    assert throttle.retry_after("192.0.2.1") is not None
+
+
+async def test_parallel_requests_with_a_cookie_of_an_earlier_token_leave_sign_in_open() -> None:
+    app = security.Guard(Starlette(routes=[Route("/jobs", _jobs)]), TOKEN)
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 50000))
+    old = security.session_value("the-token-before-the-new-one", int(time.time()) - 60)
+    async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+        answers = await asyncio.gather(
+            *(
+                client.get("/jobs", headers={"cookie": f"{security.SESSION_COOKIE}={old}"})
+                for _ in range(12)
+            )
+        )
+        assert {a.status_code for a in answers} == {401}
+        right = await client.get("/jobs", headers={"authorization": f"Bearer {TOKEN}"})
+        assert right.status_code == 200
