@@ -469,15 +469,19 @@ class Web:
             return Response(
                 "retry and cancel need web_token", status_code=403, media_type="text/plain"
             )
+        return self._forged(request, form)
+
+    def _forged(self, request: Request, form: dict[str, list[str]]) -> Response | None:
+        """The answer to a form whose CSRF field or Origin is refused (None: accepted)."""
         problem = security.csrf_problem(request, self._field(form, "csrf"))
-        if problem is not None:
-            log.warning("web_form_refused", path=request.url.path, reason=problem)
-            return Response(
-                "the form has expired or came from another site: reload the page and try again",
-                status_code=403,
-                media_type="text/plain",
-            )
-        return None
+        if problem is None:
+            return None
+        log.warning("web_form_refused", path=request.url.path, reason=problem)
+        return Response(
+            "the form has expired or came from another site: reload the page and try again",
+            status_code=403,
+            media_type="text/plain",
+        )
 
     def _done(self, request: Request, location: str, text: str) -> Response:
         response = RedirectResponse(location, status_code=303)
@@ -576,14 +580,9 @@ class Web:
         form = await self._form(request)
         if form is None:
             return self._too_large()
-        problem = security.csrf_problem(request, self._field(form, "csrf"))
-        if problem is not None:
-            log.warning("web_form_refused", path=request.url.path, reason=problem)
-            return Response(
-                "the form has expired or came from another site: reload the page and try again",
-                status_code=403,
-                media_type="text/plain",
-            )
+        forged = self._forged(request, form)
+        if forged is not None:
+            return forged
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(security.SESSION_COOKIE, **security.cookie_args(request))
         return response
