@@ -402,7 +402,9 @@ async def _connect(settings: config.Settings, *, schema: bool = True, command: s
         conn = await db.connect(dsn, statement_cache_size=0)
     except _CANNOT_CONNECT as exc:
         raise CliError(
-            f"cannot connect to the database: {db.describe_db_error(exc)}", ExitCode.UNAVAILABLE
+            f"cannot connect to the database: {db.describe_db_error(exc)}",
+            # (A DSN option the driver cannot read is the configuration's fault.)
+            ExitCode.CONFIG if db.is_configuration_error(exc) else ExitCode.UNAVAILABLE,
         ) from exc
     if schema:
         try:

@@ -155,6 +155,33 @@ def _root_list(roots: tuple[str, ...]) -> None:
             raise ValueError(f"{root} is not a directory")
 
 
+def check_dsn(dsn: str, name: str) -> None:
+    """A ConfigError, that quotes no part of ``dsn``, where the driver could not read it
+    as a connection URL: the scheme, and the host list's ports. The common mistake is a
+    password holding "#", "/" or "?", which ends the URL's authority early: the driver
+    then reads the password as a port and says so, password and all, in a traceback."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"the {name} setting is not a postgresql:// URL (like postgresql://user@host:5432/db)"
+        )
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    hosts = authority.rpartition("@")[2]
+    for host in hosts.split(","):
+        if host.startswith("["):
+            port = host.partition("]")[2]
+            port = port[1:] if port.startswith(":") else port
+            ok = "]" in host and (not host.partition("]")[2] or host.partition("]")[2][:1] == ":")
+        else:
+            port = host.rpartition(":")[2] if ":" in host else ""
+            ok = True
+        if not ok or (port and not (port.isascii() and port.isdigit() and int(port) < 65536)):
+            raise ConfigError(
+                f"the {name} setting's host and port cannot be read: a password that holds "
+                '"#", "/", "?" or "@" must be percent-encoded in the URL (%23, %2F, %3F, %40)'
+            )
+
+
 def format_duration(seconds: float) -> str:
     """``seconds`` as the largest whole unit ``parse_duration`` reads (``7d``, ``90s``)."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -518,11 +545,14 @@ class Settings:
                 f"no database given: pass {f.option}, or set "
                 f"{' or '.join((f.env, *f.declared.also_env))} (e.g. postgresql://user@host/db)"
             )
+        check_dsn(self.dsn, "dsn")
         return self.dsn
 
     @property
     def effective_listen_dsn(self) -> str:
         """The DSN of the LISTEN connection."""
+        if self.listen_dsn:
+            check_dsn(self.listen_dsn, "listen_dsn")
         return self.listen_dsn or self.require_dsn()
 
     @property

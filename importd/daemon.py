@@ -111,7 +111,9 @@ async def open_pool(settings: Settings, *, patience: float, engine: bool = False
         )
     except Exception as exc:
         raise StartupError(
-            f"cannot connect to the database: {db.describe_db_error(exc)}", ExitCode.UNAVAILABLE
+            f"cannot connect to the database: {db.describe_db_error(exc)}",
+            # (A DSN option the driver cannot read is the configuration's fault.)
+            ExitCode.CONFIG if db.is_configuration_error(exc) else ExitCode.UNAVAILABLE,
         ) from exc
     return pool
 

@@ -86,10 +86,18 @@ ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceE
 _TRANSIENT_SQLSTATE = re.compile(r"^(08|53|57P0[123]|40001|40P01)")
 
 
+def is_configuration_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the driver refusing a DSN or an option it cannot read
+    (``sslmode=bogus``): the configuration's fault, not the database's."""
+    return isinstance(exc, asyncpg.ClientConfigurationError)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is an infrastructure fault that a retry may get past."""
     if isinstance(exc, asyncpg.PostgresError):
         return bool(_TRANSIENT_SQLSTATE.match(exc.sqlstate or ""))
+    if isinstance(exc, asyncpg.ClientConfigurationError):
+        return False  # a DSN or option the driver cannot read: no retry reads it better
     return isinstance(
         exc,
         OSError  # refused, reset, unreachable

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from importlib import metadata
 from typing import Any
 
@@ -190,6 +191,36 @@ async def test_a_database_that_cannot_be_reached_exits_5(dsn: str) -> None:
         assert done.returncode == 5, (argv, done.stdout, done.stderr)
         text = done.stdout + done.stderr
         assert "cannot connect to the database" in text or "ERROR    connection" in text, argv
+
+
+async def test_a_dsn_the_driver_cannot_read_exits_3_and_shows_no_password(dsn: str) -> None:
+    """A password with "#" or "/" not percent-encoded ends the URL's authority early: the
+    driver read the password as a port and raised, password and all, in a traceback
+    (exit 1; ``doctor`` and ``run`` printed it in their error). A DSN option it refuses
+    (``sslmode=bogus``) was retried for 60 s by ``run`` as if the server were down."""
+    base = dsn.partition("://")[2].rpartition("@")[2]  # host:port/db
+    bad = {
+        f"postgresql://postgres:hunter2#x@{base}": "percent-encoded",
+        f"postgresql://postgres:hun/ter2@{base}": "percent-encoded",
+        "notadsn": "not a postgresql:// URL",
+        "mysql://u@h/d": "not a postgresql:// URL",
+        f"{dsn}?sslmode=bogus": "sslmode",
+    }
+    argvs = [
+        [*argv, "--dsn", given]
+        for given in bad
+        for argv in (["status"], ["run"], ["drain"], ["doctor"], ["enqueue", "noop"])
+    ]
+    started = time.monotonic()
+    results = await _run_all(argvs)
+    assert time.monotonic() - started < 60  # no retries
+    for argv, done in zip(argvs, results, strict=True):
+        text = done.stdout + done.stderr
+        # (doctor reports an option the driver refuses as its connection check's error.)
+        expected = 5 if argv[0] == "doctor" and "sslmode" in argv[-1] else 3
+        assert done.returncode == expected, (argv, text)
+        assert bad[argv[argv.index("--dsn") + 1]] in text, (argv, text)
+        assert "hunter2" not in text and "'hun'" not in text and "Traceback" not in text, text
 
 
 async def test_a_database_error_exits_1(conn: Any, dsn: str) -> None:

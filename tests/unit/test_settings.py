@@ -507,3 +507,42 @@ def test_doctor_and_web_take_the_flags_of_every_setting_they_read() -> None:
         options = {o for a in commands[command]._actions for o in a.option_strings}
         for flag in flags:
             assert flag in options, (command, flag)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app:Pa@ss:w0rd@db.example/app?sslmode=require",  # a raw "@" and ":"
+        "postgres://app:p%23w%2Fd@db.example:5432/app",
+        "postgresql://h1:5432,h2:5433/db",
+        "postgresql://u@[::1]:5432/db",
+        "postgresql://u@[::1]/db",
+        "postgresql:///db?host=/var/run/postgresql",
+        "postgresql://u@%2Fvar%2Frun%2Fpostgresql/db",
+        "POSTGRESQL://u@h/db",
+    ],
+)
+def test_a_dsn_the_driver_reads_passes_the_check(dsn: str) -> None:
+    config.check_dsn(dsn, "dsn")
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://app:hunter2#x@db.example/app",
+        "postgresql://app:hun/ter2@db.example/app",
+        "postgresql://app:a?b@db.example/app",
+        "postgresql://u@h:notaport/db",
+        "postgresql://u@h:99999/db",
+        "postgres://u:p@[::1",
+        "notadsn",
+        "mysql://u@h/d",
+        "host=db user=app",
+    ],
+)
+def test_a_dsn_the_driver_cannot_read_is_refused_without_quoting_it(dsn: str) -> None:
+    with pytest.raises(config.ConfigError) as refused:
+        config.check_dsn(dsn, "dsn")
+    for part in ("hunter2", "hun", "notaport", "99999", "host=db"):
+        if part in dsn:
+            assert part not in str(refused.value)
