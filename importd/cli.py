@@ -744,7 +744,8 @@ def _main(argv: Sequence[str] | None) -> int:
         settings = _settings(args)
     except config.ConfigError as exc:
         return _fail(str(exc), ExitCode.CONFIG)
-    quiet_per_job = args.command == "drain" and not sys.stderr.isatty()
+    # drain: a bar on a TTY, a line every 5 s otherwise; a line per job only at debug.
+    quiet_per_job = args.command == "drain"
     logs.configure(
         settings.log_level,
         settings.log_format,
@@ -770,7 +771,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 )
             code = daemon.run(settings, drain)
             if drain is not None:
-                bar.finish(exit_code=code)
+                bar.finish(exit_code=int(code))
                 _say_unserved(unserved)
             return code
         if args.command == "migrate":

@@ -101,12 +101,26 @@ def _dropping(events: frozenset[str]) -> Any:
     return drop
 
 
+class _Terminal:
+    """``bar_open``: a progress bar is drawn on stderr with no line end yet
+    (``progress.Progress`` on a TTY): the next log line starts on a line of its own, and
+    the bar is drawn again below it."""
+
+    bar_open = False
+
+
+TERMINAL = _Terminal()
+
+
 class _Stderr:
     """Whatever ``sys.stderr`` is when a line is written (not when logging was set up):
     a test harness or an embedding application that swaps the stream, and closes the
     old one, keeps getting the lines."""
 
     def write(self, text: str) -> int:
+        if TERMINAL.bar_open:
+            TERMINAL.bar_open = False
+            sys.stderr.write("\n")
         return sys.stderr.write(text)
 
     def flush(self) -> None:

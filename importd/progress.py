@@ -8,6 +8,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from . import logs
+
 log = structlog.get_logger("importd.progress")
 
 
@@ -44,6 +46,7 @@ class Progress:
         text = f"\r{self.label} [{bar:<30}] {self.done:,}/{self.total:,}{tail}"
         self._stream.write(text[:79].ljust(79))
         self._stream.flush()
+        logs.TERMINAL.bar_open = self._stream is sys.stderr  # a log line starts a new line
 
     def finish(self, **extra: Any) -> None:
         """The final state."""
@@ -51,5 +54,6 @@ class Progress:
             self._draw(extra)
             self._stream.write("\n")
             self._stream.flush()
+            logs.TERMINAL.bar_open = False
         else:
             log.info("progress", task=self.label, done=self.done, total=self.total, **extra)

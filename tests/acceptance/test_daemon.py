@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import pty
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,7 +21,7 @@ import importd
 from importd import db
 from importd.models import Outcome
 from importd.repository import Repository
-from tests.helpers import Conn, PgServer, StartDaemon, run_importd, wait_until
+from tests.helpers import Conn, PgServer, StartDaemon, importd_env, run_importd, wait_until
 
 FAST = ("--poll-interval", "60", "--rescue-interval", "0.5", "--heartbeat-interval", "0.2")
 
@@ -319,6 +323,44 @@ async def test_drain_exit_codes(
     assert stopped["completed"] == sum(1 for kind, *_ in jobs if kind == "noop")
     assert not [e for e in events if e["event"] == "job_completed"]
     assert await conn.fetchval("SELECT count(*) FROM import_jobs WHERE status = 'running'") == 0
+
+
+def _drain_on_a_terminal(dsn: str) -> str:
+    """``importd drain`` with a terminal for its stdout and stderr; what it showed."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "importd", "drain", "--dsn", dsn, "--handlers", "tests.jobs"],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env=importd_env(TERM="dumb"),
+    )
+    os.close(follower)
+    shown = bytearray()
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal's other end closed with the process (EIO)
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert proc.wait(60) == 0, shown.decode(errors="replace")
+    return shown.decode(errors="replace")
+
+
+async def test_drain_on_a_terminal_draws_its_bar_and_no_line_per_job(conn: Conn, dsn: str) -> None:
+    """One line per completed job broke the bar on a terminal (300 jobs, 300 lines), and
+    the summary was written on the bar's own line."""
+    await importd.enqueue_many(conn, [importd.NewJob("noop", {}) for _ in range(300)])
+    shown = await asyncio.to_thread(_drain_on_a_terminal, dsn)
+    lines = shown.replace("\r\n", "\n").split("\n")
+    assert "job_completed" not in shown
+    assert any("drain [" in line and "300/300" in line for line in lines), shown
+    (stopped,) = [line for line in lines if "daemon_stopped" in line]
+    assert "drain [" not in stopped, stopped  # the summary on a line of its own
+    assert "ExitCode" not in shown  # the exit code as a number, on the bar too
 
 
 async def test_drain_filters_and_max_jobs(conn: Conn, dsn: str) -> None:
