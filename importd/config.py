@@ -728,19 +728,24 @@ FIELDS: tuple[Field, ...] = tuple(_field(f, _HINTS[f.name]) for f in dataclasses
 _BY_NAME = {f.name: f for f in FIELDS}
 
 
-def how_to_set(name: str, example: str, command: str | None = None) -> str:
-    """How to set ``name`` to ``example`` (add it, for a list): its flag, its environment
-    variable and its key in the config file, for refusals that point at the setting.
-    The flag only where ``importd COMMAND`` takes it (None: the flag of whichever
-    command has it, for the daemon's refusals: ``run`` has the flags they name). For a
-    setting that takes a value (a switch's flag takes none)."""
+def how_to_set(
+    name: str, example: str, command: str | None = None, current: tuple[str, ...] = ()
+) -> str:
+    """How to set ``name`` to ``example`` (add it, for a list: ``current`` are the values
+    it holds now, which the variable and the file key must keep): its flag, its
+    environment variable and its key in the config file, for refusals that point at the
+    setting. The flag only where ``importd COMMAND`` takes it (None: the flag of
+    whichever command has it, for the daemon's refusals: ``run`` has the flags they
+    name). For a setting that takes a value (a switch's flag takes none)."""
     f = _BY_NAME[name]
     if f.kind == "bool":
         raise ValueError(f"{name} is a switch: {f.option}, {f.env}=true/false")
-    in_file = json.dumps([example] if f.kind == "list" else example)
+    values = [*current, example]
+    in_file = json.dumps(values if f.kind == "list" else example)
+    env_value = ",".join(values) if f.kind == "list" else example
     flag = f"{f.option} {example}, " if command is None or f.takes_flag_in(command) else ""
     return (
-        f"the '{name}' setting: {flag}{f.env}={example}, or {name} = {in_file} in the config file"
+        f"the '{name}' setting: {flag}{f.env}={env_value}, or {name} = {in_file} in the config file"
     )
 
 

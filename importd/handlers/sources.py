@@ -87,7 +87,7 @@ def resolve_file(source: str, roots: tuple[str, ...]) -> str:
         raise InvalidPayload(
             f"payload.source: {path}{target} is outside the import roots "
             f"({', '.join(roots)}); allow its directory with "
-            f"{how_to_set('import_roots', os.path.dirname(real))}"
+            f"{how_to_set('import_roots', os.path.dirname(real), None, tuple(roots))}"
         )
     return real
 

@@ -178,7 +178,7 @@ def parse(
         raise InvalidPayload(
             f"payload.table: {schema}.{table} is not in importd's table allowlist "
             f"({'none configured' if not allowed_tables else ', '.join(allowed_tables)}); "
-            f"add it with {how_to_set('tables', f'{schema}.{table}', command)}"
+            f"add it with {how_to_set('tables', f'{schema}.{table}', command, allowed_tables)}"
         )
 
     mapping: dict[str, str] = {}

@@ -546,7 +546,19 @@ class Web:
         problem = security.csrf_problem(request, self._field(form, "csrf"))
         if problem is not None:
             log.warning("web_form_refused", path=request.url.path, reason=problem)
-            return self.render(request, "login.html", status=403, page="login", failed=True)
+            # Not "that is not the token": the token was not looked at.
+            return self.render(
+                request,
+                "login.html",
+                status=403,
+                page="login",
+                failed=False,
+                refused=(
+                    "This form has expired or was sent through another site: reload the "
+                    "page and sign in again. (Behind a proxy that ends TLS, name it with "
+                    "--proxy.)"
+                ),
+            )
         client = security.client_address(request)
         wait = self.throttle.retry_after(client)
         if wait is not None:

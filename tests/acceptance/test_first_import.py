@@ -154,8 +154,11 @@ async def test_enqueue_checks_payloads_against_the_handlers_rules(
     assert from_file.returncode == 2
     assert f"{lines}:2: payload.table: required" in from_file.stderr
     # enqueue has no --table flag: the refusal names the variable and the file key.
-    assert not_allowed.returncode == 2 and "IMPORTD_TABLES=public.other" in not_allowed.stderr
-    assert 'tables = ["public.other"]' in not_allowed.stderr
+    assert (
+        not_allowed.returncode == 2
+        and "IMPORTD_TABLES=public.customers,public.other" in not_allowed.stderr
+    )
+    assert 'tables = ["public.customers", "public.other"]' in not_allowed.stderr
     assert "--table" not in not_allowed.stderr
     for done in (forced, by_url, by_setting):
         assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -227,6 +227,17 @@ async def test_prune_in_batches(conn: Conn, dsn: str) -> None:
     assert await conn.fetchval("SELECT count(*) FROM import_job_errors") == 0
 
 
+async def test_prune_alone_deletes_failed_jobs_after_its_older_than(conn: Conn, dsn: str) -> None:
+    """What the README's command table says: --failed-older-than defaults to --older-than
+    (7 days), not to the daemons' retention_failed (30 days)."""
+    old = await failed_job(conn, finished_ago="8 days")
+    recent = await failed_job(conn, finished_ago="6 days")
+    done = run_importd("prune", "--dsn", dsn)
+    assert done.returncode == 0, done.stderr
+    left = {r["id"] for r in await conn.fetch("SELECT id FROM import_jobs")}
+    assert old not in left and recent in left
+
+
 async def test_bulk_enqueue_and_drain_report_progress(conn: Conn, dsn: str, tmp_path: Path) -> None:
     payloads = tmp_path / "jobs.ndjson"
     payloads.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(2500)))

@@ -57,7 +57,11 @@ async def test_sign_in_through_a_tls_proxy_it_believes(web: Any) -> None:
 
 async def test_without_the_setting_a_tls_proxy_s_forms_are_refused(web: Any) -> None:
     server = await web()
-    assert (await _sign_in(server.url)).status_code == 403
+    refused = await _sign_in(server.url)
+    assert refused.status_code == 403
+    # Said as it is: the token was right, the form came through another origin.
+    assert "sent through another site" in refused.text and "--proxy" in refused.text
+    assert "That is not the token" not in refused.text
 
 
 def test_a_proxy_is_named_by_its_address(dsn: str) -> None:

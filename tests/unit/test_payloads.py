@@ -132,7 +132,10 @@ def test_refusals_at_enqueue_name_only_what_enqueue_takes() -> None:
             config.Settings(tables=("public.customers",)),
         )
     text = str(caught.value)
-    assert "IMPORTD_TABLES=public.orders" in text and 'tables = ["public.orders"]' in text
+    # The variable and the file key keep the tables allowed already (one new value
+    # alone would have replaced them).
+    assert "IMPORTD_TABLES=public.customers,public.orders" in text, text
+    assert 'tables = ["public.customers", "public.orders"]' in text
     assert "--table" not in text
     with pytest.raises(InvalidPayload) as caught:
         payloads.check(
