@@ -12,6 +12,7 @@ unredacted.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import json
 import os
@@ -800,7 +801,9 @@ def load(
     from_file = _read_file(path) if path is not None else {}
     for key in from_file:
         if key not in _BY_NAME:
-            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            near = difflib.get_close_matches(key, list(_BY_NAME), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"config file {path}: unknown setting {key!r}{hint}")
 
     values: dict[str, Any] = {}
     for f in FIELDS:

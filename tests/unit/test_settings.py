@@ -313,7 +313,10 @@ def test_keys_at_the_top_level_and_under_importd_are_read_together(tmp_path: Pat
             "concurrency = 4\n[importd]\nconcurrency = 8\n",
             "'concurrency' is set both at the top level and under [importd]",
         ),
-        ("concurency = 4\n[importd]\nconcurrency = 8\n", "unknown setting 'concurency'"),
+        (
+            "concurency = 4\n[importd]\nconcurrency = 8\n",
+            "unknown setting 'concurency' (did you mean 'concurrency'?)",
+        ),
         ("[importd]\nconcurrency = 8\n[other]\nx = 1\n", "unknown setting 'other'"),
         ("importd = 3\n", "[importd] must be a table"),
     ],
