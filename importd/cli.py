@@ -48,7 +48,8 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("argument COMMAND: invalid choice:"):
             given = message.split("'")[1] if "'" in message else ""
             message += _did_you_mean(given, list(_commands(self)))
-        self.exit(int(ExitCode.USAGE), f"importd: {message} (see '{self.prog} --help')\n")
+        text = redaction.redact(message)
+        self.exit(int(ExitCode.USAGE), f"importd: {text} (see '{self.prog} --help')\n")
 
     def parse_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: Any = None
@@ -62,8 +63,19 @@ class _Parser(argparse.ArgumentParser):
             hint = "".join(
                 _did_you_mean(e.split("=", 1)[0], options) for e in unknown if e.startswith("-")
             )
-            sub.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+            shown = " ".join(_hide_userinfo(e) for e in extras)
+            sub.error(f"unrecognized arguments: {shown}{hint}")
         return parsed
+
+
+def _hide_userinfo(arg: str) -> str:
+    """``arg`` with what lies between a URL's "://" and its last "@" hidden: a DSN given
+    to a command that takes none is echoed back without its password, even one the
+    redaction cannot read as a URL's (a raw "#" or "/" in it)."""
+    scheme, sep, rest = arg.partition("://")
+    if not sep or "@" not in rest:
+        return arg
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 class _Version(argparse.Action):
@@ -756,6 +768,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return daemon.run_embedded(settings, Path(args.embedded) if args.embedded else None)
         if args.command in ("run", "drain"):
             settings.require_dsn()
+            settings.effective_listen_dsn  # noqa: B018 (checked now: exit 3, not a crash)
             drain = None
             # drain's report on what it left pending comes last, after its summary.
             unserved: dict[str, int] = {}

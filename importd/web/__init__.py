@@ -210,7 +210,7 @@ class Web:
             reset_sessions=False,  # single statements only: nothing to reset
             server_settings=None if pooled else {"plan_cache_mode": "force_custom_plan"},
         )
-        self.hub = Hub(self.pool, self.settings.listen_dsn or dsn)
+        self.hub = Hub(self.pool, self.settings.effective_listen_dsn)
         if self.token:  # the sessions' key (scrypt of the token), made before a page needs it
             await asyncio.to_thread(security.session_value, self.token)
         listener = asyncio.create_task(self.hub.listener.run(), name="web-listener")
@@ -724,7 +724,7 @@ def proxy_spec(item: str) -> str:
 def serve(settings: Settings) -> int:
     """Run ``importd web`` until SIGINT / SIGTERM."""
     host, port = check_settings(settings)
-    settings.require_dsn()
+    settings.effective_listen_dsn  # noqa: B018 (both DSNs checked: a ConfigError now, not in a traceback)
     # (As the daemon does: the redaction's patterns compiled before a page needs them.)
     threading.Thread(target=redaction.warm, name="importd-redaction", daemon=True).start()
     app = create_app(settings)

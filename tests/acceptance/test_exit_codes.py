@@ -211,6 +211,14 @@ async def test_a_dsn_the_driver_cannot_read_exits_3_and_shows_no_password(dsn: s
         for given in bad
         for argv in (["status"], ["run"], ["drain"], ["doctor"], ["enqueue", "noop"])
     ]
+    # The same for the LISTEN connection's DSN, given apart.
+    argvs += [
+        [*argv, "--dsn", dsn, "--listen-dsn", f"postgresql://postgres:hunter2#x@{base}"]
+        for argv in (["run"], ["doctor"], ["web"])
+    ]
+    # A DSN given to a command that takes none is echoed without its password (exit 2).
+    argvs.append(["drain", "--dsn", dsn, "--listen-dsn", f"postgresql://u:hunter2#x@{base}"])
+    bad[dsn] = "listen_dsn setting's host and port cannot be read"
     started = time.monotonic()
     results = await _run_all(argvs)
     assert time.monotonic() - started < 60  # no retries
@@ -218,8 +226,13 @@ async def test_a_dsn_the_driver_cannot_read_exits_3_and_shows_no_password(dsn: s
         text = done.stdout + done.stderr
         # (doctor reports an option the driver refuses as its connection check's error.)
         expected = 5 if argv[0] == "doctor" and "sslmode" in argv[-1] else 3
-        assert done.returncode == expected, (argv, text)
-        assert bad[argv[argv.index("--dsn") + 1]] in text, (argv, text)
+        if argv[0] == "doctor" and "--listen-dsn" in argv:
+            expected = 1  # doctor: the LISTEN connection's check fails, the others run
+        if argv[0] == "drain" and "--listen-dsn" in argv:
+            assert done.returncode == 2 and "unrecognized arguments" in text, (argv, text)
+        else:
+            assert done.returncode == expected, (argv, text)
+            assert bad[argv[argv.index("--dsn") + 1]] in text, (argv, text)
         assert "hunter2" not in text and "'hun'" not in text and "Traceback" not in text, text
 
 
