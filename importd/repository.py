@@ -257,9 +257,21 @@ async def record_failures(conn: Conn, job: Job, failures: Sequence[RowFailure]) 
             job.id,
             job.attempt,
             [f.line for f in failures],
-            [redact(f.message) for f in failures],
+            [_row_message(f.message) for f in failures],
             [None if f.raw is None else mask(f.raw) for f in failures],
         )
+
+
+def _row_message(message: str) -> str:
+    """A row error's message, redacted with its "column NAME: " apart: a column named
+    like a key (``token``, ``api_key``) is no key before a secret there, and masking all
+    that followed it hid the reason ("column token: ***"). The value the reason quotes
+    is the record's own, stored beside it."""
+    if message.startswith("column "):
+        name, sep, reason = message[7:].partition(": ")
+        if sep:
+            return f"column {redact(name)}: {redact(reason)}"
+    return redact(message)
 
 
 async def forget_failures(conn: Conn, job_id: int) -> None:

@@ -69,3 +69,27 @@ async def test_constraint_messages_name_no_internal_relation_or_column(
         assert "importd" not in message.lower(), shown
         assert "staging" not in message.lower(), shown
     assert sorted(r["k"] for r in await conn.fetch("SELECT k FROM target")) == [1, 7]
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+async def test_a_column_named_like_a_secret_keeps_its_reason_readable(
+    conn: Conn, drain: Drain, tmp_path: Path, atomic: bool
+) -> None:
+    """A new user's table with password, token and api_key columns: every row error read
+    "column token: ***" (the redaction took the name for a key before a secret)."""
+    await conn.execute("CREATE TABLE accounts (id int, password text, token int, api_key int)")
+    path = tmp_path / "a.csv"
+    path.write_text("id,password,token,api_key\n1,pw1,1,1\n2,pw2,abc,2\n3,pw3,3,abcd\n")
+    job = await importd.enqueue(
+        conn,
+        "csv",
+        {"source": f"file://{path}", "table": "accounts", "atomic": atomic, "max_errors": 10},
+    )
+    await drain(import_roots=(str(tmp_path),), tables=("public.accounts",))
+    errors = await conn.fetch(
+        "SELECT line_number, message FROM import_job_errors WHERE job_id = $1 ORDER BY 1", job
+    )
+    assert [(e["line_number"], e["message"]) for e in errors] == [
+        (3, 'column token: invalid input syntax for type integer: "abc"'),
+        (4, 'column api_key: invalid input syntax for type integer: "abcd"'),
+    ]
