@@ -48,7 +48,18 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("argument COMMAND: invalid choice:"):
             given = message.split("'")[1] if "'" in message else ""
             message += _did_you_mean(given, list(_commands(self)))
-        text = redaction.redact(message)
+        # (What follows "argument --dsn: " is argparse's reason, not a DSN's value: the
+        # redaction would read "dsn:" as a key before a secret.)
+        head, sep, reason = (
+            message.partition(": ")
+            if message.startswith("argument ")
+            else (
+                "",
+                "",
+                message,
+            )
+        )
+        text = head + sep + redaction.redact(redaction.hide_userinfo(reason))
         self.exit(int(ExitCode.USAGE), f"importd: {text} (see '{self.prog} --help')\n")
 
     def parse_args(  # type: ignore[override]
@@ -63,19 +74,9 @@ class _Parser(argparse.ArgumentParser):
             hint = "".join(
                 _did_you_mean(e.split("=", 1)[0], options) for e in unknown if e.startswith("-")
             )
-            shown = " ".join(_hide_userinfo(e) for e in extras)
+            shown = " ".join(redaction.hide_userinfo(e) for e in extras)
             sub.error(f"unrecognized arguments: {shown}{hint}")
         return parsed
-
-
-def _hide_userinfo(arg: str) -> str:
-    """``arg`` with what lies between a URL's "://" and its last "@" hidden: a DSN given
-    to a command that takes none is echoed back without its password, even one the
-    redaction cannot read as a URL's (a raw "#" or "/" in it)."""
-    scheme, sep, rest = arg.partition("://")
-    if not sep or "@" not in rest:
-        return arg
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 class _Version(argparse.Action):

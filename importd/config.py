@@ -21,6 +21,7 @@ import socket
 import stat
 import tomllib
 import typing
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, Literal, TypeVar
 
 from . import urls
 from .lanes import QueueSlots, RateLimit
-from .redaction import MIN_SECRET_LENGTH, redact, register_secret, secrets_in
+from .redaction import MIN_SECRET_LENGTH, hide_userinfo, redact, register_secret, secrets_in
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
 
@@ -156,31 +157,59 @@ def _root_list(roots: tuple[str, ...]) -> None:
             raise ValueError(f"{root} is not a directory")
 
 
+def _masked_dsn(dsn: str) -> str:
+    """``dsn`` as ``importd config`` shows it: its host and database, every password
+    masked. A URL's userinfo is read to its last "@" and the password from its first
+    ":", so a password the redaction cannot read as a URL's (a raw "#", "/", "?" or a
+    blank in it, which also keeps it from being registered) is masked whole too."""
+    scheme, sep, rest = dsn.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        if ":" in userinfo:
+            return redact(f"{scheme}://{userinfo.partition(':')[0]}:***@{after}")
+    return redact(dsn)
+
+
 def check_dsn(dsn: str, name: str) -> None:
     """A ConfigError, that quotes no part of ``dsn``, where the driver could not read it
-    as a connection URL: the scheme, and the host list's ports. The common mistake is a
-    password holding "#", "/" or "?", which ends the URL's authority early: the driver
-    then reads the password as a port and says so, password and all, in a traceback."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or scheme.lower() not in ("postgresql", "postgres"):
+    as a connection URL. Read as asyncpg reads it (urllib's parse, the userinfo up to the
+    first "@", each host's port after its first ":", the query parsed strictly): its own
+    errors quote what they could not read, which for a password holding "#", "/", "?",
+    "@", "[" or "]" (not percent-encoded) is part of the password."""
+    try:
+        parsed = urllib.parse.urlparse(dsn)
+    except ValueError:
+        parsed = None
+    if parsed is not None and parsed.scheme not in ("postgresql", "postgres"):
         raise ConfigError(
             f"the {name} setting is not a postgresql:// URL (like postgresql://user@host:5432/db)"
         )
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    hosts = authority.rpartition("@")[2]
-    for host in hosts.split(","):
-        if host.startswith("["):
-            port = host.partition("]")[2]
-            port = port[1:] if port.startswith(":") else port
-            ok = "]" in host and (not host.partition("]")[2] or host.partition("]")[2][:1] == ":")
-        else:
-            port = host.rpartition(":")[2] if ":" in host else ""
-            ok = True
-        if not ok or (port and not (port.isascii() and port.isdigit() and int(port) < 65536)):
-            raise ConfigError(
-                f"the {name} setting's host and port cannot be read: a password that holds "
-                '"#", "/", "?" or "@" must be percent-encoded in the URL (%23, %2F, %3F, %40)'
-            )
+    try:
+        if parsed is None:
+            raise ValueError
+        hosts = [parsed.netloc.partition("@")[2] if "@" in parsed.netloc else parsed.netloc]
+        if parsed.query:
+            query = urllib.parse.parse_qs(parsed.query, strict_parsing=True)
+            hosts += query.get("host", [])[-1:]
+            for port in query.get("port", [])[-1:]:
+                [int(p) for p in port.split(",")]
+        for hostlist in filter(None, hosts):
+            for spec in hostlist.split(","):
+                if spec[0] == "[":
+                    if not re.match(r"(?:\[([^\]]+)\])(?::([0-9]+))?", spec):
+                        raise ValueError
+                elif (
+                    spec[0] != "/"
+                    and (port := spec.partition(":")[2])
+                    and not 0 <= int(urllib.parse.unquote(port)) <= 65535
+                ):
+                    raise ValueError  # (the driver reads it, the socket refuses it)
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"the {name} setting cannot be read as a connection URL: a password that holds "
+            '"#", "/", "?", "@", "[" or "]" must be percent-encoded in it (%23, %2F, %3F, '
+            "%40, %5B, %5D)"
+        ) from None
 
 
 def format_duration(seconds: float) -> str:
@@ -594,7 +623,7 @@ class Settings:
             if f.secret and isinstance(value, str):
                 # A DSN shows its host and database with every password masked; any
                 # other secret (the bearer token) is masked whole.
-                value = redact(value) if f.declared.masked == "passwords" else "***"
+                value = _masked_dsn(value) if f.declared.masked == "passwords" else "***"
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -833,7 +862,8 @@ def load(
             values[f.name] = f.parse(raw)
         except (TypeError, ValueError) as exc:
             shown = "***" if f.secret else repr(raw)
-            raise ConfigError(f"{source}: bad value {shown}: {exc}") from None
+            # (The reason may quote the value again: a URL's userinfo hidden in both.)
+            raise ConfigError(hide_userinfo(f"{source}: bad value {shown}: {exc}")) from None
     return Settings(**values)
 
 

@@ -944,11 +944,26 @@ def mask(text: str) -> str:
     return SECRETS.mask(text)
 
 
+_USERINFO = re.compile(r"\b([A-Za-z][-+.0-9A-Za-z]*://)[^\s'\"]*@")
+
+
+def hide_userinfo(text: str) -> str:
+    """``text`` with every URL's userinfo (from "://" to the last "@" of the word) hidden,
+    for text that echoes what a user typed: a DSN whose password the redaction cannot
+    read as a URL's (a raw "#" or "/" in it) is shown without it."""
+    return _USERINFO.sub(r"\1***@", text) if "://" in text else text
+
+
 def secrets_in(dsn: str) -> list[str]:
     """The passwords in a connection string: the URL's password (percent-decoded too)
     and the values of sensitive keys, in URL or ``key=value`` form."""
     found = [m["pw"] for m in _PASSWORD_IN_URL.finditer(dsn)]
     if "://" in dsn:
+        # The userinfo to the last "@", its password from the first ":": one that holds
+        # a raw "#", "/", "?" or a blank, which the pattern above stops at.
+        userinfo = dsn.partition("://")[2].rpartition("@")[0]
+        if ":" in userinfo and not found:
+            found.append(userinfo.partition(":")[2])
         # A URL's query, its keys percent-decoded as the drivers read them (?%70assword=).
         query = dsn.split("?", 1)[1].split("#", 1)[0] if "?" in dsn else ""
         for key, value in parse_qsl(query, keep_blank_values=True):
