@@ -567,7 +567,7 @@ def _driver_reads(dsn: str) -> bool:
 
     from asyncpg import connect_utils  # noqa: PLC0415
 
-    parse = connect_utils._parse_connect_dsn_and_args
+    parse = getattr(connect_utils, "_parse_connect_dsn_and_args")  # noqa: B009 (not in the stubs)
     kwargs: dict[str, object] = dict.fromkeys(inspect.signature(parse).parameters)
     kwargs.update(dsn=dsn, direct_tls=False)
     try:
