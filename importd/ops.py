@@ -208,7 +208,7 @@ async def show(conn: Conn, job_id: int, *, as_json: bool = False, first_errors: 
     job = await repository.job_details(conn, job_id)
     if job is None:
         raise LookupError(f"no job {job_id}")
-    errors = redact_value(await repository.job_errors(conn, job_id, first_errors))
+    errors = repository.shown_errors(await repository.job_errors(conn, job_id, first_errors))
     deep = isinstance(job["payload"], DeepJSON)  # (its text: shown as it is)
     job = redact_value(job)
     if as_json:
@@ -262,7 +262,7 @@ async def errors(conn: Conn, job_id: int, *, as_json: bool = False) -> str:
     """Every rejected row of a job: CSV (line, message, record) or JSON."""
     if await repository.job_details(conn, job_id) is None:
         raise LookupError(f"no job {job_id}")
-    rows = redact_value(await repository.job_errors(conn, job_id, None))
+    rows = repository.shown_errors(await repository.job_errors(conn, job_id, None))
     if as_json:
         return dumps(rows)
     out = io.StringIO()

@@ -257,12 +257,27 @@ async def record_failures(conn: Conn, job: Job, failures: Sequence[RowFailure]) 
             job.id,
             job.attempt,
             [f.line for f in failures],
-            [_row_message(f.message) for f in failures],
+            [row_message(f.message) for f in failures],
             [None if f.raw is None else mask(f.raw) for f in failures],
         )
 
 
-def _row_message(message: str) -> str:
+def shown_errors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rejected rows for a reader (``importd show``, the dashboard, the CSV): every field
+    redacted again (a row written before, or by another tool), the message as it was
+    stored (``row_message``)."""
+    return [
+        {
+            key: row_message(value)
+            if key == "message" and isinstance(value, str)
+            else (redact_value(value))
+            for key, value in row.items()
+        }
+        for row in rows
+    ]
+
+
+def row_message(message: str) -> str:
     """A row error's message, redacted with its "column NAME: " apart: a column named
     like a key (``token``, ``api_key``) is no key before a secret there, and masking all
     that followed it hid the reason ("column token: ***"). The value the reason quotes
@@ -270,7 +285,8 @@ def _row_message(message: str) -> str:
     if message.startswith("column "):
         name, sep, reason = message[7:].partition(": ")
         if sep:
-            return f"column {redact(name)}: {redact(reason)}"
+            # (mask: a registered secret that spans the split is masked whole.)
+            return mask(f"column {redact(name)}: {redact(reason)}")
     return redact(message)
 
 

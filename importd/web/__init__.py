@@ -402,7 +402,7 @@ class Web:
             "job.html",
             page="jobs",
             job=job,
-            errors=redact_value(errors),
+            errors=repository.shown_errors(errors),
             errors_page=page,
             errors_pages=max(1, -(-job["error_count"] // ERRORS_PAGE_SIZE)),
             finished=job["status"] in _FINISHED,

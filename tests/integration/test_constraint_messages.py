@@ -93,3 +93,12 @@ async def test_a_column_named_like_a_secret_keeps_its_reason_readable(
         (3, 'column token: invalid input syntax for type integer: "abc"'),
         (4, 'column api_key: invalid input syntax for type integer: "abcd"'),
     ]
+    # And as a reader gets them: `importd show --errors` (CSV and JSON, the dashboard's
+    # download too), which redacted them again whole.
+    from importd import ops  # noqa: PLC0415
+
+    shown = await ops.errors(conn, job)
+    assert 'column token: invalid input syntax for type integer: ""abc""' in shown, shown
+    as_json = json.loads(await ops.errors(conn, job, as_json=True))
+    assert as_json[1]["message"] == 'column api_key: invalid input syntax for type integer: "abcd"'
+    assert "column token: invalid input syntax" in await ops.show(conn, job)
