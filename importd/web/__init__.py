@@ -214,6 +214,7 @@ class Web:
         if self.token:  # the sessions' key (scrypt of the token), made before a page needs it
             await asyncio.to_thread(security.session_value, self.token)
         listener = asyncio.create_task(self.hub.listener.run(), name="web-listener")
+        listener.add_done_callback(_listener_ended)
         log.info("web_started", read_only=self.read_only, actions=self.can_act)
         try:
             yield
@@ -696,6 +697,17 @@ def create_app(settings: Settings) -> security.Guard:
     guard = security.Guard(_Catch(app), settings.web_token, web.throttle)
     guard.web = web
     return guard
+
+
+def _listener_ended(task: asyncio.Task[None]) -> None:
+    """The live pages' LISTEN connection gave up for good (an error no retry gets past,
+    such as a DSN option the driver refuses): said once, with its traceback; the pages
+    are still served, without live updates."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("web_listener_failed", error=db.describe_db_error(exc), exc_info=exc)
 
 
 class _Server(uvicorn.Server):

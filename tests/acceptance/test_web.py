@@ -847,3 +847,23 @@ async def test_the_sign_in_form_forgives_blanks_around_the_token(web: Any) -> No
         csrf = client.cookies["importd_csrf"]
         signed = await client.post("/login", data={"csrf": csrf, "token": f" {TOKEN}\t"})
     assert signed.status_code == 303 and "importd_session" in client.cookies
+
+
+async def test_a_listen_connection_that_cannot_be_made_is_said_and_the_pages_served(
+    dsn: str, web: Any
+) -> None:
+    """An error no retry gets past on the LISTEN connection (an option the driver
+    refuses) ended the live updates without a word in the log."""
+    server = await web("--listen-dsn", f"{dsn}?sslmode=bogus")
+
+    def said() -> bool:
+        return "web_listener_failed" in server.log_path.read_text()
+
+    await wait_until(said, what="the listener's failure in the log")
+    (line,) = [json.loads(x) for x in server.log_path.read_text().splitlines() if "listener" in x]
+    assert line["level"] == "error" and "sslmode" in line["error"]
+    async with httpx.AsyncClient() as client:
+        page = await client.get(
+            server.url + "/jobs", headers={"authorization": f"Bearer {TOKEN}"}, timeout=10
+        )
+    assert page.status_code == 200
