@@ -50,16 +50,11 @@ class _Parser(argparse.ArgumentParser):
             message += _did_you_mean(given, list(_commands(self)))
         # (What follows "argument --dsn: " is argparse's reason, not a DSN's value: the
         # redaction would read "dsn:" as a key before a secret.)
-        head, sep, reason = (
-            message.partition(": ")
-            if message.startswith("argument ")
-            else (
-                "",
-                "",
-                message,
-            )
-        )
-        text = head + sep + redaction.redact(redaction.hide_userinfo(reason))
+        head, reason = "", message
+        if message.startswith("argument "):
+            name, sep, reason = message.partition(": ")
+            head = name + sep
+        text = head + redaction.redact(redaction.hide_userinfo(reason))
         self.exit(int(ExitCode.USAGE), f"importd: {text} (see '{self.prog} --help')\n")
 
     def parse_args(  # type: ignore[override]

@@ -29,7 +29,14 @@ from typing import Any, Literal, TypeVar
 
 from . import urls
 from .lanes import QueueSlots, RateLimit
-from .redaction import MIN_SECRET_LENGTH, hide_userinfo, redact, register_secret, secrets_in
+from .redaction import (
+    MIN_SECRET_LENGTH,
+    hide_userinfo,
+    redact,
+    register_secret,
+    secrets_in,
+    url_password,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/importd/importd.toml")
 
@@ -162,12 +169,8 @@ def _masked_dsn(dsn: str) -> str:
     masked. A URL's userinfo is read to its last "@" and the password from its first
     ":", so a password the redaction cannot read as a URL's (a raw "#", "/", "?" or a
     blank in it, which also keeps it from being registered) is masked whole too."""
-    scheme, sep, rest = dsn.partition("://")
-    if sep and "@" in rest:
-        userinfo, _, after = rest.rpartition("@")
-        if ":" in userinfo:
-            return redact(f"{scheme}://{userinfo.partition(':')[0]}:***@{after}")
-    return redact(dsn)
+    parts = url_password(dsn)
+    return redact(dsn if parts is None else f"{parts[0]}***{parts[2]}")
 
 
 def check_dsn(dsn: str, name: str) -> None:
@@ -191,19 +194,22 @@ def check_dsn(dsn: str, name: str) -> None:
         if parsed.query:
             query = urllib.parse.parse_qs(parsed.query, strict_parsing=True)
             hosts += query.get("host", [])[-1:]
-            for port in query.get("port", [])[-1:]:
-                [int(p) for p in port.split(",")]
+            for ports in query.get("port", [])[-1:]:
+                for port in ports.split(","):
+                    int(port)
         for hostlist in filter(None, hosts):
             for spec in hostlist.split(","):
                 if spec[0] == "[":
                     if not re.match(r"(?:\[([^\]]+)\])(?::([0-9]+))?", spec):
                         raise ValueError
-                elif (
-                    spec[0] != "/"
-                    and (port := spec.partition(":")[2])
-                    and not 0 <= int(urllib.parse.unquote(port)) <= 65535
-                ):
-                    raise ValueError  # (the driver reads it, the socket refuses it)
+                elif spec[0] != "/":
+                    address, _, port = spec.partition(":")
+                    number = int(urllib.parse.unquote(port)) if port else 0
+                    # (A socket's port names its file; a TCP port past 65535 the driver
+                    # reads, and the socket refuses.)
+                    socket_path = urllib.parse.unquote(address).startswith("/")
+                    if not socket_path and not 0 <= number <= 65535:
+                        raise ValueError
     except (ValueError, IndexError):
         raise ConfigError(
             f"the {name} setting cannot be read as a connection URL: a password that holds "

@@ -96,7 +96,7 @@ def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is an infrastructure fault that a retry may get past."""
     if isinstance(exc, asyncpg.PostgresError):
         return bool(_TRANSIENT_SQLSTATE.match(exc.sqlstate or ""))
-    if isinstance(exc, asyncpg.ClientConfigurationError):
+    if is_configuration_error(exc):
         return False  # a DSN or option the driver cannot read: no retry reads it better
     return isinstance(
         exc,

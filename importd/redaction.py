@@ -382,8 +382,10 @@ _ITEM_BRANCHES = [
 _NEXT_ITEM = f"(?:{'|'.join(_ITEM_BRANCHES)})"
 _ITEMS = "(?:" + "|".join(f"{b}(?:{_NEXT_ITEM})*+" for b in _ITEM_BRANCHES) + "|)"
 # A token that ends in ":" is a label ("invalid bearer token: abc123"): the word after it
-# is the token, masked with it.
-_BEARER_TOKEN = rf"{_CREDENTIAL_CHARS}(?:(?<=:)[ \t]++{_CREDENTIAL_CHARS})?"
+# is the token, masked with it, unless it holds an "=", a ":" or a backslash (a key=value
+# pair, a key before ":", an escape: what follows is the runs' and the key passes', which
+# would not see the key, or would see the quote unescaped, were it masked here).
+_BEARER_TOKEN = rf"{_CREDENTIAL_CHARS}(?:(?<=:)[ \t]++[^{_SPACES}\"'<>,;=:\\]++(?![=:\\]))?"
 _BEARER_RUN = rf"[ \t]++{_BEARER_TOKEN}{_ITEMS}"
 _BEARER_SPELLINGS = ("Bearer", "bearer", "BEARER")
 
@@ -954,16 +956,27 @@ def hide_userinfo(text: str) -> str:
     return _USERINFO.sub(r"\1***@", text) if "://" in text else text
 
 
+def url_password(dsn: str) -> tuple[str, str, str] | None:
+    """A URL's password read the widest way, as (what comes before it, it, what comes
+    after it): the userinfo to the last "@", the password from its first ":". None when
+    there is none."""
+    scheme, sep, rest = dsn.partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return None
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{user}:", password, f"@{after}"
+
+
 def secrets_in(dsn: str) -> list[str]:
     """The passwords in a connection string: the URL's password (percent-decoded too)
     and the values of sensitive keys, in URL or ``key=value`` form."""
     found = [m["pw"] for m in _PASSWORD_IN_URL.finditer(dsn)]
     if "://" in dsn:
-        # The userinfo to the last "@", its password from the first ":": one that holds
-        # a raw "#", "/", "?" or a blank, which the pattern above stops at.
-        userinfo = dsn.partition("://")[2].rpartition("@")[0]
-        if ":" in userinfo and not found:
-            found.append(userinfo.partition(":")[2])
+        # One that holds a raw "#", "/", "?" or a blank, which the pattern above stops at.
+        parts = url_password(dsn)
+        if parts is not None and not found:
+            found.append(parts[1])
         # A URL's query, its keys percent-decoded as the drivers read them (?%70assword=).
         query = dsn.split("?", 1)[1].split("#", 1)[0] if "?" in dsn else ""
         for key, value in parse_qsl(query, keep_blank_values=True):

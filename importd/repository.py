@@ -266,15 +266,13 @@ def shown_errors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rejected rows for a reader (``importd show``, the dashboard, the CSV): every field
     redacted again (a row written before, or by another tool), the message as it was
     stored (``row_message``)."""
-    return [
-        {
-            key: row_message(value)
-            if key == "message" and isinstance(value, str)
-            else (redact_value(value))
-            for key, value in row.items()
-        }
-        for row in rows
-    ]
+    shown = []
+    for row in rows:
+        fields = {key: redact_value(value) for key, value in row.items() if key != "message"}
+        if isinstance(row.get("message"), str):
+            fields["message"] = row_message(row["message"])
+        shown.append({key: fields.get(key, row[key]) for key in row})  # (the row's order)
+    return shown
 
 
 def row_message(message: str) -> str:
